@@ -1,0 +1,428 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// The decoder walks the yaml.Node tree itself, guided by the yaml tags of
+// Config, instead of using yaml.v3's Decoder.KnownFields: that stops at the
+// first unknown key and gives no columns, and the validator needs the position
+// of every value, not only of the broken ones.
+//
+// Decoding writes over a Config that already holds the defaults, so a key that
+// is absent (or null) keeps its default: that is how alerts.stdout tells a
+// missing key (true) from an explicit false.
+
+// maxValues bounds the number of values decoded, so that a few aliases
+// repeated many times (a "billion laughs" file) cannot make loading explode.
+// A real config holds a few hundred.
+const maxValues = 100_000
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// field is where a key's value is in the file.
+type field struct {
+	line, col int
+	// set reports that a non-null value was decoded; when false, the key is
+	// present with no value and line, col are the key's.
+	set bool
+}
+
+type decoder struct {
+	file string
+	data []byte
+	errs Errors
+	// fields holds every key found, by path ("sensitive[0].table"), for the
+	// positions of the validator's messages.
+	fields map[string]field
+	// failed holds the paths whose value had the wrong shape and was not
+	// decoded; the validator leaves them alone rather than report a second,
+	// derived error.
+	failed map[string]bool
+	root   field
+	values int
+	// alias is the outermost alias being expanded, if any: the place to
+	// blame when expansion goes too far.
+	alias *yaml.Node
+}
+
+func (d *decoder) errorAt(line, col int, format string, args ...any) {
+	d.errs = append(d.errs, Error{File: d.file, Line: line, Column: col, Msg: fmt.Sprintf(format, args...)})
+}
+
+// parse checks the text and parses it into a node tree. It returns the
+// top-level node (nil for an empty file) and whether there is a tree to
+// decode.
+func (d *decoder) parse() (*yaml.Node, bool) {
+	if line, col, msg, bad := firstInvalidChar(d.data); bad {
+		d.errorAt(line, col, "%s", msg)
+		return nil, false
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(d.data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return nil, true // empty, or only comments
+	} else if err != nil {
+		d.syntaxError(err)
+		return nil, false
+	}
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			d.syntaxError(err)
+			return nil, false
+		}
+		if len(next.Content) == 1 && !isNull(next.Content[0]) {
+			d.errorAt(next.Line, next.Column, "a second YAML document starts here; a config file holds one")
+			break
+		}
+	}
+	if len(doc.Content) != 1 || isNull(doc.Content[0]) {
+		return nil, true // "---" alone
+	}
+	root := doc.Content[0]
+	d.root = field{line: root.Line, col: root.Column, set: true}
+	return root, true
+}
+
+var yamlLine = regexp.MustCompile(`(?s)^yaml: line (\d+): (.*)$`)
+
+// syntaxError records a yaml.v3 syntax error. yaml.v3's line numbers are not
+// reliable: it omits the line for scanner errors on the first line and for
+// unknown aliases, and reports some parser errors one line early (0-based) or
+// at the start of the enclosing block. The line that matters to a person is
+// the first line whose inclusion makes the file fail this way, so find it by
+// bisecting on prefixes of the file: a prefix that stops before the problem
+// parses, or fails differently.
+func (d *decoder) syntaxError(err error) {
+	msg, line := strings.TrimPrefix(err.Error(), "yaml: "), 0
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	}
+	ends := lineEnds(d.data)
+	if k := sort.Search(len(ends), func(i int) bool {
+		e := firstYAMLError(d.data[:ends[i]])
+		return e != nil && e.Error() == err.Error()
+	}); k < len(ends) {
+		line = k + 1
+	}
+	d.errorAt(max(line, 1), 0, "invalid YAML: %s", msg)
+}
+
+// firstYAMLError returns the first syntax error in any document of data.
+func firstYAMLError(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// lineEnds returns the offset just past each line of data, counting line
+// breaks as YAML does (so the numbers match yaml.Node.Line): CR LF, CR, LF,
+// NEL, LS and PS. The last line may lack a break.
+func lineEnds(data []byte) []int {
+	var ends []int
+	for i := 0; i < len(data); {
+		if n := lineBreakLen(data[i:]); n > 0 {
+			i += n
+			ends = append(ends, i)
+			continue
+		}
+		_, size := utf8.DecodeRune(data[i:])
+		i += size
+	}
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data))
+	}
+	return ends
+}
+
+// lineBreakLen returns the length of the YAML line break at the start of b,
+// or 0.
+func lineBreakLen(b []byte) int {
+	switch {
+	case bytes.HasPrefix(b, []byte("\r\n")):
+		return 2
+	case len(b) > 0 && (b[0] == '\r' || b[0] == '\n'):
+		return 1
+	case bytes.HasPrefix(b, []byte("\u0085")):
+		return 2
+	case bytes.HasPrefix(b, []byte("\u2028")), bytes.HasPrefix(b, []byte("\u2029")):
+		return 3
+	}
+	return 0
+}
+
+// firstInvalidChar finds the first byte YAML refuses: invalid UTF-8 or a
+// non-printable character. yaml.v3 reports those with a byte offset it does
+// not expose, so without this check they would have no position.
+func firstInvalidChar(data []byte) (line, col int, msg string, bad bool) {
+	line, col = 1, 1
+	for i := 0; i < len(data); {
+		if n := lineBreakLen(data[i:]); n > 0 {
+			i += n
+			line, col = line+1, 1
+			continue
+		}
+		r, size := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			return line, col, "the file is not valid UTF-8; save it as UTF-8", true
+		case !yamlPrintable(r):
+			return line, col, fmt.Sprintf("character %U is not allowed in YAML", r), true
+		}
+		i += size
+		col++
+	}
+	return 0, 0, "", false
+}
+
+// yamlPrintable reports whether r may appear in a YAML stream (YAML 1.2
+// c-printable, the set yaml.v3 accepts).
+func yamlPrintable(r rune) bool {
+	switch {
+	case r == '\t', r == '\n', r == '\r', r == 0x85:
+		return true
+	case r >= 0x20 && r <= 0x7e, r >= 0xa0 && r <= 0xd7ff, r >= 0xe000 && r <= 0xfffd, r >= 0x10000 && r <= 0x10ffff:
+		return true
+	}
+	return false
+}
+
+// decode decodes n into v, the value at path.
+func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
+	if n.Kind == yaml.AliasNode && d.alias == nil {
+		d.alias = n
+		defer func() { d.alias = nil }()
+	}
+	n = resolveAlias(n)
+	d.values++
+	if d.values == maxValues {
+		at := n
+		if d.alias != nil {
+			at = d.alias
+		}
+		d.errorAt(at.Line, at.Column, "more than %d values once aliases are expanded; a config file needs far fewer", maxValues)
+	}
+	if d.values >= maxValues {
+		return
+	}
+	d.fields[path] = field{line: n.Line, col: n.Column, set: true}
+	switch {
+	case v.Type() == durationType:
+		d.duration(path, n, v)
+	case v.Kind() == reflect.Struct:
+		d.mapping(path, n, v)
+	case v.Kind() == reflect.Slice:
+		d.sequence(path, n, v)
+	case v.Kind() == reflect.String:
+		if n.Kind != yaml.ScalarNode || isNull(n) {
+			d.wrongType(path, n, "a string")
+			return
+		}
+		v.SetString(n.Value)
+	case v.Kind() == reflect.Bool:
+		var b bool
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {
+			d.wrongType(path, n, "true or false")
+			return
+		}
+		v.SetBool(b)
+	case v.Kind() == reflect.Int64:
+		d.integer(path, n, v)
+	default:
+		// Only reachable by adding a field of a new type to Config.
+		panic(fmt.Sprintf("config: no decoder for %s (%s)", v.Type(), path))
+	}
+}
+
+func (d *decoder) mapping(path string, n *yaml.Node, v reflect.Value) {
+	if n.Kind != yaml.MappingNode {
+		if path == "" {
+			d.failed[path] = true
+			d.errorAt(n.Line, n.Column, "want a mapping of settings (%s) at the top level, got %s", strings.Join(keysOf(v.Type()), ", "), describe(n))
+			return
+		}
+		d.wrongType(path, n, "a mapping")
+		return
+	}
+	where := " in " + path
+	if path == "" {
+		where = " at the top level"
+	}
+	seen := make(map[string]*yaml.Node, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := resolveAlias(n.Content[i]), n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			d.errorAt(k.Line, k.Column, "keys must be names, got %s%s", describe(k), where)
+			continue
+		}
+		if k.ShortTag() == "!!merge" {
+			d.errorAt(k.Line, k.Column, "merge keys (<<) are not supported%s; write the keys out", where)
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			d.errorAt(k.Line, k.Column, "duplicate key %s%s (first at %d:%d)", quote(k.Value), where, first.Line, first.Column)
+			continue
+		}
+		seen[k.Value] = k
+		idx, ok := fieldIndex(v.Type(), k.Value)
+		if !ok {
+			d.errorAt(k.Line, k.Column, "unknown key %s%s (known: %s)", quote(k.Value), where, strings.Join(keysOf(v.Type()), ", "))
+			continue
+		}
+		p := join(path, k.Value)
+		if isNull(resolveAlias(val)) {
+			d.fields[p] = field{line: k.Line, col: k.Column}
+			continue
+		}
+		d.decode(p, val, v.Field(idx))
+	}
+}
+
+func (d *decoder) sequence(path string, n *yaml.Node, v reflect.Value) {
+	if n.Kind != yaml.SequenceNode {
+		d.wrongType(path, n, "a list")
+		return
+	}
+	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+	for i, el := range n.Content {
+		d.decode(fmt.Sprintf("%s[%d]", path, i), el, s.Index(i))
+	}
+	v.Set(s)
+}
+
+func (d *decoder) integer(path string, n *yaml.Node, v reflect.Value) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		d.wrongType(path, n, "an integer")
+		return
+	}
+	// Decimal only: yaml.v3 would read 0100 as octal 64, a trap in a
+	// threshold.
+	i, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 10, 64)
+	if err != nil {
+		d.wrongType(path, n, "a decimal integer")
+		return
+	}
+	v.SetInt(i)
+}
+
+func (d *decoder) duration(path string, n *yaml.Node, v reflect.Value) {
+	if n.Kind != yaml.ScalarNode || isNull(n) {
+		d.wrongType(path, n, `a duration (e.g. "1s")`)
+		return
+	}
+	dur, err := time.ParseDuration(n.Value)
+	if err != nil {
+		d.failed[path] = true
+		hint := ""
+		if strings.HasSuffix(n.Value, "d") {
+			hint = `; there is no day unit: write "24h"`
+		}
+		d.errorAt(n.Line, n.Column, "%s: %s is not a duration (e.g. \"1s\")%s", path, quote(n.Value), hint)
+		return
+	}
+	v.SetInt(int64(dur))
+}
+
+func (d *decoder) wrongType(path string, n *yaml.Node, want string) {
+	d.failed[path] = true
+	d.errorAt(n.Line, n.Column, "%s: want %s, got %s", path, want, describe(n))
+}
+
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// describe names what a node is, for "want X, got Y" messages.
+func describe(n *yaml.Node) string {
+	switch {
+	case n.Kind == yaml.MappingNode:
+		return "a mapping"
+	case n.Kind == yaml.SequenceNode:
+		return "a list"
+	case isNull(n):
+		return "null"
+	case n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0:
+		return "the quoted string " + quote(n.Value)
+	default:
+		return quote(n.Value)
+	}
+}
+
+// quote quotes a value from the file for a message, shortened so that a
+// pasted blob does not flood the terminal.
+func quote(s string) string {
+	const maxRunes = 40
+	if utf8.RuneCountInString(s) > maxRunes {
+		s = string([]rune(s)[:maxRunes]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// yamlName returns the key of a struct field, or "" for a field that is not
+// read from the file.
+func yamlName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	if name == "-" {
+		return ""
+	}
+	return name
+}
+
+func fieldIndex(t reflect.Type, key string) (int, bool) {
+	for i := range t.NumField() {
+		if name := yamlName(t.Field(i)); name != "" && name == key {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// keysOf lists the keys of a section in declaration order, for messages.
+func keysOf(t reflect.Type) []string {
+	var keys []string
+	for i := range t.NumField() {
+		if name := yamlName(t.Field(i)); name != "" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}

@@ -1,0 +1,215 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// validator checks the decoded Config, normalizes names and resolves paths.
+// It reports each problem at the position of the value at fault, or of the
+// nearest enclosing key when the value is missing.
+type validator struct {
+	*decoder
+	cfg    *Config
+	dir    string // the config file's directory, for relative paths
+	getenv func(string) string
+}
+
+func (v *validator) validate() {
+	v.database()
+	v.sensitive()
+	v.listen()
+	v.path("alerts.file", &v.cfg.Alerts.File, defaultAlertsFile)
+	v.path("state_dir", &v.cfg.StateDir, defaultStateDir)
+	if r := v.cfg.Alerts.ResolveAfter; r <= 0 {
+		v.errorf("alerts.resolve_after", "%s is not positive; it is how long an alert's condition must stay quiet before the alert resolves", r)
+	}
+	v.atLeast("sources.statements.interval", v.cfg.Sources.Statements.Interval, minStatementsInterval)
+	if n := v.cfg.Rules.SensitiveBulkRead.MinRowsPerCall; n < 1 {
+		v.errorf("rules.sensitive_bulk_read.min_rows_per_call", "%d is below the minimum of 1", n)
+	}
+}
+
+// errorf reports a problem with the value at path, at its position. Values
+// that failed to decode already have their error and are skipped.
+func (v *validator) errorf(path, format string, args ...any) {
+	for p := path; ; p = parentPath(p) {
+		if v.failed[p] {
+			return
+		}
+		if p == "" {
+			break
+		}
+	}
+	line, col := v.position(path)
+	v.errorAt(line, col, "%s: %s", path, fmt.Sprintf(format, args...))
+}
+
+// position returns where the value at path is, or else where its nearest
+// enclosing value is, or else the top of the file.
+func (v *validator) position(path string) (line, col int) {
+	for p := path; p != ""; p = parentPath(p) {
+		if f, ok := v.fields[p]; ok {
+			return f.line, f.col
+		}
+	}
+	if v.root.set {
+		return v.root.line, v.root.col
+	}
+	return 1, 1
+}
+
+// parentPath returns the enclosing path: "sensitive[0]" for
+// "sensitive[0].columns", "sensitive" for "sensitive[0]", "" at the top.
+func parentPath(p string) string {
+	if i := strings.LastIndexAny(p, ".["); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+func (v *validator) set(path string) bool { return v.fields[path].set }
+
+func (v *validator) database() {
+	db := &v.cfg.Database
+	if env := strings.TrimSpace(v.getenv(EnvDSN)); env != "" {
+		// The file's value, valid or not, is not used: say nothing about it.
+		db.DSN = env
+		if !dsnParses(env) {
+			v.errs = append(v.errs, Error{File: v.file, Msg: EnvDSN + " (replaces database.dsn): " + dsnUnparsable})
+		}
+	} else if db.DSN = strings.TrimSpace(db.DSN); db.DSN == "" && v.set("database.dsn") {
+		v.errorf("database.dsn", "empty; remove the key to connect with the PG* environment variables, or set %s", EnvDSN)
+	} else if db.DSN != "" && !dsnParses(db.DSN) {
+		v.errorf("database.dsn", "%s", dsnUnparsable)
+	}
+
+	for i, s := range db.SearchPath {
+		if s == "$user" {
+			continue // the special entry, which is not a valid unquoted identifier
+		}
+		id, err := parseIdentifier(s)
+		if err != nil {
+			v.errorf(fmt.Sprintf("database.search_path[%d]", i), "%v", err)
+			continue
+		}
+		db.SearchPath[i] = id
+	}
+	v.atLeast("database.catalog_refresh", db.CatalogRefresh, minCatalogRefresh)
+}
+
+func (v *validator) sensitive() {
+	tables := v.cfg.Sensitive
+	if len(tables) == 0 {
+		v.errorf("sensitive", "no tables listed, so nothing would be watched; add the tables that hold credentials, "+
+			"e.g. %q", "sensitive: [{table: public.users, columns: [email, password_hash]}]")
+		return
+	}
+	type listed struct {
+		index     int
+		line, col int
+	}
+	seen := make(map[[2]string]listed, len(tables))
+	for i := range tables {
+		t, base := &tables[i], fmt.Sprintf("sensitive[%d]", i)
+		if v.failed[base] {
+			continue
+		}
+		tablePath, columnsPath := base+".table", base+".columns"
+		valid := false
+		switch schema, name, err := parseTableName(t.Table); {
+		case !v.set(tablePath):
+			v.errorf(base, "table is missing; add %q", "table: schema.table")
+		case err != nil:
+			v.errorf(tablePath, "%v", err)
+		default:
+			t.Schema, t.Name, t.Table = schema, name, qualifiedName(schema, name)
+			valid = true
+			line, col := v.position(tablePath)
+			if first, dup := seen[[2]string{schema, name}]; dup {
+				v.errorf(tablePath, "%s is already listed in sensitive[%d] (first at %d:%d); list each table once, with all its columns",
+					t.Table, first.index, first.line, first.col)
+			} else {
+				seen[[2]string{schema, name}] = listed{index: i, line: line, col: col}
+			}
+		}
+		what := "the table"
+		if valid {
+			what = t.Table
+		}
+		switch {
+		case v.failed[columnsPath]:
+		case !v.set(columnsPath):
+			v.errorf(base, "columns are missing; list the credential columns of %s, e.g. %q", what, "columns: [email, password_hash]")
+		case len(t.Columns) == 0:
+			v.errorf(columnsPath, "empty; list the credential columns of %s", what)
+		default:
+			v.columns(columnsPath, t.Columns)
+		}
+	}
+}
+
+func (v *validator) columns(path string, columns []string) {
+	first := make(map[string]field, len(columns))
+	for j, raw := range columns {
+		p := fmt.Sprintf("%s[%d]", path, j)
+		if v.failed[p] {
+			continue
+		}
+		col, err := parseIdentifier(raw)
+		if err != nil {
+			v.errorf(p, "%v", err)
+			continue
+		}
+		columns[j] = col
+		if f, dup := first[col]; dup {
+			folded := ""
+			if raw != col {
+				folded = "; unquoted names are folded to lower case"
+			}
+			v.errorf(p, "column %s is listed twice (first at %d:%d%s)", quoteIdentifier(col), f.line, f.col, folded)
+			continue
+		}
+		first[col] = v.fields[p]
+	}
+}
+
+func (v *validator) listen() {
+	const path = "http.listen"
+	addr := v.cfg.HTTP.Listen
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		reason := err.Error()
+		if ae := (*net.AddrError)(nil); errors.As(err, &ae) {
+			reason = ae.Err // without the address, which the message already quotes
+		}
+		v.errorf(path, "cannot use %s: want host:port, e.g. %q (%s)", quote(addr), defaultListen, reason)
+		return
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		v.errorf(path, "cannot use %s: port %s is not a number from 0 to 65535", quote(addr), quote(port))
+	}
+}
+
+// path checks a file or directory path and anchors a relative one to the
+// config file's directory.
+func (v *validator) path(path string, p *string, def string) {
+	if *p == "" {
+		v.errorf(path, "empty; remove the key to use the default %q", def)
+		return
+	}
+	if !filepath.IsAbs(*p) {
+		*p = filepath.Join(v.dir, *p)
+	}
+}
+
+func (v *validator) atLeast(path string, d, minimum time.Duration) {
+	if d < minimum {
+		v.errorf(path, "%s is below the minimum of %s", d, minimum)
+	}
+}
