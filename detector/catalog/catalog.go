@@ -1,0 +1,322 @@
+// Package catalog is an immutable snapshot of the monitored database's
+// relations — their kinds, columns and view definitions — and of which of
+// their columns are configured as sensitive. The classifier resolves SQL
+// against it; the detector reloads it periodically and swaps snapshots.
+//
+// It is not a general catalog cache: it holds only what classification needs
+// (no types, no functions yet), and it does not parse SQL — view definitions
+// are kept as text for the classifier.
+package catalog
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"sort"
+)
+
+// Kind is the kind of a relation, with PostgreSQL's pg_class.relkind letters
+// as values.
+type Kind byte
+
+// The relation kinds a Snapshot holds.
+const (
+	Table            Kind = 'r'
+	PartitionedTable Kind = 'p'
+	View             Kind = 'v'
+	MaterializedView Kind = 'm'
+	ForeignTable     Kind = 'f'
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Table:
+		return "table"
+	case PartitionedTable:
+		return "partitioned table"
+	case View:
+		return "view"
+	case MaterializedView:
+		return "materialized view"
+	case ForeignTable:
+		return "foreign table"
+	}
+	return fmt.Sprintf("Kind(%q)", byte(k))
+}
+
+func (k Kind) valid() bool {
+	switch k {
+	case Table, PartitionedTable, View, MaterializedView, ForeignTable:
+		return true
+	}
+	return false
+}
+
+// HasDefinition reports whether relations of this kind are defined by a query
+// (views and materialized views).
+func (k Kind) HasDefinition() bool { return k == View || k == MaterializedView }
+
+// Relation is one relation of the monitored database. Identifiers are stored
+// as PostgreSQL stores them (already case-folded, unquoted).
+type Relation struct {
+	Schema, Name string
+	Kind         Kind
+	// Columns are the user columns in attnum order, dropped columns omitted.
+	Columns []string
+	// ViewDef is pg_get_viewdef's text for views and materialized views, ""
+	// for other kinds. Unqualified names in it resolve through the snapshot's
+	// ViewSearchPath.
+	ViewDef string
+}
+
+// QualifiedName returns schema.name with each part quoted only where
+// PostgreSQL's quote_ident would quote it, so public.users stays plain.
+func (r *Relation) QualifiedName() string {
+	return QualifiedName(r.Schema, r.Name)
+}
+
+// QualifiedName returns schema.name quoted like Relation.QualifiedName.
+func QualifiedName(schema, name string) string {
+	return QuoteIdent(schema) + "." + QuoteIdent(name)
+}
+
+// HasColumn reports whether the relation has a column with exactly this name.
+func (r *Relation) HasColumn(name string) bool {
+	return slices.Contains(r.Columns, name)
+}
+
+// Snapshot is an immutable view of the database's relations and of the
+// sensitive-column configuration. It is safe for concurrent use. Pointers it
+// returns point into the snapshot and must not be modified.
+type Snapshot struct {
+	relations      map[relKey]*Relation
+	byQualified    map[string]*Relation
+	sensitive      map[string]map[string]bool // qualified name -> column set
+	sensitiveList  map[string][]string        // qualified name -> sorted columns
+	missing        []string
+	viewSearchPath []string
+	version        string
+}
+
+type relKey struct{ schema, name string }
+
+// Option configures New.
+type Option func(*Snapshot)
+
+// WithViewSearchPath records the effective search_path (as current_schemas(true)
+// returns it) under which view definitions were printed: pg_get_viewdef leaves
+// a name unqualified exactly when that path finds it. The default is
+// pg_catalog, public — PostgreSQL's default path without a $user schema.
+func WithViewSearchPath(path []string) Option {
+	return func(s *Snapshot) { s.viewSearchPath = slices.Clone(path) }
+}
+
+// New builds a snapshot from relations and the sensitive-column configuration,
+// keyed by schema-qualified table name (public.users, or "My Schema"."Users";
+// unquoted parts fold to lower case as in SQL) with column names under the same
+// rules. Configured tables or columns that do not exist are not an error — the
+// table may be created later — they are reported by Missing. New returns an
+// error for malformed names and duplicate or invalid relations.
+func New(relations []Relation, sensitive map[string][]string, opts ...Option) (*Snapshot, error) {
+	s := &Snapshot{
+		relations:      make(map[relKey]*Relation, len(relations)),
+		byQualified:    make(map[string]*Relation, len(relations)),
+		sensitive:      make(map[string]map[string]bool, len(sensitive)),
+		sensitiveList:  make(map[string][]string, len(sensitive)),
+		viewSearchPath: []string{"pg_catalog", "public"},
+	}
+	for _, opt := range opts {
+		opt(s)
+	}
+	for i := range relations {
+		r := relations[i]
+		if r.Schema == "" || r.Name == "" {
+			return nil, fmt.Errorf("relation %d: empty schema or name", i)
+		}
+		if !r.Kind.valid() {
+			return nil, fmt.Errorf("relation %s: unsupported kind %v", r.QualifiedName(), r.Kind)
+		}
+		k := relKey{r.Schema, r.Name}
+		if _, dup := s.relations[k]; dup {
+			return nil, fmt.Errorf("relation %s: listed twice", r.QualifiedName())
+		}
+		r.Columns = slices.Clone(r.Columns)
+		s.relations[k] = &r
+		s.byQualified[r.QualifiedName()] = &r
+	}
+	for table, columns := range sensitive {
+		schema, name, err := ParseQualifiedName(table)
+		if err != nil {
+			return nil, fmt.Errorf("sensitive table: %w", err)
+		}
+		q := QualifiedName(schema, name)
+		set := s.sensitive[q]
+		if set == nil {
+			set = make(map[string]bool, len(columns))
+			s.sensitive[q] = set
+		}
+		for _, c := range columns {
+			col, err := ParseIdentifier(c)
+			if err != nil {
+				return nil, fmt.Errorf("sensitive table %s: column: %w", q, err)
+			}
+			set[col] = true
+		}
+		rel, ok := s.relations[relKey{schema, name}]
+		if !ok {
+			s.missing = append(s.missing, q)
+			continue
+		}
+		for col := range set {
+			if !rel.HasColumn(col) {
+				s.missing = append(s.missing, q+"."+QuoteIdent(col))
+			}
+		}
+	}
+	for q, set := range s.sensitive {
+		cols := make([]string, 0, len(set))
+		for c := range set {
+			cols = append(cols, c)
+		}
+		sort.Strings(cols)
+		s.sensitiveList[q] = cols
+	}
+	sort.Strings(s.missing)
+	s.missing = slices.Compact(s.missing)
+	s.version = s.hash()
+	return s, nil
+}
+
+// Lookup returns the relation with exactly this schema and name.
+func (s *Snapshot) Lookup(schema, name string) (*Relation, bool) {
+	r, ok := s.relations[relKey{schema, name}]
+	return r, ok
+}
+
+// LookupQualified returns the relation whose QualifiedName is qualified.
+func (s *Snapshot) LookupQualified(qualified string) (*Relation, bool) {
+	r, ok := s.byQualified[qualified]
+	return r, ok
+}
+
+// Resolve finds an unqualified relation name the way PostgreSQL does: through
+// pg_catalog (unless searchPath lists it explicitly) and then searchPath in
+// order, with "$user" standing for role. Temporary schemas are not part of a
+// snapshot and are never searched.
+func (s *Snapshot) Resolve(searchPath []string, role, name string) (*Relation, bool) {
+	if !slices.Contains(searchPath, "pg_catalog") {
+		if r, ok := s.Lookup("pg_catalog", name); ok {
+			return r, true
+		}
+	}
+	for _, schema := range searchPath {
+		if schema == "$user" {
+			if role == "" {
+				continue
+			}
+			schema = role
+		}
+		if r, ok := s.Lookup(schema, name); ok {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// Relations returns every relation, sorted by qualified name.
+func (s *Snapshot) Relations() []*Relation {
+	out := make([]*Relation, 0, len(s.relations))
+	for _, r := range s.relations {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].QualifiedName() < out[j].QualifiedName() })
+	return out
+}
+
+// ViewSearchPath returns the search path under which view definitions resolve
+// (see WithViewSearchPath).
+func (s *Snapshot) ViewSearchPath() []string { return slices.Clone(s.viewSearchPath) }
+
+// SensitiveColumns returns the sorted sensitive columns configured for the
+// table named by qualified (in QualifiedName form), nil if there are none. The
+// slice is shared and must not be modified.
+func (s *Snapshot) SensitiveColumns(qualified string) []string {
+	return s.sensitiveList[qualified]
+}
+
+// IsSensitive reports whether column of the table named by qualified (in
+// QualifiedName form) is configured as sensitive.
+func (s *Snapshot) IsSensitive(qualified, column string) bool {
+	return s.sensitive[qualified][column]
+}
+
+// HasSensitive reports whether any column of the relation named by qualified is
+// configured as sensitive.
+func (s *Snapshot) HasSensitive(qualified string) bool {
+	return len(s.sensitive[qualified]) > 0
+}
+
+// Sensitive returns a copy of the sensitive-column configuration, keyed by
+// qualified table name, columns sorted.
+func (s *Snapshot) Sensitive() map[string][]string {
+	out := make(map[string][]string, len(s.sensitiveList))
+	for q, cols := range s.sensitiveList {
+		out[q] = slices.Clone(cols)
+	}
+	return out
+}
+
+// Missing returns the configured sensitive tables ("schema.table") and columns
+// ("schema.table.column") that do not exist in the snapshot, sorted. They
+// deserve a warning, not an error: the table may be created later.
+func (s *Snapshot) Missing() []string { return slices.Clone(s.missing) }
+
+// Version returns a hash of the snapshot's content (relations, columns, view
+// definitions, view search path and sensitive configuration). Two snapshots
+// with the same content have the same version, so a refresh that changed
+// nothing can be recognised and cached classifications kept.
+func (s *Snapshot) Version() string { return s.version }
+
+func (s *Snapshot) hash() string {
+	h := sha256.New()
+	var n [8]byte
+	writeString := func(v string) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(v)))
+		h.Write(n[:])
+		h.Write([]byte(v))
+	}
+	writeStrings := func(vs []string) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(vs)))
+		h.Write(n[:])
+		for _, v := range vs {
+			writeString(v)
+		}
+	}
+	for _, r := range s.Relations() {
+		writeString(r.Schema)
+		writeString(r.Name)
+		writeString(string([]byte{byte(r.Kind)}))
+		writeStrings(r.Columns)
+		writeString(r.ViewDef)
+	}
+	writeString("\x00sensitive")
+	tables := make([]string, 0, len(s.sensitiveList))
+	for q := range s.sensitiveList {
+		tables = append(tables, q)
+	}
+	sort.Strings(tables)
+	for _, q := range tables {
+		writeString(q)
+		writeStrings(s.sensitiveList[q])
+	}
+	writeString("\x00viewpath")
+	writeStrings(s.viewSearchPath)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// String summarises the snapshot for logs; it never includes view text.
+func (s *Snapshot) String() string {
+	return fmt.Sprintf("catalog %s: %d relations, %d sensitive tables", s.version, len(s.relations), len(s.sensitive))
+}

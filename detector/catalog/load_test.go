@@ -1,0 +1,187 @@
+package catalog_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/detector/classify"
+	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const schemaSQL = `
+CREATE TABLE public.users (
+	id bigint PRIMARY KEY,
+	legacy text,
+	email text,
+	username text,
+	password_hash text,
+	created_at timestamptz
+);
+ALTER TABLE public.users DROP COLUMN legacy;
+CREATE TABLE public.orders (id bigint, user_id bigint, total numeric);
+CREATE SCHEMA reporting;
+CREATE VIEW reporting.user_contacts AS
+	SELECT u.id, lower(u.email) AS contact FROM public.users u WHERE u.created_at > now() - interval '1 year';
+CREATE VIEW public.user_logins AS SELECT id, username, password_hash FROM users;
+CREATE MATERIALIZED VIEW reporting.logins AS SELECT * FROM public.user_logins;
+CREATE SCHEMA "Billing";
+CREATE TABLE "Billing"."Cards" (id int, "Number" text) PARTITION BY RANGE (id);
+CREATE TABLE "Billing"."Cards_1" PARTITION OF "Billing"."Cards" FOR VALUES FROM (0) TO (1000);
+CREATE FOREIGN DATA WRAPPER pgtest_dummy;
+CREATE SERVER pgtest_nowhere FOREIGN DATA WRAPPER pgtest_dummy;
+CREATE FOREIGN TABLE public.remote_users (email text) SERVER pgtest_nowhere;
+`
+
+var sensitive = map[string][]string{
+	"public.users":      {"email", "username", "password_hash"},
+	`"Billing"."Cards"`: {`"Number"`},
+	"public.accounts":   {"email"},
+	"public.orders":     {"card_number"},
+}
+
+func TestLoad(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, schemaSQL)
+	conn := db.Conn(t, "postgres")
+	ctx := t.Context()
+	// A temporary table of this session is not part of the snapshot.
+	if _, err := conn.Exec(ctx, "CREATE TEMP TABLE scratch (email text)"); err != nil {
+		t.Fatal(err)
+	}
+
+	snap, err := catalog.Load(ctx, conn, sensitive)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var got []string
+	for _, r := range snap.Relations() {
+		got = append(got, r.QualifiedName()+" "+r.Kind.String())
+	}
+	want := []string{
+		`"Billing"."Cards" partitioned table`,
+		`"Billing"."Cards_1" table`,
+		"public.orders table",
+		// pgtest installs pg_stat_statements in every database.
+		"public.pg_stat_statements view",
+		"public.pg_stat_statements_info view",
+		"public.remote_users foreign table",
+		"public.user_logins view",
+		"public.users table",
+		"reporting.logins materialized view",
+		"reporting.user_contacts view",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("relations:\ngot  %q\nwant %q", got, want)
+	}
+
+	users, ok := snap.Lookup("public", "users")
+	if !ok {
+		t.Fatal("public.users not loaded")
+	}
+	if want := []string{"id", "email", "username", "password_hash", "created_at"}; !slices.Equal(users.Columns, want) {
+		t.Errorf("public.users columns: got %q, want %q (attnum order, dropped column left out)", users.Columns, want)
+	}
+	if users.ViewDef != "" {
+		t.Errorf("public.users: got a view definition for a table")
+	}
+	if v, _ := snap.Lookup("reporting", "logins"); v == nil || v.ViewDef == "" {
+		t.Errorf("reporting.logins: no definition loaded for a materialized view")
+	}
+	if got, want := snap.Missing(), []string{"public.accounts", "public.orders.card_number"}; !slices.Equal(got, want) {
+		t.Errorf("Missing: got %q, want %q", got, want)
+	}
+	if !slices.Equal(snap.ViewSearchPath(), []string{"pg_catalog", "public"}) {
+		t.Errorf("ViewSearchPath: got %q, want [pg_catalog public]", snap.ViewSearchPath())
+	}
+}
+
+// TestLoadVersion checks that a refresh that changed nothing keeps the
+// version, and that a schema change alters it.
+func TestLoadVersion(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, schemaSQL)
+	conn := db.Conn(t, "postgres")
+	ctx := t.Context()
+
+	load := func() string {
+		t.Helper()
+		snap, err := catalog.Load(ctx, conn, sensitive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap.Version()
+	}
+	first := load()
+	if again := load(); again != first {
+		t.Errorf("reload without changes: version %s, want %s", again, first)
+	}
+	db.Exec(t, "ALTER TABLE public.orders ADD COLUMN card_number text")
+	if changed := load(); changed == first {
+		t.Errorf("reload after ADD COLUMN: version unchanged")
+	}
+}
+
+// TestLoadClassify resolves statements through the definitions PostgreSQL
+// prints for views, loaded under different search paths: pg_get_viewdef
+// qualifies names relative to the loading session's path, and the snapshot
+// must resolve them the same way.
+func TestLoadClassify(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, schemaSQL)
+	conn := db.Conn(t, "postgres")
+	ctx := t.Context()
+
+	tests := []struct {
+		sql        string
+		read       []string
+		referenced []string
+	}{
+		{"SELECT contact FROM reporting.user_contacts", []string{"public.users.email"}, nil},
+		{"SELECT id FROM reporting.user_contacts", nil, nil},
+		{"SELECT * FROM reporting.logins", []string{"public.users.password_hash", "public.users.username"}, nil},
+		{"SELECT count(*) FROM public.user_logins WHERE username = $1", nil, []string{"public.users.username"}},
+		{`COPY (SELECT "Number" FROM "Billing"."Cards") TO STDOUT`, []string{`"Billing"."Cards"."Number"`}, nil},
+		// A view over a set-returning function with a column alias list.
+		{"SELECT queryid, query FROM pg_stat_statements ORDER BY calls DESC", nil, nil},
+	}
+	for _, searchPath := range []string{`"$user", public`, "reporting", "pg_catalog"} {
+		if _, err := conn.Exec(ctx, "SELECT set_config('search_path', $1, false)", searchPath); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := catalog.Load(ctx, conn, sensitive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range tests {
+			got := classify.Classify(tt.sql, snap, []string{"public"}, "postgres")
+			if !got.Complete {
+				t.Errorf("search_path %s: %s: incomplete: %q", searchPath, tt.sql, got.Problems)
+			}
+			if !equal(got.SensitiveRead, tt.read) || !equal(got.SensitiveReferenced, tt.referenced) {
+				t.Errorf("search_path %s: %s:\ngot read %q referenced %q\nwant read %q referenced %q",
+					searchPath, tt.sql, got.SensitiveRead, got.SensitiveReferenced, tt.read, tt.referenced)
+			}
+		}
+	}
+}
+
+func equal(got, want []string) bool {
+	return len(got) == 0 && len(want) == 0 || slices.Equal(got, want)
+}
+
+// TestLoadCancelled checks that Load reports a cancelled context as an error
+// rather than an empty catalog.
+func TestLoadCancelled(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	conn := db.Conn(t, "postgres")
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if snap, err := catalog.Load(ctx, conn, nil); err == nil {
+		t.Errorf("Load with a cancelled context: got %v, want an error", snap)
+	}
+}

@@ -1,0 +1,294 @@
+// Package classify tells, for one SQL text, which relations it touches and
+// which sensitive columns' values it returns or copies (reads) and which it
+// only uses in predicates, ordering or grouping (references). It resolves the
+// statement against a catalog snapshot the way PostgreSQL's parse analysis
+// does — scopes, aliases, *, whole-row references, subqueries, CTEs, set
+// operations and views — on the tree of PostgreSQL's own parser (pg_query).
+//
+// Decisions worth knowing when reading a Result:
+//   - A value derived from a column by any operator or function carries the
+//     column (lower(email), email = $1 in a target list, string_agg), except
+//     count(), whose argument is only referenced. EXISTS and IN/ANY/ALL
+//     subqueries are references; scalar and ARRAY subqueries pass values.
+//   - Views and materialized views are expanded: their columns carry the
+//     lineage of their definition, and the relations under them are listed.
+//   - Writes: a value stored into a relation from another one (INSERT ...
+//     SELECT, UPDATE ... FROM, MERGE, CREATE TABLE AS, SELECT INTO, REFRESH
+//     MATERIALIZED VIEW) is a read; one moved within the same table
+//     (UPDATE users SET username = email) is a reference.
+//   - DISTINCT, UNION (not ALL), INTERSECT and EXCEPT compare their columns:
+//     references. EXCEPT returns only its left side.
+//   - EXPLAIN returns no rows: its statement's outputs are references, and
+//     its copies count only under ANALYZE. PREPARE is classified as if the
+//     prepared statement ran; EXECUTE, FETCH, CALL and DO are incomplete.
+//   - Unqualified pg_* names the snapshot does not know, and anything in
+//     pg_catalog or information_schema, are PostgreSQL's own relations: listed,
+//     never sensitive, never a problem.
+//
+// It is the only package that sees pg_query: callers get plain Go values. It
+// never deparses input and never reports literals or SQL text. It is not a
+// security boundary by itself: a statement it cannot fully resolve is reported
+// as incomplete, never as safe.
+package classify
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	pgparser "github.com/pganalyze/pg_query_go/v6/parser"
+
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
+)
+
+// Operation names. Operation is the statement's command; a text with several
+// statements reports the first one that is not OperationOther.
+const (
+	OperationSelect         = "SELECT"
+	OperationSelectInto     = "SELECT INTO"
+	OperationInsert         = "INSERT"
+	OperationUpdate         = "UPDATE"
+	OperationDelete         = "DELETE"
+	OperationMerge          = "MERGE"
+	OperationCopy           = "COPY"
+	OperationCreateTableAs  = "CREATE TABLE AS"
+	OperationCreateMatView  = "CREATE MATERIALIZED VIEW"
+	OperationRefreshMatView = "REFRESH MATERIALIZED VIEW"
+	OperationCreateView     = "CREATE VIEW"
+	OperationDeclareCursor  = "DECLARE CURSOR"
+	OperationFetch          = "FETCH"
+	OperationExplain        = "EXPLAIN"
+	OperationPrepare        = "PREPARE"
+	OperationExecute        = "EXECUTE"
+	OperationTruncate       = "TRUNCATE"
+	OperationCall           = "CALL"
+	OperationDo             = "DO"
+	OperationOther          = "OTHER"
+)
+
+// Result is the classification of one SQL text.
+type Result struct {
+	// Operation is the command of the (first significant) statement.
+	Operation string `json:"operation"`
+	// Relations are the catalog relations the text touches, schema-qualified
+	// (catalog.QualifiedName), sorted: tables, views and the relations views
+	// are defined over, targets of writes. Relations being created are not
+	// listed.
+	Relations []string `json:"relations"`
+	// SensitiveRead are the sensitive columns ("schema.table.column") whose
+	// values, or values derived from them, leave the statement: returned to
+	// the client or copied into another relation. Sorted.
+	SensitiveRead []string `json:"sensitive_read"`
+	// SensitiveReferenced are the sensitive columns used only in predicates,
+	// joins, grouping, ordering or value-free aggregates (count), not in
+	// SensitiveRead. Sorted.
+	SensitiveReferenced []string `json:"sensitive_referenced"`
+	// Complete is true when every part of the text was resolved. When false,
+	// the other fields are a lower bound and must not be taken as evidence
+	// that nothing sensitive was read.
+	Complete bool `json:"complete"`
+	// Problems say why the result is incomplete: a parse error, an unknown
+	// relation or column, an unsupported construct. They name identifiers but
+	// never contain literals or SQL text. Sorted.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// maxDepth bounds the analyzer's recursion (nested subqueries, expressions,
+// views over views): deeper input is reported as incomplete.
+const maxDepth = 500
+
+// maxSteps bounds the work spent on one text. Recursive CTEs are analyzed
+// until their lineage settles, so nesting them multiplies work; a crafted
+// statement must not stall the detector.
+const maxSteps = 200_000
+
+var emptySnapshot = func() *catalog.Snapshot {
+	s, err := catalog.New(nil, nil)
+	if err != nil {
+		panic(err) // cannot happen: no input to reject
+	}
+	return s
+}()
+
+// Classify classifies sql, one or more statements (normalized texts with $n
+// placeholders included), against cat. Unqualified relation names resolve
+// through searchPath with role standing for "$user". A nil cat is an empty
+// catalog: every relation is unknown. Classify never panics and never
+// returns an error: what it cannot resolve makes the result incomplete.
+func Classify(sql string, cat *catalog.Snapshot, searchPath []string, role string) (res Result) {
+	if cat == nil {
+		cat = emptySnapshot
+	}
+	a := newAnalyzer(cat, searchPath, role)
+	defer func() {
+		// Defence in depth for a daemon fed attacker-written SQL: a bug here
+		// must cost one classification, not the process. Fuzzing looks for
+		// this problem, so it does not hide bugs from tests.
+		if r := recover(); r != nil {
+			a.problem(problemInternal)
+			res = a.result(OperationOther)
+		}
+	}()
+
+	tree, err := pg_query.Parse(sql)
+	if err != nil {
+		return a.unparsable(sql, err)
+	}
+	op := OperationOther
+	for _, raw := range tree.GetStmts() {
+		stmtOp := a.statement(raw.GetStmt())
+		if op == OperationOther {
+			op = stmtOp
+		}
+	}
+	return a.result(op)
+}
+
+const problemInternal = "internal classifier error"
+
+// analyzer holds the state of one classification.
+type analyzer struct {
+	cat        *catalog.Snapshot
+	searchPath []string
+	role       string
+
+	relations  map[string]bool
+	read       lineage
+	referenced lineage
+	problems   map[string]bool
+
+	baseCols  map[string][]column // relation columns, by qualified name
+	expanding map[string]bool     // views being expanded, against cycles
+	depth     int
+	steps     int
+
+	// discardOutputs is set under EXPLAIN and CREATE VIEW: the statement's
+	// result rows do not reach the client.
+	discardOutputs bool
+	// noEffects is set when the statement does not execute at all (EXPLAIN
+	// without ANALYZE, CREATE VIEW): nothing is copied anywhere.
+	noEffects bool
+}
+
+func newAnalyzer(cat *catalog.Snapshot, searchPath []string, role string) *analyzer {
+	return &analyzer{
+		cat:        cat,
+		searchPath: searchPath,
+		role:       role,
+		relations:  make(map[string]bool),
+		read:       make(lineage),
+		referenced: make(lineage),
+		problems:   make(map[string]bool),
+		baseCols:   make(map[string][]column),
+		expanding:  make(map[string]bool),
+	}
+}
+
+func (a *analyzer) problem(format string, args ...any) {
+	if len(args) == 0 {
+		a.problems[format] = true
+		return
+	}
+	a.problems[fmt.Sprintf(format, args...)] = true
+}
+
+// leave records columns whose values leave the statement as result rows.
+func (a *analyzer) leave(cols []column) {
+	for _, c := range cols {
+		if a.discardOutputs {
+			addAll(a.referenced, c.src)
+		} else {
+			addAll(a.read, c.src)
+		}
+	}
+}
+
+// copied records values copied into another relation (CREATE TABLE AS,
+// SELECT INTO, REFRESH MATERIALIZED VIEW).
+func (a *analyzer) copied(cols []column) {
+	for _, c := range cols {
+		if a.noEffects {
+			addAll(a.referenced, c.src)
+		} else {
+			addAll(a.read, c.src)
+		}
+	}
+}
+
+// write records values written into target (INSERT, UPDATE SET, MERGE): a
+// value coming from another relation is a copy, hence a read; one moved
+// within target (UPDATE users SET username = email) stays inside and is only
+// referenced.
+func (a *analyzer) write(target string, src lineage) {
+	for s := range src {
+		if s.rel == target || a.noEffects {
+			a.referenced[s] = struct{}{}
+		} else {
+			a.read[s] = struct{}{}
+		}
+	}
+}
+
+func (a *analyzer) refer(src lineage) { addAll(a.referenced, src) }
+
+func (a *analyzer) result(op string) Result {
+	res := Result{
+		Operation:           op,
+		Relations:           sortedKeys(a.relations),
+		SensitiveRead:       []string{},
+		SensitiveReferenced: []string{},
+		Complete:            len(a.problems) == 0,
+	}
+	for s := range a.read {
+		res.SensitiveRead = append(res.SensitiveRead, s.String())
+	}
+	for s := range a.referenced {
+		if _, isRead := a.read[s]; !isRead {
+			res.SensitiveReferenced = append(res.SensitiveReferenced, s.String())
+		}
+	}
+	sort.Strings(res.SensitiveRead)
+	sort.Strings(res.SensitiveReferenced)
+	if len(a.problems) > 0 {
+		res.Problems = sortedKeys(a.problems)
+	}
+	return res
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// parseProblem describes a parse error without the text near it, which
+// PostgreSQL quotes and which may hold literals.
+func parseProblem(err error) string {
+	msg := err.Error()
+	pos := 0
+	var perr *pgparser.Error
+	if errors.As(err, &perr) {
+		msg, pos = perr.Message, perr.Cursorpos
+	}
+	for _, cut := range []string{" at or near", `"`, "'"} {
+		if i := strings.Index(msg, cut); i >= 0 {
+			msg = msg[:i]
+		}
+	}
+	msg = strings.TrimSpace(msg)
+	if len(msg) > 80 {
+		msg = msg[:80]
+	}
+	if msg == "" {
+		msg = "syntax error"
+	}
+	if pos > 0 {
+		return fmt.Sprintf("parse error: %s at offset %d", msg, pos)
+	}
+	return "parse error: " + msg
+}

@@ -1,0 +1,140 @@
+package classify
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fuzzSeeds are statements of every supported shape plus broken ones.
+var fuzzSeeds = []string{
+	"SELECT email, username, password_hash FROM users",
+	"SELECT id, password_hash FROM users WHERE username = $1",
+	"SELECT u FROM users u",
+	"SELECT (u).*, row_to_json(u) FROM users u",
+	"SELECT count(*) FROM users WHERE email = $1",
+	"COPY users (email) TO STDOUT",
+	"COPY (SELECT email FROM users) TO STDOUT",
+	"WITH RECURSIVE r(n, e) AS (SELECT 1, email FROM users UNION ALL SELECT n + 1, e FROM r) SELECT * FROM r",
+	"SELECT e FROM (SELECT email AS e FROM users) s JOIN orders o USING (id) NATURAL JOIN backup",
+	"SELECT * FROM user_names, loop_a, login_mv, no_def",
+	"INSERT INTO backup SELECT email FROM users ON CONFLICT (email) DO UPDATE SET note = excluded.note RETURNING *",
+	"UPDATE users SET (email, username) = (SELECT $1, $2) WHERE id = $3 RETURNING password_hash",
+	"MERGE INTO backup b USING users u ON b.email = u.email WHEN MATCHED THEN UPDATE SET note = u.username WHEN NOT MATCHED THEN INSERT VALUES (u.email, $1)",
+	"EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM users; DECLARE c CURSOR FOR SELECT email FROM users; FETCH 10 FROM c",
+	"SELECT * FROM json_to_recordset($1) AS x(a int, b text), LATERAL unnest(ARRAY[x.b]) WITH ORDINALITY AS t(v, n)",
+	"SELECT JSON_OBJECT('e': email RETURNING jsonb), XMLELEMENT(NAME e, username) FROM users",
+	"SELECT * FROM XMLTABLE('/r' PASSING $1 COLUMNS a text) x, JSON_TABLE($2::jsonb, '$[*]' COLUMNS (b text)) j",
+	"SELECT email FROM users GROUP BY ROLLUP (email, username), CUBE (id) ORDER BY 1",
+	"SELECT email FROM users WHERE id IN (SELECT user_id FROM orders WHE",
+	"SELECT 'unterminated",
+	`SELECT "unterminated`,
+	"/* unterminated comment",
+	"SELECT ((((((((((1))))))))))",
+	"",
+	";;;",
+	"PREPARE p(int) AS SELECT email FROM users WHERE id = $1; EXECUTE p(1)",
+	"CREATE TABLE t AS SELECT * FROM users; SELECT * INTO t2 FROM users; REFRESH MATERIALIZED VIEW login_mv",
+}
+
+func FuzzClassify(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add(s)
+	}
+	snap := testSnapshot(f)
+	f.Fuzz(func(t *testing.T, sql string) {
+		got := Classify(sql, snap, defaultPath, "app")
+		if slices.Contains(got.Problems, problemInternal) {
+			t.Fatalf("classifier panicked on %q", sql)
+		}
+		if got.Complete != (len(got.Problems) == 0) {
+			t.Errorf("Complete %v with problems %q", got.Complete, got.Problems)
+		}
+		for name, list := range map[string][]string{
+			"Relations": got.Relations, "SensitiveRead": got.SensitiveRead,
+			"SensitiveReferenced": got.SensitiveReferenced, "Problems": got.Problems,
+		} {
+			if !slices.IsSorted(list) || len(slices.Compact(slices.Clone(list))) != len(list) {
+				t.Errorf("%s not sorted and deduplicated: %q", name, list)
+			}
+		}
+		for _, c := range got.SensitiveReferenced {
+			if slices.Contains(got.SensitiveRead, c) {
+				t.Errorf("%s both read and referenced", c)
+			}
+		}
+		for _, c := range append(slices.Clone(got.SensitiveRead), got.SensitiveReferenced...) {
+			rel := c[:strings.LastIndexByte(c, '.')]
+			if !slices.Contains(got.Relations, rel) {
+				t.Errorf("column %s of a relation not in Relations %q", c, got.Relations)
+			}
+		}
+	})
+}
+
+// TestProblemsCarryNoLiterals checks that what PostgreSQL's parser quotes
+// from the input near an error does not reach Problems.
+func TestProblemsCarryNoLiterals(t *testing.T) {
+	snap := testSnapshot(t)
+	for _, sql := range []string{
+		"SELECT * FROM users WHERE email = 'victim@example.com' AND AND",
+		"SELECT 'victim@example.com' 'victim@example.com' FROM",
+		"SELECT * FROM users WHERE email = 'victim@example.com",
+		"SELECT * FROM users WHERE email = E'victim@example.com\\",
+		"SELECT 1 victim@example.com",
+		"SELECT $$victim@example.com",
+		"SELECT 0x_victim",
+	} {
+		got := Classify(sql, snap, defaultPath, "app")
+		if got.Complete {
+			t.Errorf("%q: got complete, want a parse problem", sql)
+		}
+		for _, p := range got.Problems {
+			if strings.Contains(p, "victim") {
+				t.Errorf("%q: problem %q quotes the input", sql, p)
+			}
+		}
+	}
+}
+
+func BenchmarkClassify(b *testing.B) {
+	snap := testSnapshot(b)
+	const sql = `SELECT u.id, u.email, o.total FROM users u JOIN orders o ON o.user_id = u.id
+		WHERE u.username = $1 AND o.total > $2 ORDER BY o.id DESC LIMIT $3`
+	for b.Loop() {
+		Classify(sql, snap, defaultPath, "app")
+	}
+}
+
+func BenchmarkClassifyView(b *testing.B) {
+	snap := testSnapshot(b)
+	const sql = `SELECT * FROM user_names n WHERE EXISTS (SELECT 1 FROM orders o WHERE o.user_id = n.uid)`
+	for b.Loop() {
+		Classify(sql, snap, defaultPath, "app")
+	}
+}
+
+// TestClassifyBoundsWork checks that statements built to multiply the
+// analyzer's work end quickly, as incomplete rather than by stalling.
+func TestClassifyBoundsWork(t *testing.T) {
+	snap := testSnapshot(t)
+	nested := "SELECT email FROM users"
+	for i := range 30 {
+		nested = fmt.Sprintf("WITH RECURSIVE r%d(e) AS (%s UNION ALL SELECT e FROM r%d) SELECT e FROM r%d", i, nested, i, i)
+	}
+	deep := strings.Repeat("SELECT (", 400) + "SELECT email FROM users" + strings.Repeat(")", 400)
+	for name, sql := range map[string]string{"nested recursive CTEs": nested, "deep scalar subqueries": deep} {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			got := Classify(sql, snap, defaultPath, "app")
+			if elapsed := time.Since(start); elapsed > 5*time.Second {
+				t.Errorf("took %v", elapsed)
+			}
+			if got.Complete && len(got.SensitiveRead) == 0 {
+				t.Errorf("got complete with nothing read: %+v", got)
+			}
+		})
+	}
+}
