@@ -1,0 +1,67 @@
+// Package event defines Event, the one value that flows from pgtripwire's sources to
+// its rules. Events are plain data: they carry what a source observed about one
+// statement (or change) on one relation, never row values or query literals.
+//
+// Package event is not for behaviour: sources build events, rule evaluators read them.
+package event
+
+import "time"
+
+// Source names where the evidence of an event came from. The values are part of the
+// alert contract (the "source" label).
+type Source string
+
+// Sources of events.
+const (
+	SourceStatements Source = "statements"
+	SourceActivity   Source = "activity"
+	SourceCopy       Source = "copy"
+	SourceTables     Source = "tables"
+	SourceCatalog    Source = "catalog"
+	SourceWAL        Source = "wal"
+	SourceDDL        Source = "ddl"
+	SourceCanary     Source = "canary"
+)
+
+// Event is one observation about one relation. A statement that reads two sensitive
+// tables yields two events, one per relation, so that rules group by table without
+// unpacking lists.
+type Event struct {
+	Time   time.Time
+	Source Source
+
+	Database    string
+	Role        string
+	ClientAddr  string // "" when the source cannot know it
+	Application string // "" when the source cannot know it
+
+	// Operation is the statement's kind as the classifier names it ("SELECT", "COPY", …).
+	Operation string
+	// Relation is the schema-qualified relation the event is about ("public.users").
+	Relation string
+	// SensitiveRead lists the sensitive columns of Relation whose values left the
+	// statement, sorted; SensitiveReferenced those only used in predicates, ordering or
+	// grouping.
+	SensitiveRead       []string
+	SensitiveReferenced []string
+	// Complete is false when the statement could not be fully resolved (truncated text,
+	// unknown relation): such an event is never evidence of safety.
+	Complete bool
+
+	// Rows and Calls are the rows returned and executions observed since the previous
+	// observation of the same statement.
+	Rows  int64
+	Calls int64
+
+	QueryID int64
+	// Statement is the normalized text (placeholders instead of literals).
+	Statement string
+}
+
+// RowsPerCall is Rows divided by Calls, or Rows when Calls is zero.
+func (e Event) RowsPerCall() int64 {
+	if e.Calls <= 0 {
+		return e.Rows
+	}
+	return e.Rows / e.Calls
+}
