@@ -1,0 +1,57 @@
+package statements
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+type metrics struct {
+	pollDuration     prometheus.Histogram
+	errors           prometheus.Counter
+	entries          prometheus.Gauge
+	textsFetched     prometheus.Counter
+	evictions        prometheus.Counter
+	resets           prometheus.Counter
+	incomplete       prometheus.Counter
+	catalogRelations prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	return &metrics{
+		pollDuration: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgtripwire_statements_poll_duration_seconds",
+			Help:    "Time of one successful pg_stat_statements poll, including classification and evaluation.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		errors: f.NewCounter(prometheus.CounterOpts{
+			Name:        "pgtripwire_source_errors_total",
+			Help:        "Failed connections or polls of a source; each is followed by a reconnect with backoff.",
+			ConstLabels: prometheus.Labels{"source": Component},
+		}),
+		entries: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgtripwire_statements_entries",
+			Help: "pg_stat_statements entries of the monitored database at the last poll.",
+		}),
+		textsFetched: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_statements_texts_fetched_total",
+			Help: "Statement texts fetched, one per queryid not seen before.",
+		}),
+		evictions: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_statements_evictions_total",
+			Help: "pg_stat_statements entries evicted (pg_stat_statements_info.dealloc growth); reads may be missed.",
+		}),
+		resets: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_statements_resets_total",
+			Help: "pg_stat_statements resets observed.",
+		}),
+		incomplete: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_classify_incomplete_total",
+			Help: "Statements that could not be fully classified (truncated or missing text, unknown relations).",
+		}),
+		catalogRelations: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgtripwire_catalog_relations",
+			Help: "Relations in the catalog snapshot used to classify statements.",
+		}),
+	}
+}

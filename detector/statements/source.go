@@ -1,0 +1,429 @@
+// Package statements is the pg_stat_statements source: it polls the statement counters
+// of the monitored database, turns their growth into events about the sensitive
+// relations each statement reads, and hands them to the detector.
+//
+// It sees rows returned per (role, database, queryid) with the normalized text; it does
+// not see failed statements, rows read but not returned, or who the client was (the
+// activity source adds that). It is not the rule engine: it raises no alert itself.
+package statements
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/detector/backoff"
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/detector/classify"
+	"github.com/pgtripwire/pgtripwire/detector/event"
+)
+
+// Component is the name of this source in health reports, logs and metrics.
+const Component = "statements"
+
+// Sink receives the events of one poll. It returns only when they have been
+// evaluated and their alerts written; an error makes the source offer the same deltas
+// again at the next poll.
+type Sink interface {
+	HandleEvents(ctx context.Context, events []event.Event) error
+}
+
+// Health receives the outcome of every connection attempt and poll.
+type Health interface {
+	Set(component string, err error)
+}
+
+// Config says what to poll and how often.
+type Config struct {
+	// Conn is the parsed connection configuration; the source copies it per connection.
+	Conn *pgx.ConnConfig
+	// Interval between polls.
+	Interval time.Duration
+	// CatalogRefresh is how often the catalog snapshot is reloaded.
+	CatalogRefresh time.Duration
+	// SearchPath resolves unqualified relation names; "$user" is the statement's role.
+	SearchPath []string
+	// Sensitive maps schema-qualified tables to their sensitive columns.
+	Sensitive map[string][]string
+	// ReconnectInitial and ReconnectMax bound the reconnect backoff; zero means 500 ms and 30 s.
+	ReconnectInitial, ReconnectMax time.Duration
+}
+
+// Source polls pg_stat_statements. Create it with New and start it with Run.
+type Source struct {
+	cfg     Config
+	sink    Sink
+	health  Health
+	log     *zap.Logger
+	metrics *metrics
+	now     func() time.Time
+
+	// State below is owned by the Run goroutine.
+	tracker         *tracker
+	texts           map[int64]*string // queryid → normalized text; nil when the server had none
+	results         map[int64]classify.Result
+	roles           map[uint32]string
+	catalog         *catalog.Snapshot
+	catalogAt       time.Time
+	sensitive       []string // the snapshot's sensitive tables, sorted
+	statsReset      time.Time
+	dealloc         int64
+	infoKnown       bool
+	pollsSincePrune int
+}
+
+// New returns a source that reports to sink and health.
+func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.Registerer) *Source {
+	if cfg.ReconnectInitial <= 0 {
+		cfg.ReconnectInitial = 500 * time.Millisecond
+	}
+	if cfg.ReconnectMax <= 0 {
+		cfg.ReconnectMax = 30 * time.Second
+	}
+	return &Source{
+		cfg:     cfg,
+		sink:    sink,
+		health:  health,
+		log:     log.Named(Component),
+		metrics: newMetrics(reg),
+		now:     time.Now,
+		tracker: newTracker(),
+		texts:   make(map[int64]*string),
+		results: make(map[int64]classify.Result),
+		roles:   make(map[uint32]string),
+	}
+}
+
+// Run polls until ctx is done, reconnecting with capped, jittered exponential backoff
+// whenever the connection or a poll fails. It returns ctx's error: the source never
+// gives up on its own, because a database that is down now is exactly when it must
+// come back by itself.
+func (s *Source) Run(ctx context.Context) error {
+	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
+	for {
+		err := s.session(ctx, bo)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.health.Set(Component, err)
+		s.metrics.errors.Inc()
+		s.log.Warn("statements source failed; reconnecting", zap.Error(err))
+		if err := bo.Wait(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// session connects and polls until an error or cancellation.
+func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
+	conn, err := pgx.ConnectConfig(ctx, s.cfg.Conn.Copy())
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+
+	var dbID uint32
+	var dbName string
+	if err := conn.QueryRow(ctx,
+		`SELECT oid, datname FROM pg_database WHERE datname = current_database()`).Scan(&dbID, &dbName); err != nil {
+		return fmt.Errorf("read current database: %w", err)
+	}
+	s.log.Info("connected", zap.String("database", dbName))
+
+	ticker := time.NewTicker(s.cfg.Interval)
+	defer ticker.Stop()
+	for {
+		if err := s.poll(ctx, conn, dbID, dbName); err != nil {
+			return err
+		}
+		bo.Reset()
+		s.health.Set(Component, nil)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}
+
+// pollQuery reads counters without texts: at 5,000 entries it costs the server a fifth
+// of what reading the texts does, and texts are fetched only for new queryids.
+const pollQuery = `SELECT userid, dbid, toplevel, queryid, calls, rows
+FROM pg_stat_statements(false)
+WHERE dbid = $1 AND queryid IS NOT NULL`
+
+const infoQuery = `SELECT dealloc, stats_reset FROM pg_stat_statements_info`
+
+const textQuery = `SELECT DISTINCT ON (queryid) queryid, query
+FROM pg_stat_statements(true)
+WHERE dbid = $1 AND queryid = ANY($2)`
+
+func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName string) error {
+	start := time.Now()
+	now := s.now()
+	if err := s.refreshCatalogIfDue(ctx, conn, now); err != nil {
+		return err
+	}
+
+	batch := &pgx.Batch{}
+	batch.Queue(infoQuery)
+	batch.Queue(pollQuery, dbID)
+	results := conn.SendBatch(ctx, batch)
+	var dealloc int64
+	var statsReset time.Time
+	if err := results.QueryRow().Scan(&dealloc, &statsReset); err != nil {
+		_ = results.Close()
+		return fmt.Errorf("read pg_stat_statements_info: %w", err)
+	}
+	rows, err := results.Query()
+	if err != nil {
+		_ = results.Close()
+		return fmt.Errorf("poll pg_stat_statements: %w", err)
+	}
+	var snapshot []entry
+	var e entry
+	_, err = pgx.ForEachRow(rows, []any{&e.userID, &e.dbID, &e.topLevel, &e.queryID, &e.calls, &e.rows}, func() error {
+		snapshot = append(snapshot, e)
+		return nil
+	})
+	if cerr := results.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("poll pg_stat_statements: %w", err)
+	}
+	s.metrics.entries.Set(float64(len(snapshot)))
+	s.noteInfo(dealloc, statsReset)
+
+	deltas, commit := s.tracker.observe(snapshot)
+	if err := s.fetchTexts(ctx, conn, dbID, deltas); err != nil {
+		return err
+	}
+	if err := s.resolveRoles(ctx, conn, deltas); err != nil {
+		return err
+	}
+	events := s.events(now, dbName, deltas)
+	if err := s.sink.HandleEvents(ctx, events); err != nil {
+		return fmt.Errorf("hand over %d events: %w", len(events), err)
+	}
+	commit()
+	s.prune()
+	s.metrics.pollDuration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// noteInfo reacts to pg_stat_statements_info: a reset means every entry starts again at
+// zero; a rise of dealloc means entries were evicted, so reads may go unseen.
+func (s *Source) noteInfo(dealloc int64, statsReset time.Time) {
+	defer func() { s.dealloc, s.statsReset, s.infoKnown = dealloc, statsReset, true }()
+	if !s.infoKnown {
+		return
+	}
+	if !statsReset.Equal(s.statsReset) {
+		s.metrics.resets.Inc()
+		s.log.Warn("pg_stat_statements was reset; counting every entry from zero",
+			zap.Time("stats_reset", statsReset))
+		s.tracker.forget()
+	}
+	if dealloc > s.dealloc {
+		s.metrics.evictions.Add(float64(dealloc - s.dealloc))
+		s.log.Warn("pg_stat_statements evicted entries; reads between two polls may be missed "+
+			"(raise pg_stat_statements.max)", zap.Int64("evictions", dealloc-s.dealloc))
+	}
+}
+
+func (s *Source) fetchTexts(ctx context.Context, conn *pgx.Conn, dbID uint32, deltas []delta) error {
+	var missing []int64
+	for _, d := range deltas {
+		if _, ok := s.texts[d.queryID]; !ok && !slices.Contains(missing, d.queryID) {
+			missing = append(missing, d.queryID)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	rows, err := conn.Query(ctx, textQuery, dbID, missing)
+	if err != nil {
+		return fmt.Errorf("fetch statement texts: %w", err)
+	}
+	var id int64
+	var text *string
+	_, err = pgx.ForEachRow(rows, []any{&id, &text}, func() error {
+		s.texts[id] = text
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("fetch statement texts: %w", err)
+	}
+	for _, id := range missing {
+		if _, ok := s.texts[id]; !ok {
+			// Evicted between the two queries: remember that there is no text so
+			// that it is not asked for again on every poll.
+			s.texts[id] = nil
+		}
+	}
+	s.metrics.textsFetched.Add(float64(len(missing)))
+	return nil
+}
+
+func (s *Source) resolveRoles(ctx context.Context, conn *pgx.Conn, deltas []delta) error {
+	unknown := false
+	for _, d := range deltas {
+		if _, ok := s.roles[d.userID]; !ok {
+			unknown = true
+			break
+		}
+	}
+	if !unknown {
+		return nil
+	}
+	rows, err := conn.Query(ctx, `SELECT oid, rolname FROM pg_roles`)
+	if err != nil {
+		return fmt.Errorf("read role names: %w", err)
+	}
+	var oid uint32
+	var name string
+	_, err = pgx.ForEachRow(rows, []any{&oid, &name}, func() error {
+		s.roles[oid] = name
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read role names: %w", err)
+	}
+	for _, d := range deltas {
+		if _, ok := s.roles[d.userID]; !ok {
+			s.roles[d.userID] = "" // dropped since: unknown, and not asked again
+		}
+	}
+	return nil
+}
+
+func (s *Source) refreshCatalogIfDue(ctx context.Context, conn *pgx.Conn, now time.Time) error {
+	if s.catalog != nil && now.Sub(s.catalogAt) < s.cfg.CatalogRefresh {
+		return nil
+	}
+	snap, err := catalog.Load(ctx, conn, s.cfg.Sensitive)
+	if err != nil {
+		return err
+	}
+	if s.catalog == nil || snap.Version() != s.catalog.Version() {
+		clear(s.results) // classifications depend on the catalog
+		if missing := snap.Missing(); len(missing) > 0 {
+			s.log.Warn("sensitive tables or columns not found in the database; watching for them",
+				zap.Strings("missing", missing))
+		}
+	}
+	s.catalog, s.catalogAt = snap, now
+	s.sensitive = slices.Sorted(maps.Keys(snap.Sensitive()))
+	s.metrics.catalogRelations.Set(float64(len(snap.Relations())))
+	return nil
+}
+
+// events classifies each delta's statement (cached per queryid: a queryid identifies
+// the statement's structure and the relations it resolved to) and returns one event per
+// sensitive relation it touches.
+func (s *Source) events(now time.Time, dbName string, deltas []delta) []event.Event {
+	var events []event.Event
+	for _, d := range deltas {
+		role := s.roles[d.userID]
+		res, ok := s.results[d.queryID]
+		if !ok {
+			res = s.classify(d.queryID, role)
+			s.results[d.queryID] = res
+		}
+		text := ""
+		if t := s.texts[d.queryID]; t != nil {
+			text = *t
+		}
+		for _, rel := range sensitiveRelations(res, s.sensitive) {
+			events = append(events, event.Event{
+				Time:                now,
+				Source:              event.SourceStatements,
+				Database:            dbName,
+				Role:                role,
+				Operation:           res.Operation,
+				Relation:            rel,
+				SensitiveRead:       columnsOf(rel, res.SensitiveRead),
+				SensitiveReferenced: columnsOf(rel, res.SensitiveReferenced),
+				Complete:            res.Complete,
+				Rows:                d.rows,
+				Calls:               d.calls,
+				QueryID:             d.queryID,
+				Statement:           text,
+			})
+		}
+	}
+	return events
+}
+
+func (s *Source) classify(queryID int64, role string) classify.Result {
+	text := s.texts[queryID]
+	if text == nil {
+		s.metrics.incomplete.Inc()
+		return classify.Result{Complete: false, Problems: []string{"statement text unavailable"}}
+	}
+	res := classify.Classify(*text, s.catalog, s.cfg.SearchPath, role)
+	if !res.Complete {
+		s.metrics.incomplete.Inc()
+		s.log.Debug("statement not fully classified", zap.Int64("queryid", queryID),
+			zap.Strings("problems", res.Problems))
+	}
+	return res
+}
+
+// prune forgets texts and classifications of queryids no longer in pg_stat_statements,
+// so that memory follows the size of pg_stat_statements, not the history of all
+// statements ever seen. It runs every minute or so of polls; the work is O(entries).
+func (s *Source) prune() {
+	s.pollsSincePrune++
+	if s.pollsSincePrune < 60 {
+		return
+	}
+	s.pollsSincePrune = 0
+	live := s.tracker.liveQueryIDs()
+	for id := range s.texts {
+		if !live[id] {
+			delete(s.texts, id)
+			delete(s.results, id)
+		}
+	}
+}
+
+// sensitiveRelations lists the configured sensitive tables a classification involves:
+// those whose sensitive columns it reads or references, and, when the statement could
+// not be fully classified, those it mentions at all.
+func sensitiveRelations(res classify.Result, sensitive []string) []string {
+	var rels []string
+	for _, rel := range sensitive {
+		touched := len(columnsOf(rel, res.SensitiveRead)) > 0 ||
+			len(columnsOf(rel, res.SensitiveReferenced)) > 0 ||
+			(!res.Complete && slices.Contains(res.Relations, rel))
+		if touched {
+			rels = append(rels, rel)
+		}
+	}
+	return rels
+}
+
+// columnsOf returns the column names of rel among qualified "schema.table.column" names.
+func columnsOf(rel string, qualified []string) []string {
+	var cols []string
+	prefix := rel + "."
+	for _, q := range qualified {
+		if col, ok := strings.CutPrefix(q, prefix); ok {
+			cols = append(cols, col)
+		}
+	}
+	return cols
+}

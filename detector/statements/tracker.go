@@ -1,0 +1,85 @@
+package statements
+
+// entryKey identifies one pg_stat_statements entry. The same queryid may appear for
+// several roles and as a top-level and a nested statement: each is its own counter.
+type entryKey struct {
+	userID   uint32
+	dbID     uint32
+	queryID  int64
+	topLevel bool
+}
+
+type counters struct {
+	calls int64
+	rows  int64
+}
+
+type entry struct {
+	entryKey
+	counters
+}
+
+// delta is what one entry did between two polls.
+type delta struct {
+	entryKey
+	counters
+}
+
+// tracker turns successive pg_stat_statements snapshots into per-entry deltas.
+//
+// pg_stat_statements evicts entries when it is full and can be reset; a counter that
+// went down, or an entry that was absent from the previous snapshot, is therefore a new
+// entry whose whole value is the delta, never a negative one. An entry that was
+// evicted and re-created between two polls with counters above the old ones is
+// undercounted: pg_stat_statements (before PostgreSQL 17's stats_since) gives no way to
+// tell, and the eviction itself is reported through pg_stat_statements_info.dealloc.
+//
+// The first snapshot is a baseline: what the counters held before the detector started
+// is history, not evidence of something happening now.
+type tracker struct {
+	prev   map[entryKey]counters
+	primed bool
+}
+
+func newTracker() *tracker {
+	return &tracker{prev: make(map[entryKey]counters)}
+}
+
+// observe returns the deltas of snapshot against the previous one. The snapshot
+// becomes the previous one only when commit is called, so a caller that fails to act
+// on the deltas sees them again at the next poll instead of losing them.
+func (t *tracker) observe(snapshot []entry) (deltas []delta, commit func()) {
+	next := make(map[entryKey]counters, len(snapshot))
+	for _, e := range snapshot {
+		next[e.entryKey] = e.counters
+		if !t.primed {
+			continue
+		}
+		d := e.counters
+		if p, ok := t.prev[e.entryKey]; ok && e.calls >= p.calls && e.rows >= p.rows {
+			d = counters{calls: e.calls - p.calls, rows: e.rows - p.rows}
+		}
+		if d.calls > 0 || d.rows > 0 {
+			deltas = append(deltas, delta{entryKey: e.entryKey, counters: d})
+		}
+	}
+	return deltas, func() {
+		t.prev = next
+		t.primed = true
+	}
+}
+
+// forget drops every previous counter, so that each entry of the next snapshot counts
+// in full; used after pg_stat_statements_reset(), when all entries started again at zero.
+func (t *tracker) forget() {
+	clear(t.prev)
+}
+
+// live reports whether any entry of the previous snapshot has the queryid.
+func (t *tracker) liveQueryIDs() map[int64]bool {
+	live := make(map[int64]bool, len(t.prev))
+	for k := range t.prev {
+		live[k.queryID] = true
+	}
+	return live
+}
