@@ -1,0 +1,224 @@
+// Command pgtripwire detects bulk reads and mass changes of a PostgreSQL database's
+// credential columns and raises alerts. Exit codes: 0 success, 1 runtime failure,
+// 2 bad usage or bad configuration.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/pgtripwire/pgtripwire/detector"
+	"github.com/pgtripwire/pgtripwire/detector/buildinfo"
+	"github.com/pgtripwire/pgtripwire/detector/config"
+)
+
+// Exit codes of the CLI contract.
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// usageError is a problem with how the command was called, not with what it did.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+type globalFlags struct {
+	logFormat string
+	logLevel  string
+}
+
+// run executes the command line and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRootCommand(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "pgtripwire:", err)
+	var cfgErrs config.Errors
+	var cfgErr *detector.ConfigError
+	var usage usageError
+	switch {
+	case errors.As(err, &cfgErrs), errors.As(err, &cfgErr), errors.As(err, &usage):
+		return exitUsage
+	default:
+		return exitRuntime
+	}
+}
+
+func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	flags := &globalFlags{}
+	root := &cobra.Command{
+		Use:           "pgtripwire",
+		Short:         "Page on-call when someone walks off with the credential columns of a PostgreSQL database",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		// Setting Args and RunE on the root makes an unknown command a usageError
+		// (exit 2) instead of cobra's untyped "unknown command" error.
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q (see pgtripwire --help)", args[0])}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_ = cmd.Help()
+			return usageError{errors.New("a command is required")}
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentFlags().StringVar(&flags.logFormat, "log-format", "json", `log format: "json" or "console"`)
+	root.PersistentFlags().StringVar(&flags.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.AddCommand(
+		newRunCommand(flags, stdout, stderr),
+		newCheckCommand(stdout),
+		newVersionCommand(stdout),
+		newDemoCommand(flags, stdout, stderr),
+	)
+	return root
+}
+
+// exactArgs is cobra.ExactArgs whose failure is a usage error.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
+func requireConfigFlag(path string) error {
+	if path == "" {
+		return usageError{errors.New("--config FILE is required")}
+	}
+	return nil
+}
+
+func newRunCommand(flags *globalFlags, stdout, stderr io.Writer) *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "run --config FILE",
+		Short: "Watch the database until SIGINT or SIGTERM",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireConfigFlag(path); err != nil {
+				return err
+			}
+			cfg, err := loadConfig(path)
+			if err != nil {
+				return err
+			}
+			logger, err := newLogger(flags, stderr)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = logger.Sync() }()
+			return detector.Run(cmd.Context(), cfg, detector.Deps{
+				Logger:   logger,
+				Registry: newRegistry(),
+				Stdout:   stdout,
+			})
+		},
+	}
+	cmd.Flags().StringVar(&path, "config", "", "path to the YAML configuration file")
+	return cmd
+}
+
+func newCheckCommand(stdout io.Writer) *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "check --config FILE",
+		Short: "Validate a configuration file and report every problem with file:line:col",
+		Args:  exactArgs(0),
+		RunE: func(_ *cobra.Command, _ []string) error {
+			if err := requireConfigFlag(path); err != nil {
+				return err
+			}
+			cfg, err := loadConfig(path)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: OK (database %s, %d sensitive table(s))\n",
+				path, cfg.RedactedDSN(), len(cfg.Sensitive))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&path, "config", "", "path to the YAML configuration file")
+	return cmd
+}
+
+// loadConfig loads the file; a file that cannot be read is a configuration problem
+// (exit 2) like one that does not validate.
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path, os.Getenv)
+	var errs config.Errors
+	if err != nil && !errors.As(err, &errs) {
+		return nil, usageError{err}
+	}
+	return cfg, err
+}
+
+func newVersionCommand(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  exactArgs(0),
+		RunE: func(_ *cobra.Command, _ []string) error {
+			fmt.Fprintln(stdout, "pgtripwire", buildinfo.String())
+			return nil
+		},
+	}
+}
+
+// newLogger builds the process logger on stderr: stdout is reserved for alert lines.
+func newLogger(flags *globalFlags, stderr io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(flags.logLevel)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--log-level: %w", err)}
+	}
+	var enc zapcore.Encoder
+	switch flags.logFormat {
+	case "json":
+		ec := zap.NewProductionEncoderConfig()
+		ec.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+		enc = zapcore.NewJSONEncoder(ec)
+	case "console":
+		ec := zap.NewDevelopmentEncoderConfig()
+		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		enc = zapcore.NewConsoleEncoder(ec)
+	default:
+		return nil, usageError{fmt.Errorf(`--log-format: got %q, want "json" or "console"`, flags.logFormat)}
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), level)), nil
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}

@@ -1,0 +1,197 @@
+// Package detector runs pgtripwire: it connects the sources to the rule evaluator and
+// the evaluator to the alert log, serves /metrics, /healthz and /readyz, and stops
+// cleanly when its context ends. Run embeds the whole daemon in a process, so tests
+// start it in-process exactly as `pgtripwire run` does.
+//
+// It is not where sources, rules or sinks are implemented: each lives in its own
+// package below this one.
+package detector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgtripwire/pgtripwire/detector/alert"
+	"github.com/pgtripwire/pgtripwire/detector/buildinfo"
+	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/detector/statements"
+	"github.com/pgtripwire/pgtripwire/detector/web"
+	"github.com/pgtripwire/pgtripwire/rules/builtin"
+)
+
+// Event is the one value that flows from sources to rules.
+type Event = event.Event
+
+// Deps are what the embedding process provides.
+type Deps struct {
+	// Logger receives the detector's logs; nil means no logs.
+	Logger *zap.Logger
+	// Registry receives the detector's metrics and is what /metrics serves; nil means a
+	// fresh registry.
+	Registry *prometheus.Registry
+	// Stdout receives every alert line too when alerts.stdout is set; nil means os.Stdout.
+	Stdout io.Writer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Detector is a configured, not yet running daemon. New binds the HTTP listener and
+// opens the alert log, so that configuration problems surface before Run.
+type Detector struct {
+	cfg      *config.Config
+	log      *zap.Logger
+	registry *prometheus.Registry
+	listener net.Listener
+	alertLog *alert.Log
+	health   *health.Status
+	pipeline *pipeline
+	sources  []runner
+}
+
+type runner interface {
+	Run(ctx context.Context) error
+}
+
+// ConfigError marks an error caused by the configuration rather than by the runtime
+// environment; the CLI exits 2 for it.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// New prepares a detector from a validated configuration.
+func New(cfg *config.Config, deps Deps) (*Detector, error) {
+	if deps.Logger == nil {
+		deps.Logger = zap.NewNop()
+	}
+	if deps.Registry == nil {
+		deps.Registry = prometheus.NewRegistry()
+	}
+	if deps.Stdout == nil {
+		deps.Stdout = os.Stdout
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	connConfig, err := pgx.ParseConfig(cfg.Database.DSN)
+	if err != nil {
+		// pgx's message may quote the DSN; say what is wrong without it.
+		return nil, &ConfigError{Err: fmt.Errorf("database.dsn (or PGTRIPWIRE_DSN / PG* variables) cannot be parsed: %w", redactedParseError(err))}
+	}
+	connConfig.RuntimeParams["application_name"] = "pgtripwire"
+
+	d := &Detector{cfg: cfg, log: deps.Logger, registry: deps.Registry, health: health.New(deps.Registry)}
+	buildinfo.Register(deps.Registry)
+
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	var stdout io.Writer
+	if cfg.Alerts.Stdout {
+		stdout = deps.Stdout
+	}
+	d.alertLog, err = alert.OpenLog(cfg.Alerts.File, stdout, deps.Registry)
+	if err != nil {
+		return nil, err
+	}
+
+	var eval Evaluator = noRules{}
+	if r := cfg.Rules.SensitiveBulkRead; r.Enabled {
+		eval = builtin.NewBulkRead(r.MinRowsPerCall, cfg.Alerts.ResolveAfter)
+	} else {
+		deps.Logger.Warn("no rule enabled: events are observed but nothing can alert")
+	}
+	d.pipeline = newPipeline(eval, d.alertLog, deps.Now, deps.Logger, deps.Registry)
+
+	if s := cfg.Sources.Statements; s.Enabled {
+		d.health.Register(statements.Component)
+		d.sources = append(d.sources, statements.New(statements.Config{
+			Conn:           connConfig,
+			Interval:       s.Interval,
+			CatalogRefresh: cfg.Database.CatalogRefresh,
+			SearchPath:     cfg.Database.SearchPath,
+			Sensitive:      sensitiveMap(cfg.Sensitive),
+		}, d.pipeline, d.health, deps.Logger, deps.Registry))
+	}
+
+	d.listener, err = net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		_ = d.alertLog.Close()
+		return nil, fmt.Errorf("listen on http.listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	return d, nil
+}
+
+// Addr is the address the HTTP endpoints listen on (useful with port 0).
+func (d *Detector) Addr() net.Addr { return d.listener.Addr() }
+
+// Run runs every part until ctx is done or one fails. A cancelled ctx is a clean stop
+// and returns nil; any other error is a runtime failure. Run closes the alert log.
+func (d *Detector) Run(ctx context.Context) error {
+	defer func() {
+		if err := d.alertLog.Close(); err != nil {
+			d.log.Error("close alert log", zap.Error(err))
+		}
+	}()
+	d.log.Info("pgtripwire running",
+		zap.String("version", buildinfo.VersionString()),
+		zap.String("database", d.cfg.RedactedDSN()),
+		zap.String("http", d.listener.Addr().String()),
+		zap.String("alert_log", d.cfg.Alerts.File),
+		zap.Int("sensitive_tables", len(d.cfg.Sensitive)))
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return web.Serve(ctx, d.listener, web.Handler(d.registry, d.health.Ready))
+	})
+	g.Go(func() error { return d.pipeline.Run(ctx) })
+	for _, s := range d.sources {
+		g.Go(func() error { return s.Run(ctx) })
+	}
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		d.log.Info("pgtripwire stopped")
+		return nil
+	}
+	return err
+}
+
+// Run is New followed by Run.
+func Run(ctx context.Context, cfg *config.Config, deps Deps) error {
+	d, err := New(cfg, deps)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}
+
+func sensitiveMap(tables []config.SensitiveTable) map[string][]string {
+	m := make(map[string][]string, len(tables))
+	for _, t := range tables {
+		m[t.Table] = append(m[t.Table], t.Columns...)
+	}
+	return m
+}
+
+// redactedParseError keeps pgx's reason for a DSN parse failure but drops the part that
+// quotes the DSN itself: pgx masks passwords only on a best-effort basis.
+func redactedParseError(err error) error {
+	msg := err.Error()
+	if _, reason, ok := strings.Cut(msg, "`: "); ok && strings.HasPrefix(msg, "cannot parse `") {
+		return errors.New(reason)
+	}
+	return errors.New("invalid connection string")
+}
