@@ -1,0 +1,288 @@
+package statements
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// recorder is the sink: it keeps every event and can be told to refuse a hand-over.
+type recorder struct {
+	mu      sync.Mutex
+	events  []event.Event
+	refuse  int // refuse this many non-empty hand-overs
+	refused int
+}
+
+func (r *recorder) HandleEvents(_ context.Context, events []event.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(events) > 0 && r.refused < r.refuse {
+		r.refused++
+		return errors.New("alert log full")
+	}
+	r.events = append(r.events, events...)
+	return nil
+}
+
+// rows sums the rows of the events matching role and relation.
+func (r *recorder) rows(role, relation string) (rows int64, events []event.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.events {
+		if e.Role == role && e.Relation == relation {
+			rows += e.Rows
+			events = append(events, e)
+		}
+	}
+	return rows, events
+}
+
+type started struct {
+	src    *Source
+	sink   *recorder
+	health *health.Status
+}
+
+func startSource(t *testing.T, db *pgtest.Database, sink *recorder) *started {
+	t.Helper()
+	return startSourceEvery(t, db, sink, 100*time.Millisecond)
+}
+
+func startSourceEvery(t *testing.T, db *pgtest.Database, sink *recorder, interval time.Duration) *started {
+	t.Helper()
+	conn, err := pgx.ParseConfig(db.SuperuserDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	st := &started{sink: sink, health: health.New(reg)}
+	st.health.Register(Component)
+	st.src = New(Config{
+		Conn:           conn,
+		Interval:       interval,
+		CatalogRefresh: time.Minute,
+		SearchPath:     []string{"$user", "public"},
+		Sensitive:      map[string][]string{"public.users": {"email", "username", "password_hash"}},
+	}, sink, st.health, zap.NewNop(), reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.src.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: got %v, want context.Canceled", err)
+		}
+	})
+	eventually(t, 20*time.Second, "source healthy", func() bool { ok, _ := st.health.Ready(); return ok })
+	return st
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %s", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func seed(t *testing.T, db *pgtest.Database, users int, roles ...string) {
+	t.Helper()
+	db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, username text, password_hash text);
+		CREATE TABLE public.orders (id int, user_id int, total numeric)`)
+	db.Exec(t, `INSERT INTO public.users SELECT i, 'u' || i || '@example.com', 'u' || i, md5(i::text)
+		FROM generate_series(1, $1::int) i`, users)
+	for _, role := range roles {
+		db.CreateRole(t, role)
+		db.Exec(t, fmt.Sprintf(`GRANT SELECT ON public.users, public.orders TO %s`, role))
+	}
+}
+
+func query(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	rows, err := conn.Query(t.Context(), sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEventsPerRoleAndStatement(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seed(t, db, 3000, "stmt_alice", "stmt_bob")
+	// Activity before the source starts is history: the first poll is a baseline.
+	alice := db.Conn(t, "stmt_alice")
+	query(t, alice, `SELECT email FROM users`)
+	st := startSource(t, db, &recorder{})
+
+	query(t, alice, `SELECT email FROM users`)
+	query(t, alice, `SELECT email FROM users`)
+	bob := db.Conn(t, "stmt_bob")
+	query(t, bob, `SELECT * FROM users WHERE id <= $1`, 10)
+	query(t, bob, `SELECT id, total FROM orders`)
+
+	eventually(t, 5*time.Second, "events for both roles", func() bool {
+		a, _ := st.sink.rows("stmt_alice", "public.users")
+		b, _ := st.sink.rows("stmt_bob", "public.users")
+		return a == 6000 && b == 10
+	})
+	_, aliceEvents := st.sink.rows("stmt_alice", "public.users")
+	got := aliceEvents[0]
+	if !slices.Equal(got.SensitiveRead, []string{"email"}) || got.Operation != "SELECT" || !got.Complete ||
+		got.Database != db.Name || got.Source != event.SourceStatements || got.QueryID == 0 ||
+		got.Statement != "SELECT email FROM users" {
+		t.Errorf("got %+v, want a complete SELECT event reading email with its queryid and text", got)
+	}
+	_, bobEvents := st.sink.rows("stmt_bob", "public.users")
+	if !slices.Equal(bobEvents[0].SensitiveRead, []string{"email", "password_hash", "username"}) {
+		t.Errorf("SELECT *: got read %v, want every sensitive column", bobEvents[0].SensitiveRead)
+	}
+	if _, ev := st.sink.rows("stmt_bob", "public.orders"); len(ev) != 0 {
+		t.Errorf("got events %v for a non-sensitive table, want none", ev)
+	}
+	// Texts are fetched once per queryid, not per poll or per call. The source's own
+	// statements are new queryids too at first: wait until fetching has settled.
+	fetched, since := -1.0, time.Now()
+	eventually(t, 10*time.Second, "text fetching to settle", func() bool {
+		if v := testutil.ToFloat64(st.src.metrics.textsFetched); v != fetched {
+			fetched, since = v, time.Now()
+		}
+		return time.Since(since) > time.Second // ten polls without a new text
+	})
+	query(t, alice, `SELECT email FROM users`)
+	eventually(t, 5*time.Second, "the third read", func() bool {
+		a, _ := st.sink.rows("stmt_alice", "public.users")
+		return a == 9000
+	})
+	if got := testutil.ToFloat64(st.src.metrics.textsFetched); got != fetched {
+		t.Errorf("texts fetched: got %v after a known statement ran again, want still %v", got, fetched)
+	}
+}
+
+func TestResetCountsEveryEntryFromZero(t *testing.T) {
+	t.Parallel()
+	// pg_stat_statements_reset() is cluster-wide: a cluster of its own.
+	db := pgtest.NewDatabaseIn(t, pgtest.NewServer(t, nil))
+	seed(t, db, 2000, "stmt_mallory")
+	reads := func(n int) string {
+		return "SET ROLE stmt_mallory;" + repeat(" SELECT email, password_hash FROM users;", n)
+	}
+	db.Exec(t, reads(5)) // 10,000 rows before the start: history
+	st := startSourceEvery(t, db, &recorder{}, time.Second)
+
+	// Between two polls: a reset, then more reads than before it. Without noticing
+	// the reset, the counters look like they grew by one call.
+	db.Exec(t, "SELECT pg_stat_statements_reset();"+reads(6))
+	eventually(t, 5*time.Second, "the reads after the reset", func() bool {
+		rows, _ := st.sink.rows("stmt_mallory", "public.users")
+		return rows > 0
+	})
+	rows, events := st.sink.rows("stmt_mallory", "public.users")
+	if rows != 12000 || testutil.ToFloat64(st.src.metrics.resets) != 1 {
+		t.Fatalf("got %d rows in %v, resets %v; want 12000 rows (6 calls counted from zero) and 1 reset",
+			rows, events, testutil.ToFloat64(st.src.metrics.resets))
+	}
+}
+
+func TestEvictionsAreCountedAndEvictedEntriesCountInFull(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabaseIn(t, pgtest.NewServer(t, map[string]string{"pg_stat_statements.max": "100"}))
+	seed(t, db, 1000, "stmt_eve")
+	eve := db.Conn(t, "stmt_eve")
+	st := startSource(t, db, &recorder{})
+
+	query(t, eve, `SELECT username FROM users`)
+	eventually(t, 5*time.Second, "the first read", func() bool {
+		rows, _ := st.sink.rows("stmt_eve", "public.users")
+		return rows == 1000
+	})
+	// 300 distinct statements overflow a 100-entry pg_stat_statements.
+	for i := range 300 {
+		query(t, eve, fmt.Sprintf(`SELECT id%s FROM orders`, repeat(" + 1", i)))
+	}
+	eventually(t, 5*time.Second, "evictions counted", func() bool {
+		return testutil.ToFloat64(st.src.metrics.evictions) > 0
+	})
+	query(t, eve, `SELECT username FROM users`)
+	eventually(t, 5*time.Second, "the second read", func() bool {
+		rows, _ := st.sink.rows("stmt_eve", "public.users")
+		return rows >= 2000
+	})
+	if rows, events := st.sink.rows("stmt_eve", "public.users"); rows != 2000 {
+		t.Fatalf("got %d rows in %v, want 2000: an evicted and re-created entry counts from zero", rows, events)
+	}
+}
+
+func TestRefusedHandOverIsOfferedAgain(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seed(t, db, 4000, "stmt_carol")
+	st := startSource(t, db, &recorder{refuse: 2})
+
+	query(t, db.Conn(t, "stmt_carol"), `SELECT password_hash FROM users`)
+	eventually(t, 5*time.Second, "the read delivered", func() bool {
+		rows, _ := st.sink.rows("stmt_carol", "public.users")
+		return rows > 0
+	})
+	rows, events := st.sink.rows("stmt_carol", "public.users")
+	if rows != 4000 || st.sink.refused != 2 {
+		t.Fatalf("got %d rows in %v after %d refusals, want 4000 exactly once after 2", rows, events, st.sink.refused)
+	}
+}
+
+func TestUnreachableDatabaseIsUnhealthyNotFatal(t *testing.T) {
+	t.Parallel()
+	conn, err := pgx.ParseConfig("postgres://nobody@127.0.0.1:1/none?connect_timeout=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	h := health.New(reg)
+	h.Register(Component)
+	src := New(Config{Conn: conn, Interval: time.Second, CatalogRefresh: time.Minute,
+		ReconnectInitial: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond},
+		&recorder{}, h, zap.NewNop(), reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx) }()
+	eventually(t, 5*time.Second, "three failed attempts", func() bool {
+		return testutil.ToFloat64(src.metrics.errors) >= 3
+	})
+	if ok, why := h.Ready(); ok || why[Component] == "" || why[Component] == "starting" {
+		t.Errorf("got ready=%v why=%v, want unready with the connection error", ok, why)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: got %v, want context.Canceled", err)
+	}
+}
+
+func repeat(s string, n int) string {
+	out := ""
+	for range n {
+		out += s
+	}
+	return out
+}
