@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -220,6 +221,8 @@ func TestBulkReadOfCredentialColumnsPagesWithinSeconds(t *testing.T) {
 	if n := r.counter(t, "pgtripwire_alerts_total", map[string]string{"rule": "SensitiveBulkRead", "severity": "critical"}); n != 1 {
 		t.Errorf("pgtripwire_alerts_total: got %v, want 1", n)
 	}
+	// Every series a dashboard panel uses exists once the detector has seen a read.
+	checkDashboardMetrics(t, r.registry)
 }
 
 func TestLoginLookupsDoNotAlert(t *testing.T) {
@@ -285,5 +288,44 @@ func TestSurvivesPostgresDowntime(t *testing.T) {
 	got := r.waitFiring(t, 5*time.Second)
 	if got.Labels["role"] != "mallory" || got.Value != 20000 {
 		t.Fatalf("got %+v, want a firing alert for mallory's 20000 rows", got)
+	}
+}
+
+// checkDashboardMetrics fails when a dashboard queries a pgtripwire_ metric that the
+// detector does not export: a panel that silently shows "No data" misleads on-call.
+func checkDashboardMetrics(t *testing.T, reg *prometheus.Registry) {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, f := range families {
+		exported[f.GetName()] = true
+		if f.GetType() == dto.MetricType_HISTOGRAM {
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				exported[f.GetName()+suffix] = true
+			}
+		}
+	}
+	paths, err := filepath.Glob("../dashboards/*.json")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no dashboards found: %v", err)
+	}
+	metric := regexp.MustCompile(`\bpgtripwire_[a-z0-9_]+`)
+	for _, path := range paths {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dash map[string]any
+		if err := json.Unmarshal(raw, &dash); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		for _, name := range metric.FindAllString(string(raw), -1) {
+			if !exported[name] {
+				t.Errorf("%s queries %s, which the detector does not export", path, name)
+			}
+		}
 	}
 }

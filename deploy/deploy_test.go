@@ -1,0 +1,175 @@
+// Package deploy_test checks the deployment files against the real parts they configure:
+// docker-compose.yml through the compose-spec loader (no Docker engine runs here), and
+// the compose stack's PostgreSQL init scripts and pgtripwire config by running them
+// locally: the init SQL on a real PostgreSQL, the detector as the least-privileged role
+// it creates, and a bulk read that must page.
+package deploy_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/pgtripwire/pgtripwire/detector"
+	"github.com/pgtripwire/pgtripwire/detector/alert"
+	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func loadCompose(t *testing.T) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{"../docker-compose.yml"},
+		cli.WithWorkingDirectory(".."), cli.WithName("pgtripwire"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	project, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("docker-compose.yml does not load: %v", err)
+	}
+	return project
+}
+
+func TestComposeFileIsValid(t *testing.T) {
+	project := loadCompose(t)
+	for _, name := range []string{"postgres", "pgtripwire", "prometheus"} {
+		if _, err := project.GetService(name); err != nil {
+			t.Errorf("service %s: %v", name, err)
+		}
+	}
+	pg, _ := project.GetService("postgres")
+	for _, setting := range []string{"wal_level=logical", "shared_preload_libraries=pg_stat_statements", "compute_query_id=on"} {
+		if !slices.Contains(pg.Command, setting) {
+			t.Errorf("postgres command %v lacks %s", pg.Command, setting)
+		}
+	}
+	if pg.HealthCheck == nil {
+		t.Error("postgres has no healthcheck; pgtripwire's depends_on needs one")
+	}
+	det, _ := project.GetService("pgtripwire")
+	if dep, ok := det.DependsOn["postgres"]; !ok || dep.Condition != types.ServiceConditionHealthy {
+		t.Errorf("pgtripwire depends_on postgres: got %+v, want condition service_healthy", det.DependsOn)
+	}
+	if det.Build == nil {
+		t.Error("pgtripwire is not built from the repository's Dockerfile")
+	} else if _, err := os.Stat(filepath.Join(det.Build.Context, "Dockerfile")); err != nil {
+		t.Errorf("build context: %v", err)
+	}
+	// Every bind-mounted file or directory is in the repository.
+	for _, svc := range project.Services {
+		for _, v := range svc.Volumes {
+			if v.Type != types.VolumeTypeBind {
+				continue
+			}
+			if _, err := os.Stat(v.Source); err != nil {
+				t.Errorf("service %s mounts %s: %v", svc.Name, v.Source, err)
+			}
+		}
+	}
+	if _, err := config.Load("pgtripwire/pgtripwire.yaml", func(string) string { return "" }); err != nil {
+		t.Errorf("deploy/pgtripwire/pgtripwire.yaml: %v", err)
+	}
+}
+
+// TestComposeStackPagesOnADump runs what compose would start, as local processes: the
+// init scripts on a real PostgreSQL, pgtripwire with the compose config connecting as
+// the pgtripwire role they create (pg_monitor, no table rights), and mallory's dump.
+func TestComposeStackPagesOnADump(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	scripts, err := filepath.Glob("postgres/init/*.sql")
+	if err != nil || len(scripts) == 0 {
+		t.Fatalf("init scripts: %v %v", scripts, err)
+	}
+	for _, path := range scripts {
+		sql, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.Exec(t, string(sql))
+	}
+
+	env := map[string]string{config.EnvDSN: db.DSN("pgtripwire")}
+	cfg, err := config.Load("pgtripwire/pgtripwire.yaml", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.Alerts.File = filepath.Join(dir, "alerts.jsonl")
+	cfg.Alerts.Stdout = false
+	cfg.StateDir = filepath.Join(dir, "state")
+	d, err := detector.New(cfg, detector.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("detector: %v", err)
+		}
+	}()
+	eventually(t, 30*time.Second, "detector ready", func() bool {
+		resp, err := http.Get("http://" + d.Addr().String() + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	mallory := db.Conn(t, "mallory")
+	rows, err := mallory.Query(t.Context(), `SELECT email, username, password_hash FROM users`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	var got alert.Alert
+	eventually(t, 5*time.Second, "a firing alert", func() bool {
+		f, err := os.Open(cfg.Alerts.File)
+		if err != nil {
+			return false
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if err := json.Unmarshal(sc.Bytes(), &got); err == nil && got.State == alert.StateFiring {
+				return true
+			}
+		}
+		return false
+	})
+	if got.Labels["role"] != "mallory" || got.Value != 100000 ||
+		!strings.Contains(got.Labels["columns"], "password_hash") {
+		t.Fatalf("got %+v, want mallory's 100000-row read of the credential columns", got)
+	}
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %s", what, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
