@@ -1,0 +1,42 @@
+# pgtripwire — build, test, lint, bench, demo.
+# `make test` and `make demo` need PostgreSQL server binaries (14+) on the machine;
+# scripts/install-deps.sh installs them on Debian/Ubuntu when missing.
+
+GO            ?= go
+GOLANGCI_LINT_VERSION ?= v2.15.0
+BIN           := $(CURDIR)/bin
+VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS       := -X github.com/pgtripwire/pgtripwire/detector/buildinfo.Version=$(VERSION)
+
+.PHONY: all build test lint bench demo deps clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/pgtripwire ./cmd/pgtripwire
+
+# Every package, race detector on, real PostgreSQL clusters started by the tests.
+test:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+lint: $(BIN)/golangci-lint
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(BIN)/golangci-lint run ./...
+
+$(BIN)/golangci-lint:
+	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+# Benchmarks against a real server (5,000 pg_stat_statements entries); see README.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./detector/statements/ ./detector/classify/
+
+demo:
+	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/pgtripwire demo --log-format console --log-level warn
+
+# Installs the system packages the tests and the demo need (PostgreSQL server binaries).
+deps:
+	./scripts/install-deps.sh
+
+clean:
+	rm -rf $(BIN)
