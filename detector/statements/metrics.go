@@ -9,6 +9,7 @@ type metrics struct {
 	pollDuration     prometheus.Histogram
 	errors           prometheus.Counter
 	entries          prometheus.Gauge
+	hidden           prometheus.Gauge
 	textsFetched     prometheus.Counter
 	evictions        prometheus.Counter
 	resets           prometheus.Counter
@@ -32,6 +33,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		entries: f.NewGauge(prometheus.GaugeOpts{
 			Name: "pgtripwire_statements_entries",
 			Help: "pg_stat_statements entries of the monitored database at the last poll.",
+		}),
+		hidden: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgtripwire_statements_hidden_entries",
+			Help: "pg_stat_statements entries of other roles hidden from the detector's role (it lacks pg_read_all_stats).",
 		}),
 		textsFetched: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgtripwire_statements_texts_fetched_total",

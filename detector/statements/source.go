@@ -9,6 +9,7 @@ package statements
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -77,6 +80,7 @@ type Source struct {
 	dealloc         int64
 	infoKnown       bool
 	pollsSincePrune int
+	hidden          int // entries whose queryid the server hides from the detector's role
 }
 
 // New returns a source that reports to sink and health.
@@ -148,7 +152,7 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 			return err
 		}
 		bo.Reset()
-		s.health.Set(Component, nil)
+		s.health.Set(Component, s.blindSpot())
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -159,9 +163,12 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 
 // pollQuery reads counters without texts: at 5,000 entries it costs the server a fifth
 // of what reading the texts does, and texts are fetched only for new queryids.
+//
+// pg_stat_statements shows a NULL queryid for other roles' entries when the detector's
+// role lacks pg_read_all_stats: those rows are read too, to report the blind spot.
 const pollQuery = `SELECT userid, dbid, toplevel, queryid, calls, rows
 FROM pg_stat_statements(false)
-WHERE dbid = $1 AND queryid IS NOT NULL`
+WHERE dbid = $1`
 
 const infoQuery = `SELECT dealloc, stats_reset FROM pg_stat_statements_info`
 
@@ -184,7 +191,7 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 	var statsReset time.Time
 	if err := results.QueryRow().Scan(&dealloc, &statsReset); err != nil {
 		_ = results.Close()
-		return fmt.Errorf("read pg_stat_statements_info: %w", err)
+		return fmt.Errorf("read pg_stat_statements_info: %w", explainMissingExtension(err))
 	}
 	rows, err := results.Query()
 	if err != nil {
@@ -193,7 +200,14 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 	}
 	var snapshot []entry
 	var e entry
-	_, err = pgx.ForEachRow(rows, []any{&e.userID, &e.dbID, &e.topLevel, &e.queryID, &e.calls, &e.rows}, func() error {
+	var queryID pgtype.Int8
+	hidden := 0
+	_, err = pgx.ForEachRow(rows, []any{&e.userID, &e.dbID, &e.topLevel, &queryID, &e.calls, &e.rows}, func() error {
+		if !queryID.Valid {
+			hidden++
+			return nil
+		}
+		e.queryID = queryID.Int64
 		snapshot = append(snapshot, e)
 		return nil
 	})
@@ -204,6 +218,8 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 		return fmt.Errorf("poll pg_stat_statements: %w", err)
 	}
 	s.metrics.entries.Set(float64(len(snapshot)))
+	s.metrics.hidden.Set(float64(hidden))
+	s.hidden = hidden
 	s.noteInfo(dealloc, statsReset)
 
 	deltas, commit := s.tracker.observe(snapshot)
@@ -221,6 +237,16 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 	s.prune()
 	s.metrics.pollDuration.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// blindSpot reports, as a health problem, statements the detector's role may not see:
+// polling works, but reads by other roles go unnoticed, and on-call must know.
+func (s *Source) blindSpot() error {
+	if s.hidden == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d pg_stat_statements entries of other roles are hidden from the detector's role: "+
+		"GRANT pg_read_all_stats (or pg_monitor) TO it", s.hidden)
 }
 
 // noteInfo reacts to pg_stat_statements_info: a reset means every entry starts again at
@@ -426,4 +452,22 @@ func columnsOf(rel string, qualified []string) []string {
 		}
 	}
 	return cols
+}
+
+// explainMissingExtension adds the fix to the server's error when pg_stat_statements is
+// not installed in the database or not preloaded, the two usual set-up mistakes.
+func explainMissingExtension(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	switch pgErr.Code {
+	case "42P01", "42883": // undefined_table, undefined_function
+		return fmt.Errorf("pg_stat_statements is not installed in this database "+
+			"(run CREATE EXTENSION pg_stat_statements as a superuser): %w", err)
+	case "55000": // object_not_in_prerequisite_state
+		return fmt.Errorf("pg_stat_statements is not loaded "+
+			"(add it to shared_preload_libraries and restart PostgreSQL): %w", err)
+	}
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -61,12 +62,23 @@ type started struct {
 
 func startSource(t *testing.T, db *pgtest.Database, sink *recorder) *started {
 	t.Helper()
-	return startSourceEvery(t, db, sink, 100*time.Millisecond)
+	return startSourceWith(t, sink, sourceOptions{dsn: db.SuperuserDSN(), interval: 100 * time.Millisecond})
 }
 
 func startSourceEvery(t *testing.T, db *pgtest.Database, sink *recorder, interval time.Duration) *started {
 	t.Helper()
-	conn, err := pgx.ParseConfig(db.SuperuserDSN())
+	return startSourceWith(t, sink, sourceOptions{dsn: db.SuperuserDSN(), interval: interval})
+}
+
+type sourceOptions struct {
+	dsn      string
+	interval time.Duration
+	noWaitOK bool // do not wait for the source to report healthy
+}
+
+func startSourceWith(t *testing.T, sink *recorder, o sourceOptions) *started {
+	t.Helper()
+	conn, err := pgx.ParseConfig(o.dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,11 +86,13 @@ func startSourceEvery(t *testing.T, db *pgtest.Database, sink *recorder, interva
 	st := &started{sink: sink, health: health.New(reg)}
 	st.health.Register(Component)
 	st.src = New(Config{
-		Conn:           conn,
-		Interval:       interval,
-		CatalogRefresh: time.Minute,
-		SearchPath:     []string{"$user", "public"},
-		Sensitive:      map[string][]string{"public.users": {"email", "username", "password_hash"}},
+		Conn:             conn,
+		Interval:         o.interval,
+		CatalogRefresh:   time.Minute,
+		SearchPath:       []string{"$user", "public"},
+		Sensitive:        map[string][]string{"public.users": {"email", "username", "password_hash"}},
+		ReconnectInitial: 50 * time.Millisecond,
+		ReconnectMax:     200 * time.Millisecond,
 	}, sink, st.health, zap.NewNop(), reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -89,8 +103,19 @@ func startSourceEvery(t *testing.T, db *pgtest.Database, sink *recorder, interva
 			t.Errorf("Run: got %v, want context.Canceled", err)
 		}
 	})
-	eventually(t, 20*time.Second, "source healthy", func() bool { ok, _ := st.health.Ready(); return ok })
+	if !o.noWaitOK {
+		eventually(t, 20*time.Second, "source healthy", func() bool { ok, _ := st.health.Ready(); return ok })
+	}
 	return st
+}
+
+// problem is the source's health problem, "" when healthy or still starting.
+func (st *started) problem() string {
+	_, why := st.health.Ready()
+	if why[Component] == "starting" {
+		return ""
+	}
+	return why[Component]
 }
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -285,4 +310,33 @@ func repeat(s string, n int) string {
 		out += s
 	}
 	return out
+}
+
+func TestRoleWithoutReadAllStatsIsReportedBlind(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seed(t, db, 100, "stmt_dave")
+	db.CreateRole(t, "stmt_unprivileged_detector")
+	query(t, db.Conn(t, "stmt_dave"), `SELECT email FROM users`)
+
+	st := startSourceWith(t, &recorder{}, sourceOptions{
+		dsn: db.DSN("stmt_unprivileged_detector"), interval: 100 * time.Millisecond, noWaitOK: true})
+	eventually(t, 10*time.Second, "a health problem", func() bool { return st.problem() != "" })
+	if got := st.problem(); !strings.Contains(got, "hidden") || !strings.Contains(got, "pg_read_all_stats") {
+		t.Fatalf("got problem %q, want it to say entries are hidden and how to grant pg_read_all_stats", got)
+	}
+	if got := testutil.ToFloat64(st.src.metrics.hidden); got < 1 {
+		t.Errorf("pgtripwire_statements_hidden_entries: got %v, want at least dave's entry", got)
+	}
+}
+
+func TestMissingExtensionSaysHowToFix(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, `DROP EXTENSION pg_stat_statements`)
+	st := startSourceWith(t, &recorder{}, sourceOptions{dsn: db.SuperuserDSN(), interval: 100 * time.Millisecond, noWaitOK: true})
+	eventually(t, 10*time.Second, "a health problem", func() bool { return st.problem() != "" })
+	if got := st.problem(); !strings.Contains(got, "CREATE EXTENSION pg_stat_statements") {
+		t.Fatalf("got problem %q, want the fix", got)
+	}
 }
