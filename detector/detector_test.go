@@ -33,6 +33,11 @@ type running struct {
 
 func startDetector(t *testing.T, db *pgtest.Database) *running {
 	t.Helper()
+	return startDetectorWith(t, db, func(*config.Config) {})
+}
+
+func startDetectorWith(t *testing.T, db *pgtest.Database, adjust func(*config.Config)) *running {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Defaults()
 	cfg.Database.DSN = db.SuperuserDSN()
@@ -45,6 +50,7 @@ func startDetector(t *testing.T, db *pgtest.Database) *running {
 	cfg.Alerts.File = filepath.Join(dir, "alerts.jsonl")
 	cfg.Alerts.Stdout = false
 	cfg.StateDir = filepath.Join(dir, "state")
+	adjust(cfg)
 
 	r := &running{registry: prometheus.NewRegistry(), alerts: cfg.Alerts.File, done: make(chan error, 1)}
 	r.d, err = detector.New(cfg, detector.Deps{Registry: r.registry})
@@ -228,6 +234,31 @@ func TestBulkReadOfCredentialColumnsPagesWithinSeconds(t *testing.T) {
 	}
 	// Every series a dashboard panel uses exists once the detector has seen a read.
 	checkDashboardMetrics(t, r.registry)
+}
+
+func TestAlertResolvesOnceQuiet(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seedUsers(t, db, 2_000)
+	r := startDetectorWith(t, db, func(cfg *config.Config) { cfg.Alerts.ResolveAfter = 2 * time.Second })
+
+	bulkRead(t, db)
+	firing := r.waitFiring(t, 5*time.Second)
+	var lines []alert.Alert
+	eventually(t, 10*time.Second, "a resolved line", func() bool {
+		lines = r.lines(t)
+		return len(lines) >= 2
+	})
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines, want firing then resolved: %+v", len(lines), lines)
+	}
+	resolved := lines[1]
+	if resolved.State != alert.StateResolved || resolved.Fingerprint != firing.Fingerprint || resolved.Value != 2000 {
+		t.Fatalf("got %+v, want the same alert resolved, with its value", resolved)
+	}
+	if quiet := resolved.Time.Sub(firing.Time); quiet < 2*time.Second {
+		t.Errorf("resolved %v after firing, want at least resolve_after (2s)", quiet)
+	}
 }
 
 func TestLoginLookupsDoNotAlert(t *testing.T) {
