@@ -416,6 +416,29 @@ func TestParse_DSNErrorsHidePassword(t *testing.T) {
 	}
 }
 
+// TestMisplacedDSNIsNotPrinted covers a DSN written where another value belongs: the
+// "want X, got Y" message quotes the value, and must not quote the password.
+func TestMisplacedDSNIsNotPrinted(t *testing.T) {
+	const secret = "S3cretPw"
+	for name, body := range map[string]string{
+		"database as a scalar": "database: postgres://app:S3cretPw@db.example/app\n",
+		"dsn as a list":        "database: {dsn: [postgres://app:S3cretPw@db/app]}\n",
+		"listen":               "http: {listen: 'postgres://app:S3cretPw@db/app'}\n",
+		"keyword form":         "database: 'host=db password=S3cretPw'\n",
+		"interval":             "sources: {statements: {interval: 'password=S3cretPw'}}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse("f.yaml", []byte(minimal+body), nil)
+			if err == nil {
+				t.Fatal("Parse succeeded, want an error")
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("error shows the password: %v", err)
+			}
+		})
+	}
+}
+
 func TestRedactedDSN(t *testing.T) {
 	tests := []struct {
 		dsn, want string

@@ -381,8 +381,13 @@ func describe(n *yaml.Node) string {
 }
 
 // quote quotes a value from the file for a message, shortened so that a
-// pasted blob does not flood the terminal.
+// pasted blob does not flood the terminal. A value that looks like a connection
+// string is redacted first: a DSN pasted in the wrong place (database: postgres://…
+// instead of database: {dsn: …}) must not print its password.
 func quote(s string) string {
+	if looksLikeDSN(s) {
+		s = redactDSN(s)
+	}
 	const maxRunes = 40
 	if utf8.RuneCountInString(s) > maxRunes {
 		s = string([]rune(s)[:maxRunes]) + "…"
@@ -425,4 +430,11 @@ func keysOf(t reflect.Type) []string {
 		}
 	}
 	return keys
+}
+
+// passwordSetting matches the password of a keyword/value connection string.
+var passwordSetting = regexp.MustCompile(`(?i)\bpassword\s*=`)
+
+func looksLikeDSN(s string) bool {
+	return strings.Contains(s, "://") || passwordSetting.MatchString(s)
 }
