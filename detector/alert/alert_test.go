@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,5 +106,83 @@ func TestOpenLogReportsUnwritablePath(t *testing.T) {
 	}
 	if _, err := OpenLog(filepath.Join(blocker, "alerts.jsonl"), nil, prometheus.NewRegistry()); err == nil {
 		t.Fatal("got nil error for a path under a regular file, want one")
+	}
+}
+
+func testAlert(i int) Alert {
+	labels := map[string]string{LabelRole: fmt.Sprintf("r%d", i)}
+	return Alert{Time: time.Unix(0, 0).UTC(), State: StateFiring, Rule: "R", Severity: SeverityInfo,
+		Fingerprint: Fingerprint("R", labels), Labels: labels}
+}
+
+func TestOpenLogKeepsATornLineApart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "alerts.jsonl")
+	if err := os.WriteFile(path, []byte(`{"time":"2026-11-29T0`), 0o600); err != nil { // a crash mid-line
+		t.Fatal(err)
+	}
+	l, err := OpenLog(path, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(testAlert(1)); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) != 2 || !json.Valid([]byte(lines[1])) {
+		t.Fatalf("got %q, want the torn fragment on its own line and a valid line after it", data)
+	}
+}
+
+func TestSlowStdoutDoesNotBlockAlerts(t *testing.T) {
+	blocked := &blockingWriter{release: make(chan struct{})}
+	reg := prometheus.NewRegistry()
+	path := filepath.Join(t.TempDir(), "alerts.jsonl")
+	l, err := OpenLog(path, blocked, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = stdoutBuffer + 100
+	for i := range n {
+		if err := l.Write(testAlert(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := testutil.ToFloat64(l.metrics.stdoutDropped); got < 99 {
+		t.Errorf("stdout dropped: got %v, want the lines beyond the buffer counted", got)
+	}
+	close(blocked.release)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	if got := strings.Count(string(data), "\n"); got != n {
+		t.Fatalf("file has %d lines, want all %d whatever stdout does", got, n)
+	}
+}
+
+type blockingWriter struct{ release chan struct{} }
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	<-w.release
+	return len(p), nil
+}
+
+func TestWriteReportsAFullDisk(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full on this system")
+	}
+	reg := prometheus.NewRegistry()
+	l, err := OpenLog("/dev/full", nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Write(testAlert(1)); err == nil {
+		t.Fatal("got nil writing to a full device, want the error")
+	}
+	if got := testutil.ToFloat64(l.metrics.alerts.WithLabelValues("R", "info")); got != 0 {
+		t.Fatalf("pgtripwire_alerts_total: got %v for an alert that was not written, want 0", got)
 	}
 }

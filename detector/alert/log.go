@@ -14,18 +14,29 @@ import (
 
 // Log writes alert transitions as JSON lines to a file and, optionally, to stdout.
 // Each line is synced to disk before Write returns, so a transition that Write
-// acknowledged survives a crash. A Log is safe for concurrent use.
+// acknowledged survives a crash; a write that fails is cut off again, so a retry never
+// appends after a torn line. Stdout is fed by its own goroutine through a buffer: a
+// stalled reader of stdout must not stall detection, so lines it cannot take are
+// dropped and counted, never the file's. A Log is safe for concurrent use; Close stops
+// the stdout goroutine.
 type Log struct {
 	mu      sync.Mutex
 	file    *os.File
-	stdout  io.Writer
+	size    int64 // length of the file up to its last complete line
 	metrics *logMetrics
+
+	stdout     chan []byte // nil without stdout
+	stdoutDone chan struct{}
 }
 
 type logMetrics struct {
-	alerts *prometheus.CounterVec
-	lines  *prometheus.CounterVec
+	alerts        *prometheus.CounterVec
+	lines         *prometheus.CounterVec
+	stdoutDropped prometheus.Counter
 }
+
+// stdoutBuffer is how many lines may wait for a slow stdout reader.
+const stdoutBuffer = 1024
 
 // OpenLog opens (appending, creating it and its directory when missing) the alert log
 // at path. stdout may be nil to write to the file only.
@@ -33,14 +44,19 @@ func OpenLog(path string, stdout io.Writer, reg prometheus.Registerer) (*Log, er
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("open alert log: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("open alert log: %w", err)
 	}
+	size, err := endLastLine(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open alert log: %w", err)
+	}
 	f2 := promauto.With(reg)
-	return &Log{
-		file:   f,
-		stdout: stdout,
+	l := &Log{
+		file: f,
+		size: size,
 		metrics: &logMetrics{
 			alerts: f2.NewCounterVec(prometheus.CounterOpts{
 				Name: "pgtripwire_alerts_total",
@@ -50,8 +66,46 @@ func OpenLog(path string, stdout io.Writer, reg prometheus.Registerer) (*Log, er
 				Name: "pgtripwire_alert_transitions_total",
 				Help: "Alert transitions written to the alert log, by state.",
 			}, []string{"state"}),
+			stdoutDropped: f2.NewCounter(prometheus.CounterOpts{
+				Name: "pgtripwire_alert_stdout_dropped_total",
+				Help: "Alert lines not copied to stdout because its reader was too slow (the file has them).",
+			}),
 		},
-	}, nil
+	}
+	if stdout != nil {
+		l.stdout, l.stdoutDone = make(chan []byte, stdoutBuffer), make(chan struct{})
+		go func() {
+			defer close(l.stdoutDone)
+			for line := range l.stdout {
+				_, _ = stdout.Write(line) // best effort: the file is the record
+			}
+		}()
+	}
+	return l, nil
+}
+
+// endLastLine returns the file's size after making sure it ends with a newline: a line
+// torn by a crash stays on a line of its own instead of corrupting the next one.
+func endLastLine(f *os.File) (int64, error) {
+	info, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := info.Size()
+	if size == 0 || !info.Mode().IsRegular() {
+		return size, nil
+	}
+	last := make([]byte, 1)
+	if _, err := f.ReadAt(last, size-1); err != nil {
+		return 0, err
+	}
+	if last[0] == '\n' {
+		return size, nil
+	}
+	if _, err := f.Write([]byte{'\n'}); err != nil {
+		return 0, err
+	}
+	return size + 1, nil
 }
 
 // PrecreateRule makes the rule's pgtripwire_alerts_total series exist at zero, so that
@@ -71,14 +125,15 @@ func (l *Log) Write(a Alert) error {
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, err := l.file.Write(line); err != nil {
-		return fmt.Errorf("write alert log: %w", err)
-	}
-	if err := l.file.Sync(); err != nil {
-		return fmt.Errorf("sync alert log: %w", err)
+	if err := l.appendLocked(line); err != nil {
+		return err
 	}
 	if l.stdout != nil {
-		_, _ = l.stdout.Write(line)
+		select {
+		case l.stdout <- line:
+		default:
+			l.metrics.stdoutDropped.Inc()
+		}
 	}
 	if a.State == StateFiring {
 		l.metrics.alerts.WithLabelValues(a.Rule, string(a.Severity)).Inc()
@@ -87,9 +142,30 @@ func (l *Log) Write(a Alert) error {
 	return nil
 }
 
-// Close closes the file.
+// appendLocked writes and syncs one line, or cuts the file back to its last complete
+// line and returns the error.
+func (l *Log) appendLocked(line []byte) error {
+	_, err := l.file.Write(line)
+	if err == nil {
+		err = l.file.Sync()
+	}
+	if err != nil {
+		// Best effort: on a full disk the truncation frees what the write took.
+		_ = l.file.Truncate(l.size)
+		return fmt.Errorf("write alert log: %w", err)
+	}
+	l.size += int64(len(line))
+	return nil
+}
+
+// Close waits for stdout to take the lines already queued, then closes the file.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.stdout != nil {
+		close(l.stdout)
+		<-l.stdoutDone
+		l.stdout = nil
+	}
 	return l.file.Close()
 }
