@@ -95,6 +95,7 @@ type Snapshot struct {
 	byQualified    map[string]*Relation
 	sensitive      map[string]map[string]bool // qualified name -> column set
 	sensitiveList  map[string][]string        // qualified name -> sorted columns
+	sensitiveNamed map[string][]*Relation     // unqualified name -> sensitive relations
 	missing        []string
 	viewSearchPath []string
 	version        string
@@ -125,6 +126,7 @@ func New(relations []Relation, sensitive map[string][]string, opts ...Option) (*
 		byQualified:    make(map[string]*Relation, len(relations)),
 		sensitive:      make(map[string]map[string]bool, len(sensitive)),
 		sensitiveList:  make(map[string][]string, len(sensitive)),
+		sensitiveNamed: make(map[string][]*Relation),
 		viewSearchPath: []string{"pg_catalog", "public"},
 	}
 	for _, opt := range opts {
@@ -182,6 +184,12 @@ func New(relations []Relation, sensitive map[string][]string, opts ...Option) (*
 		}
 		sort.Strings(cols)
 		s.sensitiveList[q] = cols
+		if rel, ok := s.byQualified[q]; ok && len(cols) > 0 {
+			s.sensitiveNamed[rel.Name] = append(s.sensitiveNamed[rel.Name], rel)
+		}
+	}
+	for _, rels := range s.sensitiveNamed {
+		sort.Slice(rels, func(i, j int) bool { return rels[i].QualifiedName() < rels[j].QualifiedName() })
 	}
 	sort.Strings(s.missing)
 	s.missing = slices.Compact(s.missing)
@@ -256,6 +264,15 @@ func (s *Snapshot) IsSensitive(qualified, column string) bool {
 // configured as sensitive.
 func (s *Snapshot) HasSensitive(qualified string) bool {
 	return len(s.sensitive[qualified]) > 0
+}
+
+// SensitiveRelationsNamed returns the relations of the snapshot called exactly
+// name, in any schema, that have sensitive columns configured (HasSensitive),
+// sorted by qualified name; nil if there are none. An unqualified name in SQL
+// can reach any of them under a session's own search_path. The slice is shared
+// and must not be modified.
+func (s *Snapshot) SensitiveRelationsNamed(name string) []*Relation {
+	return s.sensitiveNamed[name]
 }
 
 // Sensitive returns a copy of the sensitive-column configuration, keyed by

@@ -207,6 +207,48 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+func TestSensitiveRelationsNamed(t *testing.T) {
+	rels := append(testRelations(),
+		Relation{Schema: "auth", Name: "users", Kind: Table, Columns: []string{"id", "password_hash"}},
+		Relation{Schema: "archive", Name: "users", Kind: Table, Columns: []string{"id", "email"}},
+		Relation{Schema: "auth", Name: "Users", Kind: Table, Columns: []string{"secret"}},
+		Relation{Schema: "auth", Name: "sessions", Kind: Table, Columns: []string{"token"}},
+	)
+	snap, err := New(rels, map[string][]string{
+		"public.users":   {"email"},
+		"auth.users":     {"password_hash"},
+		`auth."Users"`:   {"secret"},
+		"auth.sessions":  {},        // configured without columns: not sensitive
+		"public.ghosts":  {"email"}, // not in the snapshot
+		"archive.orders": {"id"},    // not in the snapshot either
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		want []string
+	}{
+		{"users", []string{"auth.users", "public.users"}}, // archive.users has nothing configured
+		{"Users", []string{`auth."Users"`}},
+		{"sessions", nil},
+		{"ghosts", nil},
+		{"orders", nil},
+		{"nothing", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, r := range snap.SensitiveRelationsNamed(tt.name) {
+				got = append(got, r.QualifiedName())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestVersion(t *testing.T) {
 	sensitive := map[string][]string{"public.users": {"email"}}
 	base, err := New(testRelations(), sensitive)

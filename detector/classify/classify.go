@@ -19,8 +19,21 @@
 //   - DISTINCT, UNION (not ALL), INTERSECT and EXCEPT compare their columns:
 //     references. EXCEPT returns only its left side.
 //   - EXPLAIN returns no rows: its statement's outputs are references, and
-//     its copies count only under ANALYZE. PREPARE is classified as if the
-//     prepared statement ran; EXECUTE, FETCH, CALL and DO are incomplete.
+//     its copies count only under ANALYZE. CALL and DO are incomplete.
+//   - Cursors and prepared statements: DECLARE CURSOR and PREPARE are
+//     classified as if their query ran, FETCH, MOVE and EXECUTE are
+//     incomplete, CLOSE and DEALLOCATE read nothing; all of them report the
+//     cursor or prepared statement name in Result.Name, so that the caller
+//     can attribute a FETCH to its DECLARE and an EXECUTE to its PREPARE.
+//   - A relation name written without a schema resolves through the
+//     configured search path, but a session may have set its own. Where the
+//     catalog has sensitive tables of that name in other schemas, they are
+//     listed too, with the sensitive columns the statement would read or
+//     reference if the name resolved to each of them, and the result is
+//     incomplete: pg_stat_statements keeps the text, not the relations the
+//     session saw. Schema-qualified names, CTE names and the names inside view
+//     definitions (qualified as the catalog's loading session saw them) are
+//     not ambiguous.
 //   - Unqualified pg_* names the snapshot does not know, and anything in
 //     pg_catalog or information_schema, are PostgreSQL's own relations: listed,
 //     never sensitive, never a problem.
@@ -43,8 +56,10 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
 )
 
-// Operation names. Operation is the statement's command; a text with several
-// statements reports the first one that is not OperationOther.
+// Operation names. Operation is the statement's command. A text with several
+// statements reports the first one that does something: not OperationOther,
+// and not OperationClose or OperationDeallocate, which only release, unless
+// nothing else is there.
 const (
 	OperationSelect         = "SELECT"
 	OperationSelectInto     = "SELECT INTO"
@@ -59,9 +74,12 @@ const (
 	OperationCreateView     = "CREATE VIEW"
 	OperationDeclareCursor  = "DECLARE CURSOR"
 	OperationFetch          = "FETCH"
+	OperationMove           = "MOVE"
+	OperationClose          = "CLOSE"
 	OperationExplain        = "EXPLAIN"
 	OperationPrepare        = "PREPARE"
 	OperationExecute        = "EXECUTE"
+	OperationDeallocate     = "DEALLOCATE"
 	OperationTruncate       = "TRUNCATE"
 	OperationCall           = "CALL"
 	OperationDo             = "DO"
@@ -72,6 +90,15 @@ const (
 type Result struct {
 	// Operation is the command of the (first significant) statement.
 	Operation string `json:"operation"`
+	// Name is, for the statement Operation reports, the cursor (portal) name
+	// of DECLARE CURSOR, FETCH, MOVE and CLOSE, or the prepared statement
+	// name of PREPARE, EXECUTE and DEALLOCATE, as PostgreSQL stores it
+	// (unquoted names folded to lower case); "" for other operations and for
+	// CLOSE ALL and DEALLOCATE ALL. FETCH, MOVE and EXECUTE are always
+	// incomplete, as their text does not say what they read: the caller
+	// attributes them to the DECLARE CURSOR or PREPARE of the same Name in the
+	// same session.
+	Name string `json:"name,omitempty"`
 	// Relations are the catalog relations the text touches, schema-qualified
 	// (catalog.QualifiedName), sorted: tables, views and the relations views
 	// are defined over, targets of writes. Relations being created are not
@@ -114,7 +141,9 @@ var emptySnapshot = func() *catalog.Snapshot {
 
 // Classify classifies sql, one or more statements (normalized texts with $n
 // placeholders included), against cat. Unqualified relation names resolve
-// through searchPath with role standing for "$user". A nil cat is an empty
+// through searchPath with role standing for "$user"; sensitive tables of the
+// same name in other schemas are reported too and make the result incomplete,
+// since the session may have set another search_path. A nil cat is an empty
 // catalog: every relation is unknown. Classify never panics and never
 // returns an error: what it cannot resolve makes the result incomplete.
 func Classify(sql string, cat *catalog.Snapshot, searchPath []string, role string) (res Result) {
@@ -128,7 +157,7 @@ func Classify(sql string, cat *catalog.Snapshot, searchPath []string, role strin
 		// this problem, so it does not hide bugs from tests.
 		if r := recover(); r != nil {
 			a.problem(problemInternal)
-			res = a.result(OperationOther)
+			res = a.result(OperationOther, "")
 		}
 	}()
 
@@ -136,17 +165,40 @@ func Classify(sql string, cat *catalog.Snapshot, searchPath []string, role strin
 	if err != nil {
 		return a.unparsable(sql, err)
 	}
-	op := OperationOther
-	for _, raw := range tree.GetStmts() {
-		stmtOp := a.statement(raw.GetStmt())
-		if op == OperationOther {
-			op = stmtOp
-		}
-	}
-	return a.result(op)
+	op, name := a.statements(tree.GetStmts())
+	a.ambiguousNames(tree.GetStmts())
+	return a.result(op, name)
 }
 
-const problemInternal = "internal classifier error"
+// Problems that alternative analyses (see ambiguousNames) pass on.
+const (
+	problemInternal   = "internal classifier error"
+	problemTooDeep    = "statement nested too deeply"
+	problemTooComplex = "statement too complex"
+)
+
+// statements classifies each statement and returns the operation and name to
+// report: those of the first statement of the highest significance.
+func (a *analyzer) statements(stmts []*pg_query.RawStmt) (op, name string) {
+	op = OperationOther
+	for _, raw := range stmts {
+		stmtOp, stmtName := a.statement(raw.GetStmt())
+		if significance(stmtOp) > significance(op) {
+			op, name = stmtOp, stmtName
+		}
+	}
+	return op, name
+}
+
+func significance(op string) int {
+	switch op {
+	case OperationOther:
+		return 0
+	case OperationClose, OperationDeallocate:
+		return 1
+	}
+	return 2
+}
 
 // analyzer holds the state of one classification.
 type analyzer struct {
@@ -170,6 +222,13 @@ type analyzer struct {
 	// noEffects is set when the statement does not execute at all (EXPLAIN
 	// without ANALYZE, CREATE VIEW): nothing is copied anywhere.
 	noEffects bool
+
+	// unqualified records the relation names written without a schema
+	// outside view definitions, with the qualified name each resolved to
+	// ("" for none).
+	unqualified map[string]string
+	// binding, when set, overrides how one unqualified name resolves.
+	binding *binding
 }
 
 func newAnalyzer(cat *catalog.Snapshot, searchPath []string, role string) *analyzer {
@@ -183,6 +242,8 @@ func newAnalyzer(cat *catalog.Snapshot, searchPath []string, role string) *analy
 		problems:   make(map[string]bool),
 		baseCols:   make(map[string][]column),
 		expanding:  make(map[string]bool),
+
+		unqualified: make(map[string]string),
 	}
 }
 
@@ -233,9 +294,10 @@ func (a *analyzer) write(target string, src lineage) {
 
 func (a *analyzer) refer(src lineage) { addAll(a.referenced, src) }
 
-func (a *analyzer) result(op string) Result {
+func (a *analyzer) result(op, name string) Result {
 	res := Result{
 		Operation:           op,
+		Name:                name,
 		Relations:           sortedKeys(a.relations),
 		SensitiveRead:       []string{},
 		SensitiveReferenced: []string{},

@@ -23,40 +23,51 @@ func (a *analyzer) unparsable(sql string, err error) Result {
 			tokens, scanErr = pg_query.Scan(sql[:perr.Cursorpos-1])
 		}
 	}
-	op := OperationOther
+	op, name := OperationOther, ""
 	if scanErr == nil {
-		op = a.scanRelations(sql, tokens.GetTokens())
+		op, name = a.scanRelations(sql, tokens.GetTokens())
 	}
-	return a.result(op)
+	return a.result(op, name)
 }
 
 // scanOperations maps a leading keyword to the operation it starts.
 var scanOperations = map[pg_query.Token]string{
-	pg_query.Token_SELECT:   OperationSelect,
-	pg_query.Token_INSERT:   OperationInsert,
-	pg_query.Token_UPDATE:   OperationUpdate,
-	pg_query.Token_DELETE_P: OperationDelete,
-	pg_query.Token_MERGE:    OperationMerge,
-	pg_query.Token_COPY:     OperationCopy,
-	pg_query.Token_DECLARE:  OperationDeclareCursor,
-	pg_query.Token_FETCH:    OperationFetch,
-	pg_query.Token_EXPLAIN:  OperationExplain,
-	pg_query.Token_TRUNCATE: OperationTruncate,
-	pg_query.Token_CALL:     OperationCall,
-	pg_query.Token_DO:       OperationDo,
+	pg_query.Token_SELECT:     OperationSelect,
+	pg_query.Token_INSERT:     OperationInsert,
+	pg_query.Token_UPDATE:     OperationUpdate,
+	pg_query.Token_DELETE_P:   OperationDelete,
+	pg_query.Token_MERGE:      OperationMerge,
+	pg_query.Token_COPY:       OperationCopy,
+	pg_query.Token_DECLARE:    OperationDeclareCursor,
+	pg_query.Token_FETCH:      OperationFetch,
+	pg_query.Token_MOVE:       OperationMove,
+	pg_query.Token_CLOSE:      OperationClose,
+	pg_query.Token_PREPARE:    OperationPrepare,
+	pg_query.Token_EXECUTE:    OperationExecute,
+	pg_query.Token_DEALLOCATE: OperationDeallocate,
+	pg_query.Token_EXPLAIN:    OperationExplain,
+	pg_query.Token_TRUNCATE:   OperationTruncate,
+	pg_query.Token_CALL:       OperationCall,
+	pg_query.Token_DO:         OperationDo,
 }
 
 // scanRelations records every dotted name in tokens that resolves to a catalog
-// relation, and returns the operation the first keyword suggests.
-func (a *analyzer) scanRelations(sql string, tokens []*pg_query.ScanToken) string {
-	op := OperationOther
-	first := true
+// relation, and every sensitive relation an undotted one could resolve to
+// under another search_path. It returns the operation the first keyword
+// suggests and, for DECLARE and PREPARE, whose bodies can be long enough to be
+// cut, the name that follows it.
+func (a *analyzer) scanRelations(sql string, tokens []*pg_query.ScanToken) (op, stmtName string) {
+	op = OperationOther
+	first, wantStmtName := true, false
 	var name []string
 	expectPart := true
 	flush := func() {
 		switch len(name) {
 		case 1:
 			if rel, ok := a.cat.Resolve(a.searchPath, a.role, name[0]); ok {
+				a.relations[rel.QualifiedName()] = true
+			}
+			for _, rel := range a.cat.SensitiveRelationsNamed(name[0]) {
 				a.relations[rel.QualifiedName()] = true
 			}
 		case 2, 3:
@@ -71,14 +82,21 @@ func (a *analyzer) scanRelations(sql string, tokens []*pg_query.ScanToken) strin
 		if tok == pg_query.Token_SQL_COMMENT || tok == pg_query.Token_C_COMMENT {
 			continue
 		}
+		start, end := int(t.GetStart()), int(t.GetEnd())
+		valid := start >= 0 && end <= len(sql) && start <= end
 		if first {
 			first = false
 			if o, ok := scanOperations[tok]; ok {
 				op = o
 			}
+			wantStmtName = tok == pg_query.Token_DECLARE || tok == pg_query.Token_PREPARE
+		} else if wantStmtName {
+			wantStmtName = false
+			if valid && isNameToken(t) {
+				stmtName = identText(sql[start:end])
+			}
 		}
-		start, end := int(t.GetStart()), int(t.GetEnd())
-		if start < 0 || end > len(sql) || start > end {
+		if !valid {
 			flush()
 			continue
 		}
@@ -97,7 +115,7 @@ func (a *analyzer) scanRelations(sql string, tokens []*pg_query.ScanToken) strin
 		}
 	}
 	flush()
-	return op
+	return op, stmtName
 }
 
 // isNameToken reports whether a token can name a relation (ColId).

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
 )
 
 // fuzzSeeds are statements of every supported shape plus broken ones.
@@ -37,6 +39,16 @@ var fuzzSeeds = []string{
 	";;;",
 	"PREPARE p(int) AS SELECT email FROM users WHERE id = $1; EXECUTE p(1)",
 	"CREATE TABLE t AS SELECT * FROM users; SELECT * INTO t2 FROM users; REFRESH MATERIALIZED VIEW login_mv",
+	"SELECT s.token, u.email FROM sessions s JOIN users u ON u.id = s.user_id; COPY sessions TO STDOUT",
+	"WITH sessions AS (SELECT 1 AS token) SELECT token FROM sessions, auth.sessions x",
+	`DECLARE "c_7f3a_1" CURSOR WITHOUT HOLD FOR SELECT token FROM sessions; FETCH FORWARD 2000 FROM "c_7f3a_1"; MOVE ALL IN c; CLOSE ALL`,
+	"DEALLOCATE PREPARE p; CLOSE _psql_cursor; DEALLOCATE ALL",
+}
+
+// namedOperations are the operations that report a Name.
+var namedOperations = []string{
+	OperationDeclareCursor, OperationFetch, OperationMove, OperationClose,
+	OperationPrepare, OperationExecute, OperationDeallocate,
 }
 
 func FuzzClassify(f *testing.F) {
@@ -48,6 +60,9 @@ func FuzzClassify(f *testing.F) {
 		got := Classify(sql, snap, defaultPath, "app")
 		if slices.Contains(got.Problems, problemInternal) {
 			t.Fatalf("classifier panicked on %q", sql)
+		}
+		if got.Name != "" && !slices.Contains(namedOperations, got.Operation) {
+			t.Errorf("Name %q for operation %s", got.Name, got.Operation)
 		}
 		if got.Complete != (len(got.Problems) == 0) {
 			t.Errorf("Complete %v with problems %q", got.Complete, got.Problems)
@@ -119,22 +134,26 @@ func BenchmarkClassifyView(b *testing.B) {
 // TestClassifyBoundsWork checks that statements built to multiply the
 // analyzer's work end quickly, as incomplete rather than by stalling.
 func TestClassifyBoundsWork(t *testing.T) {
-	snap := testSnapshot(t)
+	// In searchPathSnapshot users is ambiguous: the text is analyzed again for
+	// auth.users, within the same budget.
+	snaps := map[string]*catalog.Snapshot{"": testSnapshot(t), "ambiguous name, ": searchPathSnapshot(t)}
 	nested := "SELECT email FROM users"
 	for i := range 30 {
 		nested = fmt.Sprintf("WITH RECURSIVE r%d(e) AS (%s UNION ALL SELECT e FROM r%d) SELECT e FROM r%d", i, nested, i, i)
 	}
 	deep := strings.Repeat("SELECT (", 400) + "SELECT email FROM users" + strings.Repeat(")", 400)
-	for name, sql := range map[string]string{"nested recursive CTEs": nested, "deep scalar subqueries": deep} {
-		t.Run(name, func(t *testing.T) {
-			start := time.Now()
-			got := Classify(sql, snap, defaultPath, "app")
-			if elapsed := time.Since(start); elapsed > 5*time.Second {
-				t.Errorf("took %v", elapsed)
-			}
-			if got.Complete && len(got.SensitiveRead) == 0 {
-				t.Errorf("got complete with nothing read: %+v", got)
-			}
-		})
+	for prefix, snap := range snaps {
+		for name, sql := range map[string]string{"nested recursive CTEs": nested, "deep scalar subqueries": deep} {
+			t.Run(prefix+name, func(t *testing.T) {
+				start := time.Now()
+				got := Classify(sql, snap, defaultPath, "app")
+				if elapsed := time.Since(start); elapsed > 5*time.Second {
+					t.Errorf("took %v", elapsed)
+				}
+				if got.Complete && len(got.SensitiveRead) == 0 {
+					t.Errorf("got complete with nothing read: %+v", got)
+				}
+			})
+		}
 	}
 }

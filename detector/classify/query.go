@@ -14,11 +14,11 @@ import (
 // reports false and must call leaveDepth otherwise.
 func (a *analyzer) enter() bool {
 	if a.depth >= maxDepth {
-		a.problem("statement nested too deeply")
+		a.problem(problemTooDeep)
 		return false
 	}
 	if a.steps >= maxSteps {
-		a.problem("statement too complex")
+		a.problem(problemTooComplex)
 		return false
 	}
 	a.depth++
@@ -369,10 +369,23 @@ func (a *analyzer) relation(rv *pg_query.RangeVar, sc *scope, allowCTE bool) *rt
 		rel *catalog.Relation
 		ok  bool
 	)
-	if rv.GetSchemaname() != "" {
+	// Names in view definitions resolve as the catalog's loading session saw
+	// them: they are neither recorded nor rebound.
+	inView := len(a.expanding) > 0
+	switch {
+	case rv.GetSchemaname() != "":
 		rel, ok = a.cat.Lookup(rv.GetSchemaname(), rv.GetRelname())
-	} else {
+	case a.binding != nil && a.binding.name == rv.GetRelname() && !inView:
+		rel, ok = a.binding.rel, true
+	default:
 		rel, ok = a.cat.Resolve(a.searchPath, a.role, rv.GetRelname())
+		if !inView {
+			resolved := ""
+			if ok {
+				resolved = rel.QualifiedName()
+			}
+			a.unqualified[rv.GetRelname()] = resolved
+		}
 	}
 	if name == "" {
 		name = rv.GetRelname()

@@ -6,8 +6,35 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
-// statement classifies one top-level statement and returns its operation.
-func (a *analyzer) statement(n *pg_query.Node) string {
+// statement classifies one top-level statement and returns its operation and,
+// for statements about a cursor or a prepared statement, that one's name.
+func (a *analyzer) statement(n *pg_query.Node) (op, name string) {
+	return a.statementOp(n), statementName(n)
+}
+
+// statementName returns the cursor (portal) or prepared statement name a
+// statement declares, uses or releases, as PostgreSQL stores it; "" for other
+// statements and for CLOSE ALL and DEALLOCATE ALL.
+func statementName(n *pg_query.Node) string {
+	switch s := n.GetNode().(type) {
+	case *pg_query.Node_DeclareCursorStmt:
+		return s.DeclareCursorStmt.GetPortalname()
+	case *pg_query.Node_FetchStmt:
+		return s.FetchStmt.GetPortalname()
+	case *pg_query.Node_ClosePortalStmt:
+		return s.ClosePortalStmt.GetPortalname()
+	case *pg_query.Node_PrepareStmt:
+		return s.PrepareStmt.GetName()
+	case *pg_query.Node_ExecuteStmt:
+		return s.ExecuteStmt.GetName()
+	case *pg_query.Node_DeallocateStmt:
+		return s.DeallocateStmt.GetName()
+	}
+	return ""
+}
+
+// statementOp classifies one top-level statement and returns its operation.
+func (a *analyzer) statementOp(n *pg_query.Node) string {
 	switch s := n.GetNode().(type) {
 	case *pg_query.Node_SelectStmt:
 		cols := a.selectStmt(s.SelectStmt, nil)
@@ -58,22 +85,29 @@ func (a *analyzer) statement(n *pg_query.Node) string {
 		a.leave(a.query(s.DeclareCursorStmt.GetQuery(), nil))
 		return OperationDeclareCursor
 	case *pg_query.Node_ExplainStmt:
-		a.withoutExecution(!explainAnalyze(s.ExplainStmt), func() { a.statement(s.ExplainStmt.GetQuery()) })
+		a.withoutExecution(!explainAnalyze(s.ExplainStmt), func() { a.statementOp(s.ExplainStmt.GetQuery()) })
 		return OperationExplain
 	case *pg_query.Node_PrepareStmt:
 		// The prepared query runs on EXECUTE, whose text does not repeat it:
 		// classify it here as if it ran.
-		a.statement(s.PrepareStmt.GetQuery())
+		a.statementOp(s.PrepareStmt.GetQuery())
 		return OperationPrepare
 	case *pg_query.Node_ExecuteStmt:
 		a.problem("EXECUTE of a prepared statement is not resolved")
 		return OperationExecute
+	case *pg_query.Node_DeallocateStmt:
+		return OperationDeallocate
 	case *pg_query.Node_FetchStmt:
+		// MOVE returns a row count, not rows, but like FETCH it runs the
+		// cursor's query, which only its DECLARE tells.
 		if s.FetchStmt.GetIsmove() {
-			return OperationOther
+			a.problem("MOVE in a cursor is not resolved")
+			return OperationMove
 		}
 		a.problem("FETCH from a cursor is not resolved")
 		return OperationFetch
+	case *pg_query.Node_ClosePortalStmt:
+		return OperationClose
 	case *pg_query.Node_TruncateStmt:
 		for _, r := range s.TruncateStmt.GetRelations() {
 			if rv := r.GetRangeVar(); rv != nil {
