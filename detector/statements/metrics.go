@@ -11,6 +11,8 @@ type metrics struct {
 	entries          prometheus.Gauge
 	hidden           prometheus.Gauge
 	textsFetched     prometheus.Counter
+	textsMissing     prometheus.Counter
+	catalogErrors    prometheus.Counter
 	evictions        prometheus.Counter
 	resets           prometheus.Counter
 	incomplete       prometheus.Counter
@@ -41,6 +43,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		textsFetched: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgtripwire_statements_texts_fetched_total",
 			Help: "Statement texts fetched, one per queryid not seen before.",
+		}),
+		textsMissing: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_statements_texts_missing_total",
+			Help: "Statements whose text the server did not return after several attempts; classified as incomplete.",
+		}),
+		catalogErrors: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_catalog_refresh_errors_total",
+			Help: "Catalog refreshes that failed; the previous snapshot stays in use.",
 		}),
 		evictions: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgtripwire_statements_evictions_total",

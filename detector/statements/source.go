@@ -57,6 +57,8 @@ type Config struct {
 	Sensitive map[string][]string
 	// ReconnectInitial and ReconnectMax bound the reconnect backoff; zero means 500 ms and 30 s.
 	ReconnectInitial, ReconnectMax time.Duration
+	// Now is the clock that stamps events; nil means time.Now.
+	Now func() time.Time
 }
 
 // Source polls pg_stat_statements. Create it with New and start it with Run.
@@ -71,6 +73,8 @@ type Source struct {
 	// State below is owned by the Run goroutine.
 	tracker         *tracker
 	texts           map[int64]*string // queryid → normalized text; nil when the server had none
+	textAttempts    map[int64]int     // queryid → fetches that found no text
+	named           *namedStatements  // cursors by role and name
 	results         map[int64]classify.Result
 	roles           map[uint32]string
 	catalog         *catalog.Snapshot
@@ -91,17 +95,22 @@ func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.R
 	if cfg.ReconnectMax <= 0 {
 		cfg.ReconnectMax = 30 * time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Source{
-		cfg:     cfg,
-		sink:    sink,
-		health:  health,
-		log:     log.Named(Component),
-		metrics: newMetrics(reg),
-		now:     time.Now,
-		tracker: newTracker(),
-		texts:   make(map[int64]*string),
-		results: make(map[int64]classify.Result),
-		roles:   make(map[uint32]string),
+		cfg:          cfg,
+		sink:         sink,
+		health:       health,
+		log:          log.Named(Component),
+		metrics:      newMetrics(reg),
+		now:          cfg.Now,
+		tracker:      newTracker(),
+		texts:        make(map[int64]*string),
+		named:        newNamedStatements(),
+		textAttempts: make(map[int64]int),
+		results:      make(map[int64]classify.Result),
+		roles:        make(map[uint32]string),
 	}
 }
 
@@ -148,7 +157,13 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 	ticker := time.NewTicker(s.cfg.Interval)
 	defer ticker.Stop()
 	for {
-		if err := s.poll(ctx, conn, dbID, dbName); err != nil {
+		// A poll that hangs (a partitioned network, a server that stopped answering)
+		// must end in an error, so that the source reports unready and reconnects
+		// instead of looking healthy while blind.
+		pollCtx, cancel := context.WithTimeout(ctx, max(10*time.Second, 5*s.cfg.Interval))
+		err := s.poll(pollCtx, conn, dbID, dbName)
+		cancel()
+		if err != nil {
 			return err
 		}
 		bo.Reset()
@@ -269,10 +284,17 @@ func (s *Source) noteInfo(dealloc int64, statsReset time.Time) {
 	}
 }
 
+// maxTextAttempts bounds how often a queryid whose text the server did not return (the
+// entry was evicted between the two queries, or the text file was garbage-collected) is
+// asked for again before its statements are classified without text.
+const maxTextAttempts = 5
+
 func (s *Source) fetchTexts(ctx context.Context, conn *pgx.Conn, dbID uint32, deltas []delta) error {
 	var missing []int64
 	for _, d := range deltas {
-		if _, ok := s.texts[d.queryID]; !ok && !slices.Contains(missing, d.queryID) {
+		text, known := s.texts[d.queryID]
+		retry := known && text == nil && s.textAttempts[d.queryID] < maxTextAttempts
+		if (!known || retry) && !slices.Contains(missing, d.queryID) {
 			missing = append(missing, d.queryID)
 		}
 	}
@@ -286,17 +308,25 @@ func (s *Source) fetchTexts(ctx context.Context, conn *pgx.Conn, dbID uint32, de
 	var id int64
 	var text *string
 	_, err = pgx.ForEachRow(rows, []any{&id, &text}, func() error {
-		s.texts[id] = text
+		if text != nil {
+			s.texts[id] = text
+			delete(s.textAttempts, id)
+			delete(s.results, id) // classified without its text before
+		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("fetch statement texts: %w", err)
 	}
 	for _, id := range missing {
-		if _, ok := s.texts[id]; !ok {
-			// Evicted between the two queries: remember that there is no text so
-			// that it is not asked for again on every poll.
+		if s.texts[id] == nil {
 			s.texts[id] = nil
+			s.textAttempts[id]++
+			if s.textAttempts[id] == maxTextAttempts {
+				s.metrics.textsMissing.Inc()
+				s.log.Warn("statement text unavailable; classifying it as incomplete",
+					zap.Int64("queryid", id))
+			}
 		}
 	}
 	s.metrics.textsFetched.Add(float64(len(missing)))
@@ -341,7 +371,15 @@ func (s *Source) refreshCatalogIfDue(ctx context.Context, conn *pgx.Conn, now ti
 	}
 	snap, err := catalog.Load(ctx, conn, s.cfg.Sensitive)
 	if err != nil {
-		return err
+		if s.catalog == nil || ctx.Err() != nil {
+			return err
+		}
+		// A view dropped while pg_get_viewdef runs fails one load; the previous
+		// snapshot is still good, and the next refresh will succeed.
+		s.metrics.catalogErrors.Inc()
+		s.log.Warn("catalog refresh failed; keeping the previous snapshot", zap.Error(err))
+		s.catalogAt = now
+		return nil
 	}
 	if s.catalog == nil || snap.Version() != s.catalog.Version() {
 		clear(s.results) // classifications depend on the catalog
@@ -352,42 +390,72 @@ func (s *Source) refreshCatalogIfDue(ctx context.Context, conn *pgx.Conn, now ti
 	}
 	s.catalog, s.catalogAt = snap, now
 	s.sensitive = slices.Sorted(maps.Keys(snap.Sensitive()))
+	clear(s.roles) // renamed roles: reloaded on first use
 	s.metrics.catalogRelations.Set(float64(len(snap.Relations())))
 	return nil
 }
 
 // events classifies each delta's statement (cached per queryid: a queryid identifies
 // the statement's structure and the relations it resolved to) and returns one event per
-// sensitive relation it touches.
+// sensitive relation it touches. A FETCH is classified as the cursor it reads. A statement that returned rows but could not be
+// classified, and touches no sensitive table we can name, still yields one event,
+// with no relation: an unreadable statement is never evidence of safety.
 func (s *Source) events(now time.Time, dbName string, deltas []delta) []event.Event {
-	var events []event.Event
-	for _, d := range deltas {
-		role := s.roles[d.userID]
+	results := make([]classify.Result, len(deltas))
+	for i, d := range deltas {
 		res, ok := s.results[d.queryID]
 		if !ok {
-			res = s.classify(d.queryID, role)
+			res = s.classify(d.queryID, s.roles[d.userID])
 			s.results[d.queryID] = res
 		}
-		text := ""
-		if t := s.texts[d.queryID]; t != nil {
-			text = *t
+		results[i] = res
+		if isDeclaration(res) {
+			s.named.declare(d.userID, res, d.calls, now)
 		}
-		for _, rel := range sensitiveRelations(res, s.sensitive) {
-			events = append(events, event.Event{
-				Time:                now,
-				Source:              event.SourceStatements,
-				Database:            dbName,
-				Role:                role,
-				Operation:           res.Operation,
-				Relation:            rel,
-				SensitiveRead:       columnsOf(rel, res.SensitiveRead),
-				SensitiveReferenced: columnsOf(rel, res.SensitiveReferenced),
-				Complete:            res.Complete,
-				Rows:                d.rows,
-				Calls:               d.calls,
-				QueryID:             d.queryID,
-				Statement:           text,
-			})
+	}
+
+	var events []event.Event
+	for i, d := range deltas {
+		res, calls := results[i], d.calls
+		switch {
+		case res.Operation == classify.OperationMove:
+			continue // skips rows without returning them
+		case usesDeclaration(res):
+			decl, ok := s.named.lookup(d.userID, res)
+			if !ok {
+				break // declared before we started, or forgotten: stays unclassified
+			}
+			res = decl.res
+			res.Operation = classify.OperationFetch
+			// The statement is the DECLARE; FETCHes are its pages. Rows per call means
+			// rows per declared query, or the rows of this poll when the declaration
+			// is older.
+			calls = 1
+			if decl.declaredAt.Equal(now) && decl.calls > 0 {
+				calls = decl.calls
+			}
+		}
+		base := event.Event{
+			Time:      now,
+			Source:    event.SourceStatements,
+			Database:  dbName,
+			Role:      s.roles[d.userID],
+			Operation: res.Operation,
+			Complete:  res.Complete,
+			Rows:      d.rows,
+			Calls:     calls,
+			QueryID:   d.queryID,
+		}
+		rels := sensitiveRelations(res, s.sensitive)
+		for _, rel := range rels {
+			ev := base
+			ev.Relation = rel
+			ev.SensitiveRead = columnsOf(rel, res.SensitiveRead)
+			ev.SensitiveReferenced = columnsOf(rel, res.SensitiveReferenced)
+			events = append(events, ev)
+		}
+		if len(rels) == 0 && !res.Complete && d.rows > 0 {
+			events = append(events, base)
 		}
 	}
 	return events
@@ -417,11 +485,13 @@ func (s *Source) prune() {
 		return
 	}
 	s.pollsSincePrune = 0
+	s.named.prune(s.now())
 	live := s.tracker.liveQueryIDs()
 	for id := range s.texts {
 		if !live[id] {
 			delete(s.texts, id)
 			delete(s.results, id)
+			delete(s.textAttempts, id)
 		}
 	}
 }
