@@ -37,7 +37,9 @@ type Event struct {
 
 	// Operation is the statement's kind as the classifier names it ("SELECT", "COPY", …).
 	Operation string
-	// Relation is the schema-qualified relation the event is about ("public.users").
+	// Relation is the schema-qualified relation the event is about ("public.users"), or
+	// "" for a statement that returned rows but could not be classified and names no
+	// sensitive table we know: it may still have read one.
 	Relation string
 	// SensitiveRead lists the sensitive columns of Relation whose values left the
 	// statement, sorted; SensitiveReferenced those only used in predicates, ordering or
@@ -54,7 +56,10 @@ type Event struct {
 	Calls int64
 
 	QueryID int64
-	// Statement is the normalized text (placeholders instead of literals).
+	// Statement is the normalized text (placeholders instead of literals). Sources
+	// leave it empty for now: pg_stat_statements keeps the literals of utility
+	// statements (DECLARE, ALTER ROLE … PASSWORD) on PostgreSQL 14 and 15, and no
+	// text leaves the detector before it can be redacted.
 	Statement string
 }
 

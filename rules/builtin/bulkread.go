@@ -29,8 +29,10 @@ const BulkReadRunbookURL = "https://github.com/pgtripwire/pgtripwire/blob/main/d
 // role and, when known, client address and application; it resolves once no matching
 // event has been seen for ResolveAfter.
 //
-// A statement that could not be fully classified but touched a sensitive table counts
-// as reading it: an unparseable statement is never evidence of safety.
+// A statement that could not be fully classified counts as reading: one that touched a
+// sensitive table counts as reading it, one whose tables are unknown (an event without
+// a relation) as reading something that may be sensitive. An unparseable statement is
+// never evidence of safety.
 //
 // BulkRead is not safe for concurrent use; the detector serialises evaluation.
 type BulkRead struct {
@@ -110,15 +112,13 @@ func (r *BulkRead) matches(ev event.Event) bool {
 }
 
 func bulkReadLabels(ev event.Event) map[string]string {
-	labels := map[string]string{
-		alert.LabelTable:  ev.Relation,
-		alert.LabelSource: string(ev.Source),
-	}
+	labels := map[string]string{alert.LabelSource: string(ev.Source)}
 	set := func(k, v string) {
 		if v != "" {
 			labels[k] = v
 		}
 	}
+	set(alert.LabelTable, ev.Relation)
 	set(alert.LabelDatabase, ev.Database)
 	set(alert.LabelRole, ev.Role)
 	set(alert.LabelClientAddr, ev.ClientAddr)
@@ -135,11 +135,18 @@ func (r *BulkRead) annotations(ev event.Event, labels map[string]string) map[str
 	if addr := labels[alert.LabelClientAddr]; addr != "" {
 		who += " from " + addr
 	}
-	what := "sensitive columns " + labels[alert.LabelColumns]
-	if !ev.Complete {
-		what = "a statement that could not be fully classified, touching sensitive table"
+	var summary string
+	switch {
+	case ev.Relation == "":
+		summary = fmt.Sprintf("Bulk read by %s through a statement that could not be classified "+
+			"(its table is unknown; it may be a sensitive one)", who)
+	case !ev.Complete:
+		summary = fmt.Sprintf("Bulk read by %s through a statement that could not be fully classified, "+
+			"touching sensitive table %s", who, ev.Relation)
+	default:
+		summary = fmt.Sprintf("Bulk read of sensitive columns %s of %s by %s",
+			labels[alert.LabelColumns], ev.Relation, who)
 	}
-	summary := fmt.Sprintf("Bulk read of %s of %s by %s", what, ev.Relation, who)
 	description := fmt.Sprintf(
 		"%d rows in %d call(s) (%d rows per call, threshold %d) of query %d in database %s. "+
 			"Find the statement with `SELECT query FROM pg_stat_statements WHERE queryid = %d`; "+

@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +66,8 @@ func TestBulkReadFiresOnceAndResolves(t *testing.T) {
 func TestBulkReadMatch(t *testing.T) {
 	incomplete := dump("mallory", 5000, 1)
 	incomplete.Complete, incomplete.SensitiveRead = false, nil
+	unknownTable := incomplete
+	unknownTable.Relation = ""
 	referencedOnly := dump("app", 5000, 1)
 	referencedOnly.SensitiveRead, referencedOnly.SensitiveReferenced = nil, []string{"email"}
 	tests := []struct {
@@ -78,6 +81,7 @@ func TestBulkReadMatch(t *testing.T) {
 		{"pages of 500", dump("mallory", 500, 1), false},
 		{"no calls", dump("mallory", 5000, 0), false},
 		{"unclassifiable statement on a sensitive table", incomplete, true},
+		{"unclassifiable statement, table unknown", unknownTable, true},
 		{"count over a predicate on email", referencedOnly, false},
 	}
 	for _, tt := range tests {
@@ -97,5 +101,22 @@ func TestBulkReadGroupsByRole(t *testing.T) {
 	b := r.Eval(now, dump("eve", 5000, 1))
 	if len(a) != 1 || len(b) != 1 || a[0].Fingerprint == b[0].Fingerprint {
 		t.Fatalf("got %v and %v, want two alerts with distinct fingerprints", a, b)
+	}
+}
+
+func TestBulkReadOmitsUnknownLabels(t *testing.T) {
+	ev := dump("", 5000, 1)
+	ev.Relation, ev.Complete, ev.SensitiveRead = "", false, nil
+	got := NewBulkRead(1000, time.Minute).Eval(time.Now(), ev)
+	if len(got) != 1 {
+		t.Fatalf("got %d alerts, want 1", len(got))
+	}
+	for _, k := range []string{"table", "role", "columns", "client_addr", "application"} {
+		if v, ok := got[0].Labels[k]; ok {
+			t.Errorf("label %s=%q present, want unknown labels omitted", k, v)
+		}
+	}
+	if s := got[0].Annotations["summary"]; !strings.Contains(s, "could not be classified") {
+		t.Errorf("summary %q does not say the statement could not be classified", s)
 	}
 }
