@@ -14,7 +14,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -86,10 +85,19 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	if !cfg.Sources.Statements.Enabled {
+		return nil, &ConfigError{Err: errors.New("sources: every source is disabled; the detector would watch nothing")}
+	}
 	connConfig, err := pgx.ParseConfig(cfg.Database.DSN)
 	if err != nil {
-		// pgx's message may quote the DSN; say what is wrong without it.
-		return nil, &ConfigError{Err: fmt.Errorf("database.dsn (or PGTRIPWIRE_DSN / PG* variables) cannot be parsed: %w", redactedParseError(err))}
+		// pgx masks passwords in its message only on a best-effort basis: say nothing of
+		// the DSN itself. The config package reports the same problem with its position.
+		return nil, &ConfigError{Err: errors.New("database.dsn (or PGTRIPWIRE_DSN / PG* variables) is not a valid connection string")}
+	}
+	if connConfig.ConnectTimeout == 0 {
+		// Without it a connection attempt to an unreachable host hangs for the kernel's
+		// TCP timeout (minutes), during which the detector cannot say it is blind.
+		connConfig.ConnectTimeout = 10 * time.Second
 	}
 	connConfig.RuntimeParams["application_name"] = "pgtripwire"
 
@@ -114,7 +122,7 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	} else {
 		deps.Logger.Warn("no rule enabled: events are observed but nothing can alert")
 	}
-	d.pipeline = newPipeline(eval, d.alertLog, deps.Now, deps.Logger, deps.Registry)
+	d.pipeline = newPipeline(eval, d.alertLog, d.health, deps.Now, deps.Logger, deps.Registry)
 
 	if s := cfg.Sources.Statements; s.Enabled {
 		d.health.Register(statements.Component)
@@ -124,6 +132,7 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 			CatalogRefresh: cfg.Database.CatalogRefresh,
 			SearchPath:     cfg.Database.SearchPath,
 			Sensitive:      sensitiveMap(cfg.Sensitive),
+			Now:            deps.Now,
 		}, d.pipeline, d.health, deps.Logger, deps.Registry))
 	}
 
@@ -184,14 +193,4 @@ func sensitiveMap(tables []config.SensitiveTable) map[string][]string {
 		m[t.Table] = append(m[t.Table], t.Columns...)
 	}
 	return m
-}
-
-// redactedParseError keeps pgx's reason for a DSN parse failure but drops the part that
-// quotes the DSN itself: pgx masks passwords only on a best-effort basis.
-func redactedParseError(err error) error {
-	msg := err.Error()
-	if _, reason, ok := strings.Cut(msg, "`: "); ok && strings.HasPrefix(msg, "cannot parse `") {
-		return errors.New(reason)
-	}
-	return errors.New("invalid connection string")
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/alert"
 	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/detector/health"
 )
 
 // Evaluator turns events into alert transitions. It is what the rule engine implements;
@@ -31,27 +32,42 @@ func (noRules) Eval(time.Time, event.Event) []alert.Alert { return nil }
 func (noRules) Tick(time.Time) []alert.Alert              { return nil }
 func (noRules) Rules() map[string]alert.Severity          { return nil }
 
+// alertSink records alert transitions; *alert.Log is the one in production.
+type alertSink interface {
+	Write(a alert.Alert) error
+	PrecreateRule(rule string, severity alert.Severity)
+}
+
+// alertLogComponent is the pipeline's name in health reports: a detector that cannot
+// write its alerts is not ready, whatever its sources say.
+const alertLogComponent = "alert_log"
+
 // pipeline hands events to the evaluator and writes the resulting transitions to the
-// alert log. A transition that could not be written stays queued and is written before
-// anything else at the next call, so a full disk delays alerts but loses none.
+// alert log. Evaluation happens once per event: transitions that could not be written
+// stay queued and are retried every tick (and before any new one), so a full disk
+// delays alerts and makes the detector unready, but loses none and never makes a
+// source hand the same events over twice.
 type pipeline struct {
 	mu      sync.Mutex
 	eval    Evaluator
-	log     *alert.Log
+	log     alertSink
+	health  *health.Status
 	now     func() time.Time
 	logger  *zap.Logger
 	backlog []alert.Alert
+	failing bool // the last write failed; logged once per outage
 
 	events    *prometheus.CounterVec
 	rowsRead  *prometheus.CounterVec
 	evalTicks time.Duration
 }
 
-func newPipeline(eval Evaluator, log *alert.Log, now func() time.Time, logger *zap.Logger, reg prometheus.Registerer) *pipeline {
+func newPipeline(eval Evaluator, log alertSink, h *health.Status, now func() time.Time, logger *zap.Logger, reg prometheus.Registerer) *pipeline {
 	f := promauto.With(reg)
 	p := &pipeline{
 		eval:   eval,
 		log:    log,
+		health: h,
 		now:    now,
 		logger: logger.Named("pipeline"),
 		events: f.NewCounterVec(prometheus.CounterOpts{
@@ -68,10 +84,14 @@ func newPipeline(eval Evaluator, log *alert.Log, now func() time.Time, logger *z
 		log.PrecreateRule(rule, severity)
 	}
 	p.events.WithLabelValues(string(event.SourceStatements))
+	h.Register(alertLogComponent)
+	h.Set(alertLogComponent, nil)
 	return p
 }
 
-// HandleEvents evaluates events and writes their transitions before returning.
+// HandleEvents evaluates events and queues their transitions, writing them before it
+// returns when the alert log accepts them. It returns nil once the events are evaluated:
+// an unwritten transition is the pipeline's to retry, not the source's.
 func (p *pipeline) HandleEvents(_ context.Context, events []event.Event) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -83,38 +103,57 @@ func (p *pipeline) HandleEvents(_ context.Context, events []event.Event) error {
 		}
 		p.backlog = append(p.backlog, p.eval.Eval(now, ev)...)
 	}
-	return p.flushLocked()
+	p.flushLocked()
+	return nil
 }
 
-// Run resolves quiet alerts every second until ctx is done.
+// Run resolves quiet alerts and retries unwritten transitions every second until ctx
+// is done; then it makes a last attempt to write what is queued.
 func (p *pipeline) Run(ctx context.Context) error {
 	t := time.NewTicker(p.evalTicks)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.flushLocked(); len(p.backlog) > 0 {
+				p.logger.Error("alert transitions lost at shutdown: the alert log did not accept them",
+					zap.Int("transitions", len(p.backlog)))
+			}
 			return ctx.Err()
 		case <-t.C:
 		}
-		if err := p.tick(); err != nil {
-			p.logger.Error("alert transitions not written; retrying", zap.Error(err))
-		}
+		p.tick()
 	}
 }
 
-func (p *pipeline) tick() error {
+// tick queues the transitions due without a new event and retries the queue.
+func (p *pipeline) tick() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.backlog = append(p.backlog, p.eval.Tick(p.now())...)
-	return p.flushLocked()
+	p.flushLocked()
 }
 
-func (p *pipeline) flushLocked() error {
+// flushLocked writes the queued transitions in order and reports the alert log's
+// health; a failure leaves the rest queued.
+func (p *pipeline) flushLocked() {
 	for len(p.backlog) > 0 {
 		if err := p.log.Write(p.backlog[0]); err != nil {
-			return fmt.Errorf("write %d alert transition(s): %w", len(p.backlog), err)
+			err = fmt.Errorf("%d alert transition(s) not written: %w", len(p.backlog), err)
+			p.health.Set(alertLogComponent, err)
+			if !p.failing {
+				p.logger.Error("alert log write failed; retrying every second", zap.Error(err))
+			}
+			p.failing = true
+			return
 		}
 		p.backlog = p.backlog[1:]
 	}
-	return nil
+	if p.failing {
+		p.logger.Info("alert log writable again; queued transitions written")
+	}
+	p.failing = false
+	p.health.Set(alertLogComponent, nil)
 }

@@ -1,0 +1,93 @@
+package detector
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/detector/alert"
+	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/detector/health"
+)
+
+// flakySink refuses the first failures writes, then records.
+type flakySink struct {
+	failures int
+	written  []alert.Alert
+}
+
+func (s *flakySink) Write(a alert.Alert) error {
+	if s.failures > 0 {
+		s.failures--
+		return errors.New("no space left on device")
+	}
+	s.written = append(s.written, a)
+	return nil
+}
+
+func (s *flakySink) PrecreateRule(string, alert.Severity) {}
+
+// onePerEvent fires one alert per event, named after its role.
+type onePerEvent struct{ evaluated int }
+
+func (o *onePerEvent) Eval(now time.Time, ev event.Event) []alert.Alert {
+	o.evaluated++
+	return []alert.Alert{{Time: now, State: alert.StateFiring, Rule: "R", Fingerprint: ev.Role}}
+}
+func (o *onePerEvent) Tick(time.Time) []alert.Alert     { return nil }
+func (o *onePerEvent) Rules() map[string]alert.Severity { return nil }
+
+func TestPipelineQueuesWhatTheLogRefuses(t *testing.T) {
+	sink := &flakySink{failures: 2}
+	eval := &onePerEvent{}
+	reg := prometheus.NewRegistry()
+	h := health.New(reg)
+	p := newPipeline(eval, sink, h, time.Now, zap.NewNop(), reg)
+	ctx := context.Background()
+
+	if err := p.HandleEvents(ctx, []event.Event{{Role: "a"}, {Role: "b"}}); err != nil {
+		t.Fatalf("HandleEvents: got %v, want nil: the events were evaluated, retrying is the pipeline's job", err)
+	}
+	if ok, why := h.Ready(); ok || why[alertLogComponent] == "" {
+		t.Fatalf("got ready=%v (%v), want the alert log reported unhealthy", ok, why)
+	}
+	// The second attempt (at the next hand-over) still fails; the third (a tick) succeeds.
+	if err := p.HandleEvents(ctx, []event.Event{{Role: "c"}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(sink.written) != 0 {
+		t.Fatalf("got %+v written while the log refuses, want none", sink.written)
+	}
+	p.tick()
+	if len(sink.written) != 3 || sink.written[0].Fingerprint != "a" || sink.written[2].Fingerprint != "c" {
+		t.Fatalf("got %+v, want a, b, c written once each, in order", sink.written)
+	}
+	if eval.evaluated != 3 {
+		t.Fatalf("evaluated %d events, want 3 (none twice)", eval.evaluated)
+	}
+	if ok, why := h.Ready(); !ok {
+		t.Fatalf("got unready (%v) after the log recovered, want ready", why)
+	}
+}
+
+func TestPipelineRetriesOnTickAndFlushesAtShutdown(t *testing.T) {
+	sink := &flakySink{failures: 1}
+	reg := prometheus.NewRegistry()
+	p := newPipeline(&onePerEvent{}, sink, health.New(reg), time.Now, zap.NewNop(), reg)
+	p.evalTicks = time.Hour // only the shutdown flush can write
+	if err := p.HandleEvents(context.Background(), []event.Event{{Role: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: got %v, want context.Canceled", err)
+	}
+	if len(sink.written) != 1 {
+		t.Fatalf("got %d written, want the queued transition written at shutdown", len(sink.written))
+	}
+}
