@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -259,6 +260,76 @@ func TestAlertResolvesOnceQuiet(t *testing.T) {
 	if quiet := resolved.Time.Sub(firing.Time); quiet < 2*time.Second {
 		t.Errorf("resolved %v after firing, want at least resolve_after (2s)", quiet)
 	}
+}
+
+// Two ways around a naive detector that a review found: read the table through a cursor
+// in pages, or make the detector resolve an unqualified name to a harmless namesake.
+func TestEvasiveDumpsPage(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seedUsers(t, db, 20_000)
+	db.CreateRole(t, "eve")
+	// eve's own schema comes first in the configured search_path ("$user", public), so
+	// the detector reads her "users" as eve.users, a decoy; her session reads public.users.
+	db.Exec(t, `GRANT SELECT ON public.users TO eve;
+		CREATE SCHEMA eve AUTHORIZATION eve;
+		CREATE TABLE eve.users (id int, email text, username text, password_hash text);
+		ALTER TABLE eve.users OWNER TO eve`)
+	r := startDetector(t, db)
+	ctx := t.Context()
+	simple := pgx.QueryExecModeSimpleProtocol
+
+	firingFor := func(role string) alert.Alert {
+		t.Helper()
+		var got alert.Alert
+		eventually(t, 5*time.Second, "an alert for "+role, func() bool {
+			for _, a := range r.lines(t) {
+				if a.State == alert.StateFiring && a.Labels["role"] == role {
+					got = a
+					return true
+				}
+			}
+			return false
+		})
+		return got
+	}
+
+	t.Run("psql FETCH_COUNT", func(t *testing.T) {
+		tx, err := db.Conn(t, "mallory").Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `DECLARE _psql_cursor NO SCROLL CURSOR FOR SELECT email, username, password_hash FROM users`, simple); err != nil {
+			t.Fatal(err)
+		}
+		for n := int64(-1); n != 0; {
+			tag, err := tx.Exec(ctx, `FETCH FORWARD 500 FROM _psql_cursor`, simple)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n = tag.RowsAffected()
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got := firingFor("mallory")
+		if got.Labels["table"] != "public.users" || got.Labels["columns"] != "email,password_hash,username" {
+			t.Fatalf("got %+v, want public.users' credential columns", got)
+		}
+	})
+	t.Run("session search_path", func(t *testing.T) {
+		eve := db.Conn(t, "eve")
+		if _, err := eve.Exec(ctx, `SET search_path = public`, simple); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := eve.Exec(ctx, `SELECT password_hash, username, email FROM users`, simple); err != nil {
+			t.Fatal(err)
+		}
+		got := firingFor("eve")
+		if got.Labels["table"] != "public.users" || got.Value != 20000 {
+			t.Fatalf("got %+v, want the read of public.users counted", got)
+		}
+	})
 }
 
 func TestLoginLookupsDoNotAlert(t *testing.T) {
