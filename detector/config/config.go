@@ -71,9 +71,10 @@ type Config struct {
 	// Alerts (alerts) is where alert transitions are written and when they
 	// resolve.
 	Alerts Alerts `yaml:"alerts"`
-	// StateDir (state_dir) holds baselines, first-seen sets, alert state and
-	// the delivery spool, which survive restarts. Default "./state", relative
-	// to the config file's directory.
+	// StateDir (state_dir) is the detector's durable state directory, created
+	// at start. Nothing is stored in it yet; baselines, first-seen sets, alert
+	// state and the delivery spool will be. Default "./state", relative to the
+	// config file's directory.
 	StateDir string `yaml:"state_dir"`
 	// Sources (sources) turns the evidence sources on and off and sets how
 	// often they are polled.
