@@ -16,15 +16,21 @@
 //
 //   - A key with no value (`stdout:` or `stdout: null`) is the same as an
 //     absent key: the default applies.
-//   - Relative paths (alerts.file, state_dir, including their defaults) are
+//   - Relative paths (alerts.file, state_dir, including their defaults, and
+//     the password, token, secret and TLS files of alert delivery) are
 //     resolved against the directory of the config file, as Prometheus does,
 //     so the daemon finds the same files whatever its working directory.
+//     The files of alert delivery must exist and be readable when the config
+//     is loaded.
 //   - The environment variable PGTRIPWIRE_DSN, when set and non-empty,
 //     replaces database.dsn, so that a password can stay out of the file.
 //     Since it is not in the file, an error about it has no line:
 //     "file: PGTRIPWIRE_DSN (replaces database.dsn): ...".
 //   - A password is never printed: errors about the DSN do not quote it, and
-//     [Config.RedactedDSN] is the form to log.
+//     [Config.RedactedDSN] is the form to log. Neither are the secrets of
+//     alert delivery (basic auth passwords, bearer tokens, webhook secrets)
+//     or the password of a URL; read them with [BasicAuth.PasswordValue],
+//     [Alertmanager.BearerTokenValue] and [Webhook.SecretValue].
 //   - The file must be UTF-8 and hold a single YAML document. Anchors and
 //     aliases work; merge keys (<<) are rejected rather than half-supported.
 package config
@@ -68,13 +74,13 @@ type Config struct {
 	Sensitive []SensitiveTable `yaml:"sensitive"`
 	// HTTP (http) is the server for /metrics, /healthz and /readyz.
 	HTTP HTTP `yaml:"http"`
-	// Alerts (alerts) is where alert transitions are written and when they
-	// resolve.
+	// Alerts (alerts) is when alerts resolve and where their transitions go:
+	// the alert log, Alertmanager, webhooks.
 	Alerts Alerts `yaml:"alerts"`
 	// StateDir (state_dir) is the detector's durable state directory, created
-	// at start. Nothing is stored in it yet; baselines, first-seen sets, alert
-	// state and the delivery spool will be. Default "./state", relative to the
-	// config file's directory.
+	// at start. It holds the delivery spool (state_dir/spool, see
+	// alerts.spool); baselines, first-seen sets and alert state will live
+	// here too. Default "./state", relative to the config file's directory.
 	StateDir string `yaml:"state_dir"`
 	// Sources (sources) turns the evidence sources on and off and sets how
 	// often they are polled.
@@ -150,6 +156,15 @@ type Alerts struct {
 	// must stay quiet before the alert resolves. Default 5m; must be
 	// positive.
 	ResolveAfter time.Duration `yaml:"resolve_after"`
+	// Alertmanager (alerts.alertmanager) sends every transition to
+	// Prometheus Alertmanager. Off unless URLs lists at least one.
+	Alertmanager Alertmanager `yaml:"alertmanager"`
+	// Webhooks (alerts.webhooks) are HTTP endpoints that receive every
+	// transition, signed. Default none.
+	Webhooks []Webhook `yaml:"webhooks"`
+	// Spool (alerts.spool) bounds the transitions kept on disk until every
+	// receiver has them.
+	Spool Spool `yaml:"spool"`
 }
 
 // Sources is the sources section.
@@ -200,6 +215,12 @@ func Defaults() *Config {
 			File:         defaultAlertsFile,
 			Stdout:       true,
 			ResolveAfter: defaultResolveAfter,
+			Alertmanager: Alertmanager{
+				ResendInterval:    defaultResendInterval,
+				ResolvedResendFor: defaultResolvedResendFor,
+				Timeout:           defaultDeliveryTimeout,
+			},
+			Spool: Spool{MaxEntries: defaultSpoolMaxEntries},
 		},
 		StateDir: defaultStateDir,
 		Sources: Sources{Statements: StatementsSource{
@@ -229,12 +250,29 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 // error positions, and its directory anchors relative paths. getenv looks up
 // environment variables (nil means an empty environment); only
 // PGTRIPWIRE_DSN is read, though pgx's DSN parser also consults the PG*
-// variables of the process environment.
+// variables of the process environment. The files that alert delivery names
+// are checked on disk: they must exist and be readable.
 //
 // On success the Config holds defaults for every absent key and normalized
 // table and column names. Otherwise Parse returns a nil Config and Errors
 // listing every problem found, in file order.
 func Parse(filename string, data []byte, getenv func(string) string) (*Config, error) {
+	return parseFile(filename, data, getenv, checkFile)
+}
+
+// checkFile checks a file that the config names, as Parse does: secret files
+// are read (they must not be empty), the others only opened.
+func checkFile(path string, secret bool) error {
+	if secret {
+		_, err := readSecretFile(path)
+		return err
+	}
+	return checkReadable(path)
+}
+
+// parseFile is Parse with the file check as a parameter, so that tests of
+// examples can name files that do not exist here.
+func parseFile(filename string, data []byte, getenv func(string) string, checkFile func(path string, secret bool) error) (*Config, error) {
 	if getenv == nil {
 		getenv = func(string) string { return "" }
 	}
@@ -249,7 +287,7 @@ func Parse(filename string, data []byte, getenv func(string) string) (*Config, e
 		d.decode("", root, reflect.ValueOf(cfg).Elem())
 	}
 	if d.values < maxValues { // else the Config is cut short: checking it would only add noise
-		v := &validator{decoder: d, cfg: cfg, dir: filepath.Dir(filename), getenv: getenv}
+		v := &validator{decoder: d, cfg: cfg, dir: filepath.Dir(filename), getenv: getenv, checkFile: checkFile}
 		v.validate()
 	}
 	if len(d.errs) > 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"regexp"
 	"sort"
@@ -231,6 +232,11 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
 		return
 	}
 	d.fields[path] = field{line: n.Line, col: n.Column, set: true}
+	d.value(path, n, v)
+}
+
+// value decodes n into v according to v's type.
+func (d *decoder) value(path string, n *yaml.Node, v reflect.Value) {
 	switch {
 	case v.Type() == durationType:
 		d.duration(path, n, v)
@@ -253,6 +259,12 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
 		v.SetBool(b)
 	case v.Kind() == reflect.Int64:
 		d.integer(path, n, v)
+	case v.Kind() == reflect.Pointer:
+		// An optional section (basic_auth): nil unless the file has it, since
+		// a null value never gets here.
+		p := reflect.New(v.Type().Elem())
+		d.value(path, n, p.Elem())
+		v.Set(p)
 	default:
 		// Only reachable by adding a field of a new type to Config.
 		panic(fmt.Sprintf("config: no decoder for %s (%s)", v.Type(), path))
@@ -310,6 +322,9 @@ func (d *decoder) sequence(path string, n *yaml.Node, v reflect.Value) {
 	}
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 	for i, el := range n.Content {
+		if e, ok := s.Index(i).Addr().Interface().(interface{ setDefaults() }); ok {
+			e.setDefaults()
+		}
 		d.decode(fmt.Sprintf("%s[%d]", path, i), el, s.Index(i))
 	}
 	v.Set(s)
@@ -323,6 +338,10 @@ func (d *decoder) integer(path string, n *yaml.Node, v reflect.Value) {
 	// Decimal only: yaml.v3 would read 0100 as octal 64, a trap in a
 	// threshold.
 	i, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		d.wrongType(path, n, fmt.Sprintf("an integer up to %d", int64(math.MaxInt64)))
+		return
+	}
 	if err != nil {
 		d.wrongType(path, n, "a decimal integer")
 		return
@@ -381,13 +400,13 @@ func describe(n *yaml.Node) string {
 }
 
 // quote quotes a value from the file for a message, shortened so that a
-// pasted blob does not flood the terminal. A value that looks like a connection
-// string is redacted first: a DSN pasted in the wrong place (database: postgres://…
-// instead of database: {dsn: …}) must not print its password.
+// pasted blob does not flood the terminal. A value that may hold a secret is
+// redacted first: a DSN pasted in the wrong place (database: postgres://…
+// instead of database: {dsn: …}) must not print its password, nor a URL its
+// user info, nor a "secret:…" missing the space after its colon (which YAML
+// reads as part of a plain scalar, or as a key) its secret.
 func quote(s string) string {
-	if looksLikeDSN(s) {
-		s = redactDSN(s)
-	}
+	s = redactSecrets(s)
 	const maxRunes = 40
 	if utf8.RuneCountInString(s) > maxRunes {
 		s = string([]rune(s)[:maxRunes]) + "…"
@@ -430,6 +449,25 @@ func keysOf(t reflect.Type) []string {
 		}
 	}
 	return keys
+}
+
+// urlScheme matches the scheme of a URL of any kind.
+var urlScheme = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9+.-]*://`)
+
+// secretSetting matches a setting whose value is secret (password=,
+// sslpassword=, secret:, bearer_token:, ...) up to the end of the string,
+// since where the value ends is anyone's guess.
+var secretSetting = regexp.MustCompile(`(?is)((?:password|secret|token)\s*[:=]).*$`)
+
+// redactSecrets hides the passwords of a URL or DSN, and anything following
+// a secret's key, in a value from the file.
+func redactSecrets(s string) string {
+	if scheme := urlScheme.FindString(s); scheme != "" {
+		s = scheme + redactURLRest(s[len(scheme):])
+	} else if looksLikeDSN(s) {
+		s = redactDSN(s)
+	}
+	return secretSetting.ReplaceAllString(s, "${1}"+redactedMask)
 }
 
 // passwordSetting matches the password of a keyword/value connection string.

@@ -7,6 +7,8 @@ import (
 	"testing"
 )
 
+const fuzzFile = "testdata/fuzz.yaml"
+
 // FuzzParse checks that no input makes Parse panic, and that every failure is
 // reported as config errors that point into the file.
 func FuzzParse(f *testing.F) {
@@ -21,14 +23,30 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal))
 	f.Add([]byte("a: &a [x, x]\nsensitive: [{table: s.t, columns: *a}, {table: s.u, columns: *a}]\n"))
 	f.Add([]byte("database: {dsn: 'host=db password=x'}\n" + minimal))
+	// Alert delivery: the pointer section, list entries with defaults, files
+	// (relative to testdata/), URLs and templates.
+	f.Add([]byte(amURL + "    basic_auth: {username: u, password_file: secrets/am-password}\n    tls: {ca_file: tls/ca.pem}\n"))
+	f.Add([]byte(amURL + "    bearer_token: t\n    generator_url: '{{range .Labels}}{{$.Rule}}{{end}}{{with .X}}{{.Y}}{{end}}'\n"))
+	f.Add([]byte(webhook + "    - {url: 'http://[::1]:80', secret_file: secrets/webhook-secret, timeout: 1s}\n"))
+	f.Add([]byte(minimal + "alerts: {webhooks: [{url: 'https://u:p@h/x', secret:s}], spool: {max_entries: 1}}\n"))
+	f.Add([]byte(minimal + "alerts: {alertmanager: {urls: [&u 'http://am', *u], generator_url: '{{template \"x\"}}'}}\n"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := Parse("fuzz.yaml", data, nil)
+		// In testdata/, so that the files the fixtures name are found.
+		cfg, err := Parse(fuzzFile, data, nil)
 		if err == nil {
 			if cfg == nil || len(cfg.Sensitive) == 0 {
 				t.Fatalf("Parse succeeded with config %+v", cfg)
 			}
 			_ = cfg.RedactedDSN()
+			for _, w := range cfg.Alerts.Webhooks {
+				if w.Name == "" {
+					t.Errorf("webhook %q has no name", w.URL)
+				}
+				if _, err := w.SecretValue(); err != nil {
+					t.Errorf("a webhook that loaded has no secret: %v", err)
+				}
+			}
 			return
 		}
 		if cfg != nil {
@@ -39,7 +57,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error %v (%T) is not config.Errors", err, err)
 		}
 		for _, e := range errs {
-			if e.Line < 1 || e.File != "fuzz.yaml" {
+			if e.Line < 1 || e.File != fuzzFile {
 				t.Errorf("error without a place in the file: %#v", e)
 			}
 		}

@@ -18,6 +18,10 @@ type validator struct {
 	cfg    *Config
 	dir    string // the config file's directory, for relative paths
 	getenv func(string) string
+	// checkFile checks that a file the config names can be read; secret
+	// says that it holds a password, token or secret, which must not be
+	// empty.
+	checkFile func(path string, secret bool) error
 }
 
 func (v *validator) validate() {
@@ -29,6 +33,7 @@ func (v *validator) validate() {
 	if r := v.cfg.Alerts.ResolveAfter; r <= 0 {
 		v.errorf("alerts.resolve_after", "%s is not positive; it is how long an alert's condition must stay quiet before the alert resolves", r)
 	}
+	v.delivery()
 	v.atLeast("sources.statements.interval", v.cfg.Sources.Statements.Interval, minStatementsInterval)
 	if n := v.cfg.Rules.SensitiveBulkRead.MinRowsPerCall; n < 1 {
 		v.errorf("rules.sensitive_bulk_read.min_rows_per_call", "%d is below the minimum of 1", n)
