@@ -26,6 +26,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/event"
 	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/detector/notify"
 	"github.com/pgtripwire/pgtripwire/detector/statements"
 	"github.com/pgtripwire/pgtripwire/detector/web"
 	"github.com/pgtripwire/pgtripwire/rules/builtin"
@@ -55,6 +56,7 @@ type Detector struct {
 	registry *prometheus.Registry
 	listener net.Listener
 	alertLog *alert.Log
+	notifier *notify.Notifier // nil when no Alertmanager or webhook is configured
 	health   *health.Status
 	pipeline *pipeline
 	sources  []runner
@@ -122,7 +124,24 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	} else {
 		deps.Logger.Warn("no rule enabled: events are observed but nothing can alert")
 	}
-	d.pipeline = newPipeline(eval, d.alertLog, d.health, deps.Now, deps.Logger, deps.Registry)
+	for rule, severity := range eval.Rules() {
+		d.alertLog.PrecreateRule(rule, severity)
+	}
+	sinks := []namedSink{{alertLogComponent, d.alertLog}}
+	nc, err := notifyConfig(cfg)
+	if err != nil {
+		_ = d.alertLog.Close()
+		return nil, &ConfigError{Err: err}
+	}
+	nc.Now = deps.Now
+	if d.notifier, err = notify.New(nc, deps.Logger, deps.Registry); err != nil {
+		_ = d.alertLog.Close()
+		return nil, err
+	}
+	if d.notifier != nil {
+		sinks = append(sinks, namedSink{alertSpoolComponent, d.notifier})
+	}
+	d.pipeline = newPipeline(eval, sinks, d.health, deps.Now, deps.Logger, deps.Registry)
 
 	if s := cfg.Sources.Statements; s.Enabled {
 		d.health.Register(statements.Component)
@@ -167,6 +186,9 @@ func (d *Detector) Run(ctx context.Context) error {
 		return web.Serve(ctx, d.listener, web.Handler(d.registry, d.health.Ready))
 	})
 	g.Go(func() error { return d.pipeline.Run(ctx) })
+	if d.notifier != nil {
+		g.Go(func() error { return d.notifier.Run(ctx) })
+	}
 	for _, s := range d.sources {
 		g.Go(func() error { return s.Run(ctx) })
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector"
 	"github.com/pgtripwire/pgtripwire/detector/alert"
+	"github.com/pgtripwire/pgtripwire/detector/amtest"
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/pgtest"
 )
@@ -435,4 +436,71 @@ func checkDashboardMetrics(t *testing.T, reg *prometheus.Registry) {
 			}
 		}
 	}
+}
+
+func TestBulkReadReachesAlertmanager(t *testing.T) {
+	t.Parallel()
+	am := amtest.Start(t)
+	db := pgtest.NewDatabase(t)
+	seedUsers(t, db, 10_000)
+	r := startDetectorWith(t, db, func(cfg *config.Config) {
+		cfg.Alerts.Alertmanager.URLs = []string{am.URL}
+	})
+	start := time.Now()
+	bulkRead(t, db)
+	var got amtest.Alert
+	eventually(t, 10*time.Second, "the alert in Alertmanager", func() bool {
+		var ok bool
+		got, ok = am.Find(t, map[string]string{"alertname": "SensitiveBulkRead", "role": "mallory"})
+		return ok
+	})
+	t.Logf("in Alertmanager %v after the read", time.Since(start).Round(time.Millisecond))
+	for k, v := range map[string]string{"severity": "critical", "table": "public.users",
+		"columns": "email,password_hash,username", "database": db.Name, "source": "statements"} {
+		if got.Labels[k] != v {
+			t.Errorf("label %s: got %q, want %q", k, got.Labels[k], v)
+		}
+	}
+	line := r.waitFiring(t, time.Second)
+	// Alertmanager keeps times to the millisecond.
+	if got.StartsAt.Sub(line.Time).Abs() >= time.Millisecond || got.Annotations["summary"] != line.Annotations["summary"] {
+		t.Errorf("got startsAt %v summary %q, want the alert line's %v %q",
+			got.StartsAt, got.Annotations["summary"], line.Time, line.Annotations["summary"])
+	}
+}
+
+func TestAlertmanagerOutageDelaysButLosesNoAlert(t *testing.T) {
+	t.Parallel()
+	am := amtest.Start(t)
+	db := pgtest.NewDatabase(t)
+	seedUsers(t, db, 5_000)
+	db.CreateRole(t, "eve")
+	db.Exec(t, `GRANT SELECT ON public.users TO eve`)
+	startDetectorWith(t, db, func(cfg *config.Config) {
+		cfg.Alerts.Alertmanager.URLs = []string{am.URL}
+		cfg.Alerts.Alertmanager.ResendInterval = 5 * time.Second
+	})
+	bulkRead(t, db)
+	eventually(t, 10*time.Second, "mallory's alert in Alertmanager", func() bool {
+		_, ok := am.Find(t, map[string]string{"role": "mallory"})
+		return ok
+	})
+
+	am.Stop(t)
+	if _, err := db.Conn(t, "eve").Exec(t.Context(), `SELECT email, username, password_hash FROM users`); err != nil {
+		t.Fatal(err)
+	}
+	// The outage is the scenario: twenty seconds without Alertmanager.
+	time.Sleep(20 * time.Second)
+	am.StartAgain(t) // it remembers nothing: both alerts must come from the detector
+	back := time.Now()
+	eventually(t, 60*time.Second, "eve's alert after Alertmanager's return", func() bool {
+		_, ok := am.Find(t, map[string]string{"role": "eve"})
+		return ok
+	})
+	t.Logf("eve's alert delivered %v after Alertmanager's return", time.Since(back).Round(time.Millisecond))
+	eventually(t, 10*time.Second, "mallory's alert re-sent", func() bool {
+		a, ok := am.Find(t, map[string]string{"role": "mallory"})
+		return ok && a.Status.State == "active"
+	})
 }

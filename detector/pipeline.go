@@ -32,41 +32,55 @@ func (noRules) Eval(time.Time, event.Event) []alert.Alert { return nil }
 func (noRules) Tick(time.Time) []alert.Alert              { return nil }
 func (noRules) Rules() map[string]alert.Severity          { return nil }
 
-// alertSink records alert transitions; *alert.Log is the one in production.
+// alertSink records alert transitions: the alert log, the delivery spool.
 type alertSink interface {
 	Write(a alert.Alert) error
-	PrecreateRule(rule string, severity alert.Severity)
 }
 
-// alertLogComponent is the pipeline's name in health reports: a detector that cannot
-// write its alerts is not ready, whatever its sources say.
-const alertLogComponent = "alert_log"
+// sinkQueue is one sink with the transitions it has not yet accepted.
+type sinkQueue struct {
+	component string // its name in health reports
+	sink      alertSink
+	backlog   []alert.Alert
+	failing   bool // the last write failed; logged once per outage
+}
 
-// pipeline hands events to the evaluator and writes the resulting transitions to the
-// alert log. Evaluation happens once per event: transitions that could not be written
-// stay queued and are retried every tick (and before any new one), so a full disk
-// delays alerts and makes the detector unready, but loses none and never makes a
-// source hand the same events over twice.
+// Health components of the pipeline's sinks: a detector that cannot record or deliver
+// its alerts is not ready, whatever its sources say.
+const (
+	alertLogComponent   = "alert_log"
+	alertSpoolComponent = "alert_spool"
+)
+
+// pipeline hands events to the evaluator and gives the resulting transitions to each
+// sink in order (the alert log, then the delivery spool). Evaluation happens once per
+// event: transitions a sink could not take stay queued for that sink and are retried
+// every tick (and before any new one), so a full disk delays alerts and makes the
+// detector unready, but loses none and never makes a source hand the same events over
+// twice.
 type pipeline struct {
-	mu      sync.Mutex
-	eval    Evaluator
-	log     alertSink
-	health  *health.Status
-	now     func() time.Time
-	logger  *zap.Logger
-	backlog []alert.Alert
-	failing bool // the last write failed; logged once per outage
+	mu     sync.Mutex
+	eval   Evaluator
+	sinks  []*sinkQueue
+	health *health.Status
+	now    func() time.Time
+	logger *zap.Logger
 
 	events    *prometheus.CounterVec
 	rowsRead  *prometheus.CounterVec
 	evalTicks time.Duration
 }
 
-func newPipeline(eval Evaluator, log alertSink, h *health.Status, now func() time.Time, logger *zap.Logger, reg prometheus.Registerer) *pipeline {
+// namedSink pairs a sink with its health component name.
+type namedSink struct {
+	component string
+	sink      alertSink
+}
+
+func newPipeline(eval Evaluator, sinks []namedSink, h *health.Status, now func() time.Time, logger *zap.Logger, reg prometheus.Registerer) *pipeline {
 	f := promauto.With(reg)
 	p := &pipeline{
 		eval:   eval,
-		log:    log,
 		health: h,
 		now:    now,
 		logger: logger.Named("pipeline"),
@@ -80,30 +94,31 @@ func newPipeline(eval Evaluator, log alertSink, h *health.Status, now func() tim
 		}, []string{"source", "table", "role"}),
 		evalTicks: time.Second,
 	}
-	for rule, severity := range eval.Rules() {
-		log.PrecreateRule(rule, severity)
-	}
 	p.events.WithLabelValues(string(event.SourceStatements))
-	h.Register(alertLogComponent)
-	h.Set(alertLogComponent, nil)
+	for _, s := range sinks {
+		p.sinks = append(p.sinks, &sinkQueue{component: s.component, sink: s.sink})
+		h.Register(s.component)
+		h.Set(s.component, nil)
+	}
 	return p
 }
 
-// HandleEvents evaluates events and queues their transitions, writing them before it
-// returns when the alert log accepts them. It returns nil once the events are evaluated:
-// an unwritten transition is the pipeline's to retry, not the source's.
+// HandleEvents evaluates events and queues their transitions for every sink, writing
+// them before it returns when the sinks accept them. It returns nil once the events are
+// evaluated: an unwritten transition is the pipeline's to retry, not the source's.
 func (p *pipeline) HandleEvents(_ context.Context, events []event.Event) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
+	var transitions []alert.Alert
 	for _, ev := range events {
 		p.events.WithLabelValues(string(ev.Source)).Inc()
 		if len(ev.SensitiveRead) > 0 {
 			p.rowsRead.WithLabelValues(string(ev.Source), ev.Relation, ev.Role).Add(float64(ev.Rows))
 		}
-		p.backlog = append(p.backlog, p.eval.Eval(now, ev)...)
+		transitions = append(transitions, p.eval.Eval(now, ev)...)
 	}
-	p.flushLocked()
+	p.queueLocked(transitions)
 	return nil
 }
 
@@ -117,9 +132,12 @@ func (p *pipeline) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			if p.flushLocked(); len(p.backlog) > 0 {
-				p.logger.Error("alert transitions lost at shutdown: the alert log did not accept them",
-					zap.Int("transitions", len(p.backlog)))
+			p.flushLocked()
+			for _, q := range p.sinks {
+				if len(q.backlog) > 0 {
+					p.logger.Error("alert transitions lost at shutdown: a sink did not accept them",
+						zap.String("sink", q.component), zap.Int("transitions", len(q.backlog)))
+				}
 			}
 			return ctx.Err()
 		case <-t.C:
@@ -128,32 +146,45 @@ func (p *pipeline) Run(ctx context.Context) error {
 	}
 }
 
-// tick queues the transitions due without a new event and retries the queue.
+// tick queues the transitions due without a new event and retries the queues.
 func (p *pipeline) tick() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.backlog = append(p.backlog, p.eval.Tick(p.now())...)
+	p.queueLocked(p.eval.Tick(p.now()))
+}
+
+func (p *pipeline) queueLocked(transitions []alert.Alert) {
+	for _, q := range p.sinks {
+		q.backlog = append(q.backlog, transitions...)
+	}
 	p.flushLocked()
 }
 
-// flushLocked writes the queued transitions in order and reports the alert log's
-// health; a failure leaves the rest queued.
+// flushLocked writes each sink's queued transitions in order and reports its health; a
+// failure leaves the rest of that sink's queue for the next attempt.
 func (p *pipeline) flushLocked() {
-	for len(p.backlog) > 0 {
-		if err := p.log.Write(p.backlog[0]); err != nil {
-			err = fmt.Errorf("%d alert transition(s) not written: %w", len(p.backlog), err)
-			p.health.Set(alertLogComponent, err)
-			if !p.failing {
-				p.logger.Error("alert log write failed; retrying every second", zap.Error(err))
+	for _, q := range p.sinks {
+		p.flushQueue(q)
+	}
+}
+
+func (p *pipeline) flushQueue(q *sinkQueue) {
+	for len(q.backlog) > 0 {
+		if err := q.sink.Write(q.backlog[0]); err != nil {
+			err = fmt.Errorf("%d alert transition(s) not written: %w", len(q.backlog), err)
+			p.health.Set(q.component, err)
+			if !q.failing {
+				p.logger.Error("alert sink write failed; retrying every second",
+					zap.String("sink", q.component), zap.Error(err))
 			}
-			p.failing = true
+			q.failing = true
 			return
 		}
-		p.backlog = p.backlog[1:]
+		q.backlog = q.backlog[1:]
 	}
-	if p.failing {
-		p.logger.Info("alert log writable again; queued transitions written")
+	if q.failing {
+		p.logger.Info("alert sink writable again; queued transitions written", zap.String("sink", q.component))
 	}
-	p.failing = false
-	p.health.Set(alertLogComponent, nil)
+	q.failing = false
+	p.health.Set(q.component, nil)
 }

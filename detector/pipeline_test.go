@@ -29,8 +29,6 @@ func (s *flakySink) Write(a alert.Alert) error {
 	return nil
 }
 
-func (s *flakySink) PrecreateRule(string, alert.Severity) {}
-
 // onePerEvent fires one alert per event, named after its role.
 type onePerEvent struct{ evaluated int }
 
@@ -46,7 +44,7 @@ func TestPipelineQueuesWhatTheLogRefuses(t *testing.T) {
 	eval := &onePerEvent{}
 	reg := prometheus.NewRegistry()
 	h := health.New(reg)
-	p := newPipeline(eval, sink, h, time.Now, zap.NewNop(), reg)
+	p := newPipeline(eval, []namedSink{{alertLogComponent, sink}}, h, time.Now, zap.NewNop(), reg)
 	ctx := context.Background()
 
 	if err := p.HandleEvents(ctx, []event.Event{{Role: "a"}, {Role: "b"}}); err != nil {
@@ -77,7 +75,7 @@ func TestPipelineQueuesWhatTheLogRefuses(t *testing.T) {
 func TestPipelineRetriesOnTickAndFlushesAtShutdown(t *testing.T) {
 	sink := &flakySink{failures: 1}
 	reg := prometheus.NewRegistry()
-	p := newPipeline(&onePerEvent{}, sink, health.New(reg), time.Now, zap.NewNop(), reg)
+	p := newPipeline(&onePerEvent{}, []namedSink{{alertLogComponent, sink}}, health.New(reg), time.Now, zap.NewNop(), reg)
 	p.evalTicks = time.Hour // only the shutdown flush can write
 	if err := p.HandleEvents(context.Background(), []event.Event{{Role: "a"}}); err != nil {
 		t.Fatal(err)
@@ -89,5 +87,28 @@ func TestPipelineRetriesOnTickAndFlushesAtShutdown(t *testing.T) {
 	}
 	if len(sink.written) != 1 {
 		t.Fatalf("got %d written, want the queued transition written at shutdown", len(sink.written))
+	}
+}
+
+// A sink that refuses does not hold back the others: the log keeps recording while
+// delivery waits, and each sink gets every transition once, in order.
+func TestPipelineSinksAreIndependent(t *testing.T) {
+	log, spool := &flakySink{}, &flakySink{failures: 1}
+	reg := prometheus.NewRegistry()
+	h := health.New(reg)
+	p := newPipeline(&onePerEvent{}, []namedSink{{alertLogComponent, log}, {alertSpoolComponent, spool}},
+		h, time.Now, zap.NewNop(), reg)
+	if err := p.HandleEvents(context.Background(), []event.Event{{Role: "a"}, {Role: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(log.written) != 2 || len(spool.written) != 0 {
+		t.Fatalf("got log %d spool %d, want the log written and the spool waiting", len(log.written), len(spool.written))
+	}
+	if ok, why := h.Ready(); ok || why[alertSpoolComponent] == "" || why[alertLogComponent] != "" {
+		t.Fatalf("got ready=%v %v, want only alert_spool unhealthy", ok, why)
+	}
+	p.tick()
+	if len(log.written) != 2 || len(spool.written) != 2 || spool.written[0].Fingerprint != "a" {
+		t.Fatalf("got log %v spool %v, want both with a, b once each", log.written, spool.written)
 	}
 }

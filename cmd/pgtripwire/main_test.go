@@ -100,11 +100,7 @@ func TestRunFailsAtRuntimeWithExit1(t *testing.T) {
 
 // TestRunStopsCleanlyOnSIGTERM runs the real binary against a real PostgreSQL.
 func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "pgtripwire")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	db := pgtest.NewDatabase(t)
 	db.Exec(t, `CREATE TABLE public.users (id int, email text, username text, password_hash text)`)
 	listen := freeAddr(t)
@@ -150,7 +146,14 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 
 func writeConfig(t *testing.T, dsn, listen, stateDir string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "pgtripwire.yaml")
+	return writeConfigIn(t, t.TempDir(), dsn, listen, stateDir, "")
+}
+
+// writeConfigIn writes a config into dir (its alert log beside it) with extra YAML
+// appended under alerts:.
+func writeConfigIn(t *testing.T, dir, dsn, listen, stateDir, alertsExtra string) string {
+	t.Helper()
+	path := filepath.Join(dir, "pgtripwire.yaml")
 	body := fmt.Sprintf(`database:
   dsn: %q
 sensitive:
@@ -160,8 +163,8 @@ http:
   listen: %q
 alerts:
   file: %q
-state_dir: %q
-`, dsn, listen, filepath.Join(filepath.Dir(path), "alerts.jsonl"), stateDir)
+%sstate_dir: %q
+`, dsn, listen, filepath.Join(filepath.Dir(path), "alerts.jsonl"), alertsExtra, stateDir)
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -188,4 +191,14 @@ func readyAt(addr string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
+}
+
+// buildBinary builds the pgtripwire binary for t (the build cache makes it quick).
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "pgtripwire")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
