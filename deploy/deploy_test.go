@@ -22,6 +22,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector"
 	"github.com/pgtripwire/pgtripwire/detector/alert"
+	"github.com/pgtripwire/pgtripwire/detector/amtest"
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/pgtest"
 )
@@ -44,7 +45,7 @@ func loadCompose(t *testing.T) *types.Project {
 
 func TestComposeFileIsValid(t *testing.T) {
 	project := loadCompose(t)
-	for _, name := range []string{"postgres", "pgtripwire", "prometheus"} {
+	for _, name := range []string{"postgres", "pgtripwire", "prometheus", "alertmanager"} {
 		if _, err := project.GetService(name); err != nil {
 			t.Errorf("service %s: %v", name, err)
 		}
@@ -105,6 +106,11 @@ func TestComposeStackPagesOnADump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := cfg.Alerts.Alertmanager.URLs; len(got) != 1 || got[0] != "http://alertmanager:9093" {
+		t.Fatalf("the compose config sends alerts to %v, want the compose Alertmanager", got)
+	}
+	am := amtest.Start(t) // stands in for the compose service
+	cfg.Alerts.Alertmanager.URLs = []string{am.URL}
 	dir := t.TempDir()
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Alerts.File = filepath.Join(dir, "alerts.jsonl")
@@ -161,6 +167,10 @@ func TestComposeStackPagesOnADump(t *testing.T) {
 		!strings.Contains(got.Labels["columns"], "password_hash") {
 		t.Fatalf("got %+v, want mallory's 100000-row read of the credential columns", got)
 	}
+	eventually(t, 10*time.Second, "the alert in Alertmanager", func() bool {
+		_, ok := am.Find(t, map[string]string{"alertname": "SensitiveBulkRead", "role": "mallory"})
+		return ok
+	})
 }
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs what pgtripwire's tests and demo need from the system: PostgreSQL server
-# binaries (14 or newer) with pg_stat_statements. Idempotent; does nothing when they
-# are already there. Debian/Ubuntu only (apt-get); elsewhere it says what is missing.
+# Installs what pgtripwire's tests and demo need from the system, when missing:
+# - PostgreSQL server binaries (14 or newer) with pg_stat_statements;
+# - Prometheus' promtool (package prometheus) and Alertmanager with amtool (package
+#   prometheus-alertmanager), which the delivery and alerting-rule tests run for real.
+# Idempotent; does nothing when everything is there. Debian/Ubuntu only (apt-get);
+# elsewhere it says what is missing.
 set -euo pipefail
 
 have_server() {
-	local d
+	local d v
 	if [ -n "${PGTRIPWIRE_PG_BINDIR:-}" ] && [ -x "$PGTRIPWIRE_PG_BINDIR/postgres" ]; then
 		return 0
 	fi
@@ -18,21 +21,33 @@ have_server() {
 	return 1
 }
 
-if have_server; then
-	echo "install-deps: PostgreSQL server binaries present"
+have_alertmanager() {
+	[ -n "${PGTRIPWIRE_ALERTMANAGER:-}" ] && return 0
+	command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1
+}
+
+packages=()
+have_server || packages+=(postgresql postgresql-contrib)
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+{ have_alertmanager && command -v amtool >/dev/null 2>&1; } || packages+=(prometheus-alertmanager)
+
+if [ ${#packages[@]} -eq 0 ]; then
+	echo "install-deps: PostgreSQL server binaries, promtool, Alertmanager and amtool present"
 	exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-	echo "install-deps: PostgreSQL 14+ server binaries with pg_stat_statements are needed;" \
-		"install them, or set PGTRIPWIRE_PG_BINDIR to their bin directory" >&2
+	echo "install-deps: missing ${packages[*]}: install PostgreSQL 14+ server binaries with" \
+		"pg_stat_statements (or set PGTRIPWIRE_PG_BINDIR), Prometheus' promtool, Alertmanager" \
+		"and amtool (or set PGTRIPWIRE_ALERTMANAGER)" >&2
 	exit 1
 fi
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "install-deps: installing PostgreSQL server binaries (apt-get)"
+echo "install-deps: installing ${packages[*]} (apt-get)"
 $sudo apt-get update -qq
-# postgresql-contrib provides pg_stat_statements on older releases; on newer ones it is
-# part of the server package and the contrib package is a transitional one.
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+# The packages' services are not needed: tests start their own servers on free ports.
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 have_server || { echo "install-deps: PostgreSQL installed but no usable server binaries found" >&2; exit 1; }
+command -v promtool >/dev/null 2>&1 || { echo "install-deps: promtool still missing" >&2; exit 1; }
+have_alertmanager || { echo "install-deps: Alertmanager still missing" >&2; exit 1; }
 echo "install-deps: done"
