@@ -2,6 +2,8 @@ package notify
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net/http"
@@ -292,5 +294,72 @@ func TestSpoolSurvivesARestartAndIsBounded(t *testing.T) {
 	eventually(t, 5*time.Second, "the spool empty", func() bool { return r2.n.spool.len() == 0 })
 	if _, err := os.Stat(filepath.Join(spoolDir, "00000000000000000098.json.corrupt")); err != nil {
 		t.Errorf("the corrupt entry was not set aside: %v", err)
+	}
+}
+
+// An Alertmanager behind TLS and authentication (a reverse proxy, typically): the
+// detector must present the credentials and verify the server with the configured CA.
+func TestAlertmanagerAuthAndTLS(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(*AlertmanagerConfig)
+		want func(*http.Request) bool
+	}{
+		{"basic auth", func(c *AlertmanagerConfig) { c.Username, c.Password = "pager", "pw" },
+			func(r *http.Request) bool { u, p, ok := r.BasicAuth(); return ok && u == "pager" && p == "pw" }},
+		{"bearer token", func(c *AlertmanagerConfig) { c.BearerToken = "tok" },
+			func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer tok" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			accepted, refused := 0, 0
+			srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				if r.URL.Path != "/prefix/api/v2/alerts" || !tt.want(r) {
+					refused++
+					http.Error(w, "no", http.StatusUnauthorized)
+					return
+				}
+				accepted++
+			}))
+			defer srv.Close()
+			pool := x509.NewCertPool()
+			pool.AddCert(srv.Certificate())
+			cfg := amConfig(srv.URL + "/prefix")
+			cfg.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+			tt.set(cfg)
+			r := start(t, Config{Alertmanager: cfg})
+			if err := r.n.Write(transition("R", "x", alert.StateFiring, time.Now())); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 5*time.Second, "an accepted delivery", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return accepted > 0
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if refused != 0 {
+				t.Errorf("%d requests refused, want every request authenticated", refused)
+			}
+		})
+	}
+}
+
+func TestUntrustedCertificateIsNotDeliveredTo(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	r := start(t, Config{Alertmanager: amConfig(srv.URL)}) // no CA: the system roots do not know it
+	if err := r.n.Write(transition("R", "x", alert.StateFiring, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	sink := "alertmanager:" + srv.Listener.Addr().String()
+	eventually(t, 5*time.Second, "failed attempts", func() bool {
+		return testutil.ToFloat64(r.n.metrics.failed.WithLabelValues(sink)) >= 1
+	})
+	if r.n.spool.len() != 1 {
+		t.Fatal("an alert sent to an unverified server left the spool")
 	}
 }
