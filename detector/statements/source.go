@@ -79,6 +79,8 @@ type Source struct {
 	roles           map[uint32]string
 	catalog         *catalog.Snapshot
 	catalogAt       time.Time
+	schemaProbe     int64 // last value of schemaProbeQuery
+	schemaProbedAt  time.Time
 	sensitive       []string // the snapshot's sensitive tables, sorted
 	statsReset      time.Time
 	dealloc         int64
@@ -244,6 +246,19 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 	if err := s.resolveRoles(ctx, conn, deltas); err != nil {
 		return err
 	}
+	// A statement we cannot resolve may name a relation created since the catalog was
+	// loaded: probe for schema changes at once rather than classify it as unknown until
+	// the next scheduled probe. Only newly seen statements trigger it, so a workload of
+	// unresolvable statements costs one cheap probe per poll at most.
+	if s.classifyNew(deltas) {
+		s.schemaProbedAt = time.Time{}
+		if err := s.refreshCatalogIfDue(ctx, conn, now); err != nil {
+			return err
+		}
+		if err := s.resolveRoles(ctx, conn, deltas); err != nil { // a reload forgets them
+			return err
+		}
+	}
 	events := s.events(now, dbName, deltas)
 	if err := s.sink.HandleEvents(ctx, events); err != nil {
 		return fmt.Errorf("hand over %d events: %w", len(events), err)
@@ -365,8 +380,40 @@ func (s *Source) resolveRoles(ctx context.Context, conn *pgx.Conn, deltas []delt
 	return nil
 }
 
+// schemaProbeQuery changes whenever DDL touches a relation, a column, a view's rules or a
+// function outside the system schemas (every such change writes a new version of the
+// catalog row, with a new xmin). It reads four catalogs' tuple headers only, so it is
+// cheap enough to run every few seconds, unlike a full catalog load with view definitions.
+const schemaProbeQuery = `SELECT
+  (SELECT coalesce(sum(hashtext(c.oid::text || '/' || c.xmin::text)), 0)
+     FROM pg_catalog.pg_class c
+    WHERE c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace))
++ (SELECT coalesce(sum(hashtext(a.attrelid::text || '/' || a.attnum::text || '/' || a.xmin::text)), 0)
+     FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid >= 16384)
++ (SELECT coalesce(sum(hashtext(r.oid::text || '/' || r.xmin::text)), 0)
+     FROM pg_catalog.pg_rewrite r
+    WHERE r.ev_class >= 16384)
++ (SELECT coalesce(sum(hashtext(p.oid::text || '/' || p.xmin::text)), 0)
+     FROM pg_catalog.pg_proc p
+    WHERE p.oid >= 16384)`
+
+// schemaProbeEvery is how often the schema probe runs: a table, view or function
+// created or changed is seen within seconds, not at the next full refresh.
+const schemaProbeEvery = 5 * time.Second
+
 func (s *Source) refreshCatalogIfDue(ctx context.Context, conn *pgx.Conn, now time.Time) error {
-	if s.catalog != nil && now.Sub(s.catalogAt) < s.cfg.CatalogRefresh {
+	due := s.catalog == nil || now.Sub(s.catalogAt) >= s.cfg.CatalogRefresh
+	if due || now.Sub(s.schemaProbedAt) >= schemaProbeEvery {
+		// Probed before loading: a change made during the load shows at the next probe.
+		var probe int64
+		if err := conn.QueryRow(ctx, schemaProbeQuery).Scan(&probe); err != nil {
+			return fmt.Errorf("probe schema changes: %w", err)
+		}
+		due = due || probe != s.schemaProbe
+		s.schemaProbe, s.schemaProbedAt = probe, now
+	}
+	if !due {
 		return nil
 	}
 	snap, err := catalog.Load(ctx, conn, s.cfg.Sensitive)
@@ -401,13 +448,10 @@ func (s *Source) refreshCatalogIfDue(ctx context.Context, conn *pgx.Conn, now ti
 // classified, and touches no sensitive table we can name, still yields one event,
 // with no relation: an unreadable statement is never evidence of safety.
 func (s *Source) events(now time.Time, dbName string, deltas []delta) []event.Event {
+	s.classifyNew(deltas)
 	results := make([]classify.Result, len(deltas))
 	for i, d := range deltas {
-		res, ok := s.results[d.queryID]
-		if !ok {
-			res = s.classify(d.queryID, s.roles[d.userID])
-			s.results[d.queryID] = res
-		}
+		res := s.results[d.queryID]
 		results[i] = res
 		if isDeclaration(res) {
 			s.named.declare(d.userID, res, d.calls, now)
@@ -459,6 +503,20 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) []event.Ev
 		}
 	}
 	return events
+}
+
+// classifyNew classifies the statements of deltas not classified yet and reports
+// whether any of them could not be fully classified.
+func (s *Source) classifyNew(deltas []delta) (incomplete bool) {
+	for _, d := range deltas {
+		if _, ok := s.results[d.queryID]; ok {
+			continue
+		}
+		res := s.classify(d.queryID, s.roles[d.userID])
+		s.results[d.queryID] = res
+		incomplete = incomplete || !res.Complete
+	}
+	return incomplete
 }
 
 func (s *Source) classify(queryID int64, role string) classify.Result {

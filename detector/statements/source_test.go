@@ -71,9 +71,10 @@ func startSourceEvery(t *testing.T, db *pgtest.Database, sink *recorder, interva
 }
 
 type sourceOptions struct {
-	dsn      string
-	interval time.Duration
-	noWaitOK bool // do not wait for the source to report healthy
+	dsn            string
+	interval       time.Duration
+	noWaitOK       bool          // do not wait for the source to report healthy
+	catalogRefresh time.Duration // default 1m
 }
 
 func startSourceWith(t *testing.T, sink *recorder, o sourceOptions) *started {
@@ -82,13 +83,16 @@ func startSourceWith(t *testing.T, sink *recorder, o sourceOptions) *started {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.catalogRefresh == 0 {
+		o.catalogRefresh = time.Minute
+	}
 	reg := prometheus.NewRegistry()
 	st := &started{sink: sink, health: health.New(reg)}
 	st.health.Register(Component)
 	st.src = New(Config{
 		Conn:             conn,
 		Interval:         o.interval,
-		CatalogRefresh:   time.Minute,
+		CatalogRefresh:   o.catalogRefresh,
 		SearchPath:       []string{"$user", "public"},
 		Sensitive:        map[string][]string{"public.users": {"email", "username", "password_hash"}},
 		ReconnectInitial: 50 * time.Millisecond,
@@ -469,5 +473,23 @@ func TestUnclassifiableReadsStillMakeEvents(t *testing.T) {
 			}
 		}
 		return false
+	})
+}
+
+// A view created after the source started is classified within seconds, not at the
+// next full catalog refresh (an hour here).
+func TestSchemaChangesAreSeenWithinSeconds(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seed(t, db, 3000, "stmt_ivan")
+	st := startSourceWith(t, &recorder{}, sourceOptions{dsn: db.SuperuserDSN(), interval: 100 * time.Millisecond,
+		catalogRefresh: time.Hour})
+	db.Exec(t, `CREATE VIEW public.directory AS SELECT username AS login, email AS contact FROM public.users;
+		GRANT SELECT ON public.directory TO stmt_ivan`)
+	query(t, db.Conn(t, "stmt_ivan"), `SELECT login, contact FROM directory`)
+	eventually(t, 15*time.Second, "the view's read classified as a read of users", func() bool {
+		_, events := st.sink.rows("stmt_ivan", "public.users")
+		return len(events) > 0 && events[len(events)-1].Complete &&
+			slices.Equal(events[len(events)-1].SensitiveRead, []string{"email", "username"})
 	})
 }
