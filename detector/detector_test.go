@@ -142,6 +142,26 @@ func (r *running) counter(t *testing.T, name string, labels map[string]string) f
 	return 0
 }
 
+// gauge returns the value of a gauge series, 0 when it does not exist.
+func (r *running) gauge(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := r.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if hasLabels(m, labels) {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
 func hasLabels(m *dto.Metric, want map[string]string) bool {
 	n := 0
 	for _, l := range m.GetLabel() {
@@ -476,7 +496,7 @@ func TestAlertmanagerOutageDelaysButLosesNoAlert(t *testing.T) {
 	seedUsers(t, db, 5_000)
 	db.CreateRole(t, "eve")
 	db.Exec(t, `GRANT SELECT ON public.users TO eve`)
-	startDetectorWith(t, db, func(cfg *config.Config) {
+	r := startDetectorWith(t, db, func(cfg *config.Config) {
 		cfg.Alerts.Alertmanager.URLs = []string{am.URL}
 		cfg.Alerts.Alertmanager.ResendInterval = 5 * time.Second
 	})
@@ -490,6 +510,9 @@ func TestAlertmanagerOutageDelaysButLosesNoAlert(t *testing.T) {
 	if _, err := db.Conn(t, "eve").Exec(t.Context(), `SELECT email, username, password_hash FROM users`); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, 10*time.Second, "eve's alert waiting in the spool", func() bool {
+		return r.gauge(t, "pgtripwire_notify_queued", nil) == 1
+	})
 	// The outage is the scenario: twenty seconds without Alertmanager.
 	time.Sleep(20 * time.Second)
 	am.StartAgain(t) // it remembers nothing: both alerts must come from the detector

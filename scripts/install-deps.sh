@@ -45,7 +45,8 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 echo "install-deps: installing ${packages[*]} (apt-get)"
 $sudo apt-get update -qq
-# The packages' services are not needed: tests start their own servers on free ports.
+# Tests start their own servers on free ports; the packages' own services (which apt may
+# start on machines with an init system) are not used.
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 have_server || { echo "install-deps: PostgreSQL installed but no usable server binaries found" >&2; exit 1; }
 command -v promtool >/dev/null 2>&1 || { echo "install-deps: promtool still missing" >&2; exit 1; }

@@ -69,7 +69,8 @@ func TestKilledDetectorDeliversItsSpoolAfterRestart(t *testing.T) {
 	stateDir := filepath.Join(dir, "state")
 	listen := freeAddr(t)
 	config := writeConfigIn(t, dir, db.SuperuserDSN(), listen, stateDir,
-		fmt.Sprintf("  alertmanager:\n    urls: [%q]\n", am.URL))
+		// A long resend interval: only the spool can deliver within the test.
+		fmt.Sprintf("  alertmanager:\n    urls: [%q]\n    resend_interval: 1h\n", am.URL))
 	first := startBinary(t, bin, config, listen)
 
 	if _, err := db.Conn(t, "mallory").Exec(t.Context(), `SELECT email, username, password_hash FROM users`); err != nil {

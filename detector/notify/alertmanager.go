@@ -23,12 +23,19 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/alert"
 )
 
+// defaultResolveHold is the least time an alert stays firing in an Alertmanager after
+// its firing reached it. A detection that fired and resolved while Alertmanager was
+// down arrives as a firing and a resolution milliseconds apart; resolved at once, it
+// would be resolved before Alertmanager's group_wait ends, and Alertmanager notifies no
+// one about a group with nothing firing. Holding it open for a minute pages for it.
+const defaultResolveHold = time.Minute
+
 // amAlert is an alert as Alertmanager's v2 API takes it (postableAlert).
 type amAlert struct {
 	Labels       map[string]string `json:"labels"`
 	Annotations  map[string]string `json:"annotations,omitempty"`
 	StartsAt     time.Time         `json:"startsAt"`
-	EndsAt       time.Time         `json:"endsAt,omitempty"`
+	EndsAt       time.Time         `json:"endsAt,omitzero"`
 	GeneratorURL string            `json:"generatorURL,omitempty"`
 }
 
@@ -38,6 +45,11 @@ type activeAlert struct {
 	Alert    alert.Alert `json:"alert"`
 	StartsAt time.Time   `json:"starts_at"`
 	Resolved time.Time   `json:"resolved,omitzero"`
+	// FiringSent is when each sink acknowledged this firing, for resolveHold.
+	FiringSent map[string]time.Time `json:"firing_sent,omitempty"`
+	// restoredAt is set for an alert loaded firing from a previous run: no rule
+	// remembers it, so unless one fires it again it is resolved after resolveAfter.
+	restoredAt time.Time
 }
 
 // alertmanagerGroup is the set of Alertmanager URLs (an HA pair gets every alert at
@@ -45,28 +57,35 @@ type activeAlert struct {
 // alert whose endsAt passes without a re-send, and a restarted Alertmanager forgets
 // everything: so firing alerts are re-sent every ResendInterval with endsAt a few
 // intervals ahead, as Prometheus does. The active set is persisted in the state
-// directory, so a restarted detector keeps re-sending what was firing.
+// directory, so a restarted detector keeps re-sending what was firing, until a rule
+// fires it again or resolveAfter passes without that.
 type alertmanagerGroup struct {
-	cfg       AlertmanagerConfig
-	client    *http.Client
-	generator *template.Template
-	path      string
-	now       func() time.Time
-	log       *zap.Logger
-	sinks     []*alertmanagerSink
+	cfg          AlertmanagerConfig
+	resolveAfter time.Duration
+	client       *http.Client
+	generator    *template.Template
+	path         string
+	now          func() time.Time
+	log          *zap.Logger
+	sinks        []*alertmanagerSink
 
 	mu     sync.Mutex
 	active map[string]*activeAlert // by fingerprint
 }
 
-func newAlertmanagerGroup(cfg AlertmanagerConfig, path string, now func() time.Time, log *zap.Logger) (*alertmanagerGroup, error) {
+func newAlertmanagerGroup(cfg AlertmanagerConfig, resolveAfter time.Duration, path string,
+	now func() time.Time, log *zap.Logger) (*alertmanagerGroup, error) {
+	if cfg.ResolveHold <= 0 {
+		cfg.ResolveHold = defaultResolveHold
+	}
 	g := &alertmanagerGroup{
-		cfg:    cfg,
-		client: httpClient(cfg.Timeout, cfg.TLS),
-		path:   path,
-		now:    now,
-		log:    log,
-		active: make(map[string]*activeAlert),
+		cfg:          cfg,
+		resolveAfter: resolveAfter,
+		client:       httpClient(cfg.Timeout, cfg.TLS),
+		path:         path,
+		now:          now,
+		log:          log,
+		active:       make(map[string]*activeAlert),
 	}
 	if cfg.GeneratorURL != "" {
 		t, err := template.New("generator_url").Option("missingkey=zero").Parse(cfg.GeneratorURL)
@@ -78,10 +97,11 @@ func newAlertmanagerGroup(cfg AlertmanagerConfig, path string, now func() time.T
 	for _, raw := range cfg.URLs {
 		u, err := url.Parse(raw)
 		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("alertmanager URL %q is not a URL with a host", u.Redacted())
+			return nil, errors.New("an alertmanager URL is not a URL with a host")
 		}
-		endpoint := u.JoinPath("api", "v2", "alerts").String()
-		g.sinks = append(g.sinks, &alertmanagerSink{group: g, endpoint: endpoint, sinkName: "alertmanager:" + u.Host})
+		// Host and path: two Alertmanagers behind one proxy are two sinks.
+		name := "alertmanager:" + u.Host + strings.TrimSuffix(u.EscapedPath(), "/")
+		g.sinks = append(g.sinks, &alertmanagerSink{group: g, endpoint: u.JoinPath("api", "v2", "alerts").String(), sinkName: name})
 	}
 	if err := g.load(); err != nil {
 		return nil, err
@@ -89,10 +109,13 @@ func newAlertmanagerGroup(cfg AlertmanagerConfig, path string, now func() time.T
 	return g, nil
 }
 
-// track records a transition in the active set before it is spooled.
-func (g *alertmanagerGroup) track(a alert.Alert) error {
+// track records a transition in the active set before it is spooled, and returns when
+// the alert started firing: what Alertmanager must be told for this transition, even
+// if the alert has fired again by the time it is delivered.
+func (g *alertmanagerGroup) track(a alert.Alert) (time.Time, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	startsAt := a.Time
 	switch a.State {
 	case alert.StateFiring:
 		g.active[a.Fingerprint] = &activeAlert{Alert: a, StartsAt: a.Time}
@@ -102,13 +125,32 @@ func (g *alertmanagerGroup) track(a alert.Alert) error {
 			act = &activeAlert{StartsAt: a.Time} // firing before a restart that lost it
 			g.active[a.Fingerprint] = act
 		}
-		act.Alert, act.Resolved = a, a.Time
+		act.Alert, act.Resolved, act.restoredAt = a, a.Time, time.Time{}
+		startsAt = act.StartsAt
 	}
-	return g.saveLocked()
+	return startsAt, g.saveLocked()
 }
 
-// payload is the v2 form of a transition, as of now.
-func (g *alertmanagerGroup) payload(a alert.Alert, startsAt time.Time, now time.Time) amAlert {
+// firingDelivered records that sink acknowledged the firing that started at startsAt.
+func (g *alertmanagerGroup) firingDelivered(fingerprint string, startsAt time.Time, sink string, at time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	act, ok := g.active[fingerprint]
+	if !ok || !act.StartsAt.Equal(startsAt) {
+		return // fired again since: this delivery is not about the current one
+	}
+	if act.FiringSent == nil {
+		act.FiringSent = make(map[string]time.Time)
+	}
+	act.FiringSent[sink] = at
+	if err := g.saveLocked(); err != nil {
+		g.log.Warn("save Alertmanager active alerts", zap.Error(err))
+	}
+}
+
+// payloadLocked is the v2 form of a transition for sink, as of now. firingSent is when
+// the sink acknowledged the firing (zero: not yet, or unknown).
+func (g *alertmanagerGroup) payload(a alert.Alert, startsAt, firingSent, now time.Time) amAlert {
 	labels := maps.Clone(a.Labels)
 	if labels == nil {
 		labels = make(map[string]string)
@@ -117,7 +159,14 @@ func (g *alertmanagerGroup) payload(a alert.Alert, startsAt time.Time, now time.
 	labels["severity"] = string(a.Severity)
 	p := amAlert{Labels: labels, Annotations: a.Annotations, StartsAt: startsAt}
 	if a.State == alert.StateResolved {
+		hold := now.Add(g.cfg.ResolveHold) // the firing may not have reached this Alertmanager
+		if !firingSent.IsZero() {
+			hold = firingSent.Add(g.cfg.ResolveHold)
+		}
 		p.EndsAt = a.Time
+		if hold.After(p.EndsAt) {
+			p.EndsAt = hold
+		}
 	} else {
 		// Prometheus sends endsAt = now + 4 × resend interval: lost re-sends are
 		// tolerated, a detector that died stops paging within minutes.
@@ -125,75 +174,99 @@ func (g *alertmanagerGroup) payload(a alert.Alert, startsAt time.Time, now time.
 	}
 	if g.generator != nil {
 		var b strings.Builder
-		if err := g.generator.Execute(&b, a); err != nil {
-			g.log.Warn("generator_url template failed; sending none", zap.Error(err))
-		} else {
+		if err := g.generator.Execute(&b, a); err == nil {
 			p.GeneratorURL = b.String()
 		}
 	}
 	return p
 }
 
-// resendLoop re-sends every active alert to every URL each ResendInterval and forgets
-// resolutions older than ResolvedResendFor.
-func (g *alertmanagerGroup) resendLoop(ctx context.Context, m *metrics) error {
+// resendLoop re-sends every active alert to every URL each ResendInterval, resolves
+// restored alerts no rule re-asserted, and forgets resolutions older than
+// ResolvedResendFor.
+func (g *alertmanagerGroup) resendLoop(ctx context.Context, m *metrics, delivered func(sink string)) error {
 	t := time.NewTicker(g.cfg.ResendInterval)
 	defer t.Stop()
+	failing := make(map[string]bool)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
 		}
-		batch := g.activePayloads()
-		if len(batch) == 0 {
-			continue
-		}
+		g.expire()
 		for _, s := range g.sinks {
-			outcome := "sent"
-			if err := s.post(ctx, batch); err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				outcome = "failed"
-				g.log.Debug("re-send to Alertmanager failed; next one in an interval",
-					zap.String("sink", s.sinkName), zap.Error(err))
+			batch := g.activePayloads(s.sinkName)
+			if len(batch) == 0 {
+				continue
 			}
-			m.resends.WithLabelValues(s.sinkName, outcome).Inc()
+			err := s.post(ctx, batch)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				m.resends.WithLabelValues(s.sinkName, "failed").Inc()
+				if !failing[s.sinkName] {
+					g.log.Warn("re-send of active alerts to Alertmanager failed; next one in an interval",
+						zap.String("sink", s.sinkName), zap.Error(err))
+				}
+				failing[s.sinkName] = true
+				continue
+			}
+			m.resends.WithLabelValues(s.sinkName, "sent").Inc()
+			failing[s.sinkName] = false
+			delivered(s.sinkName) // it answers again: do not wait out a retry backoff
 		}
 	}
 }
 
-func (g *alertmanagerGroup) activePayloads() []amAlert {
+// expire resolves restored alerts that no rule fired again within resolveAfter and
+// forgets resolutions older than ResolvedResendFor.
+func (g *alertmanagerGroup) expire() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
 	changed := false
-	var batch []amAlert
-	for _, fp := range slices.Sorted(maps.Keys(g.active)) {
-		act := g.active[fp]
-		if !act.Resolved.IsZero() && now.Sub(act.Resolved) > g.cfg.ResolvedResendFor {
+	for fp, act := range g.active {
+		switch {
+		case !act.restoredAt.IsZero() && now.Sub(act.restoredAt) >= g.resolveAfter:
+			g.log.Info("resolving in Alertmanager an alert that was firing before the restart: "+
+				"no rule fired it again", zap.String("rule", act.Alert.Rule), zap.String("fingerprint", fp))
+			act.Alert.State, act.Alert.Time = alert.StateResolved, now
+			act.Resolved, act.restoredAt = now, time.Time{}
+			changed = true
+		case !act.Resolved.IsZero() && now.Sub(act.Resolved) > g.cfg.ResolvedResendFor:
 			delete(g.active, fp)
 			changed = true
-			continue
 		}
-		batch = append(batch, g.payload(act.Alert, act.StartsAt, now))
 	}
 	if changed {
 		if err := g.saveLocked(); err != nil {
 			g.log.Warn("save Alertmanager active alerts", zap.Error(err))
 		}
 	}
+}
+
+func (g *alertmanagerGroup) activePayloads(sink string) []amAlert {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	var batch []amAlert
+	for _, fp := range slices.Sorted(maps.Keys(g.active)) {
+		act := g.active[fp]
+		batch = append(batch, g.payload(act.Alert, act.StartsAt, act.FiringSent[sink], now))
+	}
 	return batch
 }
 
-func (g *alertmanagerGroup) startsAt(a alert.Alert) time.Time {
+// firingSent is when sink acknowledged the firing of the alert that started at startsAt.
+func (g *alertmanagerGroup) firingSent(fingerprint string, startsAt time.Time, sink string) time.Time {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if act, ok := g.active[a.Fingerprint]; ok && !act.StartsAt.IsZero() {
-		return act.StartsAt
+	if act, ok := g.active[fingerprint]; ok && act.StartsAt.Equal(startsAt) {
+		return act.FiringSent[sink]
 	}
-	return a.Time
+	return time.Time{}
 }
 
 func (g *alertmanagerGroup) load() error {
@@ -209,6 +282,12 @@ func (g *alertmanagerGroup) load() error {
 		g.log.Error("Alertmanager active alerts unreadable; starting with none",
 			zap.String("file", g.path), zap.Error(err))
 		g.active = make(map[string]*activeAlert)
+	}
+	now := g.now()
+	for _, act := range g.active {
+		if act.Resolved.IsZero() {
+			act.restoredAt = now
+		}
 	}
 	return nil
 }
@@ -235,7 +314,18 @@ func (s *alertmanagerSink) name() string { return s.sinkName }
 
 func (s *alertmanagerSink) deliver(ctx context.Context, e Entry) error {
 	g := s.group
-	return s.post(ctx, []amAlert{g.payload(e.Alert, g.startsAt(e.Alert), g.now())})
+	startsAt := e.StartsAt
+	if startsAt.IsZero() {
+		startsAt = e.Alert.Time
+	}
+	sent := g.firingSent(e.Alert.Fingerprint, startsAt, s.sinkName)
+	if err := s.post(ctx, []amAlert{g.payload(e.Alert, startsAt, sent, g.now())}); err != nil {
+		return err
+	}
+	if e.Alert.State == alert.StateFiring {
+		g.firingDelivered(e.Alert.Fingerprint, startsAt, s.sinkName, g.now())
+	}
+	return nil
 }
 
 func (s *alertmanagerSink) post(ctx context.Context, alerts []amAlert) error {
@@ -245,7 +335,7 @@ func (s *alertmanagerSink) post(ctx context.Context, alerts []amAlert) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return errors.New("build request")
 	}
 	req.Header.Set("Content-Type", "application/json")
 	cfg := s.group.cfg
@@ -255,9 +345,19 @@ func (s *alertmanagerSink) post(ctx context.Context, alerts []amAlert) error {
 	case cfg.BearerToken != "":
 		req.Header.Set("Authorization", "Bearer "+cfg.BearerToken)
 	}
-	resp, err := s.group.client.Do(req)
+	return do(s.group.client, req)
+}
+
+// do sends req and turns a non-2xx answer into a statusError. Errors never quote the
+// URL, which may carry a token in its path or query.
+func do(client *http.Client, req *http.Request) error {
+	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("post alerts: %w", err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("%s request: %w", req.Method, err)
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))

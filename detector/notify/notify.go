@@ -12,6 +12,7 @@ package notify
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -36,6 +37,10 @@ type Config struct {
 	// Alertmanager is nil when no Alertmanager is configured.
 	Alertmanager *AlertmanagerConfig
 	Webhooks     []WebhookConfig
+	// ResolveAfter is how long an alert found firing in the state directory at start,
+	// which no rule remembers, is kept firing in Alertmanager unless a rule fires it
+	// again (the rules' own alerts.resolve_after). Zero means 5 m.
+	ResolveAfter time.Duration
 	// RetryInitial and RetryMax bound the per-sink retry backoff; zero means 1 s and 1 m.
 	RetryInitial, RetryMax time.Duration
 	// Now is the clock; nil means time.Now.
@@ -53,6 +58,10 @@ type AlertmanagerConfig struct {
 	// Username and Password set basic auth; BearerToken an Authorization header.
 	Username, Password, BearerToken string
 	TLS                             *tls.Config
+	// ResolveHold is the least time an alert stays firing at an Alertmanager after its
+	// firing was delivered there, so that a fire-and-resolve seen late still notifies
+	// (see defaultResolveHold). Zero means 1 m; tests shorten it.
+	ResolveHold time.Duration
 }
 
 // WebhookConfig describes one webhook receiver.
@@ -78,8 +87,10 @@ type Notifier struct {
 	spool   *spool
 	sinks   []sink
 	names   []string
-	am      *alertmanagerGroup // nil without Alertmanager
-	wake    map[string]chan struct{}
+	am      *alertmanagerGroup       // nil without Alertmanager
+	wake    map[string]chan struct{} // a transition was spooled
+	// recovered: the sink answered a re-send; retry now instead of after the backoff.
+	recovered map[string]chan struct{}
 }
 
 // New opens the spool (resuming what a previous run left undelivered) and prepares the
@@ -100,9 +111,13 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Notifier, err
 	if cfg.SpoolMax <= 0 {
 		cfg.SpoolMax = 10_000
 	}
-	n := &Notifier{cfg: cfg, log: log.Named("notify"), wake: make(map[string]chan struct{})}
+	if cfg.ResolveAfter <= 0 {
+		cfg.ResolveAfter = 5 * time.Minute
+	}
+	n := &Notifier{cfg: cfg, log: log.Named("notify"), wake: make(map[string]chan struct{}),
+		recovered: make(map[string]chan struct{})}
 	if am := cfg.Alertmanager; am != nil {
-		group, err := newAlertmanagerGroup(*am, filepath.Join(cfg.StateDir, "alertmanager-active.json"), cfg.Now, n.log)
+		group, err := newAlertmanagerGroup(*am, cfg.ResolveAfter, filepath.Join(cfg.StateDir, "alertmanager-active.json"), cfg.Now, n.log)
 		if err != nil {
 			return nil, err
 		}
@@ -117,9 +132,15 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Notifier, err
 	for _, s := range n.sinks {
 		n.names = append(n.names, s.name())
 		n.wake[s.name()] = make(chan struct{}, 1)
+		n.recovered[s.name()] = make(chan struct{}, 1)
 	}
 	n.metrics = newMetrics(reg, n.names)
-	sp, err := openSpool(filepath.Join(cfg.StateDir, "spool"), cfg.SpoolMax, n.names, n.log, n.onDrop)
+	lost := func(sinks []string) {
+		for _, s := range sinks {
+			n.metrics.dropped.WithLabelValues(s).Inc()
+		}
+	}
+	sp, err := openSpool(filepath.Join(cfg.StateDir, "spool"), cfg.SpoolMax, n.names, n.log, n.onDrop, lost)
 	if err != nil {
 		return nil, err
 	}
@@ -145,12 +166,14 @@ func (n *Notifier) onDrop(e *Entry) {
 // Write spools a transition for every sink and wakes their workers. When it returns
 // nil the transition survives a crash; an error means it was not spooled.
 func (n *Notifier) Write(a alert.Alert) error {
+	startsAt := a.Time
 	if n.am != nil {
-		if err := n.am.track(a); err != nil {
+		var err error
+		if startsAt, err = n.am.track(a); err != nil {
 			return err
 		}
 	}
-	if _, err := n.spool.enqueue(a, n.names, n.cfg.Now()); err != nil {
+	if _, err := n.spool.enqueue(a, startsAt, n.names, n.cfg.Now()); err != nil {
 		return err
 	}
 	n.updateQueued()
@@ -170,7 +193,14 @@ func (n *Notifier) Run(ctx context.Context) error {
 		g.Go(func() error { return n.work(ctx, s) })
 	}
 	if n.am != nil {
-		g.Go(func() error { return n.am.resendLoop(ctx, n.metrics) })
+		g.Go(func() error {
+			return n.am.resendLoop(ctx, n.metrics, func(sink string) {
+				select {
+				case n.recovered[sink] <- struct{}{}:
+				default:
+				}
+			})
+		})
 	}
 	return g.Wait()
 }
@@ -196,15 +226,30 @@ func (n *Notifier) work(ctx context.Context, s sink) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err != nil {
+		rejected := err != nil && permanent(err)
+		if rejected {
+			// The receiver understood and refused this transition: retrying cannot
+			// help, and holding it would block every later one. A lost page: counted
+			// as dropped, logged as an error.
+			n.metrics.failed.WithLabelValues(s.name()).Inc()
+			n.metrics.dropped.WithLabelValues(s.name()).Inc()
+			n.log.Error("alert transition rejected by the sink; dropped", zap.String("sink", s.name()),
+				zap.String("rule", e.Alert.Rule), zap.String("fingerprint", e.Alert.Fingerprint), zap.Error(err))
+		} else if err != nil {
 			n.metrics.failed.WithLabelValues(s.name()).Inc()
 			if !failing {
 				n.log.Warn("alert delivery failed; retrying with backoff", zap.String("sink", s.name()),
 					zap.String("rule", e.Alert.Rule), zap.String("fingerprint", e.Alert.Fingerprint), zap.Error(err))
 			}
 			failing = true
-			if err := bo.Wait(ctx); err != nil {
-				return err
+			t := time.NewTimer(bo.Next())
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			case <-n.recovered[s.name()]:
+				t.Stop()
 			}
 			continue
 		}
@@ -217,9 +262,11 @@ func (n *Notifier) work(ctx context.Context, s sink) error {
 			// The sink has it; at worst it is delivered again after a restart.
 			n.log.Error("alert delivered but not removed from the spool", zap.String("sink", s.name()), zap.Error(err))
 		}
-		n.metrics.sent.WithLabelValues(s.name()).Inc()
-		n.metrics.requestSeconds.WithLabelValues(s.name()).Observe(time.Since(start).Seconds())
-		n.metrics.latency.WithLabelValues(s.name()).Observe(n.cfg.Now().Sub(e.Enqueued).Seconds())
+		if !rejected {
+			n.metrics.sent.WithLabelValues(s.name()).Inc()
+			n.metrics.requestSeconds.WithLabelValues(s.name()).Observe(time.Since(start).Seconds())
+			n.metrics.latency.WithLabelValues(s.name()).Observe(n.cfg.Now().Sub(e.Enqueued).Seconds())
+		}
 		n.updateQueued()
 	}
 }
@@ -294,6 +341,22 @@ func httpClient(timeout time.Duration, tlsConfig *tls.Config) *http.Client {
 		tr.TLSClientConfig = tlsConfig
 	}
 	return &http.Client{Timeout: timeout, Transport: tr}
+}
+
+// permanent reports whether err is the receiver refusing this transition's content
+// (400, 413, 422), which no retry changes. Refusals of the request itself (401, 403,
+// 404: credentials, secret or URL misconfigured) are retried: they are fixed by
+// correcting the configuration, and the spool keeps the pages until then.
+func permanent(err error) bool {
+	var se *statusError
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.code {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+		return true
+	}
+	return false
 }
 
 // statusError is a non-2xx answer.

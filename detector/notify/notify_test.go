@@ -82,7 +82,8 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 
 func amConfig(urls ...string) *AlertmanagerConfig {
 	return &AlertmanagerConfig{URLs: urls, ResendInterval: 500 * time.Millisecond, ResolvedResendFor: 2 * time.Second,
-		Timeout: 2 * time.Second, GeneratorURL: "https://grafana.example/d/inv?var-table={{ .Labels.table }}&var-role={{ .Labels.role }}"}
+		Timeout: 2 * time.Second, ResolveHold: 2 * time.Second,
+		GeneratorURL: "https://grafana.example/d/inv?var-table={{ .Labels.table }}&var-role={{ .Labels.role }}"}
 }
 
 func TestAlertmanagerGetsFiringThenResolved(t *testing.T) {
@@ -361,5 +362,86 @@ func TestUntrustedCertificateIsNotDeliveredTo(t *testing.T) {
 	})
 	if r.n.spool.len() != 1 {
 		t.Fatal("an alert sent to an unverified server left the spool")
+	}
+}
+
+// A detection that fires and resolves while Alertmanager is down must still page: its
+// resolution is held open long enough for Alertmanager to notify.
+func TestFireAndResolveDuringAnOutageStillPages(t *testing.T) {
+	am := amtest.Start(t)
+	am.Stop(t)
+	r := start(t, Config{Alertmanager: amConfig(am.URL)})
+	t0 := time.Now()
+	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", alert.StateFiring, t0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", alert.StateResolved, t0.Add(time.Millisecond))); err != nil {
+		t.Fatal(err)
+	}
+	am.StartAgain(t)
+	eventually(t, 10*time.Second, "the alert active in Alertmanager for a while", func() bool {
+		a, ok := am.Find(t, map[string]string{"role": "mallory"})
+		return ok && a.Status.State == "active"
+	})
+	eventually(t, 10*time.Second, "the alert resolved after the hold", func() bool {
+		_, ok := am.Find(t, map[string]string{"role": "mallory"})
+		return !ok
+	})
+}
+
+// Fire, resolve, fire again while Alertmanager is down: every transition keeps its own
+// start time, so none is refused (a resolution with startsAt after endsAt is a 400) and
+// the queue drains, ending firing.
+func TestFlappingAlertDoesNotBlockTheQueue(t *testing.T) {
+	am := amtest.Start(t)
+	am.Stop(t)
+	r := start(t, Config{Alertmanager: amConfig(am.URL)})
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	for i, st := range []alert.State{alert.StateFiring, alert.StateResolved, alert.StateFiring} {
+		if err := r.n.Write(transition("SensitiveBulkRead", "mallory", st, t0.Add(time.Duration(i)*10*time.Second))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	am.StartAgain(t)
+	eventually(t, 10*time.Second, "the spool drained", func() bool { return r.n.spool.len() == 0 })
+	sink := "alertmanager:" + am.URL[len("http://"):]
+	if got := testutil.ToFloat64(r.n.metrics.dropped.WithLabelValues(sink)); got != 0 {
+		t.Fatalf("dropped: got %v, want no transition refused", got)
+	}
+	// Alertmanager merges the overlapping firings into one alert; it must end active.
+	time.Sleep(3 * time.Second) // past the resolution's hold: a wrong final state shows
+	a, ok := am.Find(t, map[string]string{"role": "mallory"})
+	if !ok || a.Status.State != "active" {
+		t.Fatalf("got %+v (found %v), want the re-fired alert active", a, ok)
+	}
+}
+
+// An alert firing when the detector stopped is not re-sent forever after a restart:
+// no rule remembers it, so unless one fires it again it resolves after resolve_after.
+func TestRestoredAlertResolvesUnlessFiredAgain(t *testing.T) {
+	am := amtest.Start(t)
+	dir := t.TempDir()
+	cfg := Config{StateDir: dir, Alertmanager: amConfig(am.URL), ResolveAfter: 2 * time.Second}
+	first := start(t, cfg)
+	if err := first.n.Write(transition("SensitiveBulkRead", "mallory", alert.StateFiring, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.n.Write(transition("SensitiveBulkRead", "eve", alert.StateFiring, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "both alerts delivered", func() bool { return first.n.spool.len() == 0 })
+	first.stop()
+
+	second := start(t, cfg)
+	// eve's read happens again after the restart; mallory's does not.
+	if err := second.n.Write(transition("SensitiveBulkRead", "eve", alert.StateFiring, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "mallory's restored alert resolved", func() bool {
+		_, ok := am.Find(t, map[string]string{"role": "mallory"})
+		return !ok
+	})
+	if _, ok := am.Find(t, map[string]string{"role": "eve"}); !ok {
+		t.Fatal("eve's alert, fired again after the restart, was resolved too")
 	}
 }

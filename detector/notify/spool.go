@@ -22,6 +22,9 @@ type Entry struct {
 	Seq      uint64      `json:"seq"`
 	Enqueued time.Time   `json:"enqueued"`
 	Alert    alert.Alert `json:"alert"`
+	// StartsAt is when the alert of this transition started firing (for a resolution,
+	// its firing's time), fixed when the transition is spooled.
+	StartsAt time.Time `json:"starts_at,omitzero"`
 	// Pending names the sinks that still have to acknowledge the transition.
 	Pending []string `json:"pending"`
 }
@@ -45,8 +48,10 @@ type spool struct {
 const spoolSuffix = ".json"
 
 // openSpool loads the entries left in dir, keeping only sinks that still exist: a sink
-// removed from the configuration cannot acknowledge anything.
-func openSpool(dir string, maxEntries int, sinks []string, log *zap.Logger, dropped func(*Entry)) (*spool, error) {
+// removed from the configuration cannot acknowledge anything. What cannot be delivered
+// any more (an entry only for removed sinks, an unreadable entry) is reported to lost
+// with the sinks that will not get it.
+func openSpool(dir string, maxEntries int, sinks []string, log *zap.Logger, dropped func(*Entry), lost func(sinks []string)) (*spool, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open alert spool: %w", err)
 	}
@@ -73,11 +78,26 @@ func openSpool(dir string, maxEntries int, sinks []string, log *zap.Logger, drop
 		e, err := readEntry(path)
 		if err != nil {
 			// Keep the evidence; never crash on one bad file, never drop it silently.
-			log.Error("unreadable alert spool entry set aside", zap.String("file", path), zap.Error(err))
+			log.Error("unreadable alert spool entry set aside: a transition may be lost",
+				zap.String("file", path), zap.Error(err))
 			_ = os.Rename(path, path+".corrupt")
+			lost(sinks)
 			continue
 		}
-		e.Pending = slices.DeleteFunc(e.Pending, func(p string) bool { return !slices.Contains(sinks, p) })
+		var gone []string
+		e.Pending = slices.DeleteFunc(e.Pending, func(p string) bool {
+			if slices.Contains(sinks, p) {
+				return false
+			}
+			gone = append(gone, p)
+			return true
+		})
+		if len(gone) > 0 {
+			log.Error("undelivered alert transition for sinks no longer configured: they will not get it",
+				zap.String("rule", e.Alert.Rule), zap.String("fingerprint", e.Alert.Fingerprint),
+				zap.Strings("sinks", gone))
+			lost(gone)
+		}
 		if len(e.Pending) == 0 {
 			_ = os.Remove(path)
 			continue
@@ -116,10 +136,10 @@ func readEntry(path string) (*Entry, error) {
 }
 
 // enqueue persists a transition for the given sinks and returns its entry.
-func (s *spool) enqueue(a alert.Alert, sinks []string, now time.Time) (*Entry, error) {
+func (s *spool) enqueue(a alert.Alert, startsAt time.Time, sinks []string, now time.Time) (*Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := &Entry{Seq: s.nextSeq, Enqueued: now, Alert: a, Pending: slices.Clone(sinks)}
+	e := &Entry{Seq: s.nextSeq, Enqueued: now, Alert: a, StartsAt: startsAt, Pending: slices.Clone(sinks)}
 	if err := s.writeLocked(e); err != nil {
 		return nil, err
 	}

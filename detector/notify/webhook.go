@@ -7,10 +7,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 )
 
 // SignatureHeader carries "sha256=" and the hex HMAC-SHA256 of the request body under
@@ -53,19 +52,10 @@ func (w *webhook) deliver(ctx context.Context, e Entry) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return errors.New("build request")
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(SignatureHeader, Sign(w.cfg.Secret, body))
 	req.Header.Set(DeliveryHeader, fmt.Sprintf("%s/%s/%d", e.Alert.Fingerprint, e.Alert.State, e.Alert.Time.UnixNano()))
-	resp, err := w.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("post alert: %w", err)
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode/100 != 2 {
-		return &statusError{code: resp.StatusCode, body: strings.TrimSpace(string(msg))}
-	}
-	return nil
+	return do(w.client, req)
 }
