@@ -158,10 +158,12 @@ type Alert struct {
 	} `json:"status"`
 }
 
-// Alerts returns the alerts Alertmanager holds, active or not.
+// Alerts returns the alerts Alertmanager lists: those not yet resolved (its v2 API
+// omits alerts whose endsAt has passed), silenced and inhibited ones included.
 func (am *Alertmanager) Alerts(t testing.TB) []Alert {
 	t.Helper()
-	resp, err := http.Get(am.URL + "/api/v2/alerts?active=true&silenced=true&inhibited=true&unprocessed=true")
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(am.URL + "/api/v2/alerts?active=true&silenced=true&inhibited=true&unprocessed=true")
 	if err != nil {
 		t.Fatalf("GET /api/v2/alerts: %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,6 +92,7 @@ type Notifier struct {
 	wake    map[string]chan struct{} // a transition was spooled
 	// recovered: the sink answered a re-send; retry now instead of after the backoff.
 	recovered map[string]chan struct{}
+	gaugeMu   sync.Mutex
 }
 
 // New opens the spool (resuming what a previous run left undelivered) and prepares the
@@ -271,11 +273,16 @@ func (n *Notifier) work(ctx context.Context, s sink) error {
 	}
 }
 
+// updateQueued refreshes the queue gauges. Callers race (the pipeline's Write, each
+// worker), so the gauges are set under one lock from one consistent view.
 func (n *Notifier) updateQueued() {
+	n.gaugeMu.Lock()
+	defer n.gaugeMu.Unlock()
+	pending, total := n.spool.counts()
 	for _, s := range n.names {
-		n.metrics.queued.WithLabelValues(s).Set(float64(n.spool.pending(s)))
+		n.metrics.queued.WithLabelValues(s).Set(float64(pending[s]))
 	}
-	n.metrics.spoolEntries.Set(float64(n.spool.len()))
+	n.metrics.spoolEntries.Set(float64(total))
 }
 
 type metrics struct {

@@ -181,24 +181,27 @@ func (s *spool) ack(seq uint64, sink string) error {
 	if len(e.Pending) > 0 {
 		return s.writeLocked(e)
 	}
+	// Forgotten in memory whatever happens to the file: every sink has it. A file that
+	// cannot be removed is delivered again after a restart, which at-least-once allows.
+	s.entries = slices.Delete(s.entries, i, i+1)
 	if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove delivered alert from spool: %w", err)
 	}
-	s.entries = slices.Delete(s.entries, i, i+1)
 	return nil
 }
 
-// pending counts the entries the sink has not acknowledged.
-func (s *spool) pending(sink string) int {
+// counts returns, in one consistent view, the entries each sink has not acknowledged
+// and the number of entries.
+func (s *spool) counts() (pending map[string]int, total int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
+	pending = make(map[string]int)
 	for _, e := range s.entries {
-		if slices.Contains(e.Pending, sink) {
-			n++
+		for _, p := range e.Pending {
+			pending[p]++
 		}
 	}
-	return n
+	return pending, len(s.entries)
 }
 
 func (s *spool) len() int {
