@@ -98,6 +98,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newCheckCommand(stdout),
 		newVersionCommand(stdout),
 		newDemoCommand(flags, stdout, stderr),
+		newClassifyCommand(stdout, stderr),
+		newDiscoverCommand(stdout),
 	)
 	return root
 }
