@@ -8,7 +8,9 @@ BIN           := $(CURDIR)/bin
 VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS       := -X github.com/pgtripwire/pgtripwire/detector/buildinfo.Version=$(VERSION)
 
-.PHONY: all build test lint bench demo deps clean
+FUZZTIME      ?= 5m
+
+.PHONY: all build test lint bench fuzz demo deps clean
 
 all: build
 
@@ -30,6 +32,11 @@ $(BIN)/golangci-lint:
 # Benchmarks against a real server (5,000 pg_stat_statements entries); see README.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./detector/statements/ ./detector/classify/
+
+# Fuzz SQL classification longer than the seed corpus `make test` runs.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./detector/classify/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./detector/config/
 
 demo:
 	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/pgtripwire demo --log-format console --log-level warn

@@ -4,8 +4,9 @@
 // against it; the detector reloads it periodically and swaps snapshots.
 //
 // It is not a general catalog cache: it holds only what classification needs
-// (no types, no functions yet), and it does not parse SQL — view definitions
-// are kept as text for the classifier.
+// (relations, their columns and inheritance parents, and the functions of
+// non-system schemas with their bodies), and it does not parse SQL — view
+// definitions and function bodies are kept as text for the classifier.
 package catalog
 
 import (
@@ -69,6 +70,11 @@ type Relation struct {
 	// for other kinds. Unqualified names in it resolve through the snapshot's
 	// ViewSearchPath.
 	ViewDef string
+	// Inherits are the direct parents of a partition or inheritance child
+	// (pg_inherits), in QualifiedName form, in inhseqno order. A child of a
+	// table with configured sensitive columns has the same columns sensitive
+	// (see Snapshot.SensitiveOrigin).
+	Inherits []string
 }
 
 // QualifiedName returns schema.name with each part quoted only where
@@ -99,6 +105,14 @@ type Snapshot struct {
 	missing        []string
 	viewSearchPath []string
 	version        string
+
+	// origins maps a relation's column to the configured sensitive table it
+	// inherits its sensitivity from (itself, or an ancestor).
+	origins map[string]map[string]string
+
+	functions     map[relKey][]*Function
+	functionsList []*Function
+	funcsNamed    map[string][]*Function
 }
 
 type relKey struct{ schema, name string }
@@ -112,6 +126,21 @@ type Option func(*Snapshot)
 // pg_catalog, public — PostgreSQL's default path without a $user schema.
 func WithViewSearchPath(path []string) Option {
 	return func(s *Snapshot) { s.viewSearchPath = slices.Clone(path) }
+}
+
+// WithFunctions adds the functions of the database's non-system schemas (see
+// Function). Overloads share a schema and name.
+func WithFunctions(fns []Function) Option {
+	return func(s *Snapshot) {
+		for i := range fns {
+			f := fns[i]
+			f.Args = slices.Clone(f.Args)
+			f.ArgTypes = slices.Clone(f.ArgTypes)
+			f.ResultColumns = slices.Clone(f.ResultColumns)
+			f.SearchPath = slices.Clone(f.SearchPath)
+			s.functionsList = append(s.functionsList, &f)
+		}
+	}
 }
 
 // New builds a snapshot from relations and the sensitive-column configuration,
@@ -145,6 +174,14 @@ func New(relations []Relation, sensitive map[string][]string, opts ...Option) (*
 			return nil, fmt.Errorf("relation %s: listed twice", r.QualifiedName())
 		}
 		r.Columns = slices.Clone(r.Columns)
+		r.Inherits = slices.Clone(r.Inherits)
+		for j, p := range r.Inherits {
+			schema, name, err := ParseQualifiedName(p)
+			if err != nil {
+				return nil, fmt.Errorf("relation %s: parent: %w", r.QualifiedName(), err)
+			}
+			r.Inherits[j] = QualifiedName(schema, name)
+		}
 		s.relations[k] = &r
 		s.byQualified[r.QualifiedName()] = &r
 	}
@@ -193,6 +230,10 @@ func New(relations []Relation, sensitive map[string][]string, opts ...Option) (*
 	}
 	sort.Strings(s.missing)
 	s.missing = slices.Compact(s.missing)
+	s.origins = s.inheritSensitivity()
+	if err := s.indexFunctions(); err != nil {
+		return nil, err
+	}
 	s.version = s.hash()
 	return s, nil
 }
@@ -231,6 +272,60 @@ func (s *Snapshot) Resolve(searchPath []string, role, name string) (*Relation, b
 		}
 	}
 	return nil, false
+}
+
+// SensitiveOrigin reports whether column of the relation named by qualified
+// (in QualifiedName form) is sensitive, and if so the configured table it is
+// sensitive as: the relation itself when configured, else its nearest
+// partitioned or inheritance ancestor configured with a column of that name.
+// Reading a partition reads its parent's sensitive data; reporting it under
+// the parent's name lets alerts group on the table the operator configured.
+func (s *Snapshot) SensitiveOrigin(qualified, column string) (string, bool) {
+	if s.sensitive[qualified][column] {
+		return qualified, true
+	}
+	origin, ok := s.origins[qualified][column]
+	return origin, ok
+}
+
+// inheritSensitivity finds, for every relation with parents, the columns it
+// inherits from configured sensitive ancestors, nearest ancestor first.
+func (s *Snapshot) inheritSensitivity() map[string]map[string]string {
+	out := make(map[string]map[string]string)
+	for _, r := range s.relations {
+		if len(r.Inherits) == 0 {
+			continue
+		}
+		q := r.QualifiedName()
+		seen := map[string]bool{q: true}
+		level := r.Inherits
+		for len(level) > 0 {
+			var next []string
+			for _, p := range level {
+				if seen[p] {
+					continue
+				}
+				seen[p] = true
+				for _, col := range s.sensitiveList[p] {
+					if !r.HasColumn(col) || s.sensitive[q][col] {
+						continue
+					}
+					if _, done := out[q][col]; done {
+						continue
+					}
+					if out[q] == nil {
+						out[q] = make(map[string]string)
+					}
+					out[q][col] = p
+				}
+				if pr, ok := s.byQualified[p]; ok {
+					next = append(next, pr.Inherits...)
+				}
+			}
+			level = next
+		}
+	}
+	return out
 }
 
 // Relations returns every relation, sorted by qualified name.
@@ -317,6 +412,21 @@ func (s *Snapshot) hash() string {
 		writeString(string([]byte{byte(r.Kind)}))
 		writeStrings(r.Columns)
 		writeString(r.ViewDef)
+		writeStrings(r.Inherits)
+	}
+	writeString("\x00functions")
+	for _, f := range s.functionsList {
+		writeString(f.Schema)
+		writeString(f.Name)
+		writeString(f.Language)
+		writeStrings(f.Args)
+		writeStrings(f.ArgTypes)
+		writeString(fmt.Sprint(f.NumDefaults, f.Variadic, f.ReturnsSet, f.SecurityDefiner))
+		writeString(f.Body)
+		writeString(f.SQLBody)
+		writeString(f.ReturnType)
+		writeStrings(f.ResultColumns)
+		writeStrings(f.SearchPath)
 	}
 	writeString("\x00sensitive")
 	tables := make([]string, 0, len(s.sensitiveList))
@@ -335,5 +445,5 @@ func (s *Snapshot) hash() string {
 
 // String summarises the snapshot for logs; it never includes view text.
 func (s *Snapshot) String() string {
-	return fmt.Sprintf("catalog %s: %d relations, %d sensitive tables", s.version, len(s.relations), len(s.sensitive))
+	return fmt.Sprintf("catalog %s: %d relations, %d functions, %d sensitive tables", s.version, len(s.relations), len(s.functionsList), len(s.sensitive))
 }

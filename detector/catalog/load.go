@@ -30,12 +30,54 @@ SELECT n.nspname::text,
                FROM pg_catalog.pg_attribute a
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
               ORDER BY a.attnum),
-       CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END
+       CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END,
+       ARRAY(SELECT pn.nspname::text FROM pg_catalog.pg_inherits i
+               JOIN pg_catalog.pg_class pc ON pc.oid = i.inhparent
+               JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
+              WHERE i.inhrelid = c.oid ORDER BY i.inhseqno),
+       ARRAY(SELECT pc.relname::text FROM pg_catalog.pg_inherits i
+               JOIN pg_catalog.pg_class pc ON pc.oid = i.inhparent
+              WHERE i.inhrelid = c.oid ORDER BY i.inhseqno)
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
    AND n.nspname !~ '^pg_(toast|temp_)'`
+
+// functionsQuery lists the plain functions of non-system schemas that do not
+// belong to an extension, with what classification needs to follow a call:
+// arity, parameter names, body, result shape, SECURITY DEFINER and a
+// search_path set in the definition. pg_get_function_sqlbody needs
+// PostgreSQL 14, as the project does.
+const functionsQuery = `
+SELECT n.nspname::text,
+       p.proname::text,
+       l.lanname::text,
+       COALESCE(p.proargnames, '{}'::text[]),
+       COALESCE(p.proargmodes::text[], '{}'::text[]),
+       ARRAY(SELECT pg_catalog.format_type(t, NULL) FROM unnest(p.proargtypes::oid[]) t),
+       p.pronargdefaults::int,
+       p.provariadic <> 0,
+       COALESCE(p.prosrc, ''),
+       COALESCE(pg_catalog.pg_get_function_sqlbody(p.oid), ''),
+       pg_catalog.format_type(p.prorettype, NULL),
+       p.proretset,
+       ARRAY(SELECT a.attname::text
+               FROM pg_catalog.pg_type t
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = t.typrelid
+              WHERE t.oid = p.prorettype AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum),
+       p.prosecdef,
+       (SELECT substr(c, 13) FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%' LIMIT 1)
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+ WHERE p.prokind = 'f'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname !~ '^pg_(toast|temp_)'
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                    WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
+                      AND d.deptype = 'e')`
 
 // Load reads the relations of the database q is connected to and builds a
 // snapshot with the given sensitive-column configuration (see New). It runs
@@ -62,12 +104,16 @@ func Load(ctx context.Context, q Querier, sensitive map[string][]string) (*Snaps
 	}
 	relations, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Relation, error) {
 		var (
-			r       Relation
-			kind    string
-			viewDef *string
+			r                        Relation
+			kind                     string
+			viewDef                  *string
+			parentSchemas, parentRel []string
 		)
-		if err := row.Scan(&r.Schema, &r.Name, &kind, &r.Columns, &viewDef); err != nil {
+		if err := row.Scan(&r.Schema, &r.Name, &kind, &r.Columns, &viewDef, &parentSchemas, &parentRel); err != nil {
 			return Relation{}, err
+		}
+		for i := range min(len(parentSchemas), len(parentRel)) {
+			r.Inherits = append(r.Inherits, QualifiedName(parentSchemas[i], parentRel[i]))
 		}
 		if len(kind) != 1 {
 			return Relation{}, fmt.Errorf("relation %s: unexpected relkind %q", r.QualifiedName(), kind)
@@ -81,9 +127,65 @@ func Load(ctx context.Context, q Querier, sensitive map[string][]string) (*Snaps
 	if err != nil {
 		return nil, fmt.Errorf("load catalog: list relations: %w", err)
 	}
-	snap, err := New(relations, sensitive, WithViewSearchPath(path))
+	rows, err = q.Query(ctx, functionsQuery)
+	if err != nil {
+		return nil, fmt.Errorf("load catalog: list functions: %w", err)
+	}
+	functions, err := pgx.CollectRows(rows, scanFunction)
+	if err != nil {
+		return nil, fmt.Errorf("load catalog: list functions: %w", err)
+	}
+	snap, err := New(relations, sensitive, WithViewSearchPath(path), WithFunctions(functions))
 	if err != nil {
 		return nil, fmt.Errorf("load catalog: %w", err)
 	}
 	return snap, nil
+}
+
+func scanFunction(row pgx.CollectableRow) (Function, error) {
+	var (
+		f          Function
+		names      []string
+		modes      []string
+		searchPath *string
+	)
+	err := row.Scan(&f.Schema, &f.Name, &f.Language, &names, &modes, &f.ArgTypes, &f.NumDefaults,
+		&f.Variadic, &f.Body, &f.SQLBody, &f.ReturnType, &f.ReturnsSet, &f.ResultColumns,
+		&f.SecurityDefiner, &searchPath)
+	if err != nil {
+		return Function{}, err
+	}
+	// proargnames covers every parameter when proargmodes is set (OUT and
+	// TABLE ones included), only the inputs otherwise.
+	var out []string
+	for i, name := range names {
+		mode := "i"
+		if i < len(modes) {
+			mode = modes[i]
+		}
+		switch mode {
+		case "i", "b", "v":
+			f.Args = append(f.Args, name)
+		}
+		switch mode {
+		case "o", "b", "t":
+			out = append(out, name)
+		}
+	}
+	for len(f.Args) < len(f.ArgTypes) {
+		f.Args = append(f.Args, "")
+	}
+	if len(out) > 0 {
+		f.ResultColumns = out
+	}
+	if len(f.ResultColumns) == 0 {
+		f.ResultColumns = nil
+	}
+	if searchPath != nil {
+		f.SearchPath = ParseSearchPath(*searchPath)
+		if f.SearchPath == nil {
+			f.SearchPath = []string{}
+		}
+	}
+	return f, nil
 }

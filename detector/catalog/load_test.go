@@ -31,6 +31,15 @@ CREATE MATERIALIZED VIEW reporting.logins AS SELECT * FROM public.user_logins;
 CREATE SCHEMA "Billing";
 CREATE TABLE "Billing"."Cards" (id int, "Number" text) PARTITION BY RANGE (id);
 CREATE TABLE "Billing"."Cards_1" PARTITION OF "Billing"."Cards" FOR VALUES FROM (0) TO (1000);
+CREATE TABLE public.admins (level int) INHERITS (public.users);
+CREATE FUNCTION public.get_users() RETURNS SETOF public.users LANGUAGE sql AS 'SELECT * FROM public.users';
+CREATE FUNCTION reporting.contact(uid bigint, fmt text DEFAULT 'x', OUT id bigint, OUT contact text)
+	LANGUAGE sql STABLE SECURITY DEFINER SET search_path = reporting, public
+	AS 'SELECT id, contact FROM reporting.user_contacts WHERE id = uid';
+CREATE FUNCTION public.hash_of(uid bigint) RETURNS text LANGUAGE sql
+BEGIN ATOMIC SELECT password_hash FROM public.users WHERE id = uid; END;
+CREATE FUNCTION public.tag(VARIADIC parts text[]) RETURNS text LANGUAGE plpgsql AS 'BEGIN RETURN array_to_string(parts, $$,$$); END';
+CREATE EXTENSION hstore;
 CREATE FOREIGN DATA WRAPPER pgtest_dummy;
 CREATE SERVER pgtest_nowhere FOREIGN DATA WRAPPER pgtest_dummy;
 CREATE FOREIGN TABLE public.remote_users (email text) SERVER pgtest_nowhere;
@@ -65,6 +74,7 @@ func TestLoad(t *testing.T) {
 	want := []string{
 		`"Billing"."Cards" partitioned table`,
 		`"Billing"."Cards_1" table`,
+		"public.admins table",
 		"public.orders table",
 		// pgtest installs pg_stat_statements in every database.
 		"public.pg_stat_statements view",
@@ -94,6 +104,41 @@ func TestLoad(t *testing.T) {
 	}
 	if got, want := snap.Missing(), []string{"public.accounts", "public.orders.card_number"}; !slices.Equal(got, want) {
 		t.Errorf("Missing: got %q, want %q", got, want)
+	}
+	if admins, _ := snap.Lookup("public", "admins"); admins == nil || !slices.Equal(admins.Inherits, []string{"public.users"}) {
+		t.Errorf("public.admins: got %+v, want Inherits [public.users]", admins)
+	}
+	if part, _ := snap.Lookup("Billing", "Cards_1"); part == nil || !slices.Equal(part.Inherits, []string{`"Billing"."Cards"`}) {
+		t.Errorf(`"Billing"."Cards_1": got %+v, want Inherits ["Billing"."Cards"]`, part)
+	}
+	if origin, ok := snap.SensitiveOrigin(`"Billing"."Cards_1"`, "Number"); !ok || origin != `"Billing"."Cards"` {
+		t.Errorf("SensitiveOrigin of the partition's column: got %q, %v", origin, ok)
+	}
+
+	// Extension functions (hstore's) are left out, like built-ins.
+	var sigs []string
+	for _, f := range snap.Functions() {
+		sigs = append(sigs, f.Signature())
+	}
+	if want := []string{"public.get_users()", "public.hash_of(bigint)", "public.tag(text[])", "reporting.contact(bigint, text)"}; !slices.Equal(sigs, want) {
+		t.Errorf("functions: got %q, want %q", sigs, want)
+	}
+	getUsers := snap.LookupFunctions("public", "get_users")[0]
+	if !getUsers.ReturnsSet || getUsers.Language != "sql" || getUsers.Body != "SELECT * FROM public.users" ||
+		!slices.Equal(getUsers.ResultColumns, []string{"id", "email", "username", "password_hash", "created_at"}) {
+		t.Errorf("public.get_users: got %+v", getUsers)
+	}
+	contact := snap.LookupFunctions("reporting", "contact")[0]
+	if !slices.Equal(contact.Args, []string{"uid", "fmt"}) || contact.NumDefaults != 1 || !contact.SecurityDefiner ||
+		!slices.Equal(contact.ResultColumns, []string{"id", "contact"}) || !slices.Equal(contact.SearchPath, []string{"reporting", "public"}) ||
+		contact.ReturnType != "record" {
+		t.Errorf("reporting.contact: got %+v", contact)
+	}
+	if h := snap.LookupFunctions("public", "hash_of")[0]; h.SQLBody == "" || h.ResultColumns != nil || h.ReturnType != "text" {
+		t.Errorf("public.hash_of: got %+v, want a SQL-standard body and a scalar result", h)
+	}
+	if tag := snap.LookupFunctions("public", "tag")[0]; !tag.Variadic || tag.Language != "plpgsql" {
+		t.Errorf("public.tag: got %+v", tag)
 	}
 	if !slices.Equal(snap.ViewSearchPath(), []string{"pg_catalog", "public"}) {
 		t.Errorf("ViewSearchPath: got %q, want [pg_catalog public]", snap.ViewSearchPath())
@@ -146,6 +191,11 @@ func TestLoadClassify(t *testing.T) {
 		{"SELECT * FROM reporting.logins", []string{"public.users.password_hash", "public.users.username"}, nil},
 		{"SELECT count(*) FROM public.user_logins WHERE username = $1", nil, []string{"public.users.username"}},
 		{`COPY (SELECT "Number" FROM "Billing"."Cards") TO STDOUT`, []string{`"Billing"."Cards"."Number"`}, nil},
+		{"SELECT * FROM get_users()", []string{"public.users.email", "public.users.password_hash", "public.users.username"}, nil},
+		{"SELECT contact FROM reporting.contact(1)", []string{"public.users.email"}, nil},
+		{"SELECT public.hash_of(id) FROM public.orders", []string{"public.users.password_hash"}, nil},
+		{"SELECT email FROM public.admins", []string{"public.users.email"}, nil},
+		{`SELECT * FROM "Billing"."Cards_1"`, []string{`"Billing"."Cards"."Number"`}, nil},
 		// A view over a set-returning function with a column alias list.
 		{"SELECT queryid, query FROM pg_stat_statements ORDER BY calls DESC", nil, nil},
 	}

@@ -3,15 +3,32 @@
 // only uses in predicates, ordering or grouping (references). It resolves the
 // statement against a catalog snapshot the way PostgreSQL's parse analysis
 // does — scopes, aliases, *, whole-row references, subqueries, CTEs, set
-// operations and views — on the tree of PostgreSQL's own parser (pg_query).
+// operations, views and functions — on the tree of PostgreSQL's own parser
+// (pg_query). docs/classification.md states the semantics for users.
 //
 // Decisions worth knowing when reading a Result:
 //   - A value derived from a column by any operator or function carries the
-//     column (lower(email), email = $1 in a target list, string_agg), except
-//     count(), whose argument is only referenced. EXISTS and IN/ANY/ALL
-//     subqueries are references; scalar and ARRAY subqueries pass values.
+//     column (lower(email), left(password_hash, 7), string_agg), except the
+//     value-free ones, whose arguments are only referenced: count, lengths,
+//     and everything returning a truth value — comparisons, LIKE, IN,
+//     IS [NOT] NULL, AND/OR/NOT, CASE conditions (valueFreeFunctions,
+//     isPredicate). EXISTS and IN/ANY/ALL subqueries are references; scalar
+//     and ARRAY subqueries pass values.
 //   - Views and materialized views are expanded: their columns carry the
 //     lineage of their definition, and the relations under them are listed.
+//   - Partitions and inheritance children of a configured table carry its
+//     sensitive columns, reported under the configured table's name; both
+//     relations are listed.
+//   - Calls of the catalog's functions are followed into their bodies (SQL;
+//     PL/pgSQL best effort, function.go and plpgsql.go). A body that cannot
+//     be analysed makes the result incomplete unless the function returns
+//     nothing or a boolean. Built-in and extension functions carry their
+//     arguments.
+//   - SQL in string literals of query_to_xml, table_to_xml, dblink and
+//     their kin is classified (sqltext.go); without the literal
+//     (pg_stat_statements' $n) the result is incomplete.
+//   - COPY ... TO a server file or program is its own operation
+//     (OperationCopyToFile, OperationCopyToProgram).
 //   - Writes: a value stored into a relation from another one (INSERT ...
 //     SELECT, UPDATE ... FROM, MERGE, CREATE TABLE AS, SELECT INTO, REFRESH
 //     MATERIALIZED VIEW) is a read; one moved within the same table
@@ -61,13 +78,20 @@ import (
 // and not OperationClose or OperationDeallocate, which only release, unless
 // nothing else is there.
 const (
-	OperationSelect         = "SELECT"
-	OperationSelectInto     = "SELECT INTO"
-	OperationInsert         = "INSERT"
-	OperationUpdate         = "UPDATE"
-	OperationDelete         = "DELETE"
-	OperationMerge          = "MERGE"
-	OperationCopy           = "COPY"
+	OperationSelect     = "SELECT"
+	OperationSelectInto = "SELECT INTO"
+	OperationInsert     = "INSERT"
+	OperationUpdate     = "UPDATE"
+	OperationDelete     = "DELETE"
+	OperationMerge      = "MERGE"
+	OperationCopy       = "COPY"
+	// OperationCopyToFile and OperationCopyToProgram are COPY ... TO a
+	// server-side file or program: the data leaves through the database
+	// server itself, past any client-side control, which deserves a higher
+	// severity than COPY ... TO STDOUT (OperationCopy, which also names COPY
+	// ... FROM, a write).
+	OperationCopyToFile     = "COPY TO FILE"
+	OperationCopyToProgram  = "COPY TO PROGRAM"
 	OperationCreateTableAs  = "CREATE TABLE AS"
 	OperationCreateMatView  = "CREATE MATERIALIZED VIEW"
 	OperationRefreshMatView = "REFRESH MATERIALIZED VIEW"
@@ -229,6 +253,15 @@ type analyzer struct {
 	unqualified map[string]string
 	// binding, when set, overrides how one unqualified name resolves.
 	binding *binding
+
+	// frame is the parameter namespace of the function body being
+	// analysed, nil outside function bodies.
+	frame *frame
+	// calling holds the functions being analysed, against recursion.
+	calling map[*catalog.Function]bool
+	// funcCols caches the output of functions called without sensitive
+	// arguments.
+	funcCols map[funcKey][]column
 }
 
 func newAnalyzer(cat *catalog.Snapshot, searchPath []string, role string) *analyzer {
@@ -244,6 +277,8 @@ func newAnalyzer(cat *catalog.Snapshot, searchPath []string, role string) *analy
 		expanding:  make(map[string]bool),
 
 		unqualified: make(map[string]string),
+		calling:     make(map[*catalog.Function]bool),
+		funcCols:    make(map[funcKey][]column),
 	}
 }
 

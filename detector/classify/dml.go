@@ -11,7 +11,7 @@ func (a *analyzer) insert(s *pg_query.InsertStmt, parent *scope) []column {
 		return nil
 	}
 	defer a.leaveDepth()
-	sc := &scope{parent: parent}
+	sc := &scope{parent: a.rootScope(parent)}
 	if w := s.GetWithClause(); w != nil {
 		a.with(w, sc)
 	}
@@ -80,7 +80,7 @@ func (a *analyzer) update(s *pg_query.UpdateStmt, parent *scope) []column {
 		return nil
 	}
 	defer a.leaveDepth()
-	sc := &scope{parent: parent}
+	sc := &scope{parent: a.rootScope(parent)}
 	if w := s.GetWithClause(); w != nil {
 		a.with(w, sc)
 	}
@@ -102,7 +102,7 @@ func (a *analyzer) delete(s *pg_query.DeleteStmt, parent *scope) []column {
 		return nil
 	}
 	defer a.leaveDepth()
-	sc := &scope{parent: parent}
+	sc := &scope{parent: a.rootScope(parent)}
 	if w := s.GetWithClause(); w != nil {
 		a.with(w, sc)
 	}
@@ -123,7 +123,7 @@ func (a *analyzer) merge(s *pg_query.MergeStmt, parent *scope) []column {
 		return nil
 	}
 	defer a.leaveDepth()
-	sc := &scope{parent: parent}
+	sc := &scope{parent: a.rootScope(parent)}
 	if w := s.GetWithClause(); w != nil {
 		a.with(w, sc)
 	}

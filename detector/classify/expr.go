@@ -25,7 +25,9 @@ func (a *analyzer) expr(n *pg_query.Node, sc *scope) lineage {
 	switch e := n.GetNode().(type) {
 	case *pg_query.Node_ColumnRef:
 		return a.columnRef(e.ColumnRef, sc)
-	case *pg_query.Node_AConst, *pg_query.Node_ParamRef, *pg_query.Node_SqlvalueFunction,
+	case *pg_query.Node_ParamRef:
+		return a.param(e.ParamRef.GetNumber())
+	case *pg_query.Node_AConst, *pg_query.Node_SqlvalueFunction,
 		*pg_query.Node_SetToDefault, *pg_query.Node_CurrentOfExpr, *pg_query.Node_TypeName,
 		*pg_query.Node_String_, *pg_query.Node_Integer, *pg_query.Node_Float,
 		*pg_query.Node_Boolean, *pg_query.Node_BitString, *pg_query.Node_AStar:
@@ -33,9 +35,16 @@ func (a *analyzer) expr(n *pg_query.Node, sc *scope) lineage {
 	case *pg_query.Node_TypeCast:
 		return a.expr(e.TypeCast.GetArg(), sc)
 	case *pg_query.Node_AExpr:
-		return union(a.expr(e.AExpr.GetLexpr(), sc), a.expr(e.AExpr.GetRexpr(), sc))
+		src := union(a.expr(e.AExpr.GetLexpr(), sc), a.expr(e.AExpr.GetRexpr(), sc))
+		if isPredicate(e.AExpr) {
+			a.refer(src)
+			return nil
+		}
+		return src
 	case *pg_query.Node_BoolExpr:
-		return a.exprs(e.BoolExpr.GetArgs(), sc)
+		// AND, OR and NOT return a truth value, not their operands.
+		a.refer(a.exprs(e.BoolExpr.GetArgs(), sc))
+		return nil
 	case *pg_query.Node_List:
 		return a.exprs(e.List.GetItems(), sc)
 	case *pg_query.Node_FuncCall:
@@ -46,15 +55,22 @@ func (a *analyzer) expr(n *pg_query.Node, sc *scope) lineage {
 		src := union(a.expr(e.CaseExpr.GetArg(), sc), a.exprs(e.CaseExpr.GetArgs(), sc))
 		return union(src, a.expr(e.CaseExpr.GetDefresult(), sc))
 	case *pg_query.Node_CaseWhen:
-		return union(a.expr(e.CaseWhen.GetExpr(), sc), a.expr(e.CaseWhen.GetResult(), sc))
+		// The condition chooses the result; it is not returned.
+		a.refer(a.expr(e.CaseWhen.GetExpr(), sc))
+		return a.expr(e.CaseWhen.GetResult(), sc)
 	case *pg_query.Node_CoalesceExpr:
 		return a.exprs(e.CoalesceExpr.GetArgs(), sc)
 	case *pg_query.Node_MinMaxExpr:
 		return a.exprs(e.MinMaxExpr.GetArgs(), sc)
 	case *pg_query.Node_NullTest:
-		return a.expr(e.NullTest.GetArg(), sc)
+		a.refer(a.expr(e.NullTest.GetArg(), sc))
+		return nil
 	case *pg_query.Node_BooleanTest:
-		return a.expr(e.BooleanTest.GetArg(), sc)
+		a.refer(a.expr(e.BooleanTest.GetArg(), sc))
+		return nil
+	case *pg_query.Node_JsonIsPredicate:
+		a.refer(a.expr(e.JsonIsPredicate.GetExpr(), sc))
+		return nil
 	case *pg_query.Node_RowExpr:
 		return a.exprs(e.RowExpr.GetArgs(), sc)
 	case *pg_query.Node_AArrayExpr:
@@ -210,9 +226,46 @@ func findColumnOutward(sc *scope, name string) (lineage, bool) {
 	return nil, false
 }
 
-// valueFreeAggregates return no value of their argument: count(email) tells
-// how many, not which.
-var valueFreeAggregates = map[string]bool{"count": true}
+// valueFreeFunctions are the built-in functions that return no value of their
+// arguments, only a count, a size or a truth value: count(email) tells how
+// many, not which; length(password_hash) is 60 for every bcrypt hash. Any
+// other function carries its arguments' values — left(password_hash, 7)
+// returns the bcrypt cost and the start of the salt. docs/classification.md
+// gives the reasons for each entry.
+var valueFreeFunctions = map[string]bool{
+	"count":  true,
+	"length": true, "char_length": true, "character_length": true, "octet_length": true,
+	"bit_length": true, "pg_column_size": true,
+	"num_nulls": true, "num_nonnulls": true,
+	"starts_with": true, "regexp_like": true,
+	"bool_and": true, "bool_or": true, "every": true,
+}
+
+// predicateOperators return a truth value: email = $1 in a target list
+// tells whether, not what (an oracle, which SensitiveReferenced reports).
+var predicateOperators = map[string]bool{
+	"=": true, "<>": true, "!=": true, "<": true, ">": true, "<=": true, ">=": true,
+	"~": true, "~*": true, "!~": true, "!~*": true, "~~": true, "~~*": true, "!~~": true, "!~~*": true,
+	"@@": true, "@>": true, "<@": true, "&&": true, "?": true, "?|": true, "?&": true, "^@": true,
+}
+
+// isPredicate reports whether an operator expression returns a truth value
+// rather than a value computed from its operands.
+func isPredicate(e *pg_query.A_Expr) bool {
+	switch e.GetKind() {
+	case pg_query.A_Expr_Kind_AEXPR_OP, pg_query.A_Expr_Kind_AEXPR_OP_ANY, pg_query.A_Expr_Kind_AEXPR_OP_ALL:
+		name := e.GetName()
+		return len(name) > 0 && predicateOperators[lastName(name)] &&
+			(len(name) == 1 || schemaName(name) == "pg_catalog")
+	case pg_query.A_Expr_Kind_AEXPR_DISTINCT, pg_query.A_Expr_Kind_AEXPR_NOT_DISTINCT,
+		pg_query.A_Expr_Kind_AEXPR_IN, pg_query.A_Expr_Kind_AEXPR_LIKE, pg_query.A_Expr_Kind_AEXPR_ILIKE,
+		pg_query.A_Expr_Kind_AEXPR_SIMILAR, pg_query.A_Expr_Kind_AEXPR_BETWEEN,
+		pg_query.A_Expr_Kind_AEXPR_NOT_BETWEEN, pg_query.A_Expr_Kind_AEXPR_BETWEEN_SYM,
+		pg_query.A_Expr_Kind_AEXPR_NOT_BETWEEN_SYM:
+		return true
+	}
+	return false
+}
 
 func (a *analyzer) funcCall(fc *pg_query.FuncCall, sc *scope) lineage {
 	// Aggregate ordering and filtering, and window clauses, decide which
@@ -222,12 +275,25 @@ func (a *analyzer) funcCall(fc *pg_query.FuncCall, sc *scope) lineage {
 	if w := fc.GetOver(); w != nil {
 		a.refer(a.windowDef(w, sc))
 	}
+	if cols, ok := a.call(fc, sc); ok {
+		return columnsLineage(cols)
+	}
 	args := a.exprs(fc.GetArgs(), sc)
-	if name, schema := lastName(fc.GetFuncname()), schemaName(fc.GetFuncname()); valueFreeAggregates[name] && (schema == "" || schema == "pg_catalog") {
+	if name, schema := lastName(fc.GetFuncname()), schemaName(fc.GetFuncname()); valueFreeFunctions[name] && (schema == "" || schema == "pg_catalog") {
 		a.refer(args)
 		return nil
 	}
 	return args
+}
+
+// call analyzes calls whose output is not simply their arguments' values:
+// functions that run SQL given as text (sqltext.go) and the catalog's own
+// functions (function.go). ok is false for other functions.
+func (a *analyzer) call(fc *pg_query.FuncCall, sc *scope) ([]column, bool) {
+	if cols, ok := a.sqlTextCall(fc, sc); ok {
+		return cols, true
+	}
+	return a.userCall(fc, sc)
 }
 
 func lastName(names []*pg_query.Node) string {
@@ -252,9 +318,11 @@ func (a *analyzer) subLink(sl *pg_query.SubLink, sc *scope) lineage {
 	case pg_query.SubLinkType_EXISTS_SUBLINK:
 		a.refer(sub)
 		return nil
-	case pg_query.SubLinkType_ANY_SUBLINK, pg_query.SubLinkType_ALL_SUBLINK:
+	case pg_query.SubLinkType_ANY_SUBLINK, pg_query.SubLinkType_ALL_SUBLINK, pg_query.SubLinkType_ROWCOMPARE_SUBLINK:
+		// x IN (SELECT ...) is a truth value.
 		a.refer(sub)
-		return a.expr(sl.GetTestexpr(), sc)
+		a.refer(a.expr(sl.GetTestexpr(), sc))
+		return nil
 	}
 	return union(sub, a.expr(sl.GetTestexpr(), sc))
 }

@@ -56,7 +56,7 @@ func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 	}
 	defer a.leaveDepth()
 
-	sc := &scope{parent: parent}
+	sc := &scope{parent: a.rootScope(parent)}
 	if w := s.GetWithClause(); w != nil {
 		a.with(w, sc)
 	}
@@ -251,15 +251,28 @@ func (a *analyzer) rangeFunction(f *pg_query.RangeFunction, sc *scope) *rte {
 		names []string
 		fname string
 	)
+	var (
+		known    []column
+		allKnown = true
+	)
 	for _, fn := range f.GetFunctions() {
 		items := fn.GetList().GetItems()
 		if len(items) == 0 {
 			continue
 		}
-		all = union(all, a.expr(items[0], sc))
-		if fc := items[0].GetFuncCall(); fc != nil && fname == "" {
-			fname = lastName(fc.GetFuncname())
+		if fc := items[0].GetFuncCall(); fc != nil {
+			if fname == "" {
+				fname = lastName(fc.GetFuncname())
+			}
+			if cols, ok := a.call(fc, sc); ok {
+				// ROWS FROM places each function's columns side by side.
+				known = append(known, cols...)
+				all = union(all, columnsLineage(cols))
+				continue
+			}
 		}
+		allKnown = false
+		all = union(all, a.expr(items[0], sc))
 		if len(items) > 1 {
 			for _, cd := range items[1].GetList().GetItems() {
 				names = append(names, cd.GetColumnDef().GetColname())
@@ -276,6 +289,22 @@ func (a *analyzer) rangeFunction(f *pg_query.RangeFunction, sc *scope) *rte {
 	name := alias.GetAliasname()
 	if name == "" {
 		name = fname
+	}
+	if allKnown && len(known) > 0 && !f.GetOrdinality() {
+		// Functions whose result columns are known: a catalog function
+		// returning a table's rows, dblink with a column definition list.
+		// Names come from the alias or column definition list, else from
+		// the function; positions carry the lineage.
+		cols := slices.Clone(known)
+		for i, n := range names {
+			if i < len(cols) {
+				cols[i].name = n
+			}
+		}
+		if len(cols) == 1 && len(names) == 0 {
+			cols[0].name = name
+		}
+		return &rte{name: name, cols: cols}
 	}
 	it := &rte{name: name, opaque: true, all: all}
 	for _, n := range names {
@@ -427,8 +456,11 @@ func (a *analyzer) relationColumns(rel *catalog.Relation) []column {
 	cols := make([]column, len(rel.Columns))
 	for i, c := range rel.Columns {
 		cols[i].name = c
-		if a.cat.IsSensitive(q, c) {
-			cols[i].src = lineage{{rel: q, col: c}: {}}
+		if origin, ok := a.cat.SensitiveOrigin(q, c); ok {
+			// A partition or inheritance child carries its configured
+			// ancestor's column, reported under the ancestor's name.
+			cols[i].src = lineage{{rel: origin, col: c}: {}}
+			a.relations[origin] = true
 		}
 	}
 	if rel.Kind.HasDefinition() {
@@ -456,10 +488,10 @@ func (a *analyzer) expandView(rel *catalog.Relation, cols []column) []column {
 	}
 
 	a.expanding[q] = true
-	savedPath, savedRole := a.searchPath, a.role
-	a.searchPath, a.role = a.cat.ViewSearchPath(), ""
+	savedPath, savedRole, savedFrame := a.searchPath, a.role, a.frame
+	a.searchPath, a.role, a.frame = a.cat.ViewSearchPath(), "", nil
 	defs := a.selectStmt(tree.GetStmts()[0].GetStmt().GetSelectStmt(), nil)
-	a.searchPath, a.role = savedPath, savedRole
+	a.searchPath, a.role, a.frame = savedPath, savedRole, savedFrame
 	delete(a.expanding, q)
 
 	out := slices.Clone(cols)

@@ -58,7 +58,13 @@ func (a *analyzer) statementOp(n *pg_query.Node) string {
 		return OperationMerge
 	case *pg_query.Node_CopyStmt:
 		a.copyStmt(s.CopyStmt)
-		return OperationCopy
+		switch c := s.CopyStmt; {
+		case c.GetIsFrom() || c.GetFilename() == "":
+			return OperationCopy
+		case c.GetIsProgram():
+			return OperationCopyToProgram
+		}
+		return OperationCopyToFile
 	case *pg_query.Node_CreateTableAsStmt:
 		ctas := s.CreateTableAsStmt
 		cols := a.query(ctas.GetQuery(), nil)

@@ -1,0 +1,71 @@
+-- The schema the classification corpus (corpus.yaml) runs against, loaded
+-- into a throwaway PostgreSQL by TestCorpus. Sensitive (corpus_test.go):
+-- public.users (email, username, password_hash), auth.accounts (login, pw).
+CREATE EXTENSION hstore;
+CREATE EXTENSION dblink;
+
+CREATE TABLE public.users (
+	id bigint PRIMARY KEY,
+	email text,
+	username text,
+	password_hash text,
+	email_verified boolean,
+	password_updated_at timestamptz,
+	created_at timestamptz
+);
+-- An inheritance child: its rows are users' rows too.
+CREATE TABLE public.admins (level int) INHERITS (public.users);
+CREATE TABLE public.orders (id bigint, user_id bigint, total numeric, note text);
+-- A column named email in a table nobody configured as sensitive.
+CREATE TABLE public.newsletter (id int, email text);
+CREATE TABLE public.audit_log (id int, sql_text text);
+CREATE TABLE public.backup (email text, note text);
+
+CREATE SCHEMA auth;
+CREATE TABLE auth.accounts (id bigint, login text, pw text, region text) PARTITION BY LIST (region);
+CREATE TABLE auth.accounts_eu PARTITION OF auth.accounts FOR VALUES IN ('eu');
+CREATE TABLE auth.accounts_us PARTITION OF auth.accounts FOR VALUES IN ('us');
+
+CREATE VIEW public.user_emails AS SELECT id, email FROM users WHERE created_at > '2020-01-01';
+CREATE VIEW public.verified_users AS SELECT id, email_verified, password_updated_at FROM users;
+CREATE MATERIALIZED VIEW public.login_cache AS SELECT id, username, password_hash AS hash FROM users;
+
+-- SQL functions.
+CREATE FUNCTION public.get_users() RETURNS SETOF users LANGUAGE sql STABLE AS 'SELECT * FROM users';
+CREATE FUNCTION public.user_email(uid bigint) RETURNS text LANGUAGE sql
+	AS $$SELECT email FROM users WHERE id = uid$$;
+CREATE FUNCTION public.user_exists(p_email text) RETURNS boolean LANGUAGE sql
+	AS $$SELECT exists(SELECT 1 FROM users WHERE email = p_email)$$;
+CREATE FUNCTION public.count_users() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM users';
+CREATE FUNCTION public.logins(min_id bigint) RETURNS TABLE (uid bigint, login text) LANGUAGE sql
+	AS $$SELECT id, username FROM users WHERE id >= $1$$;
+CREATE FUNCTION public.shout(t text) RETURNS text LANGUAGE sql IMMUTABLE RETURN upper(t);
+CREATE FUNCTION public.hash_of(uid bigint) RETURNS text LANGUAGE sql
+BEGIN ATOMIC
+	SELECT password_hash FROM users WHERE id = uid;
+END;
+CREATE FUNCTION public.fact(n int) RETURNS int LANGUAGE sql
+	AS 'SELECT CASE WHEN n <= 1 THEN 1 ELSE n * fact(n - 1) END';
+CREATE FUNCTION public.archive_emails() RETURNS void LANGUAGE sql
+	AS 'INSERT INTO backup (email) SELECT email FROM users';
+
+-- PL/pgSQL functions.
+CREATE FUNCTION public.find_users(p_name text) RETURNS SETOF users LANGUAGE plpgsql
+	AS $$BEGIN RETURN QUERY SELECT * FROM users WHERE username = p_name; END$$;
+CREATE FUNCTION public.dyn_users(col text) RETURNS SETOF text LANGUAGE plpgsql
+	AS $$BEGIN RETURN QUERY EXECUTE format('SELECT %I FROM users', col); END$$;
+CREATE FUNCTION public.touch_login(uid bigint) RETURNS void LANGUAGE plpgsql
+	AS $$BEGIN UPDATE users SET created_at = now() WHERE id = uid; END$$;
+CREATE FUNCTION public.secret_lookup(uid bigint) RETURNS text LANGUAGE plpgsql SECURITY DEFINER
+	AS $$DECLARE h text; BEGIN SELECT password_hash INTO h FROM users WHERE id = uid; RETURN h; END$$;
+CREATE FUNCTION public.order_total(oid bigint) RETURNS numeric LANGUAGE plpgsql
+	AS $$DECLARE t numeric; BEGIN SELECT total INTO t FROM orders WHERE id = oid; RETURN t; END$$;
+CREATE FUNCTION public.is_admin(uid bigint) RETURNS boolean LANGUAGE plpgsql
+	AS $$BEGIN RETURN EXISTS (SELECT 1 FROM admins WHERE id = uid); END$$;
+CREATE FUNCTION public.user_by_login(p_login text) RETURNS SETOF auth.accounts LANGUAGE plpgsql
+	AS $$BEGIN
+		IF p_login IS NULL THEN
+			RAISE EXCEPTION 'login required';
+		END IF;
+		RETURN QUERY SELECT * FROM auth.accounts WHERE login = p_login;
+	END$$;
