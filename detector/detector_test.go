@@ -125,25 +125,17 @@ func (r *running) waitFiring(t *testing.T, timeout time.Duration) alert.Alert {
 // counter returns the value of a counter series, 0 when it does not exist.
 func (r *running) counter(t *testing.T, name string, labels map[string]string) float64 {
 	t.Helper()
-	families, err := r.registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if hasLabels(m, labels) {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return r.series(t, name, labels).GetCounter().GetValue()
 }
 
 // gauge returns the value of a gauge series, 0 when it does not exist.
 func (r *running) gauge(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	return r.series(t, name, labels).GetGauge().GetValue()
+}
+
+// series finds the first series of name whose labels include labels; nil if none.
+func (r *running) series(t *testing.T, name string, labels map[string]string) *dto.Metric {
 	t.Helper()
 	families, err := r.registry.Gather()
 	if err != nil {
@@ -155,11 +147,11 @@ func (r *running) gauge(t *testing.T, name string, labels map[string]string) flo
 		}
 		for _, m := range f.GetMetric() {
 			if hasLabels(m, labels) {
-				return m.GetGauge().GetValue()
+				return m
 			}
 		}
 	}
-	return 0
+	return nil
 }
 
 func hasLabels(m *dto.Metric, want map[string]string) bool {
