@@ -102,6 +102,7 @@ type Snapshot struct {
 	sensitive      map[string]map[string]bool // qualified name -> column set
 	sensitiveList  map[string][]string        // qualified name -> sorted columns
 	sensitiveNamed map[string][]*Relation     // unqualified name -> sensitive relations
+	named          map[string][]*Relation     // unqualified name -> relations, any schema
 	missing        []string
 	viewSearchPath []string
 	version        string
@@ -156,6 +157,7 @@ func New(relations []Relation, sensitive map[string][]string, opts ...Option) (*
 		sensitive:      make(map[string]map[string]bool, len(sensitive)),
 		sensitiveList:  make(map[string][]string, len(sensitive)),
 		sensitiveNamed: make(map[string][]*Relation),
+		named:          make(map[string][]*Relation),
 		viewSearchPath: []string{"pg_catalog", "public"},
 	}
 	for _, opt := range opts {
@@ -184,6 +186,10 @@ func New(relations []Relation, sensitive map[string][]string, opts ...Option) (*
 		}
 		s.relations[k] = &r
 		s.byQualified[r.QualifiedName()] = &r
+		s.named[r.Name] = append(s.named[r.Name], &r)
+	}
+	for _, rels := range s.named {
+		sort.Slice(rels, func(i, j int) bool { return rels[i].QualifiedName() < rels[j].QualifiedName() })
 	}
 	for table, columns := range sensitive {
 		schema, name, err := ParseQualifiedName(table)
@@ -368,6 +374,21 @@ func (s *Snapshot) HasSensitive(qualified string) bool {
 // and must not be modified.
 func (s *Snapshot) SensitiveRelationsNamed(name string) []*Relation {
 	return s.sensitiveNamed[name]
+}
+
+// RelationsNamed returns the relations of the snapshot called exactly name, in
+// any schema, sorted by qualified name; nil if there are none. The slice is
+// shared and must not be modified.
+func (s *Snapshot) RelationsNamed(name string) []*Relation {
+	return s.named[name]
+}
+
+// HasSensitiveColumns reports whether any column of the relation named by
+// qualified is sensitive, configured on it or inherited from a configured
+// ancestor (see SensitiveOrigin): reading the relation can read sensitive
+// values.
+func (s *Snapshot) HasSensitiveColumns(qualified string) bool {
+	return len(s.sensitive[qualified]) > 0 || len(s.origins[qualified]) > 0
 }
 
 // Sensitive returns a copy of the sensitive-column configuration, keyed by

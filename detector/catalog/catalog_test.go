@@ -249,6 +249,47 @@ func TestSensitiveRelationsNamed(t *testing.T) {
 	}
 }
 
+func TestRelationsNamed(t *testing.T) {
+	snap, err := New([]Relation{
+		{Schema: "public", Name: "users", Kind: Table, Columns: []string{"id", "email"}},
+		{Schema: "archive", Name: "users", Kind: Table, Columns: []string{"id", "email"}},
+		{Schema: "public", Name: "users_2024", Kind: Table, Columns: []string{"id", "email"}, Inherits: []string{"public.users"}},
+		{Schema: "public", Name: "orders", Kind: Table, Columns: []string{"id"}},
+		{Schema: "public", Name: "user_ids", Kind: View, Columns: []string{"id"}, ViewDef: "SELECT id FROM users"},
+	}, map[string][]string{"public.users": {"email"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name          string
+		want          []string
+		wantSensitive []bool
+	}{
+		{"users", []string{"archive.users", "public.users"}, []bool{false, true}},
+		{"users_2024", []string{"public.users_2024"}, []bool{true}}, // inherits email
+		{"orders", []string{"public.orders"}, []bool{false}},
+		// A view's sensitivity depends on its definition, which the
+		// snapshot does not parse.
+		{"user_ids", []string{"public.user_ids"}, []bool{false}},
+		{"nothing", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var (
+				got          []string
+				gotSensitive []bool
+			)
+			for _, r := range snap.RelationsNamed(tt.name) {
+				got = append(got, r.QualifiedName())
+				gotSensitive = append(gotSensitive, snap.HasSensitiveColumns(r.QualifiedName()))
+			}
+			if !slices.Equal(got, tt.want) || !slices.Equal(gotSensitive, tt.wantSensitive) {
+				t.Errorf("got %q with sensitive columns %v, want %q and %v", got, gotSensitive, tt.want, tt.wantSensitive)
+			}
+		})
+	}
+}
+
 func TestVersion(t *testing.T) {
 	sensitive := map[string][]string{"public.users": {"email"}}
 	base, err := New(testRelations(), sensitive)

@@ -20,10 +20,21 @@
 //     sensitive columns, reported under the configured table's name; both
 //     relations are listed.
 //   - Calls of the catalog's functions are followed into their bodies (SQL;
-//     PL/pgSQL best effort, function.go and plpgsql.go). A body that cannot
-//     be analysed makes the result incomplete unless the function returns
-//     nothing or a boolean. Built-in and extension functions carry their
-//     arguments.
+//     PL/pgSQL best effort, function.go and plpgsql.go). A PL/pgSQL body that
+//     cannot be analysed makes the result incomplete only when it could reach
+//     sensitive data (reach.go): when an identifier of its text, as
+//     pg_query's lexer splits it, names in any schema a sensitive relation, a
+//     partition or child of one, a view over one or a function that could
+//     reach one (transitively), or when it runs dynamic SQL (EXECUTE, dblink,
+//     query_to_xml and kin), calls a function in another language, or cannot
+//     be scanned; the sensitive relations it reaches are listed. Otherwise
+//     the call carries its arguments only, whatever SECURITY DEFINER says. A
+//     table named in a string literal needs EXECUTE or one of those functions
+//     to be read, so literals are not scanned; triggers, rules, operators and
+//     casts the body sets off without naming them are not followed. A body in
+//     another language makes the result incomplete unless the function
+//     returns nothing or a boolean. Built-in and extension functions carry
+//     their arguments.
 //   - SQL in string literals of query_to_xml, table_to_xml, dblink and
 //     their kin is classified (sqltext.go); without the literal
 //     (pg_stat_statements' $n) the result is incomplete.
@@ -262,6 +273,10 @@ type analyzer struct {
 	// funcCols caches the output of functions called without sensitive
 	// arguments.
 	funcCols map[funcKey][]column
+	// reaches caches what unanalysable function bodies could read, and scans
+	// the texts scanned to decide it (reach.go).
+	reaches map[*catalog.Function]reach
+	scans   map[scanKey]textFacts
 }
 
 func newAnalyzer(cat *catalog.Snapshot, searchPath []string, role string) *analyzer {
@@ -279,6 +294,8 @@ func newAnalyzer(cat *catalog.Snapshot, searchPath []string, role string) *analy
 		unqualified: make(map[string]string),
 		calling:     make(map[*catalog.Function]bool),
 		funcCols:    make(map[funcKey][]column),
+		reaches:     make(map[*catalog.Function]reach),
+		scans:       make(map[scanKey]textFacts),
 	}
 }
 

@@ -13,9 +13,11 @@ import (
 // their body is made of statements whose data flow is static (see
 // plpgsql.go). A function's output columns carry the lineage of what its body
 // returns; its arguments flow in through $n and named parameters. A function
-// whose body cannot be analysed (other languages, dynamic SQL, variables
-// assigned from queries) makes the result incomplete, unless its result type
-// cannot carry a credential value (valueFreeReturnTypes).
+// whose body cannot be analysed makes the result incomplete when it could read
+// sensitive data: a PL/pgSQL body when its identifiers reach a sensitive
+// relation or it runs dynamic SQL (reach.go); a body in another language
+// unless its result type cannot carry a credential value
+// (valueFreeReturnTypes).
 
 // valueFreeReturnTypes are result types that cannot carry a sensitive value:
 // nothing (void, triggers) or one bit (boolean). Any other type — numbers
@@ -110,12 +112,16 @@ func (a *analyzer) analyzeFunction(f *catalog.Function, args []lineage) []column
 	var (
 		body []column
 		ok   bool
+		// unfollowed names the PL/pgSQL construct that made the body
+		// unanalysable.
+		unfollowed string
 	)
 	switch f.Language {
 	case "sql":
 		body, ok = a.sqlFunctionBody(f)
 	case "plpgsql":
-		body, ok = a.plpgsqlFunctionBody(f)
+		body, unfollowed = a.plpgsqlFunctionBody(f)
+		ok = unfollowed == ""
 	}
 	a.searchPath, a.role = savedPath, savedRole
 	a.frame = saved
@@ -125,7 +131,7 @@ func (a *analyzer) analyzeFunction(f *catalog.Function, args []lineage) []column
 	if ok {
 		cols = shapeResult(f, body)
 	} else {
-		cols = a.unanalysable(f, args)
+		cols = a.unanalysable(f, unfollowed, args)
 	}
 	if argsFree {
 		a.funcCols[f] = cols
@@ -134,15 +140,35 @@ func (a *analyzer) analyzeFunction(f *catalog.Function, args []lineage) []column
 }
 
 // unanalysable returns the output of a function whose body is not analysed:
-// its arguments may flow anywhere into it, and what it reads is unknown
-// unless its result type cannot carry a value.
-func (a *analyzer) unanalysable(f *catalog.Function, args []lineage) []column {
-	if !valueFreeReturnTypes[f.ReturnType] {
-		definer := ""
-		if f.SecurityDefiner {
-			definer = "SECURITY DEFINER "
+// its arguments may flow anywhere into its result. Whether the result is
+// incomplete depends on what the body could read (bodyReach) and, for
+// languages other than PL/pgSQL, on the result type:
+//   - PL/pgSQL (unfollowed names the construct not followed): incomplete
+//     exactly when the body could reach sensitive data, whatever the result
+//     type, as its notices and copies are reads too; the sensitive tables it
+//     names are listed. A body that reaches none carries only its arguments,
+//     like a built-in function. SECURITY DEFINER changes nothing: the body
+//     decides.
+//   - Other languages, SECURITY DEFINER or not: we cannot see into them, so
+//     incomplete unless the result type cannot carry a value.
+func (a *analyzer) unanalysable(f *catalog.Function, unfollowed string, args []lineage) []column {
+	definer := ""
+	if f.SecurityDefiner {
+		definer = "SECURITY DEFINER "
+	}
+	switch f.Language {
+	case "plpgsql":
+		r := a.bodyReach(f)
+		if r.cause != "" {
+			for rel := range r.sensitive {
+				a.relations[rel] = true
+			}
+			a.problem("%sfunction %s: PL/pgSQL %s is not analysed and could read sensitive data: %s", definer, f.Signature(), unfollowed, r.cause)
 		}
-		a.problem("%sfunction %s (language %s) is not analysed: what it returns is unknown", definer, f.Signature(), f.Language)
+	default:
+		if !valueFreeReturnTypes[f.ReturnType] {
+			a.problem("%sfunction %s (language %s) is not analysed: what it returns is unknown", definer, f.Signature(), f.Language)
+		}
 	}
 	return a.opaqueResult(f, args)
 }

@@ -52,6 +52,7 @@ var fuzzSeeds = []string{
 	"SELECT * FROM dblink('SELECT email FROM users', false) AS t(e text), dblink_exec('INSERT INTO orders SELECT 1')",
 	"SELECT query_to_xml('SELECT email FROM', true, false, ''), cursor_to_xml('c', 1, true, false, ''), dblink($1, $2)",
 	"SELECT email = $1, username IN ($2), length(password_hash), CASE WHEN email LIKE $3 THEN 1 END FROM users",
+	"SELECT order_sum(id), email_twice(id), dyn_count($1), ping(1), pong(2), mailing(), order_ids(), has_token(user_id), via_c($2) FROM orders",
 }
 
 // namedOperations are the operations that report a Name.

@@ -16,7 +16,8 @@ import (
 // (static), PERFORM, SQL statements without INTO, and RAISE (whose
 // parameters reach the client as notices). Anything else — assignments and
 // SELECT INTO (values flow through variables), loops over queries, EXECUTE
-// and RETURN QUERY EXECUTE (dynamic SQL) — makes the body unanalysable.
+// and RETURN QUERY EXECUTE (dynamic SQL) — makes the body unanalysable, and
+// the call incomplete when the body could read sensitive data (reach.go).
 
 // plpgsqlStatement is one statement node of pg_query's PL/pgSQL JSON: an
 // object with a single key naming the statement type.
@@ -37,22 +38,25 @@ type plpgsqlBody struct {
 	Action plpgsqlStatement `json:"action"`
 }
 
-// plpgsqlFunctionBody returns the columns a PL/pgSQL function returns, and
-// false when its body cannot be analysed.
-func (a *analyzer) plpgsqlFunctionBody(f *catalog.Function) ([]column, bool) {
+// plpgsqlFunctionBody returns the columns a PL/pgSQL function returns, or
+// names the construct that keeps its body from being analysed ("" when it
+// was). Whether that makes the call incomplete is the caller's decision
+// (unanalysable).
+func (a *analyzer) plpgsqlFunctionBody(f *catalog.Function) (cols []column, unfollowed string) {
+	const unparsable = "body (it cannot be parsed)"
 	src, ok := plpgsqlWrapper(f)
 	if !ok {
-		return nil, false
+		return nil, unparsable
 	}
 	js, err := pg_query.ParsePlPgSqlToJSON(src)
 	if err != nil {
-		return nil, false
+		return nil, unparsable
 	}
 	var fns []struct {
 		Function plpgsqlBody `json:"PLpgSQL_function"`
 	}
 	if err := json.Unmarshal([]byte(js), &fns); err != nil || len(fns) != 1 {
-		return nil, false
+		return nil, unparsable
 	}
 	body := fns[0].Function
 	w := &plpgsqlWalker{a: a, f: f}
@@ -76,10 +80,9 @@ func (a *analyzer) plpgsqlFunctionBody(f *catalog.Function) ([]column, bool) {
 	}
 	w.statement(body.Action)
 	if w.unanalysable != "" {
-		a.problem("function %s: PL/pgSQL %s is not analysed", f.Signature(), w.unanalysable)
-		return nil, false
+		return nil, w.unanalysable
 	}
-	return w.out, true
+	return w.out, ""
 }
 
 // plpgsqlWrapper builds a CREATE FUNCTION statement around f's body for the

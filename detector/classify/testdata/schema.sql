@@ -16,6 +16,7 @@ CREATE TABLE public.users (
 -- An inheritance child: its rows are users' rows too.
 CREATE TABLE public.admins (level int) INHERITS (public.users);
 CREATE TABLE public.orders (id bigint, user_id bigint, total numeric, note text);
+CREATE TABLE public.order_lines (order_id bigint, quantity int, unit_price numeric);
 -- A column named email in a table nobody configured as sensitive.
 CREATE TABLE public.newsletter (id int, email text);
 CREATE TABLE public.audit_log (id int, sql_text text);
@@ -69,3 +70,21 @@ CREATE FUNCTION public.user_by_login(p_login text) RETURNS SETOF auth.accounts L
 		END IF;
 		RETURN QUERY SELECT * FROM auth.accounts WHERE login = p_login;
 	END$$;
+-- Unanalysable PL/pgSQL (loops, assignments, SELECT INTO, EXECUTE): the call
+-- is incomplete only when the body could read sensitive data.
+CREATE FUNCTION public.order_lines_total(p_order bigint) RETURNS numeric LANGUAGE plpgsql STABLE
+	AS $$DECLARE
+		s numeric := 0;
+		l record;
+	BEGIN
+		FOR l IN SELECT quantity, unit_price FROM order_lines WHERE order_id = p_order LOOP
+			s := s + l.quantity * l.unit_price;
+		END LOOP;
+		RETURN s;
+	END$$;
+CREATE FUNCTION public.email_for(uid bigint) RETURNS text LANGUAGE plpgsql
+	AS $$DECLARE e text; BEGIN SELECT email INTO e FROM users WHERE id = uid; RETURN e; END$$;
+CREATE FUNCTION public.greeting(uid bigint) RETURNS text LANGUAGE plpgsql
+	AS $$DECLARE e text; BEGIN e := email_for(uid); RETURN 'Hello ' || e; END$$;
+CREATE FUNCTION public.row_count(tbl text) RETURNS bigint LANGUAGE plpgsql
+	AS $$DECLARE n bigint; BEGIN EXECUTE format('SELECT count(*) FROM %I', tbl) INTO n; RETURN n; END$$;
