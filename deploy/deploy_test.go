@@ -19,6 +19,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/pgtripwire/pgtripwire/detector"
 	"github.com/pgtripwire/pgtripwire/detector/alert"
@@ -50,6 +51,14 @@ func TestComposeFileIsValid(t *testing.T) {
 			t.Errorf("service %s: %v", name, err)
 		}
 	}
+	for _, name := range []string{"grafana"} {
+		if _, err := project.GetService(name); err != nil {
+			t.Errorf("service %s: %v", name, err)
+		}
+	}
+	if _, err := project.WithProfiles([]string{"attack"}); err != nil {
+		t.Errorf("profile attack: %v", err)
+	}
 	pg, _ := project.GetService("postgres")
 	for _, setting := range []string{"wal_level=logical", "shared_preload_libraries=pg_stat_statements", "compute_query_id=on"} {
 		if !slices.Contains(pg.Command, setting) {
@@ -77,6 +86,14 @@ func TestComposeFileIsValid(t *testing.T) {
 			if _, err := os.Stat(v.Source); err != nil {
 				t.Errorf("service %s mounts %s: %v", svc.Name, v.Source, err)
 			}
+		}
+	}
+	// Every service has a healthcheck, or says in a comment why it has none, so that
+	// depends_on conditions make `docker compose up` settle in order.
+	reasons := serviceComments(t)
+	for _, svc := range project.AllServices() {
+		if svc.HealthCheck == nil && !strings.Contains(reasons[svc.Name], "No healthcheck:") {
+			t.Errorf("service %s has no healthcheck and no comment saying why (\"No healthcheck: …\")", svc.Name)
 		}
 	}
 	if _, err := config.Load("pgtripwire/pgtripwire.yaml", func(string) string { return "" }); err != nil {
@@ -182,4 +199,40 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// serviceComments returns, per service of docker-compose.yml, the comments written on
+// or inside its entry; the compose loader drops comments, so this reads the YAML itself.
+func serviceComments(t *testing.T) map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	comments := map[string]string{}
+	var collect func(n *yaml.Node, b *strings.Builder)
+	collect = func(n *yaml.Node, b *strings.Builder) {
+		b.WriteString(n.HeadComment + n.LineComment + n.FootComment)
+		for _, c := range n.Content {
+			collect(c, b)
+		}
+	}
+	root := doc.Content[0]
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value != "services" {
+			continue
+		}
+		services := root.Content[i+1]
+		for j := 0; j+1 < len(services.Content); j += 2 {
+			var b strings.Builder
+			collect(services.Content[j], &b)
+			collect(services.Content[j+1], &b)
+			comments[services.Content[j].Value] = b.String()
+		}
+	}
+	return comments
 }
