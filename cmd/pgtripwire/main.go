@@ -100,6 +100,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newDemoCommand(flags, stdout, stderr),
 		newClassifyCommand(stdout, stderr),
 		newDiscoverCommand(stdout),
+		newRulesCommand(stdout, stderr),
 	)
 	return root
 }

@@ -1,0 +1,347 @@
+package rulefmt
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/pgtripwire/pgtripwire/detector/event"
+)
+
+// eventTypeName is the CEL type of the event variable.
+const eventTypeName = "pgtripwire.Event"
+
+// costLimit bounds the work of one evaluation of a match expression. A
+// typical rule costs under 20; comprehensions over the (short) column lists
+// stay well under the limit, a runaway expression fails instead of stalling
+// the pipeline.
+const costLimit = 10_000
+
+// fieldRole says where an event field may be used besides match.
+type fieldRole int
+
+const (
+	roleLabel   fieldRole = iota // by, first_seen key, count_distinct
+	roleNumeric                  // sum, max, threshold field
+	roleTime                     // match only
+)
+
+// eventField is one field of the event as rules see it.
+type eventField struct {
+	name string
+	typ  *types.Type
+	role fieldRole
+	get  func(*event.Event) ref.Val
+	// set reports presence for has(event.x): a string is present when not
+	// empty, every other field always is.
+	set func(*event.Event) bool
+}
+
+func always(*event.Event) bool { return true }
+
+// eventFields lists the fields of the event in the order of the docs.
+var eventFields = []eventField{
+	{"time", types.TimestampType, roleTime, func(e *event.Event) ref.Val { return types.Timestamp{Time: e.Time} }, func(e *event.Event) bool { return !e.Time.IsZero() }},
+	{"source", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Source) }, func(e *event.Event) bool { return e.Source != "" }},
+	{"database", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Database) }, func(e *event.Event) bool { return e.Database != "" }},
+	{"role", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Role) }, func(e *event.Event) bool { return e.Role != "" }},
+	{"client_addr", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.ClientAddr) }, func(e *event.Event) bool { return e.ClientAddr != "" }},
+	{"application", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Application) }, func(e *event.Event) bool { return e.Application != "" }},
+	{"operation", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Operation) }, func(e *event.Event) bool { return e.Operation != "" }},
+	{"relation", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Relation) }, func(e *event.Event) bool { return e.Relation != "" }},
+	{"sensitive_read", types.NewListType(types.StringType), roleLabel, func(e *event.Event) ref.Val { return types.NewStringList(types.DefaultTypeAdapter, e.SensitiveRead) }, always},
+	{"sensitive_referenced", types.NewListType(types.StringType), roleLabel, func(e *event.Event) ref.Val {
+		return types.NewStringList(types.DefaultTypeAdapter, e.SensitiveReferenced)
+	}, always},
+	{"complete", types.BoolType, roleLabel, func(e *event.Event) ref.Val { return types.Bool(e.Complete) }, always},
+	{"rows", types.IntType, roleNumeric, func(e *event.Event) ref.Val { return types.Int(e.Rows) }, always},
+	{"calls", types.IntType, roleNumeric, func(e *event.Event) ref.Val { return types.Int(e.Calls) }, always},
+	{"rows_per_call", types.IntType, roleNumeric, func(e *event.Event) ref.Val { return types.Int(e.RowsPerCall()) }, always},
+	{"query_id", types.IntType, roleLabel, func(e *event.Event) ref.Val { return types.Int(e.QueryID) }, func(e *event.Event) bool { return e.QueryID != 0 }},
+	// lsn is declared now so that rules written today keep compiling when WAL
+	// events carry their commit LSN; until then it is 0 and has() is false.
+	{"lsn", types.IntType, roleLabel, func(*event.Event) ref.Val { return types.Int(0) }, func(*event.Event) bool { return false }},
+}
+
+var fieldByName = func() map[string]*eventField {
+	m := make(map[string]*eventField, len(eventFields))
+	for i := range eventFields {
+		m[eventFields[i].name] = &eventFields[i]
+	}
+	return m
+}()
+
+// EventFields lists the names of the event's fields as rules see them.
+func EventFields() []string {
+	names := make([]string, len(eventFields))
+	for i, f := range eventFields {
+		names[i] = f.name
+	}
+	return names
+}
+
+func fieldsWithRole(r fieldRole) []string {
+	var names []string
+	for _, f := range eventFields {
+		if f.role == r {
+			names = append(names, f.name)
+		}
+	}
+	return names
+}
+
+func labelFields() []string   { return fieldsWithRole(roleLabel) }
+func numericFields() []string { return fieldsWithRole(roleNumeric) }
+
+// eventProvider adds the event type to CEL's registry, reading fields
+// straight from *event.Event: no conversion of the event to a map or a
+// protobuf message per evaluation.
+type eventProvider struct {
+	*types.Registry
+	fieldTypes map[string]*types.FieldType
+}
+
+func newEventProvider() (*eventProvider, error) {
+	reg, err := types.NewRegistry()
+	if err != nil {
+		return nil, err
+	}
+	p := &eventProvider{Registry: reg, fieldTypes: make(map[string]*types.FieldType, len(eventFields))}
+	for i := range eventFields {
+		f := &eventFields[i]
+		p.fieldTypes[f.name] = &types.FieldType{
+			Type:    f.typ,
+			IsSet:   func(obj any) bool { ev, ok := obj.(*event.Event); return ok && f.set(ev) },
+			GetFrom: func(obj any) (any, error) { return getField(f, obj) },
+		}
+	}
+	return p, nil
+}
+
+func getField(f *eventField, obj any) (any, error) {
+	ev, ok := obj.(*event.Event)
+	if !ok {
+		return nil, fmt.Errorf("event.%s: got %T, want *event.Event", f.name, obj)
+	}
+	return f.get(ev), nil
+}
+
+func (p *eventProvider) FindStructType(name string) (*types.Type, bool) {
+	if name == eventTypeName {
+		return types.NewTypeTypeWithParam(types.NewObjectType(eventTypeName)), true
+	}
+	return p.Registry.FindStructType(name)
+}
+
+func (p *eventProvider) FindStructFieldNames(name string) ([]string, bool) {
+	if name == eventTypeName {
+		return EventFields(), true
+	}
+	return p.Registry.FindStructFieldNames(name)
+}
+
+func (p *eventProvider) FindStructFieldType(name, field string) (*types.FieldType, bool) {
+	if name == eventTypeName {
+		ft, ok := p.fieldTypes[field]
+		return ft, ok
+	}
+	return p.Registry.FindStructFieldType(name, field)
+}
+
+// env is the CEL environment of match expressions, built once: cel.Env is
+// safe for concurrent use.
+var env = sync.OnceValues(func() (*cel.Env, error) {
+	p, err := newEventProvider()
+	if err != nil {
+		return nil, err
+	}
+	return cel.NewEnv(
+		cel.CustomTypeProvider(p),
+		cel.Variable("event", cel.ObjectType(eventTypeName)),
+	)
+})
+
+// compileMatch type-checks and plans a match expression, reporting its
+// problems at their place in the file.
+func (d *decoder) compileMatch(where string, n *yaml.Node, src string) (cel.Program, bool) {
+	e, err := env()
+	if err != nil {
+		d.errorNode(n, "%s.match: build CEL environment: %v", where, err)
+		return nil, false
+	}
+	ast, iss := e.Compile(src)
+	if iss.Err() != nil {
+		for _, ce := range iss.Errors() {
+			line, col := d.exprPos(n, src, ce.Location.Line(), ce.Location.Column())
+			d.errorAt(line, col, "%s.match: %s", where, ce.Message)
+		}
+		return nil, false
+	}
+	if !ast.OutputType().IsExactType(types.BoolType) {
+		d.errorNode(n, "%s.match: the expression is of type %s; it must be a bool (true when the event matches)", where, ast.OutputType())
+		return nil, false
+	}
+	prg, err := e.Program(ast, cel.CostLimit(costLimit), cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		d.errorNode(n, "%s.match: %v", where, err)
+		return nil, false
+	}
+	return prg, true
+}
+
+// exprPos maps a position inside a CEL expression (1-based line, 0-based
+// column in characters, as CEL reports it) to a position in the file.
+//
+//   - A single-line plain or quoted scalar: the scalar's column plus the
+//     offset (plus the opening quote, plus one for each ” or \ escape
+//     before it in the source). Exact.
+//   - A literal block scalar (|): the expression's line n is the n-th line
+//     after the indicator, its columns shifted by the block's indentation.
+//     Exact.
+//   - A folded block scalar (>) or a multi-line flow scalar: the text is
+//     located by walking the source lines; folding turns line breaks into
+//     spaces (same length), but an empty line or a more-indented one changes
+//     the count, so the position may be a line off after one. The error
+//     still names the right scalar.
+func (d *decoder) exprPos(n *yaml.Node, src string, line, col int) (int, int) {
+	if line < 1 {
+		return n.Line, n.Column
+	}
+	// offset of the error in the decoded expression, in runes
+	srcLines := strings.Split(src, "\n")
+	off := 0
+	for i := 0; i < line-1 && i < len(srcLines); i++ {
+		off += utf8.RuneCountInString(srcLines[i]) + 1
+	}
+	off += col
+	if d.lines == nil {
+		d.lines = sourceLines(d.data)
+	}
+	lineText := func(l int) []rune {
+		if l-1 < len(d.lines) && l >= 1 {
+			return []rune(d.lines[l-1])
+		}
+		return nil
+	}
+	switch n.Style {
+	case yaml.LiteralStyle, yaml.FoldedStyle:
+		// Content starts on the line after the indicator; the block's
+		// indentation is that of its first non-empty line.
+		indent := -1
+		for l := n.Line + 1; l <= len(d.lines); l++ {
+			t := lineText(l)
+			if strings.TrimSpace(string(t)) == "" {
+				continue
+			}
+			indent = len(t) - len(strings.TrimLeft(string(t), " "))
+			break
+		}
+		if indent < 0 {
+			return n.Line, n.Column
+		}
+		rest := off
+		for l := n.Line + 1; l <= len(d.lines); l++ {
+			t := lineText(l)
+			content := 0
+			if len(t) > indent {
+				content = len(t) - indent
+			}
+			if rest <= content {
+				return l, indent + rest + 1
+			}
+			rest -= content + 1
+		}
+		return n.Line, n.Column
+	}
+	// Flow scalars: plain, 'single' or "double" quoted.
+	quoted := n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0
+	t := lineText(n.Line)
+	start := n.Column - 1
+	if quoted {
+		start++
+	}
+	if start > len(t) {
+		return n.Line, n.Column
+	}
+	l, seg := n.Line, t[start:]
+	for {
+		// Walk the segment, skipping the extra characters of escapes.
+		i, consumed := 0, 0
+		for i < len(seg) {
+			if consumed == off {
+				return l, start + i + 1
+			}
+			switch {
+			case n.Style&yaml.SingleQuotedStyle != 0 && seg[i] == '\'' && i+1 < len(seg) && seg[i+1] == '\'':
+				i += 2
+			case n.Style&yaml.DoubleQuotedStyle != 0 && seg[i] == '\\' && i+1 < len(seg):
+				i += escapeLen(seg[i+1:]) + 1
+			default:
+				i++
+			}
+			consumed++
+		}
+		if consumed == off || l >= len(d.lines) {
+			return l, start + i + 1
+		}
+		// The scalar goes on: the break folds into one space.
+		off -= consumed + 1
+		l++
+		t = lineText(l)
+		trimmed := strings.TrimLeft(string(t), " \t")
+		start = len(t) - utf8.RuneCountInString(trimmed)
+		seg = []rune(trimmed)
+		if off < 0 {
+			return l, start + 1
+		}
+	}
+}
+
+// escapeLen is the length, after the backslash, of a double-quoted escape.
+func escapeLen(r []rune) int {
+	switch r[0] {
+	case 'x':
+		return min(3, len(r))
+	case 'u':
+		return min(5, len(r))
+	case 'U':
+		return min(9, len(r))
+	}
+	return 1
+}
+
+// activation resolves the one variable of a match expression.
+type activation struct{ ev *event.Event }
+
+func (a *activation) ResolveName(name string) (any, bool) {
+	if name == "event" {
+		return a.ev, true
+	}
+	return nil, false
+}
+
+func (*activation) Parent() cel.Activation { return nil }
+
+// Match reports whether ev matches the rule's CEL expression. It fails when
+// the evaluation does: a runtime error (an index out of range) or the cost
+// limit exceeded. Match is safe for concurrent use.
+func (r *Rule) Match(ev event.Event) (bool, error) {
+	if r.program == nil {
+		return false, fmt.Errorf("rule %s: match is not compiled", r.Name)
+	}
+	out, _, err := r.program.Eval(&activation{ev: &ev})
+	if err != nil {
+		return false, fmt.Errorf("rule %s: evaluate match: %w", r.Name, err)
+	}
+	b, ok := out.(types.Bool)
+	if !ok {
+		return false, fmt.Errorf("rule %s: match returned %s, want bool", r.Name, out.Type())
+	}
+	return bool(b), nil
+}

@@ -1,0 +1,252 @@
+package rulefmt
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"text/template"
+	"time"
+
+	"cel.dev/cel-go/cel"
+)
+
+// File is one parsed and compiled rule file.
+type File struct {
+	Path   string
+	Groups []Group
+}
+
+// Group is a named list of rules; the name is unique within its file.
+type Group struct {
+	Name  string
+	Rules []*Rule
+	Pos   Pos // of the group's name
+}
+
+// Severity is how urgent an alert is; the values are part of the alert contract.
+type Severity string
+
+// Severities.
+const (
+	SeverityCritical Severity = "critical"
+	SeverityWarning  Severity = "warning"
+	SeverityInfo     Severity = "info"
+)
+
+// Mode says what happens when a rule fires.
+type Mode string
+
+// Modes.
+const (
+	// ModePage delivers the alert (the default).
+	ModePage Mode = "page"
+	// ModeShadow records and counts the alert but does not deliver it: how a
+	// new or retuned rule is tried on production traffic.
+	ModeShadow Mode = "shadow"
+)
+
+// AggregateFunction is how the values of the matching events of a window are
+// combined.
+type AggregateFunction string
+
+// Aggregate functions.
+const (
+	AggCount         AggregateFunction = "count"          // number of matching events
+	AggSum           AggregateFunction = "sum"            // sum of a numeric field
+	AggMax           AggregateFunction = "max"            // maximum of a numeric field
+	AggCountDistinct AggregateFunction = "count_distinct" // number of distinct values of a field
+)
+
+// Aggregate combines the matching events of a sliding window, per group.
+type Aggregate struct {
+	Function AggregateFunction
+	// Field is the event field summed, maximised or counted distinct; "" for count.
+	Field  string
+	Window time.Duration
+	// By lists the event fields whose values make a group (and the alert's
+	// labels); empty means one group for the rule.
+	By []string
+}
+
+// Condition is what makes a rule fire; exactly one of its fields is set,
+// or none for a rule without aggregate that fires on every matching event.
+type Condition struct {
+	Threshold *Threshold
+	Baseline  *Baseline
+	FirstSeen *FirstSeen
+}
+
+// Op is a comparison operator of a threshold.
+type Op string
+
+// Comparison operators.
+const (
+	OpGT Op = ">"
+	OpGE Op = ">="
+	OpLT Op = "<"
+	OpLE Op = "<="
+	OpEQ Op = "=="
+	OpNE Op = "!="
+)
+
+// Compare reports whether "v op threshold" holds.
+func (o Op) Compare(v, threshold float64) bool {
+	switch o {
+	case OpGT:
+		return v > threshold
+	case OpGE:
+		return v >= threshold
+	case OpLT:
+		return v < threshold
+	case OpLE:
+		return v <= threshold
+	case OpEQ:
+		return v == threshold
+	case OpNE:
+		return v != threshold
+	}
+	return false
+}
+
+// Threshold fires when the value crosses Value. The value is the aggregate,
+// or, for a rule without aggregate, the event field Field.
+type Threshold struct {
+	Field string // only for a rule without aggregate
+	Op    Op
+	Value float64
+}
+
+// Baseline fires when the aggregate of a group deviates from what was learned
+// for it by more than ZScore standard deviations and is at least Floor, once
+// LearnFor has passed.
+type Baseline struct {
+	LearnFor time.Duration
+	ZScore   float64
+	Floor    float64
+}
+
+// FirstSeen fires on a key (a tuple of event field values) not seen during
+// the learning period, nor in the ForgetAfter before the event (0: never
+// forget).
+type FirstSeen struct {
+	Key         []string
+	LearnFor    time.Duration
+	ForgetAfter time.Duration
+}
+
+// Exception is an allow-list tuple: an event matching every field that is set
+// does not count towards the rule. A zero field matches anything; an
+// exception with no field set is refused at load.
+type Exception struct {
+	Role, Application, Relation, Database string
+	ClientCIDR                            netip.Prefix // invalid (zero) when not set
+	QueryID                               int64
+	HasQueryID                            bool
+	// Expires is when the exception stops applying; zero for never. A date
+	// (2027-01-31) is valid through that day, UTC: Expires is the next midnight.
+	Expires time.Time
+	Pos     Pos
+}
+
+// Rule is one detection, compiled and ready to be evaluated.
+type Rule struct {
+	Name        string
+	Description string
+	Severity    Severity
+	Tags        []string
+	Mode        Mode
+	// MatchExpr is the source text of the CEL match expression.
+	MatchExpr     string
+	Aggregate     *Aggregate // nil: each matching event is its own value
+	Condition     Condition
+	For           time.Duration
+	KeepFiringFor time.Duration
+	Exceptions    []Exception
+	Labels        map[string]string
+	Annotations   map[string]string
+	// Pos is the position of the rule's name.
+	Pos Pos
+
+	program     cel.Program
+	labels      map[string]*template.Template
+	annotations map[string]*template.Template
+}
+
+// ParseFile reads, parses and compiles one rule file. On failure the File is
+// nil and Errors holds every problem found.
+func ParseFile(path string) (*File, Errors) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, Errors{{Pos: Pos{File: path}, Msg: fmt.Sprintf("read rule file: %v", err)}}
+	}
+	return Parse(path, data)
+}
+
+// Parse parses and compiles rule file data; name is the file name used in
+// positions. On failure the File is nil and Errors holds every problem found,
+// in file order.
+func Parse(name string, data []byte) (*File, Errors) {
+	d := &decoder{file: name, data: data}
+	f := d.file_()
+	if len(d.errs) > 0 {
+		d.errs.sortByPosition()
+		return nil, d.errs
+	}
+	return f, nil
+}
+
+// LoadFiles parses every file and returns their groups in order. Rule names
+// are unique across all the files: a duplicate is an error naming both
+// positions. Errors holds the problems of every file, each file's in file
+// order; on any error the groups are nil.
+func LoadFiles(paths ...string) ([]Group, Errors) {
+	var (
+		files []*File
+		errs  Errors
+	)
+	for _, p := range paths {
+		f, ferrs := ParseFile(p)
+		errs = append(errs, ferrs...)
+		if f != nil {
+			files = append(files, f)
+		}
+	}
+	errs = append(errs, DuplicateRules(files...)...)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	var groups []Group
+	for _, f := range files {
+		groups = append(groups, f.Groups...)
+	}
+	return groups, nil
+}
+
+// DuplicateRules reports every rule whose name was already used by a rule
+// earlier in files, with both positions. (Parse already reports duplicates
+// within one file.)
+func DuplicateRules(files ...*File) Errors {
+	var errs Errors
+	seen := map[string]Pos{}
+	for _, f := range files {
+		for _, g := range f.Groups {
+			for _, r := range g.Rules {
+				if first, ok := seen[r.Name]; ok && first.File != r.Pos.File {
+					errs = append(errs, Error{Pos: r.Pos, Msg: fmt.Sprintf("duplicate rule name %q (first defined at %s)", r.Name, first)})
+					continue
+				}
+				seen[r.Name] = r.Pos
+			}
+		}
+	}
+	return errs
+}
+
+// RuleCount returns the number of rules of the file.
+func (f *File) RuleCount() int {
+	n := 0
+	for _, g := range f.Groups {
+		n += len(g.Rules)
+	}
+	return n
+}

@@ -1,0 +1,238 @@
+package rulefmt
+
+// The helpers in this file follow detector/config's decoder (same YAML
+// library, same pitfalls); they are copied rather than shared because the
+// rule format must not depend on the daemon's configuration package.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// parseYAML checks the text and parses it into a node tree. It returns the
+// top-level node (nil for an empty file) and whether there is a tree to
+// decode.
+func (d *decoder) parseYAML() (*yaml.Node, bool) {
+	if line, col, msg, bad := firstInvalidChar(d.data); bad {
+		d.errorAt(line, col, "%s", msg)
+		return nil, false
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(d.data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return nil, true
+	} else if err != nil {
+		d.syntaxError(err)
+		return nil, false
+	}
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			d.syntaxError(err)
+			return nil, false
+		}
+		if len(next.Content) == 1 && !isNull(next.Content[0]) {
+			d.errorAt(next.Line, next.Column, "a second YAML document starts here; a rule file holds one")
+			break
+		}
+	}
+	if len(doc.Content) != 1 || isNull(doc.Content[0]) {
+		return nil, true
+	}
+	return doc.Content[0], true
+}
+
+var yamlLine = regexp.MustCompile(`(?s)^yaml: line (\d+): (.*)$`)
+
+// syntaxError records a yaml.v3 syntax error. yaml.v3's line numbers are not
+// reliable (it omits some and reports others a line early), so the line is
+// the first one whose inclusion makes the file fail this way, found by
+// bisecting on prefixes of the file.
+func (d *decoder) syntaxError(err error) {
+	msg, line, col := strings.TrimPrefix(err.Error(), "yaml: "), 0, 0
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	}
+	ends := lineEnds(d.data)
+	if k := sort.Search(len(ends), func(i int) bool {
+		e := firstYAMLError(d.data[:ends[i]])
+		return e != nil && e.Error() == err.Error()
+	}); k < len(ends) {
+		line = k + 1
+		col = d.syntaxColumn(err, ends, k)
+	}
+	if strings.Contains(msg, "end of stream") {
+		msg += " (an unclosed quote or bracket?)"
+	}
+	d.errorAt(max(line, 1), col, "invalid YAML: %s", msg)
+}
+
+// syntaxColumn finds the column of a syntax error on line k (0-based) the
+// same way: the first character of the line whose inclusion makes the file
+// fail as it does. It returns 0 (unknown) when no character does, as when
+// the error is about what follows the line.
+func (d *decoder) syntaxColumn(err error, ends []int, k int) int {
+	start := 0
+	if k > 0 {
+		start = ends[k-1]
+	}
+	line := d.data[start:ends[k]]
+	i := sort.Search(len(line), func(i int) bool {
+		e := firstYAMLError(d.data[:start+i+1])
+		return e != nil && e.Error() == err.Error()
+	})
+	if i >= len(line) || lineBreakLen(line[i:]) > 0 {
+		return 0
+	}
+	return utf8.RuneCount(line[:i]) + 1
+}
+
+// firstYAMLError returns the first syntax error in any document of data.
+func firstYAMLError(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// lineEnds returns the offset just past each line of data, counting line
+// breaks as YAML does (so the numbers match yaml.Node.Line).
+func lineEnds(data []byte) []int {
+	var ends []int
+	for i := 0; i < len(data); {
+		if n := lineBreakLen(data[i:]); n > 0 {
+			i += n
+			ends = append(ends, i)
+			continue
+		}
+		_, size := utf8.DecodeRune(data[i:])
+		i += size
+	}
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data))
+	}
+	return ends
+}
+
+// lineBreakLen returns the length of the YAML line break at the start of b,
+// or 0.
+func lineBreakLen(b []byte) int {
+	switch {
+	case bytes.HasPrefix(b, []byte("\r\n")):
+		return 2
+	case len(b) > 0 && (b[0] == '\r' || b[0] == '\n'):
+		return 1
+	case bytes.HasPrefix(b, []byte("\u0085")):
+		return 2
+	case bytes.HasPrefix(b, []byte("\u2028")), bytes.HasPrefix(b, []byte("\u2029")):
+		return 3
+	}
+	return 0
+}
+
+// sourceLines splits data into lines without their breaks, as YAML counts
+// them: sourceLines(data)[n.Line-1] is the text of node n's line.
+func sourceLines(data []byte) []string {
+	var lines []string
+	start := 0
+	for _, end := range lineEnds(data) {
+		l := data[start:end]
+		for len(l) > 0 && (l[len(l)-1] == '\n' || l[len(l)-1] == '\r') {
+			l = l[:len(l)-1]
+		}
+		l = bytes.TrimSuffix(bytes.TrimSuffix(bytes.TrimSuffix(l, []byte("\u0085")), []byte("\u2028")), []byte("\u2029"))
+		lines = append(lines, string(l))
+		start = end
+	}
+	return lines
+}
+
+// firstInvalidChar finds the first character YAML refuses: invalid UTF-8 or
+// a non-printable character, which yaml.v3 reports without a usable position.
+func firstInvalidChar(data []byte) (line, col int, msg string, bad bool) {
+	line, col = 1, 1
+	for i := 0; i < len(data); {
+		if n := lineBreakLen(data[i:]); n > 0 {
+			i += n
+			line, col = line+1, 1
+			continue
+		}
+		r, size := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			return line, col, "the file is not valid UTF-8; save it as UTF-8", true
+		case !yamlPrintable(r):
+			return line, col, fmt.Sprintf("character %U is not allowed in YAML", r), true
+		}
+		i += size
+		col++
+	}
+	return 0, 0, "", false
+}
+
+func yamlPrintable(r rune) bool {
+	switch {
+	case r == '\t', r == '\n', r == '\r', r == 0x85:
+		return true
+	case r >= 0x20 && r <= 0x7e, r >= 0xa0 && r <= 0xd7ff, r >= 0xe000 && r <= 0xfffd, r >= 0x10000 && r <= 0x10ffff:
+		return true
+	}
+	return false
+}
+
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// describe names what a node is, for "want X, got Y" messages.
+func describe(n *yaml.Node) string {
+	switch {
+	case n.Kind == yaml.MappingNode:
+		return "a mapping"
+	case n.Kind == yaml.SequenceNode:
+		return "a list"
+	case isNull(n):
+		return "null"
+	case n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0:
+		return "the quoted string " + quote(n.Value)
+	default:
+		return quote(n.Value)
+	}
+}
+
+// quote quotes a value from the file for a message, shortened so that a
+// pasted blob does not flood the terminal.
+func quote(s string) string {
+	const maxRunes = 40
+	if utf8.RuneCountInString(s) > maxRunes {
+		s = string([]rune(s)[:maxRunes]) + "…"
+	}
+	return strconv.Quote(s)
+}
