@@ -118,10 +118,17 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		return nil, err
 	}
 
-	var eval Evaluator = noRules{}
+	var pack builtin.Pack
+	var bulkThreshold int64
 	if r := cfg.Rules.SensitiveBulkRead; r.Enabled {
-		eval = builtin.NewBulkRead(r.MinRowsPerCall, cfg.Alerts.ResolveAfter)
-	} else {
+		pack = append(pack, builtin.NewBulkRead(r.MinRowsPerCall, cfg.Alerts.ResolveAfter))
+		bulkThreshold = r.MinRowsPerCall
+	}
+	if r := cfg.Rules.SensitiveSweep; r.Enabled {
+		pack = append(pack, builtin.NewSweep(r.MinRowsPerCall, bulkThreshold, r.MinRows, r.Window, cfg.Alerts.ResolveAfter))
+	}
+	var eval Evaluator = pack
+	if len(pack) == 0 {
 		deps.Logger.Warn("no rule enabled: events are observed but nothing can alert")
 	}
 	for rule, severity := range eval.Rules() {

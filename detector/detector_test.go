@@ -346,6 +346,66 @@ func TestEvasiveDumpsPage(t *testing.T) {
 	})
 }
 
+// The intruder who pages through the table below the per-statement threshold: 40 pages
+// of 500 rows, 0.2 s apart, page; an admin listing 50 users at a time does not.
+func TestPaginatedSweepPages(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seedUsers(t, db, 20_000)
+	db.CreateRole(t, "sweep_admin")
+	db.Exec(t, `GRANT SELECT ON public.users TO sweep_admin`)
+	r := startDetector(t, db)
+	mallory, admin := db.Conn(t, "mallory"), db.Conn(t, "sweep_admin")
+	ctx := t.Context()
+	start := time.Now()
+	last := int64(0)
+	for i := range 40 {
+		rows, err := mallory.Query(ctx, `SELECT id, email, username, password_hash FROM users
+			WHERE id > $1 ORDER BY id LIMIT 500`, last)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			if err := rows.Scan(&last, nil, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			listing, err := admin.Query(ctx, `SELECT id, email, username FROM users ORDER BY id DESC LIMIT 50`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			listing.Close()
+		}
+		time.Sleep(200 * time.Millisecond) // the intruder's pace is the scenario
+	}
+	var got alert.Alert
+	eventually(t, 30*time.Second, "a SensitiveSweep alert for mallory", func() bool {
+		for _, a := range r.lines(t) {
+			if a.State == alert.StateFiring && a.Rule == "SensitiveSweep" && a.Labels["role"] == "mallory" {
+				got = a
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("sweep alerted %v after its first page", time.Since(start).Round(time.Millisecond))
+	if got.Labels["table"] != "public.users" || got.Labels["columns"] != "email,password_hash,username" || got.Value < 10_000 {
+		t.Errorf("got %+v, want public.users' credential columns, at least 10,000 rows", got)
+	}
+	eventually(t, 10*time.Second, "the admin's listings counted", func() bool {
+		return r.counter(t, "pgtripwire_sensitive_rows_read_total", map[string]string{"role": "sweep_admin"}) == 1000
+	})
+	for _, a := range r.lines(t) {
+		if a.Labels["role"] == "sweep_admin" {
+			t.Errorf("got %+v for the admin's listings, want silence", a)
+		}
+	}
+}
+
 func TestLoginLookupsDoNotAlert(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)

@@ -26,12 +26,6 @@ type Evaluator interface {
 	Rules() map[string]alert.Severity
 }
 
-type noRules struct{}
-
-func (noRules) Eval(time.Time, event.Event) []alert.Alert { return nil }
-func (noRules) Tick(time.Time) []alert.Alert              { return nil }
-func (noRules) Rules() map[string]alert.Severity          { return nil }
-
 // alertSink records alert transitions: the alert log, the delivery spool.
 type alertSink interface {
 	Write(a alert.Alert) error

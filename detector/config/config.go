@@ -187,6 +187,27 @@ type Rules struct {
 	// SensitiveBulkRead (rules.sensitive_bulk_read) fires when a statement
 	// returns many rows of sensitive columns per call.
 	SensitiveBulkRead BulkReadRule `yaml:"sensitive_bulk_read"`
+	// SensitiveSweep (rules.sensitive_sweep) fires when one role reads many
+	// rows of sensitive columns in pages that are each below the bulk-read
+	// threshold.
+	SensitiveSweep SweepRule `yaml:"sensitive_sweep"`
+}
+
+// SweepRule is the rules.sensitive_sweep section.
+type SweepRule struct {
+	// Enabled (rules.sensitive_sweep.enabled) turns the rule on. Default true.
+	Enabled bool `yaml:"enabled"`
+	// MinRowsPerCall (rules.sensitive_sweep.min_rows_per_call) is the rows per
+	// call from which a read counts as a page of a sweep: below it are lookups
+	// and short listings. Default 100, minimum 1.
+	MinRowsPerCall int64 `yaml:"min_rows_per_call"`
+	// MinRows (rules.sensitive_sweep.min_rows) is the sum of rows, over
+	// Window, at or above which the pages of one role count as a sweep.
+	// Default 10000, minimum 1.
+	MinRows int64 `yaml:"min_rows"`
+	// Window (rules.sensitive_sweep.window) is the sliding window the rows are
+	// summed over. Default 10m, minimum 1s.
+	Window time.Duration `yaml:"window"`
 }
 
 // BulkReadRule is the rules.sensitive_bulk_read section.
@@ -227,10 +248,18 @@ func Defaults() *Config {
 			Enabled:  true,
 			Interval: defaultStatementsInterval,
 		}},
-		Rules: Rules{SensitiveBulkRead: BulkReadRule{
-			Enabled:        true,
-			MinRowsPerCall: defaultBulkReadMinRowsCall,
-		}},
+		Rules: Rules{
+			SensitiveBulkRead: BulkReadRule{
+				Enabled:        true,
+				MinRowsPerCall: defaultBulkReadMinRowsCall,
+			},
+			SensitiveSweep: SweepRule{
+				Enabled:        true,
+				MinRowsPerCall: 100,
+				MinRows:        10_000,
+				Window:         10 * time.Minute,
+			},
+		},
 	}
 }
 

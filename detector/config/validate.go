@@ -38,6 +38,14 @@ func (v *validator) validate() {
 	if n := v.cfg.Rules.SensitiveBulkRead.MinRowsPerCall; n < 1 {
 		v.errorf("rules.sensitive_bulk_read.min_rows_per_call", "%d is below the minimum of 1", n)
 	}
+	sweep := v.cfg.Rules.SensitiveSweep
+	if sweep.MinRowsPerCall < 1 {
+		v.errorf("rules.sensitive_sweep.min_rows_per_call", "%d is below the minimum of 1", sweep.MinRowsPerCall)
+	}
+	if sweep.MinRows < 1 {
+		v.errorf("rules.sensitive_sweep.min_rows", "%d is below the minimum of 1", sweep.MinRows)
+	}
+	v.atLeast("rules.sensitive_sweep.window", sweep.Window, time.Second)
 }
 
 // errorf reports a problem with the value at path, at its position. Values

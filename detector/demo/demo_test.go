@@ -93,7 +93,7 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"seeding public.users: 10,000 of 20,000 accounts (50%)",
 		"FIRING ", "CRITICAL SensitiveBulkRead intruder_copy",
-		"not yet covered (windowed rules)", "false alerts during benign traffic: 0",
+		"CRITICAL SensitiveSweep intruder_sweep", "false alerts during benign traffic: 0",
 		"removed the throwaway PostgreSQL",
 	} {
 		if !strings.Contains(text, want) {
