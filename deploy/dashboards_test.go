@@ -337,8 +337,8 @@ func TestDashboardQueries(t *testing.T) {
 		name string
 		vars map[string]string
 	}{
-		{"all", map[string]string{"table": ".*", "role": ".*"}},
-		{intruder, map[string]string{"table": "public.users", "role": intruder}},
+		{"all", map[string]string{"database": ".*", "table": ".*", "role": ".*"}},
+		{intruder, map[string]string{"database": db.Name, "table": "public.users", "role": intruder}},
 	}
 	for _, sel := range selections {
 		// "All" of job and instance without an allValue: Grafana's regex of the values,
@@ -411,7 +411,7 @@ func TestDashboardQueries(t *testing.T) {
 				continue
 			}
 			expr := strings.NewReplacer("$__range", rangeVar, "$job", "pgtripwire", "$instance", ".*",
-				"$table", "public.users", "$role", intruder).Replace(p.Targets[0].Expr)
+				"$database", ".*", "$table", "public.users", "$role", intruder).Replace(p.Targets[0].Expr)
 			if got := prom.value(t, expr); got < 4*users {
 				t.Errorf("%s / %s: got %v rows for %s, want at least the %d of the four dumps", dash.UID, p.Title, got, intruder, 4*users)
 			}

@@ -84,8 +84,8 @@ func newPipeline(eval Evaluator, sinks []namedSink, h *health.Status, now func()
 		}, []string{"source"}),
 		rowsRead: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgtripwire_sensitive_rows_read_total",
-			Help: "Rows returned by statements that read sensitive columns, by source, table and role.",
-		}, []string{"source", "table", "role"}),
+			Help: "Rows returned by statements that read sensitive columns, by source, database, table and role.",
+		}, []string{"source", "database", "table", "role"}),
 		evalTicks: time.Second,
 	}
 	p.events.WithLabelValues(string(event.SourceStatements))
@@ -108,7 +108,7 @@ func (p *pipeline) HandleEvents(_ context.Context, events []event.Event) error {
 	for _, ev := range events {
 		p.events.WithLabelValues(string(ev.Source)).Inc()
 		if len(ev.SensitiveRead) > 0 {
-			p.rowsRead.WithLabelValues(string(ev.Source), ev.Relation, ev.Role).Add(float64(ev.Rows))
+			p.rowsRead.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, ev.Role).Add(float64(ev.Rows))
 		}
 		transitions = append(transitions, p.eval.Eval(now, ev)...)
 	}
