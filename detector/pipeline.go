@@ -60,9 +60,10 @@ type pipeline struct {
 	now    func() time.Time
 	logger *zap.Logger
 
-	events    *prometheus.CounterVec
-	rowsRead  *prometheus.CounterVec
-	evalTicks time.Duration
+	events     *prometheus.CounterVec
+	rowsRead   *prometheus.CounterVec
+	columnRows *prometheus.CounterVec
+	evalTicks  time.Duration
 }
 
 // namedSink pairs a sink with its health component name.
@@ -86,6 +87,10 @@ func newPipeline(eval Evaluator, sinks []namedSink, h *health.Status, now func()
 			Name: "pgtripwire_sensitive_rows_read_total",
 			Help: "Rows returned by statements that read sensitive columns, by source, database, table and role.",
 		}, []string{"source", "database", "table", "role"}),
+		columnRows: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgtripwire_sensitive_column_rows_read_total",
+			Help: "Rows returned by statements that read each sensitive column, by source, database, table and column.",
+		}, []string{"source", "database", "table", "column"}),
 		evalTicks: time.Second,
 	}
 	p.events.WithLabelValues(string(event.SourceStatements))
@@ -109,6 +114,9 @@ func (p *pipeline) HandleEvents(_ context.Context, events []event.Event) error {
 		p.events.WithLabelValues(string(ev.Source)).Inc()
 		if len(ev.SensitiveRead) > 0 {
 			p.rowsRead.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, ev.Role).Add(float64(ev.Rows))
+			for _, c := range ev.SensitiveRead {
+				p.columnRows.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, c).Add(float64(ev.Rows))
+			}
 		}
 		transitions = append(transitions, p.eval.Eval(now, ev)...)
 	}

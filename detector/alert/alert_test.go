@@ -186,3 +186,25 @@ func TestWriteReportsAFullDisk(t *testing.T) {
 		t.Fatalf("pgtripwire_alerts_total: got %v for an alert that was not written, want 0", got)
 	}
 }
+
+func TestFiringGaugeFollowsTransitions(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	l, err := OpenLog(filepath.Join(t.TempDir(), "alerts.jsonl"), nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a, b := testAlert(1), testAlert(2)
+	for _, tr := range []Alert{a, b} {
+		if err := l.Write(tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.State = StateResolved
+	if err := l.Write(a); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(l.metrics.firing.WithLabelValues("R", "info")); got != 1 {
+		t.Fatalf("pgtripwire_alerts_firing: got %v, want 1 (two fired, one resolved)", got)
+	}
+}

@@ -31,6 +31,7 @@ type Log struct {
 
 type logMetrics struct {
 	alerts        *prometheus.CounterVec
+	firing        *prometheus.GaugeVec
 	lines         *prometheus.CounterVec
 	stdoutDropped prometheus.Counter
 }
@@ -61,6 +62,10 @@ func OpenLog(path string, stdout io.Writer, reg prometheus.Registerer) (*Log, er
 			alerts: f2.NewCounterVec(prometheus.CounterOpts{
 				Name: "pgtripwire_alerts_total",
 				Help: "Alerts that started firing, by rule and severity.",
+			}, []string{"rule", "severity"}),
+			firing: f2.NewGaugeVec(prometheus.GaugeOpts{
+				Name: "pgtripwire_alerts_firing",
+				Help: "Alerts firing now, by rule and severity (since the detector started: rule state is in memory).",
 			}, []string{"rule", "severity"}),
 			lines: f2.NewCounterVec(prometheus.CounterOpts{
 				Name: "pgtripwire_alert_transitions_total",
@@ -112,6 +117,7 @@ func endLastLine(f *os.File) (int64, error) {
 // dashboards and rate() see it before its first alert.
 func (l *Log) PrecreateRule(rule string, severity Severity) {
 	l.metrics.alerts.WithLabelValues(rule, string(severity))
+	l.metrics.firing.WithLabelValues(rule, string(severity))
 }
 
 // Write appends one transition. It returns an error when the file write or sync
@@ -135,8 +141,12 @@ func (l *Log) Write(a Alert) error {
 			l.metrics.stdoutDropped.Inc()
 		}
 	}
-	if a.State == StateFiring {
+	switch a.State {
+	case StateFiring:
 		l.metrics.alerts.WithLabelValues(a.Rule, string(a.Severity)).Inc()
+		l.metrics.firing.WithLabelValues(a.Rule, string(a.Severity)).Inc()
+	case StateResolved:
+		l.metrics.firing.WithLabelValues(a.Rule, string(a.Severity)).Dec()
 	}
 	l.metrics.lines.WithLabelValues(string(a.State)).Inc()
 	return nil
