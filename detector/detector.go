@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -125,7 +126,12 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		bulkThreshold = r.MinRowsPerCall
 	}
 	if r := cfg.Rules.SensitiveSweep; r.Enabled {
-		pack = append(pack, builtin.NewSweep(r.MinRowsPerCall, bulkThreshold, r.MinRows, r.Window, cfg.Alerts.ResolveAfter))
+		evicted := promauto.With(deps.Registry).NewCounter(prometheus.CounterOpts{
+			Name:        "pgtripwire_rule_groups_evicted_total",
+			Help:        "Alert groups a rule forgot because it tracked too many (10,000): what they had counted is lost.",
+			ConstLabels: prometheus.Labels{"rule": builtin.SweepRuleName},
+		})
+		pack = append(pack, builtin.NewSweep(r.MinRowsPerCall, bulkThreshold, r.MinRows, r.Window, cfg.Alerts.ResolveAfter, evicted))
 	}
 	var eval Evaluator = pack
 	if len(pack) == 0 {

@@ -192,7 +192,7 @@ func TestParse_Values(t *testing.T) {
 		{"stdout false", minimal + "alerts: {stdout: false}\n", func(c *Config) any { return c.Alerts.Stdout }, false},
 		{"section null keeps defaults", minimal + "sources:\n", func(c *Config) any { return c.Sources.Statements.Enabled }, true},
 		{"statements disabled", minimal + "sources: {statements: {enabled: false}}\n", func(c *Config) any { return c.Sources.Statements.Enabled }, false},
-		{"leading zero is decimal", minimal + "rules: {sensitive_bulk_read: {min_rows_per_call: 0100}}\n", func(c *Config) any { return c.Rules.SensitiveBulkRead.MinRowsPerCall }, int64(100)},
+		{"leading zero is decimal", minimal + "rules: {sensitive_bulk_read: {min_rows_per_call: 0200}}\n", func(c *Config) any { return c.Rules.SensitiveBulkRead.MinRowsPerCall }, int64(200)},
 		{"interval at minimum", minimal + "sources: {statements: {interval: 100ms}}\n", func(c *Config) any { return c.Sources.Statements.Interval }, 100 * time.Millisecond},
 		{"empty search_path", minimal + "database: {search_path: []}\n", func(c *Config) any { return c.Database.SearchPath }, []string{}},
 		{"dsn whitespace trimmed", minimal + "database: {dsn: '  host=db  '}\n", func(c *Config) any { return c.Database.DSN }, "host=db"},
@@ -647,5 +647,19 @@ func TestDocs_NameEveryKey(t *testing.T) {
 		if _, err := parseFile(fmt.Sprintf("docs/config.md example %d", i+1), []byte(example), nil, anyFile); err != nil {
 			t.Errorf("%v", err)
 		}
+	}
+}
+
+// A sweep page is a statement below the bulk-read threshold: thresholds that leave no
+// such statement would switch the sweep rule off without a word.
+func TestSweepBelowBulkReadThreshold(t *testing.T) {
+	body := minimal + "rules:\n  sensitive_bulk_read: {min_rows_per_call: 500}\n  sensitive_sweep: {min_rows_per_call: 500}\n"
+	_, err := Parse("f.yaml", []byte(body), nil)
+	if err == nil || !strings.Contains(err.Error(), "rules.sensitive_sweep.min_rows_per_call: 500 is not below") {
+		t.Fatalf("got %v, want the sweep threshold refused", err)
+	}
+	off := minimal + "rules:\n  sensitive_bulk_read: {enabled: false, min_rows_per_call: 500}\n  sensitive_sweep: {min_rows_per_call: 500}\n"
+	if _, err := Parse("f.yaml", []byte(off), nil); err != nil {
+		t.Fatalf("got %v with the bulk-read rule off, want no conflict", err)
 	}
 }

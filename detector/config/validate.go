@@ -46,6 +46,12 @@ func (v *validator) validate() {
 		v.errorf("rules.sensitive_sweep.min_rows", "%d is below the minimum of 1", sweep.MinRows)
 	}
 	v.atLeast("rules.sensitive_sweep.window", sweep.Window, time.Second)
+	if bulk := v.cfg.Rules.SensitiveBulkRead; sweep.Enabled && bulk.Enabled &&
+		bulk.MinRowsPerCall >= 1 && sweep.MinRowsPerCall >= bulk.MinRowsPerCall {
+		v.errorf("rules.sensitive_sweep.min_rows_per_call",
+			"%d is not below rules.sensitive_bulk_read.min_rows_per_call (%d): a page is a statement below the bulk-read threshold, so the sweep rule could never fire",
+			sweep.MinRowsPerCall, bulk.MinRowsPerCall)
+	}
 }
 
 // errorf reports a problem with the value at path, at its position. Values

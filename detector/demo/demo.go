@@ -122,7 +122,7 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 		return nil, err
 	}
 	say("detector ready as role pgtripwire (pg_monitor, no table rights), default rules, metrics on %s", metricsURL)
-	say("alerts are written as JSON lines to %s (removed at the end unless --keep)", cfg.Alerts.File)
+	say("alerts are written as JSON lines to %s (removed when the demo ends)", cfg.Alerts.File)
 	w := &watch{alertLog: cfg.Alerts.File, registry: registry}
 
 	if err := playBenign(ctx, srv, opts.Users); err != nil {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pgtripwire/pgtripwire/detector/alert"
 	"github.com/pgtripwire/pgtripwire/detector/event"
 )
@@ -27,7 +29,13 @@ const maxSweepGroups = 10_000
 // the intruder who pages through the table 500 rows at a time to stay under a
 // per-statement threshold. Login lookups (one row) and short listings (below
 // MinRowsPerCall) never count; single statements at or above the bulk-read threshold
-// are SensitiveBulkRead's. It resolves after ResolveAfter without a counted page.
+// are SensitiveBulkRead's. It resolves after ResolveAfter without a counted page, and
+// then starts counting afresh.
+//
+// An application that legitimately reads pages of sensitive rows all day under one
+// role keeps this rule firing for that role, and while it fires a sweep by the same
+// role does not page again: such an application needs its own role, or thresholds
+// above its traffic.
 //
 // Sweep is not safe for concurrent use; the detector serialises evaluation.
 type Sweep struct {
@@ -37,8 +45,8 @@ type Sweep struct {
 	window          time.Duration
 	resolveAfter    time.Duration
 
-	groups    map[string]*sweepGroup // by fingerprint
-	evictions int
+	groups  map[string]*sweepGroup // by fingerprint
+	evicted prometheus.Counter     // groups forgotten at the bound
 }
 
 type sweepGroup struct {
@@ -57,8 +65,14 @@ type sweepPage struct {
 
 // NewSweep returns the rule. bulkRowsPerCall is SensitiveBulkRead's threshold, or 0
 // when that rule is off (then every page of MinRowsPerCall rows or more counts).
-func NewSweep(minRowsPerCall, bulkRowsPerCall, minRows int64, window, resolveAfter time.Duration) *Sweep {
+// evicted counts groups forgotten at the bound; nil counts nowhere.
+func NewSweep(minRowsPerCall, bulkRowsPerCall, minRows int64, window, resolveAfter time.Duration,
+	evicted prometheus.Counter) *Sweep {
+	if evicted == nil {
+		evicted = prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"})
+	}
 	return &Sweep{
+		evicted:         evicted,
 		minRowsPerCall:  minRowsPerCall,
 		bulkRowsPerCall: bulkRowsPerCall,
 		minRows:         minRows,
@@ -130,7 +144,10 @@ func (r *Sweep) Tick(now time.Time) []alert.Alert {
 			a := *g.firing
 			a.Time, a.State = now, alert.StateResolved
 			resolved = append(resolved, a)
-			g.firing = nil
+			// The sweep that fired is over: its pages must not make the next
+			// hundred rows fire it again.
+			delete(r.groups, fp)
+			continue
 		}
 		if g.firing == nil && len(g.pages) == 0 {
 			delete(r.groups, fp)
@@ -157,7 +174,9 @@ func (r *Sweep) trim(g *sweepGroup, now time.Time) {
 	g.pages = g.pages[i:]
 }
 
-// evictIfFull forgets the group updated longest ago that is not firing.
+// evictIfFull forgets the group updated longest ago that is not firing. Firing groups
+// are never forgotten (their resolution would be lost), so the bound holds as long as
+// fewer than maxSweepGroups groups fire at once.
 func (r *Sweep) evictIfFull() {
 	if len(r.groups) < maxSweepGroups {
 		return
@@ -170,7 +189,7 @@ func (r *Sweep) evictIfFull() {
 	}
 	if oldest != "" {
 		delete(r.groups, oldest)
-		r.evictions++
+		r.evicted.Inc()
 	}
 }
 

@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"testing"
 	"time"
 
@@ -13,7 +14,7 @@ func page(role string, rows, calls int64) event.Event {
 	return ev
 }
 
-func newSweep() *Sweep { return NewSweep(100, 1000, 10_000, 10*time.Minute, 5*time.Minute) }
+func newSweep() *Sweep { return NewSweep(100, 1000, 10_000, 10*time.Minute, 5*time.Minute, nil) }
 
 func TestSweepFiresOnPagesThatAddUp(t *testing.T) {
 	r := newSweep()
@@ -37,6 +38,22 @@ func TestSweepFiresOnPagesThatAddUp(t *testing.T) {
 	got := r.Tick(t0.Add(8 * time.Second).Add(5 * time.Minute))
 	if len(got) != 1 || got[0].State != alert.StateResolved || got[0].Value != 20_000 {
 		t.Fatalf("got %v, want resolved after 5 quiet minutes with the total seen", got)
+	}
+}
+
+// Once resolved, a sweep starts from zero: its old pages, still within the window, do
+// not make the next page fire it again.
+func TestSweepDoesNotRefireOnItsOwnPages(t *testing.T) {
+	r := newSweep()
+	t0 := time.Now()
+	for i := range 25 {
+		r.Eval(t0.Add(time.Duration(i)*time.Second), page("mallory", 500, 1))
+	}
+	if got := r.Tick(t0.Add(6 * time.Minute)); len(got) != 1 {
+		t.Fatalf("got %v, want the sweep resolved", got)
+	}
+	if got := r.Eval(t0.Add(6*time.Minute+time.Second), page("mallory", 100, 1)); len(got) != 0 {
+		t.Fatalf("got %v for one page after the resolution, want silence", got)
 	}
 }
 
@@ -97,8 +114,8 @@ func TestSweepMemoryIsBounded(t *testing.T) {
 		ev.Role = "role" + string(rune('a'+i%26)) + string(rune('a'+(i/26)%26)) + string(rune('a'+(i/676)%26))
 		r.Eval(t0.Add(time.Duration(i)*time.Millisecond), ev)
 	}
-	if len(r.groups) > maxSweepGroups || r.evictions == 0 {
-		t.Fatalf("got %d groups and %d evictions, want at most %d groups", len(r.groups), r.evictions, maxSweepGroups)
+	if got := testutil.ToFloat64(r.evicted); len(r.groups) > maxSweepGroups || got != 50 {
+		t.Fatalf("got %d groups and %v evictions, want at most %d groups and 50 counted", len(r.groups), got, maxSweepGroups)
 	}
 }
 
