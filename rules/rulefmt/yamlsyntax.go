@@ -7,7 +7,7 @@ package rulefmt
 import (
 	"bytes"
 	"errors"
-	"fmt"
+	"github.com/pgtripwire/pgtripwire/detector/yamlsrc"
 	"io"
 	"regexp"
 	"sort"
@@ -22,7 +22,7 @@ import (
 // top-level node (nil for an empty file) and whether there is a tree to
 // decode.
 func (d *decoder) parseYAML() (*yaml.Node, bool) {
-	if line, col, msg, bad := firstInvalidChar(d.data); bad {
+	if line, col, msg, bad := yamlsrc.FirstInvalidChar(d.data); bad {
 		d.errorAt(line, col, "%s", msg)
 		return nil, false
 	}
@@ -67,9 +67,9 @@ func (d *decoder) syntaxError(err error) {
 		line, _ = strconv.Atoi(m[1])
 		msg = m[2]
 	}
-	ends := lineEnds(d.data)
+	ends := yamlsrc.LineEnds(d.data)
 	if k := sort.Search(len(ends), func(i int) bool {
-		e := firstYAMLError(d.data[:ends[i]])
+		e := yamlsrc.FirstError(d.data[:ends[i]])
 		return e != nil && e.Error() == err.Error()
 	}); k < len(ends) {
 		line = k + 1
@@ -92,62 +92,13 @@ func (d *decoder) syntaxColumn(err error, ends []int, k int) int {
 	}
 	line := d.data[start:ends[k]]
 	i := sort.Search(len(line), func(i int) bool {
-		e := firstYAMLError(d.data[:start+i+1])
+		e := yamlsrc.FirstError(d.data[:start+i+1])
 		return e != nil && e.Error() == err.Error()
 	})
-	if i >= len(line) || lineBreakLen(line[i:]) > 0 {
+	if i >= len(line) || yamlsrc.LineBreakLen(line[i:]) > 0 {
 		return 0
 	}
 	return utf8.RuneCount(line[:i]) + 1
-}
-
-// firstYAMLError returns the first syntax error in any document of data.
-func firstYAMLError(data []byte) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for {
-		var n yaml.Node
-		if err := dec.Decode(&n); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-	}
-}
-
-// lineEnds returns the offset just past each line of data, counting line
-// breaks as YAML does (so the numbers match yaml.Node.Line).
-func lineEnds(data []byte) []int {
-	var ends []int
-	for i := 0; i < len(data); {
-		if n := lineBreakLen(data[i:]); n > 0 {
-			i += n
-			ends = append(ends, i)
-			continue
-		}
-		_, size := utf8.DecodeRune(data[i:])
-		i += size
-	}
-	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
-		ends = append(ends, len(data))
-	}
-	return ends
-}
-
-// lineBreakLen returns the length of the YAML line break at the start of b,
-// or 0.
-func lineBreakLen(b []byte) int {
-	switch {
-	case bytes.HasPrefix(b, []byte("\r\n")):
-		return 2
-	case len(b) > 0 && (b[0] == '\r' || b[0] == '\n'):
-		return 1
-	case bytes.HasPrefix(b, []byte("\u0085")):
-		return 2
-	case bytes.HasPrefix(b, []byte("\u2028")), bytes.HasPrefix(b, []byte("\u2029")):
-		return 3
-	}
-	return 0
 }
 
 // sourceLines splits data into lines without their breaks, as YAML counts
@@ -155,7 +106,7 @@ func lineBreakLen(b []byte) int {
 func sourceLines(data []byte) []string {
 	var lines []string
 	start := 0
-	for _, end := range lineEnds(data) {
+	for _, end := range yamlsrc.LineEnds(data) {
 		l := data[start:end]
 		for len(l) > 0 && (l[len(l)-1] == '\n' || l[len(l)-1] == '\r') {
 			l = l[:len(l)-1]
@@ -165,39 +116,6 @@ func sourceLines(data []byte) []string {
 		start = end
 	}
 	return lines
-}
-
-// firstInvalidChar finds the first character YAML refuses: invalid UTF-8 or
-// a non-printable character, which yaml.v3 reports without a usable position.
-func firstInvalidChar(data []byte) (line, col int, msg string, bad bool) {
-	line, col = 1, 1
-	for i := 0; i < len(data); {
-		if n := lineBreakLen(data[i:]); n > 0 {
-			i += n
-			line, col = line+1, 1
-			continue
-		}
-		r, size := utf8.DecodeRune(data[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			return line, col, "the file is not valid UTF-8; save it as UTF-8", true
-		case !yamlPrintable(r):
-			return line, col, fmt.Sprintf("character %U is not allowed in YAML", r), true
-		}
-		i += size
-		col++
-	}
-	return 0, 0, "", false
-}
-
-func yamlPrintable(r rune) bool {
-	switch {
-	case r == '\t', r == '\n', r == '\r', r == 0x85:
-		return true
-	case r >= 0x20 && r <= 0x7e, r >= 0xa0 && r <= 0xd7ff, r >= 0xe000 && r <= 0xfffd, r >= 0x10000 && r <= 0x10ffff:
-		return true
-	}
-	return false
 }
 
 func resolveAlias(n *yaml.Node) *yaml.Node {
