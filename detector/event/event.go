@@ -55,6 +55,17 @@ type Event struct {
 	Rows  int64
 	Calls int64
 
+	// Changed lists, for a WAL UPDATE event, the sensitive columns whose values changed
+	// in at least one row, sorted. Complete is false when old values were not available
+	// (no REPLICA IDENTITY FULL): then which columns changed is unknown, not "none".
+	Changed []string
+	// LSN is, for WAL events, the end of the committed transaction (0 otherwise): the
+	// position the slot is confirmed to once the event is handled.
+	LSN uint64
+	// MessagePrefix is, for a logical decoding message, its prefix (pgtripwire.*); the
+	// message content is not carried.
+	MessagePrefix string
+
 	QueryID int64
 	// Statement is the normalized text (placeholders instead of literals). Sources
 	// leave it empty for now: pg_stat_statements keeps the literals of utility

@@ -1,0 +1,341 @@
+package wal
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/pgtripwire/pgtripwire/detector/event"
+)
+
+// Operations of WAL events, named as the statements that cause them.
+const (
+	OperationInsert   = "INSERT"
+	OperationUpdate   = "UPDATE"
+	OperationDelete   = "DELETE"
+	OperationTruncate = "TRUNCATE"
+	// OperationMessage is a logical decoding message (pg_logical_emit_message) whose
+	// prefix starts with MessagePrefix.
+	OperationMessage = "MESSAGE"
+)
+
+// MessagePrefix selects the logical decoding messages that become events.
+const MessagePrefix = "pgtripwire"
+
+// relation is what the decoder keeps of a RelationMessage: names only. The strings are
+// copies (pglogrepl decodes them with string(bytes)), so they outlive the receive buffer.
+type relation struct {
+	name      string   // schema-qualified
+	columns   []string // in tuple order
+	sensitive []bool   // per column: is it a sensitive column of a sensitive table
+	watched   bool     // the table is a sensitive table
+}
+
+// counts aggregates one transaction's changes to one relation. It holds no row data, so
+// memory does not grow with the size of the transaction.
+type counts struct {
+	inserts, updates, deletes, truncates int64
+	changed                              map[string]bool // sensitive columns seen changing
+	// unknownUpdates counts updates whose old values were not sent (REPLICA IDENTITY is
+	// not FULL, or an old value was an unchanged TOAST pointer): for them, which
+	// sensitive columns changed is unknown.
+	unknownUpdates int64
+}
+
+func (c *counts) add(o *counts) {
+	c.inserts += o.inserts
+	c.updates += o.updates
+	c.deletes += o.deletes
+	c.truncates += o.truncates
+	c.unknownUpdates += o.unknownUpdates
+	for col := range o.changed {
+		c.changed[col] = true
+	}
+}
+
+// txn is the aggregate of one transaction (or, while streaming, one subtransaction)
+// over the sensitive tables, plus its pgtripwire messages' prefixes.
+type txn struct {
+	rels     map[string]*counts // by schema-qualified relation name
+	messages []string           // prefixes, in order
+}
+
+func newTxn() *txn { return &txn{rels: make(map[string]*counts)} }
+
+func (t *txn) rel(name string) *counts {
+	c := t.rels[name]
+	if c == nil {
+		c = &counts{changed: make(map[string]bool)}
+		t.rels[name] = c
+	}
+	return c
+}
+
+func (t *txn) merge(o *txn) {
+	for name, c := range o.rels {
+		t.rel(name).add(c)
+	}
+	t.messages = append(t.messages, o.messages...)
+}
+
+// decoder turns pgoutput messages into per-transaction aggregates. It is not safe for
+// concurrent use; the session goroutine owns it. Nothing it keeps aliases a message's
+// bytes: pglogrepl's parsed messages point into the receive buffer, which the next
+// receive overwrites.
+type decoder struct {
+	tables    map[string][]string // sensitive table → columns
+	relations map[uint32]*relation
+
+	cur *txn // the open non-streamed transaction (Begin..Commit), nil outside one
+
+	inStream  bool
+	streamXid uint32                     // top-level xid of the open stream block
+	streams   map[uint32]map[uint32]*txn // top-level xid → (sub)xid → aggregate
+
+	onStreamStart func() // called per stream block received; may be nil
+}
+
+func newDecoder(tables map[string][]string) *decoder {
+	return &decoder{
+		tables:    tables,
+		relations: make(map[uint32]*relation),
+		streams:   make(map[uint32]map[uint32]*txn),
+	}
+}
+
+// inFlight reports whether a transaction has been started but not finished: while it
+// is, the slot must not be confirmed past its start.
+func (d *decoder) inFlight() bool { return d.cur != nil || len(d.streams) > 0 }
+
+// finished is a transaction whose commit was decoded.
+type finished struct {
+	end        pglogrepl.LSN // the transaction's end LSN: what may be confirmed once handled
+	commitTime time.Time
+	agg        *txn
+}
+
+// handle decodes one pgoutput message and keeps what the detector needs: changes and
+// transaction boundaries. It returns a finished transaction at Commit/StreamCommit, and
+// an aggregate with the message of a non-transactional logical decoding message.
+func (d *decoder) handle(data []byte) (done *finished, nonTx *txn, err error) {
+	if len(data) == 0 {
+		return nil, nil, fmt.Errorf("empty pgoutput message")
+	}
+	msg, err := pglogrepl.ParseV2(data, d.inStream)
+	if err != nil {
+		return nil, nil, fmt.Errorf("decode pgoutput message %q: %w", data[0], err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.BeginMessage:
+		d.cur = newTxn()
+	case *pglogrepl.CommitMessage:
+		agg := d.cur
+		d.cur = nil
+		if agg == nil {
+			return nil, nil, fmt.Errorf("commit without begin at %s", m.CommitLSN)
+		}
+		return &finished{end: m.TransactionEndLSN, commitTime: m.CommitTime, agg: agg}, nil, nil
+	case *pglogrepl.RelationMessageV2:
+		d.relations[m.RelationID] = d.newRelation(&m.RelationMessage)
+	case *pglogrepl.InsertMessageV2:
+		if t, rel := d.target(m.Xid, m.RelationID); t != nil {
+			t.rel(rel.name).inserts++
+		}
+	case *pglogrepl.UpdateMessageV2:
+		if t, rel := d.target(m.Xid, m.RelationID); t != nil {
+			d.update(t.rel(rel.name), rel, &m.UpdateMessage)
+		}
+	case *pglogrepl.DeleteMessageV2:
+		if t, rel := d.target(m.Xid, m.RelationID); t != nil {
+			t.rel(rel.name).deletes++
+		}
+	case *pglogrepl.TruncateMessageV2:
+		for _, id := range m.RelationIDs {
+			if t, rel := d.target(m.Xid, id); t != nil {
+				t.rel(rel.name).truncates++
+			}
+		}
+	case *pglogrepl.LogicalDecodingMessageV2:
+		if !strings.HasPrefix(m.Prefix, MessagePrefix) {
+			return nil, nil, nil
+		}
+		if !m.Transactional {
+			// Emitted outside any transaction's visibility: it happened, whatever
+			// becomes of the transaction that emitted it.
+			t := newTxn()
+			t.messages = append(t.messages, m.Prefix)
+			return nil, t, nil
+		}
+		if t := d.txnFor(m.Xid); t != nil {
+			t.messages = append(t.messages, m.Prefix)
+		}
+	case *pglogrepl.StreamStartMessageV2:
+		d.inStream, d.streamXid = true, m.Xid
+		if d.onStreamStart != nil {
+			d.onStreamStart()
+		}
+		if d.streams[m.Xid] == nil {
+			d.streams[m.Xid] = make(map[uint32]*txn)
+		}
+	case *pglogrepl.StreamStopMessageV2:
+		d.inStream = false
+	case *pglogrepl.StreamAbortMessageV2:
+		if m.SubXid == m.Xid || m.SubXid == 0 {
+			delete(d.streams, m.Xid) // the whole transaction: nothing happened
+		} else if subs := d.streams[m.Xid]; subs != nil {
+			delete(subs, m.SubXid) // a rolled-back subtransaction's changes never happened
+		}
+	case *pglogrepl.StreamCommitMessageV2:
+		agg := newTxn()
+		for _, sub := range d.streams[m.Xid] {
+			agg.merge(sub)
+		}
+		delete(d.streams, m.Xid)
+		return &finished{end: m.TransactionEndLSN, commitTime: m.CommitTime, agg: agg}, nil, nil
+	}
+	return nil, nil, nil
+}
+
+// txnFor returns the aggregate a change with xid belongs to: the open transaction, or,
+// inside a stream block, the (sub)transaction's own aggregate, so that a subtransaction
+// abort can drop exactly its changes.
+func (d *decoder) txnFor(xid uint32) *txn {
+	if !d.inStream {
+		return d.cur
+	}
+	subs := d.streams[d.streamXid]
+	if subs == nil {
+		subs = make(map[uint32]*txn)
+		d.streams[d.streamXid] = subs
+	}
+	if xid == 0 {
+		xid = d.streamXid
+	}
+	t := subs[xid]
+	if t == nil {
+		t = newTxn()
+		subs[xid] = t
+	}
+	return t
+}
+
+// target returns the aggregate and relation of a change to a sensitive table, or nil
+// for changes to other tables (a publication made by someone else may hold more).
+func (d *decoder) target(xid, relID uint32) (*txn, *relation) {
+	rel := d.relations[relID]
+	if rel == nil || !rel.watched {
+		return nil, nil
+	}
+	t := d.txnFor(xid)
+	if t == nil {
+		return nil, nil
+	}
+	return t, rel
+}
+
+func (d *decoder) newRelation(m *pglogrepl.RelationMessage) *relation {
+	name := m.Namespace + "." + m.RelationName
+	cols, watched := d.tables[name]
+	rel := &relation{name: name, watched: watched}
+	for _, c := range m.Columns {
+		rel.columns = append(rel.columns, c.Name)
+		rel.sensitive = append(rel.sensitive, watched && slices.Contains(cols, c.Name))
+	}
+	return rel
+}
+
+// update records one UPDATE: which sensitive columns changed when the old tuple was
+// sent in full (REPLICA IDENTITY FULL), or that it is unknown otherwise. It never
+// guesses: a key-only or absent old tuple says nothing about the other columns.
+func (d *decoder) update(c *counts, rel *relation, m *pglogrepl.UpdateMessage) {
+	c.updates++
+	if m.OldTupleType != pglogrepl.UpdateMessageTupleTypeOld || m.OldTuple == nil || m.NewTuple == nil ||
+		len(m.OldTuple.Columns) != len(rel.columns) || len(m.NewTuple.Columns) != len(rel.columns) {
+		c.unknownUpdates++
+		return
+	}
+	unknown := false
+	for i, sensitive := range rel.sensitive {
+		if !sensitive {
+			continue
+		}
+		oldCol, newCol := m.OldTuple.Columns[i], m.NewTuple.Columns[i]
+		switch {
+		case newCol.DataType == pglogrepl.TupleDataTypeToast:
+			// Unchanged TOAST value: the new row keeps the old value.
+		case oldCol.DataType == pglogrepl.TupleDataTypeToast:
+			unknown = true // the old value was not sent: cannot compare
+		case oldCol.DataType != newCol.DataType || !bytes.Equal(oldCol.Data, newCol.Data):
+			c.changed[rel.columns[i]] = true
+		}
+	}
+	if unknown {
+		c.unknownUpdates++
+	}
+}
+
+// events turns a committed transaction's aggregate into events: one per (sensitive
+// relation, operation kind present), in a stable order, then one per message.
+func events(agg *txn, database string, at time.Time, end uint64) []event.Event {
+	var evs []event.Event
+	for _, name := range slices.Sorted(maps.Keys(agg.rels)) {
+		c := agg.rels[name]
+		base := event.Event{
+			Time:     at,
+			LSN:      end,
+			Source:   event.SourceWAL,
+			Database: database,
+			Relation: name,
+			Calls:    1,
+			Complete: true,
+		}
+		for _, op := range []struct {
+			name string
+			rows int64
+		}{
+			{OperationInsert, c.inserts},
+			{OperationUpdate, c.updates},
+			{OperationDelete, c.deletes},
+			{OperationTruncate, c.truncates},
+		} {
+			if op.rows == 0 {
+				continue
+			}
+			ev := base
+			ev.Operation, ev.Rows = op.name, op.rows
+			if op.name == OperationUpdate {
+				if len(c.changed) > 0 {
+					ev.Changed = slices.Sorted(maps.Keys(c.changed))
+				}
+				ev.Complete = c.unknownUpdates == 0
+			}
+			evs = append(evs, ev)
+		}
+	}
+	for _, prefix := range agg.messages {
+		ev := messageEvent(prefix, database, at)
+		ev.LSN = end
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// messageEvent is the event of a pgtripwire logical decoding message. The message
+// content is not carried: it could hold anything.
+func messageEvent(prefix, database string, at time.Time) event.Event {
+	return event.Event{
+		Time:          at,
+		Source:        event.SourceWAL,
+		Database:      database,
+		Operation:     OperationMessage,
+		MessagePrefix: prefix,
+		Rows:          1,
+		Calls:         1,
+		Complete:      true,
+	}
+}
