@@ -30,8 +30,10 @@ $(BIN)/golangci-lint:
 	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 # Benchmarks against a real server (5,000 pg_stat_statements entries); see README.
+# The poll benchmark fills a real server with 5,000 statements: 20 polls are plenty.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./detector/statements/ ./detector/classify/
+	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./detector/statements/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./detector/classify/ ./rules/...
 
 # Fuzz SQL classification longer than the seed corpus `make test` runs.
 fuzz:
