@@ -29,6 +29,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/health"
 	"github.com/pgtripwire/pgtripwire/detector/notify"
 	"github.com/pgtripwire/pgtripwire/detector/statements"
+	"github.com/pgtripwire/pgtripwire/detector/wal"
 	"github.com/pgtripwire/pgtripwire/detector/web"
 	"github.com/pgtripwire/pgtripwire/rules/builtin"
 )
@@ -88,7 +89,7 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	if !cfg.Sources.Statements.Enabled {
+	if !cfg.Sources.Statements.Enabled && !cfg.Sources.WAL.Enabled {
 		return nil, &ConfigError{Err: errors.New("sources: every source is disabled; the detector would watch nothing")}
 	}
 	connConfig, err := pgx.ParseConfig(cfg.Database.DSN)
@@ -133,6 +134,9 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		})
 		pack = append(pack, builtin.NewSweep(r.MinRowsPerCall, bulkThreshold, r.MinRows, r.Window, cfg.Alerts.ResolveAfter, evicted))
 	}
+	if r := cfg.Rules.MassCredentialChange; r.Enabled {
+		pack = append(pack, builtin.NewMassChange(r.MinRows, cfg.Alerts.ResolveAfter))
+	}
 	var eval Evaluator = pack
 	if len(pack) == 0 {
 		deps.Logger.Warn("no rule enabled: events are observed but nothing can alert")
@@ -165,6 +169,17 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 			SearchPath:     cfg.Database.SearchPath,
 			Sensitive:      sensitiveMap(cfg.Sensitive),
 			Now:            deps.Now,
+		}, d.pipeline, d.health, deps.Logger, deps.Registry))
+	}
+
+	if w := cfg.Sources.WAL; w.Enabled {
+		d.health.Register(wal.Component)
+		d.sources = append(d.sources, wal.New(wal.Config{
+			Conn:        &connConfig.Config,
+			Slot:        w.Slot,
+			Publication: w.Publication,
+			Tables:      sensitiveMap(cfg.Sensitive),
+			Now:         deps.Now,
 		}, d.pipeline, d.health, deps.Logger, deps.Registry))
 	}
 

@@ -411,6 +411,43 @@ func TestPaginatedSweepPages(t *testing.T) {
 	}
 }
 
+// #4 acceptance 1: 20,000 password hashes updated in one transaction page, from the WAL.
+func TestMassCredentialChangePages(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seedUsers(t, db, 20_000)
+	db.Exec(t, `ALTER TABLE public.users REPLICA IDENTITY FULL`)
+	slot := db.Name // unique in the cluster, as slot names must be
+	if len(slot) > 63 {
+		slot = slot[:63]
+	}
+	r := startDetectorWith(t, db, func(cfg *config.Config) {
+		cfg.Sources.WAL.Enabled = true
+		cfg.Sources.WAL.Slot, cfg.Sources.WAL.Publication = slot, slot
+	})
+	start := time.Now()
+	db.Exec(t, `UPDATE public.users SET password_hash = '$2b$12$attacker' || id`)
+	var got alert.Alert
+	eventually(t, 5*time.Second, "a MassCredentialChange alert", func() bool {
+		for _, a := range r.lines(t) {
+			if a.State == alert.StateFiring && a.Rule == "MassCredentialChange" {
+				got = a
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("paged %v after the commit", time.Since(start).Round(time.Millisecond))
+	if got.Labels["source"] != "wal" || got.Labels["table"] != "public.users" || got.Labels["columns"] != "password_hash" || got.Value != 20000 {
+		t.Fatalf("got %+v, want source=wal, table=public.users, columns=password_hash, value 20000", got)
+	}
+	for _, a := range r.lines(t) {
+		if a.Rule != "MassCredentialChange" {
+			t.Errorf("got %+v, want no read alert for an update", a)
+		}
+	}
+}
+
 func TestLoginLookupsDoNotAlert(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)

@@ -169,6 +169,9 @@ type Alerts struct {
 
 // Sources is the sources section.
 type Sources struct {
+	// WAL (sources.wal) is the logical replication source: committed changes to
+	// the sensitive tables.
+	WAL WALSource `yaml:"wal"`
 	// Statements (sources.statements) polls pg_stat_statements.
 	Statements StatementsSource `yaml:"statements"`
 }
@@ -182,6 +185,19 @@ type StatementsSource struct {
 	Interval time.Duration `yaml:"interval"`
 }
 
+// WALSource is the sources.wal section.
+type WALSource struct {
+	// Enabled (sources.wal.enabled) turns the source on. Default false: it
+	// creates a publication and a permanent replication slot, which retains WAL
+	// while the detector is down, so an operator opts in.
+	Enabled bool `yaml:"enabled"`
+	// Slot (sources.wal.slot) and Publication (sources.wal.publication) name the
+	// logical replication slot and the publication of the sensitive tables; both
+	// are created when missing and never dropped. Default "pgtripwire".
+	Slot        string `yaml:"slot"`
+	Publication string `yaml:"publication"`
+}
+
 // Rules is the rules section.
 type Rules struct {
 	// SensitiveBulkRead (rules.sensitive_bulk_read) fires when a statement
@@ -191,6 +207,20 @@ type Rules struct {
 	// rows of sensitive columns in pages that are each below the bulk-read
 	// threshold.
 	SensitiveSweep SweepRule `yaml:"sensitive_sweep"`
+	// MassCredentialChange (rules.mass_credential_change) fires when one
+	// committed transaction changes sensitive columns of many rows.
+	MassCredentialChange MassChangeRule `yaml:"mass_credential_change"`
+}
+
+// MassChangeRule is the rules.mass_credential_change section.
+type MassChangeRule struct {
+	// Enabled (rules.mass_credential_change.enabled) turns the rule on. Default
+	// true; it needs sources.wal.
+	Enabled bool `yaml:"enabled"`
+	// MinRows (rules.mass_credential_change.min_rows) is the number of rows of
+	// one transaction, at or above which a change of sensitive columns counts as
+	// mass. Default 1000, minimum 1.
+	MinRows int64 `yaml:"min_rows"`
 }
 
 // SweepRule is the rules.sensitive_sweep section.
@@ -244,10 +274,13 @@ func Defaults() *Config {
 			Spool: Spool{MaxEntries: defaultSpoolMaxEntries},
 		},
 		StateDir: defaultStateDir,
-		Sources: Sources{Statements: StatementsSource{
-			Enabled:  true,
-			Interval: defaultStatementsInterval,
-		}},
+		Sources: Sources{
+			Statements: StatementsSource{
+				Enabled:  true,
+				Interval: defaultStatementsInterval,
+			},
+			WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"},
+		},
 		Rules: Rules{
 			SensitiveBulkRead: BulkReadRule{
 				Enabled:        true,
@@ -259,6 +292,7 @@ func Defaults() *Config {
 				MinRows:        10_000,
 				Window:         10 * time.Minute,
 			},
+			MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000},
 		},
 	}
 }

@@ -116,8 +116,8 @@ func TestParse_Defaults(t *testing.T) {
 			Spool:        Spool{MaxEntries: 10000},
 		},
 		StateDir: "/etc/pgtripwire/state",
-		Sources:  Sources{Statements: StatementsSource{Enabled: true, Interval: time.Second}},
-		Rules:    Rules{SensitiveBulkRead: BulkReadRule{Enabled: true, MinRowsPerCall: 1000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}},
+		Sources:  Sources{Statements: StatementsSource{Enabled: true, Interval: time.Second}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"}},
+		Rules:    Rules{SensitiveBulkRead: BulkReadRule{Enabled: true, MinRowsPerCall: 1000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}, MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(minimal):\n got %+v\nwant %+v", got, want)
@@ -172,8 +172,8 @@ func TestParse_FullFile(t *testing.T) {
 			Spool: Spool{MaxEntries: 50000},
 		},
 		StateDir: "var/state", // ../var/state from testdata/
-		Sources:  Sources{Statements: StatementsSource{Enabled: false, Interval: 250 * time.Millisecond}},
-		Rules:    Rules{SensitiveBulkRead: BulkReadRule{Enabled: false, MinRowsPerCall: 5000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}},
+		Sources:  Sources{Statements: StatementsSource{Enabled: false, Interval: 250 * time.Millisecond}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"}},
+		Rules:    Rules{SensitiveBulkRead: BulkReadRule{Enabled: false, MinRowsPerCall: 5000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}, MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(full.good.yaml):\n got %+v\nwant %+v", got, want)

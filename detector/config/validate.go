@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +47,16 @@ func (v *validator) validate() {
 		v.errorf("rules.sensitive_sweep.min_rows", "%d is below the minimum of 1", sweep.MinRows)
 	}
 	v.atLeast("rules.sensitive_sweep.window", sweep.Window, time.Second)
+	if n := v.cfg.Rules.MassCredentialChange.MinRows; n < 1 {
+		v.errorf("rules.mass_credential_change.min_rows", "%d is below the minimum of 1", n)
+	}
+	for path, name := range map[string]string{
+		"sources.wal.slot": v.cfg.Sources.WAL.Slot, "sources.wal.publication": v.cfg.Sources.WAL.Publication,
+	} {
+		if !walName.MatchString(name) {
+			v.errorf(path, "%q is not a valid name: use lower-case letters, digits and underscores, at most 63", name)
+		}
+	}
 	if bulk := v.cfg.Rules.SensitiveBulkRead; sweep.Enabled && bulk.Enabled &&
 		bulk.MinRowsPerCall >= 1 && sweep.MinRowsPerCall >= bulk.MinRowsPerCall {
 		v.errorf("rules.sensitive_sweep.min_rows_per_call",
@@ -53,6 +64,10 @@ func (v *validator) validate() {
 			sweep.MinRowsPerCall, bulk.MinRowsPerCall)
 	}
 }
+
+// walName is what PostgreSQL accepts as a replication slot name (and what the
+// detector accepts for its publication, so that it needs no quoting).
+var walName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 
 // errorf reports a problem with the value at path, at its position. Values
 // that failed to decode already have their error and are skipped.

@@ -105,7 +105,8 @@ func (r *BulkRead) Tick(now time.Time) []alert.Alert {
 }
 
 func (r *BulkRead) matches(ev event.Event) bool {
-	if ev.Calls <= 0 || ev.RowsPerCall() < r.minRowsPerCall {
+	// Changes are not reads: WAL events are the change rules' business.
+	if ev.Source == event.SourceWAL || ev.Calls <= 0 || ev.RowsPerCall() < r.minRowsPerCall {
 		return false
 	}
 	return len(ev.SensitiveRead) > 0 || !ev.Complete

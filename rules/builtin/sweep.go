@@ -157,7 +157,7 @@ func (r *Sweep) Tick(now time.Time) []alert.Alert {
 }
 
 func (r *Sweep) matches(ev event.Event) bool {
-	if ev.Calls <= 0 || ev.Rows <= 0 || (len(ev.SensitiveRead) == 0 && ev.Complete) {
+	if ev.Source == event.SourceWAL || ev.Calls <= 0 || ev.Rows <= 0 || (len(ev.SensitiveRead) == 0 && ev.Complete) {
 		return false
 	}
 	perCall := ev.RowsPerCall()
