@@ -137,6 +137,12 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	if r := cfg.Rules.MassCredentialChange; r.Enabled {
 		pack = append(pack, builtin.NewMassChange(r.MinRows, cfg.Alerts.ResolveAfter))
 	}
+	if r := cfg.Rules.MassDelete; r.Enabled {
+		pack = append(pack, builtin.NewMassDelete(r.MinRows, cfg.Alerts.ResolveAfter))
+	}
+	if cfg.Rules.SensitiveTableTruncated.Enabled {
+		pack = append(pack, builtin.NewTruncate(cfg.Alerts.ResolveAfter))
+	}
 	var eval Evaluator = pack
 	if len(pack) == 0 {
 		deps.Logger.Warn("no rule enabled: events are observed but nothing can alert")

@@ -446,6 +446,20 @@ func TestMassCredentialChangePages(t *testing.T) {
 			t.Errorf("got %+v, want no read alert for an update", a)
 		}
 	}
+
+	// Covering tracks: a mass delete, then the table truncated.
+	db.Exec(t, `DELETE FROM public.users WHERE id <= 5000`)
+	db.Exec(t, `TRUNCATE public.users`)
+	for _, rule := range []string{"MassDelete", "SensitiveTableTruncated"} {
+		eventually(t, 5*time.Second, "a "+rule+" alert", func() bool {
+			for _, a := range r.lines(t) {
+				if a.State == alert.StateFiring && a.Rule == rule && a.Labels["table"] == "public.users" {
+					return true
+				}
+			}
+			return false
+		})
+	}
 }
 
 func TestLoginLookupsDoNotAlert(t *testing.T) {

@@ -210,16 +210,27 @@ type Rules struct {
 	// MassCredentialChange (rules.mass_credential_change) fires when one
 	// committed transaction changes sensitive columns of many rows.
 	MassCredentialChange MassChangeRule `yaml:"mass_credential_change"`
+	// MassDelete (rules.mass_delete) fires when one committed transaction
+	// deletes many rows of a sensitive table.
+	MassDelete MassChangeRule `yaml:"mass_delete"`
+	// SensitiveTableTruncated (rules.sensitive_table_truncated) fires when a
+	// sensitive table is truncated.
+	SensitiveTableTruncated EnabledRule `yaml:"sensitive_table_truncated"`
 }
 
-// MassChangeRule is the rules.mass_credential_change section.
-type MassChangeRule struct {
-	// Enabled (rules.mass_credential_change.enabled) turns the rule on. Default
-	// true; it needs sources.wal.
+// EnabledRule is a rule section with nothing to tune.
+type EnabledRule struct {
+	// Enabled turns the rule on. Default true.
 	Enabled bool `yaml:"enabled"`
-	// MinRows (rules.mass_credential_change.min_rows) is the number of rows of
-	// one transaction, at or above which a change of sensitive columns counts as
-	// mass. Default 1000, minimum 1.
+}
+
+// MassChangeRule is the rules.mass_credential_change and rules.mass_delete section.
+type MassChangeRule struct {
+	// Enabled turns the rule on. Default true; it needs sources.wal.
+	Enabled bool `yaml:"enabled"`
+	// MinRows is the number of rows of one transaction at or above which the
+	// change (of sensitive columns, or deletion) counts as mass. Default 1000,
+	// minimum 1.
 	MinRows int64 `yaml:"min_rows"`
 }
 
@@ -292,7 +303,9 @@ func Defaults() *Config {
 				MinRows:        10_000,
 				Window:         10 * time.Minute,
 			},
-			MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000},
+			MassCredentialChange:    MassChangeRule{Enabled: true, MinRows: 1000},
+			MassDelete:              MassChangeRule{Enabled: true, MinRows: 1000},
+			SensitiveTableTruncated: EnabledRule{Enabled: true},
 		},
 	}
 }

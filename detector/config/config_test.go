@@ -117,7 +117,7 @@ func TestParse_Defaults(t *testing.T) {
 		},
 		StateDir: "/etc/pgtripwire/state",
 		Sources:  Sources{Statements: StatementsSource{Enabled: true, Interval: time.Second}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"}},
-		Rules:    Rules{SensitiveBulkRead: BulkReadRule{Enabled: true, MinRowsPerCall: 1000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}, MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000}},
+		Rules:    Rules{SensitiveBulkRead: BulkReadRule{Enabled: true, MinRowsPerCall: 1000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}, MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000}, MassDelete: MassChangeRule{Enabled: true, MinRows: 1000}, SensitiveTableTruncated: EnabledRule{Enabled: true}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(minimal):\n got %+v\nwant %+v", got, want)
@@ -173,7 +173,7 @@ func TestParse_FullFile(t *testing.T) {
 		},
 		StateDir: "var/state", // ../var/state from testdata/
 		Sources:  Sources{Statements: StatementsSource{Enabled: false, Interval: 250 * time.Millisecond}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"}},
-		Rules:    Rules{SensitiveBulkRead: BulkReadRule{Enabled: false, MinRowsPerCall: 5000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}, MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000}},
+		Rules:    Rules{SensitiveBulkRead: BulkReadRule{Enabled: false, MinRowsPerCall: 5000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}, MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000}, MassDelete: MassChangeRule{Enabled: true, MinRows: 1000}, SensitiveTableTruncated: EnabledRule{Enabled: true}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(full.good.yaml):\n got %+v\nwant %+v", got, want)

@@ -50,6 +50,9 @@ func (v *validator) validate() {
 	if n := v.cfg.Rules.MassCredentialChange.MinRows; n < 1 {
 		v.errorf("rules.mass_credential_change.min_rows", "%d is below the minimum of 1", n)
 	}
+	if n := v.cfg.Rules.MassDelete.MinRows; n < 1 {
+		v.errorf("rules.mass_delete.min_rows", "%d is below the minimum of 1", n)
+	}
 	for path, name := range map[string]string{
 		"sources.wal.slot": v.cfg.Sources.WAL.Slot, "sources.wal.publication": v.cfg.Sources.WAL.Publication,
 	} {

@@ -14,9 +14,6 @@ import (
 // MassChangeRuleName is the rule (and alertname) of the mass credential change detection.
 const MassChangeRuleName = "MassCredentialChange"
 
-// MassChangeRunbookURL documents what the on-call engineer should do.
-const MassChangeRunbookURL = "https://github.com/pgtripwire/pgtripwire/blob/main/docs/runbooks/MassCredentialChange.md"
-
 // MassChange fires when one committed transaction updates sensitive columns (email,
 // username, password hash) of at least MinRows rows of a table: accounts taken over by
 // resetting their hashes or emails, in bulk. An update whose changed columns cannot be
@@ -26,25 +23,51 @@ const MassChangeRunbookURL = "https://github.com/pgtripwire/pgtripwire/blob/main
 //
 // MassChange is not safe for concurrent use; the detector serialises evaluation.
 type MassChange struct {
+	name         string
+	operation    string // the WAL operation it watches
 	minRows      int64
 	resolveAfter time.Duration
 	firing       map[string]*firingAlert
 }
 
-// NewMassChange returns the rule.
+// NewMassChange returns MassCredentialChange.
 func NewMassChange(minRows int64, resolveAfter time.Duration) *MassChange {
-	return &MassChange{minRows: minRows, resolveAfter: resolveAfter, firing: make(map[string]*firingAlert)}
+	return &MassChange{name: MassChangeRuleName, operation: "UPDATE", minRows: minRows,
+		resolveAfter: resolveAfter, firing: make(map[string]*firingAlert)}
+}
+
+// MassDeleteRuleName and TruncateRuleName are the WAL rules for deletions.
+const (
+	MassDeleteRuleName = "MassDelete"
+	TruncateRuleName   = "SensitiveTableTruncated"
+)
+
+// NewMassDelete returns MassDelete: one transaction deleting at least minRows rows of a
+// sensitive table (accounts destroyed, or tracks covered).
+func NewMassDelete(minRows int64, resolveAfter time.Duration) *MassChange {
+	return &MassChange{name: MassDeleteRuleName, operation: "DELETE", minRows: minRows,
+		resolveAfter: resolveAfter, firing: make(map[string]*firingAlert)}
+}
+
+// NewTruncate returns SensitiveTableTruncated: any TRUNCATE of a sensitive table.
+func NewTruncate(resolveAfter time.Duration) *MassChange {
+	return &MassChange{name: TruncateRuleName, operation: "TRUNCATE", minRows: 1,
+		resolveAfter: resolveAfter, firing: make(map[string]*firingAlert)}
 }
 
 // Rules lists the rule and its severity.
 func (r *MassChange) Rules() map[string]alert.Severity {
-	return map[string]alert.Severity{MassChangeRuleName: alert.SeverityCritical}
+	return map[string]alert.Severity{r.name: alert.SeverityCritical}
 }
 
 // Eval returns a firing transition the first time a group matches.
 func (r *MassChange) Eval(now time.Time, ev event.Event) []alert.Alert {
-	if ev.Source != event.SourceWAL || ev.Operation != "UPDATE" || ev.Rows < r.minRows ||
-		(len(ev.Changed) == 0 && ev.Complete) {
+	if ev.Source != event.SourceWAL || ev.Operation != r.operation || ev.Rows < r.minRows {
+		return nil
+	}
+	// An update counts when it changed sensitive columns, or when which columns it
+	// changed cannot be known; deletes and truncates remove whole rows.
+	if r.operation == "UPDATE" && len(ev.Changed) == 0 && ev.Complete {
 		return nil
 	}
 	labels := map[string]string{alert.LabelSource: string(ev.Source)}
@@ -54,29 +77,39 @@ func (r *MassChange) Eval(now time.Time, ev event.Event) []alert.Alert {
 			labels[k] = v
 		}
 	}
-	fp := alert.Fingerprint(MassChangeRuleName, labels)
+	fp := alert.Fingerprint(r.name, labels)
 	if f, ok := r.firing[fp]; ok {
 		f.lastSeen = now
 		f.alert.Value = max(f.alert.Value, float64(ev.Rows))
 		return nil
 	}
-	what := "sensitive columns " + labels[alert.LabelColumns]
-	if len(ev.Changed) == 0 {
-		what = "possibly sensitive columns (the table lacks REPLICA IDENTITY FULL, so which ones is unknown)"
+	var summary, what string
+	switch r.operation {
+	case "UPDATE":
+		what = "changed sensitive columns " + labels[alert.LabelColumns]
+		if len(ev.Changed) == 0 {
+			what = "changed possibly sensitive columns (the table lacks REPLICA IDENTITY FULL, so which ones is unknown)"
+		}
+		summary = fmt.Sprintf("Mass change of credentials in %s: %d rows in one transaction", ev.Relation, ev.Rows)
+	case "DELETE":
+		what = "deleted"
+		summary = fmt.Sprintf("Mass delete from sensitive table %s: %d rows in one transaction", ev.Relation, ev.Rows)
+	default:
+		what = "truncated"
+		summary = fmt.Sprintf("Sensitive table %s truncated", ev.Relation)
 	}
 	a := alert.Alert{
-		Time: now, State: alert.StateFiring, Rule: MassChangeRuleName, Severity: alert.SeverityCritical,
+		Time: now, State: alert.StateFiring, Rule: r.name, Severity: alert.SeverityCritical,
 		Fingerprint: fp, Value: float64(ev.Rows), Labels: labels,
 		Annotations: map[string]string{
-			alert.AnnotationSummary: fmt.Sprintf("Mass change of %s of %s: %d rows in one transaction",
-				what, ev.Relation, ev.Rows),
+			alert.AnnotationSummary: summary,
 			alert.AnnotationDescription: fmt.Sprintf(
-				"One transaction committed at WAL position %X/%X changed %s in %d rows of %s (threshold %d). "+
+				"One transaction committed at WAL position %X/%X %s %d rows of %s (threshold %d). "+
 					"The WAL does not say who: look for the session in pg_stat_activity and the server log around %s. "+
-					"If it is not an expected migration, assume accounts are being taken over: lock the role that did "+
-					"it, restore the columns from a backup or the WAL, and force re-authentication.",
+					"If it is not an expected migration, lock the role that did it and restore from a backup; "+
+					"for changed credentials, force re-authentication of the accounts.",
 				ev.LSN>>32, uint32(ev.LSN), what, ev.Rows, ev.Relation, r.minRows, ev.Time.Format(time.RFC3339)),
-			alert.AnnotationRunbookURL: MassChangeRunbookURL,
+			alert.AnnotationRunbookURL: "https://github.com/pgtripwire/pgtripwire/blob/main/docs/runbooks/" + r.name + ".md",
 		},
 	}
 	r.firing[fp] = &firingAlert{alert: a, lastSeen: now}

@@ -49,3 +49,35 @@ func TestReadRulesIgnoreWALEvents(t *testing.T) {
 		t.Fatalf("got %v for a WAL update, want no read alert", got)
 	}
 }
+
+func TestDeleteAndTruncateRules(t *testing.T) {
+	del := walUpdate(5000, nil, true)
+	del.Operation = "DELETE"
+	trunc := walUpdate(1, nil, true)
+	trunc.Operation = "TRUNCATE"
+	small := walUpdate(10, nil, true)
+	small.Operation = "DELETE"
+	tests := []struct {
+		name string
+		rule *MassChange
+		ev   event.Event
+		want bool
+	}{
+		{"5,000 users deleted at once", NewMassDelete(1000, time.Minute), del, true},
+		{"ten accounts closed", NewMassDelete(1000, time.Minute), small, false},
+		{"a delete is not a truncate", NewTruncate(time.Minute), del, false},
+		{"the users table truncated", NewTruncate(time.Minute), trunc, true},
+		{"an update is not a delete", NewMassDelete(1000, time.Minute), walUpdate(5000, []string{"email"}, true), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.rule.Eval(time.Now(), tt.ev)
+			if (len(got) == 1) != tt.want {
+				t.Fatalf("got %v, want fired=%v", got, tt.want)
+			}
+			if tt.want && got[0].Rule != tt.rule.name {
+				t.Fatalf("got rule %s, want %s", got[0].Rule, tt.rule.name)
+			}
+		})
+	}
+}
