@@ -8,7 +8,6 @@ package builtin
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -37,21 +36,14 @@ const BulkReadRunbookURL = "https://github.com/pgtripwire/pgtripwire/blob/main/d
 // BulkRead is not safe for concurrent use; the detector serialises evaluation.
 type BulkRead struct {
 	minRowsPerCall int64
-	resolveAfter   time.Duration
-	firing         map[string]*firingAlert // by fingerprint
-}
-
-type firingAlert struct {
-	alert    alert.Alert
-	lastSeen time.Time
+	firing         firingSet
 }
 
 // NewBulkRead returns the rule with its thresholds.
 func NewBulkRead(minRowsPerCall int64, resolveAfter time.Duration) *BulkRead {
 	return &BulkRead{
 		minRowsPerCall: minRowsPerCall,
-		resolveAfter:   resolveAfter,
-		firing:         make(map[string]*firingAlert),
+		firing:         newFiringSet(resolveAfter),
 	}
 }
 
@@ -69,9 +61,7 @@ func (r *BulkRead) Eval(now time.Time, ev event.Event) []alert.Alert {
 	}
 	labels := bulkReadLabels(ev)
 	fp := alert.Fingerprint(BulkReadRuleName, labels)
-	if f, ok := r.firing[fp]; ok {
-		f.lastSeen = now
-		f.alert.Value = max(f.alert.Value, float64(ev.Rows))
+	if r.firing.refresh(fp, now, float64(ev.Rows)) {
 		return nil
 	}
 	a := alert.Alert{
@@ -84,24 +74,12 @@ func (r *BulkRead) Eval(now time.Time, ev event.Event) []alert.Alert {
 		Labels:      labels,
 		Annotations: r.annotations(ev, labels),
 	}
-	r.firing[fp] = &firingAlert{alert: a, lastSeen: now}
-	return []alert.Alert{a}
+	return r.firing.fire(a, now)
 }
 
 // Tick resolves the alerts whose condition has been quiet for ResolveAfter at now.
 func (r *BulkRead) Tick(now time.Time) []alert.Alert {
-	var resolved []alert.Alert
-	for _, fp := range slices.Sorted(maps.Keys(r.firing)) {
-		f := r.firing[fp]
-		if now.Sub(f.lastSeen) < r.resolveAfter {
-			continue
-		}
-		a := f.alert
-		a.Time, a.State = now, alert.StateResolved
-		resolved = append(resolved, a)
-		delete(r.firing, fp)
-	}
-	return resolved
+	return r.firing.resolveQuiet(now)
 }
 
 func (r *BulkRead) matches(ev event.Event) bool {

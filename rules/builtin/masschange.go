@@ -2,8 +2,6 @@ package builtin
 
 import (
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"time"
 
@@ -23,17 +21,16 @@ const MassChangeRuleName = "MassCredentialChange"
 //
 // MassChange is not safe for concurrent use; the detector serialises evaluation.
 type MassChange struct {
-	name         string
-	operation    string // the WAL operation it watches
-	minRows      int64
-	resolveAfter time.Duration
-	firing       map[string]*firingAlert
+	name      string
+	operation string // the WAL operation it watches
+	minRows   int64
+	firing    firingSet
 }
 
 // NewMassChange returns MassCredentialChange.
 func NewMassChange(minRows int64, resolveAfter time.Duration) *MassChange {
 	return &MassChange{name: MassChangeRuleName, operation: "UPDATE", minRows: minRows,
-		resolveAfter: resolveAfter, firing: make(map[string]*firingAlert)}
+		firing: newFiringSet(resolveAfter)}
 }
 
 // MassDeleteRuleName and TruncateRuleName are the WAL rules for deletions.
@@ -46,13 +43,13 @@ const (
 // sensitive table (accounts destroyed, or tracks covered).
 func NewMassDelete(minRows int64, resolveAfter time.Duration) *MassChange {
 	return &MassChange{name: MassDeleteRuleName, operation: "DELETE", minRows: minRows,
-		resolveAfter: resolveAfter, firing: make(map[string]*firingAlert)}
+		firing: newFiringSet(resolveAfter)}
 }
 
 // NewTruncate returns SensitiveTableTruncated: any TRUNCATE of a sensitive table.
 func NewTruncate(resolveAfter time.Duration) *MassChange {
 	return &MassChange{name: TruncateRuleName, operation: "TRUNCATE", minRows: 1,
-		resolveAfter: resolveAfter, firing: make(map[string]*firingAlert)}
+		firing: newFiringSet(resolveAfter)}
 }
 
 // Rules lists the rule and its severity.
@@ -78,9 +75,7 @@ func (r *MassChange) Eval(now time.Time, ev event.Event) []alert.Alert {
 		}
 	}
 	fp := alert.Fingerprint(r.name, labels)
-	if f, ok := r.firing[fp]; ok {
-		f.lastSeen = now
-		f.alert.Value = max(f.alert.Value, float64(ev.Rows))
+	if r.firing.refresh(fp, now, float64(ev.Rows)) {
 		return nil
 	}
 	var summary, what string
@@ -112,22 +107,10 @@ func (r *MassChange) Eval(now time.Time, ev event.Event) []alert.Alert {
 			alert.AnnotationRunbookURL: "https://github.com/pgtripwire/pgtripwire/blob/main/docs/runbooks/" + r.name + ".md",
 		},
 	}
-	r.firing[fp] = &firingAlert{alert: a, lastSeen: now}
-	return []alert.Alert{a}
+	return r.firing.fire(a, now)
 }
 
 // Tick resolves alerts quiet for ResolveAfter.
 func (r *MassChange) Tick(now time.Time) []alert.Alert {
-	var resolved []alert.Alert
-	for _, fp := range slices.Sorted(maps.Keys(r.firing)) {
-		f := r.firing[fp]
-		if now.Sub(f.lastSeen) < r.resolveAfter {
-			continue
-		}
-		a := f.alert
-		a.Time, a.State = now, alert.StateResolved
-		resolved = append(resolved, a)
-		delete(r.firing, fp)
-	}
-	return resolved
+	return r.firing.resolveQuiet(now)
 }
