@@ -66,6 +66,21 @@ type Event struct {
 	// message content is not carried.
 	MessagePrefix string
 
+	// Kind says what happened, for events that are not row counts: a catalog watch
+	// ("role_attribute", "slot_created", "stats_reset", …), a DDL event, a canary read.
+	// The values are documented with each source; "" for statement and WAL events.
+	Kind string
+	// Object names what Kind happened to (a role, a slot, a setting, a policy), ""
+	// when Kind needs none. Never a value read from a row or a literal of a query.
+	Object string
+	// PID is the backend process id the observation comes from (activity, COPY
+	// progress, canary), 0 when the source cannot know it: what an on-call engineer
+	// passes to pg_terminate_backend.
+	PID int32
+	// Running is, for a statement observed while it runs (activity, COPY progress),
+	// how long it has been running; 0 otherwise.
+	Running time.Duration
+
 	QueryID int64
 	// Statement is the normalized text (placeholders instead of literals). Sources
 	// leave it empty for now: pg_stat_statements keeps the literals of utility

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"cel.dev/cel-go/cel"
@@ -64,9 +65,13 @@ var eventFields = []eventField{
 	{"calls", types.IntType, roleNumeric, func(e *event.Event) ref.Val { return types.Int(e.Calls) }, always},
 	{"rows_per_call", types.IntType, roleNumeric, func(e *event.Event) ref.Val { return types.Int(e.RowsPerCall()) }, always},
 	{"query_id", types.IntType, roleLabel, func(e *event.Event) ref.Val { return types.Int(e.QueryID) }, func(e *event.Event) bool { return e.QueryID != 0 }},
-	// lsn is declared now so that rules written today keep compiling when WAL
-	// events carry their commit LSN; until then it is 0 and has() is false.
-	{"lsn", types.IntType, roleLabel, func(*event.Event) ref.Val { return types.Int(0) }, func(*event.Event) bool { return false }},
+	{"lsn", types.IntType, roleLabel, func(e *event.Event) ref.Val { return types.Int(int64(e.LSN)) }, func(e *event.Event) bool { return e.LSN != 0 }},
+	{"changed", types.NewListType(types.StringType), roleLabel, func(e *event.Event) ref.Val { return types.NewStringList(types.DefaultTypeAdapter, e.Changed) }, always},
+	{"message_prefix", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.MessagePrefix) }, func(e *event.Event) bool { return e.MessagePrefix != "" }},
+	{"kind", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Kind) }, func(e *event.Event) bool { return e.Kind != "" }},
+	{"object", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Object) }, func(e *event.Event) bool { return e.Object != "" }},
+	{"pid", types.IntType, roleLabel, func(e *event.Event) ref.Val { return types.Int(e.PID) }, func(e *event.Event) bool { return e.PID != 0 }},
+	{"running_seconds", types.IntType, roleNumeric, func(e *event.Event) ref.Val { return types.Int(int64(e.Running / time.Second)) }, always},
 }
 
 var fieldByName = func() map[string]*eventField {

@@ -194,7 +194,7 @@ func TestMatch(t *testing.T) {
 		{`event.role == "mallory" && event.client_addr == "203.0.113.7" && event.application == "psql"`, true},
 		{`event.query_id == -42 && event.complete`, true},
 		{`event.time > timestamp("2026-11-29T02:00:00Z") && event.time.getHours() == 3`, true},
-		{`has(event.client_addr) && !has(event.lsn) && event.lsn == 0`, true},
+		{`has(event.client_addr) && !has(event.lsn) && event.lsn == 0 && !has(event.kind)`, true},
 		{`event.sensitive_read.exists(c, c.endsWith("hash"))`, true},
 	}
 	for _, tt := range tests {
