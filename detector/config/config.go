@@ -58,6 +58,10 @@ const (
 	defaultStateDir            = "./state"
 	defaultStatementsInterval  = time.Second
 	minStatementsInterval      = 100 * time.Millisecond
+	defaultLiveInterval        = time.Second
+	minLiveInterval            = 100 * time.Millisecond
+	defaultTablesInterval      = 10 * time.Second
+	defaultActivityMinRunning  = 2 * time.Second
 	defaultBulkReadMinRowsCall = 1000
 )
 
@@ -141,6 +145,11 @@ type HTTP struct {
 	// port is a number from 0 to 65535 (0 picks a free port), and an empty
 	// host (":9473") means every interface. Default "127.0.0.1:9473".
 	Listen string `yaml:"listen"`
+	// WebConfigFile (http.web_config_file) is a Prometheus web configuration
+	// file (TLS, client certificates, bcrypt basic auth) protecting every
+	// endpoint, read with exporter-toolkit. Default "": plain HTTP, no
+	// authentication. Relative to the config file's directory.
+	WebConfigFile string `yaml:"web_config_file"`
 }
 
 // Alerts is the alerts section.
@@ -174,6 +183,41 @@ type Sources struct {
 	WAL WALSource `yaml:"wal"`
 	// Statements (sources.statements) polls pg_stat_statements.
 	Statements StatementsSource `yaml:"statements"`
+	// Activity (sources.activity) samples pg_stat_activity: sensitive reads
+	// seen while they still run.
+	Activity ActivitySource `yaml:"activity"`
+	// Copy (sources.copy) samples pg_stat_progress_copy: COPY TO of sensitive
+	// data seen before it completes.
+	Copy PollSource `yaml:"copy"`
+	// Tables (sources.tables) compares pg_stat_user_tables' tuples read on
+	// sensitive tables with what classified statements explain.
+	Tables PollSource `yaml:"tables"`
+	// Catalog (sources.catalog) watches replication slots, publications, roles,
+	// statistics resets and the settings the detector depends on.
+	Catalog PollSource `yaml:"catalog"`
+}
+
+// PollSource is a source that polls a system view: sources.copy,
+// sources.tables and sources.catalog.
+type PollSource struct {
+	// Enabled turns the source on. Default true.
+	Enabled bool `yaml:"enabled"`
+	// Interval is the time between two polls. Default 1s (10s for
+	// sources.tables), minimum 100ms.
+	Interval time.Duration `yaml:"interval"`
+}
+
+// ActivitySource is the sources.activity section.
+type ActivitySource struct {
+	// Enabled (sources.activity.enabled) turns the source on. Default true.
+	Enabled bool `yaml:"enabled"`
+	// Interval (sources.activity.interval) is the time between two samples.
+	// Default 1s, minimum 100ms.
+	Interval time.Duration `yaml:"interval"`
+	// MinRunning (sources.activity.min_running) is how long a statement reading
+	// sensitive columns must have run before it is reported. Default 2s; 0
+	// reports every one sampled.
+	MinRunning time.Duration `yaml:"min_running"`
 }
 
 // StatementsSource is the sources.statements section.
@@ -290,7 +334,11 @@ func Defaults() *Config {
 				Enabled:  true,
 				Interval: defaultStatementsInterval,
 			},
-			WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"},
+			WAL:      WALSource{Slot: "pgtripwire", Publication: "pgtripwire"},
+			Activity: ActivitySource{Enabled: true, Interval: defaultLiveInterval, MinRunning: defaultActivityMinRunning},
+			Copy:     PollSource{Enabled: true, Interval: defaultLiveInterval},
+			Tables:   PollSource{Enabled: true, Interval: defaultTablesInterval},
+			Catalog:  PollSource{Enabled: true, Interval: defaultLiveInterval},
 		},
 		Rules: Rules{
 			SensitiveBulkRead: BulkReadRule{

@@ -116,8 +116,11 @@ func TestParse_Defaults(t *testing.T) {
 			Spool:        Spool{MaxEntries: 10000},
 		},
 		StateDir: "/etc/pgtripwire/state",
-		Sources:  Sources{Statements: StatementsSource{Enabled: true, Interval: time.Second}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"}},
-		Rules:    Rules{SensitiveBulkRead: BulkReadRule{Enabled: true, MinRowsPerCall: 1000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}, MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000}, MassDelete: MassChangeRule{Enabled: true, MinRows: 1000}, SensitiveTableTruncated: EnabledRule{Enabled: true}},
+		Sources: Sources{
+			Statements: StatementsSource{Enabled: true, Interval: time.Second}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"},
+			Activity: ActivitySource{Enabled: true, Interval: time.Second, MinRunning: 2 * time.Second}, Copy: PollSource{Enabled: true, Interval: time.Second}, Tables: PollSource{Enabled: true, Interval: 10 * time.Second}, Catalog: PollSource{Enabled: true, Interval: time.Second},
+		},
+		Rules: Rules{SensitiveBulkRead: BulkReadRule{Enabled: true, MinRowsPerCall: 1000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}, MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000}, MassDelete: MassChangeRule{Enabled: true, MinRows: 1000}, SensitiveTableTruncated: EnabledRule{Enabled: true}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(minimal):\n got %+v\nwant %+v", got, want)
@@ -147,7 +150,7 @@ func TestParse_FullFile(t *testing.T) {
 			{Table: `"Billing"."Customer Accounts"`, Columns: []string{"E-mail", "login"}, Schema: "Billing", Name: "Customer Accounts"},
 			{Table: "auth.sessions", Columns: []string{"token"}, Schema: "auth", Name: "sessions"},
 		},
-		HTTP: HTTP{Listen: ":9100"},
+		HTTP: HTTP{Listen: ":9100", WebConfigFile: "testdata/web-config.yml"},
 		Alerts: Alerts{
 			File: "/var/log/pgtripwire/alerts.jsonl", Stdout: false, ResolveAfter: 10 * time.Minute,
 			Alertmanager: Alertmanager{
@@ -172,8 +175,12 @@ func TestParse_FullFile(t *testing.T) {
 			Spool: Spool{MaxEntries: 50000},
 		},
 		StateDir: "var/state", // ../var/state from testdata/
-		Sources:  Sources{Statements: StatementsSource{Enabled: false, Interval: 250 * time.Millisecond}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"}},
-		Rules:    Rules{SensitiveBulkRead: BulkReadRule{Enabled: false, MinRowsPerCall: 5000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}, MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000}, MassDelete: MassChangeRule{Enabled: true, MinRows: 1000}, SensitiveTableTruncated: EnabledRule{Enabled: true}},
+		Sources: Sources{
+			Statements: StatementsSource{Enabled: false, Interval: 250 * time.Millisecond}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"},
+			Activity: ActivitySource{Enabled: true, Interval: 500 * time.Millisecond, MinRunning: 0}, Copy: PollSource{Enabled: true, Interval: time.Second},
+			Tables: PollSource{Enabled: false, Interval: 10 * time.Second}, Catalog: PollSource{Enabled: true, Interval: 5 * time.Second},
+		},
+		Rules: Rules{SensitiveBulkRead: BulkReadRule{Enabled: false, MinRowsPerCall: 5000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}, MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000}, MassDelete: MassChangeRule{Enabled: true, MinRows: 1000}, SensitiveTableTruncated: EnabledRule{Enabled: true}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(full.good.yaml):\n got %+v\nwant %+v", got, want)

@@ -36,6 +36,14 @@ func (v *validator) validate() {
 	}
 	v.delivery()
 	v.atLeast("sources.statements.interval", v.cfg.Sources.Statements.Interval, minStatementsInterval)
+	v.atLeast("sources.activity.interval", v.cfg.Sources.Activity.Interval, minLiveInterval)
+	if d := v.cfg.Sources.Activity.MinRunning; d < 0 {
+		v.errorf("sources.activity.min_running", "%s is negative; it is how long a sensitive read must have run before it is reported (0: at once)", d)
+	}
+	v.atLeast("sources.copy.interval", v.cfg.Sources.Copy.Interval, minLiveInterval)
+	v.atLeast("sources.tables.interval", v.cfg.Sources.Tables.Interval, minLiveInterval)
+	v.atLeast("sources.catalog.interval", v.cfg.Sources.Catalog.Interval, minLiveInterval)
+	v.pathToFile("http.web_config_file", &v.cfg.HTTP.WebConfigFile, false)
 	if n := v.cfg.Rules.SensitiveBulkRead.MinRowsPerCall; n < 1 {
 		v.errorf("rules.sensitive_bulk_read.min_rows_per_call", "%d is below the minimum of 1", n)
 	}
