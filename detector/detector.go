@@ -189,6 +189,10 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		}, d.pipeline, d.health, deps.Logger, deps.Registry))
 	}
 
+	if err := web.ValidateConfigFile(cfg.HTTP.WebConfigFile); err != nil {
+		_ = d.alertLog.Close()
+		return nil, &ConfigError{Err: fmt.Errorf("http.web_config_file: %w", err)}
+	}
 	d.listener, err = net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		_ = d.alertLog.Close()
@@ -217,7 +221,10 @@ func (d *Detector) Run(ctx context.Context) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return web.Serve(ctx, d.listener, web.Handler(d.registry, d.health.Ready))
+		return web.Serve(ctx, d.listener, web.Handler(d.registry, d.health.Ready), web.Options{
+			WebConfigFile: d.cfg.HTTP.WebConfigFile,
+			Logger:        d.log,
+		})
 	})
 	g.Go(func() error { return d.pipeline.Run(ctx) })
 	if d.notifier != nil {

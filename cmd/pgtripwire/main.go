@@ -101,6 +101,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newClassifyCommand(stdout, stderr),
 		newDiscoverCommand(stdout),
 		newRulesCommand(stdout, stderr),
+		newSetupCommand(stdout),
+		newDoctorCommand(stdout),
 	)
 	return root
 }

@@ -1,5 +1,8 @@
 // Package web serves the detector's HTTP endpoints: /metrics for Prometheus, /healthz
-// (the process answers) and /readyz (connected and every enabled source healthy).
+// (the process answers) and /readyz (connected and every enabled source healthy),
+// optionally behind a Prometheus web configuration file (TLS, client certificates,
+// bcrypt basic auth), read by exporter-toolkit exactly as Prometheus' own exporters
+// read it.
 //
 // It is not an API for alerts or configuration.
 package web
@@ -15,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	toolkit "github.com/prometheus/exporter-toolkit/web"
+	"go.uber.org/zap"
 )
 
 // ReadyFunc reports readiness and, when unready, why, per component.
@@ -45,12 +50,49 @@ func Handler(gatherer prometheus.Gatherer, ready ReadyFunc) http.Handler {
 	return mux
 }
 
+// Options are how Serve protects the endpoints. The zero value serves plain HTTP
+// without authentication.
+type Options struct {
+	// WebConfigFile is the path of a Prometheus web configuration file
+	// (https://prometheus.io/docs/prometheus/latest/configuration/https/):
+	// tls_server_config, basic_auth_users (bcrypt hashes), http_server_config.
+	// "" serves plain HTTP. The file is read again on every request and TLS
+	// handshake, as exporter-toolkit does, so certificates and users can be
+	// rotated without a restart.
+	WebConfigFile string
+	// Logger receives exporter-toolkit's messages (TLS on or off, a file that
+	// became unreadable); nil discards them.
+	Logger *zap.Logger
+}
+
+// ValidateConfigFile reads a web configuration file and the certificates it
+// names, and reports the first problem; "" is valid (plain HTTP). Call it
+// before Serve so that a bad file stops the detector at start, not at the first
+// scrape.
+func ValidateConfigFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := toolkit.Validate(path); err != nil {
+		return fmt.Errorf("web config file %s: %w", path, err)
+	}
+	return nil
+}
+
 // Serve serves h on ln until ctx is done, then shuts down gracefully (in-flight
-// scrapes get up to 5 s). It returns ctx's error after a clean shutdown.
-func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+// scrapes get up to 5 s). With opts.WebConfigFile it serves TLS and/or requires
+// basic auth as the file says; every endpoint is behind it, /healthz included. It
+// returns ctx's error after a clean shutdown.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts Options) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	webConfig := opts.WebConfigFile
+	flags := &toolkit.FlagConfig{WebConfigFile: &webConfig}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- toolkit.Serve(ln, srv, flags, newSlogger(log.Named("http"))) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve http: %w", err)

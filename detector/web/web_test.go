@@ -28,7 +28,7 @@ func TestEndpoints(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Serve(ctx, ln, Handler(reg, func() (bool, map[string]string) { return ready, problems }))
+		done <- Serve(ctx, ln, Handler(reg, func() (bool, map[string]string) { return ready, problems }), Options{})
 	}()
 	base := "http://" + ln.Addr().String()
 	get := func(path string) (int, string) {

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+)
+
+// scrapeHash is bcrypt("scrape-s3cret", cost 10).
+const (
+	scrapeUser     = "prometheus"
+	scrapePassword = "scrape-s3cret"
+	scrapeHash     = "$2a$10$BVqi/r7G5NTTKMwelN1M6ecUma0R7CGqvsyv.e8.DOe3mQfyjvehW"
+)
+
+// writeSetupConfig writes a configuration with the WAL source on, its slot named
+// after the database (slots are cluster-wide), /metrics behind basic auth, and
+// returns its path.
+func writeSetupConfig(t *testing.T, dir, dsn, listen, slot string) string {
+	t.Helper()
+	web := filepath.Join(dir, "web.yml")
+	if err := os.WriteFile(web, []byte("basic_auth_users:\n  "+scrapeUser+": "+scrapeHash+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "pgtripwire.yaml")
+	body := fmt.Sprintf(`database:
+  dsn: %q
+sensitive:
+  - table: public.users
+    columns: [email, username, password_hash]
+http:
+  listen: %q
+  web_config_file: web.yml
+alerts:
+  file: alerts.jsonl
+state_dir: state
+sources:
+  wal:
+    enabled: true
+    slot: %q
+    publication: tw_pub
+`, dsn, listen, slot)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func runBinary(t *testing.T, bin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String(), errOut.String()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0, out.String(), errOut.String()
+}
+
+// TestSetupThenDetectAsTheCreatedRole is acceptance 1 of issue #9: setup --apply
+// twice (the second changes nothing), then the detector runs as the role setup
+// created, which is no superuser, and alerts on a bulk read; doctor, as that role,
+// finds nothing failing.
+func TestSetupThenDetectAsTheCreatedRole(t *testing.T) {
+	bin := buildBinary(t)
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, username text, password_hash text);
+		INSERT INTO public.users SELECT i, 'u' || i || '@example.com', 'u' || i, md5(i::text) FROM generate_series(1, 3000) i`)
+	db.CreateRole(t, "mallory")
+	db.Exec(t, `GRANT SELECT ON public.users TO mallory`)
+	role := "tw_" + db.Name
+	const password = "detector-pw-9"
+
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	u := strings.Replace(db.DSN(role), role+"@", role+":"+password+"@", 1)
+	config := writeSetupConfig(t, dir, u, listen, db.Name)
+
+	code, plan, stderr := runBinary(t, bin, "setup", "--config", config, "--role", role)
+	if code != 0 || !strings.Contains(plan, "-- needs: ") || !strings.Contains(plan, "CREATE ROLE "+role) {
+		t.Fatalf("setup (print): exit %d, stderr %s\nplan:\n%s", code, stderr, plan)
+	}
+	code, first, stderr := runBinary(t, bin, "setup", "--config", config, "--role", role, "--apply", "--dsn", db.SuperuserDSN())
+	t.Logf("first setup --apply:\n%s", first)
+	if code != 0 {
+		t.Fatalf("first setup --apply: exit %d\nstdout:\n%s\nstderr:\n%s", code, first, stderr)
+	}
+	for _, want := range []string{"created          role " + role, "created          publication tw_pub",
+		"created          replication slot " + db.Name, "created          DDL event triggers", `\password ` + role} {
+		if !strings.Contains(first, want) {
+			t.Errorf("first setup --apply lacks %q:\n%s", want, first)
+		}
+	}
+	code, second, stderr := runBinary(t, bin, "setup", "--config", config, "--role", role, "--apply", "--dsn", db.SuperuserDSN())
+	if code != 0 {
+		t.Fatalf("second setup --apply: exit %d\nstdout:\n%s\nstderr:\n%s", code, second, stderr)
+	}
+	steps := 0
+	for _, l := range strings.Split(second, "\n") {
+		if l == "" || strings.HasPrefix(l, "--") {
+			continue
+		}
+		steps++
+		if !strings.HasPrefix(l, "already present") {
+			t.Errorf("second setup --apply changed something: %q", l)
+		}
+	}
+	if steps != 7 {
+		t.Errorf("second setup --apply reported %d steps, want 7:\n%s", steps, second)
+	}
+	if strings.Contains(first+second, password) {
+		t.Error("setup printed the password")
+	}
+
+	// The operator sets the password from a secret, as setup says.
+	db.Exec(t, fmt.Sprintf(`ALTER ROLE %s PASSWORD '%s'`, role, password))
+
+	code, report, stderr := runBinary(t, bin, "doctor", "--config", config)
+	t.Logf("doctor on a prepared server:\n%s", report)
+	if code != 0 {
+		t.Errorf("doctor as %s: exit %d, want 0\n%s%s", role, code, report, stderr)
+	}
+	for _, want := range []string{"✓ wal_level: logical", "✓ publication tw_pub", "✓ role " + role + " replication", "! slot " + db.Name} {
+		if !strings.Contains(report, want) {
+			t.Errorf("doctor lacks %q:\n%s", want, report)
+		}
+	}
+
+	p := startBinaryAuth(t, bin, config, listen)
+	// Both sources run as the created role, and it is no superuser.
+	var super bool
+	var sessions int
+	conn := db.Conn(t, "postgres")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if err := conn.QueryRow(t.Context(), `SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = $1),
+			(SELECT count(*) FROM pg_stat_activity WHERE usename = $1)`, role).Scan(&super, &sessions); err != nil {
+			t.Fatal(err)
+		}
+		if sessions >= 2 { // the statements source and the walsender
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions of %s, want the statements source and the walsender; stderr:\n%s", sessions, role, p.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if super {
+		t.Fatalf("%s is a superuser", role)
+	}
+
+	if _, err := db.Conn(t, "mallory").Exec(t.Context(), `SELECT email, username, password_hash FROM users`); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		a, ok := firstFiring(t, filepath.Join(dir, "alerts.jsonl"))
+		if ok {
+			if a.Rule != "SensitiveBulkRead" || a.Labels["role"] != "mallory" || a.Labels["table"] != "public.users" {
+				t.Errorf("got alert %+v, want SensitiveBulkRead by mallory on public.users", a)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no alert within 15s; stderr:\n%s", p.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// http.web_config_file protects the running detector's endpoints.
+	if code, _ := getAuth(t, "http://"+listen+"/metrics", "", ""); code != http.StatusUnauthorized {
+		t.Errorf("/metrics without credentials: got %d, want 401", code)
+	}
+	if code, body := getAuth(t, "http://"+listen+"/metrics", scrapeUser, scrapePassword); code != http.StatusOK ||
+		!strings.Contains(body, "pgtripwire_") {
+		t.Errorf("/metrics with credentials: got %d, want 200 with pgtripwire metrics", code)
+	}
+}
+
+func getAuth(t *testing.T, url, user, password string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user != "" {
+		req.SetBasicAuth(user, password)
+	}
+	client := &http.Client{Transport: &http.Transport{}, Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// startBinaryAuth is startBinary for a detector whose endpoints need basic auth.
+func startBinaryAuth(t *testing.T, bin, config, listen string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(bin, "run", "--config", config), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(p.kill)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if code, _ := getAuth(t, "http://"+listen+"/readyz", scrapeUser, scrapePassword); code == http.StatusOK {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready within 30s; stderr:\n%s", p.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestRunRejectsABadWebConfigFile: a web config file that does not validate stops
+// the detector at start with exit 2, rather than serving /metrics unprotected or
+// failing at the first scrape.
+func TestRunRejectsABadWebConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	config := writeSetupConfig(t, dir, "postgres://x@127.0.0.1:1/app", "127.0.0.1:0", "s")
+	if err := os.WriteFile(filepath.Join(dir, "web.yml"), []byte("basic_auth_users:\n  prometheus: not-bcrypt\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCLI(t, "run", "--config", config)
+	if code != exitUsage || !strings.Contains(stderr, "http.web_config_file") {
+		t.Fatalf("got exit %d, stderr %q; want 2 naming http.web_config_file", code, stderr)
+	}
+}
