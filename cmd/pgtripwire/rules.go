@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgtripwire/pgtripwire/rules/rulefmt"
+	"github.com/pgtripwire/pgtripwire/rules/ruletest"
 )
 
 func newRulesCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -25,8 +26,38 @@ func newRulesCommand(stdout, stderr io.Writer) *cobra.Command {
 			return usageError{errors.New("a rules command is required")}
 		},
 	}
-	cmd.AddCommand(newRulesCheckCommand(stdout, stderr))
+	cmd.AddCommand(newRulesCheckCommand(stdout, stderr), newRulesTestCommand(stdout, stderr))
 	return cmd
+}
+
+func newRulesTestCommand(stdout, stderr io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "test FILE...",
+		Short: "Run rule unit tests: timed input events, expected alerts",
+		Long: "Runs the tests of each rule test file (format in docs/rules.md) through the rule engine, " +
+			"printing PASS or FAIL per test, with what was firing and what was expected for each failure. " +
+			"Exits 1 if a test failed, 2 if a test file or a rule file it loads has a problem " +
+			"(each reported as file:line:col on stderr).",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.MinimumNArgs(1)(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		},
+		RunE: func(_ *cobra.Command, paths []string) error {
+			ok, errs := ruletest.Run(stdout, paths...)
+			for _, e := range errs {
+				fmt.Fprintln(stderr, e)
+			}
+			switch {
+			case errs != nil:
+				return usageError{fmt.Errorf("rules test: %d problem(s) in the test or rule files", len(errs))}
+			case !ok:
+				return errors.New("rules test: some tests failed")
+			}
+			return nil
+		},
+	}
 }
 
 func newRulesCheckCommand(stdout, stderr io.Writer) *cobra.Command {

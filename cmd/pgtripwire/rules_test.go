@@ -142,3 +142,55 @@ func TestRulesUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesTest runs rule unit tests from the command line: 0 when they
+// pass, 1 when one fails, 2 when a test file is bad.
+func TestRulesTest(t *testing.T) {
+	const passing = `rule_files: [rules.yml]
+tests:
+  - name: a dump alerts
+    input:
+      - at: 0s
+        event: {source: statements, role: mallory, relation: public.users, sensitive_read: [email], rows: 5000, calls: 1}
+    expect:
+      - at: 1s
+        rule: SensitiveBulkRead
+        firing: [{labels: {role: mallory, table: public.users, columns: email, source: statements}}]
+`
+	failing := strings.Replace(passing, "role: mallory, table", "role: someone, table", 1)
+	bad := strings.Replace(passing, "at: 0s", "at: soon", 1)
+	paths := writeRuleFiles(t,
+		[2]string{"rules.yml", goodRules},
+		[2]string{"pass.test.yml", passing},
+		[2]string{"fail.test.yml", failing},
+		[2]string{"bad.test.yml", bad},
+	)
+	tests := []struct {
+		name       string
+		file       string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{"pass", paths[1], exitOK, "PASS " + paths[1] + ": a dump alerts\n", ""},
+		{"fail", paths[2], exitRuntime, "FAIL " + paths[2] + ": a dump alerts\n", "rules test: some tests failed"},
+		{"bad file", paths[3], exitUsage, "", paths[3] + `:5:13: test "a dump alerts".input[0].at: "soon" is not a duration`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, "rules", "test", tt.file)
+			if code != tt.wantCode {
+				t.Errorf("exit code: got %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.wantCode, stdout, stderr)
+			}
+			if !strings.HasPrefix(stdout, tt.wantStdout) {
+				t.Errorf("stdout: got %q, want it to start with %q", stdout, tt.wantStdout)
+			}
+			if !strings.Contains(stderr, tt.wantStderr) {
+				t.Errorf("stderr: got %q, want it to contain %q", stderr, tt.wantStderr)
+			}
+		})
+	}
+	if code, _, _ := runCLI(t, "rules", "test"); code != exitUsage {
+		t.Errorf("no file: got exit %d, want %d", code, exitUsage)
+	}
+}

@@ -174,7 +174,7 @@ var env = sync.OnceValues(func() (*cel.Env, error) {
 
 // compileMatch type-checks and plans a match expression, reporting its
 // problems at their place in the file.
-func (d *decoder) compileMatch(where string, n *yaml.Node, src string) (cel.Program, bool) {
+func (d *decoder) compileMatch(where string, n *yaml.Node, src string) (*compiledMatch, bool) {
 	e, err := env()
 	if err != nil {
 		d.errorNode(n, "%s.match: build CEL environment: %v", where, err)
@@ -197,7 +197,20 @@ func (d *decoder) compileMatch(where string, n *yaml.Node, src string) (cel.Prog
 		d.errorNode(n, "%s.match: %v", where, err)
 		return nil, false
 	}
-	return prg, true
+	native := ast.NativeRep()
+	return &compiledMatch{
+		program: prg,
+		native:  compileNative(native),
+		sources: staticSources(native.Expr()),
+	}, true
+}
+
+// compiledMatch is a match expression ready to run: the CEL program, and
+// the native matcher when the expression is in its subset.
+type compiledMatch struct {
+	program cel.Program
+	native  boolFn         // nil: evaluate with program
+	sources []event.Source // nil: any source
 }
 
 // exprPos maps a position inside a CEL expression (1-based line, 0-based
@@ -333,14 +346,49 @@ func (a *activation) ResolveName(name string) (any, bool) {
 
 func (*activation) Parent() cel.Activation { return nil }
 
+var activations = sync.Pool{New: func() any { return new(activation) }}
+
 // Match reports whether ev matches the rule's CEL expression. It fails when
 // the evaluation does: a runtime error (an index out of range) or the cost
 // limit exceeded. Match is safe for concurrent use.
 func (r *Rule) Match(ev event.Event) (bool, error) {
-	if r.program == nil {
+	return r.MatchEvent(&ev)
+}
+
+// MatchEvent is Match without copying the event. It does not allocate when
+// the expression is in the native subset (NativeMatch); ev is not retained.
+func (r *Rule) MatchEvent(ev *event.Event) (bool, error) {
+	if r.match == nil {
 		return false, fmt.Errorf("rule %s: match is not compiled", r.Name)
 	}
-	out, _, err := r.program.Eval(&activation{ev: &ev})
+	if r.match.native != nil {
+		return r.match.native(ev), nil
+	}
+	return r.matchCEL(ev)
+}
+
+// NativeMatch reports whether the match expression runs as compiled Go
+// rather than in the CEL interpreter (the same result, without allocation).
+func (r *Rule) NativeMatch() bool { return r.match != nil && r.match.native != nil }
+
+// Sources returns the event sources the match expression can be true for,
+// read from its top-level conjuncts (event.source == "wal",
+// event.source in ["statements", "activity"]); nil when it does not pin the
+// source. An evaluator may skip the rule for events of other sources.
+func (r *Rule) Sources() []event.Source {
+	if r.match == nil {
+		return nil
+	}
+	return r.match.sources
+}
+
+// matchCEL evaluates the match with the CEL interpreter.
+func (r *Rule) matchCEL(ev *event.Event) (bool, error) {
+	a := activations.Get().(*activation)
+	a.ev = ev
+	out, _, err := r.match.program.Eval(a)
+	a.ev = nil
+	activations.Put(a)
 	if err != nil {
 		return false, fmt.Errorf("rule %s: evaluate match: %w", r.Name, err)
 	}

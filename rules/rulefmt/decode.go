@@ -350,7 +350,7 @@ func (d *decoder) rule(where string, n *yaml.Node, names map[string]*yaml.Node) 
 	if v, ok := required("match"); ok {
 		if s, ok := d.scalar(v, where+".match"); ok {
 			r.MatchExpr = s
-			r.program, _ = d.compileMatch(where, v, s)
+			r.match, _ = d.compileMatch(where, v, s)
 		}
 	}
 	if e, ok := m["aggregate"]; ok && e.val != nil {

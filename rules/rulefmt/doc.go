@@ -55,6 +55,14 @@
 // is bounded by a cost limit, so a runaway expression fails instead of
 // stalling the pipeline.
 //
+// Expressions in a common subset (field selection, has(), string, int and
+// bool literals, comparisons, &&, ||, !, size() of a list, `in`,
+// startsWith/endsWith/contains) are also compiled to a Go closure that
+// gives the same result without the interpreter's allocations
+// (Rule.MatchEvent, Rule.NativeMatch; native.go); the rest runs in CEL.
+// Rule.Sources reads the sources a match pins (event.source == "wal" as a
+// top-level conjunct) so that an evaluator can skip the rule for others.
+//
 // # Positions
 //
 // Errors are "file:line:col: message", in file order. An error inside a CEL

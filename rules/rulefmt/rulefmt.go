@@ -6,8 +6,6 @@ import (
 	"os"
 	"text/template"
 	"time"
-
-	"cel.dev/cel-go/cel"
 )
 
 // File is one parsed and compiled rule file.
@@ -167,7 +165,7 @@ type Rule struct {
 	// Pos is the position of the rule's name.
 	Pos Pos
 
-	program     cel.Program
+	match       *compiledMatch
 	labels      map[string]*template.Template
 	annotations map[string]*template.Template
 }

@@ -154,3 +154,16 @@ func quote(s string) string {
 	}
 	return strconv.Quote(s)
 }
+
+// ParseYAML parses data as one YAML document the way rule files are parsed,
+// for the other YAML files that come with rules (rule tests): it returns
+// the top-level node (nil for an empty document) or the syntax error with
+// its file:line:col.
+func ParseYAML(name string, data []byte) (*yaml.Node, Errors) {
+	d := &decoder{file: name, data: data}
+	n, ok := d.parseYAML()
+	if !ok {
+		return nil, d.errs
+	}
+	return n, nil
+}

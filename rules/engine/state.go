@@ -1,0 +1,327 @@
+package engine
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/detector/alert"
+)
+
+// stateVersion is the version of the state file format. A file of another
+// version is treated as unreadable (moved aside, fresh start).
+const stateVersion = 1
+
+// The state file is JSON:
+//
+//	{"version": 1, "saved_at": …,
+//	 "rules": [{"name", "definition", "started_at",
+//	            "groups": [{"key": [...], "window": {"head", "buckets": {"i": v}}, "distinct": {...},
+//	                        "baseline": {...}, "alert": {...}, "value", "last_true"}],
+//	            "overflow": {group}, "seen": [{"key": [...], "last_seen"}]}],
+//	 "overflow": [{"rule", "last", "fired"}]}
+//
+// Rules are matched by name and definition hash: the state of a rule whose
+// match, aggregate or condition changed is not restored.
+type stateFile struct {
+	Version  int             `json:"version"`
+	SavedAt  time.Time       `json:"saved_at"`
+	Rules    []ruleSnapshot  `json:"rules"`
+	Overflow []overflowState `json:"overflow,omitempty"`
+}
+
+type ruleSnapshot struct {
+	Name       string          `json:"name"`
+	Definition string          `json:"definition"`
+	StartedAt  time.Time       `json:"started_at"`
+	Groups     []groupSnapshot `json:"groups,omitempty"`
+	Overflow   *groupSnapshot  `json:"overflow,omitempty"`
+	Seen       []seenSnapshot  `json:"seen,omitempty"`
+}
+
+type groupSnapshot struct {
+	Key      []string          `json:"key"`
+	Window   *windowSnapshot   `json:"window,omitempty"`
+	Distinct map[string]int64  `json:"distinct,omitempty"`
+	Baseline *baselineSnapshot `json:"baseline,omitempty"`
+	Alert    *alertSnapshot    `json:"alert,omitempty"`
+	Value    float64           `json:"value,omitempty"`
+	LastTrue time.Time         `json:"last_true,omitzero"`
+}
+
+type windowSnapshot struct {
+	Head    int64             `json:"head"`
+	Buckets map[int64]float64 `json:"buckets,omitempty"` // non-empty buckets by index
+}
+
+type baselineSnapshot struct {
+	Mean     float64 `json:"mean"`
+	Variance float64 `json:"variance"`
+	Samples  int64   `json:"samples"`
+	Last     int64   `json:"last"`
+}
+
+type alertSnapshot struct {
+	State     alert.State  `json:"state"`
+	ActiveAt  time.Time    `json:"active_at"`
+	FiredAt   time.Time    `json:"fired_at,omitzero"`
+	Fired     *alert.Alert `json:"fired,omitempty"`
+	Delivered bool         `json:"delivered,omitempty"`
+}
+
+type seenSnapshot struct {
+	Key      []string  `json:"key"`
+	LastSeen time.Time `json:"last_seen"`
+}
+
+type overflowState struct {
+	Rule  string       `json:"rule"`
+	Last  time.Time    `json:"last"`
+	Fired *alert.Alert `json:"fired,omitempty"`
+}
+
+// Save writes the state to StatePath now (atomically: a temporary file,
+// fsync, rename, fsync of the directory). It is a no-op without StatePath.
+func (e *Engine) Save(now time.Time) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.opts.StatePath == "" {
+		return nil
+	}
+	return e.saveLocked(now)
+}
+
+// Close saves the state. The engine may still be used afterwards.
+func (e *Engine) Close(now time.Time) error { return e.Save(now) }
+
+func (e *Engine) saveLocked(now time.Time) error {
+	data, err := json.Marshal(e.snapshotLocked(now))
+	if err != nil {
+		e.m.saves.WithLabelValues("error").Inc()
+		return fmt.Errorf("encode rule state: %w", err)
+	}
+	if err := writeAtomic(e.opts.StatePath, data); err != nil {
+		e.m.saves.WithLabelValues("error").Inc()
+		return err
+	}
+	e.m.saves.WithLabelValues("ok").Inc()
+	e.lastSave, e.dirty = now, false
+	return nil
+}
+
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("save rule state: %w", err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return fmt.Errorf("save rule state: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("save rule state: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // the rename is durable once the directory is
+		_ = d.Close()
+	}
+	return nil
+}
+
+func (e *Engine) snapshotLocked(now time.Time) stateFile {
+	sf := stateFile{Version: stateVersion, SavedAt: now}
+	for _, rs := range e.rules {
+		r := ruleSnapshot{Name: rs.rule.Name, Definition: rs.def, StartedAt: rs.startedAt}
+		for _, head := range rs.groups {
+			for g := head; g != nil; g = g.next {
+				r.Groups = append(r.Groups, rs.snapshotGroup(g))
+			}
+		}
+		if rs.over != nil {
+			s := rs.snapshotGroup(rs.over)
+			r.Overflow = &s
+		}
+		for _, head := range rs.seen {
+			for k := head; k != nil; k = k.next {
+				r.Seen = append(r.Seen, seenSnapshot{Key: encodeKey(rs.by, k.key), LastSeen: k.lastSeen})
+			}
+		}
+		sf.Rules = append(sf.Rules, r)
+	}
+	for rule, o := range e.overflow {
+		sf.Overflow = append(sf.Overflow, overflowState{Rule: rule, Last: o.last, Fired: o.fired})
+	}
+	return sf
+}
+
+func (rs *ruleState) snapshotGroup(g *group) groupSnapshot {
+	s := groupSnapshot{Value: g.value, LastTrue: g.lastTrue}
+	if g.key != nil {
+		s.Key = encodeKey(rs.by, g.key)
+	}
+	if w := g.win; w != nil {
+		ws := &windowSnapshot{Head: w.head, Buckets: map[int64]float64{}}
+		for i, v := range w.vals {
+			if v != 0 && !math.IsInf(v, -1) {
+				ws.Buckets[int64(i)] = v
+			}
+		}
+		s.Window, s.Distinct = ws, w.distinct
+	}
+	if b := g.base; b != nil {
+		s.Baseline = &baselineSnapshot{Mean: b.mean, Variance: b.variance, Samples: b.samples, Last: b.last}
+	}
+	if g.st.state != "" {
+		s.Alert = &alertSnapshot{State: g.st.state, ActiveAt: g.st.activeAt, FiredAt: g.st.firedAt,
+			Fired: g.st.fired, Delivered: g.st.delivered}
+	}
+	return s
+}
+
+// load restores the state saved at StatePath (see New for what happens
+// when it cannot be).
+func (e *Engine) load() error {
+	path := e.opts.StatePath
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load rule state: %w", err)
+	}
+	var sf stateFile
+	if err = json.Unmarshal(data, &sf); err == nil && sf.Version != stateVersion {
+		err = fmt.Errorf("state file version %d, this pgtripwire reads version %d", sf.Version, stateVersion)
+	}
+	if err == nil {
+		err = e.restore(sf)
+	}
+	if err != nil {
+		aside := path + ".corrupt"
+		if rerr := os.Rename(path, aside); rerr != nil {
+			aside = ""
+		}
+		e.log.Warn("rule state unreadable; starting with no baselines, first-seen keys or firing alerts",
+			zap.String("path", path), zap.String("moved_to", aside), zap.Error(err))
+		for _, rs := range e.rules {
+			rs.startedAt, rs.groups, rs.n, rs.over, rs.seen, rs.nSeen = time.Time{}, map[uint64]*group{}, 0, nil, map[uint64]*seenKey{}, 0
+		}
+		e.overflow = map[string]*overflowAlert{}
+		e.queued = nil
+	}
+	return nil
+}
+
+// restore applies a decoded state file. The firing alerts of rules that
+// changed or disappeared are resolved at the first Tick.
+func (e *Engine) restore(sf stateFile) error {
+	byName := map[string]*ruleState{}
+	for _, rs := range e.rules {
+		byName[rs.rule.Name] = rs
+	}
+	for _, r := range sf.Rules {
+		rs := byName[r.Name]
+		if rs != nil && rs.def != r.Definition {
+			rs = nil
+		}
+		for _, gs := range r.Groups {
+			if rs == nil {
+				if gs.Alert != nil && gs.Alert.State == alert.StateFiring && gs.Alert.Delivered && gs.Alert.Fired != nil {
+					a := *gs.Alert.Fired
+					a.State = alert.StateResolved
+					e.queued = append(e.queued, a)
+				}
+				continue
+			}
+			key, err := decodeKey(rs.by, gs.Key)
+			if err != nil {
+				return fmt.Errorf("rule %s: group: %w", r.Name, err)
+			}
+			g, err := rs.restoreGroup(key, gs)
+			if err != nil {
+				return fmt.Errorf("rule %s: %w", r.Name, err)
+			}
+			h := hashKey(&e.h, rs.by, key)
+			g.next = rs.groups[h]
+			rs.groups[h] = g
+			rs.n++
+		}
+		if rs == nil {
+			continue
+		}
+		rs.startedAt = r.StartedAt
+		if r.Overflow != nil {
+			g, err := rs.restoreGroup(nil, *r.Overflow)
+			if err != nil {
+				return fmt.Errorf("rule %s: overflow group: %w", r.Name, err)
+			}
+			rs.over = g
+		}
+		for _, s := range r.Seen {
+			key, err := decodeKey(rs.by, s.Key)
+			if err != nil {
+				return fmt.Errorf("rule %s: first-seen key: %w", r.Name, err)
+			}
+			h := hashKey(&e.h, rs.by, key)
+			rs.seen[h] = &seenKey{key: key, lastSeen: s.LastSeen, next: rs.seen[h]}
+			rs.nSeen++
+		}
+	}
+	for _, o := range sf.Overflow {
+		e.overflow[o.Rule] = &overflowAlert{last: o.Last, fired: o.Fired}
+	}
+	return nil
+}
+
+func (rs *ruleState) restoreGroup(key []keyVal, s groupSnapshot) (*group, error) {
+	g := rs.newGroup(key, time.Unix(0, 0))
+	g.value, g.lastTrue = s.Value, s.LastTrue
+	if g.win != nil {
+		if s.Window == nil {
+			return nil, errors.New("group without its window")
+		}
+		g.win.head = s.Window.Head
+		for i, v := range s.Window.Buckets {
+			if i < 0 || i >= buckets {
+				return nil, fmt.Errorf("window bucket %d out of range", i)
+			}
+			g.win.vals[i] = v
+			if rs.agg != aggMax {
+				g.win.sum += v
+			}
+		}
+		if g.win.distinct != nil && s.Distinct != nil {
+			g.win.distinct = s.Distinct
+		}
+	}
+	if g.base != nil && s.Baseline != nil {
+		*g.base = baseline{mean: s.Baseline.Mean, variance: s.Baseline.Variance, samples: s.Baseline.Samples, last: s.Baseline.Last}
+	}
+	if a := s.Alert; a != nil {
+		if a.State == alert.StateFiring && a.Fired == nil {
+			return nil, errors.New("firing alert without its transition")
+		}
+		g.st = alertState{state: a.State, activeAt: a.ActiveAt, firedAt: a.FiredAt, fired: a.Fired, delivered: a.Delivered}
+	}
+	return g, nil
+}
