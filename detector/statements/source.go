@@ -59,6 +59,17 @@ type Config struct {
 	ReconnectInitial, ReconnectMax time.Duration
 	// Now is the clock that stamps events; nil means time.Now.
 	Now func() time.Time
+	// Attribution, when set, labels each event with the client address and application
+	// that ran its statement, as another source observed them; nil leaves them empty.
+	Attribution Attribution
+}
+
+// Attribution tells which client ran a statement: pg_stat_statements does not know.
+// The activity source implements it from its samples of pg_stat_activity.
+type Attribution interface {
+	// Lookup returns the client address ("" for a Unix socket) and application that
+	// ran queryID as role, and false when that is unknown or ambiguous.
+	Lookup(queryID int64, role string) (clientAddr, application string, ok bool)
 }
 
 // Source polls pg_stat_statements. Create it with New and start it with Run.
@@ -489,6 +500,11 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) []event.Ev
 			Rows:      d.rows,
 			Calls:     calls,
 			QueryID:   d.queryID,
+		}
+		if s.cfg.Attribution != nil {
+			if addr, app, ok := s.cfg.Attribution.Lookup(d.queryID, base.Role); ok {
+				base.ClientAddr, base.Application = addr, app
+			}
 		}
 		rels := sensitiveRelations(res, s.sensitive)
 		for _, rel := range rels {

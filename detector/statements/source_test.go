@@ -75,6 +75,7 @@ type sourceOptions struct {
 	interval       time.Duration
 	noWaitOK       bool          // do not wait for the source to report healthy
 	catalogRefresh time.Duration // default 1m
+	attribution    Attribution
 }
 
 func startSourceWith(t *testing.T, sink *recorder, o sourceOptions) *started {
@@ -97,6 +98,7 @@ func startSourceWith(t *testing.T, sink *recorder, o sourceOptions) *started {
 		Sensitive:        map[string][]string{"public.users": {"email", "username", "password_hash"}},
 		ReconnectInitial: 50 * time.Millisecond,
 		ReconnectMax:     200 * time.Millisecond,
+		Attribution:      o.attribution,
 	}, sink, st.health, zap.NewNop(), reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -206,6 +208,46 @@ func TestEventsPerRoleAndStatement(t *testing.T) {
 	})
 	if got := testutil.ToFloat64(st.src.metrics.textsFetched); got != fetched {
 		t.Errorf("texts fetched: got %v after a known statement ran again, want still %v", got, fetched)
+	}
+}
+
+// clients is an Attribution that knows the client of one role's statements.
+type clients struct {
+	role, addr, application string
+	asked                   sync.Map // queryid → true
+}
+
+func (c *clients) Lookup(queryID int64, role string) (string, string, bool) {
+	c.asked.Store(queryID, true)
+	if role != c.role {
+		return "", "", false
+	}
+	return c.addr, c.application, true
+}
+
+func TestEventsCarryTheAttributedClient(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seed(t, db, 100, "stmt_attr_known", "stmt_attr_unknown")
+	attr := &clients{role: "stmt_attr_known", addr: "10.0.0.7", application: "billing"}
+	st := startSourceWith(t, &recorder{}, sourceOptions{dsn: db.SuperuserDSN(), interval: 100 * time.Millisecond, attribution: attr})
+	query(t, db.Conn(t, "stmt_attr_known"), `SELECT email FROM users`)
+	query(t, db.Conn(t, "stmt_attr_unknown"), `SELECT email FROM users`)
+	eventually(t, 5*time.Second, "events for both roles", func() bool {
+		a, _ := st.sink.rows("stmt_attr_known", "public.users")
+		b, _ := st.sink.rows("stmt_attr_unknown", "public.users")
+		return a == 100 && b == 100
+	})
+	_, known := st.sink.rows("stmt_attr_known", "public.users")
+	if known[0].ClientAddr != "10.0.0.7" || known[0].Application != "billing" {
+		t.Errorf("attributed: got client %q application %q, want 10.0.0.7 billing", known[0].ClientAddr, known[0].Application)
+	}
+	if _, asked := attr.asked.Load(known[0].QueryID); !asked {
+		t.Errorf("Lookup was not asked about queryid %d", known[0].QueryID)
+	}
+	_, unknown := st.sink.rows("stmt_attr_unknown", "public.users")
+	if unknown[0].ClientAddr != "" || unknown[0].Application != "" {
+		t.Errorf("unattributed: got client %q application %q, want none (never invented)", unknown[0].ClientAddr, unknown[0].Application)
 	}
 }
 

@@ -1,0 +1,104 @@
+package activity
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// Attribution remembers, per (query id, role), the client address and application that
+// last ran the statement while a sample was taken, so that the statements source can
+// label statement deltas with them (pg_stat_statements does not know the client).
+//
+// It is a sample, not a record: a statement shorter than the sampling interval is seen
+// only by chance, and the client that last ran a query id may not be the one whose calls
+// a later delta counts. To not invent a label, Lookup answers false when two different
+// clients ran the same query id as the same role within ambiguityWindow.
+type Attribution struct {
+	mu      sync.Mutex
+	max     int
+	now     func() time.Time
+	entries map[attributionKey]*attributionEntry
+}
+
+// ambiguityWindow is how long a query id seen from two clients stays unattributable.
+const ambiguityWindow = 10 * time.Minute
+
+type attributionKey struct {
+	queryID int64
+	role    string
+}
+
+type attributionEntry struct {
+	addr, application string
+	seen              time.Time
+	ambiguousUntil    time.Time
+}
+
+func newAttribution(size int, now func() time.Time) *Attribution {
+	return &Attribution{max: max(size, 1), now: now, entries: make(map[attributionKey]*attributionEntry)}
+}
+
+// Lookup returns the client address and application that ran queryID as role when the
+// activity source last saw it, and false when it never saw it, or saw it from more than
+// one client recently. clientAddr is "" for a Unix-socket connection. Safe for
+// concurrent use.
+func (a *Attribution) Lookup(queryID int64, role string) (clientAddr, application string, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e, found := a.entries[attributionKey{queryID, role}]
+	if !found || a.now().Before(e.ambiguousUntil) {
+		return "", "", false
+	}
+	return e.addr, e.application, true
+}
+
+// note records one observation made at now.
+func (a *Attribution) note(queryID int64, role, addr, application string, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := attributionKey{queryID, role}
+	e, found := a.entries[k]
+	if !found {
+		a.entries[k] = &attributionEntry{addr: addr, application: application, seen: now}
+		a.evictLocked()
+		return
+	}
+	if e.addr != addr || e.application != application {
+		e.ambiguousUntil = now.Add(ambiguityWindow)
+	}
+	e.addr, e.application, e.seen = addr, application, now
+}
+
+// evictLocked forgets the least recently seen tenth of the entries when over the bound,
+// so that the cost of a scan is spread over many insertions.
+func (a *Attribution) evictLocked() {
+	if len(a.entries) <= a.max {
+		return
+	}
+	seen := make([]time.Time, 0, len(a.entries))
+	for _, e := range a.entries {
+		seen = append(seen, e.seen)
+	}
+	slices.SortFunc(seen, func(x, y time.Time) int { return x.Compare(y) })
+	cutoff := seen[len(seen)-a.max+a.max/10]
+	for k, e := range a.entries {
+		if e.seen.Before(cutoff) {
+			delete(a.entries, k)
+		}
+	}
+	// Entries all seen at the same instant: drop arbitrary ones to honour the bound.
+	for k := range a.entries {
+		if len(a.entries) <= a.max {
+			break
+		}
+		delete(a.entries, k)
+	}
+}
+
+// Len is the number of remembered (query id, role) pairs.
+func (a *Attribution) Len() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.entries)
+}

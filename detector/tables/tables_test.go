@@ -1,0 +1,213 @@
+package tables
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/detector/statements"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+type recorder struct {
+	mu     sync.Mutex
+	events []event.Event
+}
+
+func (r *recorder) HandleEvents(_ context.Context, events []event.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, events...)
+	return nil
+}
+
+func (r *recorder) of(source event.Source) []event.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []event.Event
+	for _, e := range r.events {
+		if e.Source == source {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %s", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type runner interface{ Run(context.Context) error }
+
+func run(t *testing.T, r runner) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: got %v, want context.Canceled", err)
+		}
+	})
+}
+
+// start runs the statements source and the tables source as the detector wires them (the
+// statements events pass through Observing), both every second, and returns their sink.
+func start(t *testing.T, db *pgtest.Database) *recorder {
+	t.Helper()
+	conn, err := pgx.ParseConfig(db.SuperuserDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sensitive := map[string][]string{"public.users": {"email", "username", "password_hash"}}
+	sink := &recorder{}
+	reg := prometheus.NewRegistry()
+	h := health.New(reg)
+	h.Register(Component)
+	h.Register(statements.Component)
+	tables := New(Config{Conn: conn, Interval: time.Second, Sensitive: sensitive}, sink, h, zap.NewNop(), reg)
+	stmts := statements.New(statements.Config{Conn: conn, Interval: time.Second, CatalogRefresh: time.Minute,
+		SearchPath: []string{"$user", "public"}, Sensitive: sensitive}, tables.Observing(sink), h, zap.NewNop(), reg)
+	run(t, tables)
+	run(t, stmts)
+	eventually(t, 20*time.Second, "healthy sources", func() bool { ok, _ := h.Ready(); return ok })
+	return sink
+}
+
+// server is a cluster with pg_stat_statements' production default, track = top: what a
+// function reads inside is not a statement of its own.
+func server(t *testing.T) *pgtest.Database {
+	t.Helper()
+	db := pgtest.NewDatabaseIn(t, pgtest.NewServer(t, map[string]string{"pg_stat_statements.track": "top"}))
+	db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, username text, password_hash text)`)
+	db.Exec(t, `INSERT INTO public.users SELECT i, 'u' || i || '@example.com', 'u' || i, md5(i::text)
+		FROM generate_series(1, 40000) i`)
+	db.CreateRole(t, "tables_reader")
+	db.Exec(t, `GRANT SELECT ON public.users TO tables_reader`)
+	return db
+}
+
+// Acceptance 3: SELECT table_to_xml('users', …) by a non-superuser returns one row; the
+// 40,000 tuples it read are unexplained within 5 s.
+func TestTableToXMLIsUnexplained(t *testing.T) {
+	db := server(t)
+	sink := start(t, db)
+	conn := db.Conn(t, "tables_reader")
+	var size int
+	if err := conn.QueryRow(t.Context(), `SELECT length(table_to_xml('users', true, false, '')::text)`).Scan(&size); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	// PostgreSQL publishes a backend's table statistics when it goes idle, but waits up
+	// to 10 s (PGSTAT_IDLE_INTERVAL) when it published less than a second before (at
+	// connection start, say): the 5 s count from when the reads are visible.
+	waitForReads(t, db, 40_000)
+	visible := time.Now()
+	eventually(t, 5*time.Second, "unexplained reads", func() bool { return len(sink.of(event.SourceTables)) > 0 })
+	t.Logf("reads visible after %s, reported after %s", visible.Sub(begin).Round(time.Millisecond),
+		time.Since(begin).Round(time.Millisecond))
+	ev := sink.of(event.SourceTables)[0]
+	if ev.Kind != KindUnexplainedReads || ev.Relation != "public.users" || ev.Rows < 40_000 || ev.Database != db.Name ||
+		ev.Complete || ev.Calls != 0 {
+		t.Errorf("got %+v, want unexplained reads of at least 40000 rows of public.users, incomplete, no calls", ev)
+	}
+}
+
+// Lookups by index, and a bulk read that the statements source sees, are explained.
+func TestOrdinaryReadsAreExplained(t *testing.T) {
+	db := server(t)
+	sink := start(t, db)
+	conn := db.Conn(t, "tables_reader")
+	for i := range 500 {
+		if _, err := conn.Exec(t.Context(), `SELECT email, password_hash FROM users WHERE id = $1`, i+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := conn.Exec(t.Context(), `SELECT email, password_hash FROM users`); err != nil {
+		t.Fatal(err)
+	}
+	// The bulk read's statement event shows the statements source has seen it; the
+	// tables source then needs its grace period and a poll.
+	eventually(t, 10*time.Second, "statement event of the bulk read", func() bool {
+		for _, e := range sink.of(event.SourceStatements) {
+			if e.Rows >= 40_000 {
+				return true
+			}
+		}
+		return false
+	})
+	// Table statistics may reach the server up to 10 s after the statement: wait for
+	// them, then for the grace period and a poll.
+	waitForReads(t, db, 40_000)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if got := sink.of(event.SourceTables); len(got) > 0 {
+			t.Fatalf("explained reads reported: %+v", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitForReads waits until pg_stat_user_tables shows at least n tuples read
+// sequentially from public.users.
+func waitForReads(t *testing.T, db *pgtest.Database, n int64) {
+	t.Helper()
+	su := db.Conn(t, "postgres")
+	eventually(t, 20*time.Second, "table statistics of the reads", func() bool {
+		var read int64
+		if err := su.QueryRow(t.Context(), `SELECT seq_tup_read FROM pg_stat_user_tables
+			WHERE relid = 'public.users'::regclass`).Scan(&read); err != nil {
+			t.Fatal(err)
+		}
+		return read >= n
+	})
+}
+
+func TestSettle(t *testing.T) {
+	at := time.Unix(0, 0)
+	pending := []amount{{at, 100}, {at, 50}}
+	credits := []amount{{at, 120}, {at, 10}}
+	got := settle(pending, credits)
+	if len(got) != 1 || got[0].rows != 20 {
+		t.Errorf("pending: got %v, want one read of 20 left", got)
+	}
+	if credits[0].rows != 0 || credits[1].rows != 0 {
+		t.Errorf("credits: got %v, want both used", credits)
+	}
+}
+
+func TestReadsBetween(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		p, c counters
+		want int64
+	}{
+		{"seq scan", counters{0, 0, 0}, counters{40000, 0, 0}, 40000},
+		{"lookups", counters{0, 0, 0}, counters{0, 500, 500}, 0},
+		{"bulk index read", counters{0, 0, 0}, counters{0, 40000, 1}, 39990},
+		{"reset", counters{5000, 10, 10}, counters{300, 0, 0}, 300},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := readsBetween(tc.p, tc.c, 10); got != tc.want {
+				t.Errorf("got %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,318 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgtripwire/pgtripwire/detector/event"
+)
+
+// state is one poll's view of everything watched.
+type state struct {
+	database      string
+	slots         map[string]slot
+	published     map[[2]string]bool // (publication, sensitive table)
+	roles         map[uint32]role
+	members       map[[2]uint32]bool // (member, dangerous role)
+	pgssInstalled bool
+	pgssReset     time.Time
+	pgssDealloc   int64
+	dbReset       time.Time // zero when never reset
+	settings      map[string]string
+	roleSettings  map[roleSetting]string
+}
+
+type slot struct {
+	typ, database string
+	active        bool
+	pid           int32
+	backendType   string // of the session holding it: "walsender", "client backend", ""
+	user, addr    string
+	application   string
+	confirmed     string // confirmed_flush_lsn as text, "" for physical slots
+	decoded       int64  // total_txns + total_bytes of pg_stat_replication_slots
+}
+
+type role struct {
+	name                        string
+	super, bypassRLS, replicate bool
+}
+
+type roleSetting struct{ role, database, name string }
+
+// stateQueries are read in one round trip. They need no privilege beyond what every
+// role has, except the settings marked superuser-only (shared_preload_libraries),
+// which pg_read_all_settings (part of pg_monitor) shows.
+const (
+	databaseQuery = `SELECT current_database(),
+  (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()),
+  (SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+    WHERE e.extname = 'pg_stat_statements')`
+
+	slotsQuery = `SELECT s.slot_name::text, s.slot_type, coalesce(s.database::text, ''), s.active,
+  coalesce(s.active_pid, 0), coalesce(a.backend_type, ''), coalesce(a.usename::text, ''),
+  coalesce(host(a.client_addr), ''), coalesce(a.application_name, ''),
+  coalesce(s.confirmed_flush_lsn::text, ''),
+  coalesce(st.total_txns, 0) + coalesce(st.total_bytes, 0)
+FROM pg_replication_slots s
+LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+LEFT JOIN pg_stat_replication_slots st ON st.slot_name = s.slot_name`
+
+	publicationsQuery = `SELECT pubname::text, schemaname::text, tablename::text FROM pg_publication_tables`
+
+	rolesQuery = `SELECT oid, rolname::text, rolsuper, rolbypassrls, rolreplication FROM pg_roles`
+
+	// membersQuery follows memberships transitively: a role granted to a role that is a
+	// member of pg_read_all_data reads all data too.
+	membersQuery = `WITH RECURSIVE m(member, granted) AS (
+  SELECT am.member, am.roleid FROM pg_auth_members am
+   WHERE am.roleid IN (SELECT oid FROM pg_roles WHERE rolname = ANY($1))
+  UNION
+  SELECT am.member, m.granted FROM pg_auth_members am JOIN m ON am.roleid = m.member
+)
+SELECT member, granted FROM m`
+
+	settingsQuery = `SELECT name, setting || CASE WHEN pending_restart THEN ' (pending restart)' ELSE '' END
+FROM pg_settings WHERE name = ANY($1)`
+
+	roleSettingsQuery = `SELECT coalesce(r.rolname::text, ''), coalesce(d.datname::text, ''), c.setting
+FROM pg_db_role_setting s
+LEFT JOIN pg_roles r ON r.oid = s.setrole
+LEFT JOIN pg_database d ON d.oid = s.setdatabase
+CROSS JOIN LATERAL unnest(s.setconfig) AS c(setting)`
+)
+
+func (s *Source) read(ctx context.Context, conn *pgx.Conn) (*state, error) {
+	st := &state{
+		slots:        make(map[string]slot),
+		published:    make(map[[2]string]bool),
+		roles:        make(map[uint32]role),
+		members:      make(map[[2]uint32]bool),
+		settings:     make(map[string]string),
+		roleSettings: make(map[roleSetting]string),
+	}
+	b := &pgx.Batch{}
+	var dbReset *time.Time
+	var pgssSchema *string
+	b.Queue(databaseQuery).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&st.database, &dbReset, &pgssSchema)
+	})
+	b.Queue(slotsQuery).Query(func(rows pgx.Rows) error {
+		var name string
+		var sl slot
+		_, err := pgx.ForEachRow(rows, []any{&name, &sl.typ, &sl.database, &sl.active, &sl.pid, &sl.backendType,
+			&sl.user, &sl.addr, &sl.application, &sl.confirmed, &sl.decoded}, func() error {
+			st.slots[name] = sl
+			return nil
+		})
+		return err
+	})
+	b.Queue(publicationsQuery).Query(func(rows pgx.Rows) error {
+		var pub, schema, table string
+		_, err := pgx.ForEachRow(rows, []any{&pub, &schema, &table}, func() error {
+			if q, ok := s.isSensitive(schema, table); ok {
+				st.published[[2]string{pub, q}] = true
+			}
+			return nil
+		})
+		return err
+	})
+	b.Queue(rolesQuery).Query(func(rows pgx.Rows) error {
+		var oid uint32
+		var r role
+		_, err := pgx.ForEachRow(rows, []any{&oid, &r.name, &r.super, &r.bypassRLS, &r.replicate}, func() error {
+			st.roles[oid] = r
+			return nil
+		})
+		return err
+	})
+	b.Queue(membersQuery, DangerousRoles).Query(func(rows pgx.Rows) error {
+		var member, granted uint32
+		_, err := pgx.ForEachRow(rows, []any{&member, &granted}, func() error {
+			st.members[[2]uint32{member, granted}] = true
+			return nil
+		})
+		return err
+	})
+	b.Queue(settingsQuery, s.cfg.Settings).Query(func(rows pgx.Rows) error {
+		var name, value string
+		_, err := pgx.ForEachRow(rows, []any{&name, &value}, func() error {
+			st.settings[name] = value
+			return nil
+		})
+		return err
+	})
+	b.Queue(roleSettingsQuery).Query(func(rows pgx.Rows) error {
+		var rs roleSetting
+		var setting string
+		_, err := pgx.ForEachRow(rows, []any{&rs.role, &rs.database, &setting}, func() error {
+			name, value, _ := strings.Cut(setting, "=")
+			rs.name = strings.ToLower(name)
+			if slices.Contains(s.cfg.Settings, rs.name) {
+				st.roleSettings[rs] = value
+			}
+			return nil
+		})
+		return err
+	})
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("read watched state: %w", err)
+	}
+	if dbReset != nil {
+		st.dbReset = *dbReset
+	}
+	if pgssSchema != nil {
+		st.pgssInstalled = true
+		err := conn.QueryRow(ctx, `SELECT dealloc, stats_reset FROM `+*pgssSchema+`.pg_stat_statements_info`).
+			Scan(&st.pgssDealloc, &st.pgssReset)
+		var pgErr *pgconn.PgError
+		switch {
+		case errors.As(err, &pgErr) && pgErr.Code == "55000":
+			// Installed but not preloaded: the statements source reports it; there is
+			// nothing to reset.
+			st.pgssInstalled = false
+		case err != nil:
+			return nil, fmt.Errorf("read pg_stat_statements_info: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// diff returns the events that lead from prev to cur, in a stable order.
+func (s *Source) diff(now time.Time, prev, cur *state) []event.Event {
+	var events []event.Event
+	add := func(ev event.Event) {
+		ev.Time, ev.Source = now, event.SourceCatalog
+		events = append(events, ev)
+	}
+
+	for _, name := range slices.Sorted(maps.Keys(cur.slots)) {
+		if slices.Contains(s.cfg.OwnSlots, name) {
+			continue
+		}
+		sl := cur.slots[name]
+		ev := event.Event{Object: name, Database: sl.database, Operation: sl.typ}
+		if sl.active {
+			ev.Role, ev.ClientAddr, ev.Application, ev.PID = sl.user, sl.addr, sl.application, sl.pid
+		}
+		old, existed := prev.slots[name]
+		if !existed {
+			ev.Kind = KindSlotCreated
+			add(ev)
+			old = slot{typ: sl.typ, database: sl.database}
+		}
+		if sl.typ == "logical" && slotUsed(old, sl, existed) {
+			ev.Kind = KindSlotUsed
+			add(ev)
+		}
+	}
+
+	for _, k := range slices.SortedFunc(maps.Keys(cur.published), comparePair) {
+		if prev.published[k] || slices.Contains(s.cfg.OwnPublications, k[0]) {
+			continue
+		}
+		add(event.Event{Kind: KindPublicationSensitive, Object: k[0], Database: cur.database,
+			Relation: k[1], SensitiveRead: s.sensitiveColumns(k[1]), Complete: true})
+	}
+
+	for _, oid := range slices.Sorted(maps.Keys(cur.roles)) {
+		r, old := cur.roles[oid], prev.roles[oid] // a new role starts from no attributes
+		for _, a := range []struct {
+			name     string
+			now, was bool
+		}{
+			{"SUPERUSER", r.super, old.super},
+			{"BYPASSRLS", r.bypassRLS, old.bypassRLS},
+			{"REPLICATION", r.replicate, old.replicate},
+		} {
+			if a.now && !a.was {
+				add(event.Event{Kind: KindRoleAttribute, Role: r.name, Object: a.name, Operation: a.name})
+			}
+		}
+	}
+	for _, k := range slices.SortedFunc(maps.Keys(cur.members), func(a, b [2]uint32) int {
+		if a[0] != b[0] {
+			return int(a[0]) - int(b[0])
+		}
+		return int(a[1]) - int(b[1])
+	}) {
+		if prev.members[k] {
+			continue
+		}
+		member, granted := cur.roles[k[0]].name, cur.roles[k[1]].name
+		if member == "" || granted == "" {
+			continue // dropped between the two queries
+		}
+		add(event.Event{Kind: KindRoleMembership, Role: member, Object: granted, Operation: "GRANT"})
+	}
+
+	switch {
+	case prev.pgssInstalled && !cur.pgssInstalled:
+		add(event.Event{Kind: KindExtensionDropped, Object: "pg_stat_statements", Database: cur.database})
+	case prev.pgssInstalled && cur.pgssInstalled:
+		if !cur.pgssReset.Equal(prev.pgssReset) {
+			add(event.Event{Kind: KindStatsReset, Object: "pg_stat_statements"})
+		}
+		if d := cur.pgssDealloc - prev.pgssDealloc; d > 0 {
+			add(event.Event{Kind: KindStatementsEvicted, Object: "pg_stat_statements", Rows: d})
+		}
+	}
+	if !cur.dbReset.IsZero() && !cur.dbReset.Equal(prev.dbReset) {
+		add(event.Event{Kind: KindStatsReset, Object: "pg_stat_database", Database: cur.database})
+	}
+
+	for _, name := range slices.Sorted(maps.Keys(cur.settings)) {
+		if was, ok := prev.settings[name]; ok && was != cur.settings[name] {
+			add(event.Event{Kind: KindSettingChanged, Object: name})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(prev.settings)) {
+		if _, ok := cur.settings[name]; !ok {
+			add(event.Event{Kind: KindSettingChanged, Object: name}) // no longer visible: unloaded
+		}
+	}
+	changed := map[roleSetting]bool{}
+	for k, v := range cur.roleSettings {
+		if was, ok := prev.roleSettings[k]; !ok || was != v {
+			changed[k] = true
+		}
+	}
+	for k := range prev.roleSettings {
+		if _, ok := cur.roleSettings[k]; !ok {
+			changed[k] = true
+		}
+	}
+	for _, k := range slices.SortedFunc(maps.Keys(changed), func(a, b roleSetting) int {
+		return strings.Compare(a.role+"\x00"+a.database+"\x00"+a.name, b.role+"\x00"+b.database+"\x00"+b.name)
+	}) {
+		add(event.Event{Kind: KindSettingChanged, Object: k.name, Role: k.role, Database: k.database})
+	}
+	return events
+}
+
+// slotUsed tells whether a logical slot was read between two polls in a way worth
+// reporting: by a client backend through the SQL interface (the session holds it, or its
+// position or decoding statistics moved while no walsender held it at either poll), or
+// by a walsender that was not attached before.
+func slotUsed(old, cur slot, existed bool) bool {
+	if cur.active && cur.backendType != "walsender" && cur.pid != 0 {
+		return true // pg_logical_slot_get_changes / peek, caught while it runs
+	}
+	moved := cur.confirmed != old.confirmed || cur.decoded != old.decoded
+	if !existed {
+		moved = cur.decoded > 0 // created and read between two polls
+	}
+	walsender := (old.active && old.backendType == "walsender") || (cur.active && cur.backendType == "walsender")
+	if moved && !walsender {
+		return true
+	}
+	return cur.active && cur.backendType == "walsender" && cur.pid != old.pid
+}
