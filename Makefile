@@ -10,7 +10,7 @@ LDFLAGS       := -X github.com/pgtripwire/pgtripwire/detector/buildinfo.Version=
 
 FUZZTIME      ?= 5m
 
-.PHONY: all build test lint bench fuzz demo deps clean
+.PHONY: all build test lint bench bench-canary fuzz demo deps clean
 
 all: build
 
@@ -34,6 +34,18 @@ $(BIN)/golangci-lint:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./detector/statements/
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./detector/classify/ ./rules/...
+
+# Overhead of the detector (every source at 1 s) on pgbench select-only and tpcb-like,
+# 2 clients, alternating runs with and without it on one server (issue #6, acceptance 4).
+# Four 30 s runs per workload; PGTRIPWIRE_BENCH_SECONDS shortens them.
+.PHONY: bench-overhead
+bench-overhead:
+	$(GO) test -run '^$$' -tags overhead -bench Overhead -benchtime 1x -count 1 -timeout 30m ./detector/activity/
+
+# Cost of the canary policy on a 200,000-row table, with against without (docs/canary.md).
+bench-canary:
+	$(GO) test -run '^$$' -bench 'Canary/PointLookup' -benchtime 20000x -count 1 ./detector/canary/
+	$(GO) test -run '^$$' -bench 'Canary/FullScan' -benchtime 50x -count 1 ./detector/canary/
 
 # Fuzz SQL classification longer than the seed corpus `make test` runs.
 fuzz:
