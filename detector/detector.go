@@ -14,24 +14,28 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgtripwire/pgtripwire/detector/activity"
 	"github.com/pgtripwire/pgtripwire/detector/alert"
 	"github.com/pgtripwire/pgtripwire/detector/buildinfo"
+	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/event"
 	"github.com/pgtripwire/pgtripwire/detector/health"
 	"github.com/pgtripwire/pgtripwire/detector/notify"
 	"github.com/pgtripwire/pgtripwire/detector/statements"
+	"github.com/pgtripwire/pgtripwire/detector/tables"
 	"github.com/pgtripwire/pgtripwire/detector/wal"
+	"github.com/pgtripwire/pgtripwire/detector/watch"
 	"github.com/pgtripwire/pgtripwire/detector/web"
-	"github.com/pgtripwire/pgtripwire/rules/builtin"
+	"github.com/pgtripwire/pgtripwire/rules/engine"
 )
 
 // Event is the one value that flows from sources to rules.
@@ -61,6 +65,9 @@ type Detector struct {
 	notifier *notify.Notifier // nil when no Alertmanager or webhook is configured
 	health   *health.Status
 	pipeline *pipeline
+	engine   *engine.Engine
+	metrics  detectorMetrics
+	now      func() time.Time
 	sources  []runner
 }
 
@@ -89,7 +96,8 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	if !cfg.Sources.Statements.Enabled && !cfg.Sources.WAL.Enabled {
+	if src := cfg.Sources; !src.Statements.Enabled && !src.WAL.Enabled && !src.Activity.Enabled &&
+		!src.Copy.Enabled && !src.Tables.Enabled && !src.Catalog.Enabled && !src.Canary.Enabled {
 		return nil, &ConfigError{Err: errors.New("sources: every source is disabled; the detector would watch nothing")}
 	}
 	connConfig, err := pgx.ParseConfig(cfg.Database.DSN)
@@ -105,8 +113,14 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	}
 	connConfig.RuntimeParams["application_name"] = "pgtripwire"
 
-	d := &Detector{cfg: cfg, log: deps.Logger, registry: deps.Registry, health: health.New(deps.Registry)}
+	d := &Detector{cfg: cfg, log: deps.Logger, registry: deps.Registry, health: health.New(deps.Registry), now: deps.Now}
 	buildinfo.Register(deps.Registry)
+
+	groups, err := LoadRules(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.metrics = newDetectorMetrics(deps.Registry)
 
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
@@ -120,32 +134,19 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		return nil, err
 	}
 
-	var pack builtin.Pack
-	var bulkThreshold int64
-	if r := cfg.Rules.SensitiveBulkRead; r.Enabled {
-		pack = append(pack, builtin.NewBulkRead(r.MinRowsPerCall, cfg.Alerts.ResolveAfter))
-		bulkThreshold = r.MinRowsPerCall
+	d.engine, err = engine.New(groups, engine.Options{
+		StatePath:    filepath.Join(cfg.StateDir, ruleStateFile),
+		ResolveAfter: cfg.Alerts.ResolveAfter,
+		Logger:       deps.Logger.Named("rules"),
+		Registerer:   deps.Registry,
+	})
+	if err != nil {
+		_ = d.alertLog.Close()
+		return nil, fmt.Errorf("start the rule engine: %w", err)
 	}
-	if r := cfg.Rules.SensitiveSweep; r.Enabled {
-		evicted := promauto.With(deps.Registry).NewCounter(prometheus.CounterOpts{
-			Name:        "pgtripwire_rule_groups_evicted_total",
-			Help:        "Alert groups a rule forgot because it tracked too many (10,000): what they had counted is lost.",
-			ConstLabels: prometheus.Labels{"rule": builtin.SweepRuleName},
-		})
-		pack = append(pack, builtin.NewSweep(r.MinRowsPerCall, bulkThreshold, r.MinRows, r.Window, cfg.Alerts.ResolveAfter, evicted))
-	}
-	if r := cfg.Rules.MassCredentialChange; r.Enabled {
-		pack = append(pack, builtin.NewMassChange(r.MinRows, cfg.Alerts.ResolveAfter))
-	}
-	if r := cfg.Rules.MassDelete; r.Enabled {
-		pack = append(pack, builtin.NewMassDelete(r.MinRows, cfg.Alerts.ResolveAfter))
-	}
-	if cfg.Rules.SensitiveTableTruncated.Enabled {
-		pack = append(pack, builtin.NewTruncate(cfg.Alerts.ResolveAfter))
-	}
-	var eval Evaluator = pack
-	if len(pack) == 0 {
-		deps.Logger.Warn("no rule enabled: events are observed but nothing can alert")
+	var eval Evaluator = d.engine
+	if len(eval.Rules()) == 0 {
+		deps.Logger.Warn("no rule pages: events are observed but nothing can alert (rules.default_pack is off, or every rule is disabled or in shadow mode)")
 	}
 	for rule, severity := range eval.Rules() {
 		d.alertLog.PrecreateRule(rule, severity)
@@ -166,6 +167,70 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	}
 	d.pipeline = newPipeline(eval, sinks, d.health, deps.Now, deps.Logger, deps.Registry)
 
+	// Live sources (docs/sources.md). Created before the statements source, which labels
+	// its events with the clients the activity samples saw (attribution) and shows them
+	// to the tables source (statementsSink). Activity and COPY share one connection.
+	var attribution statements.Attribution
+	var statementsSink statements.Sink = d.pipeline
+	if a, c := cfg.Sources.Activity, cfg.Sources.Copy; a.Enabled || c.Enabled {
+		ac := activity.Config{
+			Conn:           connConfig,
+			CatalogRefresh: cfg.Database.CatalogRefresh,
+			SearchPath:     cfg.Database.SearchPath,
+			Sensitive:      sensitiveMap(cfg.Sensitive),
+			Now:            deps.Now,
+		}
+		if a.Enabled {
+			d.health.Register(activity.Component)
+			ac.Interval, ac.MinRunning = a.Interval, a.MinRunning
+		}
+		if c.Enabled {
+			d.health.Register(activity.CopyComponent)
+			ac.CopyInterval = c.Interval
+		}
+		live := activity.New(ac, d.pipeline, d.health, deps.Logger, deps.Registry)
+		if a.Enabled {
+			attribution = live.Attribution()
+		}
+		d.sources = append(d.sources, live)
+	}
+	if t := cfg.Sources.Tables; t.Enabled {
+		d.health.Register(tables.Component)
+		counters := tables.New(tables.Config{
+			Conn:      connConfig,
+			Interval:  t.Interval,
+			Sensitive: sensitiveMap(cfg.Sensitive),
+			Now:       deps.Now,
+		}, d.pipeline, d.health, deps.Logger, deps.Registry)
+		statementsSink = counters.Observing(statementsSink)
+		d.sources = append(d.sources, counters)
+	}
+	if w := cfg.Sources.Catalog; w.Enabled {
+		d.health.Register(watch.Component)
+		wc := watch.Config{
+			Conn:      connConfig,
+			Interval:  w.Interval,
+			Sensitive: sensitiveMap(cfg.Sensitive),
+			Now:       deps.Now,
+		}
+		if cfg.Sources.WAL.Enabled {
+			wc.OwnSlots = []string{cfg.Sources.WAL.Slot}
+			wc.OwnPublications = []string{cfg.Sources.WAL.Publication}
+		}
+		d.sources = append(d.sources, watch.New(wc, d.pipeline, d.health, deps.Logger, deps.Registry))
+	}
+
+	if c := cfg.Sources.Canary; c.Enabled {
+		d.health.Register(canary.Component)
+		d.sources = append(d.sources, canary.NewSource(canary.Config{
+			Conn:     connConfig,
+			Interval: c.Interval,
+			Now:      deps.Now,
+			// The flush only matters to canary reads arriving through the WAL source.
+			NoFlush: !cfg.Sources.WAL.Enabled,
+		}, d.pipeline, d.health, deps.Logger, deps.Registry))
+	}
+
 	if s := cfg.Sources.Statements; s.Enabled {
 		d.health.Register(statements.Component)
 		d.sources = append(d.sources, statements.New(statements.Config{
@@ -175,7 +240,8 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 			SearchPath:     cfg.Database.SearchPath,
 			Sensitive:      sensitiveMap(cfg.Sensitive),
 			Now:            deps.Now,
-		}, d.pipeline, d.health, deps.Logger, deps.Registry))
+			Attribution:    attribution,
+		}, statementsSink, d.health, deps.Logger, deps.Registry))
 	}
 
 	if w := cfg.Sources.WAL; w.Enabled {
@@ -227,6 +293,9 @@ func (d *Detector) Run(ctx context.Context) error {
 		})
 	})
 	g.Go(func() error { return d.pipeline.Run(ctx) })
+	if len(d.cfg.Rules.Files) > 0 {
+		g.Go(func() error { return d.watchRuleFiles(ctx) })
+	}
 	if d.notifier != nil {
 		g.Go(func() error { return d.notifier.Run(ctx) })
 	}
@@ -234,6 +303,11 @@ func (d *Detector) Run(ctx context.Context) error {
 		g.Go(func() error { return s.Run(ctx) })
 	}
 	err := g.Wait()
+	// The pipeline has stopped: save the rules' state (firing alerts, baselines,
+	// first-seen sets) so that a restart neither re-fires nor forgets.
+	if cerr := d.engine.Close(d.now()); cerr != nil {
+		d.log.Error("save rule state", zap.Error(cerr))
+	}
 	if errors.Is(err, context.Canceled) {
 		d.log.Info("pgtripwire stopped")
 		return nil

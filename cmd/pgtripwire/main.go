@@ -101,6 +101,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newClassifyCommand(stdout, stderr),
 		newDiscoverCommand(stdout),
 		newRulesCommand(stdout, stderr),
+		newCanaryCommand(stdout),
 		newSetupCommand(stdout),
 		newDoctorCommand(stdout),
 	)
@@ -128,7 +129,7 @@ func newRunCommand(flags *globalFlags, stdout, stderr io.Writer) *cobra.Command 
 	var path string
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
-		Short: "Watch the database until SIGINT or SIGTERM",
+		Short: "Watch the database until SIGINT or SIGTERM (SIGHUP reloads the rule files)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireConfigFlag(path); err != nil {
@@ -143,11 +144,17 @@ func newRunCommand(flags *globalFlags, stdout, stderr io.Writer) *cobra.Command 
 				return err
 			}
 			defer func() { _ = logger.Sync() }()
-			return detector.Run(cmd.Context(), cfg, detector.Deps{
+			d, err := detector.New(cfg, detector.Deps{
 				Logger:   logger,
 				Registry: newRegistry(),
 				Stdout:   stdout,
 			})
+			if err != nil {
+				return err
+			}
+			stopReload := reloadOnSIGHUP(d)
+			defer stopReload()
+			return d.Run(cmd.Context())
 		},
 	}
 	cmd.Flags().StringVar(&path, "config", "", "path to the YAML configuration file")
@@ -168,13 +175,46 @@ func newCheckCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "%s: OK (database %s, %d sensitive table(s))\n",
-				path, cfg.RedactedDSN(), len(cfg.Sensitive))
+			groups, err := detector.LoadRules(cfg)
+			if err != nil {
+				return err
+			}
+			rules := 0
+			for _, g := range groups {
+				rules += len(g.Rules)
+			}
+			fmt.Fprintf(stdout, "%s: OK (database %s, %d sensitive table(s), %d rule(s))\n",
+				path, cfg.RedactedDSN(), len(cfg.Sensitive), rules)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&path, "config", "", "path to the YAML configuration file")
 	return cmd
+}
+
+// reloadOnSIGHUP reloads d's rules on every SIGHUP until the returned function is
+// called. A failed reload is logged by the detector and leaves the running rules.
+func reloadOnSIGHUP(d *detector.Detector) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case <-hup:
+				_ = d.Reload()
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-stopped
+	}
 }
 
 // loadConfig loads the file; a file that cannot be read is a configuration problem

@@ -60,7 +60,7 @@ const (
 	minStatementsInterval      = 100 * time.Millisecond
 	defaultLiveInterval        = time.Second
 	minLiveInterval            = 100 * time.Millisecond
-	defaultTablesInterval      = 10 * time.Second
+	defaultTablesInterval      = time.Second
 	defaultActivityMinRunning  = 2 * time.Second
 	defaultBulkReadMinRowsCall = 1000
 )
@@ -89,7 +89,7 @@ type Config struct {
 	// Sources (sources) turns the evidence sources on and off and sets how
 	// often they are polled.
 	Sources Sources `yaml:"sources"`
-	// Rules (rules) tunes the built-in rules.
+	// Rules (rules) chooses the rules the engine evaluates.
 	Rules Rules `yaml:"rules"`
 }
 
@@ -195,15 +195,17 @@ type Sources struct {
 	// Catalog (sources.catalog) watches replication slots, publications, roles,
 	// statistics resets and the settings the detector depends on.
 	Catalog PollSource `yaml:"catalog"`
+	// Canary (sources.canary) checks the honeytoken rows planted with
+	// `pgtripwire canary plant`: a disabled or altered tripwire is reported.
+	Canary PollSource `yaml:"canary"`
 }
 
 // PollSource is a source that polls a system view: sources.copy,
-// sources.tables and sources.catalog.
+// sources.tables, sources.catalog and sources.canary.
 type PollSource struct {
 	// Enabled turns the source on. Default true.
 	Enabled bool `yaml:"enabled"`
-	// Interval is the time between two polls. Default 1s (10s for
-	// sources.tables), minimum 100ms.
+	// Interval is the time between two polls. Default 1s, minimum 100ms.
 	Interval time.Duration `yaml:"interval"`
 }
 
@@ -242,68 +244,20 @@ type WALSource struct {
 	Publication string `yaml:"publication"`
 }
 
-// Rules is the rules section.
+// Rules is the rules section: which rules the engine evaluates.
 type Rules struct {
-	// SensitiveBulkRead (rules.sensitive_bulk_read) fires when a statement
-	// returns many rows of sensitive columns per call.
-	SensitiveBulkRead BulkReadRule `yaml:"sensitive_bulk_read"`
-	// SensitiveSweep (rules.sensitive_sweep) fires when one role reads many
-	// rows of sensitive columns in pages that are each below the bulk-read
-	// threshold.
-	SensitiveSweep SweepRule `yaml:"sensitive_sweep"`
-	// MassCredentialChange (rules.mass_credential_change) fires when one
-	// committed transaction changes sensitive columns of many rows.
-	MassCredentialChange MassChangeRule `yaml:"mass_credential_change"`
-	// MassDelete (rules.mass_delete) fires when one committed transaction
-	// deletes many rows of a sensitive table.
-	MassDelete MassChangeRule `yaml:"mass_delete"`
-	// SensitiveTableTruncated (rules.sensitive_table_truncated) fires when a
-	// sensitive table is truncated.
-	SensitiveTableTruncated EnabledRule `yaml:"sensitive_table_truncated"`
-}
-
-// EnabledRule is a rule section with nothing to tune.
-type EnabledRule struct {
-	// Enabled turns the rule on. Default true.
-	Enabled bool `yaml:"enabled"`
-}
-
-// MassChangeRule is the rules.mass_credential_change and rules.mass_delete section.
-type MassChangeRule struct {
-	// Enabled turns the rule on. Default true; it needs sources.wal.
-	Enabled bool `yaml:"enabled"`
-	// MinRows is the number of rows of one transaction at or above which the
-	// change (of sensitive columns, or deletion) counts as mass. Default 1000,
-	// minimum 1.
-	MinRows int64 `yaml:"min_rows"`
-}
-
-// SweepRule is the rules.sensitive_sweep section.
-type SweepRule struct {
-	// Enabled (rules.sensitive_sweep.enabled) turns the rule on. Default true.
-	Enabled bool `yaml:"enabled"`
-	// MinRowsPerCall (rules.sensitive_sweep.min_rows_per_call) is the rows per
-	// call from which a read counts as a page of a sweep: below it are lookups
-	// and short listings. Default 100, minimum 1.
-	MinRowsPerCall int64 `yaml:"min_rows_per_call"`
-	// MinRows (rules.sensitive_sweep.min_rows) is the sum of rows, over
-	// Window, at or above which the pages of one role count as a sweep.
-	// Default 10000, minimum 1.
-	MinRows int64 `yaml:"min_rows"`
-	// Window (rules.sensitive_sweep.window) is the sliding window the rows are
-	// summed over. Default 10m, minimum 1s.
-	Window time.Duration `yaml:"window"`
-}
-
-// BulkReadRule is the rules.sensitive_bulk_read section.
-type BulkReadRule struct {
-	// Enabled (rules.sensitive_bulk_read.enabled) turns the rule on. Default
-	// true.
-	Enabled bool `yaml:"enabled"`
-	// MinRowsPerCall (rules.sensitive_bulk_read.min_rows_per_call) is the
-	// number of rows per call, in decimal, at or above which a read of
-	// sensitive columns counts as bulk. Default 1000, minimum 1.
-	MinRowsPerCall int64 `yaml:"min_rows_per_call"`
+	// DefaultPack (rules.default_pack) evaluates the pack embedded in the
+	// binary (rules/default.yml). Default true.
+	DefaultPack bool `yaml:"default_pack"`
+	// Files (rules.files) are rule files evaluated besides the pack: paths or
+	// glob patterns, relative to the config file's directory. Each pattern
+	// must match at least one file. Reloaded on SIGHUP and when a file
+	// changes. Default none.
+	Files []string `yaml:"files"`
+	// Disable (rules.disable) names rules of the default pack not to
+	// evaluate, e.g. to replace one with an edited copy in rules.files.
+	// Default none.
+	Disable []string `yaml:"disable"`
 }
 
 // Defaults returns a new Config holding every default, for callers that run
@@ -339,22 +293,9 @@ func Defaults() *Config {
 			Copy:     PollSource{Enabled: true, Interval: defaultLiveInterval},
 			Tables:   PollSource{Enabled: true, Interval: defaultTablesInterval},
 			Catalog:  PollSource{Enabled: true, Interval: defaultLiveInterval},
+			Canary:   PollSource{Enabled: true, Interval: defaultLiveInterval},
 		},
-		Rules: Rules{
-			SensitiveBulkRead: BulkReadRule{
-				Enabled:        true,
-				MinRowsPerCall: defaultBulkReadMinRowsCall,
-			},
-			SensitiveSweep: SweepRule{
-				Enabled:        true,
-				MinRowsPerCall: 100,
-				MinRows:        10_000,
-				Window:         10 * time.Minute,
-			},
-			MassCredentialChange:    MassChangeRule{Enabled: true, MinRows: 1000},
-			MassDelete:              MassChangeRule{Enabled: true, MinRows: 1000},
-			SensitiveTableTruncated: EnabledRule{Enabled: true},
-		},
+		Rules: Rules{DefaultPack: true},
 	}
 }
 

@@ -36,13 +36,13 @@ func TestLoad_UnknownKeyAndWrongType(t *testing.T) {
 	}
 	want := Errors{
 		{File: file, Line: 4, Column: 5, Msg: `unknown key "colums" in sensitive[0] (known: table, columns)`},
-		{File: file, Line: 8, Column: 24, Msg: `rules.sensitive_bulk_read.min_rows_per_call: want an integer, got "many"`},
+		{File: file, Line: 7, Column: 17, Msg: `rules.default_pack: want true or false, got "many"`},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("errors:\n got %#v\nwant %#v", got, want)
 	}
 	wantText := file + `:4:5: unknown key "colums" in sensitive[0] (known: table, columns)` + "\n" +
-		file + `:8:24: rules.sensitive_bulk_read.min_rows_per_call: want an integer, got "many"`
+		file + `:7:17: rules.default_pack: want true or false, got "many"`
 	if err.Error() != wantText {
 		t.Errorf("Error() =\n%s\nwant\n%s", err, wantText)
 	}
@@ -118,9 +118,9 @@ func TestParse_Defaults(t *testing.T) {
 		StateDir: "/etc/pgtripwire/state",
 		Sources: Sources{
 			Statements: StatementsSource{Enabled: true, Interval: time.Second}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"},
-			Activity: ActivitySource{Enabled: true, Interval: time.Second, MinRunning: 2 * time.Second}, Copy: PollSource{Enabled: true, Interval: time.Second}, Tables: PollSource{Enabled: true, Interval: 10 * time.Second}, Catalog: PollSource{Enabled: true, Interval: time.Second},
+			Activity: ActivitySource{Enabled: true, Interval: time.Second, MinRunning: 2 * time.Second}, Copy: PollSource{Enabled: true, Interval: time.Second}, Tables: PollSource{Enabled: true, Interval: time.Second}, Catalog: PollSource{Enabled: true, Interval: time.Second}, Canary: PollSource{Enabled: true, Interval: time.Second},
 		},
-		Rules: Rules{SensitiveBulkRead: BulkReadRule{Enabled: true, MinRowsPerCall: 1000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}, MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000}, MassDelete: MassChangeRule{Enabled: true, MinRows: 1000}, SensitiveTableTruncated: EnabledRule{Enabled: true}},
+		Rules: Rules{DefaultPack: true},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(minimal):\n got %+v\nwant %+v", got, want)
@@ -178,9 +178,9 @@ func TestParse_FullFile(t *testing.T) {
 		Sources: Sources{
 			Statements: StatementsSource{Enabled: false, Interval: 250 * time.Millisecond}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"},
 			Activity: ActivitySource{Enabled: true, Interval: 500 * time.Millisecond, MinRunning: 0}, Copy: PollSource{Enabled: true, Interval: time.Second},
-			Tables: PollSource{Enabled: false, Interval: 10 * time.Second}, Catalog: PollSource{Enabled: true, Interval: 5 * time.Second},
+			Tables: PollSource{Enabled: false, Interval: time.Second}, Catalog: PollSource{Enabled: true, Interval: 5 * time.Second}, Canary: PollSource{Enabled: false, Interval: time.Second},
 		},
-		Rules: Rules{SensitiveBulkRead: BulkReadRule{Enabled: false, MinRowsPerCall: 5000}, SensitiveSweep: SweepRule{Enabled: true, MinRowsPerCall: 100, MinRows: 10000, Window: 10 * time.Minute}, MassCredentialChange: MassChangeRule{Enabled: true, MinRows: 1000}, MassDelete: MassChangeRule{Enabled: true, MinRows: 1000}, SensitiveTableTruncated: EnabledRule{Enabled: true}},
+		Rules: Rules{Files: []string{"testdata/rules/*.yml"}, Disable: []string{"SensitiveBulkRead"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(full.good.yaml):\n got %+v\nwant %+v", got, want)
@@ -199,7 +199,7 @@ func TestParse_Values(t *testing.T) {
 		{"stdout false", minimal + "alerts: {stdout: false}\n", func(c *Config) any { return c.Alerts.Stdout }, false},
 		{"section null keeps defaults", minimal + "sources:\n", func(c *Config) any { return c.Sources.Statements.Enabled }, true},
 		{"statements disabled", minimal + "sources: {statements: {enabled: false}}\n", func(c *Config) any { return c.Sources.Statements.Enabled }, false},
-		{"leading zero is decimal", minimal + "rules: {sensitive_bulk_read: {min_rows_per_call: 0200}}\n", func(c *Config) any { return c.Rules.SensitiveBulkRead.MinRowsPerCall }, int64(200)},
+		{"leading zero is decimal", minimal + "alerts: {spool: {max_entries: 0200}}\n", func(c *Config) any { return c.Alerts.Spool.MaxEntries }, int64(200)},
 		{"interval at minimum", minimal + "sources: {statements: {interval: 100ms}}\n", func(c *Config) any { return c.Sources.Statements.Interval }, 100 * time.Millisecond},
 		{"empty search_path", minimal + "database: {search_path: []}\n", func(c *Config) any { return c.Database.SearchPath }, []string{}},
 		{"dsn whitespace trimmed", minimal + "database: {dsn: '  host=db  '}\n", func(c *Config) any { return c.Database.DSN }, "host=db"},
@@ -227,10 +227,10 @@ func TestParse_Errors(t *testing.T) {
 		yaml string
 		want string
 	}{
-		{"hexadecimal integer", minimal + "rules: {sensitive_bulk_read: {min_rows_per_call: 0x10}}",
-			`f.yaml:2:50: rules.sensitive_bulk_read.min_rows_per_call: want a decimal integer, got "0x10"`},
-		{"integer too large", minimal + "rules: {sensitive_bulk_read: {min_rows_per_call: 99999999999999999999}}",
-			`f.yaml:2:50: rules.sensitive_bulk_read.min_rows_per_call: want an integer, got "99999999999999999999"`},
+		{"hexadecimal integer", minimal + "alerts: {spool: {max_entries: 0x10}}",
+			`f.yaml:2:31: alerts.spool.max_entries: want a decimal integer, got "0x10"`},
+		{"integer too large", minimal + "alerts: {spool: {max_entries: 99999999999999999999}}",
+			`f.yaml:2:31: alerts.spool.max_entries: want an integer, got "99999999999999999999"`},
 		{"interval below minimum", minimal + "sources: {statements: {interval: 50ms}}",
 			`f.yaml:2:34: sources.statements.interval: 50ms is below the minimum of 100ms`},
 		{"negative catalog_refresh", minimal + "database: {catalog_refresh: -1s}",
@@ -657,16 +657,3 @@ func TestDocs_NameEveryKey(t *testing.T) {
 	}
 }
 
-// A sweep page is a statement below the bulk-read threshold: thresholds that leave no
-// such statement would switch the sweep rule off without a word.
-func TestSweepBelowBulkReadThreshold(t *testing.T) {
-	body := minimal + "rules:\n  sensitive_bulk_read: {min_rows_per_call: 500}\n  sensitive_sweep: {min_rows_per_call: 500}\n"
-	_, err := Parse("f.yaml", []byte(body), nil)
-	if err == nil || !strings.Contains(err.Error(), "rules.sensitive_sweep.min_rows_per_call: 500 is not below") {
-		t.Fatalf("got %v, want the sweep threshold refused", err)
-	}
-	off := minimal + "rules:\n  sensitive_bulk_read: {enabled: false, min_rows_per_call: 500}\n  sensitive_sweep: {min_rows_per_call: 500}\n"
-	if _, err := Parse("f.yaml", []byte(off), nil); err != nil {
-		t.Fatalf("got %v with the bulk-read rule off, want no conflict", err)
-	}
-}

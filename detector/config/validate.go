@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"path/filepath"
 	"regexp"
@@ -43,24 +44,9 @@ func (v *validator) validate() {
 	v.atLeast("sources.copy.interval", v.cfg.Sources.Copy.Interval, minLiveInterval)
 	v.atLeast("sources.tables.interval", v.cfg.Sources.Tables.Interval, minLiveInterval)
 	v.atLeast("sources.catalog.interval", v.cfg.Sources.Catalog.Interval, minLiveInterval)
+	v.atLeast("sources.canary.interval", v.cfg.Sources.Canary.Interval, minLiveInterval)
 	v.pathToFile("http.web_config_file", &v.cfg.HTTP.WebConfigFile, false)
-	if n := v.cfg.Rules.SensitiveBulkRead.MinRowsPerCall; n < 1 {
-		v.errorf("rules.sensitive_bulk_read.min_rows_per_call", "%d is below the minimum of 1", n)
-	}
-	sweep := v.cfg.Rules.SensitiveSweep
-	if sweep.MinRowsPerCall < 1 {
-		v.errorf("rules.sensitive_sweep.min_rows_per_call", "%d is below the minimum of 1", sweep.MinRowsPerCall)
-	}
-	if sweep.MinRows < 1 {
-		v.errorf("rules.sensitive_sweep.min_rows", "%d is below the minimum of 1", sweep.MinRows)
-	}
-	v.atLeast("rules.sensitive_sweep.window", sweep.Window, time.Second)
-	if n := v.cfg.Rules.MassCredentialChange.MinRows; n < 1 {
-		v.errorf("rules.mass_credential_change.min_rows", "%d is below the minimum of 1", n)
-	}
-	if n := v.cfg.Rules.MassDelete.MinRows; n < 1 {
-		v.errorf("rules.mass_delete.min_rows", "%d is below the minimum of 1", n)
-	}
+	v.rules()
 	for path, name := range map[string]string{
 		"sources.wal.slot": v.cfg.Sources.WAL.Slot, "sources.wal.publication": v.cfg.Sources.WAL.Publication,
 	} {
@@ -68,13 +54,48 @@ func (v *validator) validate() {
 			v.errorf(path, "%q is not a valid name: use lower-case letters, digits and underscores, at most 63", name)
 		}
 	}
-	if bulk := v.cfg.Rules.SensitiveBulkRead; sweep.Enabled && bulk.Enabled &&
-		bulk.MinRowsPerCall >= 1 && sweep.MinRowsPerCall >= bulk.MinRowsPerCall {
-		v.errorf("rules.sensitive_sweep.min_rows_per_call",
-			"%d is not below rules.sensitive_bulk_read.min_rows_per_call (%d): a page is a statement below the bulk-read threshold, so the sweep rule could never fire",
-			sweep.MinRowsPerCall, bulk.MinRowsPerCall)
+}
+
+// rules anchors the rule file patterns to the config file's directory and checks
+// that each names at least one file: a typo in a path must not silently leave a
+// detector without its rules. Whether the files parse is the rule loader's check.
+func (v *validator) rules() {
+	for i := range v.cfg.Rules.Files {
+		path := fmt.Sprintf("rules.files[%d]", i)
+		p := &v.cfg.Rules.Files[i]
+		if *p == "" {
+			v.errorf(path, "empty; name a rule file or a glob pattern such as rules/*.yml")
+			continue
+		}
+		if !filepath.IsAbs(*p) {
+			*p = filepath.Join(v.dir, *p)
+		}
+		if !strings.ContainsAny(*p, `*?[\`) {
+			if err := v.checkFile(*p, false); err != nil {
+				if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+					err = pe.Err // without the path, which the message names
+				}
+				v.errorf(path, "cannot read %q: %v", *p, err)
+			}
+			continue
+		}
+		matches, err := filepath.Glob(*p)
+		switch {
+		case err != nil:
+			v.errorf(path, "%q is not a valid glob pattern: %v", *p, err)
+		case len(matches) == 0:
+			v.errorf(path, "%q matches no file", *p)
+		}
+	}
+	for i, name := range v.cfg.Rules.Disable {
+		if !ruleName.MatchString(name) {
+			v.errorf(fmt.Sprintf("rules.disable[%d]", i), "%q is not a rule name", name)
+		}
 	}
 }
+
+// ruleName is the syntax of a rule name (rulefmt's).
+var ruleName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
 
 // walName is what PostgreSQL accepts as a replication slot name (and what the
 // detector accepts for its publication, so that it needs no quoting).

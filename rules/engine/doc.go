@@ -65,7 +65,9 @@
 //     when there is a threshold) is a value; the alert's value is the
 //     largest since it became active.
 //
-// The alert value of an aggregate rule is the aggregate.
+// The alert value of an aggregate rule is the aggregate. The firing transition
+// carries the value when it fired; the resolved one the largest value reached
+// while firing (how much was read in all, not the 0 of a window gone quiet).
 //
 // # State machine and resolution
 //

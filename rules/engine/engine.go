@@ -702,6 +702,10 @@ func (e *Engine) step(rs *ruleState, g *group, now time.Time, cond bool, value f
 		if st.state == alert.StatePending && now.Sub(st.activeAt) >= rs.rule.For {
 			e.fire(rs, g, now, value, out)
 		}
+		if st.state == alert.StateFiring && value > st.fired.Value {
+			// The resolved line reports the peak: how much was read while it fired.
+			st.fired.Value = value
+		}
 		return
 	}
 	switch st.state {
@@ -738,8 +742,8 @@ func (e *Engine) fire(rs *ruleState, g *group, now time.Time, value float64, out
 }
 
 func (e *Engine) resolve(rs *ruleState, g *group, now time.Time, value float64, out *[]alert.Alert) {
-	a := *g.st.fired
-	a.Time, a.State, a.Value = now, alert.StateResolved, value
+	a := *g.st.fired // its Value is the peak while firing
+	a.Time, a.State = now, alert.StateResolved
 	a.Labels, a.Annotations = maps.Clone(a.Labels), maps.Clone(a.Annotations)
 	delivered := g.st.delivered
 	g.st, g.value, g.lastTrue = alertState{}, 0, time.Time{}

@@ -505,13 +505,13 @@ func TestReload(t *testing.T) {
 	h.tickTo(2*time.Second, 5*time.Second)
 	checkTransitions(t, h.got)
 
-	// A new window is a new definition: the firing alert resolves and the
-	// rule starts counting afresh.
+	// A new window is a new definition: the firing alert resolves, reporting
+	// the peak it reached while firing, and the rule starts counting afresh.
 	if err := h.e.Reload(parseRules(t, strings.Replace(sweepRule, "window: 10m", "window: 1h", 1))); err != nil {
 		t.Fatal(err)
 	}
 	h.tickTo(6*time.Second, 6*time.Second)
-	checkTransitions(t, h.got, "resolved Sweep @6s {columns=email,password_hash,database=app,role=a,source=statements,table=public.users} 20000")
+	checkTransitions(t, h.got, "resolved Sweep @6s {columns=email,password_hash,database=app,role=a,source=statements,table=public.users} 20500")
 
 	t.Run("a bad reload changes nothing", func(t *testing.T) {
 		bad := parseRules(t, sweepRule+strings.Replace(sweepRule, "name: Sweep", "name: "+OverflowRuleName, 1))
