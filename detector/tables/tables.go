@@ -88,6 +88,11 @@ type Config struct {
 	// backend that flushed its statistics less than a second before waits
 	// PGSTAT_IDLE_INTERVAL (10 s) to flush again when idle.
 	Grace, CreditTTL time.Duration
+	// WarmUp is how long after the first poll reads still count as baseline: a backend
+	// publishes its counters up to PGSTAT_IDLE_INTERVAL (10 s) after its reads, so reads
+	// made before the detector started (a migration, a seed, a dump an hour ago) keep
+	// arriving for that long and are history, not evidence. 0 means 11 s.
+	WarmUp time.Duration
 	// ReconnectInitial and ReconnectMax bound the reconnect backoff; zero means 500 ms and 30 s.
 	ReconnectInitial, ReconnectMax time.Duration
 	// Now is the clock; nil means time.Now.
@@ -110,9 +115,11 @@ type Source struct {
 	observed map[string][]amount // table → rows returned by statements, not yet used
 
 	// State below is owned by the Run goroutine.
-	prev    map[string]counters
-	pending map[string][]amount // table → reads waiting for an explanation
-	credits map[string][]amount
+	prev map[string]counters
+	// warmUntil ends the warm-up that follows the first poll (Config.WarmUp).
+	warmUntil time.Time
+	pending   map[string][]amount // table → reads waiting for an explanation
+	credits   map[string][]amount
 }
 
 type counters struct{ seqRead, idxFetch, idxScan int64 }
@@ -132,6 +139,9 @@ func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.R
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = max(cfg.Interval, time.Second)
+	}
+	if cfg.WarmUp <= 0 {
+		cfg.WarmUp = 11 * time.Second
 	}
 	if cfg.CreditTTL <= 0 {
 		cfg.CreditTTL = 12*time.Second + cfg.Interval + cfg.Grace
@@ -295,7 +305,8 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, database string) erro
 
 // account turns the counters of one poll into reads, matches them with the rows
 // statements returned, and returns the events for reads left unexplained after Grace.
-// The first poll (and a table seen for the first time) is a baseline.
+// The first poll (and a table seen for the first time) is a baseline, and so is every
+// poll of the warm-up that follows the first.
 func (s *Source) account(now time.Time, database string, cur map[string]counters) []event.Event {
 	s.mu.Lock()
 	for t, obs := range s.observed {
@@ -310,7 +321,7 @@ func (s *Source) account(now time.Time, database string, cur map[string]counters
 		if !ok {
 			continue // not (yet) created, or no statistics
 		}
-		if p, seen := s.prev[t]; seen {
+		if p, seen := s.prev[t]; seen && !now.Before(s.warmUntil) {
 			if reads := readsBetween(p, c, s.cfg.LookupRowsPerScan); reads > 0 {
 				s.pending[t] = append(s.pending[t], amount{now, reads})
 				s.metrics.reads.Add(float64(reads))
@@ -335,6 +346,7 @@ func (s *Source) account(now time.Time, database string, cur map[string]counters
 	}
 	if s.prev == nil {
 		s.prev = make(map[string]counters, len(cur))
+		s.warmUntil = now.Add(s.cfg.WarmUp)
 	}
 	for t, c := range cur {
 		s.prev[t] = c

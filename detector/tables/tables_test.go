@@ -82,7 +82,9 @@ func start(t *testing.T, db *pgtest.Database) *recorder {
 	h := health.New(reg)
 	h.Register(Component)
 	h.Register(statements.Component)
-	tables := New(Config{Conn: conn, Interval: time.Second, Sensitive: sensitive}, sink, h, zap.NewNop(), reg)
+	// No warm-up: these tests read only after the source is healthy, and wait for the
+	// counters themselves.
+	tables := New(Config{Conn: conn, Interval: time.Second, Sensitive: sensitive, WarmUp: time.Nanosecond}, sink, h, zap.NewNop(), reg)
 	stmts := statements.New(statements.Config{Conn: conn, Interval: time.Second, CatalogRefresh: time.Minute,
 		SearchPath: []string{"$user", "public"}, Sensitive: sensitive}, tables.Observing(sink), h, zap.NewNop(), reg)
 	run(t, tables)
@@ -209,5 +211,26 @@ func TestReadsBetween(t *testing.T) {
 				t.Errorf("got %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// Reads published in the seconds after the first poll were made before it (a backend
+// publishes its counters up to 10 s late): they are history, not unexplained reads.
+func TestWarmUpAbsorbsLateCounters(t *testing.T) {
+	s := New(Config{Interval: time.Second, Sensitive: map[string][]string{"public.users": {"email"}}},
+		&recorder{}, nil, zap.NewNop(), prometheus.NewRegistry())
+	t0 := time.Unix(1_700_000_000, 0)
+	poll := func(at time.Duration, seqRead int64) []event.Event {
+		return s.account(t0.Add(at), "app", map[string]counters{"public.users": {seqRead: seqRead}})
+	}
+	poll(0, 0)
+	if got := poll(5*time.Second, 900_000); len(got) != 0 {
+		t.Errorf("during the warm-up: got %+v, want nothing", got)
+	}
+	poll(12*time.Second, 900_000)
+	poll(13*time.Second, 940_000)
+	got := poll(15*time.Second, 940_000)
+	if len(got) != 1 || got[0].Rows != 40_000 {
+		t.Errorf("after the warm-up: got %+v, want one event of the 40,000 new reads", got)
 	}
 }
