@@ -10,7 +10,7 @@ LDFLAGS       := -X github.com/pgtripwire/pgtripwire/detector/buildinfo.Version=
 
 FUZZTIME      ?= 5m
 
-.PHONY: all build test lint bench bench-canary fuzz demo deps clean
+.PHONY: all build test lint bench bench-canary bench-wal fuzz demo deps clean
 
 all: build
 
@@ -46,6 +46,11 @@ bench-overhead:
 bench-canary:
 	$(GO) test -run '^$$' -bench 'Canary/PointLookup' -benchtime 20000x -count 1 ./detector/canary/
 	$(GO) test -run '^$$' -bench 'Canary/FullScan' -benchtime 50x -count 1 ./detector/canary/
+
+# Drain 300,000 row changes from a pgoutput slot: the WAL source against pg_recvlogical
+# on an identical slot, same run, alternating who goes first; prints the rate ratio.
+bench-wal:
+	$(GO) test -run '^$$' -bench BenchmarkDrain -benchtime 2x -count 1 -v ./detector/wal/ | grep -v 'logger.go'
 
 # Fuzz SQL classification longer than the seed corpus `make test` runs.
 fuzz:

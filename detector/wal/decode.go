@@ -2,6 +2,8 @@ package wal
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -59,10 +61,10 @@ func (c *counts) add(o *counts) {
 }
 
 // txn is the aggregate of one transaction (or, while streaming, one subtransaction)
-// over the sensitive tables, plus its pgtripwire messages' prefixes.
+// over the sensitive tables, plus the events of its pgtripwire messages.
 type txn struct {
 	rels     map[string]*counts // by schema-qualified relation name
-	messages []string           // prefixes, in order
+	messages []event.Event      // in order; Time, LSN and Database are set at commit
 }
 
 func newTxn() *txn { return &txn{rels: make(map[string]*counts)} }
@@ -89,6 +91,7 @@ func (t *txn) merge(o *txn) {
 // receive overwrites.
 type decoder struct {
 	tables    map[string][]string // sensitive table → columns
+	messages  MessageDecoder      // nil: every pgtripwire message is a source=wal MESSAGE event
 	relations map[uint32]*relation
 
 	cur *txn // the open non-streamed transaction (Begin..Commit), nil outside one
@@ -100,9 +103,10 @@ type decoder struct {
 	onStreamStart func() // called per stream block received; may be nil
 }
 
-func newDecoder(tables map[string][]string) *decoder {
+func newDecoder(tables map[string][]string, messages MessageDecoder) *decoder {
 	return &decoder{
 		tables:    tables,
+		messages:  messages,
 		relations: make(map[uint32]*relation),
 		streams:   make(map[uint32]map[uint32]*txn),
 	}
@@ -119,17 +123,122 @@ type finished struct {
 	agg        *txn
 }
 
+// nonTransactional is a pgtripwire logical decoding message emitted outside any
+// transaction's visibility (pg_logical_emit_message(false, …)): it is delivered as soon
+// as it is received, whatever becomes of the transaction that emitted it.
+type nonTransactional struct {
+	lsn pglogrepl.LSN // where the message's WAL record starts
+	ev  event.Event
+}
+
+// errMalformed marks a pgoutput message the decoder could not make sense of.
+var errMalformed = errors.New("malformed pgoutput message")
+
 // handle decodes one pgoutput message and keeps what the detector needs: changes and
 // transaction boundaries. It returns a finished transaction at Commit/StreamCommit, and
-// an aggregate with the message of a non-transactional logical decoding message.
-func (d *decoder) handle(data []byte) (done *finished, nonTx *txn, err error) {
+// the event of a non-transactional logical decoding message. A malformed message is an
+// error wrapping errMalformed, never a panic.
+func (d *decoder) handle(data []byte) (done *finished, nonTx *nonTransactional, err error) {
 	if len(data) == 0 {
-		return nil, nil, fmt.Errorf("empty pgoutput message")
+		return nil, nil, fmt.Errorf("%w: empty", errMalformed)
 	}
-	msg, err := pglogrepl.ParseV2(data, d.inStream)
+	msg, err := parse(data, d.inStream)
 	if err != nil {
-		return nil, nil, fmt.Errorf("decode pgoutput message %q: %w", data[0], err)
+		return nil, nil, err
 	}
+	defer func() {
+		// pglogrepl's parsers do not check every length (a tuple's column count is
+		// trusted): a truncated or corrupt message must end the session, not the
+		// process.
+		if r := recover(); r != nil {
+			done, nonTx, err = nil, nil, fmt.Errorf("%w: type %q: %v", errMalformed, data[0], r)
+		}
+	}()
+	return d.apply(msg)
+}
+
+// parse is pglogrepl.ParseV2 made safe for arbitrary input: its decoders index the
+// buffer by lengths read from it, and allocate a column's length before checking it.
+func parse(data []byte, inStream bool) (msg pglogrepl.Message, err error) {
+	if !tuplesFit(data, inStream) {
+		return nil, fmt.Errorf("%w: type %q of %d bytes: a tuple is longer than the message", errMalformed, data[0], len(data))
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			msg, err = nil, fmt.Errorf("%w: type %q of %d bytes: truncated or corrupt (%v)", errMalformed, data[0], len(data), r)
+		}
+	}()
+	msg, err = pglogrepl.ParseV2(data, inStream)
+	if err != nil {
+		return nil, fmt.Errorf("%w: type %q of %d bytes: %w", errMalformed, data[0], len(data), err)
+	}
+	return msg, nil
+}
+
+// tuplesFit reports whether the tuples of an Insert, Update or Delete message, or the
+// relation ids of a Truncate, fit in it, so that no length read from the message is
+// allocated before it is known to be there (pglogrepl allocates first; a corrupt
+// 4-byte length would cost up to 16 GiB). Messages of other types, and structure it
+// does not recognise, are left to pglogrepl.
+func tuplesFit(data []byte, inStream bool) bool {
+	p := 1 // type
+	if inStream {
+		p += 4 // xid
+	}
+	switch data[0] {
+	case 'I', 'U', 'D':
+		p += 4 // relation id
+	case 'T':
+		// Relation count, options, then the relation ids, 4 bytes each.
+		if len(data) < p+5 {
+			return true // too short: pglogrepl says so
+		}
+		return uint64(binary.BigEndian.Uint32(data[p:]))*4 <= uint64(len(data)-p-5)
+	default:
+		return true
+	}
+	// The rest is tuples, each after a tuple type byte (pglogrepl skips the one
+	// between an old and a new tuple unchecked). Trailing bytes that are not a whole
+	// tuple make the message malformed, which is stricter than pglogrepl.
+	for p < len(data) {
+		n, ok := tupleLen(data[p+1:])
+		if !ok {
+			return false
+		}
+		p += 1 + n
+	}
+	return true
+}
+
+// tupleLen returns the length of the TupleData at the start of b, or false when its
+// columns claim more bytes than b holds.
+func tupleLen(b []byte) (int, bool) {
+	if len(b) < 2 {
+		return 0, false
+	}
+	cols, p := int(binary.BigEndian.Uint16(b)), 2
+	for range cols {
+		if p >= len(b) {
+			return 0, false
+		}
+		kind := b[p]
+		p++
+		if kind == pglogrepl.TupleDataTypeText || kind == pglogrepl.TupleDataTypeBinary {
+			if len(b)-p < 4 {
+				return 0, false
+			}
+			n := int(binary.BigEndian.Uint32(b[p:]))
+			p += 4
+			if n > len(b)-p {
+				return 0, false
+			}
+			p += n
+		}
+	}
+	return p, true
+}
+
+func (d *decoder) apply(msg pglogrepl.Message) (done *finished, nonTx *nonTransactional, err error) {
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
 		d.cur = newTxn()
@@ -137,7 +246,7 @@ func (d *decoder) handle(data []byte) (done *finished, nonTx *txn, err error) {
 		agg := d.cur
 		d.cur = nil
 		if agg == nil {
-			return nil, nil, fmt.Errorf("commit without begin at %s", m.CommitLSN)
+			return nil, nil, fmt.Errorf("%w: commit without begin at %s", errMalformed, m.CommitLSN)
 		}
 		return &finished{end: m.TransactionEndLSN, commitTime: m.CommitTime, agg: agg}, nil, nil
 	case *pglogrepl.RelationMessageV2:
@@ -164,15 +273,15 @@ func (d *decoder) handle(data []byte) (done *finished, nonTx *txn, err error) {
 		if !strings.HasPrefix(m.Prefix, MessagePrefix) {
 			return nil, nil, nil
 		}
+		ev := d.messageEvent(&m.LogicalDecodingMessage)
 		if !m.Transactional {
 			// Emitted outside any transaction's visibility: it happened, whatever
-			// becomes of the transaction that emitted it.
-			t := newTxn()
-			t.messages = append(t.messages, m.Prefix)
-			return nil, t, nil
+			// becomes of the transaction that emitted it. In streaming mode it may
+			// carry the xid of the transaction being decoded; it is not part of it.
+			return nil, &nonTransactional{lsn: m.LSN, ev: ev}, nil
 		}
 		if t := d.txnFor(m.Xid); t != nil {
-			t.messages = append(t.messages, m.Prefix)
+			t.messages = append(t.messages, ev)
 		}
 	case *pglogrepl.StreamStartMessageV2:
 		d.inStream, d.streamXid = true, m.Xid
@@ -282,6 +391,9 @@ func (d *decoder) update(c *counts, rel *relation, m *pglogrepl.UpdateMessage) {
 // events turns a committed transaction's aggregate into events: one per (sensitive
 // relation, operation kind present), in a stable order, then one per message.
 func events(agg *txn, database string, at time.Time, end uint64) []event.Event {
+	if len(agg.rels) == 0 && len(agg.messages) == 0 {
+		return nil
+	}
 	var evs []event.Event
 	for _, name := range slices.Sorted(maps.Keys(agg.rels)) {
 		c := agg.rels[name]
@@ -317,23 +429,42 @@ func events(agg *txn, database string, at time.Time, end uint64) []event.Event {
 			evs = append(evs, ev)
 		}
 	}
-	for _, prefix := range agg.messages {
-		ev := messageEvent(prefix, database, at)
-		ev.LSN = end
-		evs = append(evs, ev)
+	for _, ev := range agg.messages {
+		evs = append(evs, stamp(ev, database, at, end))
 	}
 	return evs
 }
 
-// messageEvent is the event of a pgtripwire logical decoding message. The message
-// content is not carried: it could hold anything.
-func messageEvent(prefix, database string, at time.Time) event.Event {
+// stamp completes a message event with what only the stream knows; what a
+// MessageDecoder set is kept.
+func stamp(ev event.Event, database string, at time.Time, lsn uint64) event.Event {
+	if ev.Time.IsZero() {
+		ev.Time = at
+	}
+	if ev.Database == "" {
+		ev.Database = database
+	}
+	if ev.Source == "" {
+		ev.Source = event.SourceWAL
+	}
+	ev.LSN = lsn
+	return ev
+}
+
+// messageEvent is the event of a pgtripwire logical decoding message: what the
+// MessageDecoder makes of it, or by default a source=wal MESSAGE event that carries the
+// prefix but not the content, which could hold anything. m's bytes alias the receive
+// buffer; the decoder is called before the next receive and must not keep them.
+func (d *decoder) messageEvent(m *pglogrepl.LogicalDecodingMessage) event.Event {
+	if d.messages != nil {
+		if ev, ok := d.messages(m.Prefix, m.Content, m.Transactional); ok {
+			return ev
+		}
+	}
 	return event.Event{
-		Time:          at,
 		Source:        event.SourceWAL,
-		Database:      database,
 		Operation:     OperationMessage,
-		MessagePrefix: prefix,
+		MessagePrefix: m.Prefix,
 		Rows:          1,
 		Calls:         1,
 		Complete:      true,

@@ -10,6 +10,7 @@ type metrics struct {
 	transactions prometheus.Counter
 	streamBlocks prometheus.Counter
 	reconnects   prometheus.Counter
+	replayed     prometheus.Counter
 	lag          prometheus.Gauge
 	slotActive   prometheus.Gauge
 }
@@ -32,6 +33,10 @@ func newMetrics(reg prometheus.Registerer, slot string) *metrics {
 		reconnects: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgtripwire_wal_reconnects_total",
 			Help: "Replication sessions that failed and were started again after a backoff.",
+		}),
+		replayed: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_wal_replayed_total",
+			Help: "Transactions and messages received again after a restart, already handed over before it (their position was not yet confirmed to PostgreSQL), and skipped.",
 		}),
 		lag: f.NewGauge(prometheus.GaugeOpts{
 			Name:        "pgtripwire_replication_lag_bytes",

@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -64,7 +66,32 @@ type Config struct {
 	// Now is the clock that stamps non-transactional messages; nil means time.Now.
 	// Changes are stamped with their commit time.
 	Now func() time.Time
+	// StateDir is the detector's state directory. The source keeps in
+	// <StateDir>/wal/<slot>.json the position of the last transaction it handed over,
+	// so that a transaction received again after a restart (PostgreSQL persists a
+	// slot's confirmed position only at checkpoints, and a crash can come between a
+	// hand-over and its confirmation) is skipped rather than evaluated twice. ""
+	// keeps that position in memory only: replays after a restart of the detector are
+	// then handed over again.
+	StateDir string
+	// Messages, when not nil, turns a pgtripwire logical decoding message into an
+	// event (e.g. source=ddl or canary); when it returns false, or is nil, the message
+	// is a source=wal MESSAGE event carrying its prefix only.
+	Messages MessageDecoder
+	// QueueLength bounds the transactions decoded but not yet handed over to the sink;
+	// zero means 64. While the queue is full the source stops reading the stream but
+	// keeps sending status updates.
+	QueueLength int
 }
+
+// MessageDecoder turns a logical decoding message whose prefix starts with
+// MessagePrefix into an event, or returns false to leave it to the default. content
+// aliases the receive buffer: it is valid only during the call. It is called on the
+// source's goroutine as the message is received: for a transactional message that is
+// before its transaction commits, and the event is handed over only if it does; a
+// non-transactional one is handed over at once. The source sets the event's LSN, and
+// its Time, Database and Source (wal) when they are left empty.
+type MessageDecoder func(prefix string, content []byte, transactional bool) (event.Event, bool)
 
 // Source streams from a logical replication slot. Create it with New, start it with Run.
 type Source struct {
@@ -73,6 +100,13 @@ type Source struct {
 	health  Health
 	log     *zap.Logger
 	metrics *metrics
+
+	// The replay guard: handled is the key (see handoff) of the last transaction or
+	// message handed over, persisted what the state file holds, origin the cluster
+	// they belong to (nil until the first session read the state file). Sessions run
+	// one at a time, and within one only the deliverer changes them.
+	handled, persisted pglogrepl.LSN
+	origin             *origin
 }
 
 // New returns a source that reports to sink and health.
@@ -94,6 +128,9 @@ func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.R
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.QueueLength <= 0 {
+		cfg.QueueLength = 64
 	}
 	return &Source{
 		cfg:     cfg,
@@ -152,6 +189,11 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 	if err != nil {
 		return err
 	}
+	ident, err := pglogrepl.IdentifySystem(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("identify system: %w", err)
+	}
+	s.restoreHandled(origin{SystemID: ident.SystemID, Timeline: ident.Timeline})
 	if err := s.ensurePublication(ctx, conn); err != nil {
 		return err
 	}
@@ -280,30 +322,111 @@ FROM pg_catalog.pg_replication_slots WHERE slot_name = `+quoteLiteral(s.cfg.Slot
 	}
 }
 
-// stream receives until an error. confirmed is the position sent as written, flushed and
-// applied: the end of the last transaction whose events the sink accepted, or the
-// server's WAL end from a keepalive received while no transaction was in flight.
-func (s *Source) stream(ctx context.Context, conn *pgconn.PgConn, start pglogrepl.LSN) error {
-	dec := newDecoder(s.cfg.Tables)
-	dec.onStreamStart = s.metrics.streamBlocks.Inc
-	confirmed, serverEnd := start, start
-	var nextStatus time.Time // zero: send one at once
-	for {
-		if !time.Now().Before(nextStatus) {
-			if err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
-				WALWritePosition: confirmed, WALFlushPosition: confirmed, WALApplyPosition: confirmed,
-			}); err != nil {
-				return fmt.Errorf("send standby status: %w", err)
-			}
-			nextStatus = time.Now().Add(s.cfg.StatusInterval)
-		}
-		s.metrics.lag.Set(float64(max(serverEnd, confirmed) - confirmed))
+// handoff is what the receive loop passes to the deliverer: the events of one committed
+// transaction or of one non-transactional message, in stream order.
+type handoff struct {
+	// key orders handoffs for the replay guard: a transaction's end LSN, or a
+	// non-transactional message's LSN + 1. What the stream sends before a message ends
+	// at or before the message's record starts; what it sends after ends after the
+	// record's end, which is at least one byte further.
+	key pglogrepl.LSN
+	// end is what may be confirmed once this is dealt with: the transaction's end, or
+	// 0 for a message (the next keepalive or transaction moves the slot past it).
+	end    pglogrepl.LSN
+	events []event.Event
+	agg    *txn // the transaction's aggregate, for the change metrics; nil for a message
+	seq    uint64
+}
 
-		recvCtx, cancel := context.WithDeadline(ctx, nextStatus)
-		raw, err := conn.ReceiveMessage(recvCtx)
-		cancel()
+// progress is what the deliverer publishes to the receive loop.
+type progress struct {
+	seq atomic.Uint64 // the last handoff dealt with (handed over or skipped)
+	end atomic.Uint64 // the greatest confirmable end among those dealt with
+}
+
+// errSessionOver ends a session's deliverer when the receive loop returns.
+var errSessionOver = errors.New("replication session over")
+
+// stream receives until an error. A deliverer goroutine hands the decoded transactions
+// over to the sink, so that a slow sink neither stops the status updates (the walsender
+// would end a silent session after wal_sender_timeout) nor the decoding of what follows;
+// the queue between the two is bounded. confirmed, the position sent as written,
+// flushed and applied, is the end of the last transaction dealt with, or the server's
+// WAL end from a keepalive received while no transaction was in flight once everything
+// received before it was dealt with.
+func (s *Source) stream(ctx context.Context, conn *pgconn.PgConn, start pglogrepl.LSN) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	queue := make(chan handoff, s.cfg.QueueLength)
+	r := &receiver{s: s, conn: conn, queue: queue, confirmed: start, serverEnd: start}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := s.deliver(ctx, queue, &r.done); err != nil {
+			cancel(err)
+		}
+	}()
+	defer func() {
+		cancel(errSessionOver)
+		wg.Wait()
+	}()
+	return r.run(ctx)
+}
+
+// receiver is the receive loop's state. It is the only user of the connection.
+type receiver struct {
+	s     *Source
+	conn  *pgconn.PgConn
+	queue chan<- handoff
+	done  progress
+
+	confirmed, serverEnd pglogrepl.LSN
+	nextStatus           time.Time // zero: send one at once
+	// asked says the last status update asked the server for a keepalive (a busy
+	// walsender sends none otherwise); answer that one made confirmable moves
+	// confirmed, and is sent without waiting for the interval.
+	asked, answer bool
+	sent          pglogrepl.LSN // the position last sent
+	seq           uint64        // the last handoff queued
+	// idleEnd is a keepalive's WAL end received with nothing in flight: it may be
+	// confirmed once handoff idleSeq (the last one queued before it) is dealt with.
+	idleEnd pglogrepl.LSN
+	idleSeq uint64
+}
+
+func (r *receiver) run(ctx context.Context) error {
+	dec := newDecoder(r.s.cfg.Tables, r.s.cfg.Messages)
+	dec.onStreamStart = r.s.metrics.streamBlocks.Inc
+	// One receive context per status interval, not per message: at hundreds of
+	// thousands of messages a second, making one each time is a tenth of the work.
+	var recv struct {
+		ctx      context.Context
+		cancel   context.CancelFunc
+		deadline time.Time
+	}
+	defer func() {
+		if recv.cancel != nil {
+			recv.cancel()
+		}
+	}()
+	for {
+		if err := r.statusIfDue(ctx); err != nil {
+			return err
+		}
+		if recv.ctx == nil || !r.nextStatus.Equal(recv.deadline) {
+			if recv.cancel != nil {
+				recv.cancel()
+			}
+			recv.deadline = r.nextStatus
+			recv.ctx, recv.cancel = context.WithDeadline(ctx, recv.deadline)
+		}
+		recvCtx := recv.ctx
+		raw, err := r.conn.ReceiveMessage(recvCtx)
 		if err != nil {
-			if ctx.Err() == nil && pgconn.Timeout(err) {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			if pgconn.Timeout(err) {
 				continue // time for a status update
 			}
 			return fmt.Errorf("receive: %w", err)
@@ -326,66 +449,189 @@ func (s *Source) stream(ctx context.Context, conn *pgconn.PgConn, start pglogrep
 			if err != nil {
 				return fmt.Errorf("parse keepalive: %w", err)
 			}
-			serverEnd = max(serverEnd, ka.ServerWALEnd)
+			r.serverEnd = max(r.serverEnd, ka.ServerWALEnd)
 			// With nothing in flight, every transaction committed before the server's
-			// position has been received and handled: an idle database (or one
-			// writing only to other tables) still moves the slot.
-			if !dec.inFlight() {
-				confirmed = max(confirmed, ka.ServerWALEnd)
+			// position has been received: once those are dealt with, an idle database
+			// (or one writing only to other tables) still moves the slot.
+			if !dec.inFlight() && ka.ServerWALEnd > r.idleEnd {
+				r.idleEnd, r.idleSeq = ka.ServerWALEnd, r.seq
 			}
 			if ka.ReplyRequested {
-				nextStatus = time.Time{}
+				r.nextStatus = time.Time{}
+			} else if r.asked {
+				r.asked = false
+				r.advance()
+				r.answer = r.confirmed > r.sent
 			}
 		case pglogrepl.XLogDataByteID:
 			xld, err := pglogrepl.ParseXLogData(data[1:])
 			if err != nil {
 				return fmt.Errorf("parse XLogData: %w", err)
 			}
-			serverEnd = max(serverEnd, xld.ServerWALEnd)
+			r.serverEnd = max(r.serverEnd, xld.ServerWALEnd)
 			// xld.WALData aliases the receive buffer: the decoder copies what it keeps.
 			done, nonTx, err := dec.handle(xld.WALData)
 			if err != nil {
-				return err
+				return fmt.Errorf("at %s: %w", xld.WALStart, err)
 			}
 			if nonTx != nil {
-				if err := s.handOver(ctx, events(nonTx, s.cfg.Conn.Database, s.cfg.Now(), 0)); err != nil {
+				ev := stamp(nonTx.ev, r.s.cfg.Conn.Database, r.s.cfg.Now(), uint64(nonTx.lsn))
+				if err := r.enqueue(ctx, handoff{key: nonTx.lsn + 1, events: []event.Event{ev}}); err != nil {
 					return err
 				}
 			}
 			if done != nil {
-				if err := s.finish(ctx, done); err != nil {
+				evs := events(done.agg, r.s.cfg.Conn.Database, done.commitTime, uint64(done.end))
+				if err := r.enqueue(ctx, handoff{key: done.end, end: done.end, events: evs, agg: done.agg}); err != nil {
 					return err
 				}
-				confirmed = max(confirmed, done.end)
 			}
 		}
 	}
 }
 
-// finish hands a committed transaction's events over and counts it.
-func (s *Source) finish(ctx context.Context, done *finished) error {
-	evs := events(done.agg, s.cfg.Conn.Database, done.commitTime, uint64(done.end))
-	if err := s.handOver(ctx, evs); err != nil {
-		return fmt.Errorf("transaction ending at %s: %w", done.end, err)
+// advance moves confirmed to what the deliverer has dealt with.
+func (r *receiver) advance() {
+	r.confirmed = max(r.confirmed, pglogrepl.LSN(r.done.end.Load()))
+	if r.idleEnd > r.confirmed && r.done.seq.Load() >= r.idleSeq {
+		r.confirmed = r.idleEnd
+	}
+	r.s.metrics.lag.Set(float64(max(r.serverEnd, r.confirmed) - r.confirmed))
+}
+
+// statusIfDue sends a standby status update when the interval has passed or the server
+// asked for one, asking the server for its position in return; and one with the
+// position that answer made confirmable. A walsender busy decoding WAL of other tables
+// sends keepalives only when asked (it pings on its own only when it waits for WAL, or
+// after half of wal_sender_timeout without a reply), so without asking the slot would
+// advance only as fast as those.
+func (r *receiver) statusIfDue(ctx context.Context) error {
+	r.advance()
+	due := !time.Now().Before(r.nextStatus)
+	if !due && !r.answer {
+		return nil
+	}
+	if err := pglogrepl.SendStandbyStatusUpdate(ctx, r.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: r.confirmed, WALFlushPosition: r.confirmed, WALApplyPosition: r.confirmed,
+		ReplyRequested: due,
+	}); err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	r.sent, r.answer = r.confirmed, false
+	if due {
+		r.asked = true
+		r.nextStatus = time.Now().Add(r.s.cfg.StatusInterval)
+	}
+	return nil
+}
+
+// enqueue passes h to the deliverer. While the queue is full it stops reading the
+// stream (the walsender then waits on its socket) but keeps sending status updates, so
+// that the walsender does not time the session out.
+func (r *receiver) enqueue(ctx context.Context, h handoff) error {
+	r.seq++
+	h.seq = r.seq
+	for {
+		select {
+		case r.queue <- h:
+			return nil
+		default:
+		}
+		if err := r.statusIfDue(ctx); err != nil {
+			return err
+		}
+		t := time.NewTimer(time.Until(r.nextStatus))
+		select {
+		case r.queue <- h:
+			t.Stop()
+			return nil
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// maxBatch bounds the handoffs dealt with between two writes of the replay guard.
+const maxBatch = 256
+
+// deliver hands the queued handoffs over to the sink until ctx ends or the sink fails,
+// skipping those the replay guard says were handed over already. It persists the guard
+// before it publishes progress, so nothing is confirmed that a restart could not skip.
+func (s *Source) deliver(ctx context.Context, queue <-chan handoff, done *progress) error {
+	batch := make([]handoff, 0, maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case h := <-queue:
+			batch = append(batch, h)
+		case <-ctx.Done():
+			return nil
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case h := <-queue:
+				batch = append(batch, h)
+			default:
+				break fill
+			}
+		}
+		if err := s.deliverBatch(ctx, batch, done); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Source) deliverBatch(ctx context.Context, batch []handoff, done *progress) error {
+	var end pglogrepl.LSN
+	var sinkErr error
+	for _, h := range batch {
+		if h.key <= s.handled {
+			s.metrics.replayed.Inc()
+		} else {
+			if len(h.events) > 0 {
+				if err := s.sink.HandleEvents(ctx, h.events); err != nil {
+					sinkErr = fmt.Errorf("hand over %d events up to %s: %w", len(h.events), h.key, err)
+					break
+				}
+				s.handled = h.key
+			}
+			s.count(h)
+		}
+		end = max(end, h.end)
+	}
+	// Persist what the sink accepted, also when it then refused something: those
+	// events must not be handed over again.
+	if s.handled > s.persisted {
+		if err := s.persist(s.handled); err != nil {
+			return errors.Join(sinkErr, err)
+		}
+		s.persisted = s.handled
+	}
+	if sinkErr != nil {
+		return sinkErr
+	}
+	if end > pglogrepl.LSN(done.end.Load()) {
+		done.end.Store(uint64(end))
+	}
+	done.seq.Store(batch[len(batch)-1].seq)
+	return nil
+}
+
+// count updates the metrics of a handoff that was handed over.
+func (s *Source) count(h handoff) {
+	if h.agg == nil {
+		return
 	}
 	s.metrics.transactions.Inc()
-	for _, c := range done.agg.rels {
+	for _, c := range h.agg.rels {
 		s.metrics.changes.WithLabelValues(OperationInsert).Add(float64(c.inserts))
 		s.metrics.changes.WithLabelValues(OperationUpdate).Add(float64(c.updates))
 		s.metrics.changes.WithLabelValues(OperationDelete).Add(float64(c.deletes))
 		s.metrics.changes.WithLabelValues(OperationTruncate).Add(float64(c.truncates))
 	}
-	return nil
-}
-
-func (s *Source) handOver(ctx context.Context, evs []event.Event) error {
-	if len(evs) == 0 {
-		return nil
-	}
-	if err := s.sink.HandleEvents(ctx, evs); err != nil {
-		return fmt.Errorf("hand over %d events: %w", len(evs), err)
-	}
-	return nil
 }
 
 // query runs sql with the simple protocol (the only one a replication connection

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/pgtripwire/pgtripwire/detector/event"
 	"github.com/pgtripwire/pgtripwire/detector/health"
@@ -29,9 +30,23 @@ type recorder struct {
 	events  []event.Event
 	refuse  int // refuse this many hand-overs
 	refused int
+	// stall, when set, makes each hand-over take that long: a slow sink.
+	stall time.Duration
 }
 
-func (r *recorder) HandleEvents(_ context.Context, events []event.Event) error {
+func (r *recorder) HandleEvents(ctx context.Context, events []event.Event) error {
+	r.mu.Lock()
+	stall := r.stall
+	r.mu.Unlock()
+	if stall > 0 {
+		t := time.NewTimer(stall)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.refused < r.refuse {
@@ -73,11 +88,18 @@ type started struct {
 	sink   *recorder
 	health *health.Status
 	slot   string
+	stop   func() // stops the source and waits for it; cleanup calls it too
 }
 
 // startSource starts a source on db with its own slot (slots are cluster-wide), with
 // extra connection parameters for its walsender.
 func startSource(t *testing.T, db *pgtest.Database, sink *recorder, params map[string]string) *started {
+	t.Helper()
+	return startSourceWith(t, db, sink, params, nil)
+}
+
+// startSourceWith is startSource with a chance to change the source's configuration.
+func startSourceWith(t *testing.T, db *pgtest.Database, sink *recorder, params map[string]string, configure func(*Config)) *started {
 	t.Helper()
 	conn, err := pgconn.ParseConfig(db.SuperuserDSN())
 	if err != nil {
@@ -89,23 +111,31 @@ func startSource(t *testing.T, db *pgtest.Database, sink *recorder, params map[s
 	reg := prometheus.NewRegistry()
 	st := &started{sink: sink, health: health.New(reg), slot: db.Name}
 	st.health.Register(Component)
-	st.src = New(Config{
+	cfg := Config{
 		Conn:             conn,
 		Slot:             st.slot,
 		Tables:           map[string][]string{"public.users": {"email", "username", "password_hash"}, "public.accounts": {"email"}},
 		StatusInterval:   100 * time.Millisecond,
 		ReconnectInitial: 50 * time.Millisecond,
 		ReconnectMax:     200 * time.Millisecond,
-	}, sink, st.health, zap.NewNop(), reg)
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	st.src = New(cfg, sink, st.health, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- st.src.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: got %v, want context.Canceled", err)
-		}
-	})
+	var once sync.Once
+	st.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("Run: got %v, want context.Canceled", err)
+			}
+		})
+	}
+	t.Cleanup(st.stop)
 	eventually(t, 20*time.Second, "source streaming", func() bool { ok, _ := st.health.Ready(); return ok })
 	return st
 }
@@ -144,7 +174,7 @@ func connect(t *testing.T, db *pgtest.Database) *pgx.Conn {
 	return conn
 }
 
-func lsnOf(t *testing.T, conn *pgx.Conn, sql string, args ...any) pglogrepl.LSN {
+func lsnOf(t testing.TB, conn *pgx.Conn, sql string, args ...any) pglogrepl.LSN {
 	t.Helper()
 	var text string
 	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&text); err != nil {
@@ -164,7 +194,7 @@ func confirmedFlush(t *testing.T, conn *pgx.Conn, slot string) pglogrepl.LSN {
 
 // commitEnd runs sql in one transaction and returns the end LSN of its commit record
 // (read with pg_walinspect): the position the source may confirm once it handled it.
-func commitEnd(t *testing.T, conn *pgx.Conn, sql string) pglogrepl.LSN {
+func commitEnd(t testing.TB, conn *pgx.Conn, sql string) pglogrepl.LSN {
 	t.Helper()
 	ctx := context.Background()
 	// The harness runs with synchronous_commit off; pg_walinspect reads flushed WAL only.
