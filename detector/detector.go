@@ -247,11 +247,14 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	if w := cfg.Sources.WAL; w.Enabled {
 		d.health.Register(wal.Component)
 		d.sources = append(d.sources, wal.New(wal.Config{
-			Conn:        &connConfig.Config,
-			Slot:        w.Slot,
-			Publication: w.Publication,
-			Tables:      sensitiveMap(cfg.Sensitive),
-			Now:         deps.Now,
+			Conn:           &connConfig.Config,
+			Slot:           w.Slot,
+			Publication:    w.Publication,
+			Tables:         sensitiveMap(cfg.Sensitive),
+			Now:            deps.Now,
+			StateDir:       cfg.StateDir,
+			Messages:       decodeMessage(deps.Logger),
+			StatusInterval: w.StatusInterval,
 		}, d.pipeline, d.health, deps.Logger, deps.Registry))
 	}
 

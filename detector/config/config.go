@@ -242,6 +242,10 @@ type WALSource struct {
 	// are created when missing and never dropped. Default "pgtripwire".
 	Slot        string `yaml:"slot"`
 	Publication string `yaml:"publication"`
+	// StatusInterval (sources.wal.status_interval) is the longest time between two
+	// standby status updates (which confirm the slot's position). Default 10s,
+	// from 100ms to 30s; keep it well below the server's wal_sender_timeout.
+	StatusInterval time.Duration `yaml:"status_interval"`
 }
 
 // Rules is the rules section: which rules the engine evaluates.
@@ -288,7 +292,7 @@ func Defaults() *Config {
 				Enabled:  true,
 				Interval: defaultStatementsInterval,
 			},
-			WAL:      WALSource{Slot: "pgtripwire", Publication: "pgtripwire"},
+			WAL:      WALSource{Slot: "pgtripwire", Publication: "pgtripwire", StatusInterval: 10 * time.Second},
 			Activity: ActivitySource{Enabled: true, Interval: defaultLiveInterval, MinRunning: defaultActivityMinRunning},
 			Copy:     PollSource{Enabled: true, Interval: defaultLiveInterval},
 			Tables:   PollSource{Enabled: true, Interval: defaultTablesInterval},

@@ -117,7 +117,7 @@ func TestParse_Defaults(t *testing.T) {
 		},
 		StateDir: "/etc/pgtripwire/state",
 		Sources: Sources{
-			Statements: StatementsSource{Enabled: true, Interval: time.Second}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"},
+			Statements: StatementsSource{Enabled: true, Interval: time.Second}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire", StatusInterval: 10 * time.Second},
 			Activity: ActivitySource{Enabled: true, Interval: time.Second, MinRunning: 2 * time.Second}, Copy: PollSource{Enabled: true, Interval: time.Second}, Tables: PollSource{Enabled: true, Interval: time.Second}, Catalog: PollSource{Enabled: true, Interval: time.Second}, Canary: PollSource{Enabled: true, Interval: time.Second},
 		},
 		Rules: Rules{DefaultPack: true},
@@ -176,7 +176,7 @@ func TestParse_FullFile(t *testing.T) {
 		},
 		StateDir: "var/state", // ../var/state from testdata/
 		Sources: Sources{
-			Statements: StatementsSource{Enabled: false, Interval: 250 * time.Millisecond}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire"},
+			Statements: StatementsSource{Enabled: false, Interval: 250 * time.Millisecond}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire", StatusInterval: 10 * time.Second},
 			Activity: ActivitySource{Enabled: true, Interval: 500 * time.Millisecond, MinRunning: 0}, Copy: PollSource{Enabled: true, Interval: time.Second},
 			Tables: PollSource{Enabled: false, Interval: time.Second}, Catalog: PollSource{Enabled: true, Interval: 5 * time.Second}, Canary: PollSource{Enabled: false, Interval: time.Second},
 		},

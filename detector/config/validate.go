@@ -45,6 +45,9 @@ func (v *validator) validate() {
 	v.atLeast("sources.tables.interval", v.cfg.Sources.Tables.Interval, minLiveInterval)
 	v.atLeast("sources.catalog.interval", v.cfg.Sources.Catalog.Interval, minLiveInterval)
 	v.atLeast("sources.canary.interval", v.cfg.Sources.Canary.Interval, minLiveInterval)
+	if d := v.cfg.Sources.WAL.StatusInterval; d < minLiveInterval || d > 30*time.Second {
+		v.errorf("sources.wal.status_interval", "%s is outside 100ms to 30s; the server drops a replication connection silent for wal_sender_timeout (default 60s)", d)
+	}
 	v.pathToFile("http.web_config_file", &v.cfg.HTTP.WebConfigFile, false)
 	v.rules()
 	for path, name := range map[string]string{

@@ -1,0 +1,40 @@
+package detector
+
+import (
+	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/detector/canary"
+	"github.com/pgtripwire/pgtripwire/detector/ddlmsg"
+	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/detector/wal"
+)
+
+// decodeMessage turns the logical decoding messages pgtripwire's own database objects
+// emit into events: pgtripwire.ddl from the event trigger `pgtripwire setup` installs
+// (source=ddl), pgtripwire.canary from the canary policy (source=canary). Other
+// pgtripwire.* prefixes stay source=wal MESSAGE events.
+//
+// A message that does not decode is still evidence: a DDL message becomes a ddl event of
+// kind "undecodable" and a canary message a canary read with Complete false, so a
+// tampered or truncated message pages rather than vanishes. Its content is never
+// logged: it is whatever the sender wrote.
+func decodeMessage(log *zap.Logger) wal.MessageDecoder {
+	log = log.Named("messages")
+	return func(prefix string, content []byte, transactional bool) (event.Event, bool) {
+		switch prefix {
+		case ddlmsg.Prefix:
+			ev, _, err := ddlmsg.Decode(prefix, content)
+			if err != nil {
+				log.Warn("undecodable DDL message; reported as kind undecodable", zap.Int("bytes", len(content)), zap.Error(err))
+				return event.Event{Source: event.SourceDDL, Kind: "undecodable", Rows: 1, Calls: 1}, true
+			}
+			return ev, true
+		case canary.MessagePrefix:
+			if _, _, err := canary.Decode(prefix, content); err != nil {
+				log.Warn("undecodable canary message; reported as a canary read", zap.Int("bytes", len(content)), zap.Error(err))
+			}
+			return canary.DecodeMessage(prefix, content, transactional)
+		}
+		return event.Event{}, false
+	}
+}
