@@ -52,10 +52,15 @@ bench-canary:
 bench-wal:
 	$(GO) test -run '^$$' -bench BenchmarkDrain -benchtime 2x -count 1 -v ./detector/wal/ | grep -v 'logger.go'
 
-# Fuzz SQL classification longer than the seed corpus `make test` runs.
+# Fuzz the parsers (SQL classification, config, rule files, pgoutput, DDL and canary
+# messages) longer than the seed corpora `make test` runs.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./detector/classify/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./detector/config/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./rules/rulefmt/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./detector/wal/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./detector/ddlmsg/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./detector/canary/
 
 demo:
 	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/pgtripwire demo --log-format console --log-level warn

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgtripwire/pgtripwire/rules"
 	"github.com/pgtripwire/pgtripwire/rules/rulefmt"
 	"github.com/pgtripwire/pgtripwire/rules/ruletest"
 )
@@ -26,8 +27,23 @@ func newRulesCommand(stdout, stderr io.Writer) *cobra.Command {
 			return usageError{errors.New("a rules command is required")}
 		},
 	}
-	cmd.AddCommand(newRulesCheckCommand(stdout, stderr), newRulesTestCommand(stdout, stderr))
+	cmd.AddCommand(newRulesCheckCommand(stdout, stderr), newRulesTestCommand(stdout, stderr), newRulesDefaultCommand(stdout))
 	return cmd
+}
+
+func newRulesDefaultCommand(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "default",
+		Short: "Print the default rule pack embedded in this binary",
+		Long: "Prints rules/default.yml as embedded in this binary: the starting point of a rule file of " +
+			"your own (list it in rules.files and turn the pack's rules off with rules.disable or " +
+			"rules.default_pack: false).",
+		Args: exactArgs(0),
+		RunE: func(_ *cobra.Command, _ []string) error {
+			_, err := stdout.Write(rules.DefaultPack())
+			return err
+		},
+	}
 }
 
 func newRulesTestCommand(stdout, stderr io.Writer) *cobra.Command {

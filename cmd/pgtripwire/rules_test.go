@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pgtripwire/pgtripwire/rules"
 )
 
 // writeRuleFiles writes each file into a fresh directory and returns their
@@ -192,5 +194,24 @@ tests:
 	}
 	if code, _, _ := runCLI(t, "rules", "test"); code != exitUsage {
 		t.Errorf("no file: got exit %d, want %d", code, exitUsage)
+	}
+}
+
+// The printed pack is the embedded one, and a file made from it is a valid rule file:
+// the documented way to start tuning.
+func TestRulesDefaultPrintsAUsableFile(t *testing.T) {
+	code, stdout, stderr := runCLI(t, "rules", "default")
+	if code != exitOK {
+		t.Fatalf("rules default: exit %d, stderr %q", code, stderr)
+	}
+	if stdout != string(rules.DefaultPack()) {
+		t.Fatal("rules default did not print the embedded pack")
+	}
+	path := filepath.Join(t.TempDir(), "mine.yml")
+	if err := os.WriteFile(path, []byte(stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runCLI(t, "rules", "check", path); code != exitOK {
+		t.Fatalf("rules check of the printed pack: exit %d\n%s%s", code, out, errOut)
 	}
 }
