@@ -151,6 +151,9 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	for rule, severity := range eval.Rules() {
 		d.alertLog.PrecreateRule(rule, severity)
 	}
+	for _, a := range d.engine.Firing() {
+		d.alertLog.Restored(a)
+	}
 	sinks := []namedSink{{alertLogComponent, d.alertLog}}
 	nc, err := notifyConfig(cfg)
 	if err != nil {

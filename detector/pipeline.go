@@ -60,6 +60,9 @@ type pipeline struct {
 	now    func() time.Time
 	logger *zap.Logger
 
+	// drained is closed when every sink's queue becomes empty; nil while they are.
+	drained chan struct{}
+
 	events     *prometheus.CounterVec
 	rowsRead   *prometheus.CounterVec
 	columnRows *prometheus.CounterVec
@@ -165,8 +168,37 @@ func (p *pipeline) queueLocked(transitions []alert.Alert) {
 // flushLocked writes each sink's queued transitions in order and reports its health; a
 // failure leaves the rest of that sink's queue for the next attempt.
 func (p *pipeline) flushLocked() {
+	queued := false
 	for _, q := range p.sinks {
 		p.flushQueue(q)
+		queued = queued || len(q.backlog) > 0
+	}
+	switch {
+	case queued && p.drained == nil:
+		p.drained = make(chan struct{})
+	case !queued && p.drained != nil:
+		close(p.drained)
+		p.drained = nil
+	}
+}
+
+// WaitWritten returns once every transition queued so far has been written by every
+// sink (at once when nothing waits), or with ctx's error. A source whose position
+// must not advance before its alerts are durable (the WAL source confirming a slot
+// position) calls it after HandleEvents: HandleEvents returns once events are
+// evaluated, while a full disk may keep their alerts queued in memory.
+func (p *pipeline) WaitWritten(ctx context.Context) error {
+	p.mu.Lock()
+	ch := p.drained
+	p.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -112,3 +112,32 @@ func TestPipelineSinksAreIndependent(t *testing.T) {
 		t.Fatalf("got log %v spool %v, want both with a, b once each", log.written, spool.written)
 	}
 }
+
+// A source that must not move past events whose alerts are not yet durable (the WAL
+// source, before confirming a slot position) waits with WaitWritten: it returns only
+// once the refused transitions are written.
+func TestPipelineWaitWrittenWaitsForTheQueue(t *testing.T) {
+	sink := &flakySink{failures: 1}
+	reg := prometheus.NewRegistry()
+	p := newPipeline(&onePerEvent{}, []namedSink{{alertLogComponent, sink}}, health.New(reg), time.Now, zap.NewNop(), reg)
+	if err := p.WaitWritten(context.Background()); err != nil {
+		t.Fatalf("WaitWritten with nothing queued: got %v, want nil at once", err)
+	}
+	if err := p.HandleEvents(context.Background(), []event.Event{{Role: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := p.WaitWritten(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitWritten while the log refuses: got %v, want it to wait (deadline exceeded)", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.WaitWritten(context.Background()) }()
+	p.tick() // the log accepts now
+	if err := <-done; err != nil {
+		t.Fatalf("WaitWritten after the write: got %v, want nil", err)
+	}
+	if len(sink.written) != 1 {
+		t.Fatalf("got %d written, want 1", len(sink.written))
+	}
+}

@@ -124,6 +124,9 @@ func TestRestartKeepsRuleState(t *testing.T) {
 	}
 
 	r, _ = startIn(t, db, dir, adjust)
+	if got := r.gauge(t, "pgtripwire_alerts_firing", map[string]string{"rule": "SensitiveBulkRead"}); got != 1 {
+		t.Errorf("pgtripwire_alerts_firing{rule=SensitiveBulkRead} after the restart: got %v, want the restored alert", got)
+	}
 	bulkRead(t, db)
 	readAs(t, db, "app", `SELECT email FROM users WHERE id = 2`)
 	readAs(t, db, "newcomer", `SELECT email FROM users WHERE id = 3`)

@@ -65,7 +65,7 @@ func OpenLog(path string, stdout io.Writer, reg prometheus.Registerer) (*Log, er
 			}, []string{"rule", "severity"}),
 			firing: f2.NewGaugeVec(prometheus.GaugeOpts{
 				Name: "pgtripwire_alerts_firing",
-				Help: "Alerts firing now, by rule and severity (since the detector started: rule state is in memory).",
+				Help: "Alerts firing now, by rule and severity (restored alerts included after a restart).",
 			}, []string{"rule", "severity"}),
 			lines: f2.NewCounterVec(prometheus.CounterOpts{
 				Name: "pgtripwire_alert_transitions_total",
@@ -118,6 +118,12 @@ func endLastLine(f *os.File) (int64, error) {
 func (l *Log) PrecreateRule(rule string, severity Severity) {
 	l.metrics.alerts.WithLabelValues(rule, string(severity))
 	l.metrics.firing.WithLabelValues(rule, string(severity))
+}
+
+// Restored counts an alert that was firing before a restart, restored by the rule
+// engine from its state: it has no new firing line, but it is firing now.
+func (l *Log) Restored(a Alert) {
+	l.metrics.firing.WithLabelValues(a.Rule, string(a.Severity)).Inc()
 }
 
 // Write appends one transition. It returns an error when the file write or sync

@@ -205,6 +205,7 @@ func TestParse_Values(t *testing.T) {
 		{"dsn whitespace trimmed", minimal + "database: {dsn: '  host=db  '}\n", func(c *Config) any { return c.Database.DSN }, "host=db"},
 		{"alias to a scalar", minimal + "database: {catalog_refresh: &r 2m}\nalerts: {resolve_after: *r}\n", func(c *Config) any { return c.Alerts.ResolveAfter }, 2 * time.Minute},
 		{"quoted mixed-case column kept", "sensitive: [{table: public.users, columns: ['\"Email\"', Password]}]\n", func(c *Config) any { return c.Sensitive[0].Columns }, []string{"Email", "password"}},
+		{"a keyword table name quoted as the catalog quotes it", "sensitive: [{table: public.user, columns: [email]}]\n", func(c *Config) any { return c.Sensitive[0].Table }, `public."user"`},
 		{"UTF-8 BOM", "\ufeff" + minimal, func(c *Config) any { return c.Sensitive[0].Table }, "public.users"},
 	}
 	for _, tt := range tests {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
 )
 
 // maxIdentifierLen is PostgreSQL's NAMEDATALEN-1: longer names are truncated
@@ -179,8 +181,12 @@ func lowerASCII(s string) string {
 
 // qualifiedName is the canonical form of a table name: schema.name, each part
 // quoted only when it must be.
+// qualifiedName is the table's canonical name: quoted exactly as the catalog snapshot,
+// the classifier and PostgreSQL's regclass output quote it (keywords such as "user"
+// included), so that a table named in the configuration matches the relation every
+// source reports.
 func qualifiedName(schema, name string) string {
-	return quoteIdentifier(schema) + "." + quoteIdentifier(name)
+	return catalog.QuoteIdent(schema) + "." + catalog.QuoteIdent(name)
 }
 
 // quoteIdentifier double-quotes id unless it reads back unchanged unquoted:

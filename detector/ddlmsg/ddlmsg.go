@@ -19,6 +19,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/pgtripwire/pgtripwire/detector/event"
+
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
 )
 
 // Prefix is the prefix of the messages this package decodes.
@@ -150,22 +152,9 @@ func Decode(prefix string, content []byte) (ev event.Event, ok bool, err error) 
 		Complete:      true,
 	}
 	if m.TableName != "" {
-		ev.Relation = quoteIdentifier(m.TableSchema) + "." + quoteIdentifier(m.TableName)
+		// Quoted as the configuration and the catalog snapshot quote it, so that Relation
+		// compares equal to a configured sensitive table (public."user" included).
+		ev.Relation = catalog.QuoteIdent(m.TableSchema) + "." + catalog.QuoteIdent(m.TableName)
 	}
 	return ev, true, nil
-}
-
-// quoteIdentifier is the configuration's canonical quoting (package config):
-// double quotes only when the name does not read back unchanged unquoted, so
-// that Relation compares equal to a configured sensitive table.
-func quoteIdentifier(id string) string {
-	safe := id != "" && (id[0] >= 'a' && id[0] <= 'z' || id[0] == '_')
-	for i := 0; safe && i < len(id); i++ {
-		c := id[i]
-		safe = c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_'
-	}
-	if safe {
-		return id
-	}
-	return `"` + strings.ReplaceAll(id, `"`, `""`) + `"`
 }

@@ -5,6 +5,10 @@ import (
 	"testing"
 
 	"github.com/pgtripwire/pgtripwire/detector/event"
+	"strconv"
+
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/detector/config"
 )
 
 func TestDecode(t *testing.T) {
@@ -84,10 +88,20 @@ func TestDecodeIgnoresOtherPrefixes(t *testing.T) {
 	}
 }
 
-func TestQuoteIdentifierReadsBack(t *testing.T) {
-	for in, want := range map[string]string{"users": "users", "Users": `"Users"`, "my table": `"my table"`, `a"b`: `"a""b"`, "_x1": "_x1", "1x": `"1x"`} {
-		if got := quoteIdentifier(in); got != want {
-			t.Errorf("quoteIdentifier(%q) = %s, want %s", in, got, want)
+// A DDL event names a table exactly as the configuration names a sensitive table, a
+// keyword table ("user") included, so that rules and exceptions compare equal.
+func TestRelationQuotedAsTheConfiguration(t *testing.T) {
+	for _, name := range []string{"users", "user", "Users", "my table"} {
+		ev, _, err := Decode(Prefix, []byte(`{"v":1,"kind":"rls_disabled","tag":"ALTER TABLE","session_user":"m","table_schema":"public","table_name":`+strconv.Quote(name)+`}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := config.NewSensitiveTable(catalog.QuoteIdent("public")+"."+catalog.QuoteIdent(name), "email")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Relation != st.Table {
+			t.Errorf("table %q: event relation %s, configuration %s", name, ev.Relation, st.Table)
 		}
 	}
 }

@@ -431,6 +431,28 @@ func (e *Engine) Rules() map[string]alert.Severity {
 	return out
 }
 
+// Firing returns the firing transition of every delivered alert firing now: after a
+// restart, the alerts restored from the state file, which the caller's bookkeeping
+// (the alert log's firing gauge) did not see fire.
+func (e *Engine) Firing() []alert.Alert {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []alert.Alert
+	for _, rs := range e.rules {
+		for _, g := range rs.groups {
+			if g.st.state == alert.StateFiring && g.st.delivered && g.st.fired != nil {
+				out = append(out, *g.st.fired)
+			}
+		}
+	}
+	for _, o := range e.overflow {
+		if o.fired != nil {
+			out = append(out, *o.fired)
+		}
+	}
+	return out
+}
+
 // Eval evaluates ev at now and returns the transitions it causes (nil
 // almost always). ev is not retained.
 func (e *Engine) Eval(now time.Time, ev event.Event) []alert.Alert {

@@ -8,6 +8,8 @@ import (
 	"text/template"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
 )
 
 // TemplateData is what label and annotation templates see: the alert's
@@ -51,7 +53,7 @@ func (d *decoder) templates(where string, n *yaml.Node, labels bool) (map[string
 			continue
 		}
 		texts[k.Value] = s
-		t, err := template.New(k.Value).Option("missingkey=zero").Parse(s)
+		t, err := template.New(k.Value).Option("missingkey=zero").Funcs(templateFuncs).Parse(s)
 		if err == nil {
 			err = t.Execute(discard{}, TemplateData{Labels: map[string]string{}})
 		}
@@ -64,6 +66,18 @@ func (d *decoder) templates(where string, n *yaml.Node, labels bool) (map[string
 	}
 	_ = labels // label and annotation names follow the same rules today
 	return texts, tmpls
+}
+
+// templateFuncs are the functions templates may call besides text/template's own.
+// Label values can be chosen by whoever is being detected (a role, a slot or a
+// publication name), and annotations put them into SQL for the on-call engineer to
+// paste: quoteLiteral and quoteIdent make such SQL safe to run as written.
+var templateFuncs = template.FuncMap{
+	// quoteLiteral quotes s as an SQL string literal: 'it''s'.
+	"quoteLiteral": func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" },
+	// quoteIdent quotes s as an SQL identifier when it must be, as PostgreSQL's
+	// quote_ident does: mallory, "Mallory", "x""; DROP TABLE users; --".
+	"quoteIdent": catalog.QuoteIdent,
 }
 
 type discard struct{}
