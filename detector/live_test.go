@@ -130,7 +130,12 @@ func TestBlindingMovesAlertWithin5s(t *testing.T) {
 	db.CreateRole(t, resetter)
 	db.Exec(t, fmt.Sprintf(`GRANT EXECUTE ON FUNCTION pg_stat_statements_reset(oid, oid, bigint) TO %s`, resetter))
 	r.waitReady(t, true, 30*time.Second)
-	time.Sleep(2 * time.Second) // let the catalog watch take its baseline with these roles
+	// The catalog watch's state must hold these roles before the moves: wait for a poll
+	// that began after they were made (the one running now may have begun before).
+	polled := r.counter(t, "pgtripwire_catalog_polls_total", nil) + 2
+	eventually(t, 10*time.Second, "two catalog polls", func() bool {
+		return r.counter(t, "pgtripwire_catalog_polls_total", nil) >= polled
+	})
 
 	cases := []struct {
 		name   string
@@ -187,7 +192,9 @@ func TestTableToXMLAlerted(t *testing.T) {
 		seedUsers(t, db, 20_000)
 		r := startDetector(t, db)
 		// The tables source's warm-up: counters published in its first 11 s are history.
-		time.Sleep(12 * time.Second)
+		eventually(t, 20*time.Second, "the end of the tables source's warm-up", func() bool {
+			return r.gauge(t, "pgtripwire_tables_baseline_complete", nil) == 1
+		})
 		readAs(t, db, "mallory", `SELECT table_to_xml('users', true, false, '')`)
 		r.waitAlert(t, 20*time.Second, "UnexplainedSensitiveReads", map[string]string{"table": "public.users"})
 		for _, a := range r.lines(t) {

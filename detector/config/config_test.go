@@ -657,4 +657,3 @@ func TestDocs_NameEveryKey(t *testing.T) {
 		}
 	}
 }
-

@@ -291,10 +291,13 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, database string) erro
 		return fmt.Errorf("poll pg_stat_user_tables: %w", err)
 	}
 	now := s.cfg.Now()
-	events := s.account(now, database, cur)
+	next, events := s.account(now, database, cur)
 	if err := s.sink.HandleEvents(ctx, events); err != nil {
+		// Keep the previous state: the next poll counts the same reads again, from the
+		// same counters, and reports them then.
 		return fmt.Errorf("hand over %d events: %w", len(events), err)
 	}
+	s.commit(next)
 	for _, ev := range events {
 		s.metrics.unexplained.Add(float64(ev.Rows))
 		s.log.Info("unexplained reads of a sensitive table", zap.String("table", ev.Relation), zap.Int64("rows", ev.Rows))
@@ -303,11 +306,25 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, database string) erro
 	return nil
 }
 
+// accounting is what one poll leaves behind: the source's state after it, taken up by
+// commit only once the poll's events were handed over.
+type accounting struct {
+	prev      map[string]counters
+	warmUntil time.Time
+	pending   map[string][]amount
+	credits   map[string][]amount
+	reads     int64 // tuples counted by this poll, for the metric
+	counting  bool  // this poll counted reads: the baseline and its warm-up are over
+}
+
 // account turns the counters of one poll into reads, matches them with the rows
-// statements returned, and returns the events for reads left unexplained after Grace.
+// statements returned, and returns the state after the poll with the events for reads
+// left unexplained after Grace. It changes nothing of the source's state but moving
+// newly observed statement rows into its credits (which only a later poll uses), so
+// that a failed hand-over loses nothing: the next poll accounts from the same state.
 // The first poll (and a table seen for the first time) is a baseline, and so is every
 // poll of the warm-up that follows the first.
-func (s *Source) account(now time.Time, database string, cur map[string]counters) []event.Event {
+func (s *Source) account(now time.Time, database string, cur map[string]counters) (accounting, []event.Event) {
 	s.mu.Lock()
 	for t, obs := range s.observed {
 		s.credits[t] = append(s.credits[t], obs...)
@@ -315,43 +332,68 @@ func (s *Source) account(now time.Time, database string, cur map[string]counters
 	clear(s.observed)
 	s.mu.Unlock()
 
+	next := accounting{
+		prev:      make(map[string]counters, len(cur)),
+		warmUntil: s.warmUntil,
+		pending:   make(map[string][]amount, len(s.pending)),
+		credits:   make(map[string][]amount, len(s.credits)),
+	}
+	if s.prev == nil {
+		next.warmUntil = now.Add(s.cfg.WarmUp)
+	}
+	next.counting = s.prev != nil && !now.Before(s.warmUntil)
 	var events []event.Event
 	for _, t := range s.tables {
+		// settle consumes in place: work on copies.
+		pending, credits := slices.Clone(s.pending[t]), slices.Clone(s.credits[t])
 		c, ok := cur[t]
 		if !ok {
-			continue // not (yet) created, or no statistics
+			// Not (yet) created, or no statistics: keep what waits for it.
+			next.pending[t], next.credits[t] = pending, credits
+			continue
 		}
-		if p, seen := s.prev[t]; seen && !now.Before(s.warmUntil) {
+		if p, seen := s.prev[t]; seen && next.counting {
 			if reads := readsBetween(p, c, s.cfg.LookupRowsPerScan); reads > 0 {
-				s.pending[t] = append(s.pending[t], amount{now, reads})
-				s.metrics.reads.Add(float64(reads))
+				pending = append(pending, amount{now, reads})
+				next.reads += reads
 			}
 		}
-		s.pending[t] = settle(s.pending[t], s.credits[t])
-		s.credits[t] = slices.DeleteFunc(s.credits[t], func(a amount) bool {
+		pending = settle(pending, credits)
+		credits = slices.DeleteFunc(credits, func(a amount) bool {
 			return a.rows <= 0 || now.Sub(a.at) > s.cfg.CreditTTL
 		})
 		var unexplained int64
-		s.pending[t] = slices.DeleteFunc(s.pending[t], func(a amount) bool {
+		pending = slices.DeleteFunc(pending, func(a amount) bool {
 			if a.rows > 0 && now.Sub(a.at) < s.cfg.Grace {
 				return false
 			}
 			unexplained += a.rows
 			return true
 		})
+		next.pending[t], next.credits[t] = pending, credits
 		if unexplained >= s.cfg.MinRows {
 			events = append(events, event.Event{Time: now, Source: event.SourceTables, Kind: KindUnexplainedReads,
 				Database: database, Relation: t, Rows: unexplained})
 		}
 	}
-	if s.prev == nil {
-		s.prev = make(map[string]counters, len(cur))
-		s.warmUntil = now.Add(s.cfg.WarmUp)
+	for t, c := range s.prev {
+		next.prev[t] = c
 	}
 	for t, c := range cur {
-		s.prev[t] = c
+		next.prev[t] = c
 	}
-	return events
+	return next, events
+}
+
+// commit makes next the source's state, after its events were handed over.
+func (s *Source) commit(next accounting) {
+	s.prev, s.warmUntil, s.pending, s.credits = next.prev, next.warmUntil, next.pending, next.credits
+	if next.reads > 0 {
+		s.metrics.reads.Add(float64(next.reads))
+	}
+	if next.counting {
+		s.metrics.baselineComplete.Set(1)
+	}
 }
 
 // readsBetween is the tuples read from p to c: sequential reads, plus index fetches
@@ -389,6 +431,9 @@ type metrics struct {
 	errors       prometheus.Counter
 	reads        prometheus.Counter
 	unexplained  prometheus.Counter
+	// baselineComplete is 1 once a poll counted reads: reads published after it are
+	// evidence. Tests wait for it instead of sleeping through the warm-up.
+	baselineComplete prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -411,6 +456,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		unexplained: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgtripwire_tables_unexplained_tuples_total",
 			Help: "Tuples read from sensitive tables that no classified statement explained, reported as events.",
+		}),
+		baselineComplete: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgtripwire_tables_baseline_complete",
+			Help: "1 once the first poll and the warm-up after it are over: reads published from then on are counted; 0 before.",
 		}),
 	}
 }

@@ -3,12 +3,14 @@ package tables
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector/event"
@@ -72,25 +74,68 @@ func run(t *testing.T, r runner) {
 // statements events pass through Observing), both every second, and returns their sink.
 func start(t *testing.T, db *pgtest.Database) *recorder {
 	t.Helper()
+	sink := &recorder{}
+	startWith(t, db, sink)
+	return sink
+}
+
+// startWith is start with the sink given, and returns the sources' registry.
+func startWith(t *testing.T, db *pgtest.Database, sink Sink) *prometheus.Registry {
+	t.Helper()
 	conn, err := pgx.ParseConfig(db.SuperuserDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
 	sensitive := map[string][]string{"public.users": {"email", "username", "password_hash"}}
-	sink := &recorder{}
 	reg := prometheus.NewRegistry()
 	h := health.New(reg)
 	h.Register(Component)
 	h.Register(statements.Component)
 	// No warm-up: these tests read only after the source is healthy, and wait for the
 	// counters themselves.
-	tables := New(Config{Conn: conn, Interval: time.Second, Sensitive: sensitive, WarmUp: time.Nanosecond}, sink, h, zap.NewNop(), reg)
+	tables := New(Config{Conn: conn, Interval: time.Second, Sensitive: sensitive, WarmUp: time.Nanosecond,
+		ReconnectInitial: 100 * time.Millisecond}, sink, h, zap.NewNop(), reg)
 	stmts := statements.New(statements.Config{Conn: conn, Interval: time.Second, CatalogRefresh: time.Minute,
 		SearchPath: []string{"$user", "public"}, Sensitive: sensitive}, tables.Observing(sink), h, zap.NewNop(), reg)
 	run(t, tables)
 	run(t, stmts)
 	eventually(t, 20*time.Second, "healthy sources", func() bool { ok, _ := h.Ready(); return ok })
-	return sink
+	eventually(t, 10*time.Second, "the end of the warm-up", func() bool {
+		return gaugeValue(t, reg, "pgtripwire_tables_baseline_complete") == 1
+	})
+	return reg
+}
+
+// gaugeValue is the value of an unlabelled gauge of reg, 0 when it does not exist.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	if m := metric(t, reg, name); m != nil {
+		return m.GetGauge().GetValue()
+	}
+	return 0
+}
+
+// polls is the number of successful polls of the tables source so far.
+func polls(t *testing.T, reg *prometheus.Registry) uint64 {
+	t.Helper()
+	if m := metric(t, reg, "pgtripwire_tables_poll_duration_seconds"); m != nil {
+		return m.GetHistogram().GetSampleCount()
+	}
+	return 0
+}
+
+func metric(t *testing.T, reg *prometheus.Registry, name string) *dto.Metric {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) > 0 {
+			return f.GetMetric()[0]
+		}
+	}
+	return nil
 }
 
 // server is a cluster with pg_stat_statements' production default, track = top: what a
@@ -129,6 +174,58 @@ func TestTableToXMLIsUnexplained(t *testing.T) {
 	if ev.Kind != KindUnexplainedReads || ev.Relation != "public.users" || ev.Rows < 40_000 || ev.Database != db.Name ||
 		ev.Complete || ev.Calls != 0 {
 		t.Errorf("got %+v, want unexplained reads of at least 40000 rows of public.users, incomplete, no calls", ev)
+	}
+}
+
+// flakySink refuses the first hand-over that carries a tables event, as a pipeline that
+// cannot write its alert log would, and records what it accepts.
+type flakySink struct {
+	recorder
+	mu      sync.Mutex
+	refused int
+}
+
+func (f *flakySink) HandleEvents(ctx context.Context, events []event.Event) error {
+	f.mu.Lock()
+	refuse := f.refused == 0 && slices.ContainsFunc(events, func(e event.Event) bool { return e.Source == event.SourceTables })
+	if refuse {
+		f.refused++
+	}
+	f.mu.Unlock()
+	if refuse {
+		return errors.New("alert log refuses writes")
+	}
+	return f.recorder.HandleEvents(ctx, events)
+}
+
+func (f *flakySink) refusals() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refused
+}
+
+// Unexplained reads whose hand-over failed are offered again, and reported once.
+func TestUnexplainedReadsSurviveAFailedHandOver(t *testing.T) {
+	db := server(t)
+	sink := &flakySink{}
+	reg := startWith(t, db, sink)
+	conn := db.Conn(t, "tables_reader")
+	if _, err := conn.Exec(t.Context(), `SELECT length(table_to_xml('users', true, false, '')::text)`); err != nil {
+		t.Fatal(err)
+	}
+	waitForReads(t, db, 40_000)
+	eventually(t, 10*time.Second, "unexplained reads after the refused hand-over", func() bool {
+		return len(sink.of(event.SourceTables)) > 0
+	})
+	if got := sink.refusals(); got != 1 {
+		t.Fatalf("refused hand-overs: got %d, want 1 (the reads were reported without being refused first)", got)
+	}
+	// Three more polls: the reads must not come again.
+	after := polls(t, reg) + 3
+	eventually(t, 10*time.Second, "three more polls", func() bool { return polls(t, reg) >= after })
+	got := sink.of(event.SourceTables)
+	if len(got) != 1 || got[0].Relation != "public.users" || got[0].Rows < 40_000 || got[0].Rows >= 80_000 {
+		t.Errorf("got %+v, want one event of the 40,000 reads of public.users", got)
 	}
 }
 
@@ -221,7 +318,9 @@ func TestWarmUpAbsorbsLateCounters(t *testing.T) {
 		&recorder{}, nil, zap.NewNop(), prometheus.NewRegistry())
 	t0 := time.Unix(1_700_000_000, 0)
 	poll := func(at time.Duration, seqRead int64) []event.Event {
-		return s.account(t0.Add(at), "app", map[string]counters{"public.users": {seqRead: seqRead}})
+		next, events := s.account(t0.Add(at), "app", map[string]counters{"public.users": {seqRead: seqRead}})
+		s.commit(next)
+		return events
 	}
 	poll(0, 0)
 	if got := poll(5*time.Second, 900_000); len(got) != 0 {

@@ -7,6 +7,7 @@ import (
 
 type metrics struct {
 	pollDuration prometheus.Histogram
+	polls        prometheus.Counter
 	errors       prometheus.Counter
 	changes      *prometheus.CounterVec
 }
@@ -24,6 +25,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name:    "pgtripwire_catalog_poll_duration_seconds",
 			Help:    "Time of one successful poll of the watched catalog state, including evaluation of its events.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		polls: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_catalog_polls_total",
+			Help: "Successful polls of the watched catalog state, the first (the baseline) included: a change made before one began is in the state it read.",
 		}),
 		errors: f.NewCounter(prometheus.CounterOpts{
 			Name:        "pgtripwire_source_errors_total",

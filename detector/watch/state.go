@@ -195,15 +195,20 @@ func (s *Source) diff(now time.Time, prev, cur *state) []event.Event {
 	}
 
 	for _, name := range slices.Sorted(maps.Keys(cur.slots)) {
-		if slices.Contains(s.cfg.OwnSlots, name) {
-			continue
-		}
 		sl := cur.slots[name]
 		ev := event.Event{Object: name, Database: sl.database, Operation: sl.typ}
 		if sl.active {
 			ev.Role, ev.ClientAddr, ev.Application, ev.PID = sl.user, sl.addr, sl.application, sl.pid
 		}
 		old, existed := prev.slots[name]
+		if slices.Contains(s.cfg.OwnSlots, name) {
+			// Created and streamed by the WAL source: only a use by someone else is news.
+			if sl.typ == "logical" && existed && s.ownSlotUsed(old, sl) {
+				ev.Kind = KindSlotUsed
+				add(ev)
+			}
+			continue
+		}
 		if !existed {
 			ev.Kind = KindSlotCreated
 			add(ev)
@@ -315,4 +320,37 @@ func slotUsed(old, cur slot, existed bool) bool {
 		return true
 	}
 	return cur.active && cur.backendType == "walsender" && cur.pid != old.pid
+}
+
+// ownSlotUsed tells whether one of our slots, present at both polls, was used by anyone
+// but the WAL source's walsender: a client backend holds it (pg_logical_slot_get_changes,
+// …_peek_…, pg_replication_slot_advance), its position or decoding statistics moved while
+// no walsender held it at either poll (read and released between two polls), or a
+// walsender that is not ours attached to it. Reading our slot through the SQL interface
+// also consumes the changes: the WAL source never sees them, and this event is all that
+// is left of them.
+//
+// A slot that was not there at the previous poll is not judged: the WAL source (or
+// pgtripwire setup, through a client backend) is creating it, and it holds no change
+// the WAL source could have missed.
+func (s *Source) ownSlotUsed(old, cur slot) bool {
+	if cur.active && cur.backendType != "walsender" && cur.pid != 0 {
+		return true
+	}
+	moved := cur.confirmed != old.confirmed || cur.decoded != old.decoded
+	walsender := (old.active && old.backendType == "walsender") || (cur.active && cur.backendType == "walsender")
+	if moved && !walsender {
+		return true
+	}
+	// A foreign walsender is reported when it attaches, like one on a foreign slot; what
+	// it moves afterwards is the same use.
+	return cur.active && cur.backendType == "walsender" && cur.pid != old.pid && !s.isOwnWalsender(cur)
+}
+
+// isOwnWalsender tells whether the session holding sl is the WAL source's walsender: a
+// walsender of the detector's role with the detector's application_name (the WAL source
+// connects with the same configuration as this source, adding replication=database).
+// Anyone can set the application_name; the pair takes logging in as the detector's role.
+func (s *Source) isOwnWalsender(sl slot) bool {
+	return sl.active && sl.backendType == "walsender" && sl.user == s.ownUser && sl.application == s.ownApplication
 }

@@ -41,11 +41,13 @@ const (
 	// Object is the slot, Database its database ("" for a physical slot), Operation
 	// "logical" or "physical"; Role the session holding it at that moment, if any.
 	KindSlotCreated = "slot_created"
-	// KindSlotUsed: a logical slot that is not ours was consumed or peeked through the
-	// SQL interface (pg_logical_slot_get_changes and kin: a client backend holds it, or
-	// its position or decoding statistics moved while no walsender held it), or a new
-	// walsender attached to it. Object is the slot, Role/ClientAddr/Application the
-	// session using it when it was seen holding it.
+	// KindSlotUsed: a logical slot was consumed or peeked through the SQL interface
+	// (pg_logical_slot_get_changes and kin: a client backend holds it, or its position or
+	// decoding statistics moved while no walsender held it), or a new walsender attached
+	// to it. For one of Config.OwnSlots the WAL source's own walsender does not count;
+	// reading our slot through the SQL interface consumes changes the WAL source then
+	// never sees. Object is the slot, Role/ClientAddr/Application the session using it
+	// when it was seen holding it.
 	KindSlotUsed = "slot_used"
 	// KindPublicationSensitive: a publication (not one of Config.OwnPublications) now
 	// publishes a sensitive table. Object is the publication, Relation the table,
@@ -111,8 +113,11 @@ type Config struct {
 	// Sensitive maps schema-qualified tables to their sensitive columns: publishing one
 	// of them is reported.
 	Sensitive map[string][]string
-	// OwnSlots and OwnPublications are the detector's own (the WAL source's), never
-	// reported.
+	// OwnSlots and OwnPublications are the detector's own (the WAL source's). Their
+	// creation and the WAL source's streaming are never reported; a use of an own slot by
+	// anything else (a client backend reading it through the SQL interface, a walsender
+	// that is not the WAL source's) is. The WAL source's walsender is recognised by the
+	// user and application_name of Conn, with which the WAL source connects too.
 	OwnSlots, OwnPublications []string
 	// Settings to watch; nil means DefaultSettings.
 	Settings []string
@@ -129,6 +134,10 @@ type Source struct {
 	health  Health
 	log     *zap.Logger
 	metrics *metrics
+
+	// ownUser and ownApplication identify the WAL source's walsender: it connects with
+	// Config.Conn, as this source does.
+	ownUser, ownApplication string
 
 	// prev is the last state handed over, nil before the baseline; owned by Run.
 	prev *state
@@ -148,7 +157,11 @@ func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.R
 	if cfg.Settings == nil {
 		cfg.Settings = DefaultSettings
 	}
-	return &Source{cfg: cfg, sink: sink, health: health, log: log.Named(Component), metrics: newMetrics(reg)}
+	s := &Source{cfg: cfg, sink: sink, health: health, log: log.Named(Component), metrics: newMetrics(reg)}
+	if cfg.Conn != nil {
+		s.ownUser, s.ownApplication = cfg.Conn.User, cfg.Conn.RuntimeParams["application_name"]
+	}
+	return s
 }
 
 // Run polls until ctx is done, reconnecting with capped, jittered exponential backoff
@@ -209,6 +222,7 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn) error {
 		s.logBaseline(cur)
 		s.prev = cur
 		s.metrics.pollDuration.Observe(time.Since(start).Seconds())
+		s.metrics.polls.Inc()
 		return nil
 	}
 	events := s.diff(now, s.prev, cur)
@@ -222,6 +236,7 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn) error {
 	}
 	s.prev = cur
 	s.metrics.pollDuration.Observe(time.Since(start).Seconds())
+	s.metrics.polls.Inc()
 	return nil
 }
 

@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector/event"
 	"github.com/pgtripwire/pgtripwire/detector/health"
 	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/detector/wal"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -234,13 +236,128 @@ func TestLogicalSlotOfAnotherRole(t *testing.T) {
 	})
 	within(t, sink, KindSlotUsed, slot, "")
 
-	// Our own slot, read the same way, is not news.
+	// Our own slot, read the same way while the WAL source is not attached, is news too:
+	// the changes read are consumed, and the WAL source never sees them.
 	db.Exec(t, `SELECT count(*) FROM pg_logical_slot_get_changes('pgtripwire_own', NULL, NULL)`)
+	within(t, sink, KindSlotUsed, "pgtripwire_own", "")
+	if ev, ok := sink.find(KindSlotCreated, "pgtripwire_own", ""); ok {
+		t.Errorf("own slot reported as created: %+v", ev)
+	}
+}
+
+// The WAL source streaming from our slot is not news; the slot read through the SQL
+// interface while the WAL source is down is.
+func TestOwnSlotReadBehindTheWALSource(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	seed(t, db)
+	own := db.Name
+	// Created beforehand, as pgtripwire setup does: the WAL source's walsender attaching
+	// to it later is a new walsender on a known slot, recognised as ours.
+	db.Exec(t, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, own)
+	cleanupExec(t, db, `SELECT pg_drop_replication_slot($1)`, own)
+	var conn *pgx.ConnConfig
+	sink := start(t, db, func(cfg *Config) {
+		// As the detector configures its connections; the WAL source uses the same.
+		cfg.Conn.RuntimeParams["application_name"] = "pgtripwire"
+		cfg.OwnSlots, cfg.OwnPublications = []string{own}, []string{own}
+		conn = cfg.Conn
+	})
+
+	reg := prometheus.NewRegistry()
+	h := health.New(reg)
+	h.Register(wal.Component)
+	changes := &recorder{}
+	stream := wal.New(wal.Config{Conn: &conn.Config, Slot: own, Publication: own,
+		Tables:         map[string][]string{"public.users": {"email", "password_hash", "username"}},
+		StatusInterval: 100 * time.Millisecond}, changes, h, zap.NewNop(), reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- stream.Run(ctx) }()
+	stop := sync.OnceFunc(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("WAL source: got %v, want context.Canceled", err)
+		}
+	})
+	t.Cleanup(stop)
+	eventually(t, 20*time.Second, "WAL source streaming", func() bool { ok, _ := h.Ready(); return ok })
+
+	su := db.Conn(t, "postgres")
+	confirmed := func() string {
+		var lsn string
+		if err := su.QueryRow(t.Context(), `SELECT coalesce(confirmed_flush_lsn::text, '') FROM pg_replication_slots
+			WHERE slot_name = $1`, own).Scan(&lsn); err != nil {
+			t.Fatal(err)
+		}
+		return lsn
+	}
+	before := confirmed()
+	db.Exec(t, `INSERT INTO public.users VALUES (1, 'a@example.com', 'a', 'x')`)
+	eventually(t, 10*time.Second, "the WAL source to hand the insert over", func() bool { return len(changes.all()) > 0 })
+	eventually(t, 10*time.Second, "the WAL source to confirm it", func() bool { return confirmed() != before })
 	sink.waitPolls(t, 2)
 	for _, e := range sink.all() {
-		if e.Object == "pgtripwire_own" {
-			t.Errorf("own slot reported: %+v", e)
+		if e.Object == own {
+			t.Errorf("the WAL source's own streaming reported: %+v", e)
 		}
+	}
+
+	// The detector's WAL source is down; someone reads what it would have seen. (Within
+	// one interval of our walsender leaving, what it confirmed last cannot be told from a
+	// read: wait for a poll that saw the slot free.)
+	stop()
+	eventually(t, 10*time.Second, "the walsender to leave", func() bool {
+		var active bool
+		if err := su.QueryRow(t.Context(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, own).Scan(&active); err != nil {
+			t.Fatal(err)
+		}
+		return !active
+	})
+	sink.waitPolls(t, 2)
+	db.Exec(t, `INSERT INTO public.users VALUES (2, 'b@example.com', 'b', 'y')`)
+	eventually(t, 10*time.Second, "decoded change", func() bool {
+		var n int
+		if err := su.QueryRow(t.Context(), `SELECT count(*) FROM pg_logical_slot_get_binary_changes($1, NULL, NULL,
+			'proto_version', '1', 'publication_names', $2)`, own, own).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	})
+	within(t, sink, KindSlotUsed, own, "")
+}
+
+func TestOwnSlotUsed(t *testing.T) {
+	s := New(Config{Conn: &pgx.ConnConfig{Config: pgconn.Config{User: "detector",
+		RuntimeParams: map[string]string{"application_name": "pgtripwire"}}}}, nil, nil, zap.NewNop(), prometheus.NewRegistry())
+	ours := func(pid int32, confirmed string) slot {
+		return slot{typ: "logical", active: true, pid: pid, backendType: "walsender", user: "detector",
+			application: "pgtripwire", confirmed: confirmed}
+	}
+	idle := func(confirmed string) slot { return slot{typ: "logical", confirmed: confirmed} }
+	for _, tc := range []struct {
+		name     string
+		old, cur slot
+		want     bool
+	}{
+		{"our walsender streams", ours(10, "0/100"), ours(10, "0/200"), false},
+		{"our walsender attaches", idle("0/100"), ours(11, "0/200"), false},
+		{"our walsender reconnects", ours(10, "0/100"), ours(11, "0/200"), false},
+		{"our walsender leaves", ours(10, "0/100"), idle("0/200"), false},
+		{"idle and untouched", idle("0/100"), idle("0/100"), false},
+		{"read and released between polls", idle("0/100"), idle("0/200"), true},
+		{"peeked between polls", idle("0/100"), slot{typ: "logical", confirmed: "0/100", decoded: 5}, true},
+		{"a client backend holds it", idle("0/100"), slot{typ: "logical", active: true, pid: 12,
+			backendType: "client backend", user: "mallory", confirmed: "0/100"}, true},
+		{"a walsender of another application", idle("0/100"), slot{typ: "logical", active: true, pid: 13,
+			backendType: "walsender", user: "detector", application: "pg_recvlogical", confirmed: "0/100"}, true},
+		{"our application name, another role", ours(10, "0/100"), slot{typ: "logical", active: true, pid: 14,
+			backendType: "walsender", user: "mallory", application: "pgtripwire", confirmed: "0/100"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := s.ownSlotUsed(tc.old, tc.cur); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 
