@@ -31,7 +31,7 @@ func TestCanaryReadsAndTamperingPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	super := db.Conn(t, "postgres")
-	steps, err := setup.Plan(setup.Options{Role: db.Name + "_det", Tables: []config.SensitiveTable{users}, Publication: slot, Slot: slot})
+	steps, err := setup.Plan(setup.Options{Role: db.Name + "_det", Tables: []config.SensitiveTable{users}, Publication: slot, Slot: slot, WAL: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,9 +14,14 @@ import (
 
 const setupHelp = `Print, or with --apply run, the SQL that prepares a database for pgtripwire:
 
-  - a login role (--role, default pgtripwire) with REPLICATION and pg_monitor
-    and no table privileges, and no password (set it yourself, as printed);
+  - a login role (--role, default pgtripwire) with pg_monitor and no table
+    privileges, and no password (set it yourself, as printed);
   - pg_stat_statements in the database;
+
+and, only when sources.wal.enabled is true (the WAL source: committed changes,
+DDL events, canary reads):
+
+  - REPLICATION for the role;
   - REPLICA IDENTITY FULL on the sensitive tables (--no-replica-identity-full
     to skip: every UPDATE and DELETE then logs only the key, not the whole old
     row, and the detector cannot tell which sensitive columns changed);
@@ -24,7 +29,13 @@ const setupHelp = `Print, or with --apply run, the SQL that prepares a database 
   - DDL event triggers that report security-relevant DDL (row security turned
     off, policies, publications, GRANT/REVOKE, SECURITY DEFINER functions, DDL
     on a sensitive table) on the replication stream, as source=ddl events;
-  - the logical replication slot (sources.wal.slot).
+  - the logical replication slot (sources.wal.slot). Without the WAL source
+    nothing would consume it, and it would retain WAL until the disk is full.
+
+The plan says, as a comment, what it left out. --apply refuses a schema
+pgtripwire_ddl, or functions in it, that a role other than a superuser (or the
+applying role) owns or may create in: the event triggers' SECURITY DEFINER
+functions would be that role's to rewrite. The error names the owner and the fix.
 
 Each statement says, as an SQL comment, which privilege it needs: together,
 a superuser. --apply connects with --dsn, or else with the configuration's
@@ -58,18 +69,20 @@ func newSetupCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			steps, err := setup.Plan(setup.Options{
+			opts := setup.Options{
 				Role:                    role,
 				Tables:                  cfg.Sensitive,
 				Publication:             cfg.Sources.WAL.Publication,
 				Slot:                    cfg.Sources.WAL.Slot,
 				SkipReplicaIdentityFull: noFull,
-			})
+				WAL:                     cfg.Sources.WAL.Enabled,
+			}
+			steps, err := setup.Plan(opts)
 			if err != nil {
 				return usageError{err}
 			}
 			if !apply {
-				return setup.WritePlan(stdout, steps, role)
+				return setup.WritePlan(stdout, steps, opts)
 			}
 			if dsn != "" {
 				cfg.Database.DSN = dsn
@@ -90,7 +103,7 @@ func newSetupCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("setup: %w", err)
 			}
-			_, err = io.WriteString(stdout, setup.PasswordHelp(roleOrDefault(role)))
+			_, err = io.WriteString(stdout, opts.OmittedComment()+setup.PasswordHelp(roleOrDefault(role)))
 			return err
 		},
 	}

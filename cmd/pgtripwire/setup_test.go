@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -61,7 +62,7 @@ func runBinary(t *testing.T, bin string, args ...string) (code int, stdout, stde
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 		return ee.ExitCode(), out.String(), errOut.String()
 	} else if err != nil {
 		t.Fatal(err)
@@ -186,6 +187,52 @@ func TestSetupThenDetectAsTheCreatedRole(t *testing.T) {
 	if code, body := getAuth(t, "http://"+listen+"/metrics", scrapeUser, scrapePassword); code != http.StatusOK ||
 		!strings.Contains(body, "pgtripwire_") {
 		t.Errorf("/metrics with credentials: got %d, want 200 with pgtripwire metrics", code)
+	}
+}
+
+// TestSetupWithoutTheWALSource: with sources.wal.enabled at its default (false),
+// setup neither prints nor applies REPLICATION, the slot (nobody would consume it:
+// it would retain WAL until the disk is full), the publication, REPLICA IDENTITY
+// FULL or the event triggers, and says so.
+func TestSetupWithoutTheWALSource(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, username text, password_hash text)`)
+	role := "tw_nowal_" + db.Name[len(db.Name)-4:]
+	config := writeConfig(t, db.DSN(role), "127.0.0.1:0", t.TempDir())
+	const why = "-- sources.wal.enabled is false: left out REPLICATION for the role"
+	const how = "set it to true for committed changes, DDL events and canary reads"
+
+	code, plan, stderr := runCLI(t, "setup", "--config", config, "--role", role)
+	if code != 0 {
+		t.Fatalf("setup (print): exit %d, stderr %s", code, stderr)
+	}
+	for _, want := range []string{why, how, "CREATE ROLE " + role + " WITH LOGIN NOREPLICATION"} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("plan lacks %q:\n%s", want, plan)
+		}
+	}
+	for _, unwanted := range []string{"pg_create_logical_replication_slot(", "CREATE PUBLICATION", "REPLICA IDENTITY FULL;", "CREATE EVENT TRIGGER", "WITH LOGIN REPLICATION"} {
+		if strings.Contains(plan, unwanted) {
+			t.Errorf("plan holds %q:\n%s", unwanted, plan)
+		}
+	}
+
+	code, out, stderr := runCLI(t, "setup", "--config", config, "--role", role, "--apply", "--dsn", db.SuperuserDSN())
+	if code != 0 {
+		t.Fatalf("setup --apply: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	if !strings.Contains(out, "created          role "+role) || !strings.Contains(out, why) || !strings.Contains(out, how) {
+		t.Errorf("setup --apply does not say it created the role and left the WAL objects out:\n%s", out)
+	}
+	var repl bool
+	var slots, pubs, triggers int
+	if err := db.Conn(t, "postgres").QueryRow(t.Context(), `SELECT (SELECT rolreplication FROM pg_roles WHERE rolname = $1),
+		(SELECT count(*) FROM pg_replication_slots WHERE database = current_database()),
+		(SELECT count(*) FROM pg_publication), (SELECT count(*) FROM pg_event_trigger)`, role).Scan(&repl, &slots, &pubs, &triggers); err != nil {
+		t.Fatal(err)
+	}
+	if repl || slots != 0 || pubs != 0 || triggers != 0 {
+		t.Errorf("after setup --apply: replication=%v, %d slots, %d publications, %d event triggers; want none", repl, slots, pubs, triggers)
 	}
 }
 

@@ -88,7 +88,10 @@ func arrayLiteral(keys []string) string {
 // calls. Why it is written as it is:
 //   - SECURITY DEFINER, owned by the superuser who plants: pg_logical_emit_message is
 //     not granted to PUBLIC, and every role that reads the table must be able to trip
-//     it. The fixed search_path keeps a reader's objects out of it.
+//     it. The fixed search_path keeps a reader's objects out of it. OR REPLACE keeps
+//     the owner of an existing function, so Plant first checks that the schema and
+//     everything in it belong to a superuser or the planting role (package
+//     ownership).
 //   - non-transactional message (false): it is decoded even when the reading
 //     transaction is read-only or rolls back.
 //   - PARALLEL SAFE, so that the policy does not take parallel scans away from every

@@ -14,6 +14,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/detector/event"
 	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/detector/setup/ownership"
 )
 
 // TestReadsTripTheCanary is acceptance 1: every way of reading the whole table, by a
@@ -342,5 +343,84 @@ func TestPlantErrors(t *testing.T) {
 	}
 	if got := scalar[bool](t, db.Conn(t, "postgres"), `SELECT to_regnamespace('pgtripwire_canary') IS NULL`); !got {
 		t.Error("a failed Plant left the registry schema behind")
+	}
+}
+
+// TestPlantRefusesASchemaInOtherHands: a role that may CREATE in the database makes
+// the canary schema and function before the first plant. CREATE OR REPLACE would
+// keep it as the owner of the SECURITY DEFINER function the policy calls: Plant must
+// refuse, naming the owner and the fix, and change nothing; once the fix is applied
+// it plants, and the function is the planting superuser's.
+func TestPlantRefusesASchemaInOtherHands(t *testing.T) {
+	const mallory = "canary_mallory"
+	db := newUsers(t, 10)
+	db.CreateRole(t, mallory)
+	db.Exec(t, `GRANT CREATE ON DATABASE `+db.Name+` TO `+mallory)
+	if _, err := db.Conn(t, mallory).Exec(t.Context(), `CREATE SCHEMA pgtripwire_canary;
+		CREATE FUNCTION pgtripwire_canary.tripped(rel regclass, key text) RETURNS boolean LANGUAGE sql AS 'SELECT true'`); err != nil {
+		t.Fatal(err)
+	}
+	super := db.Conn(t, "postgres")
+	before := snapshot(t, super)
+
+	_, err := canary.Plant(t.Context(), super, canary.Options{Table: "public.users", Domain: domain})
+	var untrusted *ownership.UntrustedError
+	if !errors.As(err, &untrusted) {
+		t.Fatalf("Plant: got %v, want an *ownership.UntrustedError", err)
+	}
+	for _, want := range []string{"schema pgtripwire_canary is owned by " + mallory,
+		"function pgtripwire_canary.tripped(regclass,text) is owned by " + mallory,
+		"ALTER SCHEMA pgtripwire_canary OWNER TO postgres", "DROP SCHEMA pgtripwire_canary CASCADE"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	if got := snapshot(t, super); got != before {
+		t.Errorf("a refused Plant changed the table:\n got %+v\nwant %+v", got, before)
+	}
+	definer := `SELECT p.prosecdef FROM pg_proc p WHERE p.oid = 'pgtripwire_canary.tripped(regclass,text)'::regprocedure`
+	if scalar[bool](t, super, definer) {
+		t.Errorf("the function owned by %s was made SECURITY DEFINER", mallory)
+	}
+
+	for _, fix := range untrusted.Fixes {
+		db.Exec(t, fix)
+	}
+	if _, err := canary.Plant(t.Context(), super, canary.Options{Table: "public.users", Domain: domain}); err != nil {
+		t.Fatalf("Plant after the fixes: %v", err)
+	}
+	if got := scalar[string](t, super, `SELECT r.rolname::text FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+		WHERE p.oid = 'pgtripwire_canary.tripped(regclass,text)'::regprocedure AND p.prosecdef`); got != "postgres" {
+		t.Errorf("canary function owned by %s, want postgres", got)
+	}
+}
+
+// TestPlantForAnOwnerNeedingQuotes: the permissive policy that keeps the owner's view
+// whole names the owner; a name such as app-owner must be quoted once, not twice.
+func TestPlantForAnOwnerNeedingQuotes(t *testing.T) {
+	const appOwner = "canary app-owner"
+	db := newUsers(t, 10)
+	db.CreateRole(t, appOwner)
+	db.Exec(t, `ALTER TABLE public.users OWNER TO "`+appOwner+`";
+		CREATE POLICY only_active ON public.users FOR SELECT TO `+reader+` USING (active);
+		ALTER TABLE public.users ENABLE ROW LEVEL SECURITY`)
+	super := db.Conn(t, "postgres")
+	p, err := canary.Plant(t.Context(), super, canary.Options{Table: "public.users", Domain: domain})
+	if err != nil {
+		t.Fatalf("Plant: %v", err)
+	}
+	if !p.AllowPolicy {
+		t.Fatal("no permissive policy added for the owner")
+	}
+	if got := scalar[string](t, super, `SELECT array_to_string(roles, ',') FROM pg_policies
+		WHERE tablename = 'users' AND policyname = $1`, canary.AllowPolicyName); got != appOwner {
+		t.Errorf("permissive policy for %q, want %q", got, appOwner)
+	}
+	// The owner, now subject to the policies, still sees every row.
+	if got, want := scalar[int64](t, db.Conn(t, appOwner), `SELECT count(*) FROM public.users`), int64(10+canary.DefaultCount); got != want {
+		t.Errorf("owner sees %d rows, want %d", got, want)
+	}
+	if _, err := canary.Remove(t.Context(), super, "public.users"); err != nil {
+		t.Fatalf("Remove: %v", err)
 	}
 }

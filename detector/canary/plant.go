@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/pgtripwire/pgtripwire/detector/setup/ownership"
 )
 
 // DefaultCount is how many canary rows Plant adds when Options.Count is zero.
@@ -54,7 +56,7 @@ type tableState struct {
 	oid        uint32
 	name       string // schema-qualified, quoted as PostgreSQL prints regclass
 	ident      string // the same, safe to paste into SQL
-	owner      string
+	owner      string // the owner's role name, unquoted
 	rlsEnabled bool
 	rlsForced  bool
 	keyColumn  string
@@ -107,6 +109,15 @@ func plant(ctx context.Context, tx pgx.Tx, opts Options) (*Planted, error) {
 	}
 	if !mayEmit {
 		return nil, errors.New("this role may not execute pg_logical_emit_message: plant as a superuser (the canary function runs with the rights of the role that plants)")
+	}
+	// CREATE SCHEMA IF NOT EXISTS and CREATE OR REPLACE FUNCTION keep the owner of
+	// what exists: had a role with CREATE on the database made the schema or the
+	// function first, the policy would call a SECURITY DEFINER function that role
+	// can rewrite. Refused rather than adopted with ALTER ... OWNER: objects of
+	// unknown history (other functions, tables, grants) would be taken over and a
+	// likely sign of compromise hidden; the error names the owner and the fix.
+	if err := ownership.Check(ctx, tx, Schema); err != nil {
+		return nil, err
 	}
 	st, err := lockTable(ctx, tx, opts.Table)
 	if err != nil {
@@ -207,6 +218,12 @@ func plant(ctx context.Context, tx pgx.Tx, opts Options) (*Planted, error) {
 		function_hash = `+functionHashSQL+` WHERE relation = $1::oid`, st.oid); err != nil {
 		return nil, fmt.Errorf("record the definitions: %w", err)
 	}
+	// Again before commit: the schema may have appeared between the check and
+	// CREATE SCHEMA IF NOT EXISTS, or default privileges may have granted CREATE
+	// on the new one. A failure rolls everything back.
+	if err := ownership.Check(ctx, tx, Schema); err != nil {
+		return nil, err
+	}
 	for i := range out.Canaries {
 		out.Canaries[i].Created = opts.Now().UTC().Format(time.RFC3339)
 	}
@@ -237,9 +254,10 @@ func lockTable(ctx context.Context, tx pgx.Tx, table string) (*tableState, error
 	}
 	var relkind string
 	err := tx.QueryRow(ctx, `
-		SELECT c.oid, c.oid::regclass::text, c.relowner::regrole::text, c.relrowsecurity,
+		SELECT c.oid, c.oid::regclass::text, r.rolname::text, c.relrowsecurity,
 			c.relforcerowsecurity, c.relkind::text
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			JOIN pg_roles r ON r.oid = c.relowner
 		WHERE n.nspname = $1 AND c.relname = $2`, parts[0], parts[1]).
 		Scan(&st.oid, &st.name, &st.owner, &st.rlsEnabled, &st.rlsForced, &relkind)
 	if err != nil {

@@ -4,12 +4,18 @@
 // event triggers that report security-relevant DDL as logical decoding
 // messages (prefix "pgtripwire.ddl", decoded by package ddlmsg).
 //
+// Everything that serves only the WAL source (REPLICATION, REPLICA IDENTITY
+// FULL, the publication, the event triggers, the slot) is planned only when
+// Options.WAL says the source is on: a slot nobody consumes retains WAL until
+// the disk is full.
+//
 // Plan returns the steps; each one says which privilege it needs and can be
 // printed as SQL for review. Apply runs them on a connection, skipping what is
 // already in place, so running it twice is harmless. Nothing here drops or
 // narrows what exists: a publication lacking a table gets it added, a role
-// lacking LOGIN or REPLICATION gets them, a superuser detector role is left as
-// it is (doctor flags it).
+// lacking LOGIN or REPLICATION gets them, a superuser detector role, or one with
+// REPLICATION that the plan does not need, is left as it is (Apply's result
+// notes say so).
 //
 // It is not the detector (which never needs these privileges at run time) and
 // it never sets a password: the operator does, from a secret, as the plan says.
@@ -27,6 +33,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/setup/ownership"
 )
 
 // DefaultRole is the detector's role when Options.Role is empty.
@@ -44,6 +51,35 @@ type Options struct {
 	// SkipReplicaIdentityFull leaves the tables' replica identity alone. Without
 	// FULL, the WAL source cannot tell which sensitive columns an UPDATE changed.
 	SkipReplicaIdentityFull bool
+	// WAL says the WAL source is on (sources.wal.enabled). When false the plan
+	// leaves out everything only that source uses: REPLICATION for the role,
+	// REPLICA IDENTITY FULL, the publication, the DDL event triggers (whose
+	// messages only the WAL source reads) and the slot (which, with no consumer,
+	// would retain WAL until the disk is full). Omitted says so.
+	WAL bool
+}
+
+// Omitted returns, as comment lines for the printed plan, what these options
+// leave out and why; nil when nothing is left out.
+func (o Options) Omitted() []string {
+	if o.WAL {
+		return nil
+	}
+	return []string{
+		"sources.wal.enabled is false: left out REPLICATION for the role, REPLICA IDENTITY FULL,",
+		"the publication, the DDL event triggers and the logical replication slot: only the WAL",
+		"source uses them, and a slot that nobody consumes retains WAL until the disk is full;",
+		"set it to true for committed changes, DDL events and canary reads, and run setup again.",
+	}
+}
+
+// OmittedComment is Omitted as SQL comment lines, "" when nothing is left out.
+func (o Options) OmittedComment() string {
+	var b strings.Builder
+	for _, l := range o.Omitted() {
+		b.WriteString("-- " + l + "\n")
+	}
+	return b.String()
 }
 
 // Outcome is what Apply did for a step.
@@ -71,6 +107,9 @@ type Step struct {
 	// whether that is a creation or an update. Steps that are always safe to run
 	// again have no ensure: their SQL runs every time.
 	ensure func(ctx context.Context, conn *pgx.Conn) (stmts []string, o Outcome, err error)
+	// verify, when set, checks the step's outcome in the transaction that ran its
+	// statements, before it commits: an error rolls them back.
+	verify func(ctx context.Context, tx pgx.Tx) error
 	// note, when set, returns a remark on the applied step ("" for none).
 	note func(ctx context.Context, conn *pgx.Conn) string
 }
@@ -108,26 +147,27 @@ func Plan(opts Options) ([]*Step, error) {
 		tables[i] = tableIdent(t)
 	}
 
-	steps := []*Step{
-		{
-			Object: "role " + opts.Role,
-			Needs:  "superuser (or, on PostgreSQL 16+, CREATEROLE held by a role that has REPLICATION)",
-			Why: []string{
-				"The detector's login role. REPLICATION lets it stream the WAL of every table:",
-				"it is the most dangerous right the detector holds (docs/security.md). No table",
-				"privileges are granted: it reads statistics views and the replication stream only.",
-			},
-			SQL:    []string{fmt.Sprintf("CREATE ROLE %s WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE", role)},
-			ensure: ensureRole(opts.Role),
-			note: func(ctx context.Context, conn *pgx.Conn) string {
-				var super bool
-				err := conn.QueryRow(ctx, `SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1`, opts.Role).Scan(&super)
-				if err == nil && super {
-					return "it is a superuser: setup does not demote it; doctor flags it"
-				}
-				return ""
-			},
+	roleStep := &Step{
+		Object: "role " + opts.Role,
+		Needs:  "superuser (or, on PostgreSQL 16+, CREATEROLE held by a role that has REPLICATION)",
+		Why: []string{
+			"The detector's login role. REPLICATION lets it stream the WAL of every table:",
+			"it is the most dangerous right the detector holds (docs/security.md). No table",
+			"privileges are granted: it reads statistics views and the replication stream only.",
 		},
+		SQL:    []string{createRoleSQL(opts.Role, opts.WAL)},
+		ensure: ensureRole(opts.Role, opts.WAL),
+		note:   roleNote(opts.Role, opts.WAL),
+	}
+	if !opts.WAL {
+		roleStep.Needs = "superuser (or CREATEROLE)"
+		roleStep.Why = []string{
+			"The detector's login role, without REPLICATION: the WAL source is off. No table",
+			"privileges are granted: it reads statistics views only.",
+		}
+	}
+	steps := []*Step{
+		roleStep,
 		{
 			Object: "membership of " + opts.Role + " in pg_monitor",
 			Needs:  "superuser (or ADMIN OPTION on pg_monitor)",
@@ -145,6 +185,9 @@ func Plan(opts Options) ([]*Step, error) {
 			SQL:    []string{"CREATE EXTENSION IF NOT EXISTS pg_stat_statements"},
 			ensure: ensureExtension("pg_stat_statements"),
 		},
+	}
+	if !opts.WAL {
+		return steps, nil
 	}
 	if !opts.SkipReplicaIdentityFull {
 		for _, t := range opts.Tables {
@@ -205,7 +248,9 @@ func ddlTriggerStep(tables []config.SensitiveTable) *Step {
 		}
 	}
 	sql := []string{
-		"CREATE SCHEMA IF NOT EXISTS " + schema,
+		// Not IF NOT EXISTS: a schema someone else made first must not be reused
+		// silently (ensureTriggers checks an existing one's owners).
+		"CREATE SCHEMA " + schema,
 		"REVOKE ALL ON SCHEMA " + schema + " FROM PUBLIC",
 		fn(funcStart, startBody),
 		fn(funcEnd, endBody),
@@ -226,16 +271,23 @@ func ddlTriggerStep(tables []config.SensitiveTable) *Step {
 			"identity, session_user and a kind, never a literal of the statement. Not seen by event",
 			"triggers: ALTER ROLE, GRANT of roles, CREATE/DROP ROLE, DROP/ALTER EVENT TRIGGER (global",
 			"objects, left to the catalog watch).",
+			"The functions are SECURITY DEFINER: they run as their owner. --apply refuses a schema " + TriggerSchema,
+			"or functions there owned by, or a schema others may CREATE in, any role but a superuser",
+			"or the one applying: a role that made them first could rewrite what the triggers run.",
 		},
 		SQL:    sql,
 		ensure: ensureTriggers(sql, tables),
+		verify: func(ctx context.Context, tx pgx.Tx) error {
+			return ownership.Check(ctx, tx, TriggerSchema)
+		},
 	}
 }
 
-// WritePlan prints the steps as an SQL script with, before each statement,
-// what it is for and which privilege it needs, then how to set the role's
-// password.
-func WritePlan(w io.Writer, steps []*Step, role string) error {
+// WritePlan prints the steps made from opts as an SQL script with, before each
+// statement, what it is for and which privilege it needs, what opts left out
+// (Options.Omitted), then how to set the role's password.
+func WritePlan(w io.Writer, steps []*Step, opts Options) error {
+	role := opts.Role
 	if role == "" {
 		role = DefaultRole
 	}
@@ -243,6 +295,9 @@ func WritePlan(w io.Writer, steps []*Step, role string) error {
 	b.WriteString("-- pgtripwire setup: run as a superuser in the monitored database, e.g.\n" +
 		"--   pgtripwire setup --config pgtripwire.yaml --apply --dsn postgres://postgres@db/app\n" +
 		"-- --apply skips what is already in place; this script, run by hand, does not.\n")
+	if c := opts.OmittedComment(); c != "" {
+		b.WriteString("--\n" + c)
+	}
 	for _, s := range steps {
 		fmt.Fprintf(&b, "\n-- %s\n", s.Object)
 		for _, l := range s.Why {
@@ -276,11 +331,12 @@ func PasswordHelp(role string) string {
 `, r)
 }
 
-// Apply runs the steps in order on conn, each statement in its own transaction
-// (creating a slot must not follow writes in a transaction), and reports what
-// it did. It stops at the first failure; the error names the step and the
-// privilege it needs. Steps already applied stay applied: running Apply again
-// continues where it stopped.
+// Apply runs the steps in order on conn, each step in its own transaction
+// (a single statement, such as creating the slot, which must not follow writes
+// in a transaction, runs on its own), and reports what it did. It stops at the
+// first failure; the error names the step and the privilege it needs, and the
+// failed step leaves nothing behind. Steps already applied stay applied:
+// running Apply again continues where it stopped.
 func Apply(ctx context.Context, conn *pgx.Conn, steps []*Step) ([]Result, error) {
 	results := make([]Result, 0, len(steps))
 	for _, s := range steps {
@@ -291,10 +347,8 @@ func Apply(ctx context.Context, conn *pgx.Conn, steps []*Step) ([]Result, error)
 				return results, fmt.Errorf("%s: %w", s.Object, err)
 			}
 		}
-		for _, q := range stmts {
-			if _, err := conn.Exec(ctx, q); err != nil {
-				return results, fmt.Errorf("%s (needs %s): %w", s.Object, s.Needs, err)
-			}
+		if err := run(ctx, conn, s, stmts); err != nil {
+			return results, err
 		}
 		res := Result{Step: s, Outcome: outcome}
 		if len(stmts) == 0 {
@@ -306,6 +360,33 @@ func Apply(ctx context.Context, conn *pgx.Conn, steps []*Step) ([]Result, error)
 		results = append(results, res)
 	}
 	return results, nil
+}
+
+// run runs the statements of step s, in one transaction with its verify unless
+// there is a single statement and nothing to verify.
+func run(ctx context.Context, conn *pgx.Conn, s *Step, stmts []string) error {
+	if len(stmts) == 0 {
+		return nil
+	}
+	if len(stmts) == 1 && s.verify == nil {
+		if _, err := conn.Exec(ctx, stmts[0]); err != nil {
+			return fmt.Errorf("%s (needs %s): %w", s.Object, s.Needs, err)
+		}
+		return nil
+	}
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for _, q := range stmts {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return fmt.Errorf("%s (needs %s): %w", s.Object, s.Needs, err)
+			}
+		}
+		if s.verify != nil {
+			if err := s.verify(ctx, tx); err != nil {
+				return fmt.Errorf("%s: %w", s.Object, err)
+			}
+		}
+		return nil
+	})
 }
 
 // WriteResults prints one line per step: what Apply did.
@@ -322,21 +403,51 @@ func WriteResults(w io.Writer, results []Result) error {
 	return err
 }
 
-func ensureRole(name string) func(context.Context, *pgx.Conn) ([]string, Outcome, error) {
+// createRoleSQL creates the detector's role, with REPLICATION only for the WAL
+// source.
+func createRoleSQL(name string, replication bool) string {
+	repl := "NOREPLICATION"
+	if replication {
+		repl = "REPLICATION"
+	}
+	return fmt.Sprintf("CREATE ROLE %s WITH LOGIN %s NOSUPERUSER NOCREATEDB NOCREATEROLE", ident(name), repl)
+}
+
+func ensureRole(name string, replication bool) func(context.Context, *pgx.Conn) ([]string, Outcome, error) {
 	return func(ctx context.Context, conn *pgx.Conn) ([]string, Outcome, error) {
 		var login, repl bool
 		err := conn.QueryRow(ctx, `SELECT rolcanlogin, rolreplication FROM pg_catalog.pg_roles WHERE rolname = $1`, name).
 			Scan(&login, &repl)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
-			return []string{fmt.Sprintf("CREATE ROLE %s WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE", ident(name))}, Created, nil
+			return []string{createRoleSQL(name, replication)}, Created, nil
 		case err != nil:
 			return nil, "", fmt.Errorf("read role: %w", err)
-		case login && repl:
+		case login && (repl || !replication):
 			return nil, Present, nil
-		default:
+		case replication:
 			return []string{fmt.Sprintf("ALTER ROLE %s WITH LOGIN REPLICATION", ident(name))}, Updated, nil
+		default:
+			return []string{fmt.Sprintf("ALTER ROLE %s WITH LOGIN", ident(name))}, Updated, nil
 		}
+	}
+}
+
+// roleNote flags what setup leaves as it is but should not be: a superuser
+// detector role, and REPLICATION the WAL source, being off, does not need.
+func roleNote(name string, replication bool) func(context.Context, *pgx.Conn) string {
+	return func(ctx context.Context, conn *pgx.Conn) string {
+		var super, repl bool
+		err := conn.QueryRow(ctx, `SELECT rolsuper, rolreplication FROM pg_catalog.pg_roles WHERE rolname = $1`, name).Scan(&super, &repl)
+		switch {
+		case err != nil:
+			return ""
+		case super:
+			return "it is a superuser: setup does not demote it; doctor flags it"
+		case repl && !replication:
+			return fmt.Sprintf("it has REPLICATION, which sources.wal.enabled = false does not need: ALTER ROLE %s NOREPLICATION", ident(name))
+		}
+		return ""
 	}
 }
 
@@ -427,9 +538,33 @@ func ensurePublication(name string, tables []config.SensitiveTable) func(context
 // ensureTriggers runs the whole trigger script again when any function body
 // differs from this version's (new sensitive tables, a newer pgtripwire) or any
 // trigger is missing or not enabled ALWAYS; the script is idempotent apart from
-// CREATE EVENT TRIGGER, which is dropped first.
+// CREATE SCHEMA, left out when the schema exists, and CREATE EVENT TRIGGER,
+// which is dropped first.
+//
+// First of all it checks who owns the schema and what is in it (package
+// ownership): CREATE OR REPLACE FUNCTION keeps the owner of a function that
+// exists, so if a role with CREATE on the database made the schema or a
+// function first, the SECURITY DEFINER trigger functions would be that role's
+// to rewrite, and they run for every DDL. It refuses rather than taking
+// ownership: ALTER ... OWNER would adopt objects of unknown history (other
+// functions, grants the intruder made) and hide what may be a sign of
+// compromise, which the operator should look at before one DROP SCHEMA or
+// ALTER ... OWNER settles it. Objects already in place but in the wrong hands
+// are refused too, never reported "already present".
 func ensureTriggers(script []string, tables []config.SensitiveTable) func(context.Context, *pgx.Conn) ([]string, Outcome, error) {
 	return func(ctx context.Context, conn *pgx.Conn) ([]string, Outcome, error) {
+		if err := ownership.Check(ctx, conn, TriggerSchema); err != nil {
+			return nil, "", err
+		}
+		var schemaExists bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1)`,
+			TriggerSchema).Scan(&schemaExists); err != nil {
+			return nil, "", fmt.Errorf("read schema %s: %w", TriggerSchema, err)
+		}
+		todo := script
+		if schemaExists {
+			todo = script[1:] // CREATE SCHEMA
+		}
 		want := map[string]string{
 			funcStart: functionBody(startBody, tables),
 			funcEnd:   functionBody(endBody, tables),
@@ -475,11 +610,11 @@ JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1`, 
 		if len(fns) > 0 || existing > 0 {
 			outcome = Updated
 		}
-		stmts := make([]string, 0, len(script)+len(EventTriggers))
+		stmts := make([]string, 0, len(todo)+len(EventTriggers))
 		for _, name := range EventTriggers {
 			stmts = append(stmts, "DROP EVENT TRIGGER IF EXISTS "+name)
 		}
-		return append(stmts, script...), outcome, nil
+		return append(stmts, todo...), outcome, nil
 	}
 }
 

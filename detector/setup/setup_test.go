@@ -3,6 +3,7 @@ package setup_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/event"
 	"github.com/pgtripwire/pgtripwire/detector/pgtest"
 	"github.com/pgtripwire/pgtripwire/detector/setup"
+	"github.com/pgtripwire/pgtripwire/detector/setup/ownership"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -33,12 +35,13 @@ func sensitive(t *testing.T, tables ...string) []config.SensitiveTable {
 }
 
 func TestPlanSaysWhatEachStatementNeeds(t *testing.T) {
-	steps, err := setup.Plan(setup.Options{Tables: sensitive(t, "public.users", `"Auth"."Accounts"`), Publication: "pub", Slot: "slot"})
+	opts := setup.Options{Tables: sensitive(t, "public.users", `"Auth"."Accounts"`), Publication: "pub", Slot: "slot", WAL: true}
+	steps, err := setup.Plan(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b bytes.Buffer
-	if err := setup.WritePlan(&b, steps, ""); err != nil {
+	if err := setup.WritePlan(&b, steps, opts); err != nil {
 		t.Fatal(err)
 	}
 	plan := b.String()
@@ -50,6 +53,7 @@ func TestPlanSaysWhatEachStatementNeeds(t *testing.T) {
 		`ALTER TABLE "Auth"."Accounts" REPLICA IDENTITY FULL;`,
 		"whole old row",
 		`CREATE PUBLICATION pub FOR TABLE public.users, "Auth"."Accounts";`,
+		"CREATE SCHEMA pgtripwire_ddl;",
 		"CREATE EVENT TRIGGER pgtripwire_ddl_end ON ddl_command_end",
 		"ENABLE ALWAYS",
 		"SELECT pg_create_logical_replication_slot(E'slot', 'pgoutput');",
@@ -62,22 +66,111 @@ func TestPlanSaysWhatEachStatementNeeds(t *testing.T) {
 	if strings.Contains(plan, "PASSWORD '") {
 		t.Error("the plan sets a password")
 	}
+	if strings.Contains(plan, "sources.wal.enabled is false") {
+		t.Error("the plan with the WAL source on says it left the WAL objects out")
+	}
 	// Every step names the privilege it needs, before its statements.
 	if got, want := strings.Count(plan, "\n-- needs: "), len(steps); got != want {
 		t.Errorf("got %d needs: lines, want one per step (%d)", got, want)
 	}
 
-	steps, err = setup.Plan(setup.Options{Tables: sensitive(t, "public.users"), SkipReplicaIdentityFull: true})
+	opts = setup.Options{Tables: sensitive(t, "public.users"), SkipReplicaIdentityFull: true, WAL: true}
+	steps, err = setup.Plan(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.Reset()
-	_ = setup.WritePlan(&b, steps, "")
+	_ = setup.WritePlan(&b, steps, opts)
 	if strings.Contains(b.String(), "REPLICA IDENTITY FULL;") {
 		t.Error("--no-replica-identity-full: the plan still alters the replica identity")
 	}
 	if _, err := setup.Plan(setup.Options{}); err == nil {
 		t.Error("a plan without sensitive tables was accepted")
+	}
+}
+
+// TestPlanWithoutWAL: with sources.wal.enabled false (the default) the plan holds
+// nothing that only the WAL source uses, above all no slot, which nobody would
+// consume and which would retain WAL until the disk is full, and says so.
+func TestPlanWithoutWAL(t *testing.T) {
+	opts := setup.Options{Tables: sensitive(t, "public.users"), Publication: "pub", Slot: "slot"}
+	steps, err := setup.Plan(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := setup.WritePlan(&b, steps, opts); err != nil {
+		t.Fatal(err)
+	}
+	plan := b.String()
+	for _, want := range []string{
+		"CREATE ROLE pgtripwire WITH LOGIN NOREPLICATION NOSUPERUSER",
+		"GRANT pg_monitor TO pgtripwire;",
+		"CREATE EXTENSION IF NOT EXISTS pg_stat_statements;",
+		"-- sources.wal.enabled is false: left out REPLICATION for the role",
+		"set it to true for committed changes, DDL events and canary reads",
+	} {
+		if !strings.Contains(strings.ToLower(plan), strings.ToLower(want)) {
+			t.Errorf("plan lacks %q:\n%s", want, plan)
+		}
+	}
+	for _, line := range strings.Split(plan, "\n") {
+		if strings.HasPrefix(line, "--") {
+			continue
+		}
+		for _, unwanted := range []string{" REPLICATION ", "pg_create_logical_replication_slot", "PUBLICATION", "REPLICA IDENTITY", "EVENT TRIGGER", "SCHEMA"} {
+			if strings.Contains(line, unwanted) {
+				t.Errorf("without the WAL source the plan still holds %q", line)
+			}
+		}
+	}
+	if got, want := len(steps), 3; got != want {
+		t.Errorf("got %d steps, want %d (role, pg_monitor, pg_stat_statements)", got, want)
+	}
+}
+
+// TestApplyWithoutWAL applies a plan without the WAL source to a database where a
+// role has REPLICATION already: nothing of the WAL source appears, and the role's
+// REPLICATION is reported, not silently kept.
+func TestApplyWithoutWAL(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, password_hash text)`)
+	role := "setup_nowal_" + db.Name[len(db.Name)-4:]
+	steps, err := setup.Plan(setup.Options{Role: role, Tables: sensitive(t, "public.users"), Publication: "tw_pub", Slot: db.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := db.Conn(t, "postgres")
+	if _, err := setup.Apply(t.Context(), conn, steps); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	var repl, login bool
+	var slots, pubs, triggers int
+	var ident string
+	var schema bool
+	if err := conn.QueryRow(t.Context(), `SELECT r.rolreplication, r.rolcanlogin,
+			(SELECT count(*) FROM pg_replication_slots WHERE slot_name = $2),
+			(SELECT count(*) FROM pg_publication),
+			(SELECT count(*) FROM pg_event_trigger),
+			(SELECT relreplident::text FROM pg_class WHERE oid = 'public.users'::regclass),
+			to_regnamespace('pgtripwire_ddl') IS NOT NULL
+		FROM pg_roles r WHERE r.rolname = $1`, role, db.Name).Scan(&repl, &login, &slots, &pubs, &triggers, &ident, &schema); err != nil {
+		t.Fatal(err)
+	}
+	if repl || !login || slots != 0 || pubs != 0 || triggers != 0 || ident != "d" || schema {
+		t.Errorf("replication=%v login=%v slots=%d publications=%d event triggers=%d replica identity %q trigger schema %v; "+
+			"want false true 0 0 0 d false", repl, login, slots, pubs, triggers, ident, schema)
+	}
+
+	db.Exec(t, `ALTER ROLE `+role+` REPLICATION`)
+	results, err := setup.Apply(t.Context(), conn, steps)
+	if err != nil {
+		t.Fatalf("second apply: %v", err)
+	}
+	var b bytes.Buffer
+	_ = setup.WriteResults(&b, results)
+	if want := "ALTER ROLE " + role + " NOREPLICATION"; !strings.Contains(b.String(), want) {
+		t.Errorf("results do not suggest %q:\n%s", want, b.String())
 	}
 }
 
@@ -88,7 +181,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 	db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, password_hash text);
 		CREATE TABLE public.orders (id int PRIMARY KEY)`)
 	role := "setup_idem_" + db.Name[len(db.Name)-4:]
-	steps, err := setup.Plan(setup.Options{Role: role, Tables: sensitive(t, "public.users"), Publication: "tw_pub", Slot: db.Name})
+	steps, err := setup.Plan(setup.Options{Role: role, Tables: sensitive(t, "public.users"), Publication: "tw_pub", Slot: db.Name, WAL: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +233,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 
 	// A table added to the configuration is added to the publication.
 	steps, err = setup.Plan(setup.Options{Role: role, Tables: sensitive(t, "public.users", "public.orders"),
-		Publication: "tw_pub", Slot: db.Name, SkipReplicaIdentityFull: true})
+		Publication: "tw_pub", Slot: db.Name, SkipReplicaIdentityFull: true, WAL: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +269,7 @@ func TestEventTriggerMessages(t *testing.T) {
 		ALTER TABLE public.plain OWNER TO `+owner+`;
 		GRANT CREATE ON SCHEMA public TO `+owner)
 	steps, err := setup.Plan(setup.Options{Role: "setup_trig_" + db.Name[len(db.Name)-4:], Tables: sensitive(t, "public.users"),
-		Publication: "tw_pub", Slot: db.Name})
+		Publication: "tw_pub", Slot: db.Name, WAL: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,4 +409,130 @@ func readMessages(t *testing.T, db *pgtest.Database, slot, pub string) (raw []st
 		evs = append(evs, ev)
 	}
 	return raw, evs
+}
+
+// TestTriggerSchemaInOtherHands: a role that may CREATE in the database makes the
+// trigger schema or a trigger function before setup runs. CREATE OR REPLACE
+// FUNCTION would keep that role as the owner of a SECURITY DEFINER function run for
+// every DDL: setup must refuse, naming the owner and the fix, leave no event trigger
+// and no definer function of that role, and succeed once the fix is applied.
+func TestTriggerSchemaInOtherHands(t *testing.T) {
+	const mallory = "setup_mallory"
+	const fn = `CREATE FUNCTION pgtripwire_ddl.on_ddl_end() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN END$$`
+	for _, tc := range []struct {
+		name    string
+		prepare []string // as superuser ("postgres") or mallory, in order
+		as      []string
+		want    []string
+	}{
+		{
+			name:    "schema and function made first",
+			prepare: []string{`CREATE SCHEMA pgtripwire_ddl`, fn},
+			as:      []string{mallory, mallory},
+			want: []string{"schema pgtripwire_ddl is owned by " + mallory,
+				"function pgtripwire_ddl.on_ddl_end() is owned by " + mallory, "ALTER SCHEMA pgtripwire_ddl OWNER TO postgres"},
+		},
+		{
+			name:    "create granted on the schema",
+			prepare: []string{`CREATE SCHEMA pgtripwire_ddl; GRANT CREATE, USAGE ON SCHEMA pgtripwire_ddl TO ` + mallory, fn},
+			as:      []string{"postgres", mallory},
+			want: []string{mallory + " has CREATE on schema pgtripwire_ddl", "REVOKE CREATE ON SCHEMA pgtripwire_ddl FROM " + mallory,
+				"function pgtripwire_ddl.on_ddl_end() is owned by " + mallory},
+		},
+		{
+			name:    "create granted to PUBLIC",
+			prepare: []string{`CREATE SCHEMA pgtripwire_ddl; GRANT CREATE ON SCHEMA pgtripwire_ddl TO PUBLIC`},
+			as:      []string{"postgres"},
+			want:    []string{"PUBLIC has CREATE on schema pgtripwire_ddl", "REVOKE CREATE ON SCHEMA pgtripwire_ddl FROM PUBLIC"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := pgtest.NewDatabase(t)
+			db.CreateRole(t, mallory)
+			db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, password_hash text);
+				GRANT CREATE ON DATABASE `+db.Name+` TO `+mallory)
+			for i, q := range tc.prepare {
+				if _, err := db.Conn(t, tc.as[i]).Exec(t.Context(), q); err != nil {
+					t.Fatalf("as %s: %s: %v", tc.as[i], q, err)
+				}
+			}
+			steps, err := setup.Plan(setup.Options{Role: "setup_own_" + db.Name[len(db.Name)-4:], Tables: sensitive(t, "public.users"),
+				Publication: "tw_pub", Slot: db.Name, WAL: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			super := db.Conn(t, "postgres")
+			_, err = setup.Apply(t.Context(), super, steps)
+			var untrusted *ownership.UntrustedError
+			if !errors.As(err, &untrusted) {
+				t.Fatalf("apply: got %v, want an *ownership.UntrustedError", err)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error lacks %q: %v", want, err)
+				}
+			}
+			var triggers, definers int
+			if err := super.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM pg_event_trigger),
+				(SELECT count(*) FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+					WHERE p.pronamespace = 'pgtripwire_ddl'::regnamespace AND NOT r.rolsuper AND p.prosecdef)`).Scan(&triggers, &definers); err != nil {
+				t.Fatal(err)
+			}
+			if triggers != 0 || definers != 0 {
+				t.Fatalf("after the refusal: %d event triggers, %d SECURITY DEFINER functions not owned by a superuser; want none", triggers, definers)
+			}
+
+			// The fixes the error names are enough: setup then succeeds, and every
+			// function of the schema is a superuser's.
+			for _, fix := range untrusted.Fixes {
+				db.Exec(t, fix)
+			}
+			if _, err := setup.Apply(t.Context(), super, steps); err != nil {
+				t.Fatalf("apply after the fixes: %v", err)
+			}
+			var owners []string
+			rows, err := super.Query(t.Context(), `SELECT DISTINCT r.rolname::text FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+				WHERE p.pronamespace = 'pgtripwire_ddl'::regnamespace`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if owners, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+				t.Fatal(err)
+			}
+			if len(owners) != 1 || owners[0] != "postgres" {
+				t.Errorf("trigger functions owned by %v, want postgres only", owners)
+			}
+		})
+	}
+}
+
+// TestTriggerSchemaCheckedBeforeCommit: default privileges that give another role
+// CREATE on every new schema of the applying role make setup's own new schema
+// unsafe. The check after the statements, in their transaction, catches it and
+// nothing is left behind.
+func TestTriggerSchemaCheckedBeforeCommit(t *testing.T) {
+	const mallory = "setup_mallory"
+	db := pgtest.NewDatabase(t)
+	db.CreateRole(t, mallory)
+	db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, password_hash text);
+		ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT CREATE ON SCHEMAS TO `+mallory)
+	steps, err := setup.Plan(setup.Options{Role: "setup_dacl_" + db.Name[len(db.Name)-4:], Tables: sensitive(t, "public.users"),
+		Publication: "tw_pub", Slot: db.Name, WAL: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	super := db.Conn(t, "postgres")
+	_, err = setup.Apply(t.Context(), super, steps)
+	if want := mallory + " has CREATE on schema pgtripwire_ddl"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("apply: got %v, want an error containing %q", err, want)
+	}
+	var schema bool
+	var triggers int
+	if err := super.QueryRow(t.Context(), `SELECT to_regnamespace('pgtripwire_ddl') IS NOT NULL,
+		(SELECT count(*) FROM pg_event_trigger)`).Scan(&schema, &triggers); err != nil {
+		t.Fatal(err)
+	}
+	if schema || triggers != 0 {
+		t.Errorf("after the refusal: schema left %v, %d event triggers; want neither", schema, triggers)
+	}
 }
