@@ -82,10 +82,12 @@ type Event struct {
 	Running time.Duration
 
 	QueryID int64
-	// Statement is the normalized text (placeholders instead of literals). Sources
-	// leave it empty for now: pg_stat_statements keeps the literals of utility
-	// statements (DECLARE, ALTER ROLE … PASSWORD) on PostgreSQL 14 and 15, and no
-	// text leaves the detector before it can be redacted.
+	// Statement is the statement's text as redact.Statement returns it: every literal
+	// replaced by a $n placeholder, comments dropped, or a "<statement not shown: N
+	// bytes>" placeholder when it cannot be redacted with certainty. Never raw text:
+	// pg_stat_statements keeps the literals of utility statements (DECLARE, ALTER ROLE
+	// … PASSWORD) on PostgreSQL 14 and 15. Only the statements source sets it; "" when
+	// the text is unknown. Never a label (one value per statement).
 	Statement string
 }
 

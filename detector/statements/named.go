@@ -30,6 +30,7 @@ type namedKey struct {
 
 type declaration struct {
 	res        classify.Result
+	statement  string    // the DECLARE's redacted text, which the FETCH events carry
 	declaredAt time.Time // the poll that saw it
 	calls      int64     // executions of the declaration in that poll
 }
@@ -42,14 +43,16 @@ func newNamedStatements() *namedStatements {
 }
 
 // declare records a DECLARE CURSOR seen at poll time now.
-func (n *namedStatements) declare(userID uint32, res classify.Result, calls int64, now time.Time) {
+// Of declarations merged in one poll, the last one's statement is kept.
+func (n *namedStatements) declare(userID uint32, res classify.Result, statement string, calls int64, now time.Time) {
 	key := namedKey{userID: userID, name: res.Name}
 	if d, ok := n.byKey[key]; ok && d.declaredAt.Equal(now) {
 		d.res = mergeResults(d.res, res)
+		d.statement = statement
 		d.calls += calls
 		return
 	}
-	n.byKey[key] = &declaration{res: res, declaredAt: now, calls: calls}
+	n.byKey[key] = &declaration{res: res, statement: statement, declaredAt: now, calls: calls}
 }
 
 // lookup returns the declaration of the cursor a FETCH reads.

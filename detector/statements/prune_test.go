@@ -26,8 +26,8 @@ func TestPruneForgetsWhatLeftPgStatStatements(t *testing.T) {
 	}
 	src.textAttempts[3] = 2
 	src.texts[3] = nil
-	src.named.declare(10, classify.Result{Operation: classify.OperationDeclareCursor, Name: "old"}, 1, now.Add(-2*time.Hour))
-	src.named.declare(10, classify.Result{Operation: classify.OperationDeclareCursor, Name: "new"}, 1, now)
+	src.named.declare(10, classify.Result{Operation: classify.OperationDeclareCursor, Name: "old"}, "", 1, now.Add(-2*time.Hour))
+	src.named.declare(10, classify.Result{Operation: classify.OperationDeclareCursor, Name: "new"}, "", 1, now)
 
 	for range 59 {
 		src.prune()

@@ -26,6 +26,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/classify"
 	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/detector/redact"
 )
 
 // Component is the name of this source in health reports, logs and metrics.
@@ -84,6 +85,7 @@ type Source struct {
 	// State below is owned by the Run goroutine.
 	tracker         *tracker
 	texts           map[int64]*string // queryid → normalized text; nil when the server had none
+	shown           map[int64]string  // queryid → its text redacted for events (redact.Statement)
 	textAttempts    map[int64]int     // queryid → fetches that found no text
 	named           *namedStatements  // cursors by role and name
 	results         map[int64]classify.Result
@@ -120,6 +122,7 @@ func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.R
 		now:          cfg.Now,
 		tracker:      newTracker(),
 		texts:        make(map[int64]*string),
+		shown:        make(map[int64]string),
 		named:        newNamedStatements(),
 		textAttempts: make(map[int64]int),
 		results:      make(map[int64]classify.Result),
@@ -336,6 +339,7 @@ func (s *Source) fetchTexts(ctx context.Context, conn *pgx.Conn, dbID uint32, de
 	_, err = pgx.ForEachRow(rows, []any{&id, &text}, func() error {
 		if text != nil {
 			s.texts[id] = text
+			delete(s.shown, id)
 			delete(s.textAttempts, id)
 			delete(s.results, id) // classified without its text before
 		}
@@ -455,7 +459,8 @@ func (s *Source) refreshCatalogIfDue(ctx context.Context, conn *pgx.Conn, now ti
 
 // events classifies each delta's statement (cached per queryid: a queryid identifies
 // the statement's structure and the relations it resolved to) and returns one event per
-// sensitive relation it touches. A FETCH is classified as the cursor it reads. A statement that returned rows but could not be
+// sensitive relation it touches. A FETCH is classified as the cursor it reads, and its
+// events carry the DECLARE's statement. A statement that returned rows but could not be
 // classified, and touches no sensitive table we can name, still yields one event,
 // with no relation: an unreadable statement is never evidence of safety.
 func (s *Source) events(now time.Time, dbName string, deltas []delta) []event.Event {
@@ -465,13 +470,13 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) []event.Ev
 		res := s.results[d.queryID]
 		results[i] = res
 		if isDeclaration(res) {
-			s.named.declare(d.userID, res, d.calls, now)
+			s.named.declare(d.userID, res, s.statement(d.queryID), d.calls, now)
 		}
 	}
 
 	var events []event.Event
 	for i, d := range deltas {
-		res, calls := results[i], d.calls
+		res, calls, statement := results[i], d.calls, ""
 		switch {
 		case res.Operation == classify.OperationMove:
 			continue // skips rows without returning them
@@ -480,7 +485,7 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) []event.Ev
 			if !ok {
 				break // declared before we started, or forgotten: stays unclassified
 			}
-			res = decl.res
+			res, statement = decl.res, decl.statement
 			res.Operation = classify.OperationFetch
 			// The statement is the DECLARE; FETCHes are its pages. Rows per call means
 			// rows per declared query, or the rows of this poll when the declaration
@@ -507,6 +512,15 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) []event.Ev
 			}
 		}
 		rels := sensitiveRelations(res, s.sensitive)
+		unnamed := len(rels) == 0 && !res.Complete && d.rows > 0
+		if len(rels) == 0 && !unnamed {
+			continue
+		}
+		// Redacted only now, for the few statements that make events.
+		base.Statement = statement
+		if statement == "" {
+			base.Statement = s.statement(d.queryID)
+		}
 		for _, rel := range rels {
 			ev := base
 			ev.Relation = rel
@@ -514,7 +528,7 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) []event.Ev
 			ev.SensitiveReferenced = columnsOf(rel, res.SensitiveReferenced)
 			events = append(events, ev)
 		}
-		if len(rels) == 0 && !res.Complete && d.rows > 0 {
+		if unnamed {
 			events = append(events, base)
 		}
 	}
@@ -544,10 +558,32 @@ func (s *Source) classify(queryID int64, role string) classify.Result {
 	res := classify.Classify(*text, s.catalog, s.cfg.SearchPath, role)
 	if !res.Complete {
 		s.metrics.incomplete.Inc()
-		s.log.Debug("statement not fully classified", zap.Int64("queryid", queryID),
-			zap.Strings("problems", res.Problems))
+		// Not the problems themselves: the classifier reads the SQL inside literals
+		// (query_to_xml('SELECT … FROM alice@…'), dblink) and names what it could not
+		// resolve there, so a problem can quote a literal's content.
+		if ce := s.log.Check(zap.DebugLevel, "statement not fully classified"); ce != nil {
+			ce.Write(zap.Int64("queryid", queryID), zap.String("statement", s.statement(queryID)),
+				zap.Int("problems", len(res.Problems)))
+		}
 	}
 	return res
+}
+
+// statement returns queryID's text as events carry it: redacted, because
+// pg_stat_statements keeps the literals of utility statements (ALTER ROLE … PASSWORD,
+// DECLARE, CALL, DO on PostgreSQL 14 and 15) and of texts it could not normalize. It is
+// "" when the server had no text.
+func (s *Source) statement(queryID int64) string {
+	if shown, ok := s.shown[queryID]; ok {
+		return shown
+	}
+	text := s.texts[queryID]
+	if text == nil {
+		return ""
+	}
+	shown := redact.Statement(*text)
+	s.shown[queryID] = shown
+	return shown
 }
 
 // prune forgets texts and classifications of queryids no longer in pg_stat_statements,
@@ -564,6 +600,7 @@ func (s *Source) prune() {
 	for id := range s.texts {
 		if !live[id] {
 			delete(s.texts, id)
+			delete(s.shown, id)
 			delete(s.results, id)
 			delete(s.textAttempts, id)
 		}

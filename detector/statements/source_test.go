@@ -535,3 +535,61 @@ func TestSchemaChangesAreSeenWithinSeconds(t *testing.T) {
 			slices.Equal(events[len(events)-1].SensitiveRead, []string{"email", "username"})
 	})
 }
+
+// Events carry the statement for on-call, redacted: on PostgreSQL 14 and 15
+// pg_stat_statements keeps the literals of utility statements such as DECLARE, so its
+// text is not shown as it is.
+func TestEventsCarryTheRedactedStatement(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seed(t, db, 2000, "stmt_judy")
+	st := startSource(t, db, &recorder{})
+	judy := db.Conn(t, "stmt_judy")
+	ctx := t.Context()
+	const secret = "judy-secret-7f3a"
+	query(t, judy, `SELECT email FROM users WHERE email <> '`+secret+`'`, pgx.QueryExecModeSimpleProtocol)
+	tx, err := judy.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `DECLARE c CURSOR FOR SELECT password_hash FROM users /* `+secret+` */ WHERE username <> '`+secret+`'`,
+		pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatal(err)
+	}
+	r, err := tx.Query(ctx, `FETCH ALL FROM c`, pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+
+	want := map[string]string{
+		"SELECT": `SELECT email FROM users WHERE email <> $1`,
+		// A FETCH's events carry the DECLARE, which pg_stat_statements keeps with its
+		// literal on PostgreSQL 14 and 15.
+		"FETCH": `DECLARE c CURSOR FOR SELECT password_hash FROM users WHERE username <> $1`,
+	}
+	eventually(t, 5*time.Second, "events of the SELECT and of the cursor's FETCH", func() bool {
+		_, events := st.sink.rows("stmt_judy", "public.users")
+		seen := map[string]bool{}
+		for _, e := range events {
+			seen[e.Operation] = true
+		}
+		return seen["SELECT"] && seen["FETCH"]
+	})
+	_, events := st.sink.rows("stmt_judy", "public.users")
+	for _, e := range events {
+		if strings.Contains(e.Statement, secret) {
+			t.Errorf("%s event: statement %q holds the literal", e.Operation, e.Statement)
+		}
+		if w, ok := want[e.Operation]; ok && e.Statement != w {
+			t.Errorf("%s event: got statement %q, want %q", e.Operation, e.Statement, w)
+		}
+	}
+	var kept string
+	if err := db.Conn(t, "postgres").QueryRow(ctx, `SELECT query FROM pg_stat_statements
+		WHERE query LIKE 'DECLARE c CURSOR%' AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pg_stat_statements keeps %q", kept)
+}
