@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+)
+
+// SIGHUP reloads the rule files: a broken file is refused and the rules keep running,
+// a fixed one is taken. The rewrites keep each file's size and modification time, so
+// that the detector's own watch for changed files cannot be what reloads them.
+func TestRunReloadsRulesOnSIGHUP(t *testing.T) {
+	bin := buildBinary(t)
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, `CREATE TABLE public.users (id int, email text, username text, password_hash text)`)
+	listen := freeAddr(t)
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "local.yml")
+	write := func(threshold string) {
+		t.Helper()
+		stamp := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		body := `groups:
+  - name: local
+    rules:
+      - name: LocalBulkRead
+        description: A local rule; its threshold is rewritten by the test.
+        severity: critical
+        match: size(event.sensitive_read) > 0
+        aggregate: {function: max, field: rows_per_call, window: 1m, by: [role]}
+        condition:
+          threshold: {op: ">=", value: ` + threshold + `}
+`
+		if err := os.WriteFile(rules, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(rules, stamp, stamp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("1000")
+	path := writeConfigIn(t, dir, db.SuperuserDSN(), listen, filepath.Join(dir, "state"), "")
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("rules:\n  files: [local.yml]\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	cmd := exec.Command(bin, "run", "--config", path)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(15 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+		}
+	})
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s within 30s; stderr:\n%s", what, stderr.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitFor("ready detector", func() bool { return readyAt(listen) })
+	reloads := func(result string) int {
+		resp, err := http.Get("http://" + listen + "/metrics")
+		if err != nil {
+			return -1
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		m := regexp.MustCompile(`pgtripwire_rule_reloads_total\{result="` + result + `"\} (\d+)`).FindSubmatch(body)
+		if m == nil {
+			return -1
+		}
+		n, _ := strconv.Atoi(string(m[1]))
+		return n
+	}
+
+	write("ten0") // same length as 1000: a YAML string where a number belongs
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("refused reload", func() bool { return reloads("failure") == 1 })
+	if !readyAt(listen) {
+		t.Fatalf("not ready after a refused reload; stderr:\n%s", stderr.String())
+	}
+	write("2000")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("successful reload", func() bool { return reloads("success") == 1 })
+	if n := reloads("failure"); n != 1 {
+		t.Errorf("failed reloads: got %d, want 1", n)
+	}
+}
