@@ -113,7 +113,8 @@ func TestDecodeMalformed(t *testing.T) {
 // Relation, inside and outside a stream: it must never panic (handle recovers from
 // pglogrepl's, which the race and fuzz runs would report otherwise as a crash of the
 // decoder's own code), errors must wrap errMalformed, and whatever it finishes must
-// turn into sane events.
+// turn into sane events. Row changes, which handle parses in place, must also get the
+// verdict, fields and aggregates pglogrepl gets (see checkParseChange).
 func FuzzDecode(f *testing.F) {
 	for _, m := range [][]byte{
 		pgoBegin(), pgoRelation(), pgoCommit(),
@@ -124,7 +125,14 @@ func FuzzDecode(f *testing.F) {
 		f.Add(m, false)
 		f.Add(m, true)
 	}
+	for _, s := range changeSeeds() {
+		f.Add(s.data, s.inStream)
+	}
 	f.Fuzz(func(t *testing.T, msg []byte, inStream bool) {
+		if len(msg) > 0 && (msg[0] == 'I' || msg[0] == 'U' || msg[0] == 'D') {
+			checkParseChange(t, msg, inStream)
+			checkHandleMatchesReference(t, [][]byte{msg, pgoCommit()}, inStream)
+		}
 		d := testDecoder()
 		for _, m := range [][]byte{pgoBegin(), pgoRelation()} {
 			if _, _, err := d.handle(m); err != nil {

@@ -282,3 +282,48 @@ func filepathGlob(pattern string) ([]string, error) {
 	}
 	return m, err
 }
+
+// holdingSink accepts events at once but holds their alerts back (a full disk), until
+// released: the source must not confirm or record the transaction meanwhile.
+type holdingSink struct {
+	*recorder
+	release chan struct{}
+}
+
+func (h *holdingSink) WaitWritten(ctx context.Context) error {
+	select {
+	case <-h.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// A transaction whose events were evaluated but whose alerts are not yet written (the
+// alert log refuses writes) is not confirmed, so a crash then replays it instead of
+// losing its alerts; once they are written, it is.
+func TestConfirmsOnlyOnceAlertsAreWritten(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seed(t, db, 1000)
+	rec := &recorder{}
+	sink := &holdingSink{recorder: rec, release: make(chan struct{})}
+	st := startSourceSink(t, db, rec, sink, nil, nil)
+	conn := connect(t, db)
+	end := commitEnd(t, conn, massReset)
+	eventually(t, 10*time.Second, "the transaction evaluated", func() bool {
+		return len(rec.find(isOp("public.users", OperationUpdate))) > 0
+	})
+	// Several status intervals (100 ms) pass while the alerts wait.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if got := confirmedFlush(t, conn, st.slot); got >= end {
+			t.Fatalf("confirmed_flush_lsn %s past the transaction's end %s while its alerts are unwritten", got, end)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(sink.release)
+	eventually(t, 5*time.Second, "confirmed_flush_lsn past the transaction's end", func() bool {
+		return confirmedFlush(t, conn, st.slot) >= end
+	})
+}

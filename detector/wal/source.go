@@ -36,12 +36,23 @@ import (
 // Component is the name of this source in health reports, logs and metrics.
 const Component = "wal"
 
-// Sink receives the events of one committed transaction. It returns only when they
-// have been evaluated and their alerts written; until it returns nil, the transaction's
-// position is not confirmed, and an error makes the source reconnect and receive the
-// same transaction again.
+// Sink receives the events of one committed transaction. It returns once they have
+// been evaluated; until it returns nil, the transaction's position is not confirmed,
+// and an error makes the source reconnect and receive the same transaction again.
+//
+// A sink that may evaluate events before their alerts are durable (the detector's
+// pipeline queues alerts in memory while the alert log refuses writes) also
+// implements WrittenWaiter: the source then waits for it before recording the
+// transactions as handled and before confirming their position, so that a crash
+// meanwhile replays them rather than losing their alerts.
 type Sink interface {
 	HandleEvents(ctx context.Context, events []event.Event) error
+}
+
+// WrittenWaiter is a Sink that can say when the alerts of the events it accepted are
+// written: WaitWritten returns then, or with ctx's error.
+type WrittenWaiter interface {
+	WaitWritten(ctx context.Context) error
 }
 
 // Health receives the outcome of every connection attempt and session.
@@ -175,6 +186,7 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 		cfg.RuntimeParams = make(map[string]string)
 	}
 	cfg.RuntimeParams["replication"] = "database"
+	cfg.BuildFrontend = bufferedFrontend(cfg.BuildFrontend)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
@@ -392,42 +404,58 @@ type receiver struct {
 	// confirmed once handoff idleSeq (the last one queued before it) is dealt with.
 	idleEnd pglogrepl.LSN
 	idleSeq uint64
+	// unchecked counts the messages received since the loop last called statusIfDue,
+	// which reads the clock.
+	unchecked int
 }
+
+// statusCheckEvery is how many messages the receive loop may take between two looks at
+// the clock for a status update: reading it for each one was a few percent of the
+// loop, and at the rates where that matters 64 messages take well under a
+// millisecond. A server's request for a reply, an answer to send and a receive that
+// timed out (an idle stream) do not wait for the count.
+const statusCheckEvery = 64
 
 func (r *receiver) run(ctx context.Context) error {
 	dec := newDecoder(r.s.cfg.Tables, r.s.cfg.Messages)
 	dec.onStreamStart = r.s.metrics.streamBlocks.Inc
-	// One receive context per status interval, not per message: at hundreds of
-	// thousands of messages a second, making one each time is a tenth of the work.
-	var recv struct {
-		ctx      context.Context
-		cancel   context.CancelFunc
-		deadline time.Time
-	}
-	defer func() {
-		if recv.cancel != nil {
-			recv.cancel()
-		}
-	}()
+	// pgconn watches the context of every ReceiveMessage that can be cancelled (a
+	// context.AfterFunc and a channel per message: at hundreds of thousands of
+	// messages a second, a fifth of the loop's work). The loop receives with
+	// context.Background, which pgconn does not watch, and sets the read deadline
+	// itself: the time of the next status update, or now once ctx is done. A read
+	// deadline leaves a partly read message to the next receive, as pgconn's own
+	// deadline handling does.
+	nc := r.conn.Conn()
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(time.Now()) })
+	defer stop()
+	var deadline time.Time
 	for {
-		if err := r.statusIfDue(ctx); err != nil {
-			return err
-		}
-		if recv.ctx == nil || !r.nextStatus.Equal(recv.deadline) {
-			if recv.cancel != nil {
-				recv.cancel()
+		if r.unchecked++; r.unchecked >= statusCheckEvery || r.nextStatus.IsZero() || r.answer {
+			r.unchecked = 0
+			if err := r.statusIfDue(ctx); err != nil {
+				return err
 			}
-			recv.deadline = r.nextStatus
-			recv.ctx, recv.cancel = context.WithDeadline(ctx, recv.deadline)
 		}
-		recvCtx := recv.ctx
-		raw, err := r.conn.ReceiveMessage(recvCtx)
+		if !r.nextStatus.Equal(deadline) {
+			deadline = r.nextStatus
+			if err := nc.SetReadDeadline(deadline); err != nil {
+				return fmt.Errorf("set receive deadline: %w", err)
+			}
+			// Checked after setting it: a cancellation that came before could
+			// have had its deadline overwritten, one after sets its own.
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+		}
+		raw, err := r.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
 			if pgconn.Timeout(err) {
-				continue // time for a status update
+				r.unchecked = statusCheckEvery // time for a status update
+				continue
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
@@ -603,7 +631,13 @@ func (s *Source) deliverBatch(ctx context.Context, batch []handoff, done *progre
 		end = max(end, h.end)
 	}
 	// Persist what the sink accepted, also when it then refused something: those
-	// events must not be handed over again.
+	// events must not be handed over again. But first their alerts must be written:
+	// a transaction recorded as handled is never evaluated again.
+	if w, ok := s.sink.(WrittenWaiter); ok && s.handled > s.persisted {
+		if err := w.WaitWritten(ctx); err != nil {
+			return errors.Join(sinkErr, fmt.Errorf("wait for the alerts of the events up to %s to be written: %w", s.handled, err))
+		}
+	}
 	if s.handled > s.persisted {
 		if err := s.persist(s.handled); err != nil {
 			return errors.Join(sinkErr, err)

@@ -101,6 +101,12 @@ func startSource(t *testing.T, db *pgtest.Database, sink *recorder, params map[s
 // startSourceWith is startSource with a chance to change the source's configuration.
 func startSourceWith(t *testing.T, db *pgtest.Database, sink *recorder, params map[string]string, configure func(*Config)) *started {
 	t.Helper()
+	return startSourceSink(t, db, sink, sink, params, configure)
+}
+
+// startSourceSink is startSourceWith handing over to sink, which records into rec.
+func startSourceSink(t *testing.T, db *pgtest.Database, rec *recorder, sink Sink, params map[string]string, configure func(*Config)) *started {
+	t.Helper()
 	conn, err := pgconn.ParseConfig(db.SuperuserDSN())
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +115,7 @@ func startSourceWith(t *testing.T, db *pgtest.Database, sink *recorder, params m
 		conn.RuntimeParams[k] = v
 	}
 	reg := prometheus.NewRegistry()
-	st := &started{sink: sink, health: health.New(reg), slot: db.Name}
+	st := &started{sink: rec, health: health.New(reg), slot: db.Name}
 	st.health.Register(Component)
 	cfg := Config{
 		Conn:             conn,
