@@ -478,6 +478,7 @@ func (r *receiver) run(ctx context.Context) error {
 				return fmt.Errorf("parse keepalive: %w", err)
 			}
 			r.serverEnd = max(r.serverEnd, ka.ServerWALEnd)
+			r.reportLag()
 			// With nothing in flight, every transaction committed before the server's
 			// position has been received: once those are dealt with, an idle database
 			// (or one writing only to other tables) still moves the slot.
@@ -497,6 +498,7 @@ func (r *receiver) run(ctx context.Context) error {
 				return fmt.Errorf("parse XLogData: %w", err)
 			}
 			r.serverEnd = max(r.serverEnd, xld.ServerWALEnd)
+			r.reportLag()
 			// xld.WALData aliases the receive buffer: the decoder copies what it keeps.
 			done, nonTx, err := dec.handle(xld.WALData)
 			if err != nil {
@@ -524,6 +526,14 @@ func (r *receiver) advance() {
 	if r.idleEnd > r.confirmed && r.done.seq.Load() >= r.idleSeq {
 		r.confirmed = r.idleEnd
 	}
+}
+
+// reportLag sets the lag gauge when the server reports its position: what it had
+// written that the detector had not confirmed when it said so. Taken at the report,
+// before the report itself lets the slot advance (an idle slot is confirmed to the
+// reported position at once), the gauge shows the WAL the slot held for the detector
+// over the last status interval, not the zero of the instant after.
+func (r *receiver) reportLag() {
 	r.s.metrics.lag.Set(float64(max(r.serverEnd, r.confirmed) - r.confirmed))
 }
 
