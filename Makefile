@@ -33,14 +33,16 @@ $(BIN)/golangci-lint:
 # The poll benchmark fills a real server with 5,000 statements: 20 polls are plenty.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./detector/statements/
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./detector/classify/ ./rules/...
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./detector/classify/ ./detector/redact/ ./rules/...
 
 # Overhead of the detector (every source at 1 s) on pgbench select-only and tpcb-like,
 # 2 clients, alternating runs with and without it on one server (issue #6, acceptance 4).
-# Four 30 s runs per workload; PGTRIPWIRE_BENCH_SECONDS shortens them.
+# Four 30 s runs per workload; PGTRIPWIRE_BENCH_SECONDS shortens them. First, the CPU
+# each polling source costs per poll, server and detector side, while pgbench tpcb-like
+# runs (BenchmarkSourceCPU, docs/sources.md; PGTRIPWIRE_CPU_SECONDS, default 30 per source).
 .PHONY: bench-overhead
 bench-overhead:
-	$(GO) test -run '^$$' -tags overhead -bench Overhead -benchtime 1x -count 1 -timeout 30m ./detector/activity/
+	$(GO) test -run '^$$' -tags overhead -bench '^Benchmark(SourceCPU|Overhead)$$' -benchtime 1x -count 1 -timeout 30m ./detector/activity/
 
 # Cost of the canary policy on a 200,000-row table, with against without (docs/canary.md).
 bench-canary:

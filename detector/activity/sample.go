@@ -41,26 +41,65 @@ func secondsToDuration(s float64) time.Duration {
 	return time.Duration(math.Max(s, 0) * float64(time.Second))
 }
 
-func (s *Source) sampleActivity(ctx context.Context, conn *pgx.Conn, sess session) error {
+// sample takes the due samples in one round trip, then hands each one's events over:
+// activity first, then COPY. Each sampler reports its health once its events are handed
+// over.
+func (s *Source) sample(ctx context.Context, conn *pgx.Conn, sess session, activity, copies bool) error {
 	start := time.Now()
-	rows, err := conn.Query(ctx, activityQuery, s.cfg.MinRunning.Seconds())
-	if err != nil {
-		return fmt.Errorf("sample pg_stat_activity: %w", err)
+	b := &pgx.Batch{}
+	if activity {
+		s.activityRows = s.activityRows[:0]
+		b.Queue(activityQuery, s.cfg.MinRunning.Seconds()).Query(func(rows pgx.Rows) error {
+			var err error
+			s.activityRows, err = readActivity(rows, s.activityRows)
+			return err
+		})
 	}
+	if copies {
+		s.copyRows = s.copyRows[:0]
+		b.Queue(copyQuery).Query(func(rows pgx.Rows) error {
+			var err error
+			s.copyRows, err = readCopies(rows, s.copyRows)
+			return err
+		})
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("sample pg_stat_activity and pg_stat_progress_copy: %w", err)
+	}
+	if activity {
+		if err := s.handleActivity(ctx, sess, s.activityRows); err != nil {
+			return err
+		}
+		s.metrics.sampleDuration.WithLabelValues(Component).Observe(time.Since(start).Seconds())
+		s.health.Set(Component, nil)
+	}
+	if copies {
+		if err := s.handleCopies(ctx, sess, s.copyRows); err != nil {
+			return err
+		}
+		s.metrics.sampleDuration.WithLabelValues(CopyComponent).Observe(time.Since(start).Seconds())
+		s.health.Set(CopyComponent, nil)
+	}
+	return nil
+}
+
+func readActivity(rows pgx.Rows, sample []backend) ([]backend, error) {
 	var b backend
 	var running float64
-	var sample []backend
-	_, err = pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text}, func() error {
 		b.running = secondsToDuration(running)
 		sample = append(sample, b)
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("sample pg_stat_activity: %w", err)
-	}
+	return sample, err
+}
+
+// handleActivity turns one pg_stat_activity sample into events and hands them over.
+func (s *Source) handleActivity(ctx context.Context, sess session, sample []backend) error {
 	now := s.cfg.Now()
 	var events []event.Event
-	seen := make(map[backendStatement]bool, len(sample))
+	seen := s.seen
+	clear(seen)
 	for _, b := range sample {
 		if b.queryID != 0 && b.role != "" {
 			s.attribution.note(b.queryID, b.role, b.addr, b.app, now)
@@ -95,7 +134,6 @@ func (s *Source) sampleActivity(ctx context.Context, conn *pgx.Conn, sess sessio
 		return fmt.Errorf("hand over %d events: %w", len(events), err)
 	}
 	s.metrics.events.WithLabelValues(Component).Add(float64(len(events)))
-	s.metrics.sampleDuration.WithLabelValues(Component).Observe(time.Since(start).Seconds())
 	return nil
 }
 
@@ -112,27 +150,24 @@ LEFT JOIN pg_class c ON c.oid = p.relid
 LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE p.command = 'COPY TO' AND p.datname = current_database() AND a.query_start IS NOT NULL`
 
-func (s *Source) sampleCopy(ctx context.Context, conn *pgx.Conn, sess session) error {
-	start := time.Now()
-	rows, err := conn.Query(ctx, copyQuery)
-	if err != nil {
-		return fmt.Errorf("sample pg_stat_progress_copy: %w", err)
-	}
+func readCopies(rows pgx.Rows, sample []backend) ([]backend, error) {
 	var b backend
 	var running float64
-	var sample []backend
-	_, err = pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text,
+	_, err := pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text,
 		&b.relation, &b.operation, &b.tuples}, func() error {
 		b.running = secondsToDuration(running)
 		sample = append(sample, b)
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("sample pg_stat_progress_copy: %w", err)
-	}
+	return sample, err
+}
+
+// handleCopies turns one pg_stat_progress_copy sample into events and hands them over.
+func (s *Source) handleCopies(ctx context.Context, sess session, sample []backend) error {
 	now := s.cfg.Now()
 	var events []event.Event
-	seen := make(map[backendStatement]bool, len(sample))
+	seen := s.seen
+	clear(seen)
 	for _, b := range sample {
 		key := backendStatement{b.pid, b.start}
 		seen[key] = true
@@ -172,7 +207,6 @@ func (s *Source) sampleCopy(ctx context.Context, conn *pgx.Conn, sess session) e
 		return fmt.Errorf("hand over %d events: %w", len(events), err)
 	}
 	s.metrics.events.WithLabelValues(CopyComponent).Add(float64(len(events)))
-	s.metrics.sampleDuration.WithLabelValues(CopyComponent).Observe(time.Since(start).Seconds())
 	return nil
 }
 

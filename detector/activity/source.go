@@ -107,6 +107,9 @@ type Source struct {
 	sensitive []string // the snapshot's sensitive tables, sorted
 	running   map[backendStatement]*tracked
 	copies    map[backendStatement]int64 // tuples processed at the previous sample
+	// Reused from sample to sample, to not allocate them at every one.
+	activityRows, copyRows []backend
+	seen                   map[backendStatement]bool
 }
 
 // backendStatement identifies one execution: a backend runs one statement at a time.
@@ -149,6 +152,7 @@ func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.R
 		classifier:  classify.NewCache(1000),
 		running:     make(map[backendStatement]*tracked),
 		copies:      make(map[backendStatement]int64),
+		seen:        make(map[backendStatement]bool),
 	}
 }
 
@@ -225,19 +229,16 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 		slack := tick / 10
 		pollCtx, cancel := context.WithTimeout(ctx, max(10*time.Second, 5*tick))
 		err := s.refreshCatalogIfDue(pollCtx, conn)
-		if err == nil && s.cfg.Interval > 0 && time.Since(lastActivity) >= s.cfg.Interval-slack {
-			lastActivity = time.Now()
-			err = s.sampleActivity(pollCtx, conn, sess)
-			if err == nil {
-				s.health.Set(Component, nil)
+		activityDue := s.cfg.Interval > 0 && time.Since(lastActivity) >= s.cfg.Interval-slack
+		copyDue := s.cfg.CopyInterval > 0 && time.Since(lastCopy) >= s.cfg.CopyInterval-slack
+		if err == nil && (activityDue || copyDue) {
+			if activityDue {
+				lastActivity = time.Now()
 			}
-		}
-		if err == nil && s.cfg.CopyInterval > 0 && time.Since(lastCopy) >= s.cfg.CopyInterval-slack {
-			lastCopy = time.Now()
-			err = s.sampleCopy(pollCtx, conn, sess)
-			if err == nil {
-				s.health.Set(CopyComponent, nil)
+			if copyDue {
+				lastCopy = time.Now()
 			}
+			err = s.sample(pollCtx, conn, sess, activityDue, copyDue)
 		}
 		cancel()
 		if err != nil {

@@ -211,8 +211,13 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 // for up to 25 × wal_writer_delay (5 s). So when WAL is waiting to be flushed, the
 // check takes a transaction id: its commit record is flushed, and with it everything
 // before it. That costs one xid per check on a busy server, none on an idle one.
-const flushSQL = `SELECT CASE WHEN pg_current_wal_insert_lsn() > pg_current_wal_flush_lsn()
+//
+// The flush is part of the registry probe (probeSQL), to cost no round trip of its own.
+const flushSQL = `CASE WHEN pg_current_wal_insert_lsn() > pg_current_wal_flush_lsn()
 	THEN pg_current_xact_id() IS NOT NULL END`
+
+// probeSQL looks for the canary registry: a dropped schema is a finding, not an error.
+const probeSQL = `SELECT to_regclass('` + Schema + `.planted') IS NOT NULL, current_database()`
 
 // checkSQL compares each planted table's catalog state with the registry. The
 // registry's existence is checked first: a dropped schema is a finding, not an error.
@@ -231,15 +236,13 @@ const policyHashForRowSQL = `(SELECT md5(concat_ws('|', p2.polcmd, p2.polpermiss
 	FROM pg_policy p2 WHERE p2.polrelid = p.relation AND p2.polname = '` + PolicyName + `')`
 
 func (s *Source) check(ctx context.Context, conn *pgx.Conn) error {
-	if !s.cfg.NoFlush {
-		if _, err := conn.Exec(ctx, flushSQL); err != nil {
-			return fmt.Errorf("flush WAL: %w", err)
-		}
-	}
 	var registry bool
 	var database string
-	if err := conn.QueryRow(ctx, `SELECT to_regclass('`+Schema+`.planted') IS NOT NULL, current_database()`).
-		Scan(&registry, &database); err != nil {
+	probe, dest := probeSQL, []any{&registry, &database}
+	if !s.cfg.NoFlush {
+		probe, dest = probe+", "+flushSQL, append(dest, nil)
+	}
+	if err := conn.QueryRow(ctx, probe).Scan(dest...); err != nil {
 		return fmt.Errorf("look for the canary registry: %w", err)
 	}
 	cur := map[finding]bool{}

@@ -95,6 +95,7 @@ type Source struct {
 	schemaProbe     int64 // last value of schemaProbeQuery
 	schemaProbedAt  time.Time
 	sensitive       []string // the snapshot's sensitive tables, sorted
+	entries         []entry  // the last poll's, reused by the next one
 	statsReset      time.Time
 	dealloc         int64
 	infoKnown       bool
@@ -210,13 +211,21 @@ WHERE dbid = $1 AND queryid = ANY($2)`
 func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName string) error {
 	start := time.Now()
 	now := s.now()
-	if err := s.refreshCatalogIfDue(ctx, conn, now); err != nil {
-		return err
+	// When only the schema probe is due, it rides in the poll's round trip.
+	probeInBatch := s.catalog != nil && now.Sub(s.catalogAt) < s.cfg.CatalogRefresh && s.probeDue(now)
+	if !probeInBatch {
+		if err := s.refreshCatalogIfDue(ctx, conn, now); err != nil {
+			return err
+		}
 	}
 
 	batch := &pgx.Batch{}
 	batch.Queue(infoQuery)
 	batch.Queue(pollQuery, dbID)
+	var probe int64
+	if probeInBatch {
+		batch.Queue(schemaProbeQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&probe) })
+	}
 	results := conn.SendBatch(ctx, batch)
 	var dealloc int64
 	var statsReset time.Time
@@ -229,7 +238,7 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 		_ = results.Close()
 		return fmt.Errorf("poll pg_stat_statements: %w", err)
 	}
-	var snapshot []entry
+	snapshot := s.entries[:0]
 	var e entry
 	var queryID pgtype.Int8
 	hidden := 0
@@ -242,11 +251,17 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 		snapshot = append(snapshot, e)
 		return nil
 	})
+	s.entries = snapshot
 	if cerr := results.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return fmt.Errorf("poll pg_stat_statements: %w", err)
+	}
+	if probeInBatch && s.noteProbe(probe, now) {
+		if err := s.loadCatalog(ctx, conn, now); err != nil {
+			return err
+		}
 	}
 	s.metrics.entries.Set(float64(len(snapshot)))
 	s.metrics.hidden.Set(float64(hidden))
@@ -419,18 +434,32 @@ const schemaProbeEvery = 5 * time.Second
 
 func (s *Source) refreshCatalogIfDue(ctx context.Context, conn *pgx.Conn, now time.Time) error {
 	due := s.catalog == nil || now.Sub(s.catalogAt) >= s.cfg.CatalogRefresh
-	if due || now.Sub(s.schemaProbedAt) >= schemaProbeEvery {
+	if due || s.probeDue(now) {
 		// Probed before loading: a change made during the load shows at the next probe.
 		var probe int64
 		if err := conn.QueryRow(ctx, schemaProbeQuery).Scan(&probe); err != nil {
 			return fmt.Errorf("probe schema changes: %w", err)
 		}
-		due = due || probe != s.schemaProbe
-		s.schemaProbe, s.schemaProbedAt = probe, now
+		due = s.noteProbe(probe, now) || due
 	}
 	if !due {
 		return nil
 	}
+	return s.loadCatalog(ctx, conn, now)
+}
+
+func (s *Source) probeDue(now time.Time) bool { return now.Sub(s.schemaProbedAt) >= schemaProbeEvery }
+
+// noteProbe records a value of schemaProbeQuery read at now and reports whether the
+// schema changed since the previous one.
+func (s *Source) noteProbe(probe int64, now time.Time) (changed bool) {
+	changed = probe != s.schemaProbe
+	s.schemaProbe, s.schemaProbedAt = probe, now
+	return changed
+}
+
+// loadCatalog loads the catalog snapshot; a failure keeps the previous one, if any.
+func (s *Source) loadCatalog(ctx context.Context, conn *pgx.Conn, now time.Time) error {
 	snap, err := catalog.Load(ctx, conn, s.cfg.Sensitive)
 	if err != nil {
 		if s.catalog == nil || ctx.Err() != nil {

@@ -39,17 +39,22 @@ type delta struct {
 type tracker struct {
 	prev   map[entryKey]counters
 	primed bool
+	// spare is the map the next snapshot is read into: the two maps take turns, so that
+	// a poll of thousands of entries does not allocate a new one every second.
+	spare map[entryKey]counters
 }
 
 func newTracker() *tracker {
-	return &tracker{prev: make(map[entryKey]counters)}
+	return &tracker{prev: make(map[entryKey]counters), spare: make(map[entryKey]counters)}
 }
 
 // observe returns the deltas of snapshot against the previous one. The snapshot
 // becomes the previous one only when commit is called, so a caller that fails to act
-// on the deltas sees them again at the next poll instead of losing them.
+// on the deltas sees them again at the next poll instead of losing them. commit must be
+// called, if at all, before the next observe.
 func (t *tracker) observe(snapshot []entry) (deltas []delta, commit func()) {
-	next := make(map[entryKey]counters, len(snapshot))
+	next := t.spare
+	clear(next)
 	for _, e := range snapshot {
 		next[e.entryKey] = e.counters
 		if !t.primed {
@@ -63,8 +68,13 @@ func (t *tracker) observe(snapshot []entry) (deltas []delta, commit func()) {
 			deltas = append(deltas, delta{entryKey: e.entryKey, counters: d})
 		}
 	}
+	committed := false
 	return deltas, func() {
-		t.prev = next
+		if committed {
+			return
+		}
+		committed = true
+		t.prev, t.spare = next, t.prev
 		t.primed = true
 	}
 }

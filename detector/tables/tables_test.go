@@ -13,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/event"
 	"github.com/pgtripwire/pgtripwire/detector/health"
 	"github.com/pgtripwire/pgtripwire/detector/pgtest"
@@ -331,5 +332,94 @@ func TestWarmUpAbsorbsLateCounters(t *testing.T) {
 	got := poll(15*time.Second, 940_000)
 	if len(got) != 1 || got[0].Rows != 40_000 {
 		t.Errorf("after the warm-up: got %+v, want one event of the 40,000 new reads", got)
+	}
+}
+
+// TestCountersAreThoseOfPgStatUserTables checks that countersQuery, which calls the
+// statistics functions for the configured tables only, reads what pg_stat_user_tables
+// shows: the sum over a partitioned table's partitions, sequential and index reads, a
+// table without indexes, and nothing for a view or a table that does not exist.
+func TestCountersAreThoseOfPgStatUserTables(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, `
+		CREATE SCHEMA "Odd schema";
+		CREATE TABLE "Odd schema".events (id int, at date, payload text) PARTITION BY RANGE (at);
+		CREATE TABLE "Odd schema".events_1 PARTITION OF "Odd schema".events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+		CREATE TABLE "Odd schema".events_2 PARTITION OF "Odd schema".events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+		CREATE INDEX ON "Odd schema".events (id);
+		INSERT INTO "Odd schema".events SELECT i, date '2024-06-01' + (i % 400), 'p' || i FROM generate_series(1, 2000) i;
+		CREATE TABLE public.heap_only (id int, v text);
+		INSERT INTO public.heap_only SELECT i, 'v' FROM generate_series(1, 300) i;
+		CREATE VIEW public.a_view AS SELECT * FROM public.heap_only;
+		ANALYZE`)
+	db.Exec(t, `SET enable_seqscan = off; SELECT count(payload) FROM "Odd schema".events WHERE id < 500;
+		RESET enable_seqscan; SELECT count(*) FROM "Odd schema".events; SELECT count(*) FROM public.heap_only`)
+
+	conn := db.Conn(t, "postgres")
+	ctx := t.Context()
+	// A backend publishes its counters at the end of its transaction at the latest one
+	// second later: wait until the view shows the reads.
+	eventually(t, 15*time.Second, "counters published", func() bool {
+		var n int64
+		if err := conn.QueryRow(ctx, `SELECT coalesce(sum(idx_tup_fetch), 0) FROM pg_stat_user_tables
+			WHERE schemaname = 'Odd schema'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	})
+	if _, err := conn.Exec(ctx, `SELECT pg_stat_clear_snapshot()`); err != nil {
+		t.Fatal(err)
+	}
+
+	tables := []string{`"Odd schema".events`, "public.heap_only", "public.a_view", "public.missing"}
+	var idx []int32
+	var schemas, names []string
+	for i, q := range tables {
+		schema, name, err := catalog.ParseQualifiedName(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx, schemas, names = append(idx, int32(i)), append(schemas, schema), append(names, name)
+	}
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}) // one statistics snapshot
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, `SET LOCAL stats_fetch_consistency = snapshot`); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tx.Query(ctx, countersQuery, idx, schemas, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]counters{}
+	var i int32
+	var c counters
+	if _, err := pgx.ForEachRow(rows, []any{&i, &c.seqRead, &c.idxFetch, &c.idxScan}, func() error {
+		got[tables[i]] = c
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]counters{}
+	for _, w := range []struct {
+		table, where string
+	}{
+		{`"Odd schema".events`, `schemaname = 'Odd schema'`},
+		{"public.heap_only", `schemaname = 'public' AND relname = 'heap_only'`},
+	} {
+		if err := tx.QueryRow(ctx, `SELECT sum(coalesce(seq_tup_read, 0))::bigint, sum(coalesce(idx_tup_fetch, 0))::bigint,
+			sum(coalesce(idx_scan, 0))::bigint FROM pg_stat_user_tables WHERE `+w.where).
+			Scan(&c.seqRead, &c.idxFetch, &c.idxScan); err != nil {
+			t.Fatal(err)
+		}
+		want[w.table] = c
+	}
+	if len(got) != len(want) || got[tables[0]] != want[tables[0]] || got[tables[1]] != want[tables[1]] {
+		t.Errorf("counters: got %+v, want %+v (pg_stat_user_tables)", got, want)
+	}
+	if w := want[tables[0]]; w.seqRead == 0 || w.idxFetch == 0 || w.idxScan == 0 {
+		t.Errorf("the partitioned table's reads were not all published: %+v", w)
 	}
 }

@@ -23,11 +23,15 @@ type state struct {
 	roles         map[uint32]role
 	members       map[[2]uint32]bool // (member, dangerous role)
 	pgssInstalled bool
+	pgssSchema    string // where pg_stat_statements_info was read, quoted
 	pgssReset     time.Time
 	pgssDealloc   int64
 	dbReset       time.Time // zero when never reset
 	settings      map[string]string
 	roleSettings  map[roleSetting]string
+	// confLoaded is pg_conf_load_time() of the session that read the state: settings
+	// change only when the configuration is reloaded, which moves it.
+	confLoaded time.Time
 }
 
 type slot struct {
@@ -55,8 +59,12 @@ const (
 	databaseQuery = `SELECT current_database(),
   (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()),
   (SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-    WHERE e.extname = 'pg_stat_statements')`
+    WHERE e.extname = 'pg_stat_statements'),
+  pg_conf_load_time()`
 
+	// slotsQuery reads the physical slots (they stream the whole cluster) and the
+	// logical slots of the monitored database: a logical slot decodes only the database
+	// it was created in, and the detector of another database watches that one.
 	slotsQuery = `SELECT s.slot_name::text, s.slot_type, coalesce(s.database::text, ''), s.active,
   coalesce(s.active_pid, 0), coalesce(a.backend_type, ''), coalesce(a.usename::text, ''),
   coalesce(host(a.client_addr), ''), coalesce(a.application_name, ''),
@@ -64,7 +72,8 @@ const (
   coalesce(st.total_txns, 0) + coalesce(st.total_bytes, 0)
 FROM pg_replication_slots s
 LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
-LEFT JOIN pg_stat_replication_slots st ON st.slot_name = s.slot_name`
+LEFT JOIN pg_stat_replication_slots st ON st.slot_name = s.slot_name
+WHERE s.slot_type = 'physical' OR s.database = current_database()`
 
 	publicationsQuery = `SELECT pubname::text, schemaname::text, tablename::text FROM pg_publication_tables`
 
@@ -80,6 +89,9 @@ LEFT JOIN pg_stat_replication_slots st ON st.slot_name = s.slot_name`
 )
 SELECT member, granted FROM m`
 
+	// settingsQuery is the most expensive of the batch (pg_settings formats every
+	// setting of the server, some 350, to return ten): it runs only when the session's
+	// pg_conf_load_time() moved (see read).
 	settingsQuery = `SELECT name, setting || CASE WHEN pending_restart THEN ' (pending restart)' ELSE '' END
 FROM pg_settings WHERE name = ANY($1)`
 
@@ -90,20 +102,63 @@ LEFT JOIN pg_database d ON d.oid = s.setdatabase
 CROSS JOIN LATERAL unnest(s.setconfig) AS c(setting)`
 )
 
+// infoQuery reads pg_stat_statements_info in the extension's schema.
+func infoQuery(schema string) string {
+	return `SELECT dealloc, stats_reset FROM ` + schema + `.pg_stat_statements_info`
+}
+
+// read reads the watched state, in one round trip when nothing changed.
+//
+// Settings (pg_settings) change only when the server's configuration is reloaded:
+// ALTER SYSTEM, an edited postgresql.conf, a restart (which ends this session). A
+// backend applies a reload before it reads its next command and moves its
+// pg_conf_load_time() then, so the settings read after an unchanged load time are the
+// settings read before it, and they are read again only when it moved (or once per
+// session). Per-role and per-database settings (pg_db_role_setting) are catalog rows,
+// read every poll.
+//
+// pg_stat_statements_info lives in the extension's schema: once a poll of this session
+// found it there, the next ones read it in the same batch. Should the extension have
+// been dropped or moved meanwhile, that batch fails and the state is read again the long
+// way, which finds out.
 func (s *Source) read(ctx context.Context, conn *pgx.Conn) (*state, error) {
+	st, err := s.readBatch(ctx, conn, s.sess.pgssSchema)
+	if err != nil && s.sess.pgssSchema != "" && pgssGone(err) {
+		s.sess.pgssSchema = ""
+		st, err = s.readBatch(ctx, conn, "")
+	}
+	return st, err
+}
+
+// pgssGone tells whether err may come from a pg_stat_statements_info that is no longer
+// where it was: dropped, moved to another schema, or not loaded.
+func pgssGone(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "42P01", "42883", "3F000", "55000": // undefined table, function, schema; not preloaded
+		return true
+	}
+	return false
+}
+
+// readBatch reads the state; pgssSchema, when not empty, is where the previous poll of
+// this session found pg_stat_statements_info, read in the same batch.
+func (s *Source) readBatch(ctx context.Context, conn *pgx.Conn, pgssSchema string) (*state, error) {
 	st := &state{
 		slots:        make(map[string]slot),
 		published:    make(map[[2]string]bool),
 		roles:        make(map[uint32]role),
 		members:      make(map[[2]uint32]bool),
-		settings:     make(map[string]string),
 		roleSettings: make(map[roleSetting]string),
 	}
 	b := &pgx.Batch{}
 	var dbReset *time.Time
-	var pgssSchema *string
+	var schema *string
 	b.Queue(databaseQuery).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&st.database, &dbReset, &pgssSchema)
+		return row.Scan(&st.database, &dbReset, &schema, &st.confLoaded)
 	})
 	b.Queue(slotsQuery).Query(func(rows pgx.Rows) error {
 		var name string
@@ -142,14 +197,6 @@ func (s *Source) read(ctx context.Context, conn *pgx.Conn) (*state, error) {
 		})
 		return err
 	})
-	b.Queue(settingsQuery, s.cfg.Settings).Query(func(rows pgx.Rows) error {
-		var name, value string
-		_, err := pgx.ForEachRow(rows, []any{&name, &value}, func() error {
-			st.settings[name] = value
-			return nil
-		})
-		return err
-	})
 	b.Queue(roleSettingsQuery).Query(func(rows pgx.Rows) error {
 		var rs roleSetting
 		var setting string
@@ -163,27 +210,87 @@ func (s *Source) read(ctx context.Context, conn *pgx.Conn) (*state, error) {
 		})
 		return err
 	})
+	settingsRead := !s.sess.confKnown
+	if settingsRead {
+		s.queueSettings(b, st)
+	}
+	infoRead := pgssSchema != ""
+	if infoRead {
+		// Last, so that a failure (the extension dropped or moved: read retries the
+		// long way) skips nothing else.
+		b.Queue(infoQuery(pgssSchema)).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&st.pgssDealloc, &st.pgssReset)
+		})
+	}
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("read watched state: %w", err)
 	}
 	if dbReset != nil {
 		st.dbReset = *dbReset
 	}
-	if pgssSchema != nil {
-		st.pgssInstalled = true
-		err := conn.QueryRow(ctx, `SELECT dealloc, stats_reset FROM `+*pgssSchema+`.pg_stat_statements_info`).
-			Scan(&st.pgssDealloc, &st.pgssReset)
+
+	if !settingsRead && !st.confLoaded.Equal(s.sess.confLoaded) {
+		b := &pgx.Batch{}
+		s.queueSettings(b, st)
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return nil, fmt.Errorf("read watched settings: %w", err)
+		}
+		settingsRead = true
+	}
+	if !settingsRead {
+		st.settings = s.sess.settings
+	}
+
+	switch {
+	case schema == nil:
+		// Not installed in this database.
+	case infoRead && *schema == pgssSchema:
+		st.pgssInstalled, st.pgssSchema = true, pgssSchema
+	default:
+		err := conn.QueryRow(ctx, infoQuery(*schema)).Scan(&st.pgssDealloc, &st.pgssReset)
 		var pgErr *pgconn.PgError
 		switch {
 		case errors.As(err, &pgErr) && pgErr.Code == "55000":
 			// Installed but not preloaded: the statements source reports it; there is
 			// nothing to reset.
-			st.pgssInstalled = false
 		case err != nil:
 			return nil, fmt.Errorf("read pg_stat_statements_info: %w", err)
+		default:
+			st.pgssInstalled, st.pgssSchema = true, *schema
 		}
 	}
 	return st, nil
+}
+
+// queueSettings adds the read of the watched settings to b.
+func (s *Source) queueSettings(b *pgx.Batch, st *state) {
+	st.settings = make(map[string]string, len(s.cfg.Settings))
+	b.Queue(settingsQuery, s.cfg.Settings).Query(func(rows pgx.Rows) error {
+		var name, value string
+		_, err := pgx.ForEachRow(rows, []any{&name, &value}, func() error {
+			st.settings[name] = value
+			return nil
+		})
+		return err
+	})
+}
+
+// sessionState is what the polls of one session reuse: it is forgotten when the
+// connection is, since pg_conf_load_time() is the backend's own.
+type sessionState struct {
+	// confKnown tells that settings were read at pg_conf_load_time() confLoaded.
+	confKnown  bool
+	confLoaded time.Time
+	settings   map[string]string
+	// pgssSchema is where pg_stat_statements_info was found; "" for unknown.
+	pgssSchema string
+}
+
+// remember keeps what the next polls of this session can reuse from st, a state read
+// and handed over.
+func (ss *sessionState) remember(st *state) {
+	ss.confKnown, ss.confLoaded, ss.settings = true, st.confLoaded, st.settings
+	ss.pgssSchema = st.pgssSchema
 }
 
 // diff returns the events that lead from prev to cur, in a stable order.

@@ -141,6 +141,8 @@ type Source struct {
 
 	// prev is the last state handed over, nil before the baseline; owned by Run.
 	prev *state
+	// sess is what the current session's polls reuse; owned by Run.
+	sess sessionState
 }
 
 // New returns a source that reports to sink and health.
@@ -192,6 +194,7 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 		defer cancel()
 		_ = conn.Close(closeCtx)
 	}()
+	s.sess = sessionState{}
 	ticker := time.NewTicker(s.cfg.Interval)
 	defer ticker.Stop()
 	for {
@@ -221,6 +224,7 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn) error {
 	if s.prev == nil {
 		s.logBaseline(cur)
 		s.prev = cur
+		s.sess.remember(cur)
 		s.metrics.pollDuration.Observe(time.Since(start).Seconds())
 		s.metrics.polls.Inc()
 		return nil
@@ -235,6 +239,7 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn) error {
 			zap.String("role", ev.Role), zap.String("database", ev.Database))
 	}
 	s.prev = cur
+	s.sess.remember(cur)
 	s.metrics.pollDuration.Observe(time.Since(start).Seconds())
 	s.metrics.polls.Inc()
 	return nil

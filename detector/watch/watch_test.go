@@ -416,6 +416,34 @@ func TestSettingsTheDetectorDependsOn(t *testing.T) {
 	cleanupExec(t, db, `ALTER SYSTEM RESET track_activity_query_size`)
 	db.Exec(t, `SELECT pg_reload_conf()`)
 	within(t, sink, KindSettingChanged, "track_activity_query_size", "")
+
+	// Server-wide and reloadable: the value itself changes at the reload. The source
+	// reads pg_settings only when the configuration was reloaded: a missed reload is a
+	// missed change.
+	db.Exec(t, `ALTER SYSTEM SET pg_stat_statements.track_utility = off`)
+	cleanupExec(t, db, `ALTER SYSTEM RESET pg_stat_statements.track_utility`)
+	sink.waitPolls(t, 2)
+	if _, ok := sink.find(KindSettingChanged, "pg_stat_statements.track_utility", ""); ok {
+		t.Fatal("setting_changed before the reload that applies it")
+	}
+	db.Exec(t, `SELECT pg_reload_conf()`)
+	within(t, sink, KindSettingChanged, "pg_stat_statements.track_utility", "")
+}
+
+func TestStatementsExtensionDropped(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	sink := start(t, db, nil)
+	// Polls after the first read pg_stat_statements_info in the same batch as the rest:
+	// the drop must be found from there too.
+	sink.waitPolls(t, 2)
+	db.Exec(t, `DROP EXTENSION pg_stat_statements`)
+	within(t, sink, KindExtensionDropped, "pg_stat_statements", "")
+
+	// And back: a reset of the new extension's statistics is reported like any other.
+	db.Exec(t, `CREATE EXTENSION pg_stat_statements`)
+	sink.waitPolls(t, 2)
+	db.Exec(t, `SELECT pg_stat_statements_reset()`)
+	within(t, sink, KindStatsReset, "pg_stat_statements", "")
 }
 
 func TestStatementEvictions(t *testing.T) {
