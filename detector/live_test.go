@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgtripwire/pgtripwire/detector/alert"
+	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/pgtest"
 )
 
@@ -118,7 +119,7 @@ func TestBlindingMovesAlertWithin5s(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seedUsers(t, db, 20_000)
-	r := startDetector(t, db)
+	r := startDetectorWith(t, db, func(cfg *config.Config) { cfg.Sources.Catalog.Enabled = true })
 	// Roles are cluster-wide: names unique to this test keep parallel tests apart.
 	slotter, escalated, reader, resetter := db.Name+"_slotter", db.Name+"_esc", db.Name+"_reader", db.Name+"_resetter"
 	slot := db.Name + "_exfil"

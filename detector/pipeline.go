@@ -13,6 +13,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/alert"
 	"github.com/pgtripwire/pgtripwire/detector/event"
 	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/detector/wal"
 )
 
 // Evaluator turns events into alert transitions. It is what the rule engine implements;
@@ -25,6 +26,10 @@ type Evaluator interface {
 	// Rules lists the rules the evaluator may raise, with their severity.
 	Rules() map[string]alert.Severity
 }
+
+// The WAL source waits for the pipeline before confirming a position: a wrapper that
+// hid WaitWritten would silently let it confirm transactions whose alerts are unwritten.
+var _ wal.WrittenWaiter = (*pipeline)(nil)
 
 // alertSink records alert transitions: the alert log, the delivery spool.
 type alertSink interface {
@@ -115,7 +120,9 @@ func (p *pipeline) HandleEvents(_ context.Context, events []event.Event) error {
 	var transitions []alert.Alert
 	for _, ev := range events {
 		p.events.WithLabelValues(string(ev.Source)).Inc()
-		if len(ev.SensitiveRead) > 0 {
+		// COPY progress events carry a running total, which the statements source
+		// counts once when the COPY ends.
+		if len(ev.SensitiveRead) > 0 && ev.Source != event.SourceCopy {
 			p.rowsRead.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, ev.Role).Add(float64(ev.Rows))
 			for _, c := range ev.SensitiveRead {
 				p.columnRows.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, c).Add(float64(ev.Rows))

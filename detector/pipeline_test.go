@@ -133,6 +133,11 @@ func TestPipelineWaitWrittenWaitsForTheQueue(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.WaitWritten(context.Background()) }()
+	select {
+	case err := <-done:
+		t.Fatalf("WaitWritten returned %v while the transition is still queued", err)
+	case <-time.After(50 * time.Millisecond): // still waiting, as it must
+	}
 	p.tick() // the log accepts now
 	if err := <-done; err != nil {
 		t.Fatalf("WaitWritten after the write: got %v, want nil", err)

@@ -243,6 +243,11 @@ func TestRedactionNoSeededValueLeavesTheDetector(t *testing.T) {
 	eventually(t, 10*time.Second, "the activity source's debug line on the running lookup", func() bool {
 		return strings.Contains(logs.String(), "running statement on sensitive data")
 	})
+	// The one output that shows (redacted) statement text: it must have been produced, or
+	// its redaction went untested.
+	eventually(t, 10*time.Second, "the statements source's debug line with a redacted statement", func() bool {
+		return strings.Contains(logs.String(), "statement not fully classified")
+	})
 
 	outputs := map[string]string{}
 	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {

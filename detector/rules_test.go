@@ -31,6 +31,7 @@ func startIn(t *testing.T, db *pgtest.Database, dir string, adjust func(*config.
 	cfg.Alerts.File = filepath.Join(dir, "alerts.jsonl")
 	cfg.Alerts.Stdout = false
 	cfg.StateDir = filepath.Join(dir, "state")
+	cfg.Sources.Catalog.Enabled = false // cluster-wide: see startDetectorWith
 	adjust(cfg)
 	r = &running{registry: prometheus.NewRegistry(), alerts: cfg.Alerts.File, done: make(chan error, 1)}
 	if r.d, err = detector.New(cfg, detector.Deps{Registry: r.registry}); err != nil {

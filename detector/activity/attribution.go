@@ -41,7 +41,7 @@ func newAttribution(size int, now func() time.Time) *Attribution {
 
 // Lookup returns the client address and application that ran queryID as role when the
 // activity source last saw it, and false when it never saw it, or saw it from more than
-// one client recently. clientAddr is "" for a Unix-socket connection. Safe for
+// one client recently. clientAddr is "local" for a Unix-socket connection. Safe for
 // concurrent use.
 func (a *Attribution) Lookup(queryID int64, role string) (clientAddr, application string, ok bool) {
 	a.mu.Lock()

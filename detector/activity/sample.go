@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/classify"
 	"github.com/pgtripwire/pgtripwire/detector/event"
 )
@@ -18,7 +19,7 @@ import (
 // detector's own sample. The text (with literals) is read only for statements that have
 // run at least $1 seconds: the others are only attributed by query id, which keeps the
 // sample small on a busy server.
-const activityQuery = `SELECT a.pid, coalesce(a.usename::text, ''), coalesce(host(a.client_addr), ''),
+const activityQuery = `SELECT a.pid, coalesce(a.usename::text, ''), CASE WHEN a.client_port = -1 THEN 'local' ELSE coalesce(host(a.client_addr), '') END,
   coalesce(a.application_name, ''), coalesce(a.query_id, 0), a.query_start,
   extract(epoch FROM clock_timestamp() - a.query_start)::float8,
   CASE WHEN clock_timestamp() - a.query_start >= make_interval(secs => $1) THEN a.query END
@@ -139,10 +140,10 @@ func (s *Source) handleActivity(ctx context.Context, sess session, sample []back
 
 // copyQuery lists the COPY … TO commands running in the monitored database, with the
 // relation of relid (none for COPY (query) TO) and the backend's statement text.
-const copyQuery = `SELECT p.pid, coalesce(a.usename::text, ''), coalesce(host(a.client_addr), ''),
+const copyQuery = `SELECT p.pid, coalesce(a.usename::text, ''), CASE WHEN a.client_port = -1 THEN 'local' ELSE coalesce(host(a.client_addr), '') END,
   coalesce(a.application_name, ''), coalesce(a.query_id, 0), a.query_start,
   extract(epoch FROM clock_timestamp() - a.query_start)::float8, a.query,
-  CASE WHEN c.oid IS NOT NULL THEN quote_ident(n.nspname) || '.' || quote_ident(c.relname) ELSE '' END,
+  coalesce(n.nspname::text, ''), coalesce(c.relname::text, ''),
   p.type, p.tuples_processed
 FROM pg_stat_progress_copy p
 JOIN pg_stat_activity a ON a.pid = p.pid
@@ -153,9 +154,15 @@ WHERE p.command = 'COPY TO' AND p.datname = current_database() AND a.query_start
 func readCopies(rows pgx.Rows, sample []backend) ([]backend, error) {
 	var b backend
 	var running float64
+	var schema, name string
 	_, err := pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text,
-		&b.relation, &b.operation, &b.tuples}, func() error {
+		&schema, &name, &b.operation, &b.tuples}, func() error {
 		b.running = secondsToDuration(running)
+		b.relation = ""
+		if name != "" {
+			// Quoted as the configuration quotes sensitive tables (public."user").
+			b.relation = catalog.QualifiedName(schema, name)
+		}
 		sample = append(sample, b)
 		return nil
 	})
@@ -192,7 +199,11 @@ func (s *Source) handleCopies(ctx context.Context, sess session, sample []backen
 		if res.Operation == "" {
 			res.Operation = classify.OperationCopy
 		}
-		events = append(events, s.events(now, sess, b, res, rels, event.SourceCopy, KindCopyProgress, delta)...)
+		// Rows is the COPY's total so far, not this sample's growth: rules take the largest
+		// observation of a COPY (its progress, then pg_stat_statements' count when it
+		// ends) without adding the two, and a COPY cancelled before it ends still shows
+		// all it copied.
+		events = append(events, s.events(now, sess, b, res, rels, event.SourceCopy, KindCopyProgress, b.tuples)...)
 	}
 	for key := range s.copies {
 		if !seen[key] {

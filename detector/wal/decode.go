@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/event"
 )
 
@@ -323,7 +324,8 @@ func (d *decoder) target(xid, relID uint32) (*txn, *relation) {
 }
 
 func (d *decoder) newRelation(m *pglogrepl.RelationMessage) *relation {
-	name := m.Namespace + "." + m.RelationName
+	// Quoted as the configuration (and the catalog) quote it: public."user", "Sales".orders.
+	name := catalog.QuoteIdent(m.Namespace) + "." + catalog.QuoteIdent(m.RelationName)
 	cols, watched := d.tables[name]
 	rel := &relation{name: name, watched: watched}
 	for i, c := range m.Columns {

@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector/backoff"
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/event"
 )
 
@@ -263,8 +264,8 @@ func (s *Source) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 	if len(tables) == 0 {
 		return errors.New("no sensitive tables configured")
 	}
-	rows, err := query(ctx, conn, `SELECT schemaname || '.' || tablename FROM pg_catalog.pg_publication_tables WHERE pubname = `+
-		quoteLiteral(s.cfg.Publication)+` UNION ALL SELECT '' FROM pg_catalog.pg_publication WHERE pubname = `+
+	rows, err := query(ctx, conn, `SELECT schemaname, tablename FROM pg_catalog.pg_publication_tables WHERE pubname = `+
+		quoteLiteral(s.cfg.Publication)+` UNION ALL SELECT '', '' FROM pg_catalog.pg_publication WHERE pubname = `+
 		quoteLiteral(s.cfg.Publication))
 	if err != nil {
 		return fmt.Errorf("read publication %s: %w", s.cfg.Publication, err)
@@ -272,7 +273,9 @@ func (s *Source) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 	if len(rows) > 0 {
 		var missing []string
 		for _, t := range tables {
-			if !slices.ContainsFunc(rows, func(r []string) bool { return r[0] == t }) {
+			if !slices.ContainsFunc(rows, func(r []string) bool {
+				return r[0] != "" && catalog.QuoteIdent(r[0])+"."+catalog.QuoteIdent(r[1]) == t
+			}) {
 				missing = append(missing, t)
 			}
 		}
@@ -282,16 +285,10 @@ func (s *Source) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 		}
 		return nil
 	}
-	idents := make([]string, len(tables))
-	for i, t := range tables {
-		schema, name, ok := strings.Cut(t, ".")
-		if !ok {
-			return fmt.Errorf("sensitive table %q is not schema-qualified", t)
-		}
-		idents[i] = pgx.Identifier{schema, name}.Sanitize()
-	}
+	// The configured names are canonical SQL already (each part quoted by
+	// catalog.QuoteIdent when it must be): public."user", "Sales"."Orders".
 	sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s",
-		pgx.Identifier{s.cfg.Publication}.Sanitize(), strings.Join(idents, ", "))
+		pgx.Identifier{s.cfg.Publication}.Sanitize(), strings.Join(tables, ", "))
 	if _, err := conn.Exec(ctx, sql).ReadAll(); err != nil {
 		return fmt.Errorf("create publication %s: %w", s.cfg.Publication, err)
 	}

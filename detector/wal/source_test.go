@@ -428,3 +428,29 @@ func TestStreamedTransactions(t *testing.T) {
 		return confirmedFlush(t, conn, st.slot) >= now
 	})
 }
+
+// Tables whose names need quoting (a keyword, upper case) are named in the
+// configuration as the catalog quotes them: the source must create the publication
+// with them and recognise their changes under those names.
+func TestQuotedTableNames(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, `CREATE TABLE public."user" (id int PRIMARY KEY, email text);
+		CREATE TABLE public."Accounts" (id int PRIMARY KEY, email text);
+		ALTER TABLE public."user" REPLICA IDENTITY FULL;
+		INSERT INTO public."user" SELECT i, 'u' || i FROM generate_series(1, 10) i;
+		INSERT INTO public."Accounts" SELECT i, 'a' || i FROM generate_series(1, 10) i`)
+	st := startSourceWith(t, db, &recorder{}, nil, func(c *Config) {
+		c.Tables = map[string][]string{`public."user"`: {"email"}, `public."Accounts"`: {"email"}}
+		c.Publication = "quoted"
+	})
+	db.Exec(t, `UPDATE public."user" SET email = email || 'x'`)
+	db.Exec(t, `DELETE FROM public."Accounts"`)
+	eventually(t, 5*time.Second, `UPDATE of public."user" and DELETE from public."Accounts"`, func() bool {
+		return len(st.sink.find(isOp(`public."user"`, OperationUpdate))) == 1 &&
+			len(st.sink.find(isOp(`public."Accounts"`, OperationDelete))) == 1
+	})
+	if got := st.sink.find(isOp(`public."user"`, OperationUpdate)); got[0].Rows != 10 || !slices.Equal(got[0].Changed, []string{"email"}) {
+		t.Errorf("got %+v, want 10 rows with email changed", got[0])
+	}
+}

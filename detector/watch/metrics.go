@@ -14,7 +14,7 @@ type metrics struct {
 
 // kinds are the label values of pgtripwire_catalog_changes_total, created at zero.
 var kinds = []string{
-	KindSlotCreated, KindSlotUsed, KindPublicationSensitive, KindRoleAttribute, KindRoleMembership,
+	KindSlotCreated, KindSlotUsed, KindOwnSlotUsed, KindPublicationSensitive, KindRoleAttribute, KindRoleMembership,
 	KindStatsReset, KindStatementsEvicted, KindExtensionDropped, KindSettingChanged,
 }
 

@@ -311,7 +311,7 @@ func (s *Source) diff(now time.Time, prev, cur *state) []event.Event {
 		if slices.Contains(s.cfg.OwnSlots, name) {
 			// Created and streamed by the WAL source: only a use by someone else is news.
 			if sl.typ == "logical" && existed && s.ownSlotUsed(old, sl) {
-				ev.Kind = KindSlotUsed
+				ev.Kind = KindOwnSlotUsed
 				add(ev)
 			}
 			continue

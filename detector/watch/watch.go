@@ -44,11 +44,14 @@ const (
 	// KindSlotUsed: a logical slot was consumed or peeked through the SQL interface
 	// (pg_logical_slot_get_changes and kin: a client backend holds it, or its position or
 	// decoding statistics moved while no walsender held it), or a new walsender attached
-	// to it. For one of Config.OwnSlots the WAL source's own walsender does not count;
-	// reading our slot through the SQL interface consumes changes the WAL source then
-	// never sees. Object is the slot, Role/ClientAddr/Application the session using it
-	// when it was seen holding it.
+	// to it. Object is the slot, Role/ClientAddr/Application the session using it when
+	// it was seen holding it.
 	KindSlotUsed = "slot_used"
+	// KindOwnSlotUsed: one of Config.OwnSlots was used by someone other than the WAL
+	// source's own walsender, as KindSlotUsed says. Reading our slot through the SQL
+	// interface consumes changes the WAL source then never sees: they are gone, and the
+	// slot must not be dropped (that loses what is still in it). Fields as KindSlotUsed.
+	KindOwnSlotUsed = "own_slot_used"
 	// KindPublicationSensitive: a publication (not one of Config.OwnPublications) now
 	// publishes a sensitive table. Object is the publication, Relation the table,
 	// SensitiveRead its sensitive columns.

@@ -239,7 +239,7 @@ func TestLogicalSlotOfAnotherRole(t *testing.T) {
 	// Our own slot, read the same way while the WAL source is not attached, is news too:
 	// the changes read are consumed, and the WAL source never sees them.
 	db.Exec(t, `SELECT count(*) FROM pg_logical_slot_get_changes('pgtripwire_own', NULL, NULL)`)
-	within(t, sink, KindSlotUsed, "pgtripwire_own", "")
+	within(t, sink, KindOwnSlotUsed, "pgtripwire_own", "")
 	if ev, ok := sink.find(KindSlotCreated, "pgtripwire_own", ""); ok {
 		t.Errorf("own slot reported as created: %+v", ev)
 	}
@@ -323,7 +323,7 @@ func TestOwnSlotReadBehindTheWALSource(t *testing.T) {
 		}
 		return n > 0
 	})
-	within(t, sink, KindSlotUsed, own, "")
+	within(t, sink, KindOwnSlotUsed, own, "")
 }
 
 func TestOwnSlotUsed(t *testing.T) {

@@ -370,3 +370,19 @@ func BenchmarkMatch(b *testing.B) {
 		}
 	}
 }
+
+// quoteLiteral must read back as the same string whatever standard_conforming_strings
+// is: a backslash in a name an intruder chose must not end the literal early.
+func TestQuoteLiteral(t *testing.T) {
+	for in, want := range map[string]string{
+		"mallory":          `'mallory'`,
+		"o'brien":          `'o''brien'`,
+		`a\b`:              `E'a\\b'`,
+		`\' OR true --`:    `E'\\'' OR true --'`,
+		"x'; DROP TABLE u": `'x''; DROP TABLE u'`,
+	} {
+		if got := quoteLiteral(in); got != want {
+			t.Errorf("quoteLiteral(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

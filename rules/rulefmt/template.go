@@ -73,11 +73,21 @@ func (d *decoder) templates(where string, n *yaml.Node, labels bool) (map[string
 // publication name), and annotations put them into SQL for the on-call engineer to
 // paste: quoteLiteral and quoteIdent make such SQL safe to run as written.
 var templateFuncs = template.FuncMap{
-	// quoteLiteral quotes s as an SQL string literal: 'it''s'.
-	"quoteLiteral": func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" },
+	// quoteLiteral quotes s as an SQL string literal, as PostgreSQL's quote_literal
+	// does: 'it''s', and E'a\\b' for a backslash, which reads back the same whether
+	// standard_conforming_strings is on or off.
+	"quoteLiteral": quoteLiteral,
 	// quoteIdent quotes s as an SQL identifier when it must be, as PostgreSQL's
 	// quote_ident does: mallory, "Mallory", "x""; DROP TABLE users; --".
 	"quoteIdent": catalog.QuoteIdent,
+}
+
+func quoteLiteral(s string) string {
+	q := "'" + strings.ReplaceAll(s, "'", "''") + "'"
+	if strings.Contains(s, `\`) {
+		return "E" + strings.ReplaceAll(q, `\`, `\\`)
+	}
+	return q
 }
 
 type discard struct{}
