@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector/alert"
@@ -144,5 +145,27 @@ func TestPipelineWaitWrittenWaitsForTheQueue(t *testing.T) {
 	}
 	if len(sink.written) != 1 {
 		t.Fatalf("got %d written, want 1", len(sink.written))
+	}
+}
+
+// COPY progress events carry a running total: counting each would multiply the COPY's
+// rows in pgtripwire_sensitive_rows_read_total, which counts it once from its statement.
+func TestPipelineCountsRowsReadOncePerCopy(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	p := newPipeline(&onePerEvent{}, nil, health.New(reg), time.Now, zap.NewNop(), reg)
+	read := func(source event.Source, rows int64) event.Event {
+		return event.Event{Source: source, Database: "app", Relation: "public.users", Role: "r",
+			SensitiveRead: []string{"email"}, Rows: rows, Calls: 1}
+	}
+	if err := p.HandleEvents(context.Background(), []event.Event{
+		read(event.SourceCopy, 1000), read(event.SourceCopy, 2000), read(event.SourceStatements, 2000),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(p.rowsRead.WithLabelValues("statements", "app", "public.users", "r")); got != 2000 {
+		t.Errorf("rows read from the statement: got %v, want 2000", got)
+	}
+	if n := testutil.CollectAndCount(p.rowsRead); n != 1 {
+		t.Errorf("got %d rows-read series, want only the statement's (none for COPY progress)", n)
 	}
 }

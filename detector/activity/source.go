@@ -49,8 +49,8 @@ const (
 	// alert stays firing while it does. Rows is 0 (unknown until it ends).
 	KindRunning = "running"
 	// KindCopyProgress (source "copy"): a COPY … TO of a sensitive relation (or of a
-	// query reading one) processed Rows more tuples since the previous sample: summing
-	// Rows over a window gives the tuples copied so far.
+	// query reading one) has processed Rows tuples so far (a running total, reported at
+	// each sample in which it grew): the largest Rows of a COPY is all it copied.
 	KindCopyProgress = "copy_progress"
 )
 

@@ -121,8 +121,9 @@ type SensitiveTable struct {
 	// as in SQL: public.users, or with quoted identifiers for names that need
 	// them: '"My Schema"."Users"'. Required. After loading it holds the
 	// canonical form: unquoted identifiers folded to lower case, and each
-	// part double-quoted only when it has to be (as PostgreSQL's quote_ident,
-	// except that keywords are not quoted): public.users, "My Schema"."Users".
+	// part double-quoted only when it has to be, as PostgreSQL's quote_ident
+	// does (keywords included): public.users, public."user", "My Schema"."Users".
+	// Every source names relations this way.
 	Table string `yaml:"table"`
 	// Columns (sensitive[].columns) are the credential columns of Table
 	// (email, username, password hash, ...). Required, non-empty, no

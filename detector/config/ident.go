@@ -179,8 +179,6 @@ func lowerASCII(s string) string {
 	return string(b)
 }
 
-// qualifiedName is the canonical form of a table name: schema.name, each part
-// quoted only when it must be.
 // qualifiedName is the table's canonical name: quoted exactly as the catalog snapshot,
 // the classifier and PostgreSQL's regclass output quote it (keywords such as "user"
 // included), so that a table named in the configuration matches the relation every

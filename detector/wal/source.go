@@ -69,7 +69,8 @@ type Config struct {
 	// Slot and Publication name the logical replication slot and publication; both are
 	// created when missing, never dropped. Defaults: "pgtripwire".
 	Slot, Publication string
-	// Tables maps schema-qualified sensitive tables to their sensitive columns.
+	// Tables maps schema-qualified sensitive tables, in the configuration's canonical
+	// form (config.SensitiveTable.Table: public."user"), to their sensitive columns.
 	Tables map[string][]string
 	// StatusInterval bounds the time between two standby status updates; zero means 10 s.
 	StatusInterval time.Duration
@@ -285,10 +286,19 @@ func (s *Source) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 		}
 		return nil
 	}
-	// The configured names are canonical SQL already (each part quoted by
-	// catalog.QuoteIdent when it must be): public."user", "Sales"."Orders".
+	// The configuration gives canonical names (public."user"); each is parsed back and
+	// quoted again rather than trusted as SQL, and one that is not canonical is refused:
+	// the decoder would never match its changes.
+	idents := make([]string, len(tables))
+	for i, t := range tables {
+		schema, name, err := catalog.ParseQualifiedName(t)
+		if err != nil || catalog.QualifiedName(schema, name) != t {
+			return fmt.Errorf("sensitive table %q is not a canonical schema-qualified name (as the configuration writes it)", t)
+		}
+		idents[i] = pgx.Identifier{schema, name}.Sanitize()
+	}
 	sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s",
-		pgx.Identifier{s.cfg.Publication}.Sanitize(), strings.Join(tables, ", "))
+		pgx.Identifier{s.cfg.Publication}.Sanitize(), strings.Join(idents, ", "))
 	if _, err := conn.Exec(ctx, sql).ReadAll(); err != nil {
 		return fmt.Errorf("create publication %s: %w", s.cfg.Publication, err)
 	}
