@@ -186,18 +186,11 @@ func (s *Source) Run(ctx context.Context) error {
 		return errors.New("activity source: neither activity nor COPY sampling is enabled")
 	}
 	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
-	for {
-		err := s.session(ctx, bo)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	return bo.Reconnect(ctx, func(ctx context.Context) error { return s.session(ctx, bo) }, func(err error) {
 		s.setHealth(err)
 		s.metrics.errors.Inc()
 		s.log.Warn("activity source failed; reconnecting", zap.Error(err))
-		if err := bo.Wait(ctx); err != nil {
-			return err
-		}
-	}
+	})
 }
 
 func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {

@@ -1,7 +1,8 @@
 // Package backoff computes reconnect delays: capped exponential growth with jitter, so
 // that many detectors losing the same database do not reconnect in lock-step.
 //
-// It is not a retry framework: callers own their loops and decide what is retryable.
+// Reconnect is the one loop every source runs around its database session; what a
+// session does, and what counts as success (Reset), stays the caller's.
 package backoff
 
 import (
@@ -51,5 +52,22 @@ func (b *Backoff) Wait(ctx context.Context) error {
 		return ctx.Err()
 	case <-t.C:
 		return nil
+	}
+}
+
+// Reconnect runs session until ctx is done. When a session returns while ctx is still
+// live, Reconnect hands its error to failed (to report health, count, log) and waits
+// Next before the next session. Sessions call Reset once they work, so that the next
+// failure waits Initial again. Reconnect returns ctx's error.
+func (b *Backoff) Reconnect(ctx context.Context, session func(context.Context) error, failed func(error)) error {
+	for {
+		err := session(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		failed(err)
+		if err := b.Wait(ctx); err != nil {
+			return err
+		}
 	}
 }

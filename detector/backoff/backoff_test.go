@@ -41,3 +41,21 @@ func TestWaitStopsOnCancel(t *testing.T) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
 }
+
+// Reconnect reports each failed session, waits between them, and stops with ctx's error
+// once ctx ends, without reporting the session that ctx's end interrupted.
+func TestReconnect(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sessions, failures := 0, 0
+	err := New(time.Millisecond, time.Millisecond).Reconnect(ctx, func(context.Context) error {
+		sessions++
+		if sessions == 3 {
+			cancel()
+			return errors.New("interrupted by the cancellation")
+		}
+		return errors.New("connection refused")
+	}, func(error) { failures++ })
+	if !errors.Is(err, context.Canceled) || sessions != 3 || failures != 2 {
+		t.Errorf("got err %v after %d sessions and %d failures reported, want context.Canceled, 3, 2", err, sessions, failures)
+	}
+}

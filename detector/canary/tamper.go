@@ -156,18 +156,11 @@ func NewSource(cfg Config, sink Sink, health Health, log *zap.Logger, reg promet
 // whenever the connection or a check fails. It returns ctx's error.
 func (s *Source) Run(ctx context.Context) error {
 	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
-	for {
-		err := s.session(ctx, bo)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	return bo.Reconnect(ctx, func(ctx context.Context) error { return s.session(ctx, bo) }, func(err error) {
 		s.health.Set(Component, err)
 		s.metrics.errors.Inc()
 		s.log.Warn("canary check failed; reconnecting", zap.Error(err))
-		if err := bo.Wait(ctx); err != nil {
-			return err
-		}
-	}
+	})
 }
 
 func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {

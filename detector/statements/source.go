@@ -137,18 +137,11 @@ func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.R
 // come back by itself.
 func (s *Source) Run(ctx context.Context) error {
 	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
-	for {
-		err := s.session(ctx, bo)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	return bo.Reconnect(ctx, func(ctx context.Context) error { return s.session(ctx, bo) }, func(err error) {
 		s.health.Set(Component, err)
 		s.metrics.errors.Inc()
 		s.log.Warn("statements source failed; reconnecting", zap.Error(err))
-		if err := bo.Wait(ctx); err != nil {
-			return err
-		}
-	}
+	})
 }
 
 // session connects and polls until an error or cancellation.

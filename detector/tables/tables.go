@@ -207,18 +207,11 @@ func (s *Source) Observing(next Sink) Sink {
 // whenever the connection or a poll fails. It returns ctx's error.
 func (s *Source) Run(ctx context.Context) error {
 	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
-	for {
-		err := s.session(ctx, bo)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	return bo.Reconnect(ctx, func(ctx context.Context) error { return s.session(ctx, bo) }, func(err error) {
 		s.health.Set(Component, err)
 		s.metrics.errors.Inc()
 		s.log.Warn("tables source failed; reconnecting", zap.Error(err))
-		if err := bo.Wait(ctx); err != nil {
-			return err
-		}
-	}
+	})
 }
 
 func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {

@@ -159,19 +159,15 @@ func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.R
 // source never gives up on its own.
 func (s *Source) Run(ctx context.Context) error {
 	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
-	for {
+	return bo.Reconnect(ctx, func(ctx context.Context) error {
 		err := s.session(ctx, bo)
 		s.metrics.slotActive.Set(0)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+		return err
+	}, func(err error) {
 		s.health.Set(Component, err)
 		s.metrics.reconnects.Inc()
 		s.log.Warn("wal source failed; reconnecting", zap.Error(err))
-		if err := bo.Wait(ctx); err != nil {
-			return err
-		}
-	}
+	})
 }
 
 // slotNameRE is what PostgreSQL accepts as a slot name; checking it here lets the name

@@ -12,6 +12,7 @@ package rulefmt
 // ternaries, doubles, timestamps) falls back to the CEL program.
 
 import (
+	"cmp"
 	"regexp"
 	"strings"
 	"time"
@@ -248,46 +249,38 @@ func nativeInt(e celast.Expr) (intFn, bool) {
 	return f, ok
 }
 
+// compareFn is the comparison op (one of CEL's six relational operators) of l and r.
+func compareFn[T cmp.Ordered](op string, l, r func(*event.Event) T) boolFn {
+	switch op {
+	case operators.Equals:
+		return func(ev *event.Event) bool { return l(ev) == r(ev) }
+	case operators.NotEquals:
+		return func(ev *event.Event) bool { return l(ev) != r(ev) }
+	case operators.Less:
+		return func(ev *event.Event) bool { return l(ev) < r(ev) }
+	case operators.LessEquals:
+		return func(ev *event.Event) bool { return l(ev) <= r(ev) }
+	case operators.Greater:
+		return func(ev *event.Event) bool { return l(ev) > r(ev) }
+	default:
+		return func(ev *event.Event) bool { return l(ev) >= r(ev) }
+	}
+}
+
 func nativeCompare(op string, a, b celast.Expr) (boolFn, bool) {
 	if l, ok := nativeInt(a); ok {
 		r, ok := nativeInt(b)
 		if !ok {
 			return nil, false
 		}
-		switch op {
-		case operators.Equals:
-			return func(ev *event.Event) bool { return l(ev) == r(ev) }, true
-		case operators.NotEquals:
-			return func(ev *event.Event) bool { return l(ev) != r(ev) }, true
-		case operators.Less:
-			return func(ev *event.Event) bool { return l(ev) < r(ev) }, true
-		case operators.LessEquals:
-			return func(ev *event.Event) bool { return l(ev) <= r(ev) }, true
-		case operators.Greater:
-			return func(ev *event.Event) bool { return l(ev) > r(ev) }, true
-		default:
-			return func(ev *event.Event) bool { return l(ev) >= r(ev) }, true
-		}
+		return compareFn(op, l, r), true
 	}
 	if l, ok := nativeStr(a); ok {
 		r, ok := nativeStr(b)
 		if !ok {
 			return nil, false
 		}
-		switch op {
-		case operators.Equals:
-			return func(ev *event.Event) bool { return l(ev) == r(ev) }, true
-		case operators.NotEquals:
-			return func(ev *event.Event) bool { return l(ev) != r(ev) }, true
-		case operators.Less:
-			return func(ev *event.Event) bool { return l(ev) < r(ev) }, true
-		case operators.LessEquals:
-			return func(ev *event.Event) bool { return l(ev) <= r(ev) }, true
-		case operators.Greater:
-			return func(ev *event.Event) bool { return l(ev) > r(ev) }, true
-		default:
-			return func(ev *event.Event) bool { return l(ev) >= r(ev) }, true
-		}
+		return compareFn(op, l, r), true
 	}
 	if op != operators.Equals && op != operators.NotEquals {
 		return nil, false
