@@ -125,6 +125,12 @@ func TestRestartKeepsRuleState(t *testing.T) {
 	}
 
 	r, _ = startIn(t, db, dir, adjust)
+	// The statements source's first poll after a start is a baseline: reads made before
+	// it are history. Read only once it is done.
+	eventually(t, 10*time.Second, "the statements source's baseline poll after the restart", func() bool {
+		m := r.series(t, "pgtripwire_statements_poll_duration_seconds", nil)
+		return m != nil && m.GetHistogram().GetSampleCount() >= 1
+	})
 	if got := r.gauge(t, "pgtripwire_alerts_firing", map[string]string{"rule": "SensitiveBulkRead"}); got != 1 {
 		t.Errorf("pgtripwire_alerts_firing{rule=SensitiveBulkRead} after the restart: got %v, want the restored alert", got)
 	}
@@ -134,6 +140,9 @@ func TestRestartKeepsRuleState(t *testing.T) {
 	// The newcomer's first read proves the restarted engine evaluates these events; by
 	// then mallory's second dump and app's lookup have been evaluated too (same poll or
 	// an earlier one).
+	eventually(t, 20*time.Second, "the newcomer's read counted after the restart", func() bool {
+		return r.counter(t, "pgtripwire_sensitive_rows_read_total", map[string]string{"role": "newcomer"}) >= 1
+	})
 	eventually(t, 10*time.Second, "FirstReadByRole firing for the newcomer after the restart", func() bool {
 		return len(firingLines(r.lines(t), "FirstReadByRole", "newcomer")) == 1
 	})
