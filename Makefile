@@ -32,7 +32,7 @@ $(BIN)/golangci-lint:
 # Benchmarks against a real server (5,000 pg_stat_statements entries); see README.
 # The poll benchmark fills a real server with 5,000 statements: 20 polls are plenty.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./detector/statements/
+	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./detector/source/statements/
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./detector/classify/ ./detector/redact/ ./rules/...
 
 # Overhead of the detector (every source at 1 s) on pgbench select-only and tpcb-like,
@@ -42,7 +42,7 @@ bench:
 # runs (BenchmarkSourceCPU, docs/sources.md; PGTRIPWIRE_CPU_SECONDS, default 30 per source).
 .PHONY: bench-overhead
 bench-overhead:
-	$(GO) test -run '^$$' -tags overhead -bench '^Benchmark(SourceCPU|Overhead)$$' -benchtime 1x -count 1 -timeout 30m ./detector/activity/
+	$(GO) test -run '^$$' -tags overhead -bench '^Benchmark(SourceCPU|Overhead)$$' -benchtime 1x -count 1 -timeout 30m ./detector/source/activity/
 
 # Cost of the canary policy on a 200,000-row table, with against without (docs/canary.md).
 bench-canary:
@@ -52,7 +52,7 @@ bench-canary:
 # Drain 300,000 row changes from a pgoutput slot: the WAL source against pg_recvlogical
 # on an identical slot, same run, alternating who goes first; prints the rate ratio.
 bench-wal:
-	$(GO) test -run '^$$' -bench BenchmarkDrain -benchtime 2x -count 1 -v ./detector/wal/ | grep -v 'logger.go'
+	$(GO) test -run '^$$' -bench BenchmarkDrain -benchtime 2x -count 1 -v ./detector/source/wal/ | grep -v 'logger.go'
 
 # Fuzz the parsers (SQL classification, config, rule files, pgoutput, DDL and canary
 # messages) longer than the seed corpora `make test` runs.
@@ -60,7 +60,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./detector/classify/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./detector/config/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./rules/rulefmt/
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./detector/wal/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./detector/source/wal/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./detector/ddlmsg/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./detector/canary/
 

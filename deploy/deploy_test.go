@@ -22,10 +22,10 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pgtripwire/pgtripwire/detector"
-	"github.com/pgtripwire/pgtripwire/detector/alert"
-	"github.com/pgtripwire/pgtripwire/detector/amtest"
 	"github.com/pgtripwire/pgtripwire/detector/config"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -167,7 +167,7 @@ func TestComposeStackPagesOnADump(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var got alert.Alert
+	var got model.Alert
 	eventually(t, 5*time.Second, "a firing alert", func() bool {
 		f, err := os.Open(cfg.Alerts.File)
 		if err != nil {
@@ -176,7 +176,7 @@ func TestComposeStackPagesOnADump(t *testing.T) {
 		defer f.Close()
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
-			if err := json.Unmarshal(sc.Bytes(), &got); err == nil && got.State == alert.StateFiring {
+			if err := json.Unmarshal(sc.Bytes(), &got); err == nil && got.State == model.StateFiring {
 				return true
 			}
 		}

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
 	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/detector/config"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
 	"github.com/pgtripwire/pgtripwire/detector/setup"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // #10 acceptance 1 and 2, and #9's DDL events, through the whole daemon: the database is
@@ -77,7 +77,7 @@ func TestCanaryReadsAndTamperingPage(t *testing.T) {
 			}
 			got := r.waitAlert(t, 3*time.Second, "CanaryRowRead", map[string]string{"role": role, "table": "public.users"})
 			t.Logf("paged %v after the read", time.Since(start).Round(time.Millisecond))
-			if got.Severity != alert.SeverityCritical {
+			if got.Severity != model.SeverityCritical {
 				t.Errorf("got %+v, want critical", got)
 			}
 		})
@@ -115,7 +115,7 @@ func TestCanaryReadsAndTamperingPage(t *testing.T) {
 		db.Exec(t, `ALTER TABLE public.users DISABLE ROW LEVEL SECURITY`)
 		got := r.waitAlert(t, 5*time.Second, "CanaryTampered", map[string]string{"table": "public.users", "object": "row_security"})
 		t.Logf("paged %v after the ALTER", time.Since(start).Round(time.Millisecond))
-		if got.Severity != alert.SeverityCritical {
+		if got.Severity != model.SeverityCritical {
 			t.Errorf("got %+v, want critical", got)
 		}
 		r.waitAlert(t, 5*time.Second, "SecurityDDL", map[string]string{"kind": "rls_disabled"})

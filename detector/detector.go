@@ -22,24 +22,23 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/pgtripwire/pgtripwire/detector/activity"
-	"github.com/pgtripwire/pgtripwire/detector/alert"
 	"github.com/pgtripwire/pgtripwire/detector/buildinfo"
-	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/detector/config"
-	"github.com/pgtripwire/pgtripwire/detector/event"
 	"github.com/pgtripwire/pgtripwire/detector/health"
 	"github.com/pgtripwire/pgtripwire/detector/notify"
-	"github.com/pgtripwire/pgtripwire/detector/statements"
-	"github.com/pgtripwire/pgtripwire/detector/tables"
-	"github.com/pgtripwire/pgtripwire/detector/wal"
-	"github.com/pgtripwire/pgtripwire/detector/watch"
+	"github.com/pgtripwire/pgtripwire/detector/source/activity"
+	canarysrc "github.com/pgtripwire/pgtripwire/detector/source/canary"
+	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
+	"github.com/pgtripwire/pgtripwire/detector/source/statements"
+	"github.com/pgtripwire/pgtripwire/detector/source/tables"
+	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/detector/web"
+	"github.com/pgtripwire/pgtripwire/model"
 	"github.com/pgtripwire/pgtripwire/rules/engine"
 )
 
 // Event is the one value that flows from sources to rules.
-type Event = event.Event
+type Event = model.Event
 
 // Deps are what the embedding process provides.
 type Deps struct {
@@ -61,7 +60,7 @@ type Detector struct {
 	log      *zap.Logger
 	registry *prometheus.Registry
 	listener net.Listener
-	alertLog *alert.Log
+	alertLog *notify.AlertLog
 	notifier *notify.Notifier // nil when no Alertmanager or webhook is configured
 	health   *health.Status
 	pipeline *pipeline
@@ -129,7 +128,7 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	if cfg.Alerts.Stdout {
 		stdout = deps.Stdout
 	}
-	d.alertLog, err = alert.OpenLog(cfg.Alerts.File, stdout, deps.Registry)
+	d.alertLog, err = notify.OpenAlertLog(cfg.Alerts.File, stdout, deps.Registry)
 	if err != nil {
 		return nil, err
 	}
@@ -209,8 +208,8 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		d.sources = append(d.sources, counters)
 	}
 	if w := cfg.Sources.Catalog; w.Enabled {
-		d.health.Register(watch.Component)
-		wc := watch.Config{
+		d.health.Register(catalogwatch.Component)
+		wc := catalogwatch.Config{
 			Conn:      connConfig,
 			Interval:  w.Interval,
 			Sensitive: sensitiveMap(cfg.Sensitive),
@@ -220,12 +219,12 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 			wc.OwnSlots = []string{cfg.Sources.WAL.Slot}
 			wc.OwnPublications = []string{cfg.Sources.WAL.Publication}
 		}
-		d.sources = append(d.sources, watch.New(wc, d.pipeline, d.health, deps.Logger, deps.Registry))
+		d.sources = append(d.sources, catalogwatch.New(wc, d.pipeline, d.health, deps.Logger, deps.Registry))
 	}
 
 	if c := cfg.Sources.Canary; c.Enabled {
-		d.health.Register(canary.Component)
-		d.sources = append(d.sources, canary.NewSource(canary.Config{
+		d.health.Register(canarysrc.Component)
+		d.sources = append(d.sources, canarysrc.NewSource(canarysrc.Config{
 			Conn:     connConfig,
 			Interval: c.Interval,
 			Now:      deps.Now,

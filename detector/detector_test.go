@@ -17,10 +17,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/pgtripwire/pgtripwire/detector"
-	"github.com/pgtripwire/pgtripwire/detector/alert"
-	"github.com/pgtripwire/pgtripwire/detector/amtest"
 	"github.com/pgtripwire/pgtripwire/detector/config"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -92,17 +92,17 @@ func (r *running) waitReady(t *testing.T, want bool, timeout time.Duration) {
 }
 
 // lines returns the alert log's lines so far.
-func (r *running) lines(t *testing.T) []alert.Alert {
+func (r *running) lines(t *testing.T) []model.Alert {
 	t.Helper()
 	f, err := os.Open(r.alerts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var got []alert.Alert
+	var got []model.Alert
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var a alert.Alert
+		var a model.Alert
 		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
 			t.Fatalf("alert line %q: %v", sc.Text(), err)
 		}
@@ -111,12 +111,12 @@ func (r *running) lines(t *testing.T) []alert.Alert {
 	return got
 }
 
-func (r *running) waitFiring(t *testing.T, timeout time.Duration) alert.Alert {
+func (r *running) waitFiring(t *testing.T, timeout time.Duration) model.Alert {
 	t.Helper()
-	var firing alert.Alert
+	var firing model.Alert
 	eventually(t, timeout, "a firing alert line", func() bool {
 		for _, a := range r.lines(t) {
-			if a.State == alert.StateFiring {
+			if a.State == model.StateFiring {
 				firing = a
 				return true
 			}
@@ -239,7 +239,7 @@ func TestBulkReadOfCredentialColumnsPagesWithinSeconds(t *testing.T) {
 			t.Errorf("label %s: got %q, want it omitted (the statements source cannot know it)", k, v)
 		}
 	}
-	if got.Value != 50000 || got.Rule != "SensitiveBulkRead" || got.Severity != alert.SeverityCritical {
+	if got.Value != 50000 || got.Rule != "SensitiveBulkRead" || got.Severity != model.SeverityCritical {
 		t.Errorf("got rule %s severity %s value %v, want SensitiveBulkRead critical 50000", got.Rule, got.Severity, got.Value)
 	}
 	// The line reaches the file just before the counter moves: poll, then require 1.
@@ -282,7 +282,7 @@ func TestAlertResolvesOnceQuiet(t *testing.T) {
 
 	bulkRead(t, db)
 	firing := r.waitFiring(t, 5*time.Second)
-	var lines []alert.Alert
+	var lines []model.Alert
 	eventually(t, 10*time.Second, "a resolved line", func() bool {
 		lines = r.lines(t)
 		return len(lines) >= 2
@@ -291,7 +291,7 @@ func TestAlertResolvesOnceQuiet(t *testing.T) {
 		t.Fatalf("got %d lines, want firing then resolved: %+v", len(lines), lines)
 	}
 	resolved := lines[1]
-	if resolved.State != alert.StateResolved || resolved.Fingerprint != firing.Fingerprint || resolved.Value != 2000 {
+	if resolved.State != model.StateResolved || resolved.Fingerprint != firing.Fingerprint || resolved.Value != 2000 {
 		t.Fatalf("got %+v, want the same alert resolved, with its value", resolved)
 	}
 	if quiet := resolved.Time.Sub(firing.Time); quiet < 2*time.Second*59/60 {
@@ -316,12 +316,12 @@ func TestEvasiveDumpsPage(t *testing.T) {
 	ctx := t.Context()
 	simple := pgx.QueryExecModeSimpleProtocol
 
-	firingFor := func(role string) alert.Alert {
+	firingFor := func(role string) model.Alert {
 		t.Helper()
-		var got alert.Alert
+		var got model.Alert
 		eventually(t, 5*time.Second, "an alert for "+role, func() bool {
 			for _, a := range r.lines(t) {
-				if a.State == alert.StateFiring && a.Labels["role"] == role {
+				if a.State == model.StateFiring && a.Labels["role"] == role {
 					got = a
 					return true
 				}
@@ -413,10 +413,10 @@ func TestPaginatedSweepPages(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond) // the intruder's pace is the scenario
 	}
-	var got alert.Alert
+	var got model.Alert
 	eventually(t, 30*time.Second-time.Since(start), "a SensitiveSweep alert for mallory within 30 s of the first page", func() bool {
 		for _, a := range r.lines(t) {
-			if a.State == alert.StateFiring && a.Rule == "SensitiveSweep" && a.Labels["role"] == "mallory" {
+			if a.State == model.StateFiring && a.Rule == "SensitiveSweep" && a.Labels["role"] == "mallory" {
 				got = a
 				return true
 			}
@@ -459,10 +459,10 @@ func TestMassCredentialChangePages(t *testing.T) {
 	})
 	start := time.Now()
 	db.Exec(t, `UPDATE public.users SET password_hash = '$2b$12$attacker' || id`)
-	var got alert.Alert
+	var got model.Alert
 	eventually(t, 5*time.Second, "a MassCredentialChange alert", func() bool {
 		for _, a := range r.lines(t) {
-			if a.State == alert.StateFiring && a.Rule == "MassCredentialChange" {
+			if a.State == model.StateFiring && a.Rule == "MassCredentialChange" {
 				got = a
 				return true
 			}
@@ -485,7 +485,7 @@ func TestMassCredentialChangePages(t *testing.T) {
 	for _, rule := range []string{"MassDelete", "SensitiveTableTruncated"} {
 		eventually(t, 5*time.Second, "a "+rule+" alert", func() bool {
 			for _, a := range r.lines(t) {
-				if a.State == alert.StateFiring && a.Rule == rule && a.Labels["table"] == "public.users" {
+				if a.State == model.StateFiring && a.Rule == rule && a.Labels["table"] == "public.users" {
 					return true
 				}
 			}

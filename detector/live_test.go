@@ -7,18 +7,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
 	"github.com/pgtripwire/pgtripwire/detector/config"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // waitAlert waits for a firing line of rule whose labels include labels.
-func (r *running) waitAlert(t *testing.T, timeout time.Duration, rule string, labels map[string]string) alert.Alert {
+func (r *running) waitAlert(t *testing.T, timeout time.Duration, rule string, labels map[string]string) model.Alert {
 	t.Helper()
-	var got alert.Alert
+	var got model.Alert
 	eventually(t, timeout, fmt.Sprintf("a firing %s alert with %v", rule, labels), func() bool {
 		for _, a := range r.lines(t) {
-			if a.State != alert.StateFiring || a.Rule != rule {
+			if a.State != model.StateFiring || a.Rule != rule {
 				continue
 			}
 			match := true
@@ -61,7 +61,7 @@ func TestSlowSensitiveReadAlertedWhileRunning(t *testing.T) {
 	default:
 	}
 	t.Logf("alerted %v into the read", time.Since(start).Round(time.Millisecond))
-	if got.Labels["pid"] == "" || got.Severity != alert.SeverityWarning {
+	if got.Labels["pid"] == "" || got.Severity != model.SeverityWarning {
 		t.Errorf("got %+v, want the backend's pid to terminate", got)
 	}
 	if err := <-finished; err != nil {

@@ -5,8 +5,8 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/detector/ddlmsg"
-	"github.com/pgtripwire/pgtripwire/detector/event"
-	"github.com/pgtripwire/pgtripwire/detector/wal"
+	"github.com/pgtripwire/pgtripwire/detector/source/wal"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // decodeMessage turns the logical decoding messages pgtripwire's own database objects
@@ -20,13 +20,13 @@ import (
 // logged: it is whatever the sender wrote.
 func decodeMessage(log *zap.Logger) wal.MessageDecoder {
 	log = log.Named("messages")
-	return func(prefix string, content []byte, transactional bool) (event.Event, bool) {
+	return func(prefix string, content []byte, transactional bool) (model.Event, bool) {
 		switch prefix {
 		case ddlmsg.Prefix:
 			ev, _, err := ddlmsg.Decode(prefix, content)
 			if err != nil {
 				log.Warn("undecodable DDL message; reported as kind undecodable", zap.Int("bytes", len(content)), zap.Error(err))
-				return event.Event{Source: event.SourceDDL, Kind: "undecodable", Rows: 1, Calls: 1}, true
+				return model.Event{Source: model.SourceDDL, Kind: "undecodable", Rows: 1, Calls: 1}, true
 			}
 			return ev, true
 		case canary.MessagePrefix:
@@ -35,6 +35,6 @@ func decodeMessage(log *zap.Logger) wal.MessageDecoder {
 			}
 			return canary.DecodeMessage(prefix, content, transactional)
 		}
-		return event.Event{}, false
+		return model.Event{}, false
 	}
 }

@@ -10,21 +10,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
-	"github.com/pgtripwire/pgtripwire/detector/event"
 	"github.com/pgtripwire/pgtripwire/detector/health"
-	"github.com/pgtripwire/pgtripwire/detector/wal"
+	"github.com/pgtripwire/pgtripwire/detector/source/wal"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // Evaluator turns events into alert transitions. It is what the rule engine implements;
 // the built-in SensitiveBulkRead rule is the first one. The pipeline serialises calls.
 type Evaluator interface {
 	// Eval returns the transitions ev causes at now.
-	Eval(now time.Time, ev event.Event) []alert.Alert
+	Eval(now time.Time, ev model.Event) []model.Alert
 	// Tick returns the transitions due at now without a new event (resolutions).
-	Tick(now time.Time) []alert.Alert
+	Tick(now time.Time) []model.Alert
 	// Rules lists the rules the evaluator may raise, with their severity.
-	Rules() map[string]alert.Severity
+	Rules() map[string]model.Severity
 }
 
 // The WAL source waits for the pipeline before confirming a position: a wrapper that
@@ -33,14 +32,14 @@ var _ wal.WrittenWaiter = (*pipeline)(nil)
 
 // alertSink records alert transitions: the alert log, the delivery spool.
 type alertSink interface {
-	Write(a alert.Alert) error
+	Write(a model.Alert) error
 }
 
 // sinkQueue is one sink with the transitions it has not yet accepted.
 type sinkQueue struct {
 	component string // its name in health reports
 	sink      alertSink
-	backlog   []alert.Alert
+	backlog   []model.Alert
 	failing   bool // the last write failed; logged once per outage
 }
 
@@ -101,7 +100,7 @@ func newPipeline(eval Evaluator, sinks []namedSink, h *health.Status, now func()
 		}, []string{"source", "database", "table", "column"}),
 		evalTicks: time.Second,
 	}
-	p.events.WithLabelValues(string(event.SourceStatements))
+	p.events.WithLabelValues(string(model.SourceStatements))
 	for _, s := range sinks {
 		p.sinks = append(p.sinks, &sinkQueue{component: s.component, sink: s.sink})
 		h.Register(s.component)
@@ -113,16 +112,16 @@ func newPipeline(eval Evaluator, sinks []namedSink, h *health.Status, now func()
 // HandleEvents evaluates events and queues their transitions for every sink, writing
 // them before it returns when the sinks accept them. It returns nil once the events are
 // evaluated: an unwritten transition is the pipeline's to retry, not the source's.
-func (p *pipeline) HandleEvents(_ context.Context, events []event.Event) error {
+func (p *pipeline) HandleEvents(_ context.Context, events []model.Event) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
-	var transitions []alert.Alert
+	var transitions []model.Alert
 	for _, ev := range events {
 		p.events.WithLabelValues(string(ev.Source)).Inc()
 		// COPY progress events carry a running total, which the statements source
 		// counts once when the COPY ends.
-		if len(ev.SensitiveRead) > 0 && ev.Source != event.SourceCopy {
+		if len(ev.SensitiveRead) > 0 && ev.Source != model.SourceCopy {
 			p.rowsRead.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, ev.Role).Add(float64(ev.Rows))
 			for _, c := range ev.SensitiveRead {
 				p.columnRows.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, c).Add(float64(ev.Rows))
@@ -165,7 +164,7 @@ func (p *pipeline) tick() {
 	p.queueLocked(p.eval.Tick(p.now()))
 }
 
-func (p *pipeline) queueLocked(transitions []alert.Alert) {
+func (p *pipeline) queueLocked(transitions []model.Alert) {
 	for _, q := range p.sinks {
 		q.backlog = append(q.backlog, transitions...)
 	}

@@ -10,18 +10,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
-	"github.com/pgtripwire/pgtripwire/detector/event"
 	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // flakySink refuses the first failures writes, then records.
 type flakySink struct {
 	failures int
-	written  []alert.Alert
+	written  []model.Alert
 }
 
-func (s *flakySink) Write(a alert.Alert) error {
+func (s *flakySink) Write(a model.Alert) error {
 	if s.failures > 0 {
 		s.failures--
 		return errors.New("no space left on device")
@@ -33,12 +32,12 @@ func (s *flakySink) Write(a alert.Alert) error {
 // onePerEvent fires one alert per event, named after its role.
 type onePerEvent struct{ evaluated int }
 
-func (o *onePerEvent) Eval(now time.Time, ev event.Event) []alert.Alert {
+func (o *onePerEvent) Eval(now time.Time, ev model.Event) []model.Alert {
 	o.evaluated++
-	return []alert.Alert{{Time: now, State: alert.StateFiring, Rule: "R", Fingerprint: ev.Role}}
+	return []model.Alert{{Time: now, State: model.StateFiring, Rule: "R", Fingerprint: ev.Role}}
 }
-func (o *onePerEvent) Tick(time.Time) []alert.Alert     { return nil }
-func (o *onePerEvent) Rules() map[string]alert.Severity { return nil }
+func (o *onePerEvent) Tick(time.Time) []model.Alert     { return nil }
+func (o *onePerEvent) Rules() map[string]model.Severity { return nil }
 
 func TestPipelineQueuesWhatTheLogRefuses(t *testing.T) {
 	sink := &flakySink{failures: 2}
@@ -48,14 +47,14 @@ func TestPipelineQueuesWhatTheLogRefuses(t *testing.T) {
 	p := newPipeline(eval, []namedSink{{alertLogComponent, sink}}, h, time.Now, zap.NewNop(), reg)
 	ctx := context.Background()
 
-	if err := p.HandleEvents(ctx, []event.Event{{Role: "a"}, {Role: "b"}}); err != nil {
+	if err := p.HandleEvents(ctx, []model.Event{{Role: "a"}, {Role: "b"}}); err != nil {
 		t.Fatalf("HandleEvents: got %v, want nil: the events were evaluated, retrying is the pipeline's job", err)
 	}
 	if ok, why := h.Ready(); ok || why[alertLogComponent] == "" {
 		t.Fatalf("got ready=%v (%v), want the alert log reported unhealthy", ok, why)
 	}
 	// The second attempt (at the next hand-over) still fails; the third (a tick) succeeds.
-	if err := p.HandleEvents(ctx, []event.Event{{Role: "c"}}); err != nil {
+	if err := p.HandleEvents(ctx, []model.Event{{Role: "c"}}); err != nil {
 		t.Fatal(err)
 	}
 	if len(sink.written) != 0 {
@@ -78,7 +77,7 @@ func TestPipelineRetriesOnTickAndFlushesAtShutdown(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	p := newPipeline(&onePerEvent{}, []namedSink{{alertLogComponent, sink}}, health.New(reg), time.Now, zap.NewNop(), reg)
 	p.evalTicks = time.Hour // only the shutdown flush can write
-	if err := p.HandleEvents(context.Background(), []event.Event{{Role: "a"}}); err != nil {
+	if err := p.HandleEvents(context.Background(), []model.Event{{Role: "a"}}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -99,7 +98,7 @@ func TestPipelineSinksAreIndependent(t *testing.T) {
 	h := health.New(reg)
 	p := newPipeline(&onePerEvent{}, []namedSink{{alertLogComponent, log}, {alertSpoolComponent, spool}},
 		h, time.Now, zap.NewNop(), reg)
-	if err := p.HandleEvents(context.Background(), []event.Event{{Role: "a"}, {Role: "b"}}); err != nil {
+	if err := p.HandleEvents(context.Background(), []model.Event{{Role: "a"}, {Role: "b"}}); err != nil {
 		t.Fatal(err)
 	}
 	if len(log.written) != 2 || len(spool.written) != 0 {
@@ -124,7 +123,7 @@ func TestPipelineWaitWrittenWaitsForTheQueue(t *testing.T) {
 	if err := p.WaitWritten(context.Background()); err != nil {
 		t.Fatalf("WaitWritten with nothing queued: got %v, want nil at once", err)
 	}
-	if err := p.HandleEvents(context.Background(), []event.Event{{Role: "a"}}); err != nil {
+	if err := p.HandleEvents(context.Background(), []model.Event{{Role: "a"}}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -153,12 +152,12 @@ func TestPipelineWaitWrittenWaitsForTheQueue(t *testing.T) {
 func TestPipelineCountsRowsReadOncePerCopy(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	p := newPipeline(&onePerEvent{}, nil, health.New(reg), time.Now, zap.NewNop(), reg)
-	read := func(source event.Source, rows int64) event.Event {
-		return event.Event{Source: source, Database: "app", Relation: "public.users", Role: "r",
+	read := func(source model.Source, rows int64) model.Event {
+		return model.Event{Source: source, Database: "app", Relation: "public.users", Role: "r",
 			SensitiveRead: []string{"email"}, Rows: rows, Calls: 1}
 	}
-	if err := p.HandleEvents(context.Background(), []event.Event{
-		read(event.SourceCopy, 1000), read(event.SourceCopy, 2000), read(event.SourceStatements, 2000),
+	if err := p.HandleEvents(context.Background(), []model.Event{
+		read(model.SourceCopy, 1000), read(model.SourceCopy, 2000), read(model.SourceStatements, 2000),
 	}); err != nil {
 		t.Fatal(err)
 	}

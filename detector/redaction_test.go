@@ -24,11 +24,11 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/pgtripwire/pgtripwire/detector"
-	"github.com/pgtripwire/pgtripwire/detector/amtest"
 	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/detector/config"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
 	"github.com/pgtripwire/pgtripwire/detector/setup"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
 // lockedBuffer is an io.Writer that the detector's goroutines share with the test.

@@ -10,9 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgtripwire/pgtripwire/detector"
-	"github.com/pgtripwire/pgtripwire/detector/alert"
 	"github.com/pgtripwire/pgtripwire/detector/config"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // startIn starts a detector whose alert log and state directory are in dir, so that a
@@ -70,10 +70,10 @@ func readAs(t *testing.T, db *pgtest.Database, role, query string) {
 }
 
 // firingLines returns the firing lines of rule whose role label is role.
-func firingLines(lines []alert.Alert, rule, role string) []alert.Alert {
-	var got []alert.Alert
+func firingLines(lines []model.Alert, rule, role string) []model.Alert {
+	var got []model.Alert
 	for _, a := range lines {
-		if a.State == alert.StateFiring && a.Rule == rule && a.Labels["role"] == role {
+		if a.State == model.StateFiring && a.Rule == rule && a.Labels["role"] == role {
 			got = append(got, a)
 		}
 	}
@@ -157,7 +157,7 @@ func TestRestartKeepsRuleState(t *testing.T) {
 		t.Errorf("app, seen while learning before the restart, is new after it: %+v", got)
 	}
 	for _, a := range lines {
-		if a.State == alert.StateResolved {
+		if a.State == model.StateResolved {
 			t.Errorf("got a resolved line across the restart, want the alerts still firing: %+v", a)
 		}
 	}

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
-	"github.com/pgtripwire/pgtripwire/detector/amtest"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // process is a running pgtripwire binary.
@@ -76,7 +76,7 @@ func TestKilledDetectorDeliversItsSpoolAfterRestart(t *testing.T) {
 	if _, err := db.Conn(t, "mallory").Exec(t.Context(), `SELECT email, username, password_hash FROM users`); err != nil {
 		t.Fatal(err)
 	}
-	var line alert.Alert
+	var line model.Alert
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if a, ok := firstFiring(t, filepath.Join(dir, "alerts.jsonl")); ok && spooled(t, stateDir) == 1 {
@@ -127,21 +127,21 @@ func TestKilledDetectorDeliversItsSpoolAfterRestart(t *testing.T) {
 	}
 }
 
-func firstFiring(t *testing.T, path string) (alert.Alert, bool) {
+func firstFiring(t *testing.T, path string) (model.Alert, bool) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
-		return alert.Alert{}, false
+		return model.Alert{}, false
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var a alert.Alert
-		if json.Unmarshal(sc.Bytes(), &a) == nil && a.State == alert.StateFiring {
+		var a model.Alert
+		if json.Unmarshal(sc.Bytes(), &a) == nil && a.State == model.StateFiring {
 			return a, true
 		}
 	}
-	return alert.Alert{}, false
+	return model.Alert{}, false
 }
 
 func spooled(t *testing.T, stateDir string) int {

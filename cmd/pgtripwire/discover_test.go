@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
 const discoverSchema = `

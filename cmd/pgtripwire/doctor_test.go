@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
 // TestDoctorNamesWhatIsMissing is acceptance 3 of issue #9 (the good server is in

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
 // SIGHUP reloads the rule files: a broken file is refused and the rules keep running,

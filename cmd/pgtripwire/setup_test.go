@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
 // scrapeHash is bcrypt("scrape-s3cret", cost 10).

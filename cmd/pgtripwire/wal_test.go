@@ -17,8 +17,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // writeWALConfig writes a config that runs the WAL source only (the other sources are
@@ -61,7 +61,7 @@ state_dir: %q
 }
 
 // firingLines returns the firing lines of rule in the alert log at path.
-func firingLines(t *testing.T, path, rule string) []alert.Alert {
+func firingLines(t *testing.T, path, rule string) []model.Alert {
 	t.Helper()
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {
@@ -71,14 +71,14 @@ func firingLines(t *testing.T, path, rule string) []alert.Alert {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out []alert.Alert
+	var out []model.Alert
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var a alert.Alert
+		var a model.Alert
 		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
 			t.Fatalf("alert log line %q: %v", sc.Text(), err)
 		}
-		if a.State == alert.StateFiring && a.Rule == rule {
+		if a.State == model.StateFiring && a.Rule == rule {
 			out = append(out, a)
 		}
 	}
@@ -193,7 +193,7 @@ func TestWALChangeWhileKilledIsAlertedOnce(t *testing.T) {
 	slot, listen := db.Name, freeAddr(t)
 	config := writeWALConfig(t, dir, db.SuperuserDSN(), slot, listen, "email", "username", "password_hash")
 	alerts := filepath.Join(dir, "alerts.jsonl")
-	fired := func() []alert.Alert { return firingLines(t, alerts, "MassCredentialChange") }
+	fired := func() []model.Alert { return firingLines(t, alerts, "MassCredentialChange") }
 
 	first := startBinary(t, bin, config, listen) // creates the publication and the slot
 	first.kill()

@@ -161,7 +161,7 @@ CREATE TABLE IF NOT EXISTS ` + Schema + `.canary (
 	PRIMARY KEY (relation, key)
 )`
 
-// policyHashSQL and functionHashSQL fingerprint the definitions an intruder would
+// policyHashSQL and FunctionHashSQL fingerprint the definitions an intruder would
 // change to disarm the canary. Plant records them and Source recomputes them, both
 // with search_path = pg_catalog so that pg_get_expr qualifies names the same way.
 // $1 is the table's oid.
@@ -169,6 +169,6 @@ const (
 	policyHashSQL = `(SELECT md5(concat_ws('|', p.polcmd, p.polpermissive, p.polroles::text,
 		pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)))
 	FROM pg_policy p WHERE p.polrelid = $1::oid AND p.polname = '` + PolicyName + `')`
-	functionHashSQL = `(SELECT md5(pg_get_functiondef(f.oid) || '|' || f.proowner::regrole::text)
+	FunctionHashSQL = `(SELECT md5(pg_get_functiondef(f.oid) || '|' || f.proowner::regrole::text)
 	FROM pg_proc f WHERE f.oid = to_regprocedure('` + functionSignature + `'))`
 )

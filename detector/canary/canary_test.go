@@ -12,9 +12,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/pgtripwire/pgtripwire/detector/canary"
-	"github.com/pgtripwire/pgtripwire/detector/event"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
 	"github.com/pgtripwire/pgtripwire/detector/setup/ownership"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // TestReadsTripTheCanary is acceptance 1: every way of reading the whole table, by a
@@ -108,12 +108,12 @@ func TestReadsTripTheCanary(t *testing.T) {
 			if err := tc.read(conn); err != nil {
 				t.Fatalf("read: %v", err)
 			}
-			got, ok := msgs.waitFor(func(ev event.Event) bool { return ev.Role == tc.as && ev.PID == pid })
+			got, ok := msgs.waitFor(func(ev model.Event) bool { return ev.Role == tc.as && ev.PID == pid })
 			if !ok {
 				t.Fatalf("no canary message for role %s, pid %d within 3s; got%s", tc.as, pid, describe(got))
 			}
 			for _, ev := range got {
-				if ev.Source != event.SourceCanary || ev.Kind != canary.KindRead || !slices.Contains(ids, ev.Object) ||
+				if ev.Source != model.SourceCanary || ev.Kind != canary.KindRead || !slices.Contains(ids, ev.Object) ||
 					ev.Relation != "public.users" || ev.Database != db.Name || ev.Application != "canary-test" ||
 					ev.ClientAddr != "127.0.0.1" {
 					t.Errorf("got event %+v, want a canary_read of one of %v in %s from canary-test at 127.0.0.1", ev, ids, db.Name)

@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtripwire/pgtripwire/detector/canary"
-	"github.com/pgtripwire/pgtripwire/detector/event"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -89,13 +89,13 @@ func newMessages(t testing.TB, db *pgtest.Database) *messages {
 // until returns the canary events decoded up to and including a marker message
 // emitted now, waiting up to 5 s for it: everything emitted before the call is in.
 // The marker is transactional, so its commit flushes the WAL before it.
-func (m *messages) until() []event.Event {
+func (m *messages) until() []model.Event {
 	m.t.Helper()
 	marker := fmt.Sprintf("marker-%d", time.Now().UnixNano())
 	if _, err := m.conn.Exec(m.t.Context(), `SELECT pg_logical_emit_message(true, 'test.marker', $1::text)`, marker); err != nil {
 		m.t.Fatal(err)
 	}
-	var got []event.Event
+	var got []model.Event
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		evs, seen := m.read(marker)
@@ -112,9 +112,9 @@ func (m *messages) until() []event.Event {
 
 // waitFor polls the slot until a canary event satisfying ok arrives, for at most
 // 3 s (the acceptance bound for a page), and returns every canary event read.
-func (m *messages) waitFor(ok func(event.Event) bool) ([]event.Event, bool) {
+func (m *messages) waitFor(ok func(model.Event) bool) ([]model.Event, bool) {
 	m.t.Helper()
-	var got []event.Event
+	var got []model.Event
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		evs, _ := m.read("")
@@ -131,7 +131,7 @@ func (m *messages) waitFor(ok func(event.Event) bool) ([]event.Event, bool) {
 	}
 }
 
-func (m *messages) read(marker string) (evs []event.Event, sawMarker bool) {
+func (m *messages) read(marker string) (evs []model.Event, sawMarker bool) {
 	m.t.Helper()
 	rows, err := m.conn.Query(m.t.Context(), `
 		SELECT data FROM pg_logical_slot_get_binary_changes($1, NULL, NULL,
@@ -178,7 +178,7 @@ func scalar[T any](t testing.TB, conn *pgx.Conn, sql string, args ...any) T {
 	return v
 }
 
-func describe(evs []event.Event) string {
+func describe(evs []model.Event) string {
 	var b strings.Builder
 	for _, ev := range evs {
 		fmt.Fprintf(&b, "\n  %s %s role=%s pid=%d app=%q addr=%q", ev.Kind, ev.Object, ev.Role, ev.PID, ev.Application, ev.ClientAddr)

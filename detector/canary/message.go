@@ -8,10 +8,10 @@ import (
 	"math"
 	"net/netip"
 
-	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
-// KindRead is the event.Kind of a canary row read (a message from the canary
+// KindRead is the model.Kind of a canary row read (a message from the canary
 // function). Object is the canary ID ("public.users#100017"), Relation its table, Role
 // the session user, ClientAddr, Application and PID the reading session (the leader of
 // a parallel query), QueryID the statement's query id when compute_query_id is on.
@@ -39,40 +39,40 @@ const maxMessage = 64 << 10
 // content is not what the canary function emits it returns ok true and an error saying
 // what is wrong; it never panics. The event's Time and LSN are left for the stream to
 // set.
-func Decode(prefix string, content []byte) (ev event.Event, ok bool, err error) {
+func Decode(prefix string, content []byte) (ev model.Event, ok bool, err error) {
 	if prefix != MessagePrefix {
-		return event.Event{}, false, nil
+		return model.Event{}, false, nil
 	}
 	if len(content) > maxMessage {
-		return event.Event{}, true, fmt.Errorf("canary message: %d bytes, want at most %d", len(content), maxMessage)
+		return model.Event{}, true, fmt.Errorf("canary message: %d bytes, want at most %d", len(content), maxMessage)
 	}
 	var m message
 	dec := json.NewDecoder(bytes.NewReader(content))
 	dec.UseNumber()
 	if err := dec.Decode(&m); err != nil {
-		return event.Event{}, true, fmt.Errorf("canary message: not a JSON object of the expected shape: %w", err)
+		return model.Event{}, true, fmt.Errorf("canary message: not a JSON object of the expected shape: %w", err)
 	}
 	if dec.More() {
-		return event.Event{}, true, errors.New("canary message: trailing data after the JSON object")
+		return model.Event{}, true, errors.New("canary message: trailing data after the JSON object")
 	}
 	switch {
 	case m.V == nil:
-		return event.Event{}, true, errors.New("canary message: no version (v)")
+		return model.Event{}, true, errors.New("canary message: no version (v)")
 	case *m.V != 1:
-		return event.Event{}, true, fmt.Errorf("canary message: version %d, want 1", *m.V)
+		return model.Event{}, true, fmt.Errorf("canary message: version %d, want 1", *m.V)
 	case m.Relation == "":
-		return event.Event{}, true, errors.New("canary message: no relation")
+		return model.Event{}, true, errors.New("canary message: no relation")
 	case m.Key == nil:
-		return event.Event{}, true, errors.New("canary message: no key")
+		return model.Event{}, true, errors.New("canary message: no key")
 	case m.Role == "":
-		return event.Event{}, true, errors.New("canary message: no role")
+		return model.Event{}, true, errors.New("canary message: no role")
 	case m.PID == nil:
-		return event.Event{}, true, errors.New("canary message: no pid")
+		return model.Event{}, true, errors.New("canary message: no pid")
 	case *m.PID <= 0 || *m.PID > math.MaxInt32:
-		return event.Event{}, true, fmt.Errorf("canary message: pid %d out of range", *m.PID)
+		return model.Event{}, true, fmt.Errorf("canary message: pid %d out of range", *m.PID)
 	}
-	ev = event.Event{
-		Source:   event.SourceCanary,
+	ev = model.Event{
+		Source:   model.SourceCanary,
 		Kind:     KindRead,
 		Object:   canaryID(m.Relation, *m.Key),
 		Relation: m.Relation,
@@ -86,7 +86,7 @@ func Decode(prefix string, content []byte) (ev event.Event, ok bool, err error) 
 	if m.ClientAddr != nil {
 		addr, err := netip.ParseAddr(*m.ClientAddr)
 		if err != nil {
-			return event.Event{}, true, fmt.Errorf("canary message: client_addr %q is not an IP address", *m.ClientAddr)
+			return model.Event{}, true, fmt.Errorf("canary message: client_addr %q is not an IP address", *m.ClientAddr)
 		}
 		ev.ClientAddr = addr.String()
 	}
@@ -104,13 +104,13 @@ func Decode(prefix string, content []byte) (ev event.Event, ok bool, err error) 
 // known (the prefix): someone made the canary function, or something posing as it,
 // speak, and an unreadable message is never evidence of safety. Other prefixes are
 // left to the caller (ok false).
-func DecodeMessage(prefix string, content []byte, _ bool) (event.Event, bool) {
+func DecodeMessage(prefix string, content []byte, _ bool) (model.Event, bool) {
 	ev, ok, err := Decode(prefix, content)
 	if !ok {
-		return event.Event{}, false
+		return model.Event{}, false
 	}
 	if err != nil {
-		ev = event.Event{Source: event.SourceCanary, Kind: KindRead, Rows: 1, Calls: 1, Complete: false}
+		ev = model.Event{Source: model.SourceCanary, Kind: KindRead, Rows: 1, Calls: 1, Complete: false}
 	}
 	ev.MessagePrefix = prefix
 	return ev, true

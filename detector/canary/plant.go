@@ -215,7 +215,7 @@ func plant(ctx context.Context, tx pgx.Tx, opts Options) (*Planted, error) {
 		return nil, fmt.Errorf("enable row level security: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `UPDATE `+Schema+`.planted SET policy_hash = `+policyHashSQL+`,
-		function_hash = `+functionHashSQL+` WHERE relation = $1::oid`, st.oid); err != nil {
+		function_hash = `+FunctionHashSQL+` WHERE relation = $1::oid`, st.oid); err != nil {
 		return nil, fmt.Errorf("record the definitions: %w", err)
 	}
 	// Again before commit: the schema may have appeared between the check and

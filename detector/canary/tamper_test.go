@@ -11,9 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/pgtripwire/pgtripwire/detector/canary"
-	"github.com/pgtripwire/pgtripwire/detector/event"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	canarysrc "github.com/pgtripwire/pgtripwire/detector/source/canary"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 const watcher = "canary_watch" // the detector's role: no superuser, no ownership
@@ -21,20 +21,20 @@ const watcher = "canary_watch" // the detector's role: no superuser, no ownershi
 // sink collects the events handed over by a source.
 type sink struct {
 	mu     sync.Mutex
-	events []event.Event
+	events []model.Event
 }
 
-func (s *sink) HandleEvents(_ context.Context, evs []event.Event) error {
+func (s *sink) HandleEvents(_ context.Context, evs []model.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.events = append(s.events, evs...)
 	return nil
 }
 
-func (s *sink) all() []event.Event {
+func (s *sink) all() []model.Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]event.Event(nil), s.events...)
+	return append([]model.Event(nil), s.events...)
 }
 
 // health records the last outcome reported.
@@ -71,7 +71,7 @@ func startSource(t *testing.T, db *pgtest.Database) (*sink, *health) {
 		t.Fatal(err)
 	}
 	s, h := &sink{}, &health{}
-	src := canary.NewSource(canary.Config{Conn: cc, Interval: time.Second}, s, h, zaptest.NewLogger(t), prometheus.NewRegistry())
+	src := canarysrc.NewSource(canarysrc.Config{Conn: cc, Interval: time.Second}, s, h, zaptest.NewLogger(t), prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx) }()
@@ -106,26 +106,26 @@ func TestTamperCheck(t *testing.T) {
 		kind, object, op string
 	}{
 		{"disable row security", `ALTER TABLE public.users DISABLE ROW LEVEL SECURITY`,
-			canary.KindTampered, canary.ObjectRowSecurity, canary.OperationDisabled},
+			canarysrc.KindTampered, canarysrc.ObjectRowSecurity, canarysrc.OperationDisabled},
 		{"no force", `ALTER TABLE public.users NO FORCE ROW LEVEL SECURITY`,
-			canary.KindTampered, canary.ObjectForceRowSecurity, canary.OperationDisabled},
+			canarysrc.KindTampered, canarysrc.ObjectForceRowSecurity, canarysrc.OperationDisabled},
 		{"drop policy", `DROP POLICY pgtripwire_canary ON public.users`,
-			canary.KindTampered, canary.ObjectPolicy, canary.OperationDropped},
+			canarysrc.KindTampered, canarysrc.ObjectPolicy, canarysrc.OperationDropped},
 		{"alter policy", `ALTER POLICY pgtripwire_canary ON public.users USING (true)`,
-			canary.KindTampered, canary.ObjectPolicy, canary.OperationAltered},
+			canarysrc.KindTampered, canarysrc.ObjectPolicy, canarysrc.OperationAltered},
 		{"policy for other roles only", `ALTER POLICY pgtripwire_canary ON public.users TO ` + owner,
-			canary.KindTampered, canary.ObjectPolicy, canary.OperationAltered},
+			canarysrc.KindTampered, canarysrc.ObjectPolicy, canarysrc.OperationAltered},
 		{"replace function", `CREATE OR REPLACE FUNCTION pgtripwire_canary.tripped(rel regclass, key text) RETURNS boolean
 			LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 'SELECT true'`,
-			canary.KindTampered, canary.ObjectFunction, canary.OperationAltered},
+			canarysrc.KindTampered, canarysrc.ObjectFunction, canarysrc.OperationAltered},
 		{"function owner", `ALTER FUNCTION ` + fn + ` OWNER TO ` + owner,
-			canary.KindTampered, canary.ObjectFunction, canary.OperationAltered},
+			canarysrc.KindTampered, canarysrc.ObjectFunction, canarysrc.OperationAltered},
 		{"drop function", `DROP FUNCTION ` + fn + ` CASCADE`,
-			canary.KindTampered, canary.ObjectFunction, canary.OperationDropped},
+			canarysrc.KindTampered, canarysrc.ObjectFunction, canarysrc.OperationDropped},
 		{"drop permissive policy", `DROP POLICY pgtripwire_canary_allow ON public.users`,
-			canary.KindTampered, canary.ObjectAllowPolicy, canary.OperationDropped},
+			canarysrc.KindTampered, canarysrc.ObjectAllowPolicy, canarysrc.OperationDropped},
 		{"drop registry", `DROP SCHEMA pgtripwire_canary CASCADE`,
-			canary.KindRemoved, canary.ObjectRegistry, canary.OperationDropped},
+			canarysrc.KindRemoved, canarysrc.ObjectRegistry, canarysrc.OperationDropped},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -137,7 +137,7 @@ func TestTamperCheck(t *testing.T) {
 			}
 			start := time.Now()
 			db.Exec(t, tc.sql)
-			match := func(ev event.Event) bool {
+			match := func(ev model.Event) bool {
 				return ev.Kind == tc.kind && ev.Object == tc.object && ev.Operation == tc.op
 			}
 			waitUntil(t, 5*time.Second, "the tamper event", func() bool {
@@ -156,7 +156,7 @@ func TestTamperCheck(t *testing.T) {
 				t.Errorf("reported %d times, want once", got)
 			}
 			for _, ev := range s.all() {
-				if ev.Source != event.SourceCanary || ev.Relation != "public.users" || ev.Database != db.Name {
+				if ev.Source != model.SourceCanary || ev.Relation != "public.users" || ev.Database != db.Name {
 					t.Errorf("event %+v: want source canary about public.users in %s", ev, db.Name)
 				}
 			}
@@ -164,7 +164,7 @@ func TestTamperCheck(t *testing.T) {
 	}
 }
 
-func countMatching(evs []event.Event, match func(event.Event) bool) int {
+func countMatching(evs []model.Event, match func(model.Event) bool) int {
 	n := 0
 	for _, ev := range evs {
 		if match(ev) {

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // Kind is the kind of a relation, with PostgreSQL's pg_class.relkind letters
@@ -80,12 +82,7 @@ type Relation struct {
 // QualifiedName returns schema.name with each part quoted only where
 // PostgreSQL's quote_ident would quote it, so public.users stays plain.
 func (r *Relation) QualifiedName() string {
-	return QualifiedName(r.Schema, r.Name)
-}
-
-// QualifiedName returns schema.name quoted like Relation.QualifiedName.
-func QualifiedName(schema, name string) string {
-	return QuoteIdent(schema) + "." + QuoteIdent(name)
+	return model.QualifiedName(r.Schema, r.Name)
 }
 
 // HasColumn reports whether the relation has a column with exactly this name.
@@ -182,7 +179,7 @@ func New(relations []Relation, sensitive map[string][]string, opts ...Option) (*
 			if err != nil {
 				return nil, fmt.Errorf("relation %s: parent: %w", r.QualifiedName(), err)
 			}
-			r.Inherits[j] = QualifiedName(schema, name)
+			r.Inherits[j] = model.QualifiedName(schema, name)
 		}
 		s.relations[k] = &r
 		s.byQualified[r.QualifiedName()] = &r
@@ -196,7 +193,7 @@ func New(relations []Relation, sensitive map[string][]string, opts ...Option) (*
 		if err != nil {
 			return nil, fmt.Errorf("sensitive table: %w", err)
 		}
-		q := QualifiedName(schema, name)
+		q := model.QualifiedName(schema, name)
 		set := s.sensitive[q]
 		if set == nil {
 			set = make(map[string]bool, len(columns))
@@ -216,7 +213,7 @@ func New(relations []Relation, sensitive map[string][]string, opts ...Option) (*
 		}
 		for col := range set {
 			if !rel.HasColumn(col) {
-				s.missing = append(s.missing, q+"."+QuoteIdent(col))
+				s.missing = append(s.missing, q+"."+model.QuoteIdent(col))
 			}
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestQuoteIdent(t *testing.T) {
@@ -23,8 +25,8 @@ func TestQuoteIdent(t *testing.T) {
 		{"é", `"é"`},
 	}
 	for _, tt := range tests {
-		if got := QuoteIdent(tt.in); got != tt.want {
-			t.Errorf("QuoteIdent(%q): got %s, want %s", tt.in, got, tt.want)
+		if got := model.QuoteIdent(tt.in); got != tt.want {
+			t.Errorf("model.QuoteIdent(%q): got %s, want %s", tt.in, got, tt.want)
 		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // Function is one function of a non-system schema (pg_proc, prokind 'f'),
@@ -48,7 +50,7 @@ type Function struct {
 }
 
 // QualifiedName returns schema.name, quoted like Relation.QualifiedName.
-func (f *Function) QualifiedName() string { return QualifiedName(f.Schema, f.Name) }
+func (f *Function) QualifiedName() string { return model.QualifiedName(f.Schema, f.Name) }
 
 // Signature returns schema.name(argtypes), for problems and logs.
 func (f *Function) Signature() string {

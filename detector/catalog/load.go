@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // Querier runs a query; *pgx.Conn, *pgxpool.Pool and pgx.Tx satisfy it.
@@ -113,7 +114,7 @@ func Load(ctx context.Context, q Querier, sensitive map[string][]string) (*Snaps
 			return Relation{}, err
 		}
 		for i := range min(len(parentSchemas), len(parentRel)) {
-			r.Inherits = append(r.Inherits, QualifiedName(parentSchemas[i], parentRel[i]))
+			r.Inherits = append(r.Inherits, model.QualifiedName(parentSchemas[i], parentRel[i]))
 		}
 		if len(kind) != 1 {
 			return Relation{}, fmt.Errorf("relation %s: unexpected relkind %q", r.QualifiedName(), kind)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/classify"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

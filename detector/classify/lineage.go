@@ -1,12 +1,12 @@
 package classify
 
-import "github.com/pgtripwire/pgtripwire/detector/catalog"
+import "github.com/pgtripwire/pgtripwire/model"
 
 // source is one sensitive column of a catalog relation, identified by the
 // relation's qualified name.
 type source struct{ rel, col string }
 
-func (s source) String() string { return s.rel + "." + catalog.QuoteIdent(s.col) }
+func (s source) String() string { return s.rel + "." + model.QuoteIdent(s.col) }
 
 // lineage is the set of sensitive columns whose values an expression or an
 // output column may carry. Only sensitive columns are tracked: nothing else is

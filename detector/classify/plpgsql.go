@@ -8,6 +8,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // PL/pgSQL bodies are analysed best effort, from the tree pg_query's port of
@@ -103,7 +104,7 @@ func plpgsqlWrapper(f *catalog.Function) (string, bool) {
 			b.WriteString(", ")
 		}
 		if name != "" {
-			b.WriteString(catalog.QuoteIdent(name) + " ")
+			b.WriteString(model.QuoteIdent(name) + " ")
 		}
 		typ := "text"
 		if i < len(f.ArgTypes) && f.ArgTypes[i] != "" {

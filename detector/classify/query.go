@@ -8,6 +8,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // enter guards recursion depth and total work; callers return early when it
@@ -369,9 +370,9 @@ func (a *analyzer) join(j *pg_query.JoinExpr, sc *scope) *rte {
 // problems.
 func displayName(rv *pg_query.RangeVar) string {
 	if rv.GetSchemaname() != "" {
-		return catalog.QualifiedName(rv.GetSchemaname(), rv.GetRelname())
+		return model.QualifiedName(rv.GetSchemaname(), rv.GetRelname())
 	}
-	return catalog.QuoteIdent(rv.GetRelname())
+	return model.QuoteIdent(rv.GetRelname())
 }
 
 // systemSchemas hold PostgreSQL's own relations, which a snapshot does not
@@ -429,7 +430,7 @@ func (a *analyzer) relation(rv *pg_query.RangeVar, sc *scope, allowCTE bool) *rt
 			schema = "pg_catalog"
 		}
 		if systemSchemas[schema] {
-			a.relations[catalog.QualifiedName(schema, rv.GetRelname())] = true
+			a.relations[model.QualifiedName(schema, rv.GetRelname())] = true
 		} else {
 			a.problem("unknown relation %s", displayName(rv))
 		}
@@ -551,7 +552,7 @@ func (a *analyzer) expandStar(qualifier []string, sc *scope) []column {
 func quoteAll(parts []string) []string {
 	out := make([]string, len(parts))
 	for i, p := range parts {
-		out[i] = catalog.QuoteIdent(p)
+		out[i] = model.QuoteIdent(p)
 	}
 	return out
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/pgtripwire/pgtripwire/detector/yamlsrc"
 	"io"
 	"math"
 	"reflect"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pgtripwire/pgtripwire/internal/yamlsrc"
 
 	"go.yaml.in/yaml/v3"
 )

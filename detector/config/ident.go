@@ -6,7 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // maxIdentifierLen is PostgreSQL's NAMEDATALEN-1: longer names are truncated
@@ -184,7 +184,7 @@ func lowerASCII(s string) string {
 // included), so that a table named in the configuration matches the relation every
 // source reports.
 func qualifiedName(schema, name string) string {
-	return catalog.QuoteIdent(schema) + "." + catalog.QuoteIdent(name)
+	return model.QuoteIdent(schema) + "." + model.QuoteIdent(name)
 }
 
 // quoteIdentifier double-quotes id unless it reads back unchanged unquoted:

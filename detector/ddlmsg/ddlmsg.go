@@ -18,9 +18,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/pgtripwire/pgtripwire/detector/event"
-
-	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // Prefix is the prefix of the messages this package decodes.
@@ -92,9 +90,9 @@ var (
 // the DDL was on a table (or its policy, trigger, rule or index), in the
 // canonical form of the configuration's sensitive tables (public.users,
 // "My Schema"."Users").
-func Decode(prefix string, content []byte) (ev event.Event, ok bool, err error) {
+func Decode(prefix string, content []byte) (ev model.Event, ok bool, err error) {
 	if prefix != Prefix {
-		return event.Event{}, false, nil
+		return model.Event{}, false, nil
 	}
 	defer func() {
 		if err != nil {
@@ -102,48 +100,48 @@ func Decode(prefix string, content []byte) (ev event.Event, ok bool, err error) 
 		}
 	}()
 	if len(content) > maxContent {
-		return event.Event{}, true, fmt.Errorf("%d bytes, more than the %d a trigger message can have", len(content), maxContent)
+		return model.Event{}, true, fmt.Errorf("%d bytes, more than the %d a trigger message can have", len(content), maxContent)
 	}
 	if !utf8.Valid(content) {
-		return event.Event{}, true, errors.New("not UTF-8")
+		return model.Event{}, true, errors.New("not UTF-8")
 	}
 	var m message
 	dec := json.NewDecoder(bytes.NewReader(content))
 	if err := dec.Decode(&m); err != nil {
-		return event.Event{}, true, fmt.Errorf("not the trigger's JSON object: %w", err)
+		return model.Event{}, true, fmt.Errorf("not the trigger's JSON object: %w", err)
 	}
 	if dec.More() {
-		return event.Event{}, true, errors.New("data after the JSON object")
+		return model.Event{}, true, errors.New("data after the JSON object")
 	}
 	switch {
 	case m.V == nil:
-		return event.Event{}, true, errors.New(`no format version ("v")`)
+		return model.Event{}, true, errors.New(`no format version ("v")`)
 	case *m.V != 1:
-		return event.Event{}, true, fmt.Errorf("format version %d, this pgtripwire reads version 1 (run pgtripwire setup --apply again)", *m.V)
+		return model.Event{}, true, fmt.Errorf("format version %d, this pgtripwire reads version 1 (run pgtripwire setup --apply again)", *m.V)
 	case !kindRE.MatchString(m.Kind):
-		return event.Event{}, true, fmt.Errorf(`kind %.64q is not a lower-case word`, m.Kind)
+		return model.Event{}, true, fmt.Errorf(`kind %.64q is not a lower-case word`, m.Kind)
 	case !tagRE.MatchString(m.Tag):
-		return event.Event{}, true, fmt.Errorf(`command tag %.64q is not upper-case words`, m.Tag)
+		return model.Event{}, true, fmt.Errorf(`command tag %.64q is not upper-case words`, m.Tag)
 	case m.ObjectType != "" && !objectTypeRE.MatchString(m.ObjectType):
-		return event.Event{}, true, fmt.Errorf(`object type %.64q is not words`, m.ObjectType)
+		return model.Event{}, true, fmt.Errorf(`object type %.64q is not words`, m.ObjectType)
 	case m.SessionUser == "":
-		return event.Event{}, true, errors.New("no session_user")
+		return model.Event{}, true, errors.New("no session_user")
 	case (m.TableSchema == "") != (m.TableName == ""):
-		return event.Event{}, true, errors.New("table_schema and table_name come together")
+		return model.Event{}, true, errors.New("table_schema and table_name come together")
 	}
 	for _, f := range []struct{ name, v string }{
 		{"identity", m.Identity}, {"schema", m.Schema}, {"table_schema", m.TableSchema},
 		{"table_name", m.TableName}, {"session_user", m.SessionUser},
 	} {
 		if len(f.v) > maxName {
-			return event.Event{}, true, fmt.Errorf("%s is %d bytes long, more than %d", f.name, len(f.v), maxName)
+			return model.Event{}, true, fmt.Errorf("%s is %d bytes long, more than %d", f.name, len(f.v), maxName)
 		}
 		if strings.ContainsFunc(f.v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			return event.Event{}, true, fmt.Errorf("%s holds control characters", f.name)
+			return model.Event{}, true, fmt.Errorf("%s holds control characters", f.name)
 		}
 	}
-	ev = event.Event{
-		Source:        event.SourceDDL,
+	ev = model.Event{
+		Source:        model.SourceDDL,
 		Kind:          m.Kind,
 		Operation:     m.Tag,
 		Object:        m.Identity,
@@ -154,7 +152,7 @@ func Decode(prefix string, content []byte) (ev event.Event, ok bool, err error) 
 	if m.TableName != "" {
 		// Quoted as the configuration and the catalog snapshot quote it, so that Relation
 		// compares equal to a configured sensitive table (public."user" included).
-		ev.Relation = catalog.QuoteIdent(m.TableSchema) + "." + catalog.QuoteIdent(m.TableName)
+		ev.Relation = model.QuoteIdent(m.TableSchema) + "." + model.QuoteIdent(m.TableName)
 	}
 	return ev, true, nil
 }

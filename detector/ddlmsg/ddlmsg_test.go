@@ -4,10 +4,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pgtripwire/pgtripwire/detector/event"
 	"strconv"
 
-	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/model"
+
 	"github.com/pgtripwire/pgtripwire/detector/config"
 )
 
@@ -15,30 +15,30 @@ func TestDecode(t *testing.T) {
 	tests := []struct {
 		name    string
 		content string
-		want    event.Event
+		want    model.Event
 		wantErr string // substring; "" means success
 	}{
 		{
 			name:    "rls disabled",
 			content: `{"v": 1, "tag": "ALTER TABLE", "kind": "rls_disabled", "schema": "public", "identity": "public.users", "sensitive": true, "table_name": "users", "object_type": "table", "session_user": "mallory", "table_schema": "public"}`,
-			want: event.Event{Source: event.SourceDDL, Kind: "rls_disabled", Operation: "ALTER TABLE", Object: "public.users",
+			want: model.Event{Source: model.SourceDDL, Kind: "rls_disabled", Operation: "ALTER TABLE", Object: "public.users",
 				Relation: "public.users", Role: "mallory", MessagePrefix: Prefix, Complete: true},
 		},
 		{
 			name:    "quoted names keep the configuration's canonical form",
 			content: `{"v":1,"tag":"DROP POLICY","kind":"policy_dropped","identity":"p on \"My Schema\".\"Users\"","table_schema":"My Schema","table_name":"Users","session_user":"Bob"}`,
-			want: event.Event{Source: event.SourceDDL, Kind: "policy_dropped", Operation: "DROP POLICY", Object: `p on "My Schema"."Users"`,
+			want: model.Event{Source: model.SourceDDL, Kind: "policy_dropped", Operation: "DROP POLICY", Object: `p on "My Schema"."Users"`,
 				Relation: `"My Schema"."Users"`, Role: "Bob", MessagePrefix: Prefix, Complete: true},
 		},
 		{
 			name:    "grant has no object",
 			content: `{"v":1,"tag":"GRANT","kind":"grant","object_type":"TABLE","sensitive":false,"session_user":"app"}`,
-			want:    event.Event{Source: event.SourceDDL, Kind: "grant", Operation: "GRANT", Role: "app", MessagePrefix: Prefix, Complete: true},
+			want:    model.Event{Source: model.SourceDDL, Kind: "grant", Operation: "GRANT", Role: "app", MessagePrefix: Prefix, Complete: true},
 		},
 		{
 			name:    "unknown fields and kinds of a newer trigger",
 			content: `{"v":1,"tag":"CREATE SERVER","kind":"server_created","identity":"s","session_user":"app","new_field":[1]}`,
-			want:    event.Event{Source: event.SourceDDL, Kind: "server_created", Operation: "CREATE SERVER", Object: "s", Role: "app", MessagePrefix: Prefix, Complete: true},
+			want:    model.Event{Source: model.SourceDDL, Kind: "server_created", Operation: "CREATE SERVER", Object: "s", Role: "app", MessagePrefix: Prefix, Complete: true},
 		},
 		{name: "empty", content: ``, wantErr: "not the trigger's JSON object"},
 		{name: "not an object", content: `[1,2]`, wantErr: "not the trigger's JSON object"},
@@ -96,7 +96,7 @@ func TestRelationQuotedAsTheConfiguration(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := config.NewSensitiveTable(catalog.QuoteIdent("public")+"."+catalog.QuoteIdent(name), "email")
+		st, err := config.NewSensitiveTable(model.QuoteIdent("public")+"."+model.QuoteIdent(name), "email")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,7 +123,7 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if ev.Source != event.SourceDDL || ev.Kind == "" || ev.Operation == "" || ev.Role == "" {
+		if ev.Source != model.SourceDDL || ev.Kind == "" || ev.Operation == "" || ev.Role == "" {
 			t.Fatalf("decoded an incomplete event %+v from %q", ev, content)
 		}
 	})

@@ -23,9 +23,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector"
-	"github.com/pgtripwire/pgtripwire/detector/alert"
 	"github.com/pgtripwire/pgtripwire/detector/config"
-	"github.com/pgtripwire/pgtripwire/detector/pgserver"
+	"github.com/pgtripwire/pgtripwire/internal/pgserver"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // Options tune the demo.
@@ -173,7 +173,7 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 		intruders[sc.role] = true
 	}
 	for _, a := range firing {
-		if !intruders[a.Labels[alert.LabelRole]] {
+		if !intruders[a.Labels[model.LabelRole]] {
 			rep.FalseAlerts = append(rep.FalseAlerts, a)
 		}
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -77,7 +77,7 @@ func TestDemo(t *testing.T) {
 		if res.Required && !res.Detected {
 			t.Errorf("scenario %q (role %s) not detected", res.Scenario, res.Role)
 		}
-		if res.Detected && (res.Alert.Labels[alert.LabelRole] != res.Role || res.Alert.Labels[alert.LabelTable] != "public.users") {
+		if res.Detected && (res.Alert.Labels[model.LabelRole] != res.Role || res.Alert.Labels[model.LabelTable] != "public.users") {
 			t.Errorf("scenario %q: got alert labels %v, want role %s on public.users", res.Scenario, res.Alert.Labels, res.Role)
 		}
 	}
@@ -183,7 +183,7 @@ func TestReportErrSaysWhatFailed(t *testing.T) {
 	detected := Result{Scenario: "plain dump", Role: "a", Required: true, Detected: true}
 	missed := Result{Scenario: "COPY TO STDOUT", Role: "b", Required: true}
 	notYetMissed := Result{Scenario: "paginated sweep", Role: "c", CoveredBy: "windowed rules"}
-	falseAlert := alert.Alert{Rule: "SensitiveBulkRead", Labels: map[string]string{"role": "app"}}
+	falseAlert := model.Alert{Rule: "SensitiveBulkRead", Labels: map[string]string{"role": "app"}}
 	tests := []struct {
 		name string
 		rep  Report
@@ -192,7 +192,7 @@ func TestReportErrSaysWhatFailed(t *testing.T) {
 		{"all required detected", Report{Results: []Result{detected, notYetMissed}}, ""},
 		{"a required miss", Report{Results: []Result{detected, missed, notYetMissed}},
 			`demo failed: not detected: "COPY TO STDOUT" (role b)`},
-		{"a false alert", Report{Results: []Result{detected}, FalseAlerts: []alert.Alert{falseAlert}},
+		{"a false alert", Report{Results: []Result{detected}, FalseAlerts: []model.Alert{falseAlert}},
 			`demo failed: 1 false alert(s): SensitiveBulkRead for role app`},
 	}
 	for _, tt := range tests {

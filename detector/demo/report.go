@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // Report is what the demo found.
@@ -17,7 +17,7 @@ type Report struct {
 	Results []Result
 	// FalseAlerts are the firing alerts not raised by a breach scenario's role: the
 	// benign traffic's, or anything else's.
-	FalseAlerts []alert.Alert
+	FalseAlerts []model.Alert
 	// AlertLog is the path of the alert log (removed with the demo unless kept).
 	AlertLog string
 }
@@ -34,7 +34,7 @@ type Result struct {
 	// TimeToDetect runs from the end of the read (the client has every row) to the time
 	// on the firing line.
 	TimeToDetect time.Duration
-	Alert        alert.Alert // the firing alert when Detected
+	Alert        model.Alert // the firing alert when Detected
 	// Judged is false when the detector had not even counted the read's rows before
 	// the deadline.
 	Judged bool
@@ -56,7 +56,7 @@ func (r *Report) Err() error {
 	if n := len(r.FalseAlerts); n > 0 {
 		var who []string
 		for _, a := range r.FalseAlerts {
-			who = append(who, fmt.Sprintf("%s for role %s", a.Rule, orUnknown(a.Labels[alert.LabelRole])))
+			who = append(who, fmt.Sprintf("%s for role %s", a.Rule, orUnknown(a.Labels[model.LabelRole])))
 		}
 		problems = append(problems, fmt.Sprintf("%d false alert(s): %s", n, strings.Join(who, ", ")))
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // watch reads what the detector decided: the alert log (the record of every transition)
@@ -51,21 +51,21 @@ func pollUntil(ctx context.Context, timeout time.Duration, cond func() (bool, er
 }
 
 // firing returns every firing transition in the alert log, in order.
-func (w *watch) firing() ([]alert.Alert, error) {
+func (w *watch) firing() ([]model.Alert, error) {
 	f, err := os.Open(w.alertLog)
 	if err != nil {
 		return nil, fmt.Errorf("read alert log: %w", err)
 	}
 	defer f.Close()
-	var firing []alert.Alert
+	var firing []model.Alert
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		var a alert.Alert
+		var a model.Alert
 		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
 			return nil, fmt.Errorf("read alert log: a line is not JSON: %w", err)
 		}
-		if a.State == alert.StateFiring {
+		if a.State == model.StateFiring {
 			firing = append(firing, a)
 		}
 	}
@@ -153,7 +153,7 @@ func (w *watch) judged(ctx context.Context, want map[string]float64, timeout tim
 // verdict waits for the detector to judge role's read of at least rows sensitive rows:
 // it returns the role's first firing alert as soon as it is in the alert log, or
 // ok=false once the read is judged without one, or once timeout passes.
-func (w *watch) verdict(ctx context.Context, role string, rows float64, timeout time.Duration) (a alert.Alert, ok bool, err error) {
+func (w *watch) verdict(ctx context.Context, role string, rows float64, timeout time.Duration) (a model.Alert, ok bool, err error) {
 	j := &judgement{want: map[string]float64{role: rows}}
 	err = pollUntil(ctx, timeout, func() (bool, error) {
 		judged, err := j.done(w)
@@ -165,7 +165,7 @@ func (w *watch) verdict(ctx context.Context, role string, rows float64, timeout 
 			return false, err
 		}
 		for _, f := range firing {
-			if f.Labels[alert.LabelRole] == role {
+			if f.Labels[model.LabelRole] == role {
 				a, ok = f, true
 				return true, nil
 			}
@@ -201,15 +201,15 @@ func (p *alertPrinter) Write(b []byte) (int, error) {
 }
 
 func (p *alertPrinter) printLocked(line []byte) {
-	var a alert.Alert
+	var a model.Alert
 	if err := json.Unmarshal(line, &a); err != nil || a.Rule == "" {
 		fmt.Fprintf(p.out, "ALERT %s\n", line)
 		return
 	}
 	fmt.Fprintf(p.out, "%s %s %s %s %s: value %s\n", strings.ToUpper(string(a.State)),
 		a.Time.Local().Format("15:04:05.000"), strings.ToUpper(string(a.Severity)), a.Rule,
-		orUnknown(a.Labels[alert.LabelRole]), thousands(int64(a.Value)))
-	if s := a.Annotations[alert.AnnotationSummary]; s != "" {
+		orUnknown(a.Labels[model.LabelRole]), thousands(int64(a.Value)))
+	if s := a.Annotations[model.AnnotationSummary]; s != "" {
 		fmt.Fprintf(p.out, "        %s\n", s)
 	}
 }

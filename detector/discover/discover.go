@@ -26,8 +26,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // DefaultSampleRows is how many rows per table Run samples unless told
@@ -101,7 +100,7 @@ type Column struct {
 }
 
 // Qualified is schema.table as PostgreSQL would quote it.
-func (c *Column) Qualified() string { return catalog.QualifiedName(c.Schema, c.Table) }
+func (c *Column) Qualified() string { return model.QualifiedName(c.Schema, c.Table) }
 
 // HashCount is how many sampled values of a column are in one hash scheme,
 // and the range of the scheme's work factor (bcrypt cost, PBKDF2
@@ -186,7 +185,7 @@ func Run(ctx context.Context, conn *pgx.Conn, opts Options) (Report, error) {
 				return Report{}, err
 			}
 			if reason != "" {
-				rep.Unsampled = append(rep.Unsampled, Unsampled{Table: catalog.QualifiedName(t.schema, t.name), Reason: reason})
+				rep.Unsampled = append(rep.Unsampled, Unsampled{Table: model.QualifiedName(t.schema, t.name), Reason: reason})
 			}
 		}
 		for _, c := range t.columns {

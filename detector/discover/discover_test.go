@@ -17,7 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // Write prints the report as YAML an operator can paste into pgtripwire's
@@ -37,7 +37,7 @@ func (r *Report) Write(w io.Writer) error {
 		for _, t := range tables {
 			cols := make([]string, len(t.Columns))
 			for i, c := range t.Columns {
-				cols[i] = yamlScalar(catalog.QuoteIdent(c))
+				cols[i] = yamlScalar(model.QuoteIdent(c))
 			}
 			fmt.Fprintf(b, "  - table: %s\n    columns: [%s]\n", yamlScalar(t.Table), strings.Join(cols, ", "))
 		}
@@ -81,7 +81,7 @@ func (r *Report) Write(w io.Writer) error {
 }
 
 func columnName(c *Column) string {
-	return commentSafe(c.Qualified() + "." + catalog.QuoteIdent(c.Name))
+	return commentSafe(c.Qualified() + "." + model.QuoteIdent(c.Name))
 }
 
 // describe puts a column's evidence in words: what its name suggests and

@@ -21,9 +21,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/setup"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // Status is the verdict of one check.
@@ -200,7 +200,7 @@ func (d *doctor) pgss(ctx context.Context) error {
 			d.preloaded = loaded
 		}
 		d.add(Warn, "shared_preload_libraries", "not readable by this role (it lacks pg_read_all_settings)",
-			"as a superuser: GRANT pg_monitor TO "+catalog.QuoteIdent(d.currentUser(ctx))+";")
+			"as a superuser: GRANT pg_monitor TO "+model.QuoteIdent(d.currentUser(ctx))+";")
 	default:
 		for _, l := range strings.Split(libs, ",") {
 			if strings.Trim(strings.TrimSpace(l), `"`) == "pg_stat_statements" {
@@ -348,7 +348,7 @@ FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&super, &repl, &sta
 	}
 	user := d.currentUser(ctx)
 	name := "role " + user
-	r := catalog.QuoteIdent(user)
+	r := model.QuoteIdent(user)
 	if super {
 		d.add(Warn, name, "is a superuser: the detector needs far less, and a stolen detector password would be a superuser's",
 			"run the detector as a dedicated role: pgtripwire setup --config FILE --apply --dsn <superuser DSN>, then use that role in database.dsn")
@@ -384,7 +384,7 @@ FROM (SELECT) x LEFT JOIN pg_catalog.pg_class c ON c.relname = $2
 			d.add(Fail, "table "+t.Table, "does not exist in database "+d.database(ctx), "fix sensitive: in the configuration, or connect to the right database")
 		case canRead:
 			d.add(Warn, "table "+t.Table, "the detector's role can SELECT it: it never needs to, and a stolen detector password would read it",
-				fmt.Sprintf("REVOKE SELECT ON %s FROM %s;   (and from PUBLIC, or from the group granting it)", tableIdent(t), catalog.QuoteIdent(d.currentUser(ctx))))
+				fmt.Sprintf("REVOKE SELECT ON %s FROM %s;   (and from PUBLIC, or from the group granting it)", tableIdent(t), model.QuoteIdent(d.currentUser(ctx))))
 		default:
 			d.add(OK, "table "+t.Table, "exists, not readable by the detector's role")
 		}
@@ -393,7 +393,7 @@ FROM (SELECT) x LEFT JOIN pg_catalog.pg_class c ON c.relname = $2
 }
 
 func tableIdent(t config.SensitiveTable) string {
-	return catalog.QuoteIdent(t.Schema) + "." + catalog.QuoteIdent(t.Name)
+	return model.QuoteIdent(t.Schema) + "." + model.QuoteIdent(t.Name)
 }
 
 func (d *doctor) slot(ctx context.Context) error {
@@ -464,7 +464,7 @@ func (d *doctor) publication(ctx context.Context) error {
 	case errors.Is(err, pgx.ErrNoRows):
 		d.add(Fail, name, "missing: the detector's role cannot create it (it needs ownership of the tables)",
 			fmt.Sprintf("pgtripwire setup --config FILE --apply, or as the tables' owner: CREATE PUBLICATION %s FOR TABLE %s;",
-				catalog.QuoteIdent(d.opts.Publication), strings.Join(idents, ", ")))
+				model.QuoteIdent(d.opts.Publication), strings.Join(idents, ", ")))
 		return nil
 	case err != nil:
 		return fmt.Errorf("read publication %s: %w", d.opts.Publication, err)
@@ -493,7 +493,7 @@ func (d *doctor) publication(ctx context.Context) error {
 	}
 	if len(missing) > 0 {
 		d.add(Fail, name, "lacks "+strings.Join(missing, ", ")+": changes to them go unseen",
-			fmt.Sprintf("as the tables' owner: ALTER PUBLICATION %s ADD TABLE %s;", catalog.QuoteIdent(d.opts.Publication), strings.Join(missing, ", ")))
+			fmt.Sprintf("as the tables' owner: ALTER PUBLICATION %s ADD TABLE %s;", model.QuoteIdent(d.opts.Publication), strings.Join(missing, ", ")))
 		return nil
 	}
 	d.add(OK, name, fmt.Sprintf("covers the %d sensitive table(s)", len(d.opts.Tables)))

@@ -7,7 +7,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/doctor"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

@@ -20,7 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // defaultResolveHold is the least time an alert stays firing in an Alertmanager after
@@ -42,7 +42,7 @@ type amAlert struct {
 // activeAlert is what Alertmanager must keep hearing about: a firing alert until it
 // resolves, then its resolution for ResolvedResendFor.
 type activeAlert struct {
-	Alert    alert.Alert `json:"alert"`
+	Alert    model.Alert `json:"alert"`
 	StartsAt time.Time   `json:"starts_at"`
 	Resolved time.Time   `json:"resolved,omitzero"`
 	// FiringSent is when each sink acknowledged this firing, for resolveHold.
@@ -112,14 +112,14 @@ func newAlertmanagerGroup(cfg AlertmanagerConfig, resolveAfter time.Duration, pa
 // track records a transition in the active set before it is spooled, and returns when
 // the alert started firing: what Alertmanager must be told for this transition, even
 // if the alert has fired again by the time it is delivered.
-func (g *alertmanagerGroup) track(a alert.Alert) (time.Time, error) {
+func (g *alertmanagerGroup) track(a model.Alert) (time.Time, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	startsAt := a.Time
 	switch a.State {
-	case alert.StateFiring:
+	case model.StateFiring:
 		g.active[a.Fingerprint] = &activeAlert{Alert: a, StartsAt: a.Time}
-	case alert.StateResolved:
+	case model.StateResolved:
 		act, ok := g.active[a.Fingerprint]
 		if !ok {
 			act = &activeAlert{StartsAt: a.Time} // firing before a restart that lost it
@@ -150,7 +150,7 @@ func (g *alertmanagerGroup) firingDelivered(fingerprint string, startsAt time.Ti
 
 // payloadLocked is the v2 form of a transition for sink, as of now. firingSent is when
 // the sink acknowledged the firing (zero: not yet, or unknown).
-func (g *alertmanagerGroup) payload(a alert.Alert, startsAt, firingSent, now time.Time) amAlert {
+func (g *alertmanagerGroup) payload(a model.Alert, startsAt, firingSent, now time.Time) amAlert {
 	labels := maps.Clone(a.Labels)
 	if labels == nil {
 		labels = make(map[string]string)
@@ -158,7 +158,7 @@ func (g *alertmanagerGroup) payload(a alert.Alert, startsAt, firingSent, now tim
 	labels["alertname"] = a.Rule
 	labels["severity"] = string(a.Severity)
 	p := amAlert{Labels: labels, Annotations: a.Annotations, StartsAt: startsAt}
-	if a.State == alert.StateResolved {
+	if a.State == model.StateResolved {
 		hold := now.Add(g.cfg.ResolveHold) // the firing may not have reached this Alertmanager
 		if !firingSent.IsZero() {
 			hold = firingSent.Add(g.cfg.ResolveHold)
@@ -232,7 +232,7 @@ func (g *alertmanagerGroup) expire() {
 		case !act.restoredAt.IsZero() && now.Sub(act.restoredAt) >= g.resolveAfter:
 			g.log.Info("resolving in Alertmanager an alert that was firing before the restart: "+
 				"no rule fired it again", zap.String("rule", act.Alert.Rule), zap.String("fingerprint", fp))
-			act.Alert.State, act.Alert.Time = alert.StateResolved, now
+			act.Alert.State, act.Alert.Time = model.StateResolved, now
 			act.Resolved, act.restoredAt = now, time.Time{}
 			changed = true
 		case !act.Resolved.IsZero() && now.Sub(act.Resolved) > g.cfg.ResolvedResendFor:
@@ -322,7 +322,7 @@ func (s *alertmanagerSink) deliver(ctx context.Context, e Entry) error {
 	if err := s.post(ctx, []amAlert{g.payload(e.Alert, startsAt, sent, g.now())}); err != nil {
 		return err
 	}
-	if e.Alert.State == alert.StateFiring {
+	if e.Alert.State == model.StateFiring {
 		g.firingDelivered(e.Alert.Fingerprint, startsAt, s.sinkName, g.now())
 	}
 	return nil

@@ -24,8 +24,8 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
 	"github.com/pgtripwire/pgtripwire/detector/backoff"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // Config says where transitions go. The detector builds it from the configuration
@@ -54,7 +54,7 @@ type AlertmanagerConfig struct {
 	ResendInterval    time.Duration
 	ResolvedResendFor time.Duration
 	Timeout           time.Duration
-	// GeneratorURL is a text/template over alert.Alert; "" sends none.
+	// GeneratorURL is a text/template over model.Alert; "" sends none.
 	GeneratorURL string
 	// Username and Password set basic auth; BearerToken an Authorization header.
 	Username, Password, BearerToken string
@@ -167,7 +167,7 @@ func (n *Notifier) onDrop(e *Entry) {
 
 // Write spools a transition for every sink and wakes their workers. When it returns
 // nil the transition survives a crash; an error means it was not spooled.
-func (n *Notifier) Write(a alert.Alert) error {
+func (n *Notifier) Write(a model.Alert) error {
 	startsAt := a.Time
 	if n.am != nil {
 		var err error

@@ -19,17 +19,17 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
-	"github.com/pgtripwire/pgtripwire/detector/amtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func transition(rule, role string, state alert.State, at time.Time) alert.Alert {
+func transition(rule, role string, state model.State, at time.Time) model.Alert {
 	labels := map[string]string{"table": "public.users", "role": role, "columns": "email,password_hash", "source": "statements"}
-	return alert.Alert{
-		Time: at, State: state, Rule: rule, Severity: alert.SeverityCritical,
-		Fingerprint: alert.Fingerprint(rule, labels), Value: 50000, Labels: labels,
+	return model.Alert{
+		Time: at, State: state, Rule: rule, Severity: model.SeverityCritical,
+		Fingerprint: model.Fingerprint(rule, labels), Value: 50000, Labels: labels,
 		Annotations: map[string]string{"summary": "Bulk read by " + role, "runbook_url": "https://example/runbook"},
 	}
 }
@@ -90,7 +90,7 @@ func TestAlertmanagerGetsFiringThenResolved(t *testing.T) {
 	am := amtest.Start(t)
 	r := start(t, Config{Alertmanager: amConfig(am.URL)})
 	at := time.Now().Add(-time.Second).Truncate(time.Millisecond)
-	firing := transition("SensitiveBulkRead", "mallory", alert.StateFiring, at)
+	firing := transition("SensitiveBulkRead", "mallory", model.StateFiring, at)
 	if err := r.n.Write(firing); err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestAlertmanagerGetsFiringThenResolved(t *testing.T) {
 		t.Errorf("got state %s endsAt %v, want active with endsAt ahead", got.Status.State, got.EndsAt)
 	}
 
-	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", alert.StateResolved, time.Now())); err != nil {
+	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", model.StateResolved, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the alert resolved in Alertmanager", func() bool {
@@ -130,7 +130,7 @@ func TestAlertmanagerGetsFiringThenResolved(t *testing.T) {
 func TestAlertmanagerOutageLosesNothing(t *testing.T) {
 	am := amtest.Start(t)
 	r := start(t, Config{Alertmanager: amConfig(am.URL)})
-	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", alert.StateFiring, time.Now())); err != nil {
+	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", model.StateFiring, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the first alert", func() bool {
@@ -139,7 +139,7 @@ func TestAlertmanagerOutageLosesNothing(t *testing.T) {
 	})
 
 	am.Stop(t)
-	if err := r.n.Write(transition("SensitiveBulkRead", "eve", alert.StateFiring, time.Now())); err != nil {
+	if err := r.n.Write(transition("SensitiveBulkRead", "eve", model.StateFiring, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	sink := "alertmanager:" + am.URL[len("http://"):]
@@ -162,7 +162,7 @@ func TestEveryAlertmanagerOfAPairGetsEveryAlert(t *testing.T) {
 	a, b := amtest.Start(t), amtest.Start(t)
 	b.Stop(t)
 	r := start(t, Config{Alertmanager: amConfig(a.URL, b.URL)})
-	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", alert.StateFiring, time.Now())); err != nil {
+	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", model.StateFiring, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the alert at the live Alertmanager", func() bool {
@@ -217,7 +217,7 @@ func TestWebhookSignedAndRetried(t *testing.T) {
 	srv := httptest.NewServer(rc)
 	defer srv.Close()
 	r := start(t, Config{Webhooks: []WebhookConfig{{Name: "soc", URL: srv.URL, Secret: []byte("s3cret"), Timeout: time.Second}}})
-	a := transition("SensitiveBulkRead", "mallory", alert.StateFiring, time.Now())
+	a := transition("SensitiveBulkRead", "mallory", model.StateFiring, time.Now())
 	if err := r.n.Write(a); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestWrongSecretIsRejectedByTheReceiver(t *testing.T) {
 	srv := httptest.NewServer(rc)
 	defer srv.Close()
 	r := start(t, Config{Webhooks: []WebhookConfig{{Name: "soc", URL: srv.URL, Secret: []byte("another"), Timeout: time.Second}}})
-	if err := r.n.Write(transition("R", "x", alert.StateFiring, time.Now())); err != nil {
+	if err := r.n.Write(transition("R", "x", model.StateFiring, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "a rejected attempt", func() bool { _, bad := rc.received(); return bad > 0 })
@@ -265,7 +265,7 @@ func TestSpoolSurvivesARestartAndIsBounded(t *testing.T) {
 	cfg := Config{StateDir: dir, SpoolMax: 3, Webhooks: []WebhookConfig{{Name: "soc", URL: srv.URL, Secret: []byte("k"), Timeout: time.Second}}}
 	r := start(t, cfg)
 	for i, role := range []string{"r1", "r2", "r3", "r4", "r5"} {
-		if err := r.n.Write(transition("R", role, alert.StateFiring, time.Unix(int64(i), 0))); err != nil {
+		if err := r.n.Write(transition("R", role, model.StateFiring, time.Unix(int64(i), 0))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -332,7 +332,7 @@ func TestAlertmanagerAuthAndTLS(t *testing.T) {
 			cfg.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 			tt.set(cfg)
 			r := start(t, Config{Alertmanager: cfg})
-			if err := r.n.Write(transition("R", "x", alert.StateFiring, time.Now())); err != nil {
+			if err := r.n.Write(transition("R", "x", model.StateFiring, time.Now())); err != nil {
 				t.Fatal(err)
 			}
 			eventually(t, 5*time.Second, "an accepted delivery", func() bool {
@@ -353,7 +353,7 @@ func TestUntrustedCertificateIsNotDeliveredTo(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer srv.Close()
 	r := start(t, Config{Alertmanager: amConfig(srv.URL)}) // no CA: the system roots do not know it
-	if err := r.n.Write(transition("R", "x", alert.StateFiring, time.Now())); err != nil {
+	if err := r.n.Write(transition("R", "x", model.StateFiring, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	sink := "alertmanager:" + srv.Listener.Addr().String()
@@ -372,10 +372,10 @@ func TestFireAndResolveDuringAnOutageStillPages(t *testing.T) {
 	am.Stop(t)
 	r := start(t, Config{Alertmanager: amConfig(am.URL)})
 	t0 := time.Now()
-	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", alert.StateFiring, t0)); err != nil {
+	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", model.StateFiring, t0)); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", alert.StateResolved, t0.Add(time.Millisecond))); err != nil {
+	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", model.StateResolved, t0.Add(time.Millisecond))); err != nil {
 		t.Fatal(err)
 	}
 	am.StartAgain(t)
@@ -397,7 +397,7 @@ func TestFlappingAlertDoesNotBlockTheQueue(t *testing.T) {
 	am.Stop(t)
 	r := start(t, Config{Alertmanager: amConfig(am.URL)})
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
-	for i, st := range []alert.State{alert.StateFiring, alert.StateResolved, alert.StateFiring} {
+	for i, st := range []model.State{model.StateFiring, model.StateResolved, model.StateFiring} {
 		if err := r.n.Write(transition("SensitiveBulkRead", "mallory", st, t0.Add(time.Duration(i)*10*time.Second))); err != nil {
 			t.Fatal(err)
 		}
@@ -423,10 +423,10 @@ func TestRestoredAlertResolvesUnlessFiredAgain(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{StateDir: dir, Alertmanager: amConfig(am.URL), ResolveAfter: 2 * time.Second}
 	first := start(t, cfg)
-	if err := first.n.Write(transition("SensitiveBulkRead", "mallory", alert.StateFiring, time.Now())); err != nil {
+	if err := first.n.Write(transition("SensitiveBulkRead", "mallory", model.StateFiring, time.Now())); err != nil {
 		t.Fatal(err)
 	}
-	if err := first.n.Write(transition("SensitiveBulkRead", "eve", alert.StateFiring, time.Now())); err != nil {
+	if err := first.n.Write(transition("SensitiveBulkRead", "eve", model.StateFiring, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "both alerts delivered", func() bool { return first.n.spool.len() == 0 })
@@ -434,7 +434,7 @@ func TestRestoredAlertResolvesUnlessFiredAgain(t *testing.T) {
 
 	second := start(t, cfg)
 	// eve's read happens again after the restart; mallory's does not.
-	if err := second.n.Write(transition("SensitiveBulkRead", "eve", alert.StateFiring, time.Now())); err != nil {
+	if err := second.n.Write(transition("SensitiveBulkRead", "eve", model.StateFiring, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 15*time.Second, "mallory's restored alert resolved", func() bool {

@@ -14,14 +14,14 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // Entry is one alert transition waiting for the sinks that have not acknowledged it.
 type Entry struct {
 	Seq      uint64      `json:"seq"`
 	Enqueued time.Time   `json:"enqueued"`
-	Alert    alert.Alert `json:"alert"`
+	Alert    model.Alert `json:"alert"`
 	// StartsAt is when the alert of this transition started firing (for a resolution,
 	// its firing's time), fixed when the transition is spooled.
 	StartsAt time.Time `json:"starts_at,omitzero"`
@@ -136,7 +136,7 @@ func readEntry(path string) (*Entry, error) {
 }
 
 // enqueue persists a transition for the given sinks and returns its entry.
-func (s *spool) enqueue(a alert.Alert, startsAt time.Time, sinks []string, now time.Time) (*Entry, error) {
+func (s *spool) enqueue(a model.Alert, startsAt time.Time, sinks []string, now time.Time) (*Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := &Entry{Seq: s.nextSeq, Enqueued: now, Alert: a, StartsAt: startsAt, Pending: slices.Clone(sinks)}

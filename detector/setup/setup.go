@@ -31,9 +31,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/setup/ownership"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // DefaultRole is the detector's role when Options.Role is empty.
@@ -123,7 +123,7 @@ type Result struct {
 }
 
 // ident quotes an identifier for SQL only when it must be.
-func ident(s string) string { return catalog.QuoteIdent(s) }
+func ident(s string) string { return model.QuoteIdent(s) }
 
 func tableIdent(t config.SensitiveTable) string { return ident(t.Schema) + "." + ident(t.Name) }
 

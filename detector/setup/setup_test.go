@@ -13,10 +13,10 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/ddlmsg"
-	"github.com/pgtripwire/pgtripwire/detector/event"
-	"github.com/pgtripwire/pgtripwire/detector/pgtest"
 	"github.com/pgtripwire/pgtripwire/detector/setup"
 	"github.com/pgtripwire/pgtripwire/detector/setup/ownership"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -342,7 +342,7 @@ func TestEventTriggerMessages(t *testing.T) {
 			}
 			var got []want
 			for _, e := range evs {
-				if e.Source != event.SourceDDL {
+				if e.Source != model.SourceDDL {
 					t.Errorf("source %q, want ddl", e.Source)
 				}
 				got = append(got, want{e.Kind, e.Operation, e.Object, e.Relation, e.Role})
@@ -361,7 +361,7 @@ func TestEventTriggerMessages(t *testing.T) {
 
 // readMessages consumes the slot's pending changes with pgoutput and returns the
 // pgtripwire.ddl messages, raw and decoded.
-func readMessages(t *testing.T, db *pgtest.Database, slot, pub string) (raw []string, evs []event.Event) {
+func readMessages(t *testing.T, db *pgtest.Database, slot, pub string) (raw []string, evs []model.Event) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()

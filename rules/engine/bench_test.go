@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/model"
 	"github.com/pgtripwire/pgtripwire/rules/rulefmt"
 )
 
@@ -74,32 +74,32 @@ const benchPack = `      - name: SensitiveBulkRead
 
 // benchEvents is a realistic mix: mostly login lookups (one row), signups
 // and admin listings, some WAL changes, a few catalog events.
-func benchEvents() []event.Event {
-	var evs []event.Event
+func benchEvents() []model.Event {
+	var evs []model.Event
 	for i := range 1000 {
 		role := fmt.Sprintf("app%d", i%20)
 		addr := fmt.Sprintf("10.0.%d.%d", i%4, i%50)
 		switch {
 		case i%10 < 6: // login lookup
-			evs = append(evs, event.Event{Source: event.SourceStatements, Database: "app", Role: role, ClientAddr: addr,
+			evs = append(evs, model.Event{Source: model.SourceStatements, Database: "app", Role: role, ClientAddr: addr,
 				Application: "web", Operation: "SELECT", Relation: "public.users",
 				SensitiveRead: []string{"password_hash"}, SensitiveReferenced: []string{"email"},
 				Complete: true, Rows: 200, Calls: 200, QueryID: int64(i % 30)})
 		case i%10 == 6: // admin listing
-			evs = append(evs, event.Event{Source: event.SourceStatements, Database: "app", Role: "admin", ClientAddr: "10.1.0.1",
+			evs = append(evs, model.Event{Source: model.SourceStatements, Database: "app", Role: "admin", ClientAddr: "10.1.0.1",
 				Application: "admin", Operation: "SELECT", Relation: "public.users",
 				SensitiveRead: []string{"email", "username"}, Complete: true, Rows: 50, Calls: 1, QueryID: 7})
 		case i%10 == 7: // non-sensitive statement
-			evs = append(evs, event.Event{Source: event.SourceStatements, Database: "app", Role: role, Operation: "SELECT",
+			evs = append(evs, model.Event{Source: model.SourceStatements, Database: "app", Role: role, Operation: "SELECT",
 				Relation: "public.orders", Complete: true, Rows: 10, Calls: 1})
 		case i%10 == 8: // WAL insert/update
-			evs = append(evs, event.Event{Source: event.SourceWAL, Database: "app", Operation: "UPDATE",
+			evs = append(evs, model.Event{Source: model.SourceWAL, Database: "app", Operation: "UPDATE",
 				Relation: "public.users", Changed: []string{"password_hash"}, Complete: true, Rows: 1, LSN: uint64(i)})
 		default:
 			if i%100 == 99 {
-				evs = append(evs, event.Event{Source: event.SourceCatalog, Kind: "slot_created", Object: "s"})
+				evs = append(evs, model.Event{Source: model.SourceCatalog, Kind: "slot_created", Object: "s"})
 			} else {
-				evs = append(evs, event.Event{Source: event.SourceWAL, Database: "app", Operation: "INSERT",
+				evs = append(evs, model.Event{Source: model.SourceWAL, Database: "app", Operation: "INSERT",
 					Relation: "public.users", Rows: 1, Complete: true, LSN: uint64(i)})
 			}
 		}

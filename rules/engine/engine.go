@@ -20,8 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
-	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/model"
 	"github.com/pgtripwire/pgtripwire/rules/rulefmt"
 )
 
@@ -67,17 +66,17 @@ type Engine struct {
 	m    *metrics
 
 	rules    []*ruleState
-	dispatch map[event.Source][]*ruleState // rules that may match events of a source
+	dispatch map[model.Source][]*ruleState // rules that may match events of a source
 	anySrc   []*ruleState                  // rules for sources no rule pins
 
 	overflow map[string]*overflowAlert // by rule
-	queued   []alert.Alert             // resolutions of dropped rules, due at the next Tick
+	queued   []model.Alert             // resolutions of dropped rules, due at the next Tick
 
 	lastSave time.Time
 	dirty    bool // a transition since the last save
 
 	h    maphash.Hash
-	cur  event.Event // the event being evaluated: its address does not escape per call
+	cur  model.Event // the event being evaluated: its address does not escape per call
 	addr struct {
 		parsed, ok bool
 		a          netip.Addr
@@ -136,10 +135,10 @@ type group struct {
 }
 
 type alertState struct {
-	state     alert.State // "" when inactive
+	state     model.State // "" when inactive
 	activeAt  time.Time
 	firedAt   time.Time
-	fired     *alert.Alert // the firing transition, reused for the resolved one
+	fired     *model.Alert // the firing transition, reused for the resolved one
 	delivered bool         // fired in page mode: its resolution is delivered too
 }
 
@@ -157,7 +156,7 @@ type seenKey struct {
 
 type overflowAlert struct {
 	last  time.Time
-	fired *alert.Alert
+	fired *model.Alert
 }
 
 // New returns an engine for the rules of groups, with the state saved at
@@ -247,9 +246,9 @@ func (e *Engine) Reload(groups []rulefmt.Group) error {
 // dropRule queues the resolution of the rule's delivered firing alerts.
 func (e *Engine) dropRule(rs *ruleState) {
 	rs.eachGroup(func(g *group) {
-		if g.st.state == alert.StateFiring && g.st.delivered {
+		if g.st.state == model.StateFiring && g.st.delivered {
 			a := *g.st.fired
-			a.State = alert.StateResolved
+			a.State = model.StateResolved
 			a.Labels, a.Annotations = maps.Clone(a.Labels), maps.Clone(a.Annotations)
 			e.queued = append(e.queued, a)
 		}
@@ -368,7 +367,7 @@ func newRuleState(r *rulefmt.Rule, index int, opts Options) (*ruleState, error) 
 	}
 	rs.fixed = map[string]string{}
 	if src := r.Sources(); len(src) == 1 && !slices.Contains(by, "source") {
-		rs.fixed[alert.LabelSource] = string(src[0])
+		rs.fixed[model.LabelSource] = string(src[0])
 	}
 	rs.hold = r.KeepFiringFor
 	if rs.hold <= 0 {
@@ -393,9 +392,9 @@ func definition(r *rulefmt.Rule) string {
 // install makes rules the evaluated ones and indexes them by source.
 func (e *Engine) install(rules []*ruleState) {
 	e.rules = rules
-	e.dispatch = map[event.Source][]*ruleState{}
+	e.dispatch = map[model.Source][]*ruleState{}
 	e.anySrc = nil
-	pinned := map[event.Source]bool{}
+	pinned := map[model.Source]bool{}
 	for _, rs := range rules {
 		for _, s := range rs.rule.Sources() {
 			pinned[s] = true
@@ -419,13 +418,13 @@ func (e *Engine) install(rules []*ruleState) {
 // Rules lists the rules whose alerts are delivered (page mode) and
 // RuleGroupOverflow, with their severity. Rules in shadow mode are left out:
 // their alerts are never returned.
-func (e *Engine) Rules() map[string]alert.Severity {
+func (e *Engine) Rules() map[string]model.Severity {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := map[string]alert.Severity{OverflowRuleName: alert.SeverityWarning}
+	out := map[string]model.Severity{OverflowRuleName: model.SeverityWarning}
 	for _, rs := range e.rules {
 		if rs.rule.Mode != rulefmt.ModeShadow {
-			out[rs.rule.Name] = alert.Severity(rs.rule.Severity)
+			out[rs.rule.Name] = model.Severity(rs.rule.Severity)
 		}
 	}
 	return out
@@ -434,13 +433,13 @@ func (e *Engine) Rules() map[string]alert.Severity {
 // Firing returns the firing transition of every delivered alert firing now: after a
 // restart, the alerts restored from the state file, which the caller's bookkeeping
 // (the alert log's firing gauge) did not see fire.
-func (e *Engine) Firing() []alert.Alert {
+func (e *Engine) Firing() []model.Alert {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var out []alert.Alert
+	var out []model.Alert
 	for _, rs := range e.rules {
 		for _, g := range rs.groups {
-			if g.st.state == alert.StateFiring && g.st.delivered && g.st.fired != nil {
+			if g.st.state == model.StateFiring && g.st.delivered && g.st.fired != nil {
 				out = append(out, *g.st.fired)
 			}
 		}
@@ -455,7 +454,7 @@ func (e *Engine) Firing() []alert.Alert {
 
 // Eval evaluates ev at now and returns the transitions it causes (nil
 // almost always). ev is not retained.
-func (e *Engine) Eval(now time.Time, ev event.Event) []alert.Alert {
+func (e *Engine) Eval(now time.Time, ev model.Event) []model.Alert {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.cur = ev
@@ -464,15 +463,15 @@ func (e *Engine) Eval(now time.Time, ev event.Event) []alert.Alert {
 	if !ok {
 		rules = e.anySrc
 	}
-	var out []alert.Alert
+	var out []model.Alert
 	for _, rs := range rules {
 		e.evalRule(rs, now, &e.cur, &out)
 	}
-	e.cur = event.Event{}
+	e.cur = model.Event{}
 	return out
 }
 
-func (e *Engine) evalRule(rs *ruleState, now time.Time, ev *event.Event, out *[]alert.Alert) {
+func (e *Engine) evalRule(rs *ruleState, now time.Time, ev *model.Event, out *[]model.Alert) {
 	rs.evals++
 	if rs.startedAt.IsZero() {
 		rs.startedAt = now
@@ -531,7 +530,7 @@ func (e *Engine) evalRule(rs *ruleState, now time.Time, ev *event.Event, out *[]
 	}
 }
 
-func distinctValue(f *field, ev *event.Event) string {
+func distinctValue(f *field, ev *model.Event) string {
 	switch f.kind {
 	case kindString:
 		return f.str(ev)
@@ -556,7 +555,7 @@ func (rs *ruleState) holds(g *group, now time.Time, value float64) bool {
 
 // groupFor returns the group of ev, creating it, or the overflow group when
 // the rule already has MaxGroups.
-func (e *Engine) groupFor(rs *ruleState, ev *event.Event, now time.Time, out *[]alert.Alert) *group {
+func (e *Engine) groupFor(rs *ruleState, ev *model.Event, now time.Time, out *[]model.Alert) *group {
 	h := hashEvent(&e.h, rs.by, ev)
 	for g := rs.groups[h]; g != nil; g = g.next {
 		if keyEquals(rs.by, g.key, ev) {
@@ -609,7 +608,7 @@ func (rs *ruleState) newGroup(key []keyVal, now time.Time) *group {
 
 // firstSeen records the event's key and reports whether it is new: not
 // seen before (or not within forget_after) and past the learning period.
-func (e *Engine) firstSeen(rs *ruleState, ev *event.Event, now time.Time, out *[]alert.Alert) bool {
+func (e *Engine) firstSeen(rs *ruleState, ev *model.Event, now time.Time, out *[]model.Alert) bool {
 	fs := rs.rule.Condition.FirstSeen
 	learned := now.Sub(rs.startedAt) >= fs.LearnFor
 	h := hashEvent(&e.h, rs.by, ev)
@@ -672,7 +671,7 @@ func (rs *ruleState) removeKey(h uint64, k *seenKey) {
 }
 
 // excepted reports whether an unexpired exception of the rule allows ev.
-func (e *Engine) excepted(rs *ruleState, ev *event.Event, now time.Time) bool {
+func (e *Engine) excepted(rs *ruleState, ev *model.Event, now time.Time) bool {
 	for i := range rs.rule.Exceptions {
 		x := &rs.rule.Exceptions[i]
 		switch {
@@ -696,7 +695,7 @@ func (e *Engine) excepted(rs *ruleState, ev *event.Event, now time.Time) bool {
 }
 
 // clientAddr parses the event's client address once per event.
-func (e *Engine) clientAddr(ev *event.Event) (netip.Addr, bool) {
+func (e *Engine) clientAddr(ev *model.Event) (netip.Addr, bool) {
 	if !e.addr.parsed {
 		e.addr.parsed = true
 		a, err := netip.ParseAddr(ev.ClientAddr)
@@ -712,28 +711,28 @@ func (e *Engine) clientAddr(ev *event.Event) (netip.Addr, bool) {
 // step runs the alert state machine of a group whose condition is cond at
 // now: inactive → pending → firing after `for` → resolved once the
 // condition has not held for keep_firing_for.
-func (e *Engine) step(rs *ruleState, g *group, now time.Time, cond bool, value float64, out *[]alert.Alert) {
+func (e *Engine) step(rs *ruleState, g *group, now time.Time, cond bool, value float64, out *[]model.Alert) {
 	st := &g.st
 	if cond {
 		if rs.kind == kindThreshold || rs.kind == kindBaseline {
 			g.lastTrue = now
 		}
 		if st.state == "" {
-			st.state, st.activeAt = alert.StatePending, now
+			st.state, st.activeAt = model.StatePending, now
 		}
-		if st.state == alert.StatePending && now.Sub(st.activeAt) >= rs.rule.For {
+		if st.state == model.StatePending && now.Sub(st.activeAt) >= rs.rule.For {
 			e.fire(rs, g, now, value, out)
 		}
-		if st.state == alert.StateFiring && value > st.fired.Value {
+		if st.state == model.StateFiring && value > st.fired.Value {
 			// The resolved line reports the peak: how much was read while it fired.
 			st.fired.Value = value
 		}
 		return
 	}
 	switch st.state {
-	case alert.StatePending:
+	case model.StatePending:
 		g.st = alertState{}
-	case alert.StateFiring:
+	case model.StateFiring:
 		keep := rs.rule.KeepFiringFor
 		if rs.kind == kindEvent || rs.kind == kindFirstSeen {
 			keep = 0 // already in hold
@@ -744,28 +743,28 @@ func (e *Engine) step(rs *ruleState, g *group, now time.Time, cond bool, value f
 	}
 }
 
-func (e *Engine) fire(rs *ruleState, g *group, now time.Time, value float64, out *[]alert.Alert) {
+func (e *Engine) fire(rs *ruleState, g *group, now time.Time, value float64, out *[]model.Alert) {
 	labels, annotations := e.render(rs, g, value)
-	a := alert.Alert{
+	a := model.Alert{
 		Time:        now,
-		State:       alert.StateFiring,
+		State:       model.StateFiring,
 		Rule:        rs.rule.Name,
-		Severity:    alert.Severity(rs.rule.Severity),
-		Fingerprint: alert.Fingerprint(rs.rule.Name, labels),
+		Severity:    model.Severity(rs.rule.Severity),
+		Fingerprint: model.Fingerprint(rs.rule.Name, labels),
 		Value:       value,
 		Labels:      labels,
 		Annotations: annotations,
 	}
 	fired := a
 	fired.Labels, fired.Annotations = maps.Clone(labels), maps.Clone(annotations)
-	g.st.state, g.st.firedAt, g.st.fired = alert.StateFiring, now, &fired
+	g.st.state, g.st.firedAt, g.st.fired = model.StateFiring, now, &fired
 	g.st.delivered = rs.rule.Mode != rulefmt.ModeShadow
 	e.emit(rs, a, g.st.delivered, out)
 }
 
-func (e *Engine) resolve(rs *ruleState, g *group, now time.Time, value float64, out *[]alert.Alert) {
+func (e *Engine) resolve(rs *ruleState, g *group, now time.Time, value float64, out *[]model.Alert) {
 	a := *g.st.fired // its Value is the peak while firing
-	a.Time, a.State = now, alert.StateResolved
+	a.Time, a.State = now, model.StateResolved
 	a.Labels, a.Annotations = maps.Clone(a.Labels), maps.Clone(a.Annotations)
 	delivered := g.st.delivered
 	g.st, g.value, g.lastTrue = alertState{}, 0, time.Time{}
@@ -774,13 +773,13 @@ func (e *Engine) resolve(rs *ruleState, g *group, now time.Time, value float64, 
 
 // emit returns a transition to the pipeline, or for a rule in shadow mode
 // logs and counts it.
-func (e *Engine) emit(rs *ruleState, a alert.Alert, delivered bool, out *[]alert.Alert) {
+func (e *Engine) emit(rs *ruleState, a model.Alert, delivered bool, out *[]model.Alert) {
 	e.dirty = true
 	if delivered {
 		*out = append(*out, a)
 		return
 	}
-	if a.State == alert.StateFiring {
+	if a.State == model.StateFiring {
 		rs.shadow++
 	}
 	e.log.Info("shadow rule alert (not delivered)",
@@ -811,7 +810,7 @@ func (e *Engine) render(rs *ruleState, g *group, value float64) (labels, annotat
 
 // noteOverflow counts an overflow of the rule and fires RuleGroupOverflow
 // for it if it is not firing.
-func (e *Engine) noteOverflow(rs *ruleState, now time.Time, out *[]alert.Alert) {
+func (e *Engine) noteOverflow(rs *ruleState, now time.Time, out *[]model.Alert) {
 	o := e.overflow[rs.rule.Name]
 	if o == nil {
 		o = &overflowAlert{}
@@ -822,13 +821,13 @@ func (e *Engine) noteOverflow(rs *ruleState, now time.Time, out *[]alert.Alert) 
 		return
 	}
 	labels := map[string]string{"rule": rs.rule.Name}
-	a := alert.Alert{
-		Time: now, State: alert.StateFiring, Rule: OverflowRuleName, Severity: alert.SeverityWarning,
-		Fingerprint: alert.Fingerprint(OverflowRuleName, labels), Value: float64(e.opts.MaxGroups),
+	a := model.Alert{
+		Time: now, State: model.StateFiring, Rule: OverflowRuleName, Severity: model.SeverityWarning,
+		Fingerprint: model.Fingerprint(OverflowRuleName, labels), Value: float64(e.opts.MaxGroups),
 		Labels: labels,
 		Annotations: map[string]string{
-			alert.AnnotationSummary: fmt.Sprintf("Rule %s tracks its maximum of %d groups", rs.rule.Name, e.opts.MaxGroups),
-			alert.AnnotationDescription: fmt.Sprintf("Events of new groups of rule %s are counted together in one overflow group "+
+			model.AnnotationSummary: fmt.Sprintf("Rule %s tracks its maximum of %d groups", rs.rule.Name, e.opts.MaxGroups),
+			model.AnnotationDescription: fmt.Sprintf("Events of new groups of rule %s are counted together in one overflow group "+
 				"(label overflow=\"true\"), and first-seen rules forget the keys seen longest ago. Either the traffic has "+
 				"far more distinct %v than expected (an intruder spraying roles or clients can cause this), or the rule "+
 				"groups by too many fields.", rs.rule.Name, fieldNames(rs.by)),
@@ -855,10 +854,10 @@ func fieldNames(fs []field) []string {
 // samples baselines, forgets old first-seen keys and idle groups, updates
 // the metrics, and saves the state when a transition happened since the
 // last save or SaveInterval has passed.
-func (e *Engine) Tick(now time.Time) []alert.Alert {
+func (e *Engine) Tick(now time.Time) []model.Alert {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var out []alert.Alert
+	var out []model.Alert
 	for _, a := range e.queued {
 		a.Time = now
 		out = append(out, a)
@@ -870,7 +869,7 @@ func (e *Engine) Tick(now time.Time) []alert.Alert {
 		}
 		start := len(out)
 		e.tickRule(rs, now, &out)
-		slices.SortFunc(out[start:], func(a, b alert.Alert) int { return cmp.Compare(a.Fingerprint, b.Fingerprint) })
+		slices.SortFunc(out[start:], func(a, b model.Alert) int { return cmp.Compare(a.Fingerprint, b.Fingerprint) })
 		e.flushCounters(rs)
 		e.updateGauges(rs, now)
 	}
@@ -881,7 +880,7 @@ func (e *Engine) Tick(now time.Time) []alert.Alert {
 		}
 		if o.fired != nil {
 			a := *o.fired
-			a.Time, a.State = now, alert.StateResolved
+			a.Time, a.State = now, model.StateResolved
 			out = append(out, a)
 			e.dirty = true
 		}
@@ -895,7 +894,7 @@ func (e *Engine) Tick(now time.Time) []alert.Alert {
 	return out
 }
 
-func (e *Engine) tickRule(rs *ruleState, now time.Time, out *[]alert.Alert) {
+func (e *Engine) tickRule(rs *ruleState, now time.Time, out *[]model.Alert) {
 	keep := func(g *group) bool {
 		switch rs.kind {
 		case kindThreshold, kindBaseline:
@@ -1000,9 +999,9 @@ func (e *Engine) updateGauges(rs *ruleState, now time.Time) {
 	var pending, firing int
 	rs.eachGroup(func(g *group) {
 		switch g.st.state {
-		case alert.StatePending:
+		case model.StatePending:
 			pending++
-		case alert.StateFiring:
+		case model.StateFiring:
 			firing++
 		}
 	})

@@ -15,8 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
-	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/model"
 	"github.com/pgtripwire/pgtripwire/rules/rulefmt"
 )
 
@@ -37,7 +36,7 @@ type harness struct {
 	t   testing.TB
 	e   *Engine
 	reg *prometheus.Registry
-	got []alert.Alert // every transition returned, in order
+	got []model.Alert // every transition returned, in order
 }
 
 func newHarness(t testing.TB, rules string, opts Options) *harness {
@@ -52,15 +51,15 @@ func newHarness(t testing.TB, rules string, opts Options) *harness {
 	return h
 }
 
-func (h *harness) eval(at time.Duration, ev event.Event) []alert.Alert {
+func (h *harness) eval(at time.Duration, ev model.Event) []model.Alert {
 	out := h.e.Eval(t0.Add(at), ev)
 	h.got = append(h.got, out...)
 	return out
 }
 
 // tickTo ticks every second from..to (inclusive) and returns the transitions.
-func (h *harness) tickTo(from, to time.Duration) []alert.Alert {
-	var out []alert.Alert
+func (h *harness) tickTo(from, to time.Duration) []model.Alert {
+	var out []model.Alert
 	for at := from; at <= to; at += time.Second {
 		out = append(out, h.e.Tick(t0.Add(at))...)
 	}
@@ -69,7 +68,7 @@ func (h *harness) tickTo(from, to time.Duration) []alert.Alert {
 }
 
 // summary is a transition in short: "state rule at labels value".
-func summary(a alert.Alert) string {
+func summary(a model.Alert) string {
 	var ls []string
 	for _, k := range slices.Sorted(maps.Keys(a.Labels)) {
 		ls = append(ls, k+"="+a.Labels[k])
@@ -77,7 +76,7 @@ func summary(a alert.Alert) string {
 	return fmt.Sprintf("%s %s @%s {%s} %g", a.State, a.Rule, a.Time.Sub(t0), strings.Join(ls, ","), a.Value)
 }
 
-func summaries(as []alert.Alert) []string {
+func summaries(as []model.Alert) []string {
 	out := []string{}
 	for _, a := range as {
 		out = append(out, summary(a))
@@ -85,7 +84,7 @@ func summaries(as []alert.Alert) []string {
 	return out
 }
 
-func checkTransitions(t testing.TB, got []alert.Alert, want ...string) {
+func checkTransitions(t testing.TB, got []model.Alert, want ...string) {
 	t.Helper()
 	if want == nil {
 		want = []string{}
@@ -95,9 +94,9 @@ func checkTransitions(t testing.TB, got []alert.Alert, want ...string) {
 	}
 }
 
-func page(role string, rows int64) event.Event {
-	return event.Event{
-		Source: event.SourceStatements, Database: "app", Role: role, Relation: "public.users",
+func page(role string, rows int64) model.Event {
+	return model.Event{
+		Source: model.SourceStatements, Database: "app", Role: role, Relation: "public.users",
 		SensitiveRead: []string{"password_hash", "email"}, Complete: true, Rows: rows, Calls: 1,
 	}
 }
@@ -129,14 +128,14 @@ func TestThresholdWindow(t *testing.T) {
 	if got, want := fired.Annotations["summary"], "Sweep of public.users (public.users) by intruder: 10000 rows"; got != want {
 		t.Errorf("summary: got %q, want %q", got, want)
 	}
-	if got, want := fired.Fingerprint, alert.Fingerprint("Sweep", fired.Labels); got != want {
+	if got, want := fired.Fingerprint, model.Fingerprint("Sweep", fired.Labels); got != want {
 		t.Errorf("fingerprint: got %s, want %s", got, want)
 	}
 	// The pages leave the 10m window between 9m50s and 10m after they came:
 	// the alert resolves then, with the value that no longer meets it.
 	h.got = nil
 	h.tickTo(9*time.Minute+time.Second, 11*time.Minute)
-	if len(h.got) != 1 || h.got[0].State != alert.StateResolved || h.got[0].Fingerprint != fired.Fingerprint {
+	if len(h.got) != 1 || h.got[0].State != model.StateResolved || h.got[0].Fingerprint != fired.Fingerprint {
 		t.Fatalf("got %q, want one resolution of the firing alert", summaries(h.got))
 	}
 	if at := h.got[0].Time.Sub(t0); at < 9*time.Minute+50*time.Second || at > 10*time.Minute+4*time.Second {
@@ -155,7 +154,7 @@ func TestAggregateFunctions(t *testing.T) {
           threshold: {op: "%s", value: %d}
 `, agg, op, value)
 	}
-	evs := []event.Event{page("a", 10), page("a", 300), page("a", 20)}
+	evs := []model.Event{page("a", 10), page("a", 300), page("a", 20)}
 	evs[1].Relation = "public.orders"
 	tests := []struct {
 		name, agg string
@@ -260,8 +259,8 @@ func TestEventRule(t *testing.T) {
         severity: critical
         match: event.source == "wal" && event.operation in ["TRUNCATE", "UPDATE"]
 `, Options{})
-		h.eval(0, event.Event{Source: event.SourceWAL, Database: "app", Operation: "TRUNCATE", Relation: "public.users"})
-		h.eval(time.Second, event.Event{Source: event.SourceWAL, Database: "app", Operation: "UPDATE", Relation: "public.users", Changed: []string{"password_hash"}, Rows: 3})
+		h.eval(0, model.Event{Source: model.SourceWAL, Database: "app", Operation: "TRUNCATE", Relation: "public.users"})
+		h.eval(time.Second, model.Event{Source: model.SourceWAL, Database: "app", Operation: "UPDATE", Relation: "public.users", Changed: []string{"password_hash"}, Rows: 3})
 		checkTransitions(t, h.got,
 			"firing Truncate @0s {database=app,source=wal,table=public.users} 0",
 			"firing Truncate @1s {columns=password_hash,database=app,source=wal,table=public.users} 3")
@@ -329,7 +328,7 @@ func TestFirstSeen(t *testing.T) {
         condition:
           first_seen: {key: [role, client_addr, relation], learn_for: 1h, forget_after: 24h}
 `
-	from := func(role, addr string) event.Event {
+	from := func(role, addr string) model.Event {
 		ev := page(role, 1)
 		ev.ClientAddr = addr
 		return ev
@@ -362,7 +361,7 @@ func TestExceptions(t *testing.T) {
           - {client_cidr: 10.20.0.0/16}
           - {queryid: 42, database: app}
 `
-	ev := func(role, app, addr string, qid int64) event.Event {
+	ev := func(role, app, addr string, qid int64) model.Event {
 		e := page(role, 5000)
 		e.Application, e.ClientAddr, e.QueryID = app, addr, qid
 		return e
@@ -370,7 +369,7 @@ func TestExceptions(t *testing.T) {
 	tests := []struct {
 		name  string
 		at    time.Duration
-		ev    event.Event
+		ev    model.Event
 		fires bool
 	}{
 		{"allowed role and application", time.Hour, ev("etl", "nightly", "", 0), false},
@@ -381,7 +380,7 @@ func TestExceptions(t *testing.T) {
 		{"client outside the prefix", time.Hour, ev("x", "", "10.21.3.4", 0), true},
 		{"unknown client", time.Hour, ev("x", "", "", 0), true},
 		{"query id and database", time.Hour, ev("x", "", "", 42), false},
-		{"query id elsewhere", time.Hour, func() event.Event { e := ev("x", "", "", 42); e.Database = "other"; return e }(), true},
+		{"query id elsewhere", time.Hour, func() model.Event { e := ev("x", "", "", 42); e.Database = "other"; return e }(), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -420,7 +419,7 @@ func TestShadow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []alert.Alert
+	var got []model.Alert
 	got = append(got, e.Eval(t0, page("a", 5000))...)
 	for at := time.Second; at <= 2*time.Minute; at += time.Second {
 		got = append(got, e.Tick(t0.Add(at))...)
@@ -552,7 +551,7 @@ func TestPersistence(t *testing.T) {
 	checkTransitions(t, h2.got)
 	// The window survived too: the alert resolves when the first read leaves it.
 	h2.tickTo(2*time.Hour+5*time.Minute+time.Second, 2*time.Hour+11*time.Minute)
-	if len(h2.got) != 1 || h2.got[0].State != alert.StateResolved || h2.got[0].Fingerprint != h.got[0].Fingerprint {
+	if len(h2.got) != 1 || h2.got[0].State != model.StateResolved || h2.got[0].Fingerprint != h.got[0].Fingerprint {
 		t.Errorf("got %q, want the alert fired before the restart resolved", summaries(h2.got))
 	}
 
@@ -635,7 +634,7 @@ func TestSourceDispatch(t *testing.T) {
         severity: info
         match: 'event.rows > 0'
 `, Options{})
-	h.eval(0, event.Event{Source: event.SourceWAL, Rows: 1})
+	h.eval(0, model.Event{Source: model.SourceWAL, Rows: 1})
 	h.eval(0, page("a", 1))
 	h.e.Tick(t0)
 	for rule, want := range map[string]float64{"Sweep": 1, "Any": 2} {

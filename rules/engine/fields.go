@@ -9,8 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
-	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // fieldKind is how a grouping field is read, hashed and compared.
@@ -29,9 +28,9 @@ type field struct {
 	name  string
 	label string // the alert label it becomes; "" when it is not a label
 	kind  fieldKind
-	str   func(*event.Event) string
-	num   func(*event.Event) int64 // kindInt and kindBool (0/1)
-	list  func(*event.Event) []string
+	str   func(*model.Event) string
+	num   func(*model.Event) int64 // kindInt and kindBool (0/1)
+	list  func(*model.Event) []string
 }
 
 // columnsField is the pseudo-field of rules without aggregate: the
@@ -39,68 +38,68 @@ type field struct {
 const columnsField = "columns"
 
 func lookupField(name string) (field, error) {
-	s := func(label string, f func(*event.Event) string) field {
+	s := func(label string, f func(*model.Event) string) field {
 		return field{name: name, label: label, kind: kindString, str: f}
 	}
-	n := func(f func(*event.Event) int64) field { return field{name: name, label: name, kind: kindInt, num: f} }
-	l := func(label string, f func(*event.Event) []string) field {
+	n := func(f func(*model.Event) int64) field { return field{name: name, label: name, kind: kindInt, num: f} }
+	l := func(label string, f func(*model.Event) []string) field {
 		return field{name: name, label: label, kind: kindList, list: f}
 	}
 	switch name {
 	case "source":
-		return s(alert.LabelSource, func(e *event.Event) string { return string(e.Source) }), nil
+		return s(model.LabelSource, func(e *model.Event) string { return string(e.Source) }), nil
 	case "database":
-		return s(alert.LabelDatabase, func(e *event.Event) string { return e.Database }), nil
+		return s(model.LabelDatabase, func(e *model.Event) string { return e.Database }), nil
 	case "role":
-		return s(alert.LabelRole, func(e *event.Event) string { return e.Role }), nil
+		return s(model.LabelRole, func(e *model.Event) string { return e.Role }), nil
 	case "client_addr":
-		return s(alert.LabelClientAddr, func(e *event.Event) string { return e.ClientAddr }), nil
+		return s(model.LabelClientAddr, func(e *model.Event) string { return e.ClientAddr }), nil
 	case "application":
-		return s(alert.LabelApplication, func(e *event.Event) string { return e.Application }), nil
+		return s(model.LabelApplication, func(e *model.Event) string { return e.Application }), nil
 	case "operation":
-		return s(name, func(e *event.Event) string { return e.Operation }), nil
+		return s(name, func(e *model.Event) string { return e.Operation }), nil
 	case "relation":
-		return s(alert.LabelTable, func(e *event.Event) string { return e.Relation }), nil
+		return s(model.LabelTable, func(e *model.Event) string { return e.Relation }), nil
 	case "message_prefix":
-		return s(name, func(e *event.Event) string { return e.MessagePrefix }), nil
+		return s(name, func(e *model.Event) string { return e.MessagePrefix }), nil
 	case "kind":
-		return s(name, func(e *event.Event) string { return e.Kind }), nil
+		return s(name, func(e *model.Event) string { return e.Kind }), nil
 	case "object":
-		return s(name, func(e *event.Event) string { return e.Object }), nil
+		return s(name, func(e *model.Event) string { return e.Object }), nil
 	case "sensitive_read":
-		return l(alert.LabelColumns, func(e *event.Event) []string { return e.SensitiveRead }), nil
+		return l(model.LabelColumns, func(e *model.Event) []string { return e.SensitiveRead }), nil
 	case "sensitive_referenced":
-		return l(name, func(e *event.Event) []string { return e.SensitiveReferenced }), nil
+		return l(name, func(e *model.Event) []string { return e.SensitiveReferenced }), nil
 	case "changed":
-		return l(alert.LabelColumns, func(e *event.Event) []string { return e.Changed }), nil
+		return l(model.LabelColumns, func(e *model.Event) []string { return e.Changed }), nil
 	case columnsField:
-		return l(alert.LabelColumns, func(e *event.Event) []string {
+		return l(model.LabelColumns, func(e *model.Event) []string {
 			if len(e.SensitiveRead) > 0 {
 				return e.SensitiveRead
 			}
 			return e.Changed
 		}), nil
 	case "complete":
-		return field{name: name, label: name, kind: kindBool, num: func(e *event.Event) int64 {
+		return field{name: name, label: name, kind: kindBool, num: func(e *model.Event) int64 {
 			if e.Complete {
 				return 1
 			}
 			return 0
 		}}, nil
 	case "query_id":
-		return n(func(e *event.Event) int64 { return e.QueryID }), nil
+		return n(func(e *model.Event) int64 { return e.QueryID }), nil
 	case "lsn":
-		return n(func(e *event.Event) int64 { return int64(e.LSN) }), nil
+		return n(func(e *model.Event) int64 { return int64(e.LSN) }), nil
 	case "pid":
-		return n(func(e *event.Event) int64 { return int64(e.PID) }), nil
+		return n(func(e *model.Event) int64 { return int64(e.PID) }), nil
 	case "rows":
-		return n(func(e *event.Event) int64 { return e.Rows }), nil
+		return n(func(e *model.Event) int64 { return e.Rows }), nil
 	case "calls":
-		return n(func(e *event.Event) int64 { return e.Calls }), nil
+		return n(func(e *model.Event) int64 { return e.Calls }), nil
 	case "rows_per_call":
-		return n(func(e *event.Event) int64 { return e.RowsPerCall() }), nil
+		return n(func(e *model.Event) int64 { return e.RowsPerCall() }), nil
 	case "running_seconds":
-		return n(func(e *event.Event) int64 { return int64(e.Running / time.Second) }), nil
+		return n(func(e *model.Event) int64 { return int64(e.Running / time.Second) }), nil
 	}
 	return field{}, fmt.Errorf("unknown event field %q", name)
 }
@@ -134,7 +133,7 @@ type keyVal struct {
 // comparing the values).
 const sep = 0x1f
 
-func hashEvent(h *maphash.Hash, fs []field, ev *event.Event) uint64 {
+func hashEvent(h *maphash.Hash, fs []field, ev *model.Event) uint64 {
 	h.Reset()
 	var b [8]byte
 	for i := range fs {
@@ -176,7 +175,7 @@ func hashKey(h *maphash.Hash, fs []field, key []keyVal) uint64 {
 	return h.Sum64()
 }
 
-func keyEquals(fs []field, key []keyVal, ev *event.Event) bool {
+func keyEquals(fs []field, key []keyVal, ev *model.Event) bool {
 	for i := range fs {
 		switch f := &fs[i]; f.kind {
 		case kindString:
@@ -196,7 +195,7 @@ func keyEquals(fs []field, key []keyVal, ev *event.Event) bool {
 	return true
 }
 
-func keyOf(fs []field, ev *event.Event) []keyVal {
+func keyOf(fs []field, ev *model.Event) []keyVal {
 	key := make([]keyVal, len(fs))
 	for i := range fs {
 		switch f := &fs[i]; f.kind {

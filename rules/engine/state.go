@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // stateVersion is the version of the state file format. A file of another
@@ -69,10 +69,10 @@ type baselineSnapshot struct {
 }
 
 type alertSnapshot struct {
-	State     alert.State  `json:"state"`
+	State     model.State  `json:"state"`
 	ActiveAt  time.Time    `json:"active_at"`
 	FiredAt   time.Time    `json:"fired_at,omitzero"`
-	Fired     *alert.Alert `json:"fired,omitempty"`
+	Fired     *model.Alert `json:"fired,omitempty"`
 	Delivered bool         `json:"delivered,omitempty"`
 }
 
@@ -84,7 +84,7 @@ type seenSnapshot struct {
 type overflowState struct {
 	Rule  string       `json:"rule"`
 	Last  time.Time    `json:"last"`
-	Fired *alert.Alert `json:"fired,omitempty"`
+	Fired *model.Alert `json:"fired,omitempty"`
 }
 
 // Save writes the state to StatePath now (atomically: a temporary file,
@@ -246,9 +246,9 @@ func (e *Engine) restore(sf stateFile) error {
 		}
 		for _, gs := range r.Groups {
 			if rs == nil {
-				if gs.Alert != nil && gs.Alert.State == alert.StateFiring && gs.Alert.Delivered && gs.Alert.Fired != nil {
+				if gs.Alert != nil && gs.Alert.State == model.StateFiring && gs.Alert.Delivered && gs.Alert.Fired != nil {
 					a := *gs.Alert.Fired
-					a.State = alert.StateResolved
+					a.State = model.StateResolved
 					e.queued = append(e.queued, a)
 				}
 				continue
@@ -318,7 +318,7 @@ func (rs *ruleState) restoreGroup(key []keyVal, s groupSnapshot) (*group, error)
 		*g.base = baseline{mean: s.Baseline.Mean, variance: s.Baseline.Variance, samples: s.Baseline.Samples, last: s.Baseline.Last}
 	}
 	if a := s.Alert; a != nil {
-		if a.State == alert.StateFiring && a.Fired == nil {
+		if a.State == model.StateFiring && a.Fired == nil {
 			return nil, errors.New("firing alert without its transition")
 		}
 		g.st = alertState{state: a.State, activeAt: a.ActiveAt, firedAt: a.FiredAt, fired: a.Fired, delivered: a.Delivered}

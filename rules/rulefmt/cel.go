@@ -12,7 +12,7 @@ import (
 	"cel.dev/cel-go/common/types/ref"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // eventTypeName is the CEL type of the event variable.
@@ -38,40 +38,40 @@ type eventField struct {
 	name string
 	typ  *types.Type
 	role fieldRole
-	get  func(*event.Event) ref.Val
+	get  func(*model.Event) ref.Val
 	// set reports presence for has(event.x): a string is present when not
 	// empty, every other field always is.
-	set func(*event.Event) bool
+	set func(*model.Event) bool
 }
 
-func always(*event.Event) bool { return true }
+func always(*model.Event) bool { return true }
 
 // eventFields lists the fields of the event in the order of the docs.
 var eventFields = []eventField{
-	{"time", types.TimestampType, roleTime, func(e *event.Event) ref.Val { return types.Timestamp{Time: e.Time} }, func(e *event.Event) bool { return !e.Time.IsZero() }},
-	{"source", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Source) }, func(e *event.Event) bool { return e.Source != "" }},
-	{"database", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Database) }, func(e *event.Event) bool { return e.Database != "" }},
-	{"role", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Role) }, func(e *event.Event) bool { return e.Role != "" }},
-	{"client_addr", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.ClientAddr) }, func(e *event.Event) bool { return e.ClientAddr != "" }},
-	{"application", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Application) }, func(e *event.Event) bool { return e.Application != "" }},
-	{"operation", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Operation) }, func(e *event.Event) bool { return e.Operation != "" }},
-	{"relation", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Relation) }, func(e *event.Event) bool { return e.Relation != "" }},
-	{"sensitive_read", types.NewListType(types.StringType), roleLabel, func(e *event.Event) ref.Val { return types.NewStringList(types.DefaultTypeAdapter, e.SensitiveRead) }, always},
-	{"sensitive_referenced", types.NewListType(types.StringType), roleLabel, func(e *event.Event) ref.Val {
+	{"time", types.TimestampType, roleTime, func(e *model.Event) ref.Val { return types.Timestamp{Time: e.Time} }, func(e *model.Event) bool { return !e.Time.IsZero() }},
+	{"source", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Source) }, func(e *model.Event) bool { return e.Source != "" }},
+	{"database", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Database) }, func(e *model.Event) bool { return e.Database != "" }},
+	{"role", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Role) }, func(e *model.Event) bool { return e.Role != "" }},
+	{"client_addr", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.ClientAddr) }, func(e *model.Event) bool { return e.ClientAddr != "" }},
+	{"application", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Application) }, func(e *model.Event) bool { return e.Application != "" }},
+	{"operation", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Operation) }, func(e *model.Event) bool { return e.Operation != "" }},
+	{"relation", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Relation) }, func(e *model.Event) bool { return e.Relation != "" }},
+	{"sensitive_read", types.NewListType(types.StringType), roleLabel, func(e *model.Event) ref.Val { return types.NewStringList(types.DefaultTypeAdapter, e.SensitiveRead) }, always},
+	{"sensitive_referenced", types.NewListType(types.StringType), roleLabel, func(e *model.Event) ref.Val {
 		return types.NewStringList(types.DefaultTypeAdapter, e.SensitiveReferenced)
 	}, always},
-	{"complete", types.BoolType, roleLabel, func(e *event.Event) ref.Val { return types.Bool(e.Complete) }, always},
-	{"rows", types.IntType, roleNumeric, func(e *event.Event) ref.Val { return types.Int(e.Rows) }, always},
-	{"calls", types.IntType, roleNumeric, func(e *event.Event) ref.Val { return types.Int(e.Calls) }, always},
-	{"rows_per_call", types.IntType, roleNumeric, func(e *event.Event) ref.Val { return types.Int(e.RowsPerCall()) }, always},
-	{"query_id", types.IntType, roleLabel, func(e *event.Event) ref.Val { return types.Int(e.QueryID) }, func(e *event.Event) bool { return e.QueryID != 0 }},
-	{"lsn", types.IntType, roleLabel, func(e *event.Event) ref.Val { return types.Int(int64(e.LSN)) }, func(e *event.Event) bool { return e.LSN != 0 }},
-	{"changed", types.NewListType(types.StringType), roleLabel, func(e *event.Event) ref.Val { return types.NewStringList(types.DefaultTypeAdapter, e.Changed) }, always},
-	{"message_prefix", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.MessagePrefix) }, func(e *event.Event) bool { return e.MessagePrefix != "" }},
-	{"kind", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Kind) }, func(e *event.Event) bool { return e.Kind != "" }},
-	{"object", types.StringType, roleLabel, func(e *event.Event) ref.Val { return types.String(e.Object) }, func(e *event.Event) bool { return e.Object != "" }},
-	{"pid", types.IntType, roleLabel, func(e *event.Event) ref.Val { return types.Int(e.PID) }, func(e *event.Event) bool { return e.PID != 0 }},
-	{"running_seconds", types.IntType, roleNumeric, func(e *event.Event) ref.Val { return types.Int(int64(e.Running / time.Second)) }, always},
+	{"complete", types.BoolType, roleLabel, func(e *model.Event) ref.Val { return types.Bool(e.Complete) }, always},
+	{"rows", types.IntType, roleNumeric, func(e *model.Event) ref.Val { return types.Int(e.Rows) }, always},
+	{"calls", types.IntType, roleNumeric, func(e *model.Event) ref.Val { return types.Int(e.Calls) }, always},
+	{"rows_per_call", types.IntType, roleNumeric, func(e *model.Event) ref.Val { return types.Int(e.RowsPerCall()) }, always},
+	{"query_id", types.IntType, roleLabel, func(e *model.Event) ref.Val { return types.Int(e.QueryID) }, func(e *model.Event) bool { return e.QueryID != 0 }},
+	{"lsn", types.IntType, roleLabel, func(e *model.Event) ref.Val { return types.Int(int64(e.LSN)) }, func(e *model.Event) bool { return e.LSN != 0 }},
+	{"changed", types.NewListType(types.StringType), roleLabel, func(e *model.Event) ref.Val { return types.NewStringList(types.DefaultTypeAdapter, e.Changed) }, always},
+	{"message_prefix", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.MessagePrefix) }, func(e *model.Event) bool { return e.MessagePrefix != "" }},
+	{"kind", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Kind) }, func(e *model.Event) bool { return e.Kind != "" }},
+	{"object", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Object) }, func(e *model.Event) bool { return e.Object != "" }},
+	{"pid", types.IntType, roleLabel, func(e *model.Event) ref.Val { return types.Int(e.PID) }, func(e *model.Event) bool { return e.PID != 0 }},
+	{"running_seconds", types.IntType, roleNumeric, func(e *model.Event) ref.Val { return types.Int(int64(e.Running / time.Second)) }, always},
 }
 
 var fieldByName = func() map[string]*eventField {
@@ -105,7 +105,7 @@ func labelFields() []string   { return fieldsWithRole(roleLabel) }
 func numericFields() []string { return fieldsWithRole(roleNumeric) }
 
 // eventProvider adds the event type to CEL's registry, reading fields
-// straight from *event.Event: no conversion of the event to a map or a
+// straight from *model.Event: no conversion of the event to a map or a
 // protobuf message per evaluation.
 type eventProvider struct {
 	*types.Registry
@@ -122,7 +122,7 @@ func newEventProvider() (*eventProvider, error) {
 		f := &eventFields[i]
 		p.fieldTypes[f.name] = &types.FieldType{
 			Type:    f.typ,
-			IsSet:   func(obj any) bool { ev, ok := obj.(*event.Event); return ok && f.set(ev) },
+			IsSet:   func(obj any) bool { ev, ok := obj.(*model.Event); return ok && f.set(ev) },
 			GetFrom: func(obj any) (any, error) { return getField(f, obj) },
 		}
 	}
@@ -130,9 +130,9 @@ func newEventProvider() (*eventProvider, error) {
 }
 
 func getField(f *eventField, obj any) (any, error) {
-	ev, ok := obj.(*event.Event)
+	ev, ok := obj.(*model.Event)
 	if !ok {
-		return nil, fmt.Errorf("event.%s: got %T, want *event.Event", f.name, obj)
+		return nil, fmt.Errorf("event.%s: got %T, want *model.Event", f.name, obj)
 	}
 	return f.get(ev), nil
 }
@@ -210,7 +210,7 @@ func (d *decoder) compileMatch(where string, n *yaml.Node, src string) (*compile
 type compiledMatch struct {
 	program cel.Program
 	native  boolFn         // nil: evaluate with program
-	sources []event.Source // nil: any source
+	sources []model.Source // nil: any source
 }
 
 // exprPos maps a position inside a CEL expression (1-based line, 0-based
@@ -335,7 +335,7 @@ func escapeLen(r []rune) int {
 }
 
 // activation resolves the one variable of a match expression.
-type activation struct{ ev *event.Event }
+type activation struct{ ev *model.Event }
 
 func (a *activation) ResolveName(name string) (any, bool) {
 	if name == "event" {
@@ -351,13 +351,13 @@ var activations = sync.Pool{New: func() any { return new(activation) }}
 // Match reports whether ev matches the rule's CEL expression. It fails when
 // the evaluation does: a runtime error (an index out of range) or the cost
 // limit exceeded. Match is safe for concurrent use.
-func (r *Rule) Match(ev event.Event) (bool, error) {
+func (r *Rule) Match(ev model.Event) (bool, error) {
 	return r.MatchEvent(&ev)
 }
 
 // MatchEvent is Match without copying the event. It does not allocate when
 // the expression is in the native subset (NativeMatch); ev is not retained.
-func (r *Rule) MatchEvent(ev *event.Event) (bool, error) {
+func (r *Rule) MatchEvent(ev *model.Event) (bool, error) {
 	if r.match == nil {
 		return false, fmt.Errorf("rule %s: match is not compiled", r.Name)
 	}
@@ -375,7 +375,7 @@ func (r *Rule) NativeMatch() bool { return r.match != nil && r.match.native != n
 // read from its top-level conjuncts (event.source == "wal",
 // event.source in ["statements", "activity"]); nil when it does not pin the
 // source. An evaluator may skip the rule for events of other sources.
-func (r *Rule) Sources() []event.Source {
+func (r *Rule) Sources() []model.Source {
 	if r.match == nil {
 		return nil
 	}
@@ -383,7 +383,7 @@ func (r *Rule) Sources() []event.Source {
 }
 
 // matchCEL evaluates the match with the CEL interpreter.
-func (r *Rule) matchCEL(ev *event.Event) (bool, error) {
+func (r *Rule) matchCEL(ev *model.Event) (bool, error) {
 	a := activations.Get().(*activation)
 	a.ev = ev
 	out, _, err := r.match.program.Eval(a)

@@ -21,14 +21,14 @@ import (
 	"cel.dev/cel-go/common/operators"
 	"cel.dev/cel-go/common/types"
 
-	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 type (
-	boolFn func(*event.Event) bool
-	strFn  func(*event.Event) string
-	intFn  func(*event.Event) int64
-	listFn func(*event.Event) []string
+	boolFn func(*model.Event) bool
+	strFn  func(*model.Event) string
+	intFn  func(*model.Event) int64
+	listFn func(*model.Event) []string
 )
 
 // nativeFields are the typed accessors of the event fields the native
@@ -36,30 +36,30 @@ type (
 // to CEL.
 var (
 	nativeStrings = map[string]strFn{
-		"source":         func(e *event.Event) string { return string(e.Source) },
-		"database":       func(e *event.Event) string { return e.Database },
-		"role":           func(e *event.Event) string { return e.Role },
-		"client_addr":    func(e *event.Event) string { return e.ClientAddr },
-		"application":    func(e *event.Event) string { return e.Application },
-		"operation":      func(e *event.Event) string { return e.Operation },
-		"relation":       func(e *event.Event) string { return e.Relation },
-		"message_prefix": func(e *event.Event) string { return e.MessagePrefix },
-		"kind":           func(e *event.Event) string { return e.Kind },
-		"object":         func(e *event.Event) string { return e.Object },
+		"source":         func(e *model.Event) string { return string(e.Source) },
+		"database":       func(e *model.Event) string { return e.Database },
+		"role":           func(e *model.Event) string { return e.Role },
+		"client_addr":    func(e *model.Event) string { return e.ClientAddr },
+		"application":    func(e *model.Event) string { return e.Application },
+		"operation":      func(e *model.Event) string { return e.Operation },
+		"relation":       func(e *model.Event) string { return e.Relation },
+		"message_prefix": func(e *model.Event) string { return e.MessagePrefix },
+		"kind":           func(e *model.Event) string { return e.Kind },
+		"object":         func(e *model.Event) string { return e.Object },
 	}
 	nativeInts = map[string]intFn{
-		"rows":            func(e *event.Event) int64 { return e.Rows },
-		"calls":           func(e *event.Event) int64 { return e.Calls },
-		"rows_per_call":   func(e *event.Event) int64 { return e.RowsPerCall() },
-		"query_id":        func(e *event.Event) int64 { return e.QueryID },
-		"lsn":             func(e *event.Event) int64 { return int64(e.LSN) },
-		"pid":             func(e *event.Event) int64 { return int64(e.PID) },
-		"running_seconds": func(e *event.Event) int64 { return int64(e.Running / time.Second) },
+		"rows":            func(e *model.Event) int64 { return e.Rows },
+		"calls":           func(e *model.Event) int64 { return e.Calls },
+		"rows_per_call":   func(e *model.Event) int64 { return e.RowsPerCall() },
+		"query_id":        func(e *model.Event) int64 { return e.QueryID },
+		"lsn":             func(e *model.Event) int64 { return int64(e.LSN) },
+		"pid":             func(e *model.Event) int64 { return int64(e.PID) },
+		"running_seconds": func(e *model.Event) int64 { return int64(e.Running / time.Second) },
 	}
 	nativeLists = map[string]listFn{
-		"sensitive_read":       func(e *event.Event) []string { return e.SensitiveRead },
-		"sensitive_referenced": func(e *event.Event) []string { return e.SensitiveReferenced },
-		"changed":              func(e *event.Event) []string { return e.Changed },
+		"sensitive_read":       func(e *model.Event) []string { return e.SensitiveRead },
+		"sensitive_referenced": func(e *model.Event) []string { return e.SensitiveReferenced },
+		"changed":              func(e *model.Event) []string { return e.Changed },
 	}
 )
 
@@ -91,7 +91,7 @@ func nativeBool(e celast.Expr) (boolFn, bool) {
 	case celast.LiteralKind:
 		if b, ok := e.AsLiteral().(types.Bool); ok {
 			v := bool(b)
-			return func(*event.Event) bool { return v }, true
+			return func(*model.Event) bool { return v }, true
 		}
 		return nil, false
 	case celast.SelectKind:
@@ -107,7 +107,7 @@ func nativeBool(e celast.Expr) (boolFn, bool) {
 			return boolFn(f.set), true
 		}
 		if s.FieldName() == "complete" {
-			return func(ev *event.Event) bool { return ev.Complete }, true
+			return func(ev *model.Event) bool { return ev.Complete }, true
 		}
 		return nil, false
 	case celast.CallKind:
@@ -132,9 +132,9 @@ func nativeBool(e celast.Expr) (boolFn, bool) {
 		}
 		l, r := fs[0], fs[1]
 		if c.FunctionName() == operators.LogicalAnd {
-			return func(ev *event.Event) bool { return l(ev) && r(ev) }, true
+			return func(ev *model.Event) bool { return l(ev) && r(ev) }, true
 		}
-		return func(ev *event.Event) bool { return l(ev) || r(ev) }, true
+		return func(ev *model.Event) bool { return l(ev) || r(ev) }, true
 	case operators.LogicalNot:
 		if len(args) != 1 {
 			return nil, false
@@ -143,7 +143,7 @@ func nativeBool(e celast.Expr) (boolFn, bool) {
 		if !ok {
 			return nil, false
 		}
-		return func(ev *event.Event) bool { return !f(ev) }, true
+		return func(ev *model.Event) bool { return !f(ev) }, true
 	case operators.Equals, operators.NotEquals, operators.Less, operators.LessEquals,
 		operators.Greater, operators.GreaterEquals:
 		if len(args) != 2 {
@@ -179,7 +179,7 @@ func nativeBool(e celast.Expr) (boolFn, bool) {
 		if err != nil {
 			return nil, false // CEL reports the error at evaluation
 		}
-		return func(ev *event.Event) bool { return re.MatchString(t(ev)) }, true
+		return func(ev *model.Event) bool { return re.MatchString(t(ev)) }, true
 	case "startsWith", "endsWith", "contains":
 		if !c.IsMemberFunction() || len(args) != 1 {
 			return nil, false
@@ -194,11 +194,11 @@ func nativeBool(e celast.Expr) (boolFn, bool) {
 		}
 		switch c.FunctionName() {
 		case "startsWith":
-			return func(ev *event.Event) bool { return strings.HasPrefix(t(ev), a(ev)) }, true
+			return func(ev *model.Event) bool { return strings.HasPrefix(t(ev), a(ev)) }, true
 		case "endsWith":
-			return func(ev *event.Event) bool { return strings.HasSuffix(t(ev), a(ev)) }, true
+			return func(ev *model.Event) bool { return strings.HasSuffix(t(ev), a(ev)) }, true
 		default:
-			return func(ev *event.Event) bool { return strings.Contains(t(ev), a(ev)) }, true
+			return func(ev *model.Event) bool { return strings.Contains(t(ev), a(ev)) }, true
 		}
 	}
 	return nil, false
@@ -208,7 +208,7 @@ func nativeStr(e celast.Expr) (strFn, bool) {
 	if e.Kind() == celast.LiteralKind {
 		if s, ok := e.AsLiteral().(types.String); ok {
 			v := string(s)
-			return func(*event.Event) string { return v }, true
+			return func(*model.Event) string { return v }, true
 		}
 		return nil, false
 	}
@@ -221,7 +221,7 @@ func nativeInt(e celast.Expr) (intFn, bool) {
 	case celast.LiteralKind:
 		if n, ok := e.AsLiteral().(types.Int); ok {
 			v := int64(n)
-			return func(*event.Event) int64 { return v }, true
+			return func(*model.Event) int64 { return v }, true
 		}
 		return nil, false
 	case celast.CallKind:
@@ -243,27 +243,27 @@ func nativeInt(e celast.Expr) (intFn, bool) {
 		if !ok {
 			return nil, false
 		}
-		return func(ev *event.Event) int64 { return int64(len(l(ev))) }, true
+		return func(ev *model.Event) int64 { return int64(len(l(ev))) }, true
 	}
 	f, ok := nativeInts[selectedField(e)]
 	return f, ok
 }
 
 // compareFn is the comparison op (one of CEL's six relational operators) of l and r.
-func compareFn[T cmp.Ordered](op string, l, r func(*event.Event) T) boolFn {
+func compareFn[T cmp.Ordered](op string, l, r func(*model.Event) T) boolFn {
 	switch op {
 	case operators.Equals:
-		return func(ev *event.Event) bool { return l(ev) == r(ev) }
+		return func(ev *model.Event) bool { return l(ev) == r(ev) }
 	case operators.NotEquals:
-		return func(ev *event.Event) bool { return l(ev) != r(ev) }
+		return func(ev *model.Event) bool { return l(ev) != r(ev) }
 	case operators.Less:
-		return func(ev *event.Event) bool { return l(ev) < r(ev) }
+		return func(ev *model.Event) bool { return l(ev) < r(ev) }
 	case operators.LessEquals:
-		return func(ev *event.Event) bool { return l(ev) <= r(ev) }
+		return func(ev *model.Event) bool { return l(ev) <= r(ev) }
 	case operators.Greater:
-		return func(ev *event.Event) bool { return l(ev) > r(ev) }
+		return func(ev *model.Event) bool { return l(ev) > r(ev) }
 	default:
-		return func(ev *event.Event) bool { return l(ev) >= r(ev) }
+		return func(ev *model.Event) bool { return l(ev) >= r(ev) }
 	}
 }
 
@@ -294,9 +294,9 @@ func nativeCompare(op string, a, b celast.Expr) (boolFn, bool) {
 		return nil, false
 	}
 	if op == operators.Equals {
-		return func(ev *event.Event) bool { return l(ev) == r(ev) }, true
+		return func(ev *model.Event) bool { return l(ev) == r(ev) }, true
 	}
-	return func(ev *event.Event) bool { return l(ev) != r(ev) }, true
+	return func(ev *model.Event) bool { return l(ev) != r(ev) }, true
 }
 
 // nativeIn handles `x in event.list` and `event.x in ["a", "b"]`.
@@ -306,7 +306,7 @@ func nativeIn(elem, list celast.Expr) (boolFn, bool) {
 		return nil, false
 	}
 	if l, ok := nativeLists[selectedField(list)]; ok {
-		return func(ev *event.Event) bool {
+		return func(ev *model.Event) bool {
 			v := x(ev)
 			for _, s := range l(ev) {
 				if s == v {
@@ -330,7 +330,7 @@ func nativeIn(elem, list celast.Expr) (boolFn, bool) {
 		}
 		set = append(set, string(s))
 	}
-	return func(ev *event.Event) bool {
+	return func(ev *model.Event) bool {
 		v := x(ev)
 		for _, s := range set {
 			if s == v {
@@ -344,7 +344,7 @@ func nativeIn(elem, list celast.Expr) (boolFn, bool) {
 // staticSources returns the event sources an expression can match, from
 // its top-level conjuncts `event.source == "x"` and `event.source in [...]`;
 // nil when the expression does not pin the source.
-func staticSources(e celast.Expr) []event.Source {
+func staticSources(e celast.Expr) []model.Source {
 	if e.Kind() != celast.CallKind {
 		return nil
 	}
@@ -353,7 +353,7 @@ func staticSources(e celast.Expr) []event.Source {
 	switch c.FunctionName() {
 	case operators.LogicalAnd:
 		// The intersection of the conjuncts' sets; one is enough.
-		var best []event.Source
+		var best []model.Source
 		for _, a := range args {
 			if s := staticSources(a); s != nil && (best == nil || len(s) < len(best)) {
 				best = s
@@ -370,7 +370,7 @@ func staticSources(e celast.Expr) []event.Source {
 			}
 			if lit := args[1-i]; lit.Kind() == celast.LiteralKind {
 				if s, ok := lit.AsLiteral().(types.String); ok {
-					return []event.Source{event.Source(s)}
+					return []model.Source{model.Source(s)}
 				}
 			}
 		}
@@ -378,7 +378,7 @@ func staticSources(e celast.Expr) []event.Source {
 		if len(args) != 2 || selectedField(args[0]) != "source" || args[1].Kind() != celast.ListKind {
 			return nil
 		}
-		var out []event.Source
+		var out []model.Source
 		for _, el := range args[1].AsList().Elements() {
 			if el.Kind() != celast.LiteralKind {
 				return nil
@@ -387,10 +387,10 @@ func staticSources(e celast.Expr) []event.Source {
 			if !ok {
 				return nil
 			}
-			out = append(out, event.Source(s))
+			out = append(out, model.Source(s))
 		}
 		if out == nil {
-			return []event.Source{} // `in []`: matches nothing
+			return []model.Source{} // `in []`: matches nothing
 		}
 		return out
 	}

@@ -5,25 +5,25 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // nativeEvents vary every field the native matcher reads, including the
 // empty and zero values has() and the comparisons care about.
-func nativeEvents() []event.Event {
-	base := []event.Event{
+func nativeEvents() []model.Event {
+	base := []model.Event{
 		{},
-		{Source: event.SourceStatements, Database: "app", Role: "mallory", ClientAddr: "203.0.113.7",
+		{Source: model.SourceStatements, Database: "app", Role: "mallory", ClientAddr: "203.0.113.7",
 			Application: "psql", Operation: "SELECT", Relation: "public.users",
 			SensitiveRead: []string{"email", "password_hash"}, SensitiveReferenced: []string{"username"},
 			Complete: true, Rows: 5000, Calls: 2, QueryID: -42},
-		{Source: event.SourceWAL, Database: "app", Operation: "UPDATE", Relation: "auth.users",
+		{Source: model.SourceWAL, Database: "app", Operation: "UPDATE", Relation: "auth.users",
 			Changed: []string{"password_hash"}, Rows: 1000, LSN: 77},
-		{Source: event.SourceWAL, Operation: "TRUNCATE", Relation: "public.users", Complete: true},
-		{Source: event.SourceCatalog, Kind: "role_attribute", Object: "mallory", PID: 12},
-		{Source: event.SourceActivity, Role: "app", Rows: 0, Calls: 0, Running: 90 * time.Second,
+		{Source: model.SourceWAL, Operation: "TRUNCATE", Relation: "public.users", Complete: true},
+		{Source: model.SourceCatalog, Kind: "role_attribute", Object: "mallory", PID: 12},
+		{Source: model.SourceActivity, Role: "app", Rows: 0, Calls: 0, Running: 90 * time.Second,
 			Relation: "public.users", Complete: false, SensitiveRead: []string{"email"}},
-		{Source: event.SourceStatements, Role: "app", Rows: 50, Calls: 1, Relation: "public.accounts",
+		{Source: model.SourceStatements, Role: "app", Rows: 50, Calls: 1, Relation: "public.accounts",
 			SensitiveRead: []string{"email"}, Complete: true, MessagePrefix: "pgtripwire.x"},
 	}
 	return base
@@ -90,12 +90,12 @@ func TestNativeFallsBack(t *testing.T) {
 func TestSources(t *testing.T) {
 	tests := []struct {
 		expr string
-		want []event.Source
+		want []model.Source
 	}{
-		{`event.source == "statements" && size(event.sensitive_read) > 0`, []event.Source{"statements"}},
-		{`event.rows > 0 && "wal" == event.source`, []event.Source{"wal"}},
-		{`event.source in ["statements", "activity"] && event.rows > 0`, []event.Source{"statements", "activity"}},
-		{`event.source in ["statements", "activity"] && event.source == "activity"`, []event.Source{"activity"}},
+		{`event.source == "statements" && size(event.sensitive_read) > 0`, []model.Source{"statements"}},
+		{`event.rows > 0 && "wal" == event.source`, []model.Source{"wal"}},
+		{`event.source in ["statements", "activity"] && event.rows > 0`, []model.Source{"statements", "activity"}},
+		{`event.source in ["statements", "activity"] && event.source == "activity"`, []model.Source{"activity"}},
 		{`event.source == "statements" || event.source == "wal"`, nil},
 		{`event.rows > 0`, nil},
 		{`!(event.source == "wal")`, nil},

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden .errors files of testdata/*.bad.yaml")
@@ -26,7 +26,7 @@ func TestParseGoodFiles(t *testing.T) {
 			}
 			for _, g := range f.Groups {
 				for _, r := range g.Rules {
-					if _, err := r.Match(event.Event{}); err != nil {
+					if _, err := r.Match(model.Event{}); err != nil {
 						t.Errorf("rule %s: Match on an empty event: %v", r.Name, err)
 					}
 				}
@@ -175,8 +175,8 @@ func ruleWithMatch(t testing.TB, match string) *Rule {
 }
 
 func TestMatch(t *testing.T) {
-	ev := event.Event{
-		Time: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC), Source: event.SourceStatements,
+	ev := model.Event{
+		Time: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC), Source: model.SourceStatements,
 		Database: "app", Role: "mallory", ClientAddr: "203.0.113.7", Application: "psql",
 		Operation: "SELECT", Relation: "public.users",
 		SensitiveRead: []string{"email", "password_hash"}, SensitiveReferenced: []string{"username"},
@@ -206,7 +206,7 @@ func TestMatch(t *testing.T) {
 		})
 	}
 	t.Run("absent client address", func(t *testing.T) {
-		got, err := ruleWithMatch(t, `has(event.client_addr)`).Match(event.Event{})
+		got, err := ruleWithMatch(t, `has(event.client_addr)`).Match(model.Event{})
 		if err != nil || got {
 			t.Errorf("got %v, %v; want false", got, err)
 		}
@@ -215,7 +215,7 @@ func TestMatch(t *testing.T) {
 
 func TestMatchRuntimeError(t *testing.T) {
 	r := ruleWithMatch(t, `event.sensitive_read[3] == "email"`)
-	if _, err := r.Match(event.Event{SensitiveRead: []string{"email"}}); err == nil {
+	if _, err := r.Match(model.Event{SensitiveRead: []string{"email"}}); err == nil {
 		t.Error("index out of range: got no error")
 	}
 }
@@ -227,7 +227,7 @@ func TestMatchCostLimit(t *testing.T) {
 	for i := range cols {
 		cols[i] = "c"
 	}
-	_, err := r.Match(event.Event{SensitiveRead: cols})
+	_, err := r.Match(model.Event{SensitiveRead: cols})
 	if err == nil || !strings.Contains(err.Error(), "cost") {
 		t.Errorf("got %v, want a cost limit error", err)
 	}
@@ -245,14 +245,14 @@ func TestExampleRule(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		ev   event.Event
+		ev   model.Event
 		want bool // matches and crosses the threshold
 	}{
-		{"dump", event.Event{SensitiveRead: []string{"email"}, Complete: true, Rows: 5000, Calls: 1}, true},
-		{"unclassified dump", event.Event{Rows: 5000, Calls: 1}, true},
-		{"login lookups", event.Event{SensitiveRead: []string{"password_hash"}, Complete: true, Rows: 2000, Calls: 2000}, false},
-		{"no sensitive column", event.Event{Complete: true, Rows: 5000, Calls: 1}, false},
-		{"no calls", event.Event{SensitiveRead: []string{"email"}, Complete: true, Rows: 5000}, false},
+		{"dump", model.Event{SensitiveRead: []string{"email"}, Complete: true, Rows: 5000, Calls: 1}, true},
+		{"unclassified dump", model.Event{Rows: 5000, Calls: 1}, true},
+		{"login lookups", model.Event{SensitiveRead: []string{"password_hash"}, Complete: true, Rows: 2000, Calls: 2000}, false},
+		{"no sensitive column", model.Event{Complete: true, Rows: 5000, Calls: 1}, false},
+		{"no calls", model.Event{SensitiveRead: []string{"email"}, Complete: true, Rows: 5000}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -359,8 +359,8 @@ func BenchmarkMatch(b *testing.B) {
 		b.Fatal(errs)
 	}
 	r := f.Groups[0].Rules[0] // event.source == "statements" && size(event.sensitive_read) > 0
-	ev := event.Event{
-		Source: event.SourceStatements, Database: "app", Role: "app", Relation: "public.users",
+	ev := model.Event{
+		Source: model.SourceStatements, Database: "app", Role: "app", Relation: "public.users",
 		SensitiveRead: []string{"email", "password_hash"}, Complete: true, Rows: 1, Calls: 1,
 	}
 	b.ReportAllocs()

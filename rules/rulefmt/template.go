@@ -7,9 +7,8 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/pgtripwire/pgtripwire/model"
 	"go.yaml.in/yaml/v3"
-
-	"github.com/pgtripwire/pgtripwire/detector/catalog"
 )
 
 // TemplateData is what label and annotation templates see: the alert's
@@ -79,7 +78,7 @@ var templateFuncs = template.FuncMap{
 	"quoteLiteral": quoteLiteral,
 	// quoteIdent quotes s as an SQL identifier when it must be, as PostgreSQL's
 	// quote_ident does: mallory, "Mallory", "x""; DROP TABLE users; --".
-	"quoteIdent": catalog.QuoteIdent,
+	"quoteIdent": model.QuoteIdent,
 }
 
 func quoteLiteral(s string) string {

@@ -7,13 +7,14 @@ package rulefmt
 import (
 	"bytes"
 	"errors"
-	"github.com/pgtripwire/pgtripwire/detector/yamlsrc"
 	"io"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/pgtripwire/pgtripwire/internal/yamlsrc"
 
 	"go.yaml.in/yaml/v3"
 )

@@ -44,8 +44,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/pgtripwire/pgtripwire/detector/alert"
-	"github.com/pgtripwire/pgtripwire/detector/event"
+	"github.com/pgtripwire/pgtripwire/model"
 	"github.com/pgtripwire/pgtripwire/rules/engine"
 	"github.com/pgtripwire/pgtripwire/rules/rulefmt"
 )
@@ -74,7 +73,7 @@ type Input struct {
 	At     time.Duration
 	Repeat int
 	Every  time.Duration
-	Event  event.Event
+	Event  model.Event
 	Pos    rulefmt.Pos
 }
 
@@ -153,7 +152,7 @@ func Run(w io.Writer, paths ...string) (ok bool, errs rulefmt.Errors) {
 // timed is one input event at its time.
 type timed struct {
 	at time.Time
-	ev event.Event
+	ev model.Event
 }
 
 // Run runs the test against the rules and returns its failures, one
@@ -197,10 +196,10 @@ func (t Test) Run(groups []rulefmt.Group) ([]string, error) {
 	expects := slices.Clone(t.Expect)
 	slices.SortStableFunc(expects, func(a, b Expect) int { return cmp.Compare(a.At, b.At) })
 
-	firing := map[string]alert.Alert{} // by fingerprint
-	apply := func(as []alert.Alert) {
+	firing := map[string]model.Alert{} // by fingerprint
+	apply := func(as []model.Alert) {
 		for _, a := range as {
-			if a.State == alert.StateFiring {
+			if a.State == model.StateFiring {
 				firing[a.Fingerprint] = a
 			} else {
 				delete(firing, a.Fingerprint)
@@ -223,7 +222,7 @@ func (t Test) Run(groups []rulefmt.Group) ([]string, error) {
 			tick = tick.Add(time.Second)
 		}
 		evalUntil(at)
-		var got []alert.Alert
+		var got []model.Alert
 		for _, a := range firing {
 			if a.Rule == ex.Rule {
 				got = append(got, a)
@@ -238,12 +237,12 @@ func (t Test) Run(groups []rulefmt.Group) ([]string, error) {
 
 // compare matches the alerts firing with the expected ones by label set and
 // describes the differences ("" when there are none).
-func compare(got []alert.Alert, want []ExpectedAlert) string {
-	slices.SortFunc(got, func(a, b alert.Alert) int { return cmp.Compare(labelString(a.Labels), labelString(b.Labels)) })
+func compare(got []model.Alert, want []ExpectedAlert) string {
+	slices.SortFunc(got, func(a, b model.Alert) int { return cmp.Compare(labelString(a.Labels), labelString(b.Labels)) })
 	used := make([]bool, len(got))
 	var problems []string
 	for _, w := range want {
-		i := slices.IndexFunc(got, func(a alert.Alert) bool { return maps.Equal(a.Labels, w.Labels) })
+		i := slices.IndexFunc(got, func(a model.Alert) bool { return maps.Equal(a.Labels, w.Labels) })
 		if i < 0 || used[i] {
 			problems = append(problems, "missing: "+labelString(w.Labels))
 			continue
@@ -510,8 +509,8 @@ var eventKeys = []string{"time", "source", "database", "role", "client_addr", "a
 	"relation", "sensitive_read", "sensitive_referenced", "complete", "rows", "calls", "query_id", "lsn",
 	"changed", "message_prefix", "kind", "object", "pid", "running_seconds"}
 
-func (d *decoder) event(where string, n *yaml.Node) event.Event {
-	var ev event.Event
+func (d *decoder) event(where string, n *yaml.Node) model.Event {
+	var ev model.Event
 	m := d.mapping(n, where, eventKeys...)
 	str := func(k string, dst *string) {
 		if v, ok := m[k]; ok {
@@ -532,7 +531,7 @@ func (d *decoder) event(where string, n *yaml.Node) event.Event {
 	}
 	var src string
 	str("source", &src)
-	ev.Source = event.Source(src)
+	ev.Source = model.Source(src)
 	str("database", &ev.Database)
 	str("role", &ev.Role)
 	str("client_addr", &ev.ClientAddr)

@@ -21,8 +21,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // Querier reads the catalog: a *pgx.Conn or a pgx.Tx.
@@ -49,7 +48,7 @@ func (e *UntrustedError) Error() string {
 		"its functions and its tables, or create in it: the functions would otherwise run as, and could be rewritten by, "+
 		"another role. Find out who made them and why (they may be an attempt to take over pgtripwire's functions), "+
 		"then either drop the schema (DROP SCHEMA %s CASCADE) or fix it: %s; and run again",
-		e.Schema, strings.Join(e.Problems, "; "), e.CurrentUser, catalog.QuoteIdent(e.Schema), strings.Join(e.Fixes, "; "))
+		e.Schema, strings.Join(e.Problems, "; "), e.CurrentUser, model.QuoteIdent(e.Schema), strings.Join(e.Fixes, "; "))
 }
 
 // checkSQL lists the problems of schema $1: its owner, roles with CREATE on it, and

@@ -1,0 +1,344 @@
+// Package canary is the canary source: it checks, every interval, that each table with
+// honeytoken rows still has its tripwire armed as `pgtripwire canary plant` left it
+// (row security on and forced, the canary policy and function unchanged, the registry
+// present), and reports each difference as an event with Source "canary". Reads of the
+// canary rows themselves arrive through the WAL source as logical decoding messages
+// (package detector/canary decodes them).
+//
+// It sees the tripwire's catalog state, not who changed it. It is not the rule engine.
+package canary
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/detector/backoff"
+	tripwire "github.com/pgtripwire/pgtripwire/detector/canary"
+	"github.com/pgtripwire/pgtripwire/model"
+)
+
+// Component is the name of the tamper check in health reports, logs and metrics.
+const Component = "canary"
+
+// Kinds of the tamper check's events (Source canary).
+const (
+	// KindTampered: the tripwire of a table with canaries was disarmed or changed.
+	// Relation is the table; Object says what ("row_security", "force_row_security",
+	// "policy:pgtripwire_canary", "policy:pgtripwire_canary_allow",
+	// "function:pgtripwire_canary.tripped", "table") and Operation how ("disabled",
+	// "dropped", "altered"). Reported when it is first seen (also at the first check:
+	// the baseline is what Plant recorded, not what the detector found at start), and
+	// again if it is repaired and happens again.
+	KindTampered = "canary_tampered"
+	// KindRemoved: a table known to have canaries is no longer in the registry, or the
+	// registry is gone (Object "registry"). `pgtripwire canary remove` does this; so
+	// does a superuser disarming the tripwire the blunt way: the two look the same.
+	KindRemoved = "canary_removed"
+)
+
+// Objects and operations of KindTampered events.
+const (
+	ObjectRowSecurity      = "row_security"
+	ObjectForceRowSecurity = "force_row_security"
+	ObjectPolicy           = "policy:" + tripwire.PolicyName
+	ObjectAllowPolicy      = "policy:" + tripwire.AllowPolicyName
+	ObjectFunction         = "function:" + tripwire.Schema + "." + tripwire.FunctionName
+	ObjectTable            = "table"
+	ObjectRegistry         = "registry"
+
+	OperationDisabled = "disabled"
+	OperationDropped  = "dropped"
+	OperationAltered  = "altered"
+)
+
+// Sink receives the events of one check; an error makes the source report the same
+// findings again at the next check.
+type Sink interface {
+	HandleEvents(ctx context.Context, events []model.Event) error
+}
+
+// Health receives the outcome of every connection attempt and check.
+type Health interface {
+	Set(component string, err error)
+}
+
+// Config says where and how often to check.
+type Config struct {
+	// Conn is the parsed connection configuration; the source copies it per
+	// connection and sets search_path. The role needs USAGE on schema
+	// pgtripwire_canary and SELECT on pgtripwire_canary.planted (the catalogs it
+	// compares with are readable by every role).
+	Conn *pgx.ConnConfig
+	// Interval between checks: a change is reported within about one interval plus
+	// the check's own time. 1 s if zero.
+	Interval time.Duration
+	// ReconnectInitial and ReconnectMax bound the reconnect backoff; zero means
+	// 500 ms and 30 s.
+	ReconnectInitial, ReconnectMax time.Duration
+	// Now stamps events; nil means time.Now.
+	Now func() time.Time
+	// NoFlush turns off the WAL flush that each check makes when WAL is waiting to be
+	// flushed (see flushSQL). Without it, on a database with little write traffic a
+	// canary message can wait seconds before the WAL source sees it.
+	NoFlush bool
+}
+
+// Source checks periodically that every table with canaries still has its tripwire
+// armed as Plant left it. Create it with NewSource and start it with Run.
+type Source struct {
+	cfg     Config
+	sink    Sink
+	health  Health
+	log     *zap.Logger
+	metrics *metrics
+
+	// Owned by Run: the findings and tables of the last check handed over.
+	reported map[finding]bool
+	known    map[string]bool
+}
+
+// finding is one way a table's tripwire differs from what Plant recorded.
+type finding struct{ relation, object, operation string }
+
+type metrics struct {
+	checks   prometheus.Counter
+	errors   prometheus.Counter
+	findings *prometheus.CounterVec
+	tables   prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	m := &metrics{
+		checks: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_canary_checks_total",
+			Help: "Completed checks that the canary tripwires are armed.",
+		}),
+		errors: f.NewCounter(prometheus.CounterOpts{
+			Name:        "pgtripwire_source_errors_total",
+			Help:        "Failed connections or polls of a source; each is followed by a reconnect with backoff.",
+			ConstLabels: prometheus.Labels{"source": Component},
+		}),
+		findings: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgtripwire_canary_tamper_events_total",
+			Help: "Tripwire changes reported as events, by kind.",
+		}, []string{"kind"}),
+		tables: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgtripwire_canary_tables",
+			Help: "Tables with canaries in the registry at the last check.",
+		}),
+	}
+	m.findings.WithLabelValues(KindTampered)
+	m.findings.WithLabelValues(KindRemoved)
+	return m
+}
+
+// NewSource returns a tamper check that reports to sink and health.
+func NewSource(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.Registerer) *Source {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.ReconnectInitial <= 0 {
+		cfg.ReconnectInitial = 500 * time.Millisecond
+	}
+	if cfg.ReconnectMax <= 0 {
+		cfg.ReconnectMax = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Source{
+		cfg: cfg, sink: sink, health: health, log: log.Named(Component), metrics: newMetrics(reg),
+		reported: map[finding]bool{}, known: map[string]bool{},
+	}
+}
+
+// Run checks until ctx is done, reconnecting with capped, jittered exponential backoff
+// whenever the connection or a check fails. It returns ctx's error.
+func (s *Source) Run(ctx context.Context) error {
+	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
+	return bo.Reconnect(ctx, func(ctx context.Context) error { return s.session(ctx, bo) }, func(err error) {
+		s.health.Set(Component, err)
+		s.metrics.errors.Inc()
+		s.log.Warn("canary check failed; reconnecting", zap.Error(err))
+	})
+}
+
+func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
+	cc := s.cfg.Conn.Copy()
+	// pg_get_expr qualifies names by the search_path: the hashes must be computed as
+	// Plant computed them.
+	cc.RuntimeParams["search_path"] = "pg_catalog"
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	ticker := time.NewTicker(s.cfg.Interval)
+	defer ticker.Stop()
+	for {
+		checkCtx, cancel := context.WithTimeout(ctx, max(10*time.Second, 5*s.cfg.Interval))
+		err := s.check(checkCtx, conn)
+		cancel()
+		if err != nil {
+			return err
+		}
+		bo.Reset()
+		s.health.Set(Component, nil)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}
+
+// flushSQL makes sure the canary messages of the last interval reach the replication
+// stream. A non-transactional logical decoding message is written to the WAL buffers
+// but not flushed (PostgreSQL 15 has no flush option), nor does the reading
+// transaction flush it: a read-only or rolled-back transaction writes no commit
+// record. Walsenders only send flushed WAL, and an idle server's WAL writer hibernates
+// for up to 25 × wal_writer_delay (5 s). So when WAL is waiting to be flushed, the
+// check takes a transaction id: its commit record is flushed, and with it everything
+// before it. That costs one xid per check on a busy server, none on an idle one.
+//
+// The flush is part of the registry probe (probeSQL), to cost no round trip of its own.
+const flushSQL = `CASE WHEN pg_current_wal_insert_lsn() > pg_current_wal_flush_lsn()
+	THEN pg_current_xact_id() IS NOT NULL END`
+
+// probeSQL looks for the canary registry: a dropped schema is a finding, not an error.
+const probeSQL = `SELECT to_regclass('` + tripwire.Schema + `.planted') IS NOT NULL, current_database()`
+
+// checkSQL compares each planted table's catalog state with the registry. The
+// registry's existence is checked first: a dropped schema is a finding, not an error.
+const checkSQL = `
+SELECT p.relation::oid::bigint, coalesce(c.oid::regclass::text, p.relation::text), c.oid IS NOT NULL,
+	coalesce(c.relrowsecurity, false), coalesce(c.relforcerowsecurity, false),
+	p.policy_hash, ` + policyHashForRowSQL + `,
+	p.allow_policy, EXISTS (SELECT 1 FROM pg_policy a WHERE a.polrelid = p.relation AND a.polname = '` + tripwire.AllowPolicyName + `'),
+	p.function_hash, ` + tripwire.FunctionHashSQL + `
+FROM ` + tripwire.Schema + `.planted p LEFT JOIN pg_class c ON c.oid = p.relation
+ORDER BY 2`
+
+// policyHashForRowSQL is policyHashSQL for the row of checkSQL.
+const policyHashForRowSQL = `(SELECT md5(concat_ws('|', p2.polcmd, p2.polpermissive, p2.polroles::text,
+		pg_get_expr(p2.polqual, p2.polrelid), pg_get_expr(p2.polwithcheck, p2.polrelid)))
+	FROM pg_policy p2 WHERE p2.polrelid = p.relation AND p2.polname = '` + tripwire.PolicyName + `')`
+
+func (s *Source) check(ctx context.Context, conn *pgx.Conn) error {
+	var registry bool
+	var database string
+	probe, dest := probeSQL, []any{&registry, &database}
+	if !s.cfg.NoFlush {
+		probe, dest = probe+", "+flushSQL, append(dest, nil)
+	}
+	if err := conn.QueryRow(ctx, probe).Scan(dest...); err != nil {
+		return fmt.Errorf("look for the canary registry: %w", err)
+	}
+	cur := map[finding]bool{}
+	tables := map[string]bool{}
+	if registry {
+		rows, err := conn.Query(ctx, checkSQL)
+		if err != nil {
+			return fmt.Errorf("check the canary tripwires: %w", err)
+		}
+		for rows.Next() {
+			var (
+				oid                                  int64
+				rel                                  string
+				exists, enabled, forced, allowWanted bool
+				allowHas                             bool
+				policyWant, functionWant             string
+				policyHas, functionHas               *string
+			)
+			if err := rows.Scan(&oid, &rel, &exists, &enabled, &forced, &policyWant, &policyHas,
+				&allowWanted, &allowHas, &functionWant, &functionHas); err != nil {
+				rows.Close()
+				return fmt.Errorf("check the canary tripwires: %w", err)
+			}
+			tables[rel] = true
+			add := func(object, op string) { cur[finding{rel, object, op}] = true }
+			if !exists {
+				add(ObjectTable, OperationDropped)
+				continue
+			}
+			if !enabled {
+				add(ObjectRowSecurity, OperationDisabled)
+			}
+			if !forced {
+				add(ObjectForceRowSecurity, OperationDisabled)
+			}
+			compare(add, ObjectPolicy, policyWant, policyHas)
+			if allowWanted && !allowHas {
+				add(ObjectAllowPolicy, OperationDropped)
+			}
+			compare(add, ObjectFunction, functionWant, functionHas)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("check the canary tripwires: %w", err)
+		}
+	}
+
+	now := s.cfg.Now()
+	var events []model.Event
+	for _, f := range slices.SortedFunc(maps.Keys(cur), compareFindings) {
+		if !s.reported[f] {
+			events = append(events, model.Event{Time: now, Source: model.SourceCanary, Database: database,
+				Kind: KindTampered, Relation: f.relation, Object: f.object, Operation: f.operation, Complete: true})
+		}
+	}
+	for _, rel := range slices.Sorted(maps.Keys(s.known)) {
+		if !tables[rel] {
+			events = append(events, model.Event{Time: now, Source: model.SourceCanary, Database: database,
+				Kind: KindRemoved, Relation: rel, Object: ObjectRegistry, Operation: OperationDropped, Complete: true})
+		}
+	}
+	if len(events) > 0 {
+		if err := s.sink.HandleEvents(ctx, events); err != nil {
+			return fmt.Errorf("hand over %d events: %w", len(events), err)
+		}
+	}
+	for _, ev := range events {
+		s.metrics.findings.WithLabelValues(ev.Kind).Inc()
+		s.log.Warn("canary tripwire changed", zap.String("kind", ev.Kind), zap.String("table", ev.Relation),
+			zap.String("object", ev.Object), zap.String("operation", ev.Operation))
+	}
+	s.reported, s.known = cur, tables
+	s.metrics.checks.Inc()
+	s.metrics.tables.Set(float64(len(tables)))
+	return nil
+}
+
+// compare adds the finding for a definition whose hash is gone or differs.
+func compare(add func(object, op string), object, want string, has *string) {
+	switch {
+	case has == nil:
+		add(object, OperationDropped)
+	case *has != want:
+		add(object, OperationAltered)
+	}
+}
+
+func compareFindings(a, b finding) int {
+	for _, c := range [][2]string{{a.relation, b.relation}, {a.object, b.object}, {a.operation, b.operation}} {
+		if c[0] != c[1] {
+			if c[0] < c[1] {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}

@@ -1,0 +1,283 @@
+// Package watch is the catalog source: it polls the server state an intruder changes to
+// read data past the other sources or to blind them — replication slots, publications,
+// role attributes and memberships, pg_stat_statements and table statistics resets, and
+// the settings the detector depends on — and reports each change as an event with
+// Source "catalog" and a Kind.
+//
+// The first successful poll is a baseline: what existed before the detector started is
+// not evidence of anything and raises no event (it is logged once when it is worth a
+// look, such as a logical slot that is not ours). State is kept across reconnects, so a
+// change made while the detector was disconnected is reported when it comes back.
+//
+// It sees the state, not who changed it: PostgreSQL does not record who created a slot
+// or granted a role. Role therefore names the role a change is about (the one that gained
+// an attribute), or the session using a slot; never a guess. It is not the rule engine.
+package catalogwatch
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/detector/backoff"
+	"github.com/pgtripwire/pgtripwire/model"
+)
+
+// Component is the name of this source in health reports, logs and metrics.
+const Component = "catalog"
+
+// Kinds of the events this source emits (model.Kind). Object and Role say what the change
+// is about; docs/sources.md lists them for rule writers.
+const (
+	// KindSlotCreated: a replication slot appeared that is not one of Config.OwnSlots.
+	// Object is the slot, Database its database ("" for a physical slot), Operation
+	// "logical" or "physical"; Role the session holding it at that moment, if any.
+	KindSlotCreated = "slot_created"
+	// KindSlotUsed: a logical slot was consumed or peeked through the SQL interface
+	// (pg_logical_slot_get_changes and kin: a client backend holds it, or its position or
+	// decoding statistics moved while no walsender held it), or a new walsender attached
+	// to it. Object is the slot, Role/ClientAddr/Application the session using it when
+	// it was seen holding it.
+	KindSlotUsed = "slot_used"
+	// KindOwnSlotUsed: one of Config.OwnSlots was used by someone other than the WAL
+	// source's own walsender, as KindSlotUsed says. Reading our slot through the SQL
+	// interface consumes changes the WAL source then never sees: they are gone, and the
+	// slot must not be dropped (that loses what is still in it). Fields as KindSlotUsed.
+	KindOwnSlotUsed = "own_slot_used"
+	// KindPublicationSensitive: a publication (not one of Config.OwnPublications) now
+	// publishes a sensitive table. Object is the publication, Relation the table,
+	// SensitiveRead its sensitive columns.
+	KindPublicationSensitive = "publication_sensitive"
+	// KindRoleAttribute: a role gained SUPERUSER, BYPASSRLS or REPLICATION (or was
+	// created with it). Role and Object are the role, Operation the attribute.
+	KindRoleAttribute = "role_attribute"
+	// KindRoleMembership: a role became a member (directly or through another role) of
+	// one of DangerousRoles. Role is the member, Object the predefined role.
+	KindRoleMembership = "role_membership"
+	// KindStatsReset: statistics the detector counts from were reset. Object is
+	// "pg_stat_statements" (pg_stat_statements_reset()) or "pg_stat_database" (the
+	// database's table counters: pg_stat_reset(), pg_stat_reset_single_table_counters()).
+	KindStatsReset = "stats_reset"
+	// KindStatementsEvicted: pg_stat_statements evicted entries since the previous poll
+	// (pg_stat_statements_info.dealloc grew by Rows): statements may have run unseen. A
+	// burst is what flooding the view with distinct statements to hide one looks like.
+	KindStatementsEvicted = "statements_evicted"
+	// KindExtensionDropped: the pg_stat_statements extension was dropped from the
+	// database. Object is the extension.
+	KindExtensionDropped = "extension_dropped"
+	// KindSettingChanged: a setting the detector depends on changed (or is pending a
+	// restart to change), server-wide or for a role or database (ALTER ROLE … SET).
+	// Object is the setting; Role and Database the role and database it was set for, ""
+	// for all. The values are not carried.
+	KindSettingChanged = "setting_changed"
+)
+
+// DangerousRoles are the predefined roles whose new members are reported: each reads or
+// writes every table or the server's files, past table privileges and row security.
+var DangerousRoles = []string{
+	"pg_read_all_data", "pg_write_all_data",
+	"pg_read_server_files", "pg_write_server_files", "pg_execute_server_program",
+}
+
+// DefaultSettings are the settings watched when Config.Settings is nil: what the
+// statements, activity, tables and WAL sources need to see anything.
+var DefaultSettings = []string{
+	"wal_level", "shared_preload_libraries", "compute_query_id",
+	"pg_stat_statements.track", "pg_stat_statements.track_utility", "pg_stat_statements.max",
+	"pg_stat_statements.save",
+	"track_activities", "track_counts", "track_activity_query_size",
+}
+
+// Sink receives the events of one poll; an error makes the source offer the same
+// changes again at the next poll.
+type Sink interface {
+	HandleEvents(ctx context.Context, events []model.Event) error
+}
+
+// Health receives the outcome of every connection attempt and poll.
+type Health interface {
+	Set(component string, err error)
+}
+
+// Config says what to watch and how often.
+type Config struct {
+	// Conn is the parsed connection configuration; the source copies it per connection.
+	Conn *pgx.ConnConfig
+	// Interval between polls (1 s detects a change within 2 s).
+	Interval time.Duration
+	// Sensitive maps schema-qualified tables to their sensitive columns: publishing one
+	// of them is reported.
+	Sensitive map[string][]string
+	// OwnSlots and OwnPublications are the detector's own (the WAL source's). Their
+	// creation and the WAL source's streaming are never reported; a use of an own slot by
+	// anything else (a client backend reading it through the SQL interface, a walsender
+	// that is not the WAL source's) is. The WAL source's walsender is recognised by the
+	// user and application_name of Conn, with which the WAL source connects too.
+	OwnSlots, OwnPublications []string
+	// Settings to watch; nil means DefaultSettings.
+	Settings []string
+	// ReconnectInitial and ReconnectMax bound the reconnect backoff; zero means 500 ms and 30 s.
+	ReconnectInitial, ReconnectMax time.Duration
+	// Now is the clock that stamps events; nil means time.Now.
+	Now func() time.Time
+}
+
+// Source polls the watched state. Create it with New and start it with Run.
+type Source struct {
+	cfg     Config
+	sink    Sink
+	health  Health
+	log     *zap.Logger
+	metrics *metrics
+
+	// ownUser and ownApplication identify the WAL source's walsender: it connects with
+	// Config.Conn, as this source does.
+	ownUser, ownApplication string
+
+	// prev is the last state handed over, nil before the baseline; owned by Run.
+	prev *state
+	// sess is what the current session's polls reuse; owned by Run.
+	sess sessionState
+}
+
+// New returns a source that reports to sink and health.
+func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.Registerer) *Source {
+	if cfg.ReconnectInitial <= 0 {
+		cfg.ReconnectInitial = 500 * time.Millisecond
+	}
+	if cfg.ReconnectMax <= 0 {
+		cfg.ReconnectMax = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Settings == nil {
+		cfg.Settings = DefaultSettings
+	}
+	s := &Source{cfg: cfg, sink: sink, health: health, log: log.Named(Component), metrics: newMetrics(reg)}
+	if cfg.Conn != nil {
+		s.ownUser, s.ownApplication = cfg.Conn.User, cfg.Conn.RuntimeParams["application_name"]
+	}
+	return s
+}
+
+// Run polls until ctx is done, reconnecting with capped, jittered exponential backoff
+// whenever the connection or a poll fails. It returns ctx's error.
+func (s *Source) Run(ctx context.Context) error {
+	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
+	return bo.Reconnect(ctx, func(ctx context.Context) error { return s.session(ctx, bo) }, func(err error) {
+		s.health.Set(Component, err)
+		s.metrics.errors.Inc()
+		s.log.Warn("catalog watch failed; reconnecting", zap.Error(err))
+	})
+}
+
+func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
+	conn, err := pgx.ConnectConfig(ctx, s.cfg.Conn.Copy())
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	s.sess = sessionState{}
+	ticker := time.NewTicker(s.cfg.Interval)
+	defer ticker.Stop()
+	for {
+		pollCtx, cancel := context.WithTimeout(ctx, max(10*time.Second, 5*s.cfg.Interval))
+		err := s.poll(pollCtx, conn)
+		cancel()
+		if err != nil {
+			return err
+		}
+		bo.Reset()
+		s.health.Set(Component, nil)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}
+
+func (s *Source) poll(ctx context.Context, conn *pgx.Conn) error {
+	start := time.Now()
+	cur, err := s.read(ctx, conn)
+	if err != nil {
+		return err
+	}
+	now := s.cfg.Now()
+	if s.prev == nil {
+		s.logBaseline(cur)
+		s.prev = cur
+		s.sess.remember(cur)
+		s.metrics.pollDuration.Observe(time.Since(start).Seconds())
+		s.metrics.polls.Inc()
+		return nil
+	}
+	events := s.diff(now, s.prev, cur)
+	if err := s.sink.HandleEvents(ctx, events); err != nil {
+		return fmt.Errorf("hand over %d events: %w", len(events), err)
+	}
+	for _, ev := range events {
+		s.metrics.changes.WithLabelValues(ev.Kind).Inc()
+		s.log.Info("catalog change", zap.String("kind", ev.Kind), zap.String("object", ev.Object),
+			zap.String("role", ev.Role), zap.String("database", ev.Database))
+	}
+	s.prev = cur
+	s.sess.remember(cur)
+	s.metrics.pollDuration.Observe(time.Since(start).Seconds())
+	s.metrics.polls.Inc()
+	return nil
+}
+
+// logBaseline reports, once, state that existed before the detector started and that an
+// operator should know about, without making it an event: history is not evidence.
+func (s *Source) logBaseline(st *state) {
+	for _, name := range slices.Sorted(maps.Keys(st.slots)) {
+		sl := st.slots[name]
+		if !slices.Contains(s.cfg.OwnSlots, name) {
+			s.log.Info("replication slot not ours present at start", zap.String("slot", name),
+				zap.String("type", sl.typ), zap.String("database", sl.database))
+		}
+	}
+	for _, k := range slices.SortedFunc(maps.Keys(st.published), comparePair) {
+		if !slices.Contains(s.cfg.OwnPublications, k[0]) {
+			s.log.Warn("publication of a sensitive table present at start",
+				zap.String("publication", k[0]), zap.String("table", k[1]))
+		}
+	}
+	if !st.pgssInstalled {
+		s.log.Warn("pg_stat_statements is not installed in this database; its resets are not watched")
+	}
+}
+
+func comparePair(a, b [2]string) int {
+	if c := strings.Compare(a[0], b[0]); c != 0 {
+		return c
+	}
+	return strings.Compare(a[1], b[1])
+}
+
+// sensitiveColumns returns the configured sensitive columns of a qualified table, sorted.
+func (s *Source) sensitiveColumns(table string) []string {
+	cols := slices.Clone(s.cfg.Sensitive[table])
+	slices.Sort(cols)
+	return slices.Compact(cols)
+}
+
+// isSensitive reports whether schema.name is a configured sensitive table.
+func (s *Source) isSensitive(schema, name string) (string, bool) {
+	q := model.QualifiedName(schema, name)
+	_, ok := s.cfg.Sensitive[q]
+	return q, ok
+}

@@ -1,0 +1,676 @@
+// Package statements is the pg_stat_statements source: it polls the statement counters
+// of the monitored database, turns their growth into events about the sensitive
+// relations each statement reads, and hands them to the detector.
+//
+// It sees rows returned per (role, database, queryid) with the normalized text; it does
+// not see failed statements, rows read but not returned, or who the client was (the
+// activity source adds that). It is not the rule engine: it raises no alert itself.
+package statements
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/detector/backoff"
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/detector/classify"
+	"github.com/pgtripwire/pgtripwire/detector/redact"
+	"github.com/pgtripwire/pgtripwire/model"
+)
+
+// Component is the name of this source in health reports, logs and metrics.
+const Component = "statements"
+
+// Sink receives the events of one poll. It returns only when they have been
+// evaluated and their alerts written; an error makes the source offer the same deltas
+// again at the next poll.
+type Sink interface {
+	HandleEvents(ctx context.Context, events []model.Event) error
+}
+
+// Health receives the outcome of every connection attempt and poll.
+type Health interface {
+	Set(component string, err error)
+}
+
+// Config says what to poll and how often.
+type Config struct {
+	// Conn is the parsed connection configuration; the source copies it per connection.
+	Conn *pgx.ConnConfig
+	// Interval between polls.
+	Interval time.Duration
+	// CatalogRefresh is how often the catalog snapshot is reloaded.
+	CatalogRefresh time.Duration
+	// SearchPath resolves unqualified relation names; "$user" is the statement's role.
+	SearchPath []string
+	// Sensitive maps schema-qualified tables to their sensitive columns.
+	Sensitive map[string][]string
+	// ReconnectInitial and ReconnectMax bound the reconnect backoff; zero means 500 ms and 30 s.
+	ReconnectInitial, ReconnectMax time.Duration
+	// Now is the clock that stamps events; nil means time.Now.
+	Now func() time.Time
+	// Attribution, when set, labels each event with the client address and application
+	// that ran its statement, as another source observed them; nil leaves them empty.
+	Attribution Attribution
+}
+
+// Attribution tells which client ran a statement: pg_stat_statements does not know.
+// The activity source implements it from its samples of pg_stat_activity.
+type Attribution interface {
+	// Lookup returns the client address ("" for a Unix socket) and application that
+	// ran queryID as role, and false when that is unknown or ambiguous.
+	Lookup(queryID int64, role string) (clientAddr, application string, ok bool)
+}
+
+// Source polls pg_stat_statements. Create it with New and start it with Run.
+type Source struct {
+	cfg     Config
+	sink    Sink
+	health  Health
+	log     *zap.Logger
+	metrics *metrics
+	now     func() time.Time
+
+	// State below is owned by the Run goroutine.
+	tracker         *tracker
+	texts           map[int64]*string // queryid → normalized text; nil when the server had none
+	shown           map[int64]string  // queryid → its text redacted for events (redact.Statement)
+	textAttempts    map[int64]int     // queryid → fetches that found no text
+	named           *namedStatements  // cursors by role and name
+	results         map[int64]classify.Result
+	roles           map[uint32]string
+	catalog         *catalog.Snapshot
+	catalogAt       time.Time
+	schemaProbe     int64 // last value of schemaProbeQuery
+	schemaProbedAt  time.Time
+	sensitive       []string // the snapshot's sensitive tables, sorted
+	entries         []entry  // the last poll's, reused by the next one
+	statsReset      time.Time
+	dealloc         int64
+	infoKnown       bool
+	pollsSincePrune int
+	hidden          int // entries whose queryid the server hides from the detector's role
+}
+
+// New returns a source that reports to sink and health.
+func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.Registerer) *Source {
+	if cfg.ReconnectInitial <= 0 {
+		cfg.ReconnectInitial = 500 * time.Millisecond
+	}
+	if cfg.ReconnectMax <= 0 {
+		cfg.ReconnectMax = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Source{
+		cfg:          cfg,
+		sink:         sink,
+		health:       health,
+		log:          log.Named(Component),
+		metrics:      newMetrics(reg),
+		now:          cfg.Now,
+		tracker:      newTracker(),
+		texts:        make(map[int64]*string),
+		shown:        make(map[int64]string),
+		named:        newNamedStatements(),
+		textAttempts: make(map[int64]int),
+		results:      make(map[int64]classify.Result),
+		roles:        make(map[uint32]string),
+	}
+}
+
+// Run polls until ctx is done, reconnecting with capped, jittered exponential backoff
+// whenever the connection or a poll fails. It returns ctx's error: the source never
+// gives up on its own, because a database that is down now is exactly when it must
+// come back by itself.
+func (s *Source) Run(ctx context.Context) error {
+	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
+	return bo.Reconnect(ctx, func(ctx context.Context) error { return s.session(ctx, bo) }, func(err error) {
+		s.health.Set(Component, err)
+		s.metrics.errors.Inc()
+		s.log.Warn("statements source failed; reconnecting", zap.Error(err))
+	})
+}
+
+// session connects and polls until an error or cancellation.
+func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
+	conn, err := pgx.ConnectConfig(ctx, s.cfg.Conn.Copy())
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+
+	var dbID uint32
+	var dbName string
+	if err := conn.QueryRow(ctx,
+		`SELECT oid, datname FROM pg_database WHERE datname = current_database()`).Scan(&dbID, &dbName); err != nil {
+		return fmt.Errorf("read current database: %w", err)
+	}
+	s.log.Info("connected", zap.String("database", dbName))
+
+	ticker := time.NewTicker(s.cfg.Interval)
+	defer ticker.Stop()
+	for {
+		// A poll that hangs (a partitioned network, a server that stopped answering)
+		// must end in an error, so that the source reports unready and reconnects
+		// instead of looking healthy while blind.
+		pollCtx, cancel := context.WithTimeout(ctx, max(10*time.Second, 5*s.cfg.Interval))
+		err := s.poll(pollCtx, conn, dbID, dbName)
+		cancel()
+		if err != nil {
+			return err
+		}
+		bo.Reset()
+		s.health.Set(Component, s.blindSpot())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}
+
+// pollQuery reads counters without texts: at 5,000 entries it costs the server a fifth
+// of what reading the texts does, and texts are fetched only for new queryids.
+//
+// pg_stat_statements shows a NULL queryid for other roles' entries when the detector's
+// role lacks pg_read_all_stats: those rows are read too, to report the blind spot.
+const pollQuery = `SELECT userid, dbid, toplevel, queryid, calls, rows
+FROM pg_stat_statements(false)
+WHERE dbid = $1`
+
+const infoQuery = `SELECT dealloc, stats_reset FROM pg_stat_statements_info`
+
+const textQuery = `SELECT DISTINCT ON (queryid) queryid, query
+FROM pg_stat_statements(true)
+WHERE dbid = $1 AND queryid = ANY($2)`
+
+func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName string) error {
+	start := time.Now()
+	now := s.now()
+	// When only the schema probe is due, it rides in the poll's round trip.
+	probeInBatch := s.catalog != nil && now.Sub(s.catalogAt) < s.cfg.CatalogRefresh && s.probeDue(now)
+	if !probeInBatch {
+		if err := s.refreshCatalogIfDue(ctx, conn, now); err != nil {
+			return err
+		}
+	}
+
+	batch := &pgx.Batch{}
+	batch.Queue(infoQuery)
+	batch.Queue(pollQuery, dbID)
+	var probe int64
+	if probeInBatch {
+		batch.Queue(schemaProbeQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&probe) })
+	}
+	results := conn.SendBatch(ctx, batch)
+	var dealloc int64
+	var statsReset time.Time
+	if err := results.QueryRow().Scan(&dealloc, &statsReset); err != nil {
+		_ = results.Close()
+		return fmt.Errorf("read pg_stat_statements_info: %w", explainMissingExtension(err))
+	}
+	rows, err := results.Query()
+	if err != nil {
+		_ = results.Close()
+		return fmt.Errorf("poll pg_stat_statements: %w", err)
+	}
+	snapshot := s.entries[:0]
+	var e entry
+	var queryID pgtype.Int8
+	hidden := 0
+	_, err = pgx.ForEachRow(rows, []any{&e.userID, &e.dbID, &e.topLevel, &queryID, &e.calls, &e.rows}, func() error {
+		if !queryID.Valid {
+			hidden++
+			return nil
+		}
+		e.queryID = queryID.Int64
+		snapshot = append(snapshot, e)
+		return nil
+	})
+	s.entries = snapshot
+	if cerr := results.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("poll pg_stat_statements: %w", err)
+	}
+	if probeInBatch && s.noteProbe(probe, now) {
+		if err := s.loadCatalog(ctx, conn, now); err != nil {
+			return err
+		}
+	}
+	s.metrics.entries.Set(float64(len(snapshot)))
+	s.metrics.hidden.Set(float64(hidden))
+	s.hidden = hidden
+	s.noteInfo(dealloc, statsReset)
+
+	deltas, commit := s.tracker.observe(snapshot)
+	if err := s.fetchTexts(ctx, conn, dbID, deltas); err != nil {
+		return err
+	}
+	if err := s.resolveRoles(ctx, conn, deltas); err != nil {
+		return err
+	}
+	// A statement we cannot resolve may name a relation created since the catalog was
+	// loaded: probe for schema changes at once rather than classify it as unknown until
+	// the next scheduled probe. Only newly seen statements trigger it, so a workload of
+	// unresolvable statements costs one cheap probe per poll at most.
+	if s.classifyNew(deltas) {
+		s.schemaProbedAt = time.Time{}
+		if err := s.refreshCatalogIfDue(ctx, conn, now); err != nil {
+			return err
+		}
+		if err := s.resolveRoles(ctx, conn, deltas); err != nil { // a reload forgets them
+			return err
+		}
+	}
+	events := s.events(now, dbName, deltas)
+	if err := s.sink.HandleEvents(ctx, events); err != nil {
+		return fmt.Errorf("hand over %d events: %w", len(events), err)
+	}
+	commit()
+	s.prune()
+	s.metrics.pollDuration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// blindSpot reports, as a health problem, statements the detector's role may not see:
+// polling works, but reads by other roles go unnoticed, and on-call must know.
+func (s *Source) blindSpot() error {
+	if s.hidden == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d pg_stat_statements entries of other roles are hidden from the detector's role: "+
+		"GRANT pg_read_all_stats (or pg_monitor) TO it", s.hidden)
+}
+
+// noteInfo reacts to pg_stat_statements_info: a reset means every entry starts again at
+// zero; a rise of dealloc means entries were evicted, so reads may go unseen.
+func (s *Source) noteInfo(dealloc int64, statsReset time.Time) {
+	defer func() { s.dealloc, s.statsReset, s.infoKnown = dealloc, statsReset, true }()
+	if !s.infoKnown {
+		return
+	}
+	if !statsReset.Equal(s.statsReset) {
+		s.metrics.resets.Inc()
+		s.log.Warn("pg_stat_statements was reset; counting every entry from zero",
+			zap.Time("stats_reset", statsReset))
+		s.tracker.forget()
+	}
+	if dealloc > s.dealloc {
+		s.metrics.evictions.Add(float64(dealloc - s.dealloc))
+		s.log.Warn("pg_stat_statements evicted entries; reads between two polls may be missed "+
+			"(raise pg_stat_statements.max)", zap.Int64("evictions", dealloc-s.dealloc))
+	}
+}
+
+// maxTextAttempts bounds how often a queryid whose text the server did not return (the
+// entry was evicted between the two queries, or the text file was garbage-collected) is
+// asked for again before its statements are classified without text.
+const maxTextAttempts = 5
+
+func (s *Source) fetchTexts(ctx context.Context, conn *pgx.Conn, dbID uint32, deltas []delta) error {
+	var missing []int64
+	for _, d := range deltas {
+		text, known := s.texts[d.queryID]
+		retry := known && text == nil && s.textAttempts[d.queryID] < maxTextAttempts
+		if (!known || retry) && !slices.Contains(missing, d.queryID) {
+			missing = append(missing, d.queryID)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	rows, err := conn.Query(ctx, textQuery, dbID, missing)
+	if err != nil {
+		return fmt.Errorf("fetch statement texts: %w", err)
+	}
+	var id int64
+	var text *string
+	_, err = pgx.ForEachRow(rows, []any{&id, &text}, func() error {
+		if text != nil {
+			s.texts[id] = text
+			delete(s.shown, id)
+			delete(s.textAttempts, id)
+			delete(s.results, id) // classified without its text before
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("fetch statement texts: %w", err)
+	}
+	for _, id := range missing {
+		if s.texts[id] == nil {
+			s.texts[id] = nil
+			s.textAttempts[id]++
+			if s.textAttempts[id] == maxTextAttempts {
+				s.metrics.textsMissing.Inc()
+				s.log.Warn("statement text unavailable; classifying it as incomplete",
+					zap.Int64("queryid", id))
+			}
+		}
+	}
+	s.metrics.textsFetched.Add(float64(len(missing)))
+	return nil
+}
+
+func (s *Source) resolveRoles(ctx context.Context, conn *pgx.Conn, deltas []delta) error {
+	unknown := false
+	for _, d := range deltas {
+		if _, ok := s.roles[d.userID]; !ok {
+			unknown = true
+			break
+		}
+	}
+	if !unknown {
+		return nil
+	}
+	rows, err := conn.Query(ctx, `SELECT oid, rolname FROM pg_roles`)
+	if err != nil {
+		return fmt.Errorf("read role names: %w", err)
+	}
+	var oid uint32
+	var name string
+	_, err = pgx.ForEachRow(rows, []any{&oid, &name}, func() error {
+		s.roles[oid] = name
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read role names: %w", err)
+	}
+	for _, d := range deltas {
+		if _, ok := s.roles[d.userID]; !ok {
+			s.roles[d.userID] = "" // dropped since: unknown, and not asked again
+		}
+	}
+	return nil
+}
+
+// schemaProbeQuery changes whenever DDL touches a relation, a column, a view's rules or a
+// function outside the system schemas (every such change writes a new version of the
+// catalog row, with a new xmin). It reads four catalogs' tuple headers only, so it is
+// cheap enough to run every few seconds, unlike a full catalog load with view definitions.
+const schemaProbeQuery = `SELECT
+  (SELECT coalesce(sum(hashtext(c.oid::text || '/' || c.xmin::text)), 0)
+     FROM pg_catalog.pg_class c
+    WHERE c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace))
++ (SELECT coalesce(sum(hashtext(a.attrelid::text || '/' || a.attnum::text || '/' || a.xmin::text)), 0)
+     FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid >= 16384)
++ (SELECT coalesce(sum(hashtext(r.oid::text || '/' || r.xmin::text)), 0)
+     FROM pg_catalog.pg_rewrite r
+    WHERE r.ev_class >= 16384)
++ (SELECT coalesce(sum(hashtext(p.oid::text || '/' || p.xmin::text)), 0)
+     FROM pg_catalog.pg_proc p
+    WHERE p.oid >= 16384)`
+
+// schemaProbeEvery is how often the schema probe runs: a table, view or function
+// created or changed is seen within seconds, not at the next full refresh.
+const schemaProbeEvery = 5 * time.Second
+
+func (s *Source) refreshCatalogIfDue(ctx context.Context, conn *pgx.Conn, now time.Time) error {
+	due := s.catalog == nil || now.Sub(s.catalogAt) >= s.cfg.CatalogRefresh
+	if due || s.probeDue(now) {
+		// Probed before loading: a change made during the load shows at the next probe.
+		var probe int64
+		if err := conn.QueryRow(ctx, schemaProbeQuery).Scan(&probe); err != nil {
+			return fmt.Errorf("probe schema changes: %w", err)
+		}
+		due = s.noteProbe(probe, now) || due
+	}
+	if !due {
+		return nil
+	}
+	return s.loadCatalog(ctx, conn, now)
+}
+
+func (s *Source) probeDue(now time.Time) bool { return now.Sub(s.schemaProbedAt) >= schemaProbeEvery }
+
+// noteProbe records a value of schemaProbeQuery read at now and reports whether the
+// schema changed since the previous one.
+func (s *Source) noteProbe(probe int64, now time.Time) (changed bool) {
+	changed = probe != s.schemaProbe
+	s.schemaProbe, s.schemaProbedAt = probe, now
+	return changed
+}
+
+// loadCatalog loads the catalog snapshot; a failure keeps the previous one, if any.
+func (s *Source) loadCatalog(ctx context.Context, conn *pgx.Conn, now time.Time) error {
+	snap, err := catalog.Load(ctx, conn, s.cfg.Sensitive)
+	if err != nil {
+		if s.catalog == nil || ctx.Err() != nil {
+			return err
+		}
+		// A view dropped while pg_get_viewdef runs fails one load; the previous
+		// snapshot is still good, and the next refresh will succeed.
+		s.metrics.catalogErrors.Inc()
+		s.log.Warn("catalog refresh failed; keeping the previous snapshot", zap.Error(err))
+		s.catalogAt = now
+		return nil
+	}
+	if s.catalog == nil || snap.Version() != s.catalog.Version() {
+		clear(s.results) // classifications depend on the catalog
+		if missing := snap.Missing(); len(missing) > 0 {
+			s.log.Warn("sensitive tables or columns not found in the database; watching for them",
+				zap.Strings("missing", missing))
+		}
+	}
+	s.catalog, s.catalogAt = snap, now
+	s.sensitive = slices.Sorted(maps.Keys(snap.Sensitive()))
+	clear(s.roles) // renamed roles: reloaded on first use
+	s.metrics.catalogRelations.Set(float64(len(snap.Relations())))
+	return nil
+}
+
+// events classifies each delta's statement (cached per queryid: a queryid identifies
+// the statement's structure and the relations it resolved to) and returns one event per
+// sensitive relation it touches. A FETCH is classified as the cursor it reads, and its
+// events carry the DECLARE's statement. A statement that returned rows but could not be
+// classified, and touches no sensitive table we can name, still yields one event,
+// with no relation: an unreadable statement is never evidence of safety.
+func (s *Source) events(now time.Time, dbName string, deltas []delta) []model.Event {
+	s.classifyNew(deltas)
+	results := make([]classify.Result, len(deltas))
+	for i, d := range deltas {
+		res := s.results[d.queryID]
+		results[i] = res
+		if isDeclaration(res) {
+			s.named.declare(d.userID, res, s.statement(d.queryID), d.calls, now)
+		}
+	}
+
+	var events []model.Event
+	for i, d := range deltas {
+		res, calls, statement := results[i], d.calls, ""
+		switch {
+		case res.Operation == classify.OperationMove:
+			continue // skips rows without returning them
+		case usesDeclaration(res):
+			decl, ok := s.named.lookup(d.userID, res)
+			if !ok {
+				break // declared before we started, or forgotten: stays unclassified
+			}
+			res, statement = decl.res, decl.statement
+			res.Operation = classify.OperationFetch
+			// The statement is the DECLARE; FETCHes are its pages. Rows per call means
+			// rows per declared query, or the rows of this poll when the declaration
+			// is older.
+			calls = 1
+			if decl.declaredAt.Equal(now) && decl.calls > 0 {
+				calls = decl.calls
+			}
+		}
+		base := model.Event{
+			Time:      now,
+			Source:    model.SourceStatements,
+			Database:  dbName,
+			Role:      s.roles[d.userID],
+			Operation: res.Operation,
+			Complete:  res.Complete,
+			Rows:      d.rows,
+			Calls:     calls,
+			QueryID:   d.queryID,
+		}
+		if s.cfg.Attribution != nil {
+			if addr, app, ok := s.cfg.Attribution.Lookup(d.queryID, base.Role); ok {
+				base.ClientAddr, base.Application = addr, app
+			}
+		}
+		rels := sensitiveRelations(res, s.sensitive)
+		unnamed := len(rels) == 0 && !res.Complete && d.rows > 0
+		if len(rels) == 0 && !unnamed {
+			continue
+		}
+		// Redacted only now, for the few statements that make events.
+		base.Statement = statement
+		if statement == "" {
+			base.Statement = s.statement(d.queryID)
+		}
+		for _, rel := range rels {
+			ev := base
+			ev.Relation = rel
+			ev.SensitiveRead = columnsOf(rel, res.SensitiveRead)
+			ev.SensitiveReferenced = columnsOf(rel, res.SensitiveReferenced)
+			events = append(events, ev)
+		}
+		if unnamed {
+			events = append(events, base)
+		}
+	}
+	return events
+}
+
+// classifyNew classifies the statements of deltas not classified yet and reports
+// whether any of them could not be fully classified.
+func (s *Source) classifyNew(deltas []delta) (incomplete bool) {
+	for _, d := range deltas {
+		if _, ok := s.results[d.queryID]; ok {
+			continue
+		}
+		res := s.classify(d.queryID, s.roles[d.userID])
+		s.results[d.queryID] = res
+		incomplete = incomplete || !res.Complete
+	}
+	return incomplete
+}
+
+func (s *Source) classify(queryID int64, role string) classify.Result {
+	text := s.texts[queryID]
+	if text == nil {
+		s.metrics.incomplete.Inc()
+		return classify.Result{Complete: false, Problems: []string{"statement text unavailable"}}
+	}
+	res := classify.Classify(*text, s.catalog, s.cfg.SearchPath, role)
+	if !res.Complete {
+		s.metrics.incomplete.Inc()
+		// Not the problems themselves: the classifier reads the SQL inside literals
+		// (query_to_xml('SELECT … FROM alice@…'), dblink) and names what it could not
+		// resolve there, so a problem can quote a literal's content.
+		if ce := s.log.Check(zap.DebugLevel, "statement not fully classified"); ce != nil {
+			ce.Write(zap.Int64("queryid", queryID), zap.String("statement", s.statement(queryID)),
+				zap.Int("problems", len(res.Problems)))
+		}
+	}
+	return res
+}
+
+// statement returns queryID's text as events carry it: redacted, because
+// pg_stat_statements keeps the literals of utility statements (ALTER ROLE … PASSWORD,
+// DECLARE, CALL, DO on PostgreSQL 14 and 15) and of texts it could not normalize. It is
+// "" when the server had no text.
+func (s *Source) statement(queryID int64) string {
+	if shown, ok := s.shown[queryID]; ok {
+		return shown
+	}
+	text := s.texts[queryID]
+	if text == nil {
+		return ""
+	}
+	shown := redact.Statement(*text)
+	s.shown[queryID] = shown
+	return shown
+}
+
+// prune forgets texts and classifications of queryids no longer in pg_stat_statements,
+// so that memory follows the size of pg_stat_statements, not the history of all
+// statements ever seen. It runs every minute or so of polls; the work is O(entries).
+func (s *Source) prune() {
+	s.pollsSincePrune++
+	if s.pollsSincePrune < 60 {
+		return
+	}
+	s.pollsSincePrune = 0
+	s.named.prune(s.now())
+	live := s.tracker.liveQueryIDs()
+	for id := range s.texts {
+		if !live[id] {
+			delete(s.texts, id)
+			delete(s.shown, id)
+			delete(s.results, id)
+			delete(s.textAttempts, id)
+		}
+	}
+}
+
+// sensitiveRelations lists the configured sensitive tables a classification involves:
+// those whose sensitive columns it reads or references, and, when the statement could
+// not be fully classified, those it mentions at all.
+func sensitiveRelations(res classify.Result, sensitive []string) []string {
+	var rels []string
+	for _, rel := range sensitive {
+		touched := len(columnsOf(rel, res.SensitiveRead)) > 0 ||
+			len(columnsOf(rel, res.SensitiveReferenced)) > 0 ||
+			(!res.Complete && slices.Contains(res.Relations, rel))
+		if touched {
+			rels = append(rels, rel)
+		}
+	}
+	return rels
+}
+
+// columnsOf returns the column names of rel among qualified "schema.table.column" names.
+func columnsOf(rel string, qualified []string) []string {
+	var cols []string
+	prefix := rel + "."
+	for _, q := range qualified {
+		if col, ok := strings.CutPrefix(q, prefix); ok {
+			cols = append(cols, col)
+		}
+	}
+	return cols
+}
+
+// explainMissingExtension adds the fix to the server's error when pg_stat_statements is
+// not installed in the database or not preloaded, the two usual set-up mistakes.
+func explainMissingExtension(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	switch pgErr.Code {
+	case "42P01", "42883": // undefined_table, undefined_function
+		return fmt.Errorf("pg_stat_statements is not installed in this database "+
+			"(run CREATE EXTENSION pg_stat_statements as a superuser): %w", err)
+	case "55000": // object_not_in_prerequisite_state
+		return fmt.Errorf("pg_stat_statements is not loaded "+
+			"(add it to shared_preload_libraries and restart PostgreSQL): %w", err)
+	}
+	return err
+}

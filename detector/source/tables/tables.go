@@ -1,0 +1,472 @@
+// Package tables is the table-counter source: it polls pg_stat_user_tables for the
+// sensitive tables and reports tuples read that no classified statement explains —
+// reads through table_to_xml, query_to_xml, SECURITY DEFINER and PL/pgSQL functions,
+// dblink, or statements pg_stat_statements does not track — as "unexplained_reads"
+// events (source "tables").
+//
+// The counters say how many tuples were read, not which columns, by whom, or why; they
+// reach the statistics when the reading transaction ends (and at most once a second per
+// backend, or up to 10 s later when the backend flushed less than a second before and
+// went idle). The heuristic, documented for users in docs/sources.md:
+//
+//   - reads = Δseq_tup_read + the index fetches beyond LookupRowsPerScan per index scan
+//     (Δidx_tup_fetch − LookupRowsPerScan·Δidx_scan, at least 0): ordinary lookups fetch
+//     a row or a few per index scan and are never counted; a bulk index read is.
+//   - explained = rows returned by statement events about the table (the statements
+//     source's, handed to Observe), within CreditTTL before or Grace after the reads.
+//   - reads not explained after Grace, when at least MinRows, make one event.
+//
+// Imprecision it does not hide: a full scan by a statement that touches no sensitive
+// column (SELECT count(*), a report on other columns, a filter on an unindexed column)
+// is unexplained too; a sequential scan reads every tuple of the table even when it
+// returns one row; index-only scans fetch no tuples and are invisible; a large
+// explained read in the same window can cover a smaller unexplained one. It is evidence
+// for a warning, not proof.
+package tables
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/detector/backoff"
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/model"
+)
+
+// Component is the name of this source in health reports, logs and metrics.
+const Component = "tables"
+
+// KindUnexplainedReads is the kind of this source's events: Rows tuples of Relation were
+// read beyond what classified statements returned. Role, columns and client are unknown.
+const KindUnexplainedReads = "unexplained_reads"
+
+// Sink receives the events of one poll; an error makes the source reconnect and offer
+// the same reads again.
+type Sink interface {
+	HandleEvents(ctx context.Context, events []model.Event) error
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc func(ctx context.Context, events []model.Event) error
+
+// HandleEvents calls f.
+func (f SinkFunc) HandleEvents(ctx context.Context, events []model.Event) error {
+	return f(ctx, events)
+}
+
+// Health receives the outcome of every connection attempt and poll.
+type Health interface {
+	Set(component string, err error)
+}
+
+// Config says what to poll and how.
+type Config struct {
+	// Conn is the parsed connection configuration; the source copies it per connection.
+	Conn *pgx.ConnConfig
+	// Interval between polls.
+	Interval time.Duration
+	// Sensitive maps schema-qualified tables to their sensitive columns; their
+	// partitions and inheritance children count as the table.
+	Sensitive map[string][]string
+	// MinRows is the least unexplained reads reported at once; 0 means 1,000.
+	MinRows int64
+	// LookupRowsPerScan is how many tuples an index scan may fetch and still be an
+	// ordinary lookup; 0 means 10.
+	LookupRowsPerScan int64
+	// Grace is how long reads wait for the statement that explains them (its event
+	// usually comes first: pg_stat_statements counts at the statement's end, table
+	// statistics are flushed after it); 0 means max(Interval, 1s). CreditTTL is how long
+	// a statement's rows explain later reads; 0 means 12 s + Interval + Grace, because a
+	// backend that flushed its statistics less than a second before waits
+	// PGSTAT_IDLE_INTERVAL (10 s) to flush again when idle.
+	Grace, CreditTTL time.Duration
+	// WarmUp is how long after the first poll reads still count as baseline: a backend
+	// publishes its counters up to PGSTAT_IDLE_INTERVAL (10 s) after its reads, so reads
+	// made before the detector started (a migration, a seed, a dump an hour ago) keep
+	// arriving for that long and are history, not evidence. 0 means 11 s.
+	WarmUp time.Duration
+	// ReconnectInitial and ReconnectMax bound the reconnect backoff; zero means 500 ms and 30 s.
+	ReconnectInitial, ReconnectMax time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Source polls the counters. Create it with New, start it with Run, and let it see the
+// statements source's events through Observe (or Observing).
+type Source struct {
+	cfg     Config
+	sink    Sink
+	health  Health
+	log     *zap.Logger
+	metrics *metrics
+	tables  []string // configured sensitive tables, sorted
+	indexes []int32  // parallel to tables: the index of each, as countersQuery returns it
+	schemas []string
+	names   []string
+
+	mu       sync.Mutex
+	observed map[string][]amount // table → rows returned by statements, not yet used
+
+	// State below is owned by the Run goroutine.
+	prev map[string]counters
+	// warmUntil ends the warm-up that follows the first poll (Config.WarmUp).
+	warmUntil time.Time
+	pending   map[string][]amount // table → reads waiting for an explanation
+	credits   map[string][]amount
+}
+
+type counters struct{ seqRead, idxFetch, idxScan int64 }
+
+type amount struct {
+	at   time.Time
+	rows int64
+}
+
+// New returns a source that reports to sink and health.
+func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.Registerer) *Source {
+	if cfg.MinRows <= 0 {
+		cfg.MinRows = 1000
+	}
+	if cfg.LookupRowsPerScan <= 0 {
+		cfg.LookupRowsPerScan = 10
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = max(cfg.Interval, time.Second)
+	}
+	if cfg.WarmUp <= 0 {
+		cfg.WarmUp = 11 * time.Second
+	}
+	if cfg.CreditTTL <= 0 {
+		cfg.CreditTTL = 12*time.Second + cfg.Interval + cfg.Grace
+	}
+	if cfg.ReconnectInitial <= 0 {
+		cfg.ReconnectInitial = 500 * time.Millisecond
+	}
+	if cfg.ReconnectMax <= 0 {
+		cfg.ReconnectMax = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Source{cfg: cfg, sink: sink, health: health, log: log.Named(Component), metrics: newMetrics(reg),
+		observed: make(map[string][]amount), pending: make(map[string][]amount), credits: make(map[string][]amount)}
+	for t := range cfg.Sensitive {
+		s.tables = append(s.tables, t)
+	}
+	slices.Sort(s.tables)
+	for i, t := range s.tables {
+		schema, name, err := catalog.ParseQualifiedName(t)
+		if err != nil {
+			schema, name = "", t // validated by the config package; never matches
+		}
+		s.indexes = append(s.indexes, int32(i))
+		s.schemas, s.names = append(s.schemas, schema), append(s.names, name)
+	}
+	return s
+}
+
+// Observe lets the source see statement events: the rows they returned from a sensitive
+// table explain that many tuples read from it. Call it once per event, after the events
+// were handed over successfully (an event offered twice would explain twice). Events of
+// other sources are ignored. Safe for concurrent use.
+func (s *Source) Observe(events []model.Event) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ev := range events {
+		if ev.Source != model.SourceStatements || ev.Relation == "" || ev.Rows <= 0 {
+			continue
+		}
+		if _, ok := s.cfg.Sensitive[ev.Relation]; ok {
+			s.observed[ev.Relation] = append(s.observed[ev.Relation], amount{now, ev.Rows})
+		}
+	}
+}
+
+// Observing returns a sink that hands events to next and, once next accepted them,
+// shows them to Observe: put it between the statements source and the pipeline.
+func (s *Source) Observing(next Sink) Sink {
+	return SinkFunc(func(ctx context.Context, events []model.Event) error {
+		if err := next.HandleEvents(ctx, events); err != nil {
+			return err
+		}
+		s.Observe(events)
+		return nil
+	})
+}
+
+// Run polls until ctx is done, reconnecting with capped, jittered exponential backoff
+// whenever the connection or a poll fails. It returns ctx's error.
+func (s *Source) Run(ctx context.Context) error {
+	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
+	return bo.Reconnect(ctx, func(ctx context.Context) error { return s.session(ctx, bo) }, func(err error) {
+		s.health.Set(Component, err)
+		s.metrics.errors.Inc()
+		s.log.Warn("tables source failed; reconnecting", zap.Error(err))
+	})
+}
+
+func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
+	cc := s.cfg.Conn.Copy()
+	// The session runs countersQuery alone, with the same arguments every poll: planned
+	// once rather than every second (a custom plan of its recursive CTE costs more
+	// than running it, and PostgreSQL keeps choosing custom plans for array arguments).
+	cc.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	var database string
+	if err := conn.QueryRow(ctx, `SELECT current_database()`).Scan(&database); err != nil {
+		return fmt.Errorf("read current database: %w", err)
+	}
+	ticker := time.NewTicker(s.cfg.Interval)
+	defer ticker.Stop()
+	for {
+		pollCtx, cancel := context.WithTimeout(ctx, max(10*time.Second, 5*s.cfg.Interval))
+		err := s.poll(pollCtx, conn, database)
+		cancel()
+		if err != nil {
+			return err
+		}
+		bo.Reset()
+		s.health.Set(Component, nil)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}
+
+// countersQuery sums the counters of each configured table with its partitions and
+// inheritance children ($1 indexes, $2 schemas, $3 names), as pg_stat_user_tables
+// shows them (seq_tup_read, idx_tup_fetch, idx_scan). It calls the statistics functions
+// behind that view for these tables only: the view computes every user table's
+// counters before the join, which on a database of thousands of tables costs
+// milliseconds a poll instead of a fraction of one.
+const countersQuery = `WITH RECURSIVE cfg(idx, schema, name) AS (
+  SELECT * FROM unnest($1::int[], $2::text[], $3::text[])
+), t(relid, idx) AS (
+  SELECT c.oid, cfg.idx FROM cfg
+  JOIN pg_namespace n ON n.nspname = cfg.schema
+  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = cfg.name
+  UNION
+  SELECT i.inhrelid, t.idx FROM pg_inherits i JOIN t ON i.inhparent = t.relid
+)
+SELECT t.idx, sum(pg_stat_get_tuples_returned(c.oid))::bigint,
+  sum(coalesce(pg_stat_get_tuples_fetched(c.oid) + x.fetched, 0))::bigint,
+  sum(coalesce(x.scans, 0))::bigint
+FROM t
+JOIN pg_class c ON c.oid = t.relid AND c.relkind IN ('r', 't', 'm', 'p')
+JOIN pg_namespace n ON n.oid = c.relnamespace
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+CROSS JOIN LATERAL (SELECT sum(pg_stat_get_tuples_fetched(i.indexrelid)) AS fetched,
+    sum(pg_stat_get_numscans(i.indexrelid)) AS scans
+  FROM pg_index i WHERE i.indrelid = c.oid) x
+GROUP BY t.idx`
+
+func (s *Source) poll(ctx context.Context, conn *pgx.Conn, database string) error {
+	start := time.Now()
+	rows, err := conn.Query(ctx, countersQuery, s.indexes, s.schemas, s.names)
+	if err != nil {
+		return fmt.Errorf("poll pg_stat_user_tables: %w", err)
+	}
+	cur := make(map[string]counters, len(s.tables))
+	var i int32
+	var c counters
+	_, err = pgx.ForEachRow(rows, []any{&i, &c.seqRead, &c.idxFetch, &c.idxScan}, func() error {
+		if int(i) < len(s.tables) {
+			cur[s.tables[i]] = c
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("poll pg_stat_user_tables: %w", err)
+	}
+	now := s.cfg.Now()
+	next, events := s.account(now, database, cur)
+	if err := s.sink.HandleEvents(ctx, events); err != nil {
+		// Keep the previous state: the next poll counts the same reads again, from the
+		// same counters, and reports them then.
+		return fmt.Errorf("hand over %d events: %w", len(events), err)
+	}
+	s.commit(next)
+	for _, ev := range events {
+		s.metrics.unexplained.Add(float64(ev.Rows))
+		s.log.Info("unexplained reads of a sensitive table", zap.String("table", ev.Relation), zap.Int64("rows", ev.Rows))
+	}
+	s.metrics.pollDuration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// accounting is what one poll leaves behind: the source's state after it, taken up by
+// commit only once the poll's events were handed over.
+type accounting struct {
+	prev      map[string]counters
+	warmUntil time.Time
+	pending   map[string][]amount
+	credits   map[string][]amount
+	reads     int64 // tuples counted by this poll, for the metric
+	counting  bool  // this poll counted reads: the baseline and its warm-up are over
+}
+
+// account turns the counters of one poll into reads, matches them with the rows
+// statements returned, and returns the state after the poll with the events for reads
+// left unexplained after Grace. It changes nothing of the source's state but moving
+// newly observed statement rows into its credits (which only a later poll uses), so
+// that a failed hand-over loses nothing: the next poll accounts from the same state.
+// The first poll (and a table seen for the first time) is a baseline, and so is every
+// poll of the warm-up that follows the first.
+func (s *Source) account(now time.Time, database string, cur map[string]counters) (accounting, []model.Event) {
+	s.mu.Lock()
+	for t, obs := range s.observed {
+		s.credits[t] = append(s.credits[t], obs...)
+	}
+	clear(s.observed)
+	s.mu.Unlock()
+
+	next := accounting{
+		prev:      make(map[string]counters, len(cur)),
+		warmUntil: s.warmUntil,
+		pending:   make(map[string][]amount, len(s.pending)),
+		credits:   make(map[string][]amount, len(s.credits)),
+	}
+	if s.prev == nil {
+		next.warmUntil = now.Add(s.cfg.WarmUp)
+	}
+	next.counting = s.prev != nil && !now.Before(s.warmUntil)
+	var events []model.Event
+	for _, t := range s.tables {
+		// settle consumes in place: work on copies.
+		pending, credits := slices.Clone(s.pending[t]), slices.Clone(s.credits[t])
+		c, ok := cur[t]
+		if !ok {
+			// Not (yet) created, or no statistics: keep what waits for it.
+			next.pending[t], next.credits[t] = pending, credits
+			continue
+		}
+		if p, seen := s.prev[t]; seen && next.counting {
+			if reads := readsBetween(p, c, s.cfg.LookupRowsPerScan); reads > 0 {
+				pending = append(pending, amount{now, reads})
+				next.reads += reads
+			}
+		}
+		pending = settle(pending, credits)
+		credits = slices.DeleteFunc(credits, func(a amount) bool {
+			return a.rows <= 0 || now.Sub(a.at) > s.cfg.CreditTTL
+		})
+		var unexplained int64
+		pending = slices.DeleteFunc(pending, func(a amount) bool {
+			if a.rows > 0 && now.Sub(a.at) < s.cfg.Grace {
+				return false
+			}
+			unexplained += a.rows
+			return true
+		})
+		next.pending[t], next.credits[t] = pending, credits
+		if unexplained >= s.cfg.MinRows {
+			events = append(events, model.Event{Time: now, Source: model.SourceTables, Kind: KindUnexplainedReads,
+				Database: database, Relation: t, Rows: unexplained})
+		}
+	}
+	for t, c := range s.prev {
+		next.prev[t] = c
+	}
+	for t, c := range cur {
+		next.prev[t] = c
+	}
+	return next, events
+}
+
+// commit makes next the source's state, after its events were handed over.
+func (s *Source) commit(next accounting) {
+	s.prev, s.warmUntil, s.pending, s.credits = next.prev, next.warmUntil, next.pending, next.credits
+	if next.reads > 0 {
+		s.metrics.reads.Add(float64(next.reads))
+	}
+	if next.counting {
+		s.metrics.baselineComplete.Set(1)
+	}
+}
+
+// readsBetween is the tuples read from p to c: sequential reads, plus index fetches
+// beyond perScan per index scan. A counter that went down was reset: what it counts now
+// was read since.
+func readsBetween(p, c counters, perScan int64) int64 {
+	d := func(was, is int64) int64 {
+		if is < was {
+			return is
+		}
+		return is - was
+	}
+	return d(p.seqRead, c.seqRead) + max(0, d(p.idxFetch, c.idxFetch)-perScan*d(p.idxScan, c.idxScan))
+}
+
+// settle consumes credits (oldest first) against pending reads (oldest first), in place,
+// and returns the reads with what is left of each.
+func settle(pending, credits []amount) []amount {
+	ci := 0
+	for i := range pending {
+		for pending[i].rows > 0 && ci < len(credits) {
+			used := min(pending[i].rows, credits[ci].rows)
+			pending[i].rows -= used
+			credits[ci].rows -= used
+			if credits[ci].rows == 0 {
+				ci++
+			}
+		}
+	}
+	return slices.DeleteFunc(pending, func(a amount) bool { return a.rows <= 0 })
+}
+
+type metrics struct {
+	pollDuration prometheus.Histogram
+	errors       prometheus.Counter
+	reads        prometheus.Counter
+	unexplained  prometheus.Counter
+	// baselineComplete is 1 once a poll counted reads: reads published after it are
+	// evidence. Tests wait for it instead of sleeping through the warm-up.
+	baselineComplete prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	return &metrics{
+		pollDuration: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgtripwire_tables_poll_duration_seconds",
+			Help:    "Time of one successful pg_stat_user_tables poll, including evaluation of its events.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		errors: f.NewCounter(prometheus.CounterOpts{
+			Name:        "pgtripwire_source_errors_total",
+			Help:        "Failed connections or polls of a source; each is followed by a reconnect with backoff.",
+			ConstLabels: prometheus.Labels{"source": Component},
+		}),
+		reads: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_tables_tuples_read_total",
+			Help: "Tuples read from sensitive tables as counted (sequential reads and bulk index fetches).",
+		}),
+		unexplained: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_tables_unexplained_tuples_total",
+			Help: "Tuples read from sensitive tables that no classified statement explained, reported as events.",
+		}),
+		baselineComplete: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgtripwire_tables_baseline_complete",
+			Help: "1 once the first poll and the warm-up after it are over: reads published from then on are counted; 0 before.",
+		}),
+	}
+}

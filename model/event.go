@@ -1,0 +1,95 @@
+package model
+
+import "time"
+
+// Source names where the evidence of an event came from. The values are part of the
+// alert contract (the "source" label).
+type Source string
+
+// Sources of events.
+const (
+	SourceStatements Source = "statements"
+	SourceActivity   Source = "activity"
+	SourceCopy       Source = "copy"
+	SourceTables     Source = "tables"
+	SourceCatalog    Source = "catalog"
+	SourceWAL        Source = "wal"
+	SourceDDL        Source = "ddl"
+	SourceCanary     Source = "canary"
+)
+
+// Event is one observation about one relation. A statement that reads two sensitive
+// tables yields two events, one per relation, so that rules group by table without
+// unpacking lists.
+type Event struct {
+	Time   time.Time
+	Source Source
+
+	Database    string
+	Role        string
+	ClientAddr  string // "" when the source cannot know it
+	Application string // "" when the source cannot know it
+
+	// Operation is the statement's kind as the classifier names it ("SELECT", "COPY", …).
+	Operation string
+	// Relation is the schema-qualified relation the event is about ("public.users"), or
+	// "" for a statement that returned rows but could not be classified and names no
+	// sensitive table we know: it may still have read one.
+	Relation string
+	// SensitiveRead lists the sensitive columns of Relation whose values left the
+	// statement, sorted; SensitiveReferenced those only used in predicates, ordering or
+	// grouping.
+	SensitiveRead       []string
+	SensitiveReferenced []string
+	// Complete is false when the statement could not be fully resolved (truncated text,
+	// unknown relation): such an event is never evidence of safety.
+	Complete bool
+
+	// Rows and Calls are the rows returned and executions observed since the previous
+	// observation of the same statement.
+	Rows  int64
+	Calls int64
+
+	// Changed lists, for a WAL UPDATE event, the sensitive columns whose values changed
+	// in at least one row, sorted. Complete is false when old values were not available
+	// (no REPLICA IDENTITY FULL): then which columns changed is unknown, not "none".
+	Changed []string
+	// LSN is, for WAL events, the end of the committed transaction (0 otherwise): the
+	// position the slot is confirmed to once the event is handled.
+	LSN uint64
+	// MessagePrefix is, for a logical decoding message, its prefix (pgtripwire.*); the
+	// message content is not carried.
+	MessagePrefix string
+
+	// Kind says what happened, for events that are not row counts: a catalog watch
+	// ("role_attribute", "slot_created", "stats_reset", …), a DDL event, a canary read.
+	// The values are documented with each source; "" for statement and WAL events.
+	Kind string
+	// Object names what Kind happened to (a role, a slot, a setting, a policy), ""
+	// when Kind needs none. Never a value read from a row or a literal of a query.
+	Object string
+	// PID is the backend process id the observation comes from (activity, COPY
+	// progress, canary), 0 when the source cannot know it: what an on-call engineer
+	// passes to pg_terminate_backend.
+	PID int32
+	// Running is, for a statement observed while it runs (activity, COPY progress),
+	// how long it has been running; 0 otherwise.
+	Running time.Duration
+
+	QueryID int64
+	// Statement is the statement's text as redact.Statement returns it: every literal
+	// replaced by a $n placeholder, comments dropped, or a "<statement not shown: N
+	// bytes>" placeholder when it cannot be redacted with certainty. Never raw text:
+	// pg_stat_statements keeps the literals of utility statements (DECLARE, ALTER ROLE
+	// … PASSWORD) on PostgreSQL 14 and 15. Only the statements source sets it; "" when
+	// the text is unknown. Never a label (one value per statement).
+	Statement string
+}
+
+// RowsPerCall is Rows divided by Calls, or Rows when Calls is zero.
+func (e Event) RowsPerCall() int64 {
+	if e.Calls <= 0 {
+		return e.Rows
+	}
+	return e.Rows / e.Calls
+}
