@@ -10,15 +10,16 @@ LDFLAGS       := -X github.com/pgtripwire/pgtripwire/detector/buildinfo.Version=
 
 FUZZTIME      ?= 5m
 
-.PHONY: all build test lint bench bench-canary bench-wal fuzz demo deps clean
+.PHONY: all build test lint bench bench-canary bench-wal fuzz demo deps deps-demo clean
 
 all: build
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/pgtripwire ./cmd/pgtripwire
 
-# Every package, race detector on, real PostgreSQL clusters started by the tests.
-test:
+# Every package, race detector on, real PostgreSQL clusters, Prometheus and Alertmanager
+# started by the tests. Installs what is missing first (scripts/install-deps.sh).
+test: deps
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 lint: $(BIN)/golangci-lint
@@ -64,12 +65,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./detector/ddlmsg/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./detector/canary/
 
-demo:
+demo: deps-demo
 	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/pgtripwire demo --log-format console --log-level warn
 
-# Installs the system packages the tests and the demo need (PostgreSQL server binaries).
+# Install the system packages the tests need (PostgreSQL server binaries, Prometheus,
+# Alertmanager), or only what the demo needs (PostgreSQL); each does nothing when they
+# are there.
 deps:
 	./scripts/install-deps.sh
+
+deps-demo:
+	./scripts/install-deps.sh --demo
 
 clean:
 	rm -rf $(BIN)

@@ -10,6 +10,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/setup"
+	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -50,8 +51,8 @@ func TestCanaryReadsAndTamperingPage(t *testing.T) {
 		ALTER VIEW public.user_export OWNER TO %[1]s`, owner))
 
 	r := startDetectorWith(t, db, func(cfg *config.Config) {
-		cfg.Sources.WAL.Enabled = true
-		cfg.Sources.WAL.Slot, cfg.Sources.WAL.Publication = slot, slot
+		w := wal.SettingsOf(cfg.Sources)
+		w.Enabled, w.Slot, w.Publication = wal.On, slot, slot
 	})
 
 	reads := []struct{ name, sql string }{

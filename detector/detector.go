@@ -26,12 +26,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/health"
 	"github.com/pgtripwire/pgtripwire/detector/notify"
-	"github.com/pgtripwire/pgtripwire/detector/source/activity"
-	canarysrc "github.com/pgtripwire/pgtripwire/detector/source/canary"
-	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
-	"github.com/pgtripwire/pgtripwire/detector/source/statements"
-	"github.com/pgtripwire/pgtripwire/detector/source/tables"
-	"github.com/pgtripwire/pgtripwire/detector/source/wal"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/detector/web"
 	"github.com/pgtripwire/pgtripwire/model"
 	"github.com/pgtripwire/pgtripwire/rules/engine"
@@ -67,11 +62,7 @@ type Detector struct {
 	engine   *engine.Engine
 	metrics  detectorMetrics
 	now      func() time.Time
-	sources  []runner
-}
-
-type runner interface {
-	Run(ctx context.Context) error
+	sources  []source.Runner
 }
 
 // ConfigError marks an error caused by the configuration rather than by the runtime
@@ -94,10 +85,6 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	}
 	if deps.Now == nil {
 		deps.Now = time.Now
-	}
-	if src := cfg.Sources; !src.Statements.Enabled && !src.WAL.Enabled && !src.Activity.Enabled &&
-		!src.Copy.Enabled && !src.Tables.Enabled && !src.Catalog.Enabled && !src.Canary.Enabled {
-		return nil, &ConfigError{Err: errors.New("sources: every source is disabled; the detector would watch nothing")}
 	}
 	connConfig, err := pgx.ParseConfig(cfg.Database.DSN)
 	if err != nil {
@@ -169,95 +156,23 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	}
 	d.pipeline = newPipeline(eval, sinks, d.health, deps.Now, deps.Logger, deps.Registry)
 
-	// Live sources (docs/sources.md). Created before the statements source, which labels
-	// its events with the clients the activity samples saw (attribution) and shows them
-	// to the tables source (statementsSink). Activity and COPY share one connection.
-	var attribution statements.Attribution
-	var statementsSink statements.Sink = d.pipeline
-	if a, c := cfg.Sources.Activity, cfg.Sources.Copy; a.Enabled || c.Enabled {
-		ac := activity.Config{
-			Conn:           connConfig,
-			CatalogRefresh: cfg.Database.CatalogRefresh,
-			SearchPath:     cfg.Database.SearchPath,
-			Sensitive:      sensitiveMap(cfg.Sensitive),
-			Now:            deps.Now,
-		}
-		if a.Enabled {
-			d.health.Register(activity.Component)
-			ac.Interval, ac.MinRunning = a.Interval, a.MinRunning
-		}
-		if c.Enabled {
-			d.health.Register(activity.CopyComponent)
-			ac.CopyInterval = c.Interval
-		}
-		live := activity.New(ac, d.pipeline, d.health, deps.Logger, deps.Registry)
-		if a.Enabled {
-			attribution = live.Attribution()
-		}
-		d.sources = append(d.sources, live)
-	}
-	if t := cfg.Sources.Tables; t.Enabled {
-		d.health.Register(tables.Component)
-		counters := tables.New(tables.Config{
-			Conn:      connConfig,
-			Interval:  t.Interval,
-			Sensitive: sensitiveMap(cfg.Sensitive),
-			Now:       deps.Now,
-		}, d.pipeline, d.health, deps.Logger, deps.Registry)
-		statementsSink = counters.Observing(statementsSink)
-		d.sources = append(d.sources, counters)
-	}
-	if w := cfg.Sources.Catalog; w.Enabled {
-		d.health.Register(catalogwatch.Component)
-		wc := catalogwatch.Config{
-			Conn:      connConfig,
-			Interval:  w.Interval,
-			Sensitive: sensitiveMap(cfg.Sensitive),
-			Now:       deps.Now,
-		}
-		if cfg.Sources.WAL.Enabled {
-			wc.OwnSlots = []string{cfg.Sources.WAL.Slot}
-			wc.OwnPublications = []string{cfg.Sources.WAL.Publication}
-		}
-		d.sources = append(d.sources, catalogwatch.New(wc, d.pipeline, d.health, deps.Logger, deps.Registry))
-	}
-
-	if c := cfg.Sources.Canary; c.Enabled {
-		d.health.Register(canarysrc.Component)
-		d.sources = append(d.sources, canarysrc.NewSource(canarysrc.Config{
-			Conn:     connConfig,
-			Interval: c.Interval,
-			Now:      deps.Now,
-			// The flush only matters to canary reads arriving through the WAL source.
-			NoFlush: !cfg.Sources.WAL.Enabled,
-		}, d.pipeline, d.health, deps.Logger, deps.Registry))
-	}
-
-	if s := cfg.Sources.Statements; s.Enabled {
-		d.health.Register(statements.Component)
-		d.sources = append(d.sources, statements.New(statements.Config{
-			Conn:           connConfig,
-			Interval:       s.Interval,
-			CatalogRefresh: cfg.Database.CatalogRefresh,
-			SearchPath:     cfg.Database.SearchPath,
-			Sensitive:      sensitiveMap(cfg.Sensitive),
-			Now:            deps.Now,
-			Attribution:    attribution,
-		}, statementsSink, d.health, deps.Logger, deps.Registry))
-	}
-
-	if w := cfg.Sources.WAL; w.Enabled {
-		d.health.Register(wal.Component)
-		d.sources = append(d.sources, wal.New(wal.Config{
-			Conn:           &connConfig.Config,
-			Slot:           w.Slot,
-			Publication:    w.Publication,
-			Tables:         sensitiveMap(cfg.Sensitive),
-			Now:            deps.Now,
-			StateDir:       cfg.StateDir,
-			Messages:       decodeMessage(deps.Logger),
-			StatusInterval: w.StatusInterval,
-		}, d.pipeline, d.health, deps.Logger, deps.Registry))
+	d.sources, err = buildSources(cfg.Sources, source.Env{
+		Conn:           connConfig,
+		SearchPath:     cfg.Database.SearchPath,
+		CatalogRefresh: cfg.Database.CatalogRefresh,
+		Sensitive:      sensitiveMap(cfg.Sensitive),
+		StateDir:       cfg.StateDir,
+		Sink:           d.pipeline,
+		Health:         d.health,
+		Logger:         deps.Logger,
+		Registerer:     deps.Registry,
+		Metrics:        source.NewMetrics(deps.Registry),
+		Attribution:    source.NewAttribution(0, deps.Now),
+		Now:            deps.Now,
+	}, d.health)
+	if err != nil {
+		_ = d.alertLog.Close()
+		return nil, err
 	}
 
 	if err := web.ValidateConfigFile(cfg.HTTP.WebConfigFile); err != nil {

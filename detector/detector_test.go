@@ -18,6 +18,9 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector"
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/source"
+	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
+	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
@@ -55,7 +58,7 @@ func startDetectorWith(t *testing.T, db *pgtest.Database, adjust func(*config.Co
 	// The catalog watch sees the whole cluster's roles and physical slots, which the
 	// parallel tests sharing the cluster change all the time: tests that are about it
 	// turn it on.
-	cfg.Sources.Catalog.Enabled = false
+	pollSettings(t, cfg, catalogwatch.Name).Enabled = false
 	adjust(cfg)
 
 	r := &running{registry: prometheus.NewRegistry(), alerts: cfg.Alerts.File, done: make(chan error, 1)}
@@ -454,8 +457,8 @@ func TestMassCredentialChangePages(t *testing.T) {
 		slot = slot[:63]
 	}
 	r := startDetectorWith(t, db, func(cfg *config.Config) {
-		cfg.Sources.WAL.Enabled = true
-		cfg.Sources.WAL.Slot, cfg.Sources.WAL.Publication = slot, slot
+		w := wal.SettingsOf(cfg.Sources)
+		w.Enabled, w.Slot, w.Publication = wal.On, slot, slot
 	})
 	start := time.Now()
 	db.Exec(t, `UPDATE public.users SET password_hash = '$2b$12$attacker' || id`)
@@ -677,4 +680,14 @@ func TestAlertmanagerOutageDelaysButLosesNoAlert(t *testing.T) {
 		a, ok := am.Find(t, map[string]string{"role": "mallory"})
 		return ok && a.Status.State == "active"
 	})
+}
+
+// pollSettings returns the settings of the polling source called name, to change them.
+func pollSettings(t testing.TB, cfg *config.Config, name string) *source.PollSettings {
+	t.Helper()
+	s, ok := source.Lookup[*source.PollSettings](cfg.Sources, name)
+	if !ok {
+		t.Fatalf("no polling source %q in the configuration", name)
+	}
+	return s
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -119,7 +120,7 @@ func TestBlindingMovesAlertWithin5s(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seedUsers(t, db, 20_000)
-	r := startDetectorWith(t, db, func(cfg *config.Config) { cfg.Sources.Catalog.Enabled = true })
+	r := startDetectorWith(t, db, func(cfg *config.Config) { pollSettings(t, cfg, catalogwatch.Name).Enabled = true })
 	// Roles are cluster-wide: names unique to this test keep parallel tests apart.
 	slotter, escalated, reader, resetter := db.Name+"_slotter", db.Name+"_esc", db.Name+"_reader", db.Name+"_resetter"
 	slot := db.Name + "_exfil"
@@ -133,9 +134,9 @@ func TestBlindingMovesAlertWithin5s(t *testing.T) {
 	r.waitReady(t, true, 30*time.Second)
 	// The catalog watch's state must hold these roles before the moves: wait for a poll
 	// that began after they were made (the one running now may have begun before).
-	polled := r.counter(t, "pgtripwire_catalog_polls_total", nil) + 2
+	polled := r.counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "catalog"}) + 2
 	eventually(t, 10*time.Second, "two catalog polls", func() bool {
-		return r.counter(t, "pgtripwire_catalog_polls_total", nil) >= polled
+		return r.counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "catalog"}) >= polled
 	})
 
 	cases := []struct {

@@ -11,7 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector/health"
-	"github.com/pgtripwire/pgtripwire/detector/source/wal"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -28,7 +28,7 @@ type Evaluator interface {
 
 // The WAL source waits for the pipeline before confirming a position: a wrapper that
 // hid WaitWritten would silently let it confirm transactions whose alerts are unwritten.
-var _ wal.WrittenWaiter = (*pipeline)(nil)
+var _ source.WrittenWaiter = (*pipeline)(nil)
 
 // alertSink records alert transitions: the alert log, the delivery spool.
 type alertSink interface {
@@ -100,7 +100,6 @@ func newPipeline(eval Evaluator, sinks []namedSink, h *health.Status, now func()
 		}, []string{"source", "database", "table", "column"}),
 		evalTicks: time.Second,
 	}
-	p.events.WithLabelValues(string(model.SourceStatements))
 	for _, s := range sinks {
 		p.sinks = append(p.sinks, &sinkQueue{component: s.component, sink: s.sink})
 		h.Register(s.component)
@@ -119,9 +118,10 @@ func (p *pipeline) HandleEvents(_ context.Context, events []model.Event) error {
 	var transitions []model.Alert
 	for _, ev := range events {
 		p.events.WithLabelValues(string(ev.Source)).Inc()
-		// COPY progress events carry a running total, which the statements source
-		// counts once when the COPY ends.
-		if len(ev.SensitiveRead) > 0 && ev.Source != model.SourceCopy {
+		// An event observed while its statement runs (activity, COPY progress) carries
+		// no rows or a running total: the statements source counts the rows once the
+		// statement ends.
+		if len(ev.SensitiveRead) > 0 && ev.Running == 0 {
 			p.rowsRead.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, ev.Role).Add(float64(ev.Rows))
 			for _, c := range ev.SensitiveRead {
 				p.columnRows.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, c).Add(float64(ev.Rows))

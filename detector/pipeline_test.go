@@ -147,17 +147,18 @@ func TestPipelineWaitWrittenWaitsForTheQueue(t *testing.T) {
 	}
 }
 
-// COPY progress events carry a running total: counting each would multiply the COPY's
-// rows in pgtripwire_sensitive_rows_read_total, which counts it once from its statement.
+// COPY progress events carry a running total, observed while the COPY runs: counting
+// each would multiply the COPY's rows in pgtripwire_sensitive_rows_read_total, which
+// counts it once from its statement.
 func TestPipelineCountsRowsReadOncePerCopy(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	p := newPipeline(&onePerEvent{}, nil, health.New(reg), time.Now, zap.NewNop(), reg)
-	read := func(source model.Source, rows int64) model.Event {
+	read := func(source model.Source, rows int64, running time.Duration) model.Event {
 		return model.Event{Source: source, Database: "app", Relation: "public.users", Role: "r",
-			SensitiveRead: []string{"email"}, Rows: rows, Calls: 1}
+			SensitiveRead: []string{"email"}, Rows: rows, Calls: 1, Running: running}
 	}
 	if err := p.HandleEvents(context.Background(), []model.Event{
-		read(model.SourceCopy, 1000), read(model.SourceCopy, 2000), read(model.SourceStatements, 2000),
+		read("copy", 1000, time.Second), read("copy", 2000, 2*time.Second), read("statements", 2000, 0),
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,9 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/setup"
+	"github.com/pgtripwire/pgtripwire/detector/source"
+	"github.com/pgtripwire/pgtripwire/detector/source/activity"
+	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
@@ -150,13 +153,19 @@ func TestRedactionNoSeededValueLeavesTheDetector(t *testing.T) {
 	cfg.StateDir = filepath.Join(dir, "state")
 	cfg.Alerts.Alertmanager.URLs = []string{am.URL}
 	cfg.Alerts.Webhooks = []config.Webhook{{Name: "recorder", URL: hook.URL, Secret: webhookSecret, Timeout: 5 * time.Second}}
-	src := &cfg.Sources
-	src.Statements.Enabled, src.Statements.Interval = true, 100*time.Millisecond
-	src.Activity.Enabled, src.Activity.Interval, src.Activity.MinRunning = true, 100*time.Millisecond, 0
-	for _, p := range []*config.PollSource{&src.Copy, &src.Tables, &src.Catalog, &src.Canary} {
-		p.Enabled, p.Interval = true, 100*time.Millisecond
+	// Every source, at its fastest: a source added to the registry is covered too.
+	for _, c := range cfg.Sources.All() {
+		switch s := c.Settings.(type) {
+		case *source.PollSettings:
+			s.Enabled, s.Interval = true, 100*time.Millisecond
+		case *activity.Settings:
+			s.Enabled, s.Interval, s.MinRunning = true, 100*time.Millisecond, 0
+		case *wal.Settings:
+			s.Enabled, s.Slot, s.Publication = wal.On, slot, slot
+		default:
+			t.Fatalf("source %s: settings %T not turned on by this test", c.Name, s)
+		}
 	}
-	src.WAL.Enabled, src.WAL.Slot, src.WAL.Publication = true, slot, slot
 
 	logs := &lockedBuffer{}
 	stdout := &lockedBuffer{}
@@ -342,7 +351,8 @@ func TestRedactionConnectionErrorsHideTheDSNPassword(t *testing.T) {
 	cfg.Alerts.File = filepath.Join(dir, "alerts.jsonl")
 	cfg.Alerts.Stdout = false
 	cfg.StateDir = filepath.Join(dir, "state")
-	cfg.Sources.WAL.Enabled, cfg.Sources.WAL.Slot, cfg.Sources.WAL.Publication = true, db.Name, db.Name
+	w := wal.SettingsOf(cfg.Sources)
+	w.Enabled, w.Slot, w.Publication = wal.On, db.Name, db.Name
 
 	logs := &lockedBuffer{}
 	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()),
@@ -357,7 +367,7 @@ func TestRedactionConnectionErrorsHideTheDSNPassword(t *testing.T) {
 	base := "http://" + d.Addr().String()
 	eventually(t, 10*time.Second, "the statements and wal sources' connection errors in the logs and /readyz", func() bool {
 		l, ready := logs.String(), get(t, base+"/readyz")
-		return strings.Contains(l, "statements source failed") && strings.Contains(l, "wal source failed") &&
+		return strings.Contains(l, `"sources":["statements"],"error"`) && strings.Contains(l, `"sources":["wal"],"error"`) &&
 			strings.Contains(ready, "does not exist")
 	})
 	outputs := map[string]string{"/readyz": get(t, base+"/readyz"), "/metrics": get(t, base+"/metrics")}

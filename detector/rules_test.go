@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector"
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -31,7 +32,7 @@ func startIn(t *testing.T, db *pgtest.Database, dir string, adjust func(*config.
 	cfg.Alerts.File = filepath.Join(dir, "alerts.jsonl")
 	cfg.Alerts.Stdout = false
 	cfg.StateDir = filepath.Join(dir, "state")
-	cfg.Sources.Catalog.Enabled = false // cluster-wide: see startDetectorWith
+	pollSettings(t, cfg, catalogwatch.Name).Enabled = false // cluster-wide: see startDetectorWith
 	adjust(cfg)
 	r = &running{registry: prometheus.NewRegistry(), alerts: cfg.Alerts.File, done: make(chan error, 1)}
 	if r.d, err = detector.New(cfg, detector.Deps{Registry: r.registry}); err != nil {
@@ -128,7 +129,7 @@ func TestRestartKeepsRuleState(t *testing.T) {
 	// The statements source's first poll after a start is a baseline: reads made before
 	// it are history. Read only once it is done.
 	eventually(t, 10*time.Second, "the statements source's baseline poll after the restart", func() bool {
-		m := r.series(t, "pgtripwire_statements_poll_duration_seconds", nil)
+		m := r.series(t, "pgtripwire_source_poll_duration_seconds", map[string]string{"source": "statements"})
 		return m != nil && m.GetHistogram().GetSampleCount() >= 1
 	})
 	if got := r.gauge(t, "pgtripwire_alerts_firing", map[string]string{"rule": "SensitiveBulkRead"}); got != 1 {

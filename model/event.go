@@ -2,21 +2,11 @@ package model
 
 import "time"
 
-// Source names where the evidence of an event came from. The values are part of the
-// alert contract (the "source" label).
+// Source names where the evidence of an event came from: a source's name (its
+// configuration section under sources:, "statements", "wal", …) or the kind of message
+// the WAL source decoded ("ddl", "canary"). The values are part of the alert contract
+// (the "source" label); each source declares its own.
 type Source string
-
-// Sources of events.
-const (
-	SourceStatements Source = "statements"
-	SourceActivity   Source = "activity"
-	SourceCopy       Source = "copy"
-	SourceTables     Source = "tables"
-	SourceCatalog    Source = "catalog"
-	SourceWAL        Source = "wal"
-	SourceDDL        Source = "ddl"
-	SourceCanary     Source = "canary"
-)
 
 // Event is one observation about one relation. A statement that reads two sensitive
 // tables yields two events, one per relation, so that rules group by table without

@@ -3,9 +3,17 @@
 # - PostgreSQL server binaries (14 or newer) with pg_stat_statements;
 # - Prometheus' promtool (package prometheus) and Alertmanager with amtool (package
 #   prometheus-alertmanager), which the delivery and alerting-rule tests run for real.
+# With --demo, only what `make demo` needs: the PostgreSQL server binaries.
 # Idempotent; does nothing when everything is there. Debian/Ubuntu only (apt-get);
 # elsewhere it says what is missing.
 set -euo pipefail
+
+demo_only=false
+case "${1:-}" in
+--demo) demo_only=true ;;
+"") ;;
+*) echo "usage: $0 [--demo]" >&2; exit 2 ;;
+esac
 
 have_server() {
 	local d v
@@ -28,11 +36,12 @@ have_alertmanager() {
 
 packages=()
 have_server || packages+=(postgresql postgresql-contrib)
-command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
-{ have_alertmanager && command -v amtool >/dev/null 2>&1; } || packages+=(prometheus-alertmanager)
+if ! $demo_only; then
+	command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+	{ have_alertmanager && command -v amtool >/dev/null 2>&1; } || packages+=(prometheus-alertmanager)
+fi
 
 if [ ${#packages[@]} -eq 0 ]; then
-	echo "install-deps: PostgreSQL server binaries, promtool, Alertmanager and amtool present"
 	exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -49,6 +58,7 @@ $sudo apt-get update -qq
 # start on machines with an init system) are not used.
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 have_server || { echo "install-deps: PostgreSQL installed but no usable server binaries found" >&2; exit 1; }
+$demo_only && { echo "install-deps: done"; exit 0; }
 command -v promtool >/dev/null 2>&1 || { echo "install-deps: promtool still missing" >&2; exit 1; }
 have_alertmanager || { echo "install-deps: Alertmanager still missing" >&2; exit 1; }
 echo "install-deps: done"

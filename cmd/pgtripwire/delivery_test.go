@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,13 +21,13 @@ import (
 // process is a running pgtripwire binary.
 type process struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *lockedBuffer
 	done   chan struct{} // closed when it has exited
 }
 
 func startBinary(t *testing.T, bin, config, listen string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(bin, "run", "--config", config), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	p := &process{cmd: exec.Command(bin, "run", "--config", config), stderr: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -148,4 +149,22 @@ func spooled(t *testing.T, stateDir string) int {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(stateDir, "spool", "*.json"))
 	return len(files)
+}
+
+// lockedBuffer is a process's stderr, read by the test while the process writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgtripwire/pgtripwire/detector/doctor"
+	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 )
 
 const doctorHelp = `Check that the server and database are set up so that pgtripwire can see,
@@ -52,11 +53,13 @@ func newDoctorCommand(stdout io.Writer) *cobra.Command {
 				return fmt.Errorf("connect to the database: %w", err)
 			}
 			defer conn.Close(context.WithoutCancel(cmd.Context()))
+			w := wal.SettingsOf(cfg.Sources)
 			rep, err := doctor.Run(cmd.Context(), conn, doctor.Options{
 				Tables:      cfg.Sensitive,
-				WAL:         cfg.Sources.WAL.Enabled,
-				Slot:        cfg.Sources.WAL.Slot,
-				Publication: cfg.Sources.WAL.Publication,
+				WAL:         w.On(),
+				WALAuto:     w.Enabled == wal.Auto,
+				Slot:        w.Slot,
+				Publication: w.Publication,
 			})
 			if werr := rep.Write(stdout); werr != nil && err == nil {
 				err = werr

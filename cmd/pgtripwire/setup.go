@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgtripwire/pgtripwire/detector/setup"
+	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 )
 
 const setupHelp = `Print, or with --apply run, the SQL that prepares a database for pgtripwire:
@@ -69,13 +70,14 @@ func newSetupCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			w := wal.SettingsOf(cfg.Sources)
 			opts := setup.Options{
 				Role:                    role,
 				Tables:                  cfg.Sensitive,
-				Publication:             cfg.Sources.WAL.Publication,
-				Slot:                    cfg.Sources.WAL.Slot,
+				Publication:             w.Publication,
+				Slot:                    w.Slot,
 				SkipReplicaIdentityFull: noFull,
-				WAL:                     cfg.Sources.WAL.Enabled,
+				WAL:                     w.On(),
 			}
 			steps, err := setup.Plan(opts)
 			if err != nil {

@@ -190,8 +190,8 @@ func TestSetupThenDetectAsTheCreatedRole(t *testing.T) {
 	}
 }
 
-// TestSetupWithoutTheWALSource: with sources.wal.enabled at its default (false),
-// setup neither prints nor applies REPLICATION, the slot (nobody would consume it:
+// TestSetupWithoutTheWALSource: with sources.wal.enabled false, setup neither prints
+// nor applies REPLICATION, the slot (nobody would consume it:
 // it would retain WAL until the disk is full), the publication, REPLICA IDENTITY
 // FULL or the event triggers, and says so.
 func TestSetupWithoutTheWALSource(t *testing.T) {
@@ -199,6 +199,7 @@ func TestSetupWithoutTheWALSource(t *testing.T) {
 	db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, username text, password_hash text)`)
 	role := "tw_nowal_" + db.Name[len(db.Name)-4:]
 	config := writeConfig(t, db.DSN(role), "127.0.0.1:0", t.TempDir())
+	appendFile(t, config, "sources: {wal: {enabled: false}}\n")
 	const why = "-- sources.wal.enabled is false: left out REPLICATION for the role"
 	const how = "set it to true for committed changes, DDL events and canary reads"
 
@@ -259,7 +260,7 @@ func getAuth(t *testing.T, url, user, password string) (int, string) {
 // startBinaryAuth is startBinary for a detector whose endpoints need basic auth.
 func startBinaryAuth(t *testing.T, bin, config, listen string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(bin, "run", "--config", config), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	p := &process{cmd: exec.Command(bin, "run", "--config", config), stderr: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -293,5 +294,73 @@ func TestRunRejectsABadWebConfigFile(t *testing.T) {
 	code, _, stderr := runCLI(t, "run", "--config", config)
 	if code != exitUsage || !strings.Contains(stderr, "http.web_config_file") {
 		t.Fatalf("got exit %d, stderr %q; want 2 naming http.web_config_file", code, stderr)
+	}
+}
+
+func appendFile(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The first thing a new user does: pgtripwire setup --apply, then pgtripwire run with
+// the README's minimal configuration (no sources: section). The WAL source runs by
+// itself, on the slot and publication setup made, and a mass password-hash change is
+// paged from it. On a server of its own: the README's slot name is the default,
+// "pgtripwire", and slot names are cluster-wide.
+func TestSetupThenMinimalConfigPagesAMassChange(t *testing.T) {
+	bin := buildBinary(t)
+	srv := pgtest.NewServer(t, nil)
+	db := pgtest.NewDatabaseIn(t, srv)
+	db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, username text, password_hash text);
+		INSERT INTO public.users SELECT i, 'u' || i || '@example.com', 'u' || i, md5(i::text) FROM generate_series(1, 5000) i`)
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	config := writeConfigIn(t, dir, db.DSN("pgtripwire"), listen, filepath.Join(dir, "state"), "  stdout: false\n")
+
+	if code, out, stderr := runCLI(t, "setup", "--config", config, "--apply", "--dsn", db.SuperuserDSN()); code != 0 {
+		t.Fatalf("setup --apply: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	p := startBinary(t, bin, config, listen)
+	db.Exec(t, `UPDATE public.users SET password_hash = 'attacker' || id`)
+	alerts := filepath.Join(dir, "alerts.jsonl")
+	waitFor(t, 10*time.Second, "a MassCredentialChange alert", p, func() bool {
+		return len(firingLines(t, alerts, "MassCredentialChange")) > 0
+	})
+	got := firingLines(t, alerts, "MassCredentialChange")[0]
+	if got.Labels["source"] != "wal" || got.Labels["columns"] != "password_hash" || got.Value != 5000 {
+		t.Errorf("got %+v, want source=wal, columns=password_hash, value 5000", got)
+	}
+	if strings.Contains(p.stderr.String(), "source off") {
+		t.Errorf("the WAL source reports itself off after setup:\n%s", p.stderr.String())
+	}
+}
+
+// Without setup, the README's minimal configuration still runs: the WAL source is off,
+// says why once, and the detector is ready on its other sources.
+func TestMinimalConfigWithoutSetupRunsWithoutTheWALSource(t *testing.T) {
+	bin := buildBinary(t)
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, username text, password_hash text)`)
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	config := writeConfigIn(t, dir, db.SuperuserDSN(), listen, filepath.Join(dir, "state"), "  stdout: false\n")
+	p := startBinary(t, bin, config, listen) // ready: the WAL source does not hold readiness back
+	waitFor(t, 10*time.Second, "the WAL source's warning", p, func() bool {
+		return strings.Contains(p.stderr.String(), "pgtripwire setup --apply")
+	})
+	if n := strings.Count(p.stderr.String(), "source off"); n != 1 {
+		t.Errorf("got %d \"source off\" lines, want one:\n%s", n, p.stderr.String())
+	}
+	if up := metricValue(t, listen, `pgtripwire_source_up{source="wal"}`); up != -1 {
+		t.Errorf("pgtripwire_source_up{source=\"wal\"}: got %v, want no series for a source that is off", up)
 	}
 }

@@ -24,6 +24,10 @@ import (
 // emits.
 const MessagePrefix = "pgtripwire.canary"
 
+// Source is the source of canary events: the reads the planted function reports, and the
+// tamper check's findings.
+const Source = "canary"
+
 // Schema holds the registry and the function. It is not named "pgtripwire": a schema
 // named like a role comes first on that role's search_path ("$user"), and the
 // detector's role is usually called pgtripwire.

@@ -113,7 +113,7 @@ func TestReadsTripTheCanary(t *testing.T) {
 				t.Fatalf("no canary message for role %s, pid %d within 3s; got%s", tc.as, pid, describe(got))
 			}
 			for _, ev := range got {
-				if ev.Source != model.SourceCanary || ev.Kind != canary.KindRead || !slices.Contains(ids, ev.Object) ||
+				if ev.Source != canary.Source || ev.Kind != canary.KindRead || !slices.Contains(ids, ev.Object) ||
 					ev.Relation != "public.users" || ev.Database != db.Name || ev.Application != "canary-test" ||
 					ev.ClientAddr != "127.0.0.1" {
 					t.Errorf("got event %+v, want a canary_read of one of %v in %s from canary-test at 127.0.0.1", ev, ids, db.Name)

@@ -15,7 +15,7 @@ func TestDecode(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("got ok %v, err %v; want a canary event", ok, err)
 	}
-	want := model.Event{Source: model.SourceCanary, Kind: canary.KindRead, Object: "public.users#100017",
+	want := model.Event{Source: canary.Source, Kind: canary.KindRead, Object: "public.users#100017",
 		Relation: "public.users", Database: "app", Role: "mallory", ClientAddr: "10.1.2.3", Application: "psql",
 		PID: 4242, QueryID: -5, Rows: 1, Calls: 1, Complete: true}
 	if ev.Source != want.Source || ev.Kind != want.Kind || ev.Object != want.Object || ev.Relation != want.Relation ||
@@ -53,7 +53,7 @@ func TestDecode(t *testing.T) {
 // still pages, marked incomplete.
 func TestDecodeMessageKeepsUnreadableMessages(t *testing.T) {
 	ev, ok := canary.DecodeMessage(canary.MessagePrefix, []byte("garbage"), false)
-	if !ok || ev.Source != model.SourceCanary || ev.Kind != canary.KindRead || ev.Complete {
+	if !ok || ev.Source != canary.Source || ev.Kind != canary.KindRead || ev.Complete {
 		t.Errorf("got %+v, %v; want an incomplete canary_read event", ev, ok)
 	}
 	if _, ok := canary.DecodeMessage("pgtripwire.ddl", []byte(goodMessage), false); ok {

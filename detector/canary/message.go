@@ -72,7 +72,7 @@ func Decode(prefix string, content []byte) (ev model.Event, ok bool, err error) 
 		return model.Event{}, true, fmt.Errorf("canary message: pid %d out of range", *m.PID)
 	}
 	ev = model.Event{
-		Source:   model.SourceCanary,
+		Source:   Source,
 		Kind:     KindRead,
 		Object:   canaryID(m.Relation, *m.Key),
 		Relation: m.Relation,
@@ -110,7 +110,7 @@ func DecodeMessage(prefix string, content []byte, _ bool) (model.Event, bool) {
 		return model.Event{}, false
 	}
 	if err != nil {
-		ev = model.Event{Source: model.SourceCanary, Kind: KindRead, Rows: 1, Calls: 1, Complete: false}
+		ev = model.Event{Source: Source, Kind: KindRead, Rows: 1, Calls: 1, Complete: false}
 	}
 	ev.MessagePrefix = prefix
 	return ev, true

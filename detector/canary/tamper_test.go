@@ -1,9 +1,6 @@
 package canary_test
 
 import (
-	"context"
-	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,57 +8,47 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	canarysrc "github.com/pgtripwire/pgtripwire/detector/source/canary"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
 const watcher = "canary_watch" // the detector's role: no superuser, no ownership
 
-// sink collects the events handed over by a source.
-type sink struct {
-	mu     sync.Mutex
-	events []model.Event
+// tamperCheck is the tamper check running as the detector runs it.
+type tamperCheck struct {
+	sink *sourcetest.Recorder
+	reg  *prometheus.Registry
 }
 
-func (s *sink) HandleEvents(_ context.Context, evs []model.Event) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.events = append(s.events, evs...)
-	return nil
-}
-
-func (s *sink) all() []model.Event {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]model.Event(nil), s.events...)
-}
-
-// health records the last outcome reported.
-type health struct {
-	mu   sync.Mutex
-	ok   int
-	last error
-}
-
-func (h *health) Set(_ string, err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.last = err
-	if err == nil {
-		h.ok++
+// checks is the number of checks completed so far: the source's successful polls
+// (pgtripwire_source_polls_total{source="canary"}).
+func (c tamperCheck) checks(t *testing.T) float64 {
+	t.Helper()
+	families, err := c.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func (h *health) checks() (int, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.ok, h.last
+	for _, f := range families {
+		if f.GetName() != "pgtripwire_source_polls_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "source" && l.GetValue() == canarysrc.Name {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // startSource runs the tamper check as watcher, at a 1 s interval, until t ends, and
 // waits for its first successful check.
-func startSource(t *testing.T, db *pgtest.Database) (*sink, *health) {
+func startSource(t *testing.T, db *pgtest.Database) tamperCheck {
 	t.Helper()
 	db.CreateRole(t, watcher)
 	db.Exec(t, `GRANT USAGE ON SCHEMA pgtripwire_canary TO `+watcher+`;
@@ -70,30 +57,11 @@ func startSource(t *testing.T, db *pgtest.Database) (*sink, *health) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, h := &sink{}, &health{}
-	src := canarysrc.NewSource(canarysrc.Config{Conn: cc, Interval: time.Second}, s, h, zaptest.NewLogger(t), prometheus.NewRegistry())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: got %v, want context.Canceled", err)
-		}
-	})
-	waitUntil(t, 10*time.Second, "the first check", func() bool { n, _ := h.checks(); return n > 0 })
-	return s, h
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c := tamperCheck{sink: &sourcetest.Recorder{}, reg: prometheus.NewRegistry()}
+	src := canarysrc.New(canarysrc.Config{}, c.sink, zaptest.NewLogger(t), c.reg)
+	h := sourcetest.Start(t, cc, c.reg, source.Polled{Name: canarysrc.Name, Poller: src, Interval: time.Second})
+	sourcetest.WaitReady(t, h)
+	return c
 }
 
 // TestTamperCheck is acceptance 2 and its relatives: each way of disarming the
@@ -131,8 +99,8 @@ func TestTamperCheck(t *testing.T) {
 			t.Parallel()
 			db := newUsers(t, 50)
 			plant(t, db, 1)
-			s, h := startSource(t, db)
-			if got := s.all(); len(got) > 0 {
+			c := startSource(t, db)
+			if got := c.sink.Events(); len(got) > 0 {
 				t.Fatalf("events before any change: %+v", got)
 			}
 			start := time.Now()
@@ -140,36 +108,19 @@ func TestTamperCheck(t *testing.T) {
 			match := func(ev model.Event) bool {
 				return ev.Kind == tc.kind && ev.Object == tc.object && ev.Operation == tc.op
 			}
-			waitUntil(t, 5*time.Second, "the tamper event", func() bool {
-				for _, ev := range s.all() {
-					if match(ev) {
-						return true
-					}
-				}
-				return false
-			})
+			sourcetest.Eventually(t, 5*time.Second, "the tamper event", func() bool { return len(c.sink.Find(match)) > 0 })
 			t.Logf("reported after %v", time.Since(start).Round(10*time.Millisecond))
 			// Reported once, not at every check while it lasts.
-			seen, _ := h.checks()
-			waitUntil(t, 10*time.Second, "two more checks", func() bool { n, _ := h.checks(); return n >= seen+2 })
-			if got := countMatching(s.all(), match); got != 1 {
+			seen := c.checks(t)
+			sourcetest.Eventually(t, 10*time.Second, "two more checks", func() bool { return c.checks(t) >= seen+2 })
+			if got := len(c.sink.Find(match)); got != 1 {
 				t.Errorf("reported %d times, want once", got)
 			}
-			for _, ev := range s.all() {
-				if ev.Source != model.SourceCanary || ev.Relation != "public.users" || ev.Database != db.Name {
+			for _, ev := range c.sink.Events() {
+				if ev.Source != canarysrc.Name || ev.Relation != "public.users" || ev.Database != db.Name {
 					t.Errorf("event %+v: want source canary about public.users in %s", ev, db.Name)
 				}
 			}
 		})
 	}
-}
-
-func countMatching(evs []model.Event, match func(model.Event) bool) int {
-	n := 0
-	for _, ev := range evs {
-		if match(ev) {
-			n++
-		}
-	}
-	return n
 }

@@ -75,6 +75,7 @@ package classify
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -405,4 +406,32 @@ func parseProblem(err error) string {
 		return fmt.Sprintf("parse error: %s at offset %d", msg, pos)
 	}
 	return "parse error: " + msg
+}
+
+// SensitiveRelations lists the tables of sensitive (schema-qualified, in order) that r
+// involves: those whose sensitive columns it reads or references, and, when r is
+// incomplete, those it mentions at all — an unreadable statement is never evidence that
+// a table it names was not read.
+func (r Result) SensitiveRelations(sensitive []string) []string {
+	var rels []string
+	for _, rel := range sensitive {
+		if len(ColumnsOf(rel, r.SensitiveRead)) > 0 || len(ColumnsOf(rel, r.SensitiveReferenced)) > 0 ||
+			(!r.Complete && slices.Contains(r.Relations, rel)) {
+			rels = append(rels, rel)
+		}
+	}
+	return rels
+}
+
+// ColumnsOf returns the column names of rel among qualified "schema.table.column" names
+// (a Result's SensitiveRead or SensitiveReferenced), in their order.
+func ColumnsOf(rel string, qualified []string) []string {
+	var cols []string
+	prefix := rel + "."
+	for _, q := range qualified {
+		if col, ok := strings.CutPrefix(q, prefix); ok {
+			cols = append(cols, col)
+		}
+	}
+	return cols
 }

@@ -41,6 +41,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"time"
+
+	"github.com/pgtripwire/pgtripwire/detector/source"
+	"github.com/pgtripwire/pgtripwire/detector/source/registry"
 )
 
 // EnvDSN is the environment variable that, when set and non-empty, replaces
@@ -56,12 +59,6 @@ const (
 	defaultAlertsFile          = "./alerts.jsonl"
 	defaultResolveAfter        = 5 * time.Minute
 	defaultStateDir            = "./state"
-	defaultStatementsInterval  = time.Second
-	minStatementsInterval      = 100 * time.Millisecond
-	defaultLiveInterval        = time.Second
-	minLiveInterval            = 100 * time.Millisecond
-	defaultTablesInterval      = time.Second
-	defaultActivityMinRunning  = 2 * time.Second
 	defaultBulkReadMinRowsCall = 1000
 )
 
@@ -87,8 +84,10 @@ type Config struct {
 	// here too. Default "./state", relative to the config file's directory.
 	StateDir string `yaml:"state_dir"`
 	// Sources (sources) turns the evidence sources on and off and sets how
-	// often they are polled.
-	Sources Sources `yaml:"sources"`
+	// often they are polled: one section per source of the registry
+	// (sources.wal, sources.statements, …), each decoded into the Settings its
+	// package declares, with that package's defaults and checks.
+	Sources source.Set `yaml:"sources"`
 	// Rules (rules) chooses the rules the engine evaluates.
 	Rules Rules `yaml:"rules"`
 }
@@ -177,78 +176,6 @@ type Alerts struct {
 	Spool Spool `yaml:"spool"`
 }
 
-// Sources is the sources section.
-type Sources struct {
-	// WAL (sources.wal) is the logical replication source: committed changes to
-	// the sensitive tables.
-	WAL WALSource `yaml:"wal"`
-	// Statements (sources.statements) polls pg_stat_statements.
-	Statements StatementsSource `yaml:"statements"`
-	// Activity (sources.activity) samples pg_stat_activity: sensitive reads
-	// seen while they still run.
-	Activity ActivitySource `yaml:"activity"`
-	// Copy (sources.copy) samples pg_stat_progress_copy: COPY TO of sensitive
-	// data seen before it completes.
-	Copy PollSource `yaml:"copy"`
-	// Tables (sources.tables) compares pg_stat_user_tables' tuples read on
-	// sensitive tables with what classified statements explain.
-	Tables PollSource `yaml:"tables"`
-	// Catalog (sources.catalog) watches replication slots, publications, roles,
-	// statistics resets and the settings the detector depends on.
-	Catalog PollSource `yaml:"catalog"`
-	// Canary (sources.canary) checks the honeytoken rows planted with
-	// `pgtripwire canary plant`: a disabled or altered tripwire is reported.
-	Canary PollSource `yaml:"canary"`
-}
-
-// PollSource is a source that polls a system view: sources.copy,
-// sources.tables, sources.catalog and sources.canary.
-type PollSource struct {
-	// Enabled turns the source on. Default true.
-	Enabled bool `yaml:"enabled"`
-	// Interval is the time between two polls. Default 1s, minimum 100ms.
-	Interval time.Duration `yaml:"interval"`
-}
-
-// ActivitySource is the sources.activity section.
-type ActivitySource struct {
-	// Enabled (sources.activity.enabled) turns the source on. Default true.
-	Enabled bool `yaml:"enabled"`
-	// Interval (sources.activity.interval) is the time between two samples.
-	// Default 1s, minimum 100ms.
-	Interval time.Duration `yaml:"interval"`
-	// MinRunning (sources.activity.min_running) is how long a statement reading
-	// sensitive columns must have run before it is reported. Default 2s; 0
-	// reports every one sampled.
-	MinRunning time.Duration `yaml:"min_running"`
-}
-
-// StatementsSource is the sources.statements section.
-type StatementsSource struct {
-	// Enabled (sources.statements.enabled) turns the source on. Default true.
-	Enabled bool `yaml:"enabled"`
-	// Interval (sources.statements.interval) is the time between two polls.
-	// Default 1s, minimum 100ms.
-	Interval time.Duration `yaml:"interval"`
-}
-
-// WALSource is the sources.wal section.
-type WALSource struct {
-	// Enabled (sources.wal.enabled) turns the source on. Default false: it
-	// creates a publication and a permanent replication slot, which retains WAL
-	// while the detector is down, so an operator opts in.
-	Enabled bool `yaml:"enabled"`
-	// Slot (sources.wal.slot) and Publication (sources.wal.publication) name the
-	// logical replication slot and the publication of the sensitive tables; both
-	// are created when missing and never dropped. Default "pgtripwire".
-	Slot        string `yaml:"slot"`
-	Publication string `yaml:"publication"`
-	// StatusInterval (sources.wal.status_interval) is the longest time between two
-	// standby status updates (which confirm the slot's position). Default 10s,
-	// from 100ms to 30s; keep it well below the server's wal_sender_timeout.
-	StatusInterval time.Duration `yaml:"status_interval"`
-}
-
 // Rules is the rules section: which rules the engine evaluates.
 type Rules struct {
 	// DefaultPack (rules.default_pack) evaluates the pack embedded in the
@@ -288,32 +215,46 @@ func Defaults() *Config {
 			Spool: Spool{MaxEntries: defaultSpoolMaxEntries},
 		},
 		StateDir: defaultStateDir,
-		Sources: Sources{
-			Statements: StatementsSource{
-				Enabled:  true,
-				Interval: defaultStatementsInterval,
-			},
-			WAL:      WALSource{Slot: "pgtripwire", Publication: "pgtripwire", StatusInterval: 10 * time.Second},
-			Activity: ActivitySource{Enabled: true, Interval: defaultLiveInterval, MinRunning: defaultActivityMinRunning},
-			Copy:     PollSource{Enabled: true, Interval: defaultLiveInterval},
-			Tables:   PollSource{Enabled: true, Interval: defaultTablesInterval},
-			Catalog:  PollSource{Enabled: true, Interval: defaultLiveInterval},
-			Canary:   PollSource{Enabled: true, Interval: defaultLiveInterval},
-		},
-		Rules: Rules{DefaultPack: true},
+		Sources:  mustSources(registry.Sources),
+		Rules:    Rules{DefaultPack: true},
 	}
+}
+
+// mustSources returns the sources of a table with their defaults. The table is
+// the program's own (registry.Sources, checked by its tests): a defect in it is
+// a bug, not a configuration problem.
+func mustSources(defs []source.Definition) source.Set {
+	set, err := source.NewSet(defs)
+	if err != nil {
+		panic(err)
+	}
+	return set
+}
+
+// Option changes how Load and Parse read a file.
+type Option func(*options)
+
+type options struct {
+	sources []source.Definition
+}
+
+// WithSources makes the sources: section follow defs instead of
+// registry.Sources: for a program embedding the detector with sources of its
+// own, and for tests of one.
+func WithSources(defs []source.Definition) Option {
+	return func(o *options) { o.sources = defs }
 }
 
 // Load reads the config file at path and parses it with Parse. getenv looks
 // up environment variables (os.Getenv in production; nil means an empty
 // environment). A file that cannot be read is reported as a wrapped
 // *fs.PathError; a file that is not valid is reported as Errors.
-func Load(path string, getenv func(string) string) (*Config, error) {
+func Load(path string, getenv func(string) string, opts ...Option) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data, getenv)
+	return Parse(path, data, getenv, opts...)
 }
 
 // Parse decodes and validates a config file's contents. filename is used in
@@ -326,8 +267,8 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 // On success the Config holds defaults for every absent key and normalized
 // table and column names. Otherwise Parse returns a nil Config and Errors
 // listing every problem found, in file order.
-func Parse(filename string, data []byte, getenv func(string) string) (*Config, error) {
-	return parseFile(filename, data, getenv, checkFile)
+func Parse(filename string, data []byte, getenv func(string) string, opts ...Option) (*Config, error) {
+	return parseFile(filename, data, getenv, checkFile, opts...)
 }
 
 // checkFile checks a file that the config names, as Parse does: secret files
@@ -342,7 +283,12 @@ func checkFile(path string, secret bool) error {
 
 // parseFile is Parse with the file check as a parameter, so that tests of
 // examples can name files that do not exist here.
-func parseFile(filename string, data []byte, getenv func(string) string, checkFile func(path string, secret bool) error) (*Config, error) {
+func parseFile(filename string, data []byte, getenv func(string) string, checkFile func(path string, secret bool) error,
+	opts ...Option) (*Config, error) {
+	o := options{sources: registry.Sources}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if getenv == nil {
 		getenv = func(string) string { return "" }
 	}
@@ -353,6 +299,10 @@ func parseFile(filename string, data []byte, getenv func(string) string, checkFi
 		return nil, d.errs
 	}
 	cfg := Defaults()
+	var err error
+	if cfg.Sources, err = source.NewSet(o.sources); err != nil {
+		return nil, err
+	}
 	if root != nil {
 		d.decode("", root, reflect.ValueOf(cfg).Elem())
 	}

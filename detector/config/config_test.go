@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgtripwire/pgtripwire/detector/source"
+	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.errors with the errors Load returns now")
@@ -116,21 +119,55 @@ func TestParse_Defaults(t *testing.T) {
 			Spool:        Spool{MaxEntries: 10000},
 		},
 		StateDir: "/etc/pgtripwire/state",
-		Sources: Sources{
-			Statements: StatementsSource{Enabled: true, Interval: time.Second}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire", StatusInterval: 10 * time.Second},
-			Activity: ActivitySource{Enabled: true, Interval: time.Second, MinRunning: 2 * time.Second}, Copy: PollSource{Enabled: true, Interval: time.Second}, Tables: PollSource{Enabled: true, Interval: time.Second}, Catalog: PollSource{Enabled: true, Interval: time.Second}, Canary: PollSource{Enabled: true, Interval: time.Second},
-		},
-		Rules: Rules{DefaultPack: true},
+		Rules:    Rules{DefaultPack: true},
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("Parse(minimal):\n got %+v\nwant %+v", got, want)
+	wantSources := sourcesFile{
+		"wal":        {"enabled": wal.Auto, "slot": "pgtripwire", "publication": "pgtripwire", "status_interval": 10 * time.Second},
+		"statements": {"enabled": true, "interval": time.Second},
+		"activity":   {"enabled": true, "interval": time.Second, "min_running": 2 * time.Second},
+		"copy":       {"enabled": true, "interval": time.Second},
+		"tables":     {"enabled": true, "interval": time.Second},
+		"catalog":    {"enabled": true, "interval": time.Second},
+		"canary":     {"enabled": true, "interval": time.Second},
 	}
+	checkConfig(t, "Parse(minimal)", got, want, wantSources)
 
 	// Defaults is the same thing without a file: no tables, paths relative to
 	// the working directory.
 	want.Sensitive, want.Alerts.File, want.StateDir = nil, "./alerts.jsonl", "./state"
-	if got := Defaults(); !reflect.DeepEqual(got, want) {
-		t.Errorf("Defaults():\n got %+v\nwant %+v", got, want)
+	checkConfig(t, "Defaults()", Defaults(), want, wantSources)
+}
+
+// sourcesFile is the sources: section as the file says it: each source's keys and
+// values (the settings' yaml-tagged fields).
+type sourcesFile map[string]map[string]any
+
+func fileView(set source.Set) sourcesFile {
+	out := sourcesFile{}
+	for _, c := range set.All() {
+		keys := map[string]any{}
+		v := reflect.ValueOf(c.Settings).Elem()
+		for i := range v.NumField() {
+			if name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+				keys[name] = v.Field(i).Interface()
+			}
+		}
+		out[c.Name] = keys
+	}
+	return out
+}
+
+// checkConfig compares a Config, its sources by what the file says of them (settings
+// hold functions, which DeepEqual never finds equal).
+func checkConfig(t *testing.T, what string, got, want *Config, wantSources sourcesFile) {
+	t.Helper()
+	if gotSources := fileView(got.Sources); !reflect.DeepEqual(gotSources, wantSources) {
+		t.Errorf("%s sources:\n got %v\nwant %v", what, gotSources, wantSources)
+	}
+	g, w := *got, *want
+	g.Sources, w.Sources = source.Set{}, source.Set{}
+	if !reflect.DeepEqual(&g, &w) {
+		t.Errorf("%s:\n got %+v\nwant %+v", what, &g, &w)
 	}
 }
 
@@ -175,16 +212,17 @@ func TestParse_FullFile(t *testing.T) {
 			Spool: Spool{MaxEntries: 50000},
 		},
 		StateDir: "var/state", // ../var/state from testdata/
-		Sources: Sources{
-			Statements: StatementsSource{Enabled: false, Interval: 250 * time.Millisecond}, WAL: WALSource{Slot: "pgtripwire", Publication: "pgtripwire", StatusInterval: 10 * time.Second},
-			Activity: ActivitySource{Enabled: true, Interval: 500 * time.Millisecond, MinRunning: 0}, Copy: PollSource{Enabled: true, Interval: time.Second},
-			Tables: PollSource{Enabled: false, Interval: time.Second}, Catalog: PollSource{Enabled: true, Interval: 5 * time.Second}, Canary: PollSource{Enabled: false, Interval: time.Second},
-		},
-		Rules: Rules{Files: []string{"testdata/rules/*.yml"}, Disable: []string{"SensitiveBulkRead"}},
+		Rules:    Rules{Files: []string{"testdata/rules/*.yml"}, Disable: []string{"SensitiveBulkRead"}},
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("Load(full.good.yaml):\n got %+v\nwant %+v", got, want)
-	}
+	checkConfig(t, "Load(full.good.yaml)", got, want, sourcesFile{
+		"wal":        {"enabled": wal.Auto, "slot": "pgtripwire", "publication": "pgtripwire", "status_interval": 10 * time.Second},
+		"statements": {"enabled": false, "interval": 250 * time.Millisecond},
+		"activity":   {"enabled": true, "interval": 500 * time.Millisecond, "min_running": time.Duration(0)},
+		"copy":       {"enabled": true, "interval": time.Second},
+		"tables":     {"enabled": false, "interval": time.Second},
+		"catalog":    {"enabled": true, "interval": 5 * time.Second},
+		"canary":     {"enabled": false, "interval": time.Second},
+	})
 }
 
 func TestParse_Values(t *testing.T) {
@@ -197,10 +235,10 @@ func TestParse_Values(t *testing.T) {
 		{"stdout absent is true", minimal, func(c *Config) any { return c.Alerts.Stdout }, true},
 		{"stdout null is true", minimal + "alerts:\n  stdout:\n", func(c *Config) any { return c.Alerts.Stdout }, true},
 		{"stdout false", minimal + "alerts: {stdout: false}\n", func(c *Config) any { return c.Alerts.Stdout }, false},
-		{"section null keeps defaults", minimal + "sources:\n", func(c *Config) any { return c.Sources.Statements.Enabled }, true},
-		{"statements disabled", minimal + "sources: {statements: {enabled: false}}\n", func(c *Config) any { return c.Sources.Statements.Enabled }, false},
+		{"section null keeps defaults", minimal + "sources:\n", func(c *Config) any { return fileView(c.Sources)["statements"]["enabled"] }, true},
+		{"statements disabled", minimal + "sources: {statements: {enabled: false}}\n", func(c *Config) any { return fileView(c.Sources)["statements"]["enabled"] }, false},
 		{"leading zero is decimal", minimal + "alerts: {spool: {max_entries: 0200}}\n", func(c *Config) any { return c.Alerts.Spool.MaxEntries }, int64(200)},
-		{"interval at minimum", minimal + "sources: {statements: {interval: 100ms}}\n", func(c *Config) any { return c.Sources.Statements.Interval }, 100 * time.Millisecond},
+		{"interval at minimum", minimal + "sources: {statements: {interval: 100ms}}\n", func(c *Config) any { return fileView(c.Sources)["statements"]["interval"] }, 100 * time.Millisecond},
 		{"empty search_path", minimal + "database: {search_path: []}\n", func(c *Config) any { return c.Database.SearchPath }, []string{}},
 		{"dsn whitespace trimmed", minimal + "database: {dsn: '  host=db  '}\n", func(c *Config) any { return c.Database.DSN }, "host=db"},
 		{"alias to a scalar", minimal + "database: {catalog_refresh: &r 2m}\nalerts: {resolve_after: *r}\n", func(c *Config) any { return c.Alerts.ResolveAfter }, 2 * time.Minute},

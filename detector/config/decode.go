@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/internal/yamlsrc"
 
 	"go.yaml.in/yaml/v3"
@@ -156,6 +157,8 @@ func (d *decoder) value(path string, n *yaml.Node, v reflect.Value) {
 	switch {
 	case v.Type() == durationType:
 		d.duration(path, n, v)
+	case v.Type() == sourceSetType:
+		d.sources(path, n, v.Interface().(source.Set))
 	case v.Kind() == reflect.Struct:
 		d.mapping(path, n, v)
 	case v.Kind() == reflect.Slice:

@@ -36,27 +36,9 @@ func (v *validator) validate() {
 		v.errorf("alerts.resolve_after", "%s is not positive; it is how long an alert's condition must stay quiet before the alert resolves", r)
 	}
 	v.delivery()
-	v.atLeast("sources.statements.interval", v.cfg.Sources.Statements.Interval, minStatementsInterval)
-	v.atLeast("sources.activity.interval", v.cfg.Sources.Activity.Interval, minLiveInterval)
-	if d := v.cfg.Sources.Activity.MinRunning; d < 0 {
-		v.errorf("sources.activity.min_running", "%s is negative; it is how long a sensitive read must have run before it is reported (0: at once)", d)
-	}
-	v.atLeast("sources.copy.interval", v.cfg.Sources.Copy.Interval, minLiveInterval)
-	v.atLeast("sources.tables.interval", v.cfg.Sources.Tables.Interval, minLiveInterval)
-	v.atLeast("sources.catalog.interval", v.cfg.Sources.Catalog.Interval, minLiveInterval)
-	v.atLeast("sources.canary.interval", v.cfg.Sources.Canary.Interval, minLiveInterval)
-	if d := v.cfg.Sources.WAL.StatusInterval; d < minLiveInterval || d > 30*time.Second {
-		v.errorf("sources.wal.status_interval", "%s is outside 100ms to 30s; the server drops a replication connection silent for wal_sender_timeout (default 60s)", d)
-	}
+	v.sources()
 	v.pathToFile("http.web_config_file", &v.cfg.HTTP.WebConfigFile, false)
 	v.rules()
-	for path, name := range map[string]string{
-		"sources.wal.slot": v.cfg.Sources.WAL.Slot, "sources.wal.publication": v.cfg.Sources.WAL.Publication,
-	} {
-		if !walName.MatchString(name) {
-			v.errorf(path, "%q is not a valid name: use lower-case letters, digits and underscores, at most 63", name)
-		}
-	}
 }
 
 // rules anchors the rule file patterns to the config file's directory and checks

@@ -24,6 +24,9 @@ import (
 // Prefix is the prefix of the messages this package decodes.
 const Prefix = "pgtripwire.ddl"
 
+// Source is the source of DDL events.
+const Source = "ddl"
+
 // Kinds the event triggers derive, the values of Event.Kind.
 const (
 	KindRLSDisabled            = "rls_disabled"
@@ -141,7 +144,7 @@ func Decode(prefix string, content []byte) (ev model.Event, ok bool, err error) 
 		}
 	}
 	ev = model.Event{
-		Source:        model.SourceDDL,
+		Source:        Source,
 		Kind:          m.Kind,
 		Operation:     m.Tag,
 		Object:        m.Identity,

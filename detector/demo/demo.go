@@ -24,6 +24,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector"
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/setup"
 	"github.com/pgtripwire/pgtripwire/internal/pgserver"
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -121,7 +122,7 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 	if err := waitReady(ctx, "http://"+d.Addr().String()+"/readyz", 30*time.Second); err != nil {
 		return nil, err
 	}
-	say("detector ready as role pgtripwire (pg_monitor, no table rights), default rules, metrics on %s", metricsURL)
+	say("detector ready as role pgtripwire (statistics views and the WAL, no table rights), default rules, metrics on %s", metricsURL)
 	say("alerts are written as JSON lines to %s (removed when the demo ends)", cfg.Alerts.File)
 	w := &watch{alertLog: cfg.Alerts.File, registry: registry}
 
@@ -234,7 +235,7 @@ func seed(ctx context.Context, srv *pgserver.Server, users int, scenarios []scen
 		say("seeding public.users: %s of %s accounts (%d%%)", thousands(int64(to)), thousands(int64(users)), to*100/users)
 	}
 
-	roles := []string{"app", "admin", "pgtripwire"}
+	roles := []string{"app", "admin"}
 	for _, sc := range scenarios {
 		roles = append(roles, sc.role)
 	}
@@ -244,8 +245,6 @@ func seed(ctx context.Context, srv *pgserver.Server, users int, scenarios []scen
 		}
 	}
 	steps := []string{
-		// The detector reads statistics, never the tables: pg_monitor is all it needs.
-		`GRANT pg_monitor TO pgtripwire`,
 		`GRANT SELECT, INSERT ON public.users TO app`,
 		`GRANT USAGE ON SEQUENCE public.users_id_seq TO app`,
 		`GRANT SELECT ON public.users TO admin`,
@@ -268,6 +267,21 @@ func seed(ctx context.Context, srv *pgserver.Server, users int, scenarios []scen
 		}
 	}
 	say("public.users holds %s accounts (email, username, password_hash are sensitive)", thousands(int64(users)))
+
+	// The detector's role, publication, slot and DDL triggers, as an operator makes them:
+	// pgtripwire setup --apply. The detector reads statistics and the WAL, never the tables.
+	sensitive, err := config.NewSensitiveTable("public.users", "email", "username", "password_hash")
+	if err != nil {
+		return err
+	}
+	plan, err := setup.Plan(setup.Options{Role: "pgtripwire", Tables: []config.SensitiveTable{sensitive}, WAL: true})
+	if err != nil {
+		return fmt.Errorf("plan the detector's set-up: %w", err)
+	}
+	if _, err := setup.Apply(ctx, conn, plan); err != nil {
+		return fmt.Errorf("set up the detector: %w", err)
+	}
+	say("pgtripwire setup --apply: role pgtripwire (pg_monitor, REPLICATION, no table rights), publication and slot")
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pgtripwire/pgtripwire/detector/source/statements"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -105,8 +106,15 @@ func (w *watch) polls() (uint64, error) {
 		return 0, fmt.Errorf("gather metrics: %w", err)
 	}
 	for _, f := range families {
-		if f.GetName() == "pgtripwire_statements_poll_duration_seconds" && len(f.GetMetric()) > 0 {
-			return f.GetMetric()[0].GetHistogram().GetSampleCount(), nil
+		if f.GetName() != "pgtripwire_source_polls_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "source" && l.GetValue() == statements.Name {
+					return uint64(m.GetCounter().GetValue()), nil
+				}
+			}
 		}
 	}
 	return 0, nil

@@ -88,10 +88,21 @@ func (r *Report) Write(w io.Writer) error {
 // Options say what the detector is configured to watch.
 type Options struct {
 	Tables []config.SensitiveTable
-	// WAL is sources.wal.enabled: the slot, publication and replica identity
-	// matter only then, and wal_level = logical is a failure rather than a warning.
-	WAL               bool
+	// WAL is sources.wal.enabled true or auto: the slot, publication and replica
+	// identity matter only then. What the WAL source lacks is a failure when it is
+	// true, and a warning when it is auto (WALAuto): the source is then off, which the
+	// operator chose to allow, but must know.
+	WAL, WALAuto      bool
 	Slot, Publication string
+}
+
+// walMissing is the status of something the WAL source needs and lacks, and what it
+// means for the source.
+func (d *doctor) walMissing() (Status, string) {
+	if d.opts.WALAuto {
+		return Warn, "sources.wal.enabled is auto, so the WAL source is off: mass changes, DDL reports and canary reads go unseen"
+	}
+	return Fail, "sources.wal cannot stream"
 }
 
 // minTrackActivityQuerySize is below what a statement with a long select list
@@ -182,7 +193,7 @@ func (d *doctor) walLevel(ctx context.Context) error {
 	}
 	status, why := Warn, "needed by sources.wal (disabled) and the DDL event messages"
 	if d.opts.WAL {
-		status, why = Fail, "sources.wal cannot stream changes nor DDL events"
+		status, why = d.walMissing()
 	}
 	d.add(status, "wal_level", v+", want logical: "+why, "in postgresql.conf: wal_level = logical   (then restart PostgreSQL)")
 	return nil
@@ -364,7 +375,8 @@ FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&super, &repl, &sta
 	case repl:
 		d.add(OK, name+" replication", "REPLICATION (it can stream every table: guard its password)")
 	case d.opts.WAL:
-		d.add(Fail, name+" replication", "no REPLICATION: sources.wal cannot stream", "as a superuser: ALTER ROLE "+r+" REPLICATION;")
+		status, why := d.walMissing()
+		d.add(status, name+" replication", "no REPLICATION: "+why, "as a superuser: ALTER ROLE "+r+" REPLICATION;")
 	}
 	return nil
 }
@@ -409,7 +421,11 @@ func (d *doctor) slot(ctx context.Context) error {
 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, d.opts.Slot).Scan(&plugin, &db, &active, &walStatus, &lag)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		d.add(Fail, name, "missing: sources.wal creates it at start if its role has REPLICATION",
+		status, why := d.walMissing()
+		if !d.opts.WALAuto {
+			why = "sources.wal creates it at start if its role has REPLICATION"
+		}
+		d.add(status, name, "missing: "+why,
 			fmt.Sprintf("pgtripwire setup --config FILE --apply, or as a superuser: SELECT pg_create_logical_replication_slot('%s', 'pgoutput');", d.opts.Slot))
 		return nil
 	case err != nil:
@@ -462,7 +478,11 @@ func (d *doctor) publication(ctx context.Context) error {
 	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		d.add(Fail, name, "missing: the detector's role cannot create it (it needs ownership of the tables)",
+		status, why := d.walMissing()
+		if !d.opts.WALAuto {
+			why = "the detector's role cannot create it (it needs ownership of the tables)"
+		}
+		d.add(status, name, "missing: "+why,
 			fmt.Sprintf("pgtripwire setup --config FILE --apply, or as the tables' owner: CREATE PUBLICATION %s FOR TABLE %s;",
 				model.QuoteIdent(d.opts.Publication), strings.Join(idents, ", ")))
 		return nil

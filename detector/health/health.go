@@ -40,6 +40,16 @@ func (s *Status) Register(component string) {
 	s.up.WithLabelValues(component).Set(0)
 }
 
+// Forget removes a component that will not run after all (the WAL source in "auto"
+// mode without its slot): it no longer holds readiness back, and its
+// pgtripwire_source_up series disappears rather than reading 0 forever.
+func (s *Status) Forget(component string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.state, component)
+	s.up.DeleteLabelValues(component)
+}
+
 // Set records the component's latest outcome: nil is healthy.
 func (s *Status) Set(component string, err error) {
 	s.mu.Lock()

@@ -342,7 +342,7 @@ func TestEventTriggerMessages(t *testing.T) {
 			}
 			var got []want
 			for _, e := range evs {
-				if e.Source != model.SourceDDL {
+				if e.Source != "ddl" {
 					t.Errorf("source %q, want ddl", e.Source)
 				}
 				got = append(got, want{e.Kind, e.Operation, e.Object, e.Relation, e.Role})

@@ -81,25 +81,25 @@ func benchEvents() []model.Event {
 		addr := fmt.Sprintf("10.0.%d.%d", i%4, i%50)
 		switch {
 		case i%10 < 6: // login lookup
-			evs = append(evs, model.Event{Source: model.SourceStatements, Database: "app", Role: role, ClientAddr: addr,
+			evs = append(evs, model.Event{Source: "statements", Database: "app", Role: role, ClientAddr: addr,
 				Application: "web", Operation: "SELECT", Relation: "public.users",
 				SensitiveRead: []string{"password_hash"}, SensitiveReferenced: []string{"email"},
 				Complete: true, Rows: 200, Calls: 200, QueryID: int64(i % 30)})
 		case i%10 == 6: // admin listing
-			evs = append(evs, model.Event{Source: model.SourceStatements, Database: "app", Role: "admin", ClientAddr: "10.1.0.1",
+			evs = append(evs, model.Event{Source: "statements", Database: "app", Role: "admin", ClientAddr: "10.1.0.1",
 				Application: "admin", Operation: "SELECT", Relation: "public.users",
 				SensitiveRead: []string{"email", "username"}, Complete: true, Rows: 50, Calls: 1, QueryID: 7})
 		case i%10 == 7: // non-sensitive statement
-			evs = append(evs, model.Event{Source: model.SourceStatements, Database: "app", Role: role, Operation: "SELECT",
+			evs = append(evs, model.Event{Source: "statements", Database: "app", Role: role, Operation: "SELECT",
 				Relation: "public.orders", Complete: true, Rows: 10, Calls: 1})
 		case i%10 == 8: // WAL insert/update
-			evs = append(evs, model.Event{Source: model.SourceWAL, Database: "app", Operation: "UPDATE",
+			evs = append(evs, model.Event{Source: "wal", Database: "app", Operation: "UPDATE",
 				Relation: "public.users", Changed: []string{"password_hash"}, Complete: true, Rows: 1, LSN: uint64(i)})
 		default:
 			if i%100 == 99 {
-				evs = append(evs, model.Event{Source: model.SourceCatalog, Kind: "slot_created", Object: "s"})
+				evs = append(evs, model.Event{Source: "catalog", Kind: "slot_created", Object: "s"})
 			} else {
-				evs = append(evs, model.Event{Source: model.SourceWAL, Database: "app", Operation: "INSERT",
+				evs = append(evs, model.Event{Source: "wal", Database: "app", Operation: "INSERT",
 					Relation: "public.users", Rows: 1, Complete: true, LSN: uint64(i)})
 			}
 		}

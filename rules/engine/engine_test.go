@@ -96,7 +96,7 @@ func checkTransitions(t testing.TB, got []model.Alert, want ...string) {
 
 func page(role string, rows int64) model.Event {
 	return model.Event{
-		Source: model.SourceStatements, Database: "app", Role: role, Relation: "public.users",
+		Source: "statements", Database: "app", Role: role, Relation: "public.users",
 		SensitiveRead: []string{"password_hash", "email"}, Complete: true, Rows: rows, Calls: 1,
 	}
 }
@@ -259,8 +259,8 @@ func TestEventRule(t *testing.T) {
         severity: critical
         match: event.source == "wal" && event.operation in ["TRUNCATE", "UPDATE"]
 `, Options{})
-		h.eval(0, model.Event{Source: model.SourceWAL, Database: "app", Operation: "TRUNCATE", Relation: "public.users"})
-		h.eval(time.Second, model.Event{Source: model.SourceWAL, Database: "app", Operation: "UPDATE", Relation: "public.users", Changed: []string{"password_hash"}, Rows: 3})
+		h.eval(0, model.Event{Source: "wal", Database: "app", Operation: "TRUNCATE", Relation: "public.users"})
+		h.eval(time.Second, model.Event{Source: "wal", Database: "app", Operation: "UPDATE", Relation: "public.users", Changed: []string{"password_hash"}, Rows: 3})
 		checkTransitions(t, h.got,
 			"firing Truncate @0s {database=app,source=wal,table=public.users} 0",
 			"firing Truncate @1s {columns=password_hash,database=app,source=wal,table=public.users} 3")
@@ -634,7 +634,7 @@ func TestSourceDispatch(t *testing.T) {
         severity: info
         match: 'event.rows > 0'
 `, Options{})
-	h.eval(0, model.Event{Source: model.SourceWAL, Rows: 1})
+	h.eval(0, model.Event{Source: "wal", Rows: 1})
 	h.eval(0, page("a", 1))
 	h.e.Tick(t0)
 	for rule, want := range map[string]float64{"Sweep": 1, "Any": 2} {

@@ -13,17 +13,17 @@ import (
 func nativeEvents() []model.Event {
 	base := []model.Event{
 		{},
-		{Source: model.SourceStatements, Database: "app", Role: "mallory", ClientAddr: "203.0.113.7",
+		{Source: "statements", Database: "app", Role: "mallory", ClientAddr: "203.0.113.7",
 			Application: "psql", Operation: "SELECT", Relation: "public.users",
 			SensitiveRead: []string{"email", "password_hash"}, SensitiveReferenced: []string{"username"},
 			Complete: true, Rows: 5000, Calls: 2, QueryID: -42},
-		{Source: model.SourceWAL, Database: "app", Operation: "UPDATE", Relation: "auth.users",
+		{Source: "wal", Database: "app", Operation: "UPDATE", Relation: "auth.users",
 			Changed: []string{"password_hash"}, Rows: 1000, LSN: 77},
-		{Source: model.SourceWAL, Operation: "TRUNCATE", Relation: "public.users", Complete: true},
-		{Source: model.SourceCatalog, Kind: "role_attribute", Object: "mallory", PID: 12},
-		{Source: model.SourceActivity, Role: "app", Rows: 0, Calls: 0, Running: 90 * time.Second,
+		{Source: "wal", Operation: "TRUNCATE", Relation: "public.users", Complete: true},
+		{Source: "catalog", Kind: "role_attribute", Object: "mallory", PID: 12},
+		{Source: "activity", Role: "app", Rows: 0, Calls: 0, Running: 90 * time.Second,
 			Relation: "public.users", Complete: false, SensitiveRead: []string{"email"}},
-		{Source: model.SourceStatements, Role: "app", Rows: 50, Calls: 1, Relation: "public.accounts",
+		{Source: "statements", Role: "app", Rows: 50, Calls: 1, Relation: "public.accounts",
 			SensitiveRead: []string{"email"}, Complete: true, MessagePrefix: "pgtripwire.x"},
 	}
 	return base

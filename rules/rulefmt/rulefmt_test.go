@@ -176,7 +176,7 @@ func ruleWithMatch(t testing.TB, match string) *Rule {
 
 func TestMatch(t *testing.T) {
 	ev := model.Event{
-		Time: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC), Source: model.SourceStatements,
+		Time: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC), Source: "statements",
 		Database: "app", Role: "mallory", ClientAddr: "203.0.113.7", Application: "psql",
 		Operation: "SELECT", Relation: "public.users",
 		SensitiveRead: []string{"email", "password_hash"}, SensitiveReferenced: []string{"username"},
@@ -360,7 +360,7 @@ func BenchmarkMatch(b *testing.B) {
 	}
 	r := f.Groups[0].Rules[0] // event.source == "statements" && size(event.sensitive_read) > 0
 	ev := model.Event{
-		Source: model.SourceStatements, Database: "app", Role: "app", Relation: "public.users",
+		Source: "statements", Database: "app", Role: "app", Relation: "public.users",
 		SensitiveRead: []string{"email", "password_hash"}, Complete: true, Rows: 1, Calls: 1,
 	}
 	b.ReportAllocs()

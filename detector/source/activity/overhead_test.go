@@ -26,13 +26,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector"
-	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/detector/source/activity"
-	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
-	"github.com/pgtripwire/pgtripwire/detector/source/statements"
-	"github.com/pgtripwire/pgtripwire/detector/source/tables"
+	"github.com/pgtripwire/pgtripwire/detector/source/registry"
+	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -62,7 +61,8 @@ var benchSensitive = map[string][]string{
 	"public.pgbench_accounts": {"abalance"},
 }
 
-// config is the detector's configuration for the benchmarks: every polling source at 1 s.
+// config is the detector's configuration for the benchmarks: every polling source at 1 s,
+// the WAL source off.
 func (bd benchDatabase) config(b *testing.B) *config.Config {
 	b.Helper()
 	cfg := config.Defaults()
@@ -79,13 +79,26 @@ func (bd benchDatabase) config(b *testing.B) *config.Config {
 	dir := b.TempDir()
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Alerts.File, cfg.Alerts.Stdout, cfg.StateDir = filepath.Join(dir, "alerts.jsonl"), false, filepath.Join(dir, "state")
-	cfg.Sources.Statements.Interval = time.Second
-	cfg.Sources.Activity.Enabled, cfg.Sources.Activity.Interval = true, time.Second
-	cfg.Sources.Copy.Enabled, cfg.Sources.Copy.Interval = true, time.Second
-	cfg.Sources.Tables.Enabled, cfg.Sources.Tables.Interval = true, time.Second
-	cfg.Sources.Catalog.Enabled, cfg.Sources.Catalog.Interval = true, time.Second
-	cfg.Sources.Canary.Enabled, cfg.Sources.Canary.Interval = true, time.Second
+	for _, c := range cfg.Sources.All() {
+		everySecond(b, c.Name, c.Settings)
+	}
+	wal.SettingsOf(cfg.Sources).Enabled = wal.Off
 	return cfg
+}
+
+// everySecond turns a polling source on at a 1 s interval. The WAL source streams: it
+// has no interval, and is left as it is.
+func everySecond(b *testing.B, name string, settings source.Settings) {
+	b.Helper()
+	switch s := settings.(type) {
+	case *source.PollSettings:
+		s.Enabled, s.Interval = true, time.Second
+	case *activity.Settings:
+		s.Enabled, s.Interval = true, time.Second
+	case *wal.Settings:
+	default:
+		b.Fatalf("source %s: settings %T: the benchmark does not know how to poll it every second", name, settings)
+	}
 }
 
 // withDetector runs f while the whole detector runs, ready.
@@ -209,51 +222,15 @@ func BenchmarkSourceCPU(b *testing.B) {
 		_ = load.Wait()
 	}()
 
-	type runner interface {
-		Run(ctx context.Context) error
-	}
-	log := zap.NewNop()
-	sources := []struct {
-		name     string
-		backends int
-		new      func(h *pollCounter) runner
-	}{
-		{"idle", 0, nil},
-		{"statements", 1, func(h *pollCounter) runner {
-			h.counted = statements.Component
-			return statements.New(statements.Config{Conn: cc, Interval: time.Second, CatalogRefresh: time.Minute,
-				SearchPath: []string{"$user", "public"}, Sensitive: benchSensitive}, discard{}, h, log, prometheus.NewRegistry())
-		}},
-		{"activity+copy", 1, func(h *pollCounter) runner {
-			h.counted = activity.Component
-			return activity.New(activity.Config{Conn: cc, Interval: time.Second, MinRunning: 2 * time.Second,
-				CopyInterval: time.Second, CatalogRefresh: time.Minute, SearchPath: []string{"$user", "public"},
-				Sensitive: benchSensitive}, discard{}, h, log, prometheus.NewRegistry())
-		}},
-		{"tables", 1, func(h *pollCounter) runner {
-			h.counted = tables.Component
-			return tables.New(tables.Config{Conn: cc, Interval: time.Second, Sensitive: benchSensitive},
-				discard{}, h, log, prometheus.NewRegistry())
-		}},
-		{"catalog", 1, func(h *pollCounter) runner {
-			h.counted = catalogwatch.Component
-			return catalogwatch.New(catalogwatch.Config{Conn: cc, Interval: time.Second, Sensitive: benchSensitive},
-				discard{}, h, log, prometheus.NewRegistry())
-		}},
-		{"canary", 1, func(h *pollCounter) runner {
-			h.counted = canary.Component
-			return canary.NewSource(canary.Config{Conn: cc, Interval: time.Second, NoFlush: true},
-				discard{}, h, log, prometheus.NewRegistry())
-		}},
-	}
+	sources := append([]benchSource{{name: "idle"}}, pollingSources(b, cc)...)
 	for _, src := range sources {
 		b.Run(src.name, func(b *testing.B) {
 			h := &pollCounter{}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
-			if src.new != nil {
-				r := src.new(h)
-				go func() { done <- r.Run(ctx) }()
+			if len(src.defs) > 0 {
+				l := src.loop(b, cc, h)
+				go func() { done <- l.Run(ctx) }()
 			} else {
 				close(done)
 			}
@@ -263,10 +240,12 @@ func BenchmarkSourceCPU(b *testing.B) {
 					b.Errorf("%s: %v", src.name, err)
 				}
 			}()
-			if src.new != nil {
+			backendsWanted := 0
+			if len(src.defs) > 0 {
+				backendsWanted = 1
 				waitFor(b, func() bool { return h.polls() >= 2 }) // the first poll loads the catalog
 			}
-			pids := backends(b, monitor, src.backends)
+			pids := backends(b, monitor, backendsWanted)
 			m := measure(b, pids, time.Duration(seconds)*time.Second, h.polls)
 			m.report(b)
 		})
@@ -298,13 +277,95 @@ func BenchmarkSourceCPU(b *testing.B) {
 	})
 }
 
+// benchSource is what one run of BenchmarkSourceCPU measures: the polling sources of
+// one connection (none for "idle").
+type benchSource struct {
+	name string
+	defs []source.Definition
+}
+
+// pollingSources lists every polling source of the registry, each alone on its
+// connection, but sources sharing a connection (activity and COPY) together, named after
+// all of them ("activity+copy"): that connection is what they cost. The WAL source
+// streams over a replication connection: it has no polls, and make bench-wal measures
+// it.
+func pollingSources(b *testing.B, cc *pgx.ConnConfig) []benchSource {
+	b.Helper()
+	var out []benchSource
+	shared := map[string]int{} // connection → index in out
+	for _, def := range registry.Sources {
+		if def.Name == wal.Name {
+			continue
+		}
+		part, _ := build(b, cc, def, &pollCounter{}, prometheus.NewRegistry())
+		if i, ok := shared[part.Connection]; ok && part.Connection != "" {
+			out[i].name += "+" + def.Name
+			out[i].defs = append(out[i].defs, def)
+			continue
+		}
+		if part.Connection != "" {
+			shared[part.Connection] = len(out)
+		}
+		out = append(out, benchSource{name: def.Name, defs: []source.Definition{def}})
+	}
+	return out
+}
+
+// loop builds the sources at a 1 s interval, as the detector does, on one polling loop
+// that reports to h, which counts the polls of the first.
+func (s benchSource) loop(b *testing.B, cc *pgx.ConnConfig, h *pollCounter) *source.Loop {
+	b.Helper()
+	h.counted = s.defs[0].Name
+	reg := prometheus.NewRegistry()
+	l := &source.Loop{Conn: cc, Health: h, Metrics: source.NewMetrics(reg), Logger: zap.NewNop()}
+	for _, def := range s.defs {
+		part, polled := build(b, cc, def, h, reg)
+		if part.Conn != nil {
+			l.Conn = part.Conn
+		}
+		l.Pollers = append(l.Pollers, polled)
+	}
+	return l
+}
+
+// build builds a polling source at a 1 s interval, its metrics registered with reg.
+func build(b *testing.B, cc *pgx.ConnConfig, def source.Definition, h source.Health, reg prometheus.Registerer) (source.Part, source.Polled) {
+	b.Helper()
+	settings := def.Settings()
+	everySecond(b, def.Name, settings)
+	part, err := settings.Build(source.Env{
+		Name:           def.Name,
+		Conn:           cc,
+		SearchPath:     []string{"$user", "public"},
+		CatalogRefresh: time.Minute,
+		Sensitive:      benchSensitive,
+		StateDir:       b.TempDir(),
+		Sink:           discard{},
+		Health:         h,
+		Logger:         zap.NewNop(),
+		Registerer:     reg,
+		Attribution:    source.NewAttribution(0, nil),
+		Now:            time.Now,
+	})
+	if err == nil {
+		err = part.Validate(def.Name)
+	}
+	if err != nil {
+		b.Fatalf("build source %s: %v", def.Name, err)
+	}
+	if part.Poller == nil {
+		b.Fatalf("source %s is not a polling source: measure it apart, as the WAL source is", def.Name)
+	}
+	return part, source.Polled{Name: def.Name, Poller: part.Poller, Interval: part.Interval}
+}
+
 // discard is the sink of a source measured alone.
 type discard struct{}
 
 func (discard) HandleEvents(context.Context, []model.Event) error { return nil }
 
-// pollCounter is the health of a source measured alone: each successful poll reports
-// its component healthy.
+// pollCounter is the health of a source measured alone: each successful poll of the
+// counted poller reports it healthy.
 type pollCounter struct {
 	counted string
 	mu      sync.Mutex

@@ -8,11 +8,48 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector/classify"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/model"
 )
+
+// Activity samples pg_stat_activity: a source.Poller. Create it with NewActivity.
+type Activity struct {
+	live
+	running map[backendStatement]*tracked
+	rows    []backend // reused from sample to sample
+
+	longRunning prometheus.Gauge
+	attributed  prometheus.Gauge
+}
+
+// tracked is a long-running statement already classified.
+type tracked struct {
+	res       classify.Result
+	relations []string      // sensitive relations it touches; none: not reported
+	nextAt    time.Duration // running time at which it is reported next
+}
+
+// NewActivity returns the activity sampler, handing its events to sink.
+func NewActivity(cfg Config, sink source.Sink, log *zap.Logger, reg prometheus.Registerer) *Activity {
+	f := promauto.With(reg)
+	return &Activity{
+		live:    newLive(Name, cfg, sink, log),
+		running: make(map[backendStatement]*tracked),
+		longRunning: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgtripwire_activity_long_running_statements",
+			Help: "Statements running longer than sources.activity.min_running at the last sample.",
+		}),
+		attributed: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgtripwire_activity_attributed_queries",
+			Help: "(query id, role) pairs whose client address and application are remembered for statement events.",
+		}),
+	}
+}
 
 // activityQuery lists the statements running in the monitored database, other than the
 // detector's own sample. The text (with literals) is read only for statements that have
@@ -41,79 +78,53 @@ func secondsToDuration(s float64) time.Duration {
 	return time.Duration(math.Max(s, 0) * float64(time.Second))
 }
 
-// sample takes the due samples in one round trip, then hands each one's events over:
-// activity first, then COPY. Each sampler reports its health once its events are handed
-// over.
-func (s *Source) sample(ctx context.Context, conn *pgx.Conn, sess session, activity, copies bool) error {
-	start := time.Now()
-	b := &pgx.Batch{}
-	if activity {
-		s.activityRows = s.activityRows[:0]
-		b.Queue(activityQuery, s.cfg.MinRunning.Seconds()).Query(func(rows pgx.Rows) error {
-			var err error
-			s.activityRows, err = readActivity(rows, s.activityRows)
-			return err
-		})
+// Poll takes one sample of pg_stat_activity and hands its events over.
+func (a *Activity) Poll(ctx context.Context, conn *pgx.Conn) error {
+	changed, err := a.refreshCatalogIfDue(ctx, conn)
+	if err != nil {
+		return err
 	}
-	if copies {
-		s.copyRows = s.copyRows[:0]
-		b.Queue(copyQuery).Query(func(rows pgx.Rows) error {
-			var err error
-			s.copyRows, err = readCopies(rows, s.copyRows)
-			return err
-		})
+	if changed {
+		clear(a.running) // classified against the old catalog
 	}
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("sample pg_stat_activity and pg_stat_progress_copy: %w", err)
+	rows, err := conn.Query(ctx, activityQuery, a.cfg.MinRunning.Seconds())
+	if err != nil {
+		return fmt.Errorf("sample pg_stat_activity: %w", err)
 	}
-	if activity {
-		if err := s.handleActivity(ctx, sess, s.activityRows); err != nil {
-			return err
-		}
-		s.metrics.sampleDuration.WithLabelValues(Component).Observe(time.Since(start).Seconds())
-		s.health.Set(Component, nil)
-	}
-	if copies {
-		if err := s.handleCopies(ctx, sess, s.copyRows); err != nil {
-			return err
-		}
-		s.metrics.sampleDuration.WithLabelValues(CopyComponent).Observe(time.Since(start).Seconds())
-		s.health.Set(CopyComponent, nil)
-	}
-	return nil
-}
-
-func readActivity(rows pgx.Rows, sample []backend) ([]backend, error) {
 	var b backend
 	var running float64
-	_, err := pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text}, func() error {
+	a.rows = a.rows[:0]
+	_, err = pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text}, func() error {
 		b.running = secondsToDuration(running)
-		sample = append(sample, b)
+		a.rows = append(a.rows, b)
 		return nil
 	})
-	return sample, err
+	if err != nil {
+		return fmt.Errorf("sample pg_stat_activity: %w", err)
+	}
+	return a.handle(ctx, a.rows)
 }
 
-// handleActivity turns one pg_stat_activity sample into events and hands them over.
-func (s *Source) handleActivity(ctx context.Context, sess session, sample []backend) error {
-	now := s.cfg.Now()
+// handle turns one pg_stat_activity sample into events and hands them over.
+func (a *Activity) handle(ctx context.Context, sample []backend) error {
+	now := a.cfg.Now()
 	var events []model.Event
-	seen := s.seen
+	seen := a.seen
 	clear(seen)
 	for _, b := range sample {
-		if b.queryID != 0 && b.role != "" {
-			s.attribution.note(b.queryID, b.role, b.addr, b.app, now)
+		if b.queryID != 0 && b.role != "" && a.cfg.Attribution != nil {
+			a.cfg.Attribution.Note(b.queryID, b.role, b.addr, b.app, now)
 		}
 		if b.text == nil {
 			continue
 		}
 		key := backendStatement{b.pid, b.start}
 		seen[key] = true
-		tr, ok := s.running[key]
+		tr, ok := a.running[key]
 		if !ok {
-			res := s.classify(*b.text, b.role, sess.truncated(*b.text))
-			tr = &tracked{res: res, relations: sensitiveRelations(res, s.sensitive), nextAt: s.cfg.MinRunning}
-			s.running[key] = tr
+			res := a.classify(*b.text, b.role)
+			tr = &tracked{res: res, relations: res.SensitiveRelations(a.sensitive), nextAt: a.cfg.MinRunning}
+			a.running[key] = tr
 		}
 		if len(tr.relations) == 0 || b.running < tr.nextAt {
 			continue
@@ -121,20 +132,33 @@ func (s *Source) handleActivity(ctx context.Context, sess session, sample []back
 		// Doubling keeps a day-long dump from flooding the rules; the one-minute cap
 		// keeps its alert from resolving while it still runs.
 		tr.nextAt = b.running + min(b.running, time.Minute)
-		events = append(events, s.events(now, sess, b, tr.res, tr.relations, model.SourceActivity, KindRunning, 0)...)
+		events = append(events, a.events(now, b, tr.res, tr.relations, KindRunning, 0)...)
 	}
-	for key := range s.running {
+	for key := range a.running {
 		if !seen[key] {
-			delete(s.running, key)
+			delete(a.running, key)
 		}
 	}
-	s.metrics.attributed.Set(float64(s.attribution.Len()))
-	s.metrics.running.Set(float64(len(s.running)))
-	if err := s.sink.HandleEvents(ctx, events); err != nil {
+	if a.cfg.Attribution != nil {
+		a.attributed.Set(float64(a.cfg.Attribution.Len()))
+	}
+	a.longRunning.Set(float64(len(a.running)))
+	if err := a.sink.HandleEvents(ctx, events); err != nil {
 		return fmt.Errorf("hand over %d events: %w", len(events), err)
 	}
-	s.metrics.events.WithLabelValues(Component).Add(float64(len(events)))
 	return nil
+}
+
+// Copy samples pg_stat_progress_copy: a source.Poller. Create it with NewCopy.
+type Copy struct {
+	live
+	copies map[backendStatement]int64 // tuples processed at the previous sample
+	rows   []backend                  // reused from sample to sample
+}
+
+// NewCopy returns the COPY sampler, handing its events to sink.
+func NewCopy(cfg Config, sink source.Sink, log *zap.Logger) *Copy {
+	return &Copy{live: newLive(CopyName, cfg, sink, log), copies: make(map[backendStatement]int64)}
 }
 
 // copyQuery lists the COPY … TO commands running in the monitored database, with the
@@ -150,11 +174,18 @@ LEFT JOIN pg_class c ON c.oid = p.relid
 LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE p.command = 'COPY TO' AND p.datname = current_database() AND a.query_start IS NOT NULL`
 
-func readCopies(rows pgx.Rows, sample []backend) ([]backend, error) {
+// Poll takes one sample of pg_stat_progress_copy and hands its events over. The catalog
+// snapshot is loaded only while a COPY runs: on most polls there is nothing to classify.
+func (c *Copy) Poll(ctx context.Context, conn *pgx.Conn) error {
+	rows, err := conn.Query(ctx, copyQuery)
+	if err != nil {
+		return fmt.Errorf("sample pg_stat_progress_copy: %w", err)
+	}
 	var b backend
 	var running float64
 	var schema, name string
-	_, err := pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text,
+	c.rows = c.rows[:0]
+	_, err = pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text,
 		&schema, &name, &b.operation, &b.tuples}, func() error {
 		b.running = secondsToDuration(running)
 		b.relation = ""
@@ -162,35 +193,43 @@ func readCopies(rows pgx.Rows, sample []backend) ([]backend, error) {
 			// Quoted as the configuration quotes sensitive tables (public."user").
 			b.relation = model.QualifiedName(schema, name)
 		}
-		sample = append(sample, b)
+		c.rows = append(c.rows, b)
 		return nil
 	})
-	return sample, err
+	if err != nil {
+		return fmt.Errorf("sample pg_stat_progress_copy: %w", err)
+	}
+	if len(c.rows) > 0 {
+		if _, err := c.refreshCatalogIfDue(ctx, conn); err != nil {
+			return err
+		}
+	}
+	return c.handle(ctx, c.rows)
 }
 
-// handleCopies turns one pg_stat_progress_copy sample into events and hands them over.
-func (s *Source) handleCopies(ctx context.Context, sess session, sample []backend) error {
-	now := s.cfg.Now()
+// handle turns one pg_stat_progress_copy sample into events and hands them over.
+func (c *Copy) handle(ctx context.Context, sample []backend) error {
+	now := c.cfg.Now()
 	var events []model.Event
-	seen := s.seen
+	seen := c.seen
 	clear(seen)
 	for _, b := range sample {
 		key := backendStatement{b.pid, b.start}
 		seen[key] = true
-		delta := b.tuples - s.copies[key]
-		s.copies[key] = b.tuples
+		delta := b.tuples - c.copies[key]
+		c.copies[key] = b.tuples
 		if delta <= 0 {
 			continue
 		}
 		var res classify.Result
 		if b.text != nil {
-			res = s.classify(*b.text, b.role, sess.truncated(*b.text))
+			res = c.classify(*b.text, b.role)
 		}
-		rels := sensitiveRelations(res, s.sensitive)
-		if _, sensitive := s.cfg.Sensitive[b.relation]; sensitive && !res.Complete && !slices.Contains(rels, b.relation) {
+		rels := res.SensitiveRelations(c.sensitive)
+		if _, sensitive := c.cfg.Sensitive[b.relation]; sensitive && !res.Complete && !slices.Contains(rels, b.relation) {
 			// The text could not say (cut, unparsable): the relation being copied can.
 			rels = append(rels, b.relation)
-			res = withAllColumns(res, b.relation, s.catalog.SensitiveColumns(b.relation))
+			res = withAllColumns(res, b.relation, c.catalog.SensitiveColumns(b.relation))
 		}
 		if len(rels) == 0 && res.Complete {
 			continue
@@ -202,21 +241,20 @@ func (s *Source) handleCopies(ctx context.Context, sess session, sample []backen
 		// observation of a COPY (its progress, then pg_stat_statements' count when it
 		// ends) without adding the two, and a COPY cancelled before it ends still shows
 		// all it copied.
-		events = append(events, s.events(now, sess, b, res, rels, model.SourceCopy, KindCopyProgress, b.tuples)...)
+		events = append(events, c.events(now, b, res, rels, KindCopyProgress, b.tuples)...)
 	}
-	for key := range s.copies {
+	for key := range c.copies {
 		if !seen[key] {
-			delete(s.copies, key)
+			delete(c.copies, key)
 		}
 	}
-	if err := s.sink.HandleEvents(ctx, events); err != nil {
+	if err := c.sink.HandleEvents(ctx, events); err != nil {
 		// Offer the same growth again: forget this sample's counts.
 		for key := range seen {
-			delete(s.copies, key)
+			delete(c.copies, key)
 		}
 		return fmt.Errorf("hand over %d events: %w", len(events), err)
 	}
-	s.metrics.events.WithLabelValues(CopyComponent).Add(float64(len(events)))
 	return nil
 }
 
@@ -229,42 +267,4 @@ func withAllColumns(res classify.Result, rel string, cols []string) classify.Res
 	}
 	res.SensitiveRead = read
 	return res
-}
-
-// events builds one event per sensitive relation (or one without relation for an
-// incomplete statement that names none). The text is never put in an event.
-func (s *Source) events(now time.Time, sess session, b backend, res classify.Result, rels []string,
-	source model.Source, kind string, rows int64) []model.Event {
-	base := model.Event{
-		Time:        now,
-		Source:      source,
-		Database:    sess.database,
-		Role:        b.role,
-		ClientAddr:  b.addr,
-		Application: b.app,
-		Operation:   res.Operation,
-		Complete:    res.Complete,
-		Rows:        rows,
-		Kind:        kind,
-		PID:         b.pid,
-		Running:     b.running,
-		QueryID:     b.queryID,
-	}
-	var events []model.Event
-	for _, rel := range rels {
-		ev := base
-		ev.Relation = rel
-		ev.SensitiveRead = columnsOf(rel, res.SensitiveRead)
-		ev.SensitiveReferenced = columnsOf(rel, res.SensitiveReferenced)
-		events = append(events, ev)
-	}
-	if len(rels) == 0 {
-		events = append(events, base)
-	}
-	for _, ev := range events {
-		s.log.Debug("running statement on sensitive data", zap.String("source", string(source)),
-			zap.Int32("pid", ev.PID), zap.String("role", ev.Role), zap.String("relation", ev.Relation),
-			zap.Duration("running", ev.Running), zap.Int64("queryid", ev.QueryID))
-	}
-	return events
 }

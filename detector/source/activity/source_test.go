@@ -2,7 +2,6 @@ package activity
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,99 +13,38 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// recorder is the sink: it keeps every event and counts hand-overs (one per sample).
-type recorder struct {
-	mu     sync.Mutex
-	events []model.Event
-	calls  int
-}
-
-func (r *recorder) HandleEvents(_ context.Context, events []model.Event) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.calls++
-	r.events = append(r.events, events...)
-	return nil
-}
-
-func (r *recorder) matching(match func(model.Event) bool) []model.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []model.Event
-	for _, e := range r.events {
-		if match(e) {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// waitSamples waits until n more samples have been handed over after the call.
-func (r *recorder) waitSamples(t *testing.T, n int) {
-	t.Helper()
-	r.mu.Lock()
-	target := r.calls + n
-	r.mu.Unlock()
-	eventually(t, 20*time.Second, fmt.Sprintf("%d samples", n), func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.calls >= target
-	})
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %s", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func start(t *testing.T, db *pgtest.Database, adjust func(*Config)) (*Source, *recorder) {
+// start runs the two samplers on one connection, as the detector does, until the test
+// ends: activity every interval, COPY every second. adjust may change their
+// configuration (its default: min_running 2 s, public.users sensitive).
+func start(t *testing.T, db *pgtest.Database, interval time.Duration, adjust func(*Config)) *sourcetest.Recorder {
 	t.Helper()
 	conn, err := pgx.ParseConfig(db.SuperuserDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := Config{
-		Conn:         conn,
-		Interval:     time.Second,
-		MinRunning:   2 * time.Second,
-		CopyInterval: time.Second,
-		SearchPath:   []string{"$user", "public"},
-		Sensitive:    map[string][]string{"public.users": {"email", "username", "password_hash"}},
+		MinRunning: 2 * time.Second,
+		SearchPath: []string{"$user", "public"},
+		Sensitive:  map[string][]string{"public.users": {"email", "username", "password_hash"}},
 	}
 	if adjust != nil {
 		adjust(&cfg)
 	}
-	sink := &recorder{}
+	sink := &sourcetest.Recorder{}
 	reg := prometheus.NewRegistry()
-	h := health.New(reg)
-	src := New(cfg, sink, h, zap.NewNop(), reg)
-	for _, c := range src.components() {
-		h.Register(c)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: got %v, want context.Canceled", err)
-		}
-	})
-	eventually(t, 20*time.Second, "healthy source", func() bool { ok, _ := h.Ready(); return ok })
-	return src, sink
+	h := sourcetest.Start(t, conn, reg,
+		source.Polled{Name: Name, Poller: NewActivity(cfg, sink, zap.NewNop(), reg), Interval: interval},
+		source.Polled{Name: CopyName, Poller: NewCopy(cfg, sink, zap.NewNop()), Interval: time.Second})
+	sourcetest.WaitReady(t, h)
+	return sink
 }
 
 // seed creates public.users with n rows whose password hashes are padding bytes long,
@@ -150,7 +88,7 @@ func connect(t *testing.T, db *pgtest.Database, role, application string) (*pgx.
 func TestSlowSensitiveReadReportedWhileRunning(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 40_000, 60, "act_dumper")
-	_, sink := start(t, db, nil)
+	sink := start(t, db, time.Second, nil)
 	conn, pid := connect(t, db, "act_dumper", "dump-tool")
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -169,8 +107,8 @@ func TestSlowSensitiveReadReportedWhileRunning(t *testing.T) {
 	}()
 
 	var got []model.Event
-	eventually(t, 8*time.Second, "activity event for the running dump", func() bool {
-		got = sink.matching(func(e model.Event) bool { return e.PID == pid })
+	sourcetest.Eventually(t, 8*time.Second, "activity event for the running dump", func() bool {
+		got = sink.Find(func(e model.Event) bool { return e.PID == pid })
 		return len(got) > 0
 	})
 	select {
@@ -180,7 +118,7 @@ func TestSlowSensitiveReadReportedWhileRunning(t *testing.T) {
 	}
 	t.Logf("reported after %s", time.Since(began).Round(time.Millisecond))
 	ev := got[0]
-	want := model.Event{Source: model.SourceActivity, Kind: KindRunning, Role: "act_dumper", Database: db.Name,
+	want := model.Event{Source: Name, Kind: KindRunning, Role: "act_dumper", Database: db.Name,
 		ClientAddr: "127.0.0.1", Application: "dump-tool", Relation: "public.users", Operation: "SELECT",
 		SensitiveRead: []string{"email", "password_hash"}, Complete: true, PID: pid}
 	if ev.Source != want.Source || ev.Kind != want.Kind || ev.Role != want.Role || ev.Database != want.Database ||
@@ -199,7 +137,7 @@ func TestSlowSensitiveReadReportedWhileRunning(t *testing.T) {
 func TestShortOrHarmlessStatementsNotReported(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 100, 60, "act_app")
-	_, sink := start(t, db, func(c *Config) { c.Interval = 200 * time.Millisecond; c.MinRunning = time.Second })
+	sink := start(t, db, 200*time.Millisecond, func(c *Config) { c.MinRunning = time.Second })
 	conn, pid := connect(t, db, "act_app", "app")
 
 	// Long but reading nothing sensitive; sensitive but short.
@@ -212,8 +150,8 @@ func TestShortOrHarmlessStatementsNotReported(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sink.waitSamples(t, 2)
-	if got := sink.matching(func(e model.Event) bool { return e.PID == pid }); len(got) > 0 {
+	sink.WaitCalls(t, 2)
+	if got := sink.Find(func(e model.Event) bool { return e.PID == pid }); len(got) > 0 {
 		t.Errorf("reported: %+v", got)
 	}
 }
@@ -221,12 +159,12 @@ func TestShortOrHarmlessStatementsNotReported(t *testing.T) {
 func TestReportedAgainAsItKeepsRunning(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 10, 60, "act_slow")
-	_, sink := start(t, db, func(c *Config) { c.Interval = 100 * time.Millisecond; c.MinRunning = 500 * time.Millisecond })
+	sink := start(t, db, 100*time.Millisecond, func(c *Config) { c.MinRunning = 500 * time.Millisecond })
 	conn, pid := connect(t, db, "act_slow", "app")
 	if _, err := conn.Exec(t.Context(), `SELECT email, pg_sleep(0.25) FROM users`); err != nil { // 2.5 s
 		t.Fatal(err)
 	}
-	got := sink.matching(func(e model.Event) bool { return e.PID == pid })
+	got := sink.Find(func(e model.Event) bool { return e.PID == pid })
 	// At 0.5 s, then doubling: about 1 s and 2 s.
 	if len(got) != 3 {
 		var at []time.Duration
@@ -246,13 +184,13 @@ func TestTruncatedTextIsIncomplete(t *testing.T) {
 	srv := pgtest.NewServer(t, map[string]string{"track_activity_query_size": "100"})
 	db := pgtest.NewDatabaseIn(t, srv)
 	seed(t, db, 10, 60, "act_long_text")
-	_, sink := start(t, db, func(c *Config) { c.Interval = 100 * time.Millisecond; c.MinRunning = 300 * time.Millisecond })
+	sink := start(t, db, 100*time.Millisecond, func(c *Config) { c.MinRunning = 300 * time.Millisecond })
 	conn, pid := connect(t, db, "act_long_text", "app")
 	ids := strings.Repeat("1, ", 100) + "1"
 	if _, err := conn.Exec(t.Context(), `SELECT id, pg_sleep(1) FROM public.users WHERE id IN (`+ids+`) OR email IS NOT NULL LIMIT 1`); err != nil {
 		t.Fatal(err)
 	}
-	got := sink.matching(func(e model.Event) bool { return e.PID == pid })
+	got := sink.Find(func(e model.Event) bool { return e.PID == pid })
 	if len(got) == 0 {
 		t.Fatal("a statement cut at track_activity_query_size naming a sensitive table was not reported")
 	}
@@ -264,7 +202,8 @@ func TestTruncatedTextIsIncomplete(t *testing.T) {
 func TestAttribution(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 10, 60, "act_attr")
-	src, sink := start(t, db, func(c *Config) { c.Interval = 100 * time.Millisecond })
+	attribution := source.NewAttribution(0, nil)
+	sink := start(t, db, 100*time.Millisecond, func(c *Config) { c.Attribution = attribution })
 	const sql = `SELECT email, pg_sleep(0.5) FROM users WHERE id = 1`
 	conn, _ := connect(t, db, "act_attr", "billing")
 	if _, err := conn.Exec(t.Context(), sql); err != nil {
@@ -276,11 +215,11 @@ func TestAttribution(t *testing.T) {
 		WHERE r.rolname = 'act_attr' AND s.query LIKE '%pg_sleep(%'`).Scan(&queryID); err != nil {
 		t.Fatal(err)
 	}
-	addr, app, ok := src.Attribution().Lookup(queryID, "act_attr")
+	addr, app, ok := attribution.Lookup(queryID, "act_attr")
 	if !ok || addr != "127.0.0.1" || app != "billing" {
 		t.Fatalf("Lookup: got %q %q %v, want 127.0.0.1 billing true", addr, app, ok)
 	}
-	if _, _, ok := src.Attribution().Lookup(queryID, "someone_else"); ok {
+	if _, _, ok := attribution.Lookup(queryID, "someone_else"); ok {
 		t.Error("Lookup for another role: got ok, want unknown")
 	}
 
@@ -289,8 +228,8 @@ func TestAttribution(t *testing.T) {
 	if _, err := other.Exec(t.Context(), sql); err != nil {
 		t.Fatal(err)
 	}
-	sink.waitSamples(t, 1)
-	if addr, app, ok := src.Attribution().Lookup(queryID, "act_attr"); ok {
+	sink.WaitCalls(t, 1)
+	if addr, app, ok := attribution.Lookup(queryID, "act_attr"); ok {
 		t.Errorf("Lookup after two clients: got %q %q, want unknown", addr, app)
 	}
 }
@@ -321,7 +260,7 @@ func TestSlowCopyReportedBeforeItEnds(t *testing.T) {
 	seed(t, db, 40_000, 1000, "act_copier")
 	db.Exec(t, `CREATE VIEW public.contacts AS SELECT id, email FROM public.users`)
 	db.Exec(t, `GRANT SELECT ON public.contacts TO act_copier`)
-	_, sink := start(t, db, nil)
+	sink := start(t, db, time.Second, nil)
 
 	for _, tc := range []struct {
 		name, sql string
@@ -341,8 +280,8 @@ func TestSlowCopyReportedBeforeItEnds(t *testing.T) {
 			}()
 			<-w.blocked
 			var got []model.Event
-			eventually(t, 5*time.Second, "copy event", func() bool {
-				got = sink.matching(func(e model.Event) bool { return e.PID == pid })
+			sourcetest.Eventually(t, 5*time.Second, "copy event", func() bool {
+				got = sink.Find(func(e model.Event) bool { return e.PID == pid })
 				return len(got) > 0
 			})
 			select {
@@ -358,7 +297,7 @@ func TestSlowCopyReportedBeforeItEnds(t *testing.T) {
 				t.Fatalf("client read %d rows, want 40000", w.rows)
 			}
 			ev := got[0]
-			if ev.Source != model.SourceCopy || ev.Kind != KindCopyProgress || ev.Role != "act_copier" ||
+			if ev.Source != CopyName || ev.Kind != KindCopyProgress || ev.Role != "act_copier" ||
 				ev.Relation != "public.users" || !slices.Equal(ev.SensitiveRead, tc.want) || ev.Operation != "COPY" ||
 				ev.Application != "exporter" || ev.Calls != 0 {
 				t.Errorf("event: got %+v, want copy of public.users %v by act_copier", ev, tc.want)
@@ -368,9 +307,9 @@ func TestSlowCopyReportedBeforeItEnds(t *testing.T) {
 			}
 			// Each event carries the COPY's total so far: it only grows, and never passes
 			// what was copied.
-			sink.waitSamples(t, 2)
+			sink.WaitCalls(t, 2)
 			var last int64
-			for _, e := range sink.matching(func(e model.Event) bool { return e.PID == pid }) {
+			for _, e := range sink.Find(func(e model.Event) bool { return e.PID == pid }) {
 				if e.Rows < last || e.Rows > 40_000 {
 					t.Errorf("rows so far: got %d after %d, want a growing total of at most 40000", e.Rows, last)
 				}

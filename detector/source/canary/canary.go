@@ -20,13 +20,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/backoff"
 	tripwire "github.com/pgtripwire/pgtripwire/detector/canary"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
-// Component is the name of the tamper check in health reports, logs and metrics.
-const Component = "canary"
+// Name is the source's name: its configuration section (sources.canary), health
+// component, metrics label, and the source of its events (as of the canary reads the
+// WAL source decodes).
+const Name = tripwire.Source
 
 // Kinds of the tamper check's events (Source canary).
 const (
@@ -59,30 +61,8 @@ const (
 	OperationAltered  = "altered"
 )
 
-// Sink receives the events of one check; an error makes the source report the same
-// findings again at the next check.
-type Sink interface {
-	HandleEvents(ctx context.Context, events []model.Event) error
-}
-
-// Health receives the outcome of every connection attempt and check.
-type Health interface {
-	Set(component string, err error)
-}
-
-// Config says where and how often to check.
+// Config says how to check.
 type Config struct {
-	// Conn is the parsed connection configuration; the source copies it per
-	// connection and sets search_path. The role needs USAGE on schema
-	// pgtripwire_canary and SELECT on pgtripwire_canary.planted (the catalogs it
-	// compares with are readable by every role).
-	Conn *pgx.ConnConfig
-	// Interval between checks: a change is reported within about one interval plus
-	// the check's own time. 1 s if zero.
-	Interval time.Duration
-	// ReconnectInitial and ReconnectMax bound the reconnect backoff; zero means
-	// 500 ms and 30 s.
-	ReconnectInitial, ReconnectMax time.Duration
 	// Now stamps events; nil means time.Now.
 	Now func() time.Time
 	// NoFlush turns off the WAL flush that each check makes when WAL is waiting to be
@@ -92,15 +72,16 @@ type Config struct {
 }
 
 // Source checks periodically that every table with canaries still has its tripwire
-// armed as Plant left it. Create it with NewSource and start it with Run.
+// armed as Plant left it: a source.Poller. Its role needs USAGE on schema
+// pgtripwire_canary and SELECT on pgtripwire_canary.planted (the catalogs it compares
+// with are readable by every role). Create it with New.
 type Source struct {
 	cfg     Config
-	sink    Sink
-	health  Health
+	sink    source.Sink
 	log     *zap.Logger
 	metrics *metrics
 
-	// Owned by Run: the findings and tables of the last check handed over.
+	// The findings and tables of the last check handed over.
 	reported map[finding]bool
 	known    map[string]bool
 }
@@ -110,7 +91,6 @@ type finding struct{ relation, object, operation string }
 
 type metrics struct {
 	checks   prometheus.Counter
-	errors   prometheus.Counter
 	findings *prometheus.CounterVec
 	tables   prometheus.Gauge
 }
@@ -121,11 +101,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		checks: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgtripwire_canary_checks_total",
 			Help: "Completed checks that the canary tripwires are armed.",
-		}),
-		errors: f.NewCounter(prometheus.CounterOpts{
-			Name:        "pgtripwire_source_errors_total",
-			Help:        "Failed connections or polls of a source; each is followed by a reconnect with backoff.",
-			ConstLabels: prometheus.Labels{"source": Component},
 		}),
 		findings: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgtripwire_canary_tamper_events_total",
@@ -141,68 +116,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// NewSource returns a tamper check that reports to sink and health.
-func NewSource(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.Registerer) *Source {
-	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
-	}
-	if cfg.ReconnectInitial <= 0 {
-		cfg.ReconnectInitial = 500 * time.Millisecond
-	}
-	if cfg.ReconnectMax <= 0 {
-		cfg.ReconnectMax = 30 * time.Second
-	}
+// New returns a tamper check that hands its events to sink.
+func New(cfg Config, sink source.Sink, log *zap.Logger, reg prometheus.Registerer) *Source {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	return &Source{
-		cfg: cfg, sink: sink, health: health, log: log.Named(Component), metrics: newMetrics(reg),
+		cfg: cfg, sink: sink, log: log.Named(Name), metrics: newMetrics(reg),
 		reported: map[finding]bool{}, known: map[string]bool{},
 	}
 }
 
-// Run checks until ctx is done, reconnecting with capped, jittered exponential backoff
-// whenever the connection or a check fails. It returns ctx's error.
-func (s *Source) Run(ctx context.Context) error {
-	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
-	return bo.Reconnect(ctx, func(ctx context.Context) error { return s.session(ctx, bo) }, func(err error) {
-		s.health.Set(Component, err)
-		s.metrics.errors.Inc()
-		s.log.Warn("canary check failed; reconnecting", zap.Error(err))
-	})
-}
-
-func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
-	cc := s.cfg.Conn.Copy()
-	// pg_get_expr qualifies names by the search_path: the hashes must be computed as
-	// Plant computed them.
-	cc.RuntimeParams["search_path"] = "pg_catalog"
-	conn, err := pgx.ConnectConfig(ctx, cc)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+// Start sets the session's search_path: pg_get_expr qualifies names by it, and the
+// hashes must be computed as Plant computed them.
+func (s *Source) Start(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, `SET search_path = pg_catalog`); err != nil {
+		return fmt.Errorf("set search_path: %w", err)
 	}
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = conn.Close(closeCtx)
-	}()
-	ticker := time.NewTicker(s.cfg.Interval)
-	defer ticker.Stop()
-	for {
-		checkCtx, cancel := context.WithTimeout(ctx, max(10*time.Second, 5*s.cfg.Interval))
-		err := s.check(checkCtx, conn)
-		cancel()
-		if err != nil {
-			return err
-		}
-		bo.Reset()
-		s.health.Set(Component, nil)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ticker.C:
-		}
-	}
+	return nil
 }
 
 // flushSQL makes sure the canary messages of the last interval reach the replication
@@ -237,7 +168,8 @@ const policyHashForRowSQL = `(SELECT md5(concat_ws('|', p2.polcmd, p2.polpermiss
 		pg_get_expr(p2.polqual, p2.polrelid), pg_get_expr(p2.polwithcheck, p2.polrelid)))
 	FROM pg_policy p2 WHERE p2.polrelid = p.relation AND p2.polname = '` + tripwire.PolicyName + `')`
 
-func (s *Source) check(ctx context.Context, conn *pgx.Conn) error {
+// Poll checks the tripwires once and hands over what changed.
+func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
 	var registry bool
 	var database string
 	probe, dest := probeSQL, []any{&registry, &database}
@@ -295,13 +227,13 @@ func (s *Source) check(ctx context.Context, conn *pgx.Conn) error {
 	var events []model.Event
 	for _, f := range slices.SortedFunc(maps.Keys(cur), compareFindings) {
 		if !s.reported[f] {
-			events = append(events, model.Event{Time: now, Source: model.SourceCanary, Database: database,
+			events = append(events, model.Event{Time: now, Source: Name, Database: database,
 				Kind: KindTampered, Relation: f.relation, Object: f.object, Operation: f.operation, Complete: true})
 		}
 	}
 	for _, rel := range slices.Sorted(maps.Keys(s.known)) {
 		if !tables[rel] {
-			events = append(events, model.Event{Time: now, Source: model.SourceCanary, Database: database,
+			events = append(events, model.Event{Time: now, Source: Name, Database: database,
 				Kind: KindRemoved, Relation: rel, Object: ObjectRegistry, Operation: OperationDropped, Complete: true})
 		}
 	}
@@ -342,3 +274,12 @@ func compareFindings(a, b finding) int {
 	}
 	return 0
 }
+
+// Definition is the canary source (sources.canary: enabled, default true; interval,
+// default 1s), for the registry.
+var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
+	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, _ time.Duration) (source.Poller, error) {
+		// The flush only matters to canary reads arriving through the WAL source.
+		return New(Config{Now: env.Now, NoFlush: !env.Replication.Streaming()}, env.Sink, env.Logger, env.Registerer), nil
+	}}
+}}

@@ -297,7 +297,7 @@ func (ss *sessionState) remember(st *state) {
 func (s *Source) diff(now time.Time, prev, cur *state) []model.Event {
 	var events []model.Event
 	add := func(ev model.Event) {
-		ev.Time, ev.Source = now, model.SourceCatalog
+		ev.Time, ev.Source = now, Name
 		events = append(events, ev)
 	}
 
@@ -459,5 +459,5 @@ func (s *Source) ownSlotUsed(old, cur slot) bool {
 // connects with the same configuration as this source, adding replication=database).
 // Anyone can set the application_name; the pair takes logging in as the detector's role.
 func (s *Source) isOwnWalsender(sl slot) bool {
-	return sl.active && sl.backendType == "walsender" && sl.user == s.ownUser && sl.application == s.ownApplication
+	return sl.active && sl.backendType == "walsender" && sl.user == s.cfg.OwnUser && sl.application == s.cfg.OwnApplication
 }

@@ -1,4 +1,4 @@
-// Package watch is the catalog source: it polls the server state an intruder changes to
+// Package catalogwatch is the catalog source: it polls the server state an intruder changes to
 // read data past the other sources or to blind them — replication slots, publications,
 // role attributes and memberships, pg_stat_statements and table statistics resets, and
 // the settings the detector depends on — and reports each change as an event with
@@ -26,12 +26,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/backoff"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
-// Component is the name of this source in health reports, logs and metrics.
-const Component = "catalog"
+// Name is the source's name: its configuration section (sources.catalog), health
+// component, metrics label, and the source of its events.
+const Name = "catalog"
 
 // Kinds of the events this source emits (model.Kind). Object and Role say what the change
 // is about; docs/sources.md lists them for rule writers.
@@ -95,122 +96,59 @@ var DefaultSettings = []string{
 	"track_activities", "track_counts", "track_activity_query_size",
 }
 
-// Sink receives the events of one poll; an error makes the source offer the same
-// changes again at the next poll.
-type Sink interface {
-	HandleEvents(ctx context.Context, events []model.Event) error
-}
-
-// Health receives the outcome of every connection attempt and poll.
-type Health interface {
-	Set(component string, err error)
-}
-
-// Config says what to watch and how often.
+// Config says what to watch.
 type Config struct {
-	// Conn is the parsed connection configuration; the source copies it per connection.
-	Conn *pgx.ConnConfig
-	// Interval between polls (1 s detects a change within 2 s).
-	Interval time.Duration
+	// OwnUser and OwnApplication identify the WAL source's walsender: the user and
+	// application_name it connects with (the detector's own, as this source's).
+	OwnUser, OwnApplication string
 	// Sensitive maps schema-qualified tables to their sensitive columns: publishing one
 	// of them is reported.
 	Sensitive map[string][]string
 	// OwnSlots and OwnPublications are the detector's own (the WAL source's). Their
 	// creation and the WAL source's streaming are never reported; a use of an own slot by
 	// anything else (a client backend reading it through the SQL interface, a walsender
-	// that is not the WAL source's) is. The WAL source's walsender is recognised by the
-	// user and application_name of Conn, with which the WAL source connects too.
+	// that is not the WAL source's) is. The WAL source's walsender is recognised by
+	// OwnUser and OwnApplication.
 	OwnSlots, OwnPublications []string
 	// Settings to watch; nil means DefaultSettings.
 	Settings []string
-	// ReconnectInitial and ReconnectMax bound the reconnect backoff; zero means 500 ms and 30 s.
-	ReconnectInitial, ReconnectMax time.Duration
 	// Now is the clock that stamps events; nil means time.Now.
 	Now func() time.Time
 }
 
-// Source polls the watched state. Create it with New and start it with Run.
+// Source polls the watched state: a source.Poller. Create it with New.
 type Source struct {
 	cfg     Config
-	sink    Sink
-	health  Health
+	sink    source.Sink
 	log     *zap.Logger
 	metrics *metrics
 
-	// ownUser and ownApplication identify the WAL source's walsender: it connects with
-	// Config.Conn, as this source does.
-	ownUser, ownApplication string
-
-	// prev is the last state handed over, nil before the baseline; owned by Run.
+	// prev is the last state handed over, nil before the baseline.
 	prev *state
-	// sess is what the current session's polls reuse; owned by Run.
+	// sess is what the current session's polls reuse.
 	sess sessionState
 }
 
-// New returns a source that reports to sink and health.
-func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.Registerer) *Source {
-	if cfg.ReconnectInitial <= 0 {
-		cfg.ReconnectInitial = 500 * time.Millisecond
-	}
-	if cfg.ReconnectMax <= 0 {
-		cfg.ReconnectMax = 30 * time.Second
-	}
+// New returns a source that hands its events to sink.
+func New(cfg Config, sink source.Sink, log *zap.Logger, reg prometheus.Registerer) *Source {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.Settings == nil {
 		cfg.Settings = DefaultSettings
 	}
-	s := &Source{cfg: cfg, sink: sink, health: health, log: log.Named(Component), metrics: newMetrics(reg)}
-	if cfg.Conn != nil {
-		s.ownUser, s.ownApplication = cfg.Conn.User, cfg.Conn.RuntimeParams["application_name"]
-	}
-	return s
+	return &Source{cfg: cfg, sink: sink, log: log.Named(Name), metrics: newMetrics(reg)}
 }
 
-// Run polls until ctx is done, reconnecting with capped, jittered exponential backoff
-// whenever the connection or a poll fails. It returns ctx's error.
-func (s *Source) Run(ctx context.Context) error {
-	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
-	return bo.Reconnect(ctx, func(ctx context.Context) error { return s.session(ctx, bo) }, func(err error) {
-		s.health.Set(Component, err)
-		s.metrics.errors.Inc()
-		s.log.Warn("catalog watch failed; reconnecting", zap.Error(err))
-	})
-}
-
-func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
-	conn, err := pgx.ConnectConfig(ctx, s.cfg.Conn.Copy())
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = conn.Close(closeCtx)
-	}()
+// Start begins a session: what the previous one reused is forgotten, the state
+// handed over is not.
+func (s *Source) Start(context.Context, *pgx.Conn) error {
 	s.sess = sessionState{}
-	ticker := time.NewTicker(s.cfg.Interval)
-	defer ticker.Stop()
-	for {
-		pollCtx, cancel := context.WithTimeout(ctx, max(10*time.Second, 5*s.cfg.Interval))
-		err := s.poll(pollCtx, conn)
-		cancel()
-		if err != nil {
-			return err
-		}
-		bo.Reset()
-		s.health.Set(Component, nil)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ticker.C:
-		}
-	}
+	return nil
 }
 
-func (s *Source) poll(ctx context.Context, conn *pgx.Conn) error {
-	start := time.Now()
+// Poll reads the watched state once and hands over what changed.
+func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
 	cur, err := s.read(ctx, conn)
 	if err != nil {
 		return err
@@ -220,8 +158,6 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn) error {
 		s.logBaseline(cur)
 		s.prev = cur
 		s.sess.remember(cur)
-		s.metrics.pollDuration.Observe(time.Since(start).Seconds())
-		s.metrics.polls.Inc()
 		return nil
 	}
 	events := s.diff(now, s.prev, cur)
@@ -235,8 +171,6 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn) error {
 	}
 	s.prev = cur
 	s.sess.remember(cur)
-	s.metrics.pollDuration.Observe(time.Since(start).Seconds())
-	s.metrics.polls.Inc()
 	return nil
 }
 
@@ -281,3 +215,16 @@ func (s *Source) isSensitive(schema, name string) (string, bool) {
 	_, ok := s.cfg.Sensitive[q]
 	return q, ok
 }
+
+// Definition is the catalog source (sources.catalog: enabled, default true; interval,
+// default 1s; a change is reported within about two intervals), for the registry.
+var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
+	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, _ time.Duration) (source.Poller, error) {
+		cfg := Config{Sensitive: env.Sensitive, Now: env.Now,
+			OwnUser: env.Conn.User, OwnApplication: env.Conn.RuntimeParams["application_name"]}
+		if r := env.Replication; r.Streaming() {
+			cfg.OwnSlots, cfg.OwnPublications = []string{r.Slot}, []string{r.Publication}
+		}
+		return New(cfg, env.Sink, env.Logger, env.Registerer), nil
+	}}
+}}

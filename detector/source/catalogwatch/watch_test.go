@@ -11,123 +11,91 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// recorder is the sink: it keeps every event and counts hand-overs (one per poll after
-// the baseline), so that a test can wait for polls before asserting an absence.
-type recorder struct {
-	mu     sync.Mutex
-	events []model.Event
-	polls  int
-}
-
-func (r *recorder) HandleEvents(_ context.Context, events []model.Event) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.polls++
-	r.events = append(r.events, events...)
-	return nil
-}
-
-func (r *recorder) find(kind, object, role string) (model.Event, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, e := range r.events {
-		if e.Kind == kind && e.Object == object && (role == "" || e.Role == role) {
-			return e, true
-		}
+// find returns the first event of kind about object (and role, unless "") that sink
+// recorded.
+func find(sink *sourcetest.Recorder, kind, object, role string) (model.Event, bool) {
+	events := sink.Find(func(e model.Event) bool {
+		return e.Kind == kind && e.Object == object && (role == "" || e.Role == role)
+	})
+	if len(events) == 0 {
+		return model.Event{}, false
 	}
-	return model.Event{}, false
+	return events[0], true
 }
 
-func (r *recorder) pollCount() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.polls
-}
-
-func (r *recorder) all() []model.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.events)
-}
-
-// waitPolls waits until n more polls have been handed over after the call.
-func (r *recorder) waitPolls(t *testing.T, n int) {
-	t.Helper()
-	target := r.pollCount() + n
-	eventually(t, 20*time.Second, fmt.Sprintf("%d polls", n), func() bool { return r.pollCount() >= target })
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %s", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// start runs a watch on db at the production interval of 1 s and waits for its baseline.
-func start(t *testing.T, db *pgtest.Database, adjust func(*Config)) *recorder {
+// superuser is the connection configuration of db's superuser.
+func superuser(t *testing.T, db *pgtest.Database) *pgx.ConnConfig {
 	t.Helper()
 	conn, err := pgx.ParseConfig(db.SuperuserDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{
-		Conn:            conn,
-		Interval:        time.Second,
-		Sensitive:       map[string][]string{"public.users": {"email", "password_hash", "username"}},
-		OwnSlots:        []string{"pgtripwire_own"},
-		OwnPublications: []string{"pgtripwire_own"},
-	}
-	if adjust != nil {
-		adjust(&cfg)
-	}
-	sink := &recorder{}
+	return conn
+}
+
+// start runs the catalog source on db as the superuser, the WAL source's slot and
+// publication being pgtripwire_own, and waits for its baseline.
+func start(t *testing.T, db *pgtest.Database) *sourcetest.Recorder {
+	t.Helper()
+	return startAs(t, superuser(t, db), "pgtripwire_own")
+}
+
+// startAs runs the catalog source as the detector builds it from its configuration
+// (the default interval of 1 s; the WAL source's walsender known by conn's user and
+// application_name) with conn, the WAL source streaming from the slot and publication
+// own, and waits for its baseline. The sink records a hand-over per poll after the
+// baseline, so that a test can wait for polls before asserting an absence.
+func startAs(t *testing.T, conn *pgx.ConnConfig, own string) *sourcetest.Recorder {
+	t.Helper()
+	sink := &sourcetest.Recorder{}
 	reg := prometheus.NewRegistry()
-	h := health.New(reg)
-	h.Register(Component)
-	src := New(cfg, sink, h, zap.NewNop(), reg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: got %v, want context.Canceled", err)
-		}
+	settings := Definition.Settings()
+	part, err := settings.Build(source.Env{
+		Name:        Name,
+		Conn:        conn,
+		Sensitive:   map[string][]string{"public.users": {"email", "password_hash", "username"}},
+		Replication: source.Replication{Slot: own, Publication: own},
+		Sink:        sink,
+		Logger:      zap.NewNop(),
+		Registerer:  reg,
 	})
-	eventually(t, 20*time.Second, "healthy source", func() bool { ok, _ := h.Ready(); return ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if part.Interval != time.Second {
+		t.Fatalf("default interval: got %s, want 1s", part.Interval)
+	}
+	h := sourcetest.Start(t, conn, reg, source.Polled{Name: Name, Poller: part.Poller, Interval: part.Interval})
+	sourcetest.WaitReady(t, h)
 	return sink
 }
 
 // within waits up to 5 s (the acceptance bound) for an event and returns it.
-func within(t *testing.T, sink *recorder, kind, object, role string) model.Event {
+func within(t *testing.T, sink *sourcetest.Recorder, kind, object, role string) model.Event {
 	t.Helper()
 	var ev model.Event
 	begin := time.Now()
-	eventually(t, 5*time.Second, fmt.Sprintf("%s event for %s", kind, object), func() bool {
+	sourcetest.Eventually(t, 5*time.Second, fmt.Sprintf("%s event for %s", kind, object), func() bool {
 		var ok bool
-		ev, ok = sink.find(kind, object, role)
+		ev, ok = find(sink, kind, object, role)
 		return ok
 	})
 	t.Logf("%s %s seen after %s", kind, object, time.Since(begin).Round(time.Millisecond))
-	if ev.Source != model.SourceCatalog {
-		t.Errorf("source: got %q, want %q", ev.Source, model.SourceCatalog)
+	if ev.Source != Name {
+		t.Errorf("source: got %q, want %q", ev.Source, Name)
 	}
 	return ev
 }
@@ -154,7 +122,7 @@ func TestRoleAttributes(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	db.CreateRole(t, "watch_mallory", "NOSUPERUSER", "NOBYPASSRLS", "NOREPLICATION")
 	db.CreateRole(t, "watch_admin_before", "BYPASSRLS")
-	sink := start(t, db, nil)
+	sink := start(t, db)
 
 	db.Exec(t, `ALTER ROLE watch_mallory BYPASSRLS`)
 	ev := within(t, sink, KindRoleAttribute, "BYPASSRLS", "watch_mallory")
@@ -168,8 +136,8 @@ func TestRoleAttributes(t *testing.T) {
 	within(t, sink, KindRoleAttribute, "REPLICATION", "watch_new_replicator")
 
 	// A role that had the attribute before the detector started is history, not news.
-	sink.waitPolls(t, 2)
-	if ev, ok := sink.find(KindRoleAttribute, "BYPASSRLS", "watch_admin_before"); ok {
+	sink.WaitCalls(t, 2)
+	if ev, ok := find(sink, KindRoleAttribute, "BYPASSRLS", "watch_admin_before"); ok {
 		t.Errorf("baseline role reported: %+v", ev)
 	}
 }
@@ -180,7 +148,7 @@ func TestRoleMembership(t *testing.T) {
 	db.CreateRole(t, "watch_member_indirect")
 	db.CreateRole(t, "watch_group", "NOLOGIN")
 	db.CreateRole(t, "watch_monitor")
-	sink := start(t, db, nil)
+	sink := start(t, db)
 
 	db.Exec(t, `GRANT pg_read_all_data TO watch_member_direct`)
 	cleanupExec(t, db, `REVOKE pg_read_all_data FROM watch_member_direct`)
@@ -196,8 +164,8 @@ func TestRoleMembership(t *testing.T) {
 
 	// pg_monitor is what the detector's own role needs: not dangerous.
 	db.Exec(t, `GRANT pg_monitor TO watch_monitor`)
-	sink.waitPolls(t, 2)
-	for _, e := range sink.all() {
+	sink.WaitCalls(t, 2)
+	for _, e := range sink.Events() {
 		if e.Role == "watch_monitor" {
 			t.Errorf("pg_monitor membership reported: %+v", e)
 		}
@@ -210,7 +178,7 @@ func TestLogicalSlotOfAnotherRole(t *testing.T) {
 	db.CreateRole(t, "watch_slotter", "REPLICATION")
 	db.Exec(t, `SELECT pg_create_logical_replication_slot('pgtripwire_own', 'test_decoding')`)
 	cleanupExec(t, db, `SELECT pg_drop_replication_slot('pgtripwire_own')`)
-	sink := start(t, db, nil)
+	sink := start(t, db)
 
 	intruder := db.Conn(t, "watch_slotter")
 	slot := "watch_intruder_" + db.Name
@@ -226,7 +194,7 @@ func TestLogicalSlotOfAnotherRole(t *testing.T) {
 	// Reading the slot through the SQL interface is using it. The harness commits
 	// asynchronously, and decoding sees only flushed WAL: read until the insert comes.
 	db.Exec(t, `INSERT INTO public.users VALUES (1, 'a@example.com', 'a', 'x')`)
-	eventually(t, 10*time.Second, "decoded change", func() bool {
+	sourcetest.Eventually(t, 10*time.Second, "decoded change", func() bool {
 		var n int
 		err := intruder.QueryRow(t.Context(), `SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)`, slot).Scan(&n)
 		if err != nil {
@@ -240,7 +208,7 @@ func TestLogicalSlotOfAnotherRole(t *testing.T) {
 	// the changes read are consumed, and the WAL source never sees them.
 	db.Exec(t, `SELECT count(*) FROM pg_logical_slot_get_changes('pgtripwire_own', NULL, NULL)`)
 	within(t, sink, KindOwnSlotUsed, "pgtripwire_own", "")
-	if ev, ok := sink.find(KindSlotCreated, "pgtripwire_own", ""); ok {
+	if ev, ok := find(sink, KindSlotCreated, "pgtripwire_own", ""); ok {
 		t.Errorf("own slot reported as created: %+v", ev)
 	}
 }
@@ -255,18 +223,15 @@ func TestOwnSlotReadBehindTheWALSource(t *testing.T) {
 	// to it later is a new walsender on a known slot, recognised as ours.
 	db.Exec(t, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, own)
 	cleanupExec(t, db, `SELECT pg_drop_replication_slot($1)`, own)
-	var conn *pgx.ConnConfig
-	sink := start(t, db, func(cfg *Config) {
-		// As the detector configures its connections; the WAL source uses the same.
-		cfg.Conn.RuntimeParams["application_name"] = "pgtripwire"
-		cfg.OwnSlots, cfg.OwnPublications = []string{own}, []string{own}
-		conn = cfg.Conn
-	})
+	// As the detector configures its connections; the WAL source uses the same.
+	conn := superuser(t, db)
+	conn.RuntimeParams["application_name"] = "pgtripwire"
+	sink := startAs(t, conn, own)
 
 	reg := prometheus.NewRegistry()
 	h := health.New(reg)
-	h.Register(wal.Component)
-	changes := &recorder{}
+	h.Register(wal.Name)
+	changes := &sourcetest.Recorder{}
 	stream := wal.New(wal.Config{Conn: &conn.Config, Slot: own, Publication: own,
 		Tables:         map[string][]string{"public.users": {"email", "password_hash", "username"}},
 		StatusInterval: 100 * time.Millisecond}, changes, h, zap.NewNop(), reg)
@@ -280,7 +245,7 @@ func TestOwnSlotReadBehindTheWALSource(t *testing.T) {
 		}
 	})
 	t.Cleanup(stop)
-	eventually(t, 20*time.Second, "WAL source streaming", func() bool { ok, _ := h.Ready(); return ok })
+	sourcetest.WaitReady(t, h) // streaming
 
 	su := db.Conn(t, "postgres")
 	confirmed := func() string {
@@ -293,10 +258,10 @@ func TestOwnSlotReadBehindTheWALSource(t *testing.T) {
 	}
 	before := confirmed()
 	db.Exec(t, `INSERT INTO public.users VALUES (1, 'a@example.com', 'a', 'x')`)
-	eventually(t, 10*time.Second, "the WAL source to hand the insert over", func() bool { return len(changes.all()) > 0 })
-	eventually(t, 10*time.Second, "the WAL source to confirm it", func() bool { return confirmed() != before })
-	sink.waitPolls(t, 2)
-	for _, e := range sink.all() {
+	sourcetest.Eventually(t, 10*time.Second, "the WAL source to hand the insert over", func() bool { return len(changes.Events()) > 0 })
+	sourcetest.Eventually(t, 10*time.Second, "the WAL source to confirm it", func() bool { return confirmed() != before })
+	sink.WaitCalls(t, 2)
+	for _, e := range sink.Events() {
 		if e.Object == own {
 			t.Errorf("the WAL source's own streaming reported: %+v", e)
 		}
@@ -306,16 +271,16 @@ func TestOwnSlotReadBehindTheWALSource(t *testing.T) {
 	// one interval of our walsender leaving, what it confirmed last cannot be told from a
 	// read: wait for a poll that saw the slot free.)
 	stop()
-	eventually(t, 10*time.Second, "the walsender to leave", func() bool {
+	sourcetest.Eventually(t, 10*time.Second, "the walsender to leave", func() bool {
 		var active bool
 		if err := su.QueryRow(t.Context(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, own).Scan(&active); err != nil {
 			t.Fatal(err)
 		}
 		return !active
 	})
-	sink.waitPolls(t, 2)
+	sink.WaitCalls(t, 2)
 	db.Exec(t, `INSERT INTO public.users VALUES (2, 'b@example.com', 'b', 'y')`)
-	eventually(t, 10*time.Second, "decoded change", func() bool {
+	sourcetest.Eventually(t, 10*time.Second, "decoded change", func() bool {
 		var n int
 		if err := su.QueryRow(t.Context(), `SELECT count(*) FROM pg_logical_slot_get_binary_changes($1, NULL, NULL,
 			'proto_version', '1', 'publication_names', $2)`, own, own).Scan(&n); err != nil {
@@ -327,8 +292,7 @@ func TestOwnSlotReadBehindTheWALSource(t *testing.T) {
 }
 
 func TestOwnSlotUsed(t *testing.T) {
-	s := New(Config{Conn: &pgx.ConnConfig{Config: pgconn.Config{User: "detector",
-		RuntimeParams: map[string]string{"application_name": "pgtripwire"}}}}, nil, nil, zap.NewNop(), prometheus.NewRegistry())
+	s := New(Config{OwnUser: "detector", OwnApplication: "pgtripwire"}, nil, zap.NewNop(), prometheus.NewRegistry())
 	ours := func(pid int32, confirmed string) slot {
 		return slot{typ: "logical", active: true, pid: pid, backendType: "walsender", user: "detector",
 			application: "pgtripwire", confirmed: confirmed}
@@ -363,7 +327,7 @@ func TestOwnSlotUsed(t *testing.T) {
 
 func TestStatementsReset(t *testing.T) {
 	db := pgtest.NewDatabase(t)
-	sink := start(t, db, nil)
+	sink := start(t, db)
 	db.CreateRole(t, "watch_resetter")
 	db.Exec(t, `GRANT EXECUTE ON FUNCTION pg_stat_statements_reset(oid, oid, bigint) TO watch_resetter`)
 	conn := db.Conn(t, "watch_resetter")
@@ -382,7 +346,7 @@ func TestStatementsReset(t *testing.T) {
 func TestPublicationOfSensitiveTable(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	seed(t, db)
-	sink := start(t, db, nil)
+	sink := start(t, db)
 
 	db.Exec(t, `CREATE PUBLICATION watch_orders FOR TABLE public.orders`)
 	db.Exec(t, `CREATE PUBLICATION pgtripwire_own FOR TABLE public.users`)
@@ -392,8 +356,8 @@ func TestPublicationOfSensitiveTable(t *testing.T) {
 	if ev.Relation != "public.users" || !slices.Equal(ev.SensitiveRead, []string{"email", "password_hash", "username"}) {
 		t.Errorf("got relation %q columns %v, want public.users with its sensitive columns", ev.Relation, ev.SensitiveRead)
 	}
-	sink.waitPolls(t, 2)
-	for _, e := range sink.all() {
+	sink.WaitCalls(t, 2)
+	for _, e := range sink.Events() {
 		if e.Kind == KindPublicationSensitive && e.Object != "watch_leak" {
 			t.Errorf("publication reported that is ours or publishes nothing sensitive: %+v", e)
 		}
@@ -403,7 +367,7 @@ func TestPublicationOfSensitiveTable(t *testing.T) {
 func TestSettingsTheDetectorDependsOn(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	db.CreateRole(t, "watch_quiet")
-	sink := start(t, db, nil)
+	sink := start(t, db)
 
 	// Per role: the statements of this role would no longer be counted.
 	db.Exec(t, `ALTER ROLE watch_quiet SET pg_stat_statements.track = 'none'`)
@@ -422,8 +386,8 @@ func TestSettingsTheDetectorDependsOn(t *testing.T) {
 	// missed change.
 	db.Exec(t, `ALTER SYSTEM SET pg_stat_statements.track_utility = off`)
 	cleanupExec(t, db, `ALTER SYSTEM RESET pg_stat_statements.track_utility`)
-	sink.waitPolls(t, 2)
-	if _, ok := sink.find(KindSettingChanged, "pg_stat_statements.track_utility", ""); ok {
+	sink.WaitCalls(t, 2)
+	if _, ok := find(sink, KindSettingChanged, "pg_stat_statements.track_utility", ""); ok {
 		t.Fatal("setting_changed before the reload that applies it")
 	}
 	db.Exec(t, `SELECT pg_reload_conf()`)
@@ -432,16 +396,16 @@ func TestSettingsTheDetectorDependsOn(t *testing.T) {
 
 func TestStatementsExtensionDropped(t *testing.T) {
 	db := pgtest.NewDatabase(t)
-	sink := start(t, db, nil)
+	sink := start(t, db)
 	// Polls after the first read pg_stat_statements_info in the same batch as the rest:
 	// the drop must be found from there too.
-	sink.waitPolls(t, 2)
+	sink.WaitCalls(t, 2)
 	db.Exec(t, `DROP EXTENSION pg_stat_statements`)
 	within(t, sink, KindExtensionDropped, "pg_stat_statements", "")
 
 	// And back: a reset of the new extension's statistics is reported like any other.
 	db.Exec(t, `CREATE EXTENSION pg_stat_statements`)
-	sink.waitPolls(t, 2)
+	sink.WaitCalls(t, 2)
 	db.Exec(t, `SELECT pg_stat_statements_reset()`)
 	within(t, sink, KindStatsReset, "pg_stat_statements", "")
 }
@@ -449,7 +413,7 @@ func TestStatementsExtensionDropped(t *testing.T) {
 func TestStatementEvictions(t *testing.T) {
 	srv := pgtest.NewServer(t, map[string]string{"pg_stat_statements.max": "100"})
 	db := pgtest.NewDatabaseIn(t, srv)
-	sink := start(t, db, nil)
+	sink := start(t, db)
 
 	// Flooding pg_stat_statements with distinct statements pushes older ones out.
 	conn := db.Conn(t, "postgres")

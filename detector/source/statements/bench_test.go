@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/health"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
 )
 
 // benchEntries is the size of pg_stat_statements the poll cost is measured at.
@@ -54,20 +54,23 @@ func BenchmarkPoll(b *testing.B) {
 	b.Run("steady-state", func(b *testing.B) {
 		reg := prometheus.NewRegistry()
 		src := New(Config{
-			Conn: conn.Config(), Interval: time.Second, CatalogRefresh: time.Hour,
-			SearchPath: []string{"$user", "public"},
-			Sensitive:  map[string][]string{"public.users": {"email", "username", "password_hash"}},
-		}, &recorder{}, health.New(reg), zap.NewNop(), reg)
+			CatalogRefresh: time.Hour,
+			SearchPath:     []string{"$user", "public"},
+			Sensitive:      map[string][]string{"public.users": {"email", "username", "password_hash"}},
+		}, &sourcetest.Recorder{}, zap.NewNop(), reg)
+		if err := src.Start(ctx, conn); err != nil {
+			b.Fatal(err)
+		}
 		// Two polls reach the steady state: a baseline, then one that fetches the
 		// texts of the source's own new statements.
 		for range 2 {
-			if err := src.poll(ctx, conn, dbID, db.Name); err != nil {
+			if err := src.Poll(ctx, conn); err != nil {
 				b.Fatal(err)
 			}
 		}
 		b.ResetTimer()
 		for b.Loop() {
-			if err := src.poll(ctx, conn, dbID, db.Name); err != nil {
+			if err := src.Poll(ctx, conn); err != nil {
 				b.Fatal(err)
 			}
 		}

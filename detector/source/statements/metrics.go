@@ -6,8 +6,6 @@ import (
 )
 
 type metrics struct {
-	pollDuration     prometheus.Histogram
-	errors           prometheus.Counter
 	entries          prometheus.Gauge
 	hidden           prometheus.Gauge
 	textsFetched     prometheus.Counter
@@ -22,16 +20,6 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	return &metrics{
-		pollDuration: f.NewHistogram(prometheus.HistogramOpts{
-			Name:    "pgtripwire_statements_poll_duration_seconds",
-			Help:    "Time of one successful pg_stat_statements poll, including classification and evaluation.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
-		}),
-		errors: f.NewCounter(prometheus.CounterOpts{
-			Name:        "pgtripwire_source_errors_total",
-			Help:        "Failed connections or polls of a source; each is followed by a reconnect with backoff.",
-			ConstLabels: prometheus.Labels{"source": Component},
-		}),
 		entries: f.NewGauge(prometheus.GaugeOpts{
 			Name: "pgtripwire_statements_entries",
 			Help: "pg_stat_statements entries of the monitored database at the last poll.",

@@ -8,15 +8,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector/classify"
-	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
 )
 
 // Memory follows pg_stat_statements, not the history of every statement ever seen.
 func TestPruneForgetsWhatLeftPgStatStatements(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	now := time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
-	src := New(Config{Interval: time.Second, Now: func() time.Time { return now }},
-		&recorder{}, health.New(reg), zap.NewNop(), reg)
+	src := New(Config{Now: func() time.Time { return now }}, &sourcetest.Recorder{}, zap.NewNop(), reg)
 	text := "SELECT 1"
 	_, commit := src.tracker.observe([]entry{e(1, 1, 1)})
 	commit()

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,67 +21,46 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/backoff"
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/classify"
 	"github.com/pgtripwire/pgtripwire/detector/redact"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
-// Component is the name of this source in health reports, logs and metrics.
-const Component = "statements"
+// Name is the source's name: its configuration section (sources.statements), health
+// component, metrics label, and the source of its events.
+const Name = "statements"
 
-// Sink receives the events of one poll. It returns only when they have been
-// evaluated and their alerts written; an error makes the source offer the same deltas
-// again at the next poll.
-type Sink interface {
-	HandleEvents(ctx context.Context, events []model.Event) error
-}
-
-// Health receives the outcome of every connection attempt and poll.
-type Health interface {
-	Set(component string, err error)
-}
-
-// Config says what to poll and how often.
+// Config says how to classify and report what the polls read.
 type Config struct {
-	// Conn is the parsed connection configuration; the source copies it per connection.
-	Conn *pgx.ConnConfig
-	// Interval between polls.
-	Interval time.Duration
 	// CatalogRefresh is how often the catalog snapshot is reloaded.
 	CatalogRefresh time.Duration
 	// SearchPath resolves unqualified relation names; "$user" is the statement's role.
 	SearchPath []string
 	// Sensitive maps schema-qualified tables to their sensitive columns.
 	Sensitive map[string][]string
-	// ReconnectInitial and ReconnectMax bound the reconnect backoff; zero means 500 ms and 30 s.
-	ReconnectInitial, ReconnectMax time.Duration
 	// Now is the clock that stamps events; nil means time.Now.
 	Now func() time.Time
 	// Attribution, when set, labels each event with the client address and application
-	// that ran its statement, as another source observed them; nil leaves them empty.
-	Attribution Attribution
+	// that ran its statement, as the activity samples saw them (pg_stat_statements does
+	// not know the client); nil leaves them empty.
+	Attribution *source.Attribution
 }
 
-// Attribution tells which client ran a statement: pg_stat_statements does not know.
-// The activity source implements it from its samples of pg_stat_activity.
-type Attribution interface {
-	// Lookup returns the client address ("" for a Unix socket) and application that
-	// ran queryID as role, and false when that is unknown or ambiguous.
-	Lookup(queryID int64, role string) (clientAddr, application string, ok bool)
-}
-
-// Source polls pg_stat_statements. Create it with New and start it with Run.
+// Source polls pg_stat_statements: a source.Poller. Create it with New.
 type Source struct {
 	cfg     Config
-	sink    Sink
-	health  Health
+	sink    source.Sink
 	log     *zap.Logger
 	metrics *metrics
 	now     func() time.Time
 
-	// State below is owned by the Run goroutine.
+	// The current connection's database; set by Start.
+	dbID   uint32
+	dbName string
+
+	// State below is owned by the polling goroutine.
 	tracker         *tracker
 	texts           map[int64]*string // queryid → normalized text; nil when the server had none
 	shown           map[int64]string  // queryid → its text redacted for events (redact.Statement)
@@ -103,22 +81,15 @@ type Source struct {
 	hidden          int // entries whose queryid the server hides from the detector's role
 }
 
-// New returns a source that reports to sink and health.
-func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.Registerer) *Source {
-	if cfg.ReconnectInitial <= 0 {
-		cfg.ReconnectInitial = 500 * time.Millisecond
-	}
-	if cfg.ReconnectMax <= 0 {
-		cfg.ReconnectMax = 30 * time.Second
-	}
+// New returns a source that hands its events to sink.
+func New(cfg Config, sink source.Sink, log *zap.Logger, reg prometheus.Registerer) *Source {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	return &Source{
 		cfg:          cfg,
 		sink:         sink,
-		health:       health,
-		log:          log.Named(Component),
+		log:          log.Named(Name),
 		metrics:      newMetrics(reg),
 		now:          cfg.Now,
 		tracker:      newTracker(),
@@ -131,59 +102,19 @@ func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.R
 	}
 }
 
-// Run polls until ctx is done, reconnecting with capped, jittered exponential backoff
-// whenever the connection or a poll fails. It returns ctx's error: the source never
-// gives up on its own, because a database that is down now is exactly when it must
-// come back by itself.
-func (s *Source) Run(ctx context.Context) error {
-	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
-	return bo.Reconnect(ctx, func(ctx context.Context) error { return s.session(ctx, bo) }, func(err error) {
-		s.health.Set(Component, err)
-		s.metrics.errors.Inc()
-		s.log.Warn("statements source failed; reconnecting", zap.Error(err))
-	})
-}
-
-// session connects and polls until an error or cancellation.
-func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
-	conn, err := pgx.ConnectConfig(ctx, s.cfg.Conn.Copy())
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = conn.Close(closeCtx)
-	}()
-
-	var dbID uint32
-	var dbName string
+// Start reads the connection's database.
+func (s *Source) Start(ctx context.Context, conn *pgx.Conn) error {
 	if err := conn.QueryRow(ctx,
-		`SELECT oid, datname FROM pg_database WHERE datname = current_database()`).Scan(&dbID, &dbName); err != nil {
+		`SELECT oid, datname FROM pg_database WHERE datname = current_database()`).Scan(&s.dbID, &s.dbName); err != nil {
 		return fmt.Errorf("read current database: %w", err)
 	}
-	s.log.Info("connected", zap.String("database", dbName))
+	s.log.Info("connected", zap.String("database", s.dbName))
+	return nil
+}
 
-	ticker := time.NewTicker(s.cfg.Interval)
-	defer ticker.Stop()
-	for {
-		// A poll that hangs (a partitioned network, a server that stopped answering)
-		// must end in an error, so that the source reports unready and reconnects
-		// instead of looking healthy while blind.
-		pollCtx, cancel := context.WithTimeout(ctx, max(10*time.Second, 5*s.cfg.Interval))
-		err := s.poll(pollCtx, conn, dbID, dbName)
-		cancel()
-		if err != nil {
-			return err
-		}
-		bo.Reset()
-		s.health.Set(Component, s.blindSpot())
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ticker.C:
-		}
-	}
+// Poll reads the counters once, classifies what grew and hands the events over.
+func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
+	return s.poll(ctx, conn, s.dbID, s.dbName)
 }
 
 // pollQuery reads counters without texts: at 5,000 entries it costs the server a fifth
@@ -202,7 +133,6 @@ FROM pg_stat_statements(true)
 WHERE dbid = $1 AND queryid = ANY($2)`
 
 func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName string) error {
-	start := time.Now()
 	now := s.now()
 	// When only the schema probe is due, it rides in the poll's round trip.
 	probeInBatch := s.catalog != nil && now.Sub(s.catalogAt) < s.cfg.CatalogRefresh && s.probeDue(now)
@@ -287,13 +217,12 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 	}
 	commit()
 	s.prune()
-	s.metrics.pollDuration.Observe(time.Since(start).Seconds())
 	return nil
 }
 
-// blindSpot reports, as a health problem, statements the detector's role may not see:
+// BlindSpot reports, as a health problem, statements the detector's role may not see:
 // polling works, but reads by other roles go unnoticed, and on-call must know.
-func (s *Source) blindSpot() error {
+func (s *Source) BlindSpot() error {
 	if s.hidden == 0 {
 		return nil
 	}
@@ -519,7 +448,7 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) []model.Ev
 		}
 		base := model.Event{
 			Time:      now,
-			Source:    model.SourceStatements,
+			Source:    Name,
 			Database:  dbName,
 			Role:      s.roles[d.userID],
 			Operation: res.Operation,
@@ -528,12 +457,10 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) []model.Ev
 			Calls:     calls,
 			QueryID:   d.queryID,
 		}
-		if s.cfg.Attribution != nil {
-			if addr, app, ok := s.cfg.Attribution.Lookup(d.queryID, base.Role); ok {
-				base.ClientAddr, base.Application = addr, app
-			}
+		if addr, app, ok := s.cfg.Attribution.Lookup(d.queryID, base.Role); ok {
+			base.ClientAddr, base.Application = addr, app
 		}
-		rels := sensitiveRelations(res, s.sensitive)
+		rels := res.SensitiveRelations(s.sensitive)
 		unnamed := len(rels) == 0 && !res.Complete && d.rows > 0
 		if len(rels) == 0 && !unnamed {
 			continue
@@ -546,8 +473,8 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) []model.Ev
 		for _, rel := range rels {
 			ev := base
 			ev.Relation = rel
-			ev.SensitiveRead = columnsOf(rel, res.SensitiveRead)
-			ev.SensitiveReferenced = columnsOf(rel, res.SensitiveReferenced)
+			ev.SensitiveRead = classify.ColumnsOf(rel, res.SensitiveRead)
+			ev.SensitiveReferenced = classify.ColumnsOf(rel, res.SensitiveReferenced)
 			events = append(events, ev)
 		}
 		if unnamed {
@@ -627,34 +554,6 @@ func (s *Source) prune() {
 			delete(s.textAttempts, id)
 		}
 	}
-}
-
-// sensitiveRelations lists the configured sensitive tables a classification involves:
-// those whose sensitive columns it reads or references, and, when the statement could
-// not be fully classified, those it mentions at all.
-func sensitiveRelations(res classify.Result, sensitive []string) []string {
-	var rels []string
-	for _, rel := range sensitive {
-		touched := len(columnsOf(rel, res.SensitiveRead)) > 0 ||
-			len(columnsOf(rel, res.SensitiveReferenced)) > 0 ||
-			(!res.Complete && slices.Contains(res.Relations, rel))
-		if touched {
-			rels = append(rels, rel)
-		}
-	}
-	return rels
-}
-
-// columnsOf returns the column names of rel among qualified "schema.table.column" names.
-func columnsOf(rel string, qualified []string) []string {
-	var cols []string
-	prefix := rel + "."
-	for _, q := range qualified {
-		if col, ok := strings.CutPrefix(q, prefix); ok {
-			cols = append(cols, col)
-		}
-	}
-	return cols
 }
 
 // explainMissingExtension adds the fix to the server's error when pg_stat_statements is

@@ -1,12 +1,9 @@
 package statements
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,56 +13,35 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// recorder is the sink: it keeps every event and can be told to refuse a hand-over.
-type recorder struct {
-	mu      sync.Mutex
-	events  []model.Event
-	refuse  int // refuse this many non-empty hand-overs
-	refused int
-}
-
-func (r *recorder) HandleEvents(_ context.Context, events []model.Event) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(events) > 0 && r.refused < r.refuse {
-		r.refused++
-		return errors.New("alert log full")
-	}
-	r.events = append(r.events, events...)
-	return nil
-}
-
-// rows sums the rows of the events matching role and relation.
-func (r *recorder) rows(role, relation string) (rows int64, events []model.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, e := range r.events {
-		if e.Role == role && e.Relation == relation {
-			rows += e.Rows
-			events = append(events, e)
-		}
-	}
-	return rows, events
-}
-
 type started struct {
 	src    *Source
-	sink   *recorder
+	sink   *sourcetest.Recorder
 	health *health.Status
 }
 
-func startSource(t *testing.T, db *pgtest.Database, sink *recorder) *started {
+// rows sums the rows of the events about role and relation handed over so far.
+func (st *started) rows(role, relation string) (n int64, events []model.Event) {
+	events = st.sink.Find(func(e model.Event) bool { return e.Role == role && e.Relation == relation })
+	for _, e := range events {
+		n += e.Rows
+	}
+	return n, events
+}
+
+func startSource(t *testing.T, db *pgtest.Database, sink *sourcetest.Recorder) *started {
 	t.Helper()
 	return startSourceWith(t, sink, sourceOptions{dsn: db.SuperuserDSN(), interval: 100 * time.Millisecond})
 }
 
-func startSourceEvery(t *testing.T, db *pgtest.Database, sink *recorder, interval time.Duration) *started {
+func startSourceEvery(t *testing.T, db *pgtest.Database, sink *sourcetest.Recorder, interval time.Duration) *started {
 	t.Helper()
 	return startSourceWith(t, sink, sourceOptions{dsn: db.SuperuserDSN(), interval: interval})
 }
@@ -75,10 +51,12 @@ type sourceOptions struct {
 	interval       time.Duration
 	noWaitOK       bool          // do not wait for the source to report healthy
 	catalogRefresh time.Duration // default 1m
-	attribution    Attribution
+	attribution    *source.Attribution
 }
 
-func startSourceWith(t *testing.T, sink *recorder, o sourceOptions) *started {
+// startSourceWith runs the source on a polling loop, as the detector does, until the
+// test ends.
+func startSourceWith(t *testing.T, sink *sourcetest.Recorder, o sourceOptions) *started {
 	t.Helper()
 	conn, err := pgx.ParseConfig(o.dsn)
 	if err != nil {
@@ -88,29 +66,16 @@ func startSourceWith(t *testing.T, sink *recorder, o sourceOptions) *started {
 		o.catalogRefresh = time.Minute
 	}
 	reg := prometheus.NewRegistry()
-	st := &started{sink: sink, health: health.New(reg)}
-	st.health.Register(Component)
+	st := &started{sink: sink}
 	st.src = New(Config{
-		Conn:             conn,
-		Interval:         o.interval,
-		CatalogRefresh:   o.catalogRefresh,
-		SearchPath:       []string{"$user", "public"},
-		Sensitive:        map[string][]string{"public.users": {"email", "username", "password_hash"}},
-		ReconnectInitial: 50 * time.Millisecond,
-		ReconnectMax:     200 * time.Millisecond,
-		Attribution:      o.attribution,
-	}, sink, st.health, zap.NewNop(), reg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- st.src.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: got %v, want context.Canceled", err)
-		}
-	})
+		CatalogRefresh: o.catalogRefresh,
+		SearchPath:     []string{"$user", "public"},
+		Sensitive:      map[string][]string{"public.users": {"email", "username", "password_hash"}},
+		Attribution:    o.attribution,
+	}, sink, zap.NewNop(), reg)
+	st.health = sourcetest.Start(t, conn, reg, source.Polled{Name: Name, Poller: st.src, Interval: o.interval})
 	if !o.noWaitOK {
-		eventually(t, 20*time.Second, "source healthy", func() bool { ok, _ := st.health.Ready(); return ok })
+		sourcetest.WaitReady(t, st.health)
 	}
 	return st
 }
@@ -118,21 +83,33 @@ func startSourceWith(t *testing.T, sink *recorder, o sourceOptions) *started {
 // problem is the source's health problem, "" when healthy or still starting.
 func (st *started) problem() string {
 	_, why := st.health.Ready()
-	if why[Component] == "starting" {
+	if why[Name] == "starting" {
 		return ""
 	}
-	return why[Component]
+	return why[Name]
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+// sourceCounter is the value of the kit's counter name (source.Metrics) labelled with
+// this source, 0 while it does not exist.
+func sourceCounter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %s", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
 	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "source" && l.GetValue() == Name {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func seed(t *testing.T, db *pgtest.Database, users int, roles ...string) {
@@ -166,7 +143,7 @@ func TestEventsPerRoleAndStatement(t *testing.T) {
 	// Activity before the source starts is history: the first poll is a baseline.
 	alice := db.Conn(t, "stmt_alice")
 	query(t, alice, `SELECT email FROM users`)
-	st := startSource(t, db, &recorder{})
+	st := startSource(t, db, &sourcetest.Recorder{})
 
 	query(t, alice, `SELECT email FROM users`)
 	query(t, alice, `SELECT email FROM users`)
@@ -174,36 +151,36 @@ func TestEventsPerRoleAndStatement(t *testing.T) {
 	query(t, bob, `SELECT * FROM users WHERE id <= $1`, 10)
 	query(t, bob, `SELECT id, total FROM orders`)
 
-	eventually(t, 5*time.Second, "events for both roles", func() bool {
-		a, _ := st.sink.rows("stmt_alice", "public.users")
-		b, _ := st.sink.rows("stmt_bob", "public.users")
+	sourcetest.Eventually(t, 5*time.Second, "events for both roles", func() bool {
+		a, _ := st.rows("stmt_alice", "public.users")
+		b, _ := st.rows("stmt_bob", "public.users")
 		return a == 6000 && b == 10
 	})
-	_, aliceEvents := st.sink.rows("stmt_alice", "public.users")
+	_, aliceEvents := st.rows("stmt_alice", "public.users")
 	got := aliceEvents[0]
 	if !slices.Equal(got.SensitiveRead, []string{"email"}) || got.Operation != "SELECT" || !got.Complete ||
-		got.Database != db.Name || got.Source != model.SourceStatements || got.QueryID == 0 {
+		got.Database != db.Name || got.Source != Name || got.QueryID == 0 {
 		t.Errorf("got %+v, want a complete SELECT event reading email with its queryid", got)
 	}
-	_, bobEvents := st.sink.rows("stmt_bob", "public.users")
+	_, bobEvents := st.rows("stmt_bob", "public.users")
 	if !slices.Equal(bobEvents[0].SensitiveRead, []string{"email", "password_hash", "username"}) {
 		t.Errorf("SELECT *: got read %v, want every sensitive column", bobEvents[0].SensitiveRead)
 	}
-	if _, ev := st.sink.rows("stmt_bob", "public.orders"); len(ev) != 0 {
+	if _, ev := st.rows("stmt_bob", "public.orders"); len(ev) != 0 {
 		t.Errorf("got events %v for a non-sensitive table, want none", ev)
 	}
 	// Texts are fetched once per queryid, not per poll or per call. The source's own
 	// statements are new queryids too at first: wait until fetching has settled.
 	fetched, since := -1.0, time.Now()
-	eventually(t, 10*time.Second, "text fetching to settle", func() bool {
+	sourcetest.Eventually(t, 10*time.Second, "text fetching to settle", func() bool {
 		if v := testutil.ToFloat64(st.src.metrics.textsFetched); v != fetched {
 			fetched, since = v, time.Now()
 		}
 		return time.Since(since) > time.Second // ten polls without a new text
 	})
 	query(t, alice, `SELECT email FROM users`)
-	eventually(t, 5*time.Second, "the third read", func() bool {
-		a, _ := st.sink.rows("stmt_alice", "public.users")
+	sourcetest.Eventually(t, 5*time.Second, "the third read", func() bool {
+		a, _ := st.rows("stmt_alice", "public.users")
 		return a == 9000
 	})
 	if got := testutil.ToFloat64(st.src.metrics.textsFetched); got != fetched {
@@ -211,43 +188,43 @@ func TestEventsPerRoleAndStatement(t *testing.T) {
 	}
 }
 
-// clients is an Attribution that knows the client of one role's statements.
-type clients struct {
-	role, addr, application string
-	asked                   sync.Map // queryid → true
-}
-
-func (c *clients) Lookup(queryID int64, role string) (string, string, bool) {
-	c.asked.Store(queryID, true)
-	if role != c.role {
-		return "", "", false
-	}
-	return c.addr, c.application, true
-}
-
+// Events carry the client the activity samples noted for their (query id, role), and
+// none for a role the samples did not see run it: a client is never invented.
 func TestEventsCarryTheAttributedClient(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 100, "stmt_attr_known", "stmt_attr_unknown")
-	attr := &clients{role: "stmt_attr_known", addr: "10.0.0.7", application: "billing"}
-	st := startSourceWith(t, &recorder{}, sourceOptions{dsn: db.SuperuserDSN(), interval: 100 * time.Millisecond, attribution: attr})
-	query(t, db.Conn(t, "stmt_attr_known"), `SELECT email FROM users`)
-	query(t, db.Conn(t, "stmt_attr_unknown"), `SELECT email FROM users`)
-	eventually(t, 5*time.Second, "events for both roles", func() bool {
-		a, _ := st.sink.rows("stmt_attr_known", "public.users")
-		b, _ := st.sink.rows("stmt_attr_unknown", "public.users")
+	known, unknown := db.Conn(t, "stmt_attr_known"), db.Conn(t, "stmt_attr_unknown")
+	// Run once before the source starts (history, for the baseline) to learn the query
+	// id, which does not depend on the role.
+	const read = `SELECT email FROM users`
+	query(t, known, read)
+	query(t, unknown, read)
+	var queryID int64
+	if err := db.Conn(t, "postgres").QueryRow(t.Context(), `SELECT queryid FROM pg_stat_statements
+		WHERE query = $1 AND userid = 'stmt_attr_known'::regrole
+		AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`, read).Scan(&queryID); err != nil {
+		t.Fatal(err)
+	}
+	attr := source.NewAttribution(0, nil)
+	attr.Note(queryID, "stmt_attr_known", "10.0.0.7", "billing", time.Now())
+
+	st := startSourceWith(t, &sourcetest.Recorder{}, sourceOptions{dsn: db.SuperuserDSN(), interval: 100 * time.Millisecond, attribution: attr})
+	query(t, known, read)
+	query(t, unknown, read)
+	sourcetest.Eventually(t, 5*time.Second, "events for both roles", func() bool {
+		a, _ := st.rows("stmt_attr_known", "public.users")
+		b, _ := st.rows("stmt_attr_unknown", "public.users")
 		return a == 100 && b == 100
 	})
-	_, known := st.sink.rows("stmt_attr_known", "public.users")
-	if known[0].ClientAddr != "10.0.0.7" || known[0].Application != "billing" {
-		t.Errorf("attributed: got client %q application %q, want 10.0.0.7 billing", known[0].ClientAddr, known[0].Application)
+	_, knownEvents := st.rows("stmt_attr_known", "public.users")
+	if got := knownEvents[0]; got.QueryID != queryID || got.ClientAddr != "10.0.0.7" || got.Application != "billing" {
+		t.Errorf("attributed: got queryid %d client %q application %q, want %d 10.0.0.7 billing",
+			got.QueryID, got.ClientAddr, got.Application, queryID)
 	}
-	if _, asked := attr.asked.Load(known[0].QueryID); !asked {
-		t.Errorf("Lookup was not asked about queryid %d", known[0].QueryID)
-	}
-	_, unknown := st.sink.rows("stmt_attr_unknown", "public.users")
-	if unknown[0].ClientAddr != "" || unknown[0].Application != "" {
-		t.Errorf("unattributed: got client %q application %q, want none (never invented)", unknown[0].ClientAddr, unknown[0].Application)
+	_, unknownEvents := st.rows("stmt_attr_unknown", "public.users")
+	if got := unknownEvents[0]; got.ClientAddr != "" || got.Application != "" {
+		t.Errorf("unattributed: got client %q application %q, want none (never invented)", got.ClientAddr, got.Application)
 	}
 }
 
@@ -260,16 +237,16 @@ func TestResetCountsEveryEntryFromZero(t *testing.T) {
 		return "SET ROLE stmt_mallory;" + repeat(" SELECT email, password_hash FROM users;", n)
 	}
 	db.Exec(t, reads(5)) // 10,000 rows before the start: history
-	st := startSourceEvery(t, db, &recorder{}, time.Second)
+	st := startSourceEvery(t, db, &sourcetest.Recorder{}, time.Second)
 
 	// Between two polls: a reset, then more reads than before it. Without noticing
 	// the reset, the counters look like they grew by one call.
 	db.Exec(t, "SELECT pg_stat_statements_reset();"+reads(6))
-	eventually(t, 5*time.Second, "the reads after the reset", func() bool {
-		rows, _ := st.sink.rows("stmt_mallory", "public.users")
+	sourcetest.Eventually(t, 5*time.Second, "the reads after the reset", func() bool {
+		rows, _ := st.rows("stmt_mallory", "public.users")
 		return rows > 0
 	})
-	rows, events := st.sink.rows("stmt_mallory", "public.users")
+	rows, events := st.rows("stmt_mallory", "public.users")
 	if rows != 12000 || testutil.ToFloat64(st.src.metrics.resets) != 1 {
 		t.Fatalf("got %d rows in %v, resets %v; want 12000 rows (6 calls counted from zero) and 1 reset",
 			rows, events, testutil.ToFloat64(st.src.metrics.resets))
@@ -281,26 +258,26 @@ func TestEvictionsAreCountedAndEvictedEntriesCountInFull(t *testing.T) {
 	db := pgtest.NewDatabaseIn(t, pgtest.NewServer(t, map[string]string{"pg_stat_statements.max": "100"}))
 	seed(t, db, 1000, "stmt_eve")
 	eve := db.Conn(t, "stmt_eve")
-	st := startSource(t, db, &recorder{})
+	st := startSource(t, db, &sourcetest.Recorder{})
 
 	query(t, eve, `SELECT username FROM users`)
-	eventually(t, 5*time.Second, "the first read", func() bool {
-		rows, _ := st.sink.rows("stmt_eve", "public.users")
+	sourcetest.Eventually(t, 5*time.Second, "the first read", func() bool {
+		rows, _ := st.rows("stmt_eve", "public.users")
 		return rows == 1000
 	})
 	// 300 distinct statements overflow a 100-entry pg_stat_statements.
 	for i := range 300 {
 		query(t, eve, fmt.Sprintf(`SELECT id%s FROM orders`, repeat(" + 1", i)))
 	}
-	eventually(t, 5*time.Second, "evictions counted", func() bool {
+	sourcetest.Eventually(t, 5*time.Second, "evictions counted", func() bool {
 		return testutil.ToFloat64(st.src.metrics.evictions) > 0
 	})
 	query(t, eve, `SELECT username FROM users`)
-	eventually(t, 5*time.Second, "the second read", func() bool {
-		rows, _ := st.sink.rows("stmt_eve", "public.users")
+	sourcetest.Eventually(t, 5*time.Second, "the second read", func() bool {
+		rows, _ := st.rows("stmt_eve", "public.users")
 		return rows >= 2000
 	})
-	if rows, events := st.sink.rows("stmt_eve", "public.users"); rows != 2000 {
+	if rows, events := st.rows("stmt_eve", "public.users"); rows != 2000 {
 		t.Fatalf("got %d rows in %v, want 2000: an evicted and re-created entry counts from zero", rows, events)
 	}
 }
@@ -309,16 +286,16 @@ func TestRefusedHandOverIsOfferedAgain(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 4000, "stmt_carol")
-	st := startSource(t, db, &recorder{refuse: 2})
+	st := startSource(t, db, &sourcetest.Recorder{Refuse: 2})
 
 	query(t, db.Conn(t, "stmt_carol"), `SELECT password_hash FROM users`)
-	eventually(t, 5*time.Second, "the read delivered", func() bool {
-		rows, _ := st.sink.rows("stmt_carol", "public.users")
+	sourcetest.Eventually(t, 5*time.Second, "the read delivered", func() bool {
+		rows, _ := st.rows("stmt_carol", "public.users")
 		return rows > 0
 	})
-	rows, events := st.sink.rows("stmt_carol", "public.users")
-	if rows != 4000 || st.sink.refused != 2 {
-		t.Fatalf("got %d rows in %v after %d refusals, want 4000 exactly once after 2", rows, events, st.sink.refused)
+	rows, events := st.rows("stmt_carol", "public.users")
+	if rows != 4000 || st.sink.Refused() != 2 {
+		t.Fatalf("got %d rows in %v after %d refusals, want 4000 exactly once after 2", rows, events, st.sink.Refused())
 	}
 }
 
@@ -329,23 +306,14 @@ func TestUnreachableDatabaseIsUnhealthyNotFatal(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	h := health.New(reg)
-	h.Register(Component)
-	src := New(Config{Conn: conn, Interval: time.Second, CatalogRefresh: time.Minute,
-		ReconnectInitial: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond},
-		&recorder{}, h, zap.NewNop(), reg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx) }()
-	eventually(t, 5*time.Second, "three failed attempts", func() bool {
-		return testutil.ToFloat64(src.metrics.errors) >= 3
+	src := New(Config{CatalogRefresh: time.Minute}, &sourcetest.Recorder{}, zap.NewNop(), reg)
+	// The loop keeps reconnecting; sourcetest.Start checks it stops cleanly at the end.
+	h := sourcetest.Start(t, conn, reg, source.Polled{Name: Name, Poller: src, Interval: time.Second})
+	sourcetest.Eventually(t, 5*time.Second, "three failed attempts", func() bool {
+		return sourceCounter(t, reg, "pgtripwire_source_errors_total") >= 3
 	})
-	if ok, why := h.Ready(); ok || why[Component] == "" || why[Component] == "starting" {
+	if ok, why := h.Ready(); ok || why[Name] == "" || why[Name] == "starting" {
 		t.Errorf("got ready=%v why=%v, want unready with the connection error", ok, why)
-	}
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Run: got %v, want context.Canceled", err)
 	}
 }
 
@@ -364,9 +332,9 @@ func TestRoleWithoutReadAllStatsIsReportedBlind(t *testing.T) {
 	db.CreateRole(t, "stmt_unprivileged_detector")
 	query(t, db.Conn(t, "stmt_dave"), `SELECT email FROM users`)
 
-	st := startSourceWith(t, &recorder{}, sourceOptions{
+	st := startSourceWith(t, &sourcetest.Recorder{}, sourceOptions{
 		dsn: db.DSN("stmt_unprivileged_detector"), interval: 100 * time.Millisecond, noWaitOK: true})
-	eventually(t, 10*time.Second, "a health problem", func() bool { return st.problem() != "" })
+	sourcetest.Eventually(t, 10*time.Second, "a health problem", func() bool { return st.problem() != "" })
 	if got := st.problem(); !strings.Contains(got, "hidden") || !strings.Contains(got, "pg_read_all_stats") {
 		t.Fatalf("got problem %q, want it to say entries are hidden and how to grant pg_read_all_stats", got)
 	}
@@ -379,8 +347,8 @@ func TestMissingExtensionSaysHowToFix(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	db.Exec(t, `DROP EXTENSION pg_stat_statements`)
-	st := startSourceWith(t, &recorder{}, sourceOptions{dsn: db.SuperuserDSN(), interval: 100 * time.Millisecond, noWaitOK: true})
-	eventually(t, 10*time.Second, "a health problem", func() bool { return st.problem() != "" })
+	st := startSourceWith(t, &sourcetest.Recorder{}, sourceOptions{dsn: db.SuperuserDSN(), interval: 100 * time.Millisecond, noWaitOK: true})
+	sourcetest.Eventually(t, 10*time.Second, "a health problem", func() bool { return st.problem() != "" })
 	if got := st.problem(); !strings.Contains(got, "CREATE EXTENSION pg_stat_statements") {
 		t.Fatalf("got problem %q, want the fix", got)
 	}
@@ -426,7 +394,7 @@ func TestReadsThroughCursorsAreAttributedToTheirDeclaration(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 5000, "stmt_frank")
-	st := startSourceEvery(t, db, &recorder{}, time.Second)
+	st := startSourceEvery(t, db, &sourcetest.Recorder{}, time.Second)
 	frank := db.Conn(t, "stmt_frank")
 
 	tests := []struct{ name, declare, fetch string }{
@@ -437,15 +405,15 @@ func TestReadsThroughCursorsAreAttributedToTheirDeclaration(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before, _ := st.sink.rows("stmt_frank", "public.users")
+			before, _ := st.rows("stmt_frank", "public.users")
 			if n := readThroughCursor(t, frank, tt.declare, tt.fetch); n != 5000 {
 				t.Fatalf("read %d rows through the cursor, want 5000", n)
 			}
-			eventually(t, 5*time.Second, "the fetched rows attributed to public.users", func() bool {
-				rows, _ := st.sink.rows("stmt_frank", "public.users")
+			sourcetest.Eventually(t, 5*time.Second, "the fetched rows attributed to public.users", func() bool {
+				rows, _ := st.rows("stmt_frank", "public.users")
 				return rows-before == 5000
 			})
-			_, events := st.sink.rows("stmt_frank", "public.users")
+			_, events := st.rows("stmt_frank", "public.users")
 			var perCall int64
 			for _, e := range events {
 				if e.Operation != "FETCH" {
@@ -469,7 +437,7 @@ func TestPreparedStatementsCountUnderTheirPrepare(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 3000, "stmt_grace")
-	st := startSource(t, db, &recorder{})
+	st := startSource(t, db, &sourcetest.Recorder{})
 	grace := db.Conn(t, "stmt_grace")
 	ctx := t.Context()
 	if _, err := grace.Exec(ctx, `PREPARE dump AS SELECT email, password_hash FROM users`, pgx.QueryExecModeSimpleProtocol); err != nil {
@@ -480,8 +448,8 @@ func TestPreparedStatementsCountUnderTheirPrepare(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows.Close()
-	eventually(t, 5*time.Second, "the execution's rows on public.users", func() bool {
-		n, events := st.sink.rows("stmt_grace", "public.users")
+	sourcetest.Eventually(t, 5*time.Second, "the execution's rows on public.users", func() bool {
+		n, events := st.rows("stmt_grace", "public.users")
 		return n == 3000 && slices.Contains(events[0].SensitiveRead, "password_hash")
 	})
 }
@@ -501,14 +469,14 @@ func TestUnclassifiableReadsStillMakeEvents(t *testing.T) {
 	if _, err := tx.Exec(ctx, `DECLARE early CURSOR FOR SELECT email FROM users`, pgx.QueryExecModeSimpleProtocol); err != nil {
 		t.Fatal(err)
 	}
-	st := startSource(t, db, &recorder{})
+	st := startSource(t, db, &sourcetest.Recorder{})
 	r, err := tx.Query(ctx, `FETCH ALL FROM early`, pgx.QueryExecModeSimpleProtocol)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.Close()
-	eventually(t, 5*time.Second, "an event without a relation", func() bool {
-		_, events := st.sink.rows("stmt_heidi", "")
+	sourcetest.Eventually(t, 5*time.Second, "an event without a relation", func() bool {
+		_, events := st.rows("stmt_heidi", "")
 		for _, e := range events {
 			if e.Operation == "FETCH" && !e.Complete && e.Rows == 2000 {
 				return true
@@ -524,13 +492,13 @@ func TestSchemaChangesAreSeenWithinSeconds(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 3000, "stmt_ivan")
-	st := startSourceWith(t, &recorder{}, sourceOptions{dsn: db.SuperuserDSN(), interval: 100 * time.Millisecond,
+	st := startSourceWith(t, &sourcetest.Recorder{}, sourceOptions{dsn: db.SuperuserDSN(), interval: 100 * time.Millisecond,
 		catalogRefresh: time.Hour})
 	db.Exec(t, `CREATE VIEW public.directory AS SELECT username AS login, email AS contact FROM public.users;
 		GRANT SELECT ON public.directory TO stmt_ivan`)
 	query(t, db.Conn(t, "stmt_ivan"), `SELECT login, contact FROM directory`)
-	eventually(t, 15*time.Second, "the view's read classified as a read of users", func() bool {
-		_, events := st.sink.rows("stmt_ivan", "public.users")
+	sourcetest.Eventually(t, 15*time.Second, "the view's read classified as a read of users", func() bool {
+		_, events := st.rows("stmt_ivan", "public.users")
 		return len(events) > 0 && events[len(events)-1].Complete &&
 			slices.Equal(events[len(events)-1].SensitiveRead, []string{"email", "username"})
 	})
@@ -543,7 +511,7 @@ func TestEventsCarryTheRedactedStatement(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 2000, "stmt_judy")
-	st := startSource(t, db, &recorder{})
+	st := startSource(t, db, &sourcetest.Recorder{})
 	judy := db.Conn(t, "stmt_judy")
 	ctx := t.Context()
 	const secret = "judy-secret-7f3a"
@@ -569,15 +537,15 @@ func TestEventsCarryTheRedactedStatement(t *testing.T) {
 		// literal on PostgreSQL 14 and 15.
 		"FETCH": `DECLARE c CURSOR FOR SELECT password_hash FROM users WHERE username <> $1`,
 	}
-	eventually(t, 5*time.Second, "events of the SELECT and of the cursor's FETCH", func() bool {
-		_, events := st.sink.rows("stmt_judy", "public.users")
+	sourcetest.Eventually(t, 5*time.Second, "events of the SELECT and of the cursor's FETCH", func() bool {
+		_, events := st.rows("stmt_judy", "public.users")
 		seen := map[string]bool{}
 		for _, e := range events {
 			seen[e.Operation] = true
 		}
 		return seen["SELECT"] && seen["FETCH"]
 	})
-	_, events := st.sink.rows("stmt_judy", "public.users")
+	_, events := st.rows("stmt_judy", "public.users")
 	for _, e := range events {
 		if strings.Contains(e.Statement, secret) {
 			t.Errorf("%s event: statement %q holds the literal", e.Operation, e.Statement)

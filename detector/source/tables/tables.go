@@ -36,42 +36,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/backoff"
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/detector/source"
+	"github.com/pgtripwire/pgtripwire/detector/source/statements"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
-// Component is the name of this source in health reports, logs and metrics.
-const Component = "tables"
+// Name is the source's name: its configuration section (sources.tables), health
+// component, metrics label, and the source of its events.
+const Name = "tables"
 
 // KindUnexplainedReads is the kind of this source's events: Rows tuples of Relation were
 // read beyond what classified statements returned. Role, columns and client are unknown.
 const KindUnexplainedReads = "unexplained_reads"
 
-// Sink receives the events of one poll; an error makes the source reconnect and offer
-// the same reads again.
-type Sink interface {
-	HandleEvents(ctx context.Context, events []model.Event) error
-}
-
-// SinkFunc adapts a function to Sink.
-type SinkFunc func(ctx context.Context, events []model.Event) error
-
-// HandleEvents calls f.
-func (f SinkFunc) HandleEvents(ctx context.Context, events []model.Event) error {
-	return f(ctx, events)
-}
-
-// Health receives the outcome of every connection attempt and poll.
-type Health interface {
-	Set(component string, err error)
-}
-
 // Config says what to poll and how.
 type Config struct {
-	// Conn is the parsed connection configuration; the source copies it per connection.
-	Conn *pgx.ConnConfig
-	// Interval between polls.
+	// Interval between polls: the default Grace and CreditTTL follow it.
 	Interval time.Duration
 	// Sensitive maps schema-qualified tables to their sensitive columns; their
 	// partitions and inheritance children count as the table.
@@ -93,18 +74,15 @@ type Config struct {
 	// made before the detector started (a migration, a seed, a dump an hour ago) keep
 	// arriving for that long and are history, not evidence. 0 means 11 s.
 	WarmUp time.Duration
-	// ReconnectInitial and ReconnectMax bound the reconnect backoff; zero means 500 ms and 30 s.
-	ReconnectInitial, ReconnectMax time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
-// Source polls the counters. Create it with New, start it with Run, and let it see the
-// statements source's events through Observe (or Observing).
+// Source polls the counters: a source.Poller and a source.Observer, which sees the
+// statements source's events through Observe. Create it with New.
 type Source struct {
 	cfg     Config
-	sink    Sink
-	health  Health
+	sink    source.Sink
 	log     *zap.Logger
 	metrics *metrics
 	tables  []string // configured sensitive tables, sorted
@@ -115,8 +93,9 @@ type Source struct {
 	mu       sync.Mutex
 	observed map[string][]amount // table → rows returned by statements, not yet used
 
-	// State below is owned by the Run goroutine.
-	prev map[string]counters
+	// State below is owned by the polling goroutine.
+	database string // the connection's, set by Start
+	prev     map[string]counters
 	// warmUntil ends the warm-up that follows the first poll (Config.WarmUp).
 	warmUntil time.Time
 	pending   map[string][]amount // table → reads waiting for an explanation
@@ -130,8 +109,8 @@ type amount struct {
 	rows int64
 }
 
-// New returns a source that reports to sink and health.
-func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.Registerer) *Source {
+// New returns a source that hands its events to sink.
+func New(cfg Config, sink source.Sink, log *zap.Logger, reg prometheus.Registerer) *Source {
 	if cfg.MinRows <= 0 {
 		cfg.MinRows = 1000
 	}
@@ -147,16 +126,10 @@ func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.R
 	if cfg.CreditTTL <= 0 {
 		cfg.CreditTTL = 12*time.Second + cfg.Interval + cfg.Grace
 	}
-	if cfg.ReconnectInitial <= 0 {
-		cfg.ReconnectInitial = 500 * time.Millisecond
-	}
-	if cfg.ReconnectMax <= 0 {
-		cfg.ReconnectMax = 30 * time.Second
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Source{cfg: cfg, sink: sink, health: health, log: log.Named(Component), metrics: newMetrics(reg),
+	s := &Source{cfg: cfg, sink: sink, log: log.Named(Name), metrics: newMetrics(reg),
 		observed: make(map[string][]amount), pending: make(map[string][]amount), credits: make(map[string][]amount)}
 	for t := range cfg.Sensitive {
 		s.tables = append(s.tables, t)
@@ -182,7 +155,7 @@ func (s *Source) Observe(events []model.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ev := range events {
-		if ev.Source != model.SourceStatements || ev.Relation == "" || ev.Rows <= 0 {
+		if ev.Source != statements.Name || ev.Relation == "" || ev.Rows <= 0 {
 			continue
 		}
 		if _, ok := s.cfg.Sensitive[ev.Relation]; ok {
@@ -191,65 +164,18 @@ func (s *Source) Observe(events []model.Event) {
 	}
 }
 
-// Observing returns a sink that hands events to next and, once next accepted them,
-// shows them to Observe: put it between the statements source and the pipeline.
-func (s *Source) Observing(next Sink) Sink {
-	return SinkFunc(func(ctx context.Context, events []model.Event) error {
-		if err := next.HandleEvents(ctx, events); err != nil {
-			return err
-		}
-		s.Observe(events)
-		return nil
-	})
-}
-
-// Run polls until ctx is done, reconnecting with capped, jittered exponential backoff
-// whenever the connection or a poll fails. It returns ctx's error.
-func (s *Source) Run(ctx context.Context) error {
-	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
-	return bo.Reconnect(ctx, func(ctx context.Context) error { return s.session(ctx, bo) }, func(err error) {
-		s.health.Set(Component, err)
-		s.metrics.errors.Inc()
-		s.log.Warn("tables source failed; reconnecting", zap.Error(err))
-	})
-}
-
-func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
-	cc := s.cfg.Conn.Copy()
-	// The session runs countersQuery alone, with the same arguments every poll: planned
-	// once rather than every second (a custom plan of its recursive CTE costs more
-	// than running it, and PostgreSQL keeps choosing custom plans for array arguments).
-	cc.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
-	conn, err := pgx.ConnectConfig(ctx, cc)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+// Start makes the session plan countersQuery once and reads its database. The session
+// runs countersQuery alone, with the same arguments every poll: planned once rather
+// than every second (a custom plan of its recursive CTE costs more than running it,
+// and PostgreSQL keeps choosing custom plans for array arguments).
+func (s *Source) Start(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, `SET plan_cache_mode = force_generic_plan`); err != nil {
+		return fmt.Errorf("set plan_cache_mode: %w", err)
 	}
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = conn.Close(closeCtx)
-	}()
-	var database string
-	if err := conn.QueryRow(ctx, `SELECT current_database()`).Scan(&database); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT current_database()`).Scan(&s.database); err != nil {
 		return fmt.Errorf("read current database: %w", err)
 	}
-	ticker := time.NewTicker(s.cfg.Interval)
-	defer ticker.Stop()
-	for {
-		pollCtx, cancel := context.WithTimeout(ctx, max(10*time.Second, 5*s.cfg.Interval))
-		err := s.poll(pollCtx, conn, database)
-		cancel()
-		if err != nil {
-			return err
-		}
-		bo.Reset()
-		s.health.Set(Component, nil)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ticker.C:
-		}
-	}
+	return nil
 }
 
 // countersQuery sums the counters of each configured table with its partitions and
@@ -279,8 +205,9 @@ CROSS JOIN LATERAL (SELECT sum(pg_stat_get_tuples_fetched(i.indexrelid)) AS fetc
   FROM pg_index i WHERE i.indrelid = c.oid) x
 GROUP BY t.idx`
 
-func (s *Source) poll(ctx context.Context, conn *pgx.Conn, database string) error {
-	start := time.Now()
+// Poll reads the counters once and hands over the reads left unexplained.
+func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
+	database := s.database
 	rows, err := conn.Query(ctx, countersQuery, s.indexes, s.schemas, s.names)
 	if err != nil {
 		return fmt.Errorf("poll pg_stat_user_tables: %w", err)
@@ -309,7 +236,6 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, database string) erro
 		s.metrics.unexplained.Add(float64(ev.Rows))
 		s.log.Info("unexplained reads of a sensitive table", zap.String("table", ev.Relation), zap.Int64("rows", ev.Rows))
 	}
-	s.metrics.pollDuration.Observe(time.Since(start).Seconds())
 	return nil
 }
 
@@ -379,7 +305,7 @@ func (s *Source) account(now time.Time, database string, cur map[string]counters
 		})
 		next.pending[t], next.credits[t] = pending, credits
 		if unexplained >= s.cfg.MinRows {
-			events = append(events, model.Event{Time: now, Source: model.SourceTables, Kind: KindUnexplainedReads,
+			events = append(events, model.Event{Time: now, Source: Name, Kind: KindUnexplainedReads,
 				Database: database, Relation: t, Rows: unexplained})
 		}
 	}
@@ -434,10 +360,8 @@ func settle(pending, credits []amount) []amount {
 }
 
 type metrics struct {
-	pollDuration prometheus.Histogram
-	errors       prometheus.Counter
-	reads        prometheus.Counter
-	unexplained  prometheus.Counter
+	reads       prometheus.Counter
+	unexplained prometheus.Counter
 	// baselineComplete is 1 once a poll counted reads: reads published after it are
 	// evidence. Tests wait for it instead of sleeping through the warm-up.
 	baselineComplete prometheus.Gauge
@@ -446,16 +370,6 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	return &metrics{
-		pollDuration: f.NewHistogram(prometheus.HistogramOpts{
-			Name:    "pgtripwire_tables_poll_duration_seconds",
-			Help:    "Time of one successful pg_stat_user_tables poll, including evaluation of its events.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
-		}),
-		errors: f.NewCounter(prometheus.CounterOpts{
-			Name:        "pgtripwire_source_errors_total",
-			Help:        "Failed connections or polls of a source; each is followed by a reconnect with backoff.",
-			ConstLabels: prometheus.Labels{"source": Component},
-		}),
 		reads: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgtripwire_tables_tuples_read_total",
 			Help: "Tuples read from sensitive tables as counted (sequential reads and bulk index fetches).",
@@ -470,3 +384,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 }
+
+// Definition is the tables source (sources.tables: enabled, default true; interval,
+// default 1s), for the registry.
+var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
+	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, interval time.Duration) (source.Poller, error) {
+		return New(Config{Interval: interval, Sensitive: env.Sensitive, Now: env.Now}, env.Sink, env.Logger, env.Registerer), nil
+	}}
+}}

@@ -2,9 +2,7 @@ package tables
 
 import (
 	"context"
-	"errors"
-	"slices"
-	"sync"
+	"fmt"
 	"testing"
 	"time"
 
@@ -14,129 +12,121 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
-	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/detector/source/statements"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-type recorder struct {
-	mu     sync.Mutex
-	events []model.Event
+// observedBy is the detector's wiring of a source.Observer: the events sink accepted
+// are shown to obs.
+type observedBy struct {
+	sink source.Sink
+	obs  source.Observer
 }
 
-func (r *recorder) HandleEvents(_ context.Context, events []model.Event) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, events...)
+func (o observedBy) HandleEvents(ctx context.Context, events []model.Event) error {
+	if err := o.sink.HandleEvents(ctx, events); err != nil {
+		return err
+	}
+	o.obs.Observe(events)
 	return nil
 }
 
-func (r *recorder) of(source model.Source) []model.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []model.Event
-	for _, e := range r.events {
-		if e.Source == source {
-			out = append(out, e)
-		}
-	}
-	return out
+// started is the statements and tables sources running as the detector wires them.
+type started struct {
+	// tables holds the tables source's events; statements the statements source's,
+	// which the tables source observes once accepted.
+	tables, statements *sourcetest.Recorder
+	// reg holds the tables source's metrics and those of its polling loop.
+	reg *prometheus.Registry
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+// start runs the statements source and the tables source as the detector wires them
+// (each on its own connection, the statements events shown to the tables source), both
+// every second, and waits until both are healthy and the tables source's warm-up is over.
+func start(t *testing.T, db *pgtest.Database) *started {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %s", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return startWith(t, db, &sourcetest.Recorder{})
 }
 
-type runner interface{ Run(context.Context) error }
-
-func run(t *testing.T, r runner) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: got %v, want context.Canceled", err)
-		}
-	})
-}
-
-// start runs the statements source and the tables source as the detector wires them (the
-// statements events pass through Observing), both every second, and returns their sink.
-func start(t *testing.T, db *pgtest.Database) *recorder {
-	t.Helper()
-	sink := &recorder{}
-	startWith(t, db, sink)
-	return sink
-}
-
-// startWith is start with the sink given, and returns the sources' registry.
-func startWith(t *testing.T, db *pgtest.Database, sink Sink) *prometheus.Registry {
+// startWith is start with the tables source's sink given.
+func startWith(t *testing.T, db *pgtest.Database, sink *sourcetest.Recorder) *started {
 	t.Helper()
 	conn, err := pgx.ParseConfig(db.SuperuserDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
 	sensitive := map[string][]string{"public.users": {"email", "username", "password_hash"}}
-	reg := prometheus.NewRegistry()
-	h := health.New(reg)
-	h.Register(Component)
-	h.Register(statements.Component)
+	st := &started{tables: sink, statements: &sourcetest.Recorder{}, reg: prometheus.NewRegistry()}
 	// No warm-up: these tests read only after the source is healthy, and wait for the
 	// counters themselves.
-	tables := New(Config{Conn: conn, Interval: time.Second, Sensitive: sensitive, WarmUp: time.Nanosecond,
-		ReconnectInitial: 100 * time.Millisecond}, sink, h, zap.NewNop(), reg)
-	stmts := statements.New(statements.Config{Conn: conn, Interval: time.Second, CatalogRefresh: time.Minute,
-		SearchPath: []string{"$user", "public"}, Sensitive: sensitive}, tables.Observing(sink), h, zap.NewNop(), reg)
-	run(t, tables)
-	run(t, stmts)
-	eventually(t, 20*time.Second, "healthy sources", func() bool { ok, _ := h.Ready(); return ok })
-	eventually(t, 10*time.Second, "the end of the warm-up", func() bool {
-		return gaugeValue(t, reg, "pgtripwire_tables_baseline_complete") == 1
+	tables := New(Config{Interval: time.Second, Sensitive: sensitive, WarmUp: time.Nanosecond}, sink, zap.NewNop(), st.reg)
+	stmts := statements.New(statements.Config{CatalogRefresh: time.Minute, SearchPath: []string{"$user", "public"},
+		Sensitive: sensitive}, observedBy{sink: st.statements, obs: tables}, zap.NewNop(), st.reg)
+	ht := sourcetest.Start(t, conn, st.reg, source.Polled{Name: Name, Poller: tables, Interval: time.Second})
+	// A loop of its own, as in the detector; its loop metrics and health in another
+	// registry, which one loop's metrics occupy.
+	hs := sourcetest.Start(t, conn, nil, source.Polled{Name: statements.Name, Poller: stmts, Interval: time.Second})
+	sourcetest.WaitReady(t, ht)
+	sourcetest.WaitReady(t, hs)
+	sourcetest.Eventually(t, 10*time.Second, "the end of the warm-up", func() bool {
+		m := metric(t, st.reg, "pgtripwire_tables_baseline_complete", "")
+		return m != nil && m.GetGauge().GetValue() == 1
 	})
-	return reg
-}
-
-// gaugeValue is the value of an unlabelled gauge of reg, 0 when it does not exist.
-func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	if m := metric(t, reg, name); m != nil {
-		return m.GetGauge().GetValue()
-	}
-	return 0
+	return st
 }
 
 // polls is the number of successful polls of the tables source so far.
-func polls(t *testing.T, reg *prometheus.Registry) uint64 {
+func (st *started) polls(t *testing.T) float64 {
 	t.Helper()
-	if m := metric(t, reg, "pgtripwire_tables_poll_duration_seconds"); m != nil {
-		return m.GetHistogram().GetSampleCount()
+	m := metric(t, st.reg, "pgtripwire_source_polls_total", Name)
+	if m == nil {
+		return 0
 	}
-	return 0
+	return m.GetCounter().GetValue()
 }
 
-func metric(t *testing.T, reg *prometheus.Registry, name string) *dto.Metric {
+// waitPolls waits until n more polls of the tables source succeeded than when it was
+// called.
+func (st *started) waitPolls(t *testing.T, n int) {
+	t.Helper()
+	want := st.polls(t) + float64(n)
+	sourcetest.Eventually(t, 10*time.Second, fmt.Sprintf("%d more polls", n), func() bool { return st.polls(t) >= want })
+}
+
+// metric returns the series of reg's metric name labelled with source, or its first
+// series when source is "", and nil when there is none.
+func metric(t *testing.T, reg *prometheus.Registry, name, source string) *dto.Metric {
 	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range families {
-		if f.GetName() == name && len(f.GetMetric()) > 0 {
-			return f.GetMetric()[0]
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if source == "" {
+				return m
+			}
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "source" && l.GetValue() == source {
+					return m
+				}
+			}
 		}
 	}
 	return nil
+}
+
+// of returns the events of src that r recorded.
+func of(r *sourcetest.Recorder, src model.Source) []model.Event {
+	return r.Find(func(e model.Event) bool { return e.Source == src })
 }
 
 // server is a cluster with pg_stat_statements' production default, track = top: what a
@@ -156,7 +146,7 @@ func server(t *testing.T) *pgtest.Database {
 // 40,000 tuples it read are unexplained within 5 s.
 func TestTableToXMLIsUnexplained(t *testing.T) {
 	db := server(t)
-	sink := start(t, db)
+	st := start(t, db)
 	conn := db.Conn(t, "tables_reader")
 	var size int
 	if err := conn.QueryRow(t.Context(), `SELECT length(table_to_xml('users', true, false, '')::text)`).Scan(&size); err != nil {
@@ -168,63 +158,36 @@ func TestTableToXMLIsUnexplained(t *testing.T) {
 	// connection start, say): the 5 s count from when the reads are visible.
 	waitForReads(t, db, 40_000)
 	visible := time.Now()
-	eventually(t, 5*time.Second, "unexplained reads", func() bool { return len(sink.of(model.SourceTables)) > 0 })
+	sourcetest.Eventually(t, 5*time.Second, "unexplained reads", func() bool { return len(of(st.tables, Name)) > 0 })
 	t.Logf("reads visible after %s, reported after %s", visible.Sub(begin).Round(time.Millisecond),
 		time.Since(begin).Round(time.Millisecond))
-	ev := sink.of(model.SourceTables)[0]
+	ev := of(st.tables, Name)[0]
 	if ev.Kind != KindUnexplainedReads || ev.Relation != "public.users" || ev.Rows < 40_000 || ev.Database != db.Name ||
 		ev.Complete || ev.Calls != 0 {
 		t.Errorf("got %+v, want unexplained reads of at least 40000 rows of public.users, incomplete, no calls", ev)
 	}
 }
 
-// flakySink refuses the first hand-over that carries a tables event, as a pipeline that
-// cannot write its alert log would, and records what it accepts.
-type flakySink struct {
-	recorder
-	mu      sync.Mutex
-	refused int
-}
-
-func (f *flakySink) HandleEvents(ctx context.Context, events []model.Event) error {
-	f.mu.Lock()
-	refuse := f.refused == 0 && slices.ContainsFunc(events, func(e model.Event) bool { return e.Source == model.SourceTables })
-	if refuse {
-		f.refused++
-	}
-	f.mu.Unlock()
-	if refuse {
-		return errors.New("alert log refuses writes")
-	}
-	return f.recorder.HandleEvents(ctx, events)
-}
-
-func (f *flakySink) refusals() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.refused
-}
-
 // Unexplained reads whose hand-over failed are offered again, and reported once.
 func TestUnexplainedReadsSurviveAFailedHandOver(t *testing.T) {
 	db := server(t)
-	sink := &flakySink{}
-	reg := startWith(t, db, sink)
+	// The tables source's only non-empty hand-overs carry its events: the first is
+	// refused, as a pipeline that cannot write its alert log would.
+	st := startWith(t, db, &sourcetest.Recorder{Refuse: 1})
 	conn := db.Conn(t, "tables_reader")
 	if _, err := conn.Exec(t.Context(), `SELECT length(table_to_xml('users', true, false, '')::text)`); err != nil {
 		t.Fatal(err)
 	}
 	waitForReads(t, db, 40_000)
-	eventually(t, 10*time.Second, "unexplained reads after the refused hand-over", func() bool {
-		return len(sink.of(model.SourceTables)) > 0
+	sourcetest.Eventually(t, 10*time.Second, "unexplained reads after the refused hand-over", func() bool {
+		return len(of(st.tables, Name)) > 0
 	})
-	if got := sink.refusals(); got != 1 {
+	if got := st.tables.Refused(); got != 1 {
 		t.Fatalf("refused hand-overs: got %d, want 1 (the reads were reported without being refused first)", got)
 	}
 	// Three more polls: the reads must not come again.
-	after := polls(t, reg) + 3
-	eventually(t, 10*time.Second, "three more polls", func() bool { return polls(t, reg) >= after })
-	got := sink.of(model.SourceTables)
+	st.waitPolls(t, 3)
+	got := st.tables.Events()
 	if len(got) != 1 || got[0].Relation != "public.users" || got[0].Rows < 40_000 || got[0].Rows >= 80_000 {
 		t.Errorf("got %+v, want one event of the 40,000 reads of public.users", got)
 	}
@@ -233,7 +196,7 @@ func TestUnexplainedReadsSurviveAFailedHandOver(t *testing.T) {
 // Lookups by index, and a bulk read that the statements source sees, are explained.
 func TestOrdinaryReadsAreExplained(t *testing.T) {
 	db := server(t)
-	sink := start(t, db)
+	st := start(t, db)
 	conn := db.Conn(t, "tables_reader")
 	for i := range 500 {
 		if _, err := conn.Exec(t.Context(), `SELECT email, password_hash FROM users WHERE id = $1`, i+1); err != nil {
@@ -245,8 +208,8 @@ func TestOrdinaryReadsAreExplained(t *testing.T) {
 	}
 	// The bulk read's statement event shows the statements source has seen it; the
 	// tables source then needs its grace period and a poll.
-	eventually(t, 10*time.Second, "statement event of the bulk read", func() bool {
-		for _, e := range sink.of(model.SourceStatements) {
+	sourcetest.Eventually(t, 10*time.Second, "statement event of the bulk read", func() bool {
+		for _, e := range of(st.statements, statements.Name) {
 			if e.Rows >= 40_000 {
 				return true
 			}
@@ -254,14 +217,13 @@ func TestOrdinaryReadsAreExplained(t *testing.T) {
 		return false
 	})
 	// Table statistics may reach the server up to 10 s after the statement: wait for
-	// them, then for the grace period and a poll.
+	// them, then for the polls that would report them were they unexplained: the one
+	// perhaps under way, the next, which counts them, and two more for the grace period
+	// (1 s, one interval, which a tick may fall just short of).
 	waitForReads(t, db, 40_000)
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
-		if got := sink.of(model.SourceTables); len(got) > 0 {
-			t.Fatalf("explained reads reported: %+v", got)
-		}
-		time.Sleep(100 * time.Millisecond)
+	st.waitPolls(t, 4)
+	if got := st.tables.Events(); len(got) > 0 {
+		t.Fatalf("explained reads reported: %+v", got)
 	}
 }
 
@@ -270,7 +232,7 @@ func TestOrdinaryReadsAreExplained(t *testing.T) {
 func waitForReads(t *testing.T, db *pgtest.Database, n int64) {
 	t.Helper()
 	su := db.Conn(t, "postgres")
-	eventually(t, 20*time.Second, "table statistics of the reads", func() bool {
+	sourcetest.Eventually(t, 20*time.Second, "table statistics of the reads", func() bool {
 		var read int64
 		if err := su.QueryRow(t.Context(), `SELECT seq_tup_read FROM pg_stat_user_tables
 			WHERE relid = 'public.users'::regclass`).Scan(&read); err != nil {
@@ -316,7 +278,7 @@ func TestReadsBetween(t *testing.T) {
 // publishes its counters up to 10 s late): they are history, not unexplained reads.
 func TestWarmUpAbsorbsLateCounters(t *testing.T) {
 	s := New(Config{Interval: time.Second, Sensitive: map[string][]string{"public.users": {"email"}}},
-		&recorder{}, nil, zap.NewNop(), prometheus.NewRegistry())
+		&sourcetest.Recorder{}, zap.NewNop(), prometheus.NewRegistry())
 	t0 := time.Unix(1_700_000_000, 0)
 	poll := func(at time.Duration, seqRead int64) []model.Event {
 		next, events := s.account(t0.Add(at), "app", map[string]counters{"public.users": {seqRead: seqRead}})
@@ -359,7 +321,7 @@ func TestCountersAreThoseOfPgStatUserTables(t *testing.T) {
 	ctx := t.Context()
 	// A backend publishes its counters at the end of its transaction at the latest one
 	// second later: wait until the view shows the reads.
-	eventually(t, 15*time.Second, "counters published", func() bool {
+	sourcetest.Eventually(t, 15*time.Second, "counters published", func() bool {
 		var n int64
 		if err := conn.QueryRow(ctx, `SELECT coalesce(sum(idx_tup_fetch), 0) FROM pg_stat_user_tables
 			WHERE schemaname = 'Odd schema'`).Scan(&n); err != nil {

@@ -350,7 +350,7 @@ func events(agg *txn, database string, at time.Time, end uint64) []model.Event {
 		base := model.Event{
 			Time:     at,
 			LSN:      end,
-			Source:   model.SourceWAL,
+			Source:   Name,
 			Database: database,
 			Relation: name,
 			Calls:    1,
@@ -395,7 +395,7 @@ func stamp(ev model.Event, database string, at time.Time, lsn uint64) model.Even
 		ev.Database = database
 	}
 	if ev.Source == "" {
-		ev.Source = model.SourceWAL
+		ev.Source = Name
 	}
 	ev.LSN = lsn
 	return ev
@@ -412,7 +412,7 @@ func (d *decoder) messageEvent(m *pglogrepl.LogicalDecodingMessage) model.Event 
 		}
 	}
 	return model.Event{
-		Source:        model.SourceWAL,
+		Source:        Name,
 		Operation:     OperationMessage,
 		MessagePrefix: m.Prefix,
 		Rows:          1,

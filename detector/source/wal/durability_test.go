@@ -9,7 +9,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pgtripwire/pgtripwire/detector/canary"
+	"github.com/pgtripwire/pgtripwire/detector/ddlmsg"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -24,7 +27,7 @@ func TestReplayedTransactionIsNotHandedOverTwice(t *testing.T) {
 	seed(t, db, 1000)
 	stateDir := t.TempDir()
 	withState := func(c *Config) { c.StateDir = stateDir }
-	sink := &recorder{}
+	sink := &sourcetest.Recorder{}
 	first := startSourceWith(t, db, sink, nil, withState)
 	conn := connect(t, db)
 
@@ -32,9 +35,9 @@ func TestReplayedTransactionIsNotHandedOverTwice(t *testing.T) {
 	db.Exec(t, `SELECT pg_copy_logical_replication_slot($1, $2)`, first.slot, before)
 	end := commitEnd(t, conn, massReset)
 	db.Exec(t, `SELECT pg_logical_emit_message(false, 'pgtripwire.nontx', '')`)
-	eventually(t, 10*time.Second, "the UPDATE and the message handed over, and the slot past them", func() bool {
-		return len(sink.find(isOp("public.users", OperationUpdate))) == 1 &&
-			len(sink.find(isMessage("pgtripwire.nontx"))) == 1 && confirmedFlush(t, conn, first.slot) > end
+	sourcetest.Eventually(t, 10*time.Second, "the UPDATE and the message handed over, and the slot past them", func() bool {
+		return len(sink.Find(isOp("public.users", OperationUpdate))) == 1 &&
+			len(sink.Find(isMessage("pgtripwire.nontx"))) == 1 && confirmedFlush(t, conn, first.slot) > end
 	})
 	first.stop()
 	if _, err := filepathGlob(filepath.Join(stateDir, "wal", first.slot+".json")); err != nil {
@@ -51,19 +54,19 @@ func TestReplayedTransactionIsNotHandedOverTwice(t *testing.T) {
 
 	second := startSourceWith(t, db, sink, nil, withState)
 	db.Exec(t, `SELECT pg_logical_emit_message(true, 'pgtripwire.marker', '')`)
-	eventually(t, 10*time.Second, "the marker after the replay", func() bool {
-		return len(sink.find(isMessage("pgtripwire.marker"))) == 1
+	sourcetest.Eventually(t, 10*time.Second, "the marker after the replay", func() bool {
+		return len(sink.Find(isMessage("pgtripwire.marker"))) == 1
 	})
-	if got := sink.find(isOp("public.users", OperationUpdate)); len(got) != 1 {
+	if got := sink.Find(isOp("public.users", OperationUpdate)); len(got) != 1 {
 		t.Errorf("got %d UPDATE events, want 1: the replayed transaction was handed over again", len(got))
 	}
-	if got := sink.find(isMessage("pgtripwire.nontx")); len(got) != 1 {
+	if got := sink.Find(isMessage("pgtripwire.nontx")); len(got) != 1 {
 		t.Errorf("got %d non-transactional message events, want 1: the replayed message was handed over again", len(got))
 	}
 	if got := testutil.ToFloat64(second.src.metrics.replayed); got != 2 {
 		t.Errorf("pgtripwire_wal_replayed_total: got %v, want 2 (the transaction and the message)", got)
 	}
-	eventually(t, 10*time.Second, "slot past the replayed transaction", func() bool {
+	sourcetest.Eventually(t, 10*time.Second, "slot past the replayed transaction", func() bool {
 		return confirmedFlush(t, conn, first.slot) > end
 	})
 }
@@ -76,7 +79,7 @@ func TestServerRestartsDuringAStreamOfTransactions(t *testing.T) {
 	srv := pgtest.NewServer(t, nil)
 	db := pgtest.NewDatabaseIn(t, srv)
 	seed(t, db, 0)
-	sink := &recorder{}
+	sink := &sourcetest.Recorder{}
 	st := startSourceWith(t, db, sink, nil, func(c *Config) { c.StateDir = t.TempDir() })
 
 	crashed, cancel := context.WithCancel(context.Background())
@@ -101,11 +104,11 @@ func TestServerRestartsDuringAStreamOfTransactions(t *testing.T) {
 	}
 	conn := connect(t, db)
 	end := commitEnd(t, conn, `INSERT INTO public.audit (note) VALUES ('after')`)
-	eventually(t, 30*time.Second, "slot past the last transaction", func() bool {
+	sourcetest.Eventually(t, 30*time.Second, "slot past the last transaction", func() bool {
 		return confirmedFlush(t, conn, st.slot) >= end
 	})
 
-	got := sink.find(isOp("public.users", OperationInsert))
+	got := sink.Find(isOp("public.users", OperationInsert))
 	seen := make(map[uint64]int)
 	for _, e := range got {
 		if e.Rows != 1 {
@@ -119,6 +122,9 @@ func TestServerRestartsDuringAStreamOfTransactions(t *testing.T) {
 	if n := testutil.ToFloat64(st.src.metrics.reconnects); n < 2 {
 		t.Errorf("reconnects: got %v, want >= 2", n)
 	}
+	if n := st.sourceErrors(t); n < 2 {
+		t.Errorf(`pgtripwire_source_errors_total{source="wal"}: got %v, want >= 2`, n)
+	}
 	t.Logf("replayed and skipped: %v", testutil.ToFloat64(st.src.metrics.replayed))
 }
 
@@ -128,28 +134,29 @@ func TestSlowSinkKeepsTheSession(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 10)
-	sink := &recorder{}
+	// Each hand-over stalls 800 ms: five of them take 4 s, four wal_sender_timeouts.
+	sink := &sourcetest.Recorder{Stall: 800 * time.Millisecond}
 	st := startSourceWith(t, db, sink, map[string]string{"wal_sender_timeout": "1s"}, func(c *Config) {
 		c.QueueLength = 1
 		c.StatusInterval = 200 * time.Millisecond
 	})
 	conn := connect(t, db)
 
-	sink.mu.Lock()
-	sink.stall = 800 * time.Millisecond // five hand-overs: 4 s, four wal_sender_timeouts
-	sink.mu.Unlock()
 	var end = commitEnd(t, conn, `UPDATE public.users SET email = email || '.1'`)
 	for i := 2; i <= 5; i++ {
 		end = commitEnd(t, conn, fmt.Sprintf(`UPDATE public.users SET email = email || '.%d'`, i))
 	}
-	eventually(t, 20*time.Second, "five transactions handed over and confirmed", func() bool {
-		return len(sink.find(isOp("public.users", OperationUpdate))) >= 5 && confirmedFlush(t, conn, st.slot) >= end
+	sourcetest.Eventually(t, 20*time.Second, "five transactions handed over and confirmed", func() bool {
+		return len(sink.Find(isOp("public.users", OperationUpdate))) >= 5 && confirmedFlush(t, conn, st.slot) >= end
 	})
-	if got := len(sink.find(isOp("public.users", OperationUpdate))); got != 5 {
+	if got := len(sink.Find(isOp("public.users", OperationUpdate))); got != 5 {
 		t.Errorf("got %d UPDATE events, want 5", got)
 	}
 	if n := testutil.ToFloat64(st.src.metrics.reconnects); n != 0 {
 		t.Errorf("reconnects: got %v, want 0: the walsender timed the slow session out", n)
+	}
+	if n := st.sourceErrors(t); n != 0 {
+		t.Errorf(`pgtripwire_source_errors_total{source="wal"}: got %v, want 0: the walsender timed the slow session out`, n)
 	}
 }
 
@@ -164,7 +171,7 @@ func TestLagStaysBoundedWhileOnlyOtherTablesChange(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabaseIn(t, pgtest.NewServer(t, nil))
 	seed(t, db, 10)
-	st := startSourceWith(t, db, &recorder{}, nil, func(c *Config) {
+	st := startSourceWith(t, db, &sourcetest.Recorder{}, nil, func(c *Config) {
 		c.StatusInterval = 10 * time.Second // the default, as in production
 	})
 	writer, sampler := connect(t, db), connect(t, db)
@@ -200,7 +207,10 @@ func TestLagStaysBoundedWhileOnlyOtherTablesChange(t *testing.T) {
 	if n := testutil.ToFloat64(st.src.metrics.reconnects); n != 0 {
 		t.Errorf("reconnects: got %v, want 0", n)
 	}
-	if got := st.sink.find(func(model.Event) bool { return true }); len(got) != 0 {
+	if n := st.sourceErrors(t); n != 0 {
+		t.Errorf(`pgtripwire_source_errors_total{source="wal"}: got %v, want 0`, n)
+	}
+	if got := st.sink.Find(func(model.Event) bool { return true }); len(got) != 0 {
 		t.Errorf("got %d events for unpublished tables, want none", len(got))
 	}
 }
@@ -216,13 +226,13 @@ func TestMessageDecoder(t *testing.T) {
 	decode := func(prefix string, content []byte, transactional bool) (model.Event, bool) {
 		switch prefix {
 		case "pgtripwire.canary":
-			return model.Event{Source: model.SourceCanary, Kind: "canary_read", Object: string(content)}, true
+			return model.Event{Source: canary.Source, Kind: "canary_read", Object: string(content)}, true
 		case "pgtripwire.ddl":
-			return model.Event{Source: model.SourceDDL, Kind: "ddl", Object: string(content)}, transactional
+			return model.Event{Source: ddlmsg.Source, Kind: "ddl", Object: string(content)}, transactional
 		}
 		return model.Event{}, false
 	}
-	st := startSourceWith(t, db, &recorder{}, map[string]string{"logical_decoding_work_mem": "64kB"},
+	st := startSourceWith(t, db, &sourcetest.Recorder{}, map[string]string{"logical_decoding_work_mem": "64kB"},
 		func(c *Config) { c.Messages = decode })
 	conn := connect(t, db)
 	ctx := t.Context()
@@ -246,8 +256,8 @@ func TestMessageDecoder(t *testing.T) {
 	// WAL is not flushed for it, and the walsender reads flushed WAL only: any other
 	// session's synchronous commit makes it visible.
 	db.Exec(t, `SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id()`)
-	eventually(t, 10*time.Second, "the non-transactional message while its transaction is open", func() bool {
-		return len(st.sink.find(isKind(model.SourceCanary, "in-streamed"))) == 1
+	sourcetest.Eventually(t, 10*time.Second, "the non-transactional message while its transaction is open", func() bool {
+		return len(st.sink.Find(isKind(canary.Source, "in-streamed"))) == 1
 	})
 	if n := testutil.ToFloat64(st.src.metrics.streamBlocks); n == 0 {
 		t.Errorf("the open transaction was not streamed: the test does not cover messages inside one")
@@ -258,21 +268,21 @@ func TestMessageDecoder(t *testing.T) {
 
 	db.Exec(t, `SELECT pg_logical_emit_message(true, 'pgtripwire.ddl', 'committed'),
 		pg_logical_emit_message(true, 'pgtripwire.other', 'x')`)
-	eventually(t, 10*time.Second, "the committed transaction's messages", func() bool {
-		return len(st.sink.find(isKind(model.SourceDDL, "committed"))) == 1 && len(st.sink.find(isMessage("pgtripwire.other"))) == 1
+	sourcetest.Eventually(t, 10*time.Second, "the committed transaction's messages", func() bool {
+		return len(st.sink.Find(isKind(ddlmsg.Source, "committed"))) == 1 && len(st.sink.Find(isMessage("pgtripwire.other"))) == 1
 	})
-	if got := st.sink.find(isKind(model.SourceDDL, "rolled-back")); len(got) != 0 {
+	if got := st.sink.Find(isKind(ddlmsg.Source, "rolled-back")); len(got) != 0 {
 		t.Errorf("got %+v from an aborted transaction, want nothing", got)
 	}
-	if got := st.sink.find(isOp("public.users", OperationUpdate)); len(got) != 0 {
+	if got := st.sink.Find(isOp("public.users", OperationUpdate)); len(got) != 0 {
 		t.Errorf("got %+v from an aborted transaction, want nothing", got)
 	}
-	for _, e := range st.sink.find(func(e model.Event) bool { return e.Source != model.SourceWAL || e.Operation == OperationMessage }) {
+	for _, e := range st.sink.Find(func(e model.Event) bool { return e.Source != Name || e.Operation == OperationMessage }) {
 		if e.Database != db.Name || e.Time.IsZero() || e.LSN == 0 {
 			t.Errorf("got %+v, want database, time and LSN set", e)
 		}
 	}
-	if got := st.sink.find(isMessage("pgtripwire.other")); len(got) == 1 && got[0].Source != model.SourceWAL {
+	if got := st.sink.Find(isMessage("pgtripwire.other")); len(got) == 1 && got[0].Source != Name {
 		t.Errorf("got %+v, want the default source=wal message event", got[0])
 	}
 }
@@ -288,7 +298,7 @@ func filepathGlob(pattern string) ([]string, error) {
 // holdingSink accepts events at once but holds their alerts back (a full disk), until
 // released: the source must not confirm or record the transaction meanwhile.
 type holdingSink struct {
-	*recorder
+	*sourcetest.Recorder
 	release chan struct{}
 }
 
@@ -308,13 +318,13 @@ func TestConfirmsOnlyOnceAlertsAreWritten(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 1000)
-	rec := &recorder{}
-	sink := &holdingSink{recorder: rec, release: make(chan struct{})}
+	rec := &sourcetest.Recorder{}
+	sink := &holdingSink{Recorder: rec, release: make(chan struct{})}
 	st := startSourceSink(t, db, rec, sink, nil, nil)
 	conn := connect(t, db)
 	end := commitEnd(t, conn, massReset)
-	eventually(t, 10*time.Second, "the transaction evaluated", func() bool {
-		return len(rec.find(isOp("public.users", OperationUpdate))) > 0
+	sourcetest.Eventually(t, 10*time.Second, "the transaction evaluated", func() bool {
+		return len(rec.Find(isOp("public.users", OperationUpdate))) > 0
 	})
 	// Several status intervals (100 ms) pass while the alerts wait.
 	deadline := time.Now().Add(time.Second)
@@ -325,7 +335,7 @@ func TestConfirmsOnlyOnceAlertsAreWritten(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	close(sink.release)
-	eventually(t, 5*time.Second, "confirmed_flush_lsn past the transaction's end", func() bool {
+	sourcetest.Eventually(t, 5*time.Second, "confirmed_flush_lsn past the transaction's end", func() bool {
 		return confirmedFlush(t, conn, st.slot) >= end
 	})
 }

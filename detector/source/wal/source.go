@@ -31,35 +31,13 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/backoff"
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
-// Component is the name of this source in health reports, logs and metrics.
-const Component = "wal"
-
-// Sink receives the events of one committed transaction. It returns once they have
-// been evaluated; until it returns nil, the transaction's position is not confirmed,
-// and an error makes the source reconnect and receive the same transaction again.
-//
-// A sink that may evaluate events before their alerts are durable (the detector's
-// pipeline queues alerts in memory while the alert log refuses writes) also
-// implements WrittenWaiter: the source then waits for it before recording the
-// transactions as handled and before confirming their position, so that a crash
-// meanwhile replays them rather than losing their alerts.
-type Sink interface {
-	HandleEvents(ctx context.Context, events []model.Event) error
-}
-
-// WrittenWaiter is a Sink that can say when the alerts of the events it accepted are
-// written: WaitWritten returns then, or with ctx's error.
-type WrittenWaiter interface {
-	WaitWritten(ctx context.Context) error
-}
-
-// Health receives the outcome of every connection attempt and session.
-type Health interface {
-	Set(component string, err error)
-}
+// Name is the source's name: its configuration section (sources.wal), health
+// component, metrics label, and the source of its events.
+const Name = "wal"
 
 // Config says what to stream and how.
 type Config struct {
@@ -91,6 +69,13 @@ type Config struct {
 	// event (e.g. source=ddl or canary); when it returns false, or is nil, the message
 	// is a source=wal MESSAGE event carrying its prefix only.
 	Messages MessageDecoder
+	// Auto makes the source use the slot and publication only when both exist (it never
+	// creates them), and stop at the first session that finds either missing or cannot
+	// use them: sources.wal.enabled "auto", for a detector that runs the WAL source
+	// whenever `pgtripwire setup` prepared it.
+	Auto bool
+	// Metrics, when set, count the source's failed sessions with every other source's.
+	Metrics *source.Metrics
 	// QueueLength bounds the transactions decoded but not yet handed over to the sink;
 	// zero means 64. While the queue is full the source stops reading the stream but
 	// keeps sending status updates.
@@ -106,11 +91,20 @@ type Config struct {
 // its Time, Database and Source (wal) when they are left empty.
 type MessageDecoder func(prefix string, content []byte, transactional bool) (model.Event, bool)
 
-// Source streams from a logical replication slot. Create it with New, start it with Run.
+// Source streams from a logical replication slot: a source.Runner. Create it with New.
+//
+// Its sink receives the events of one committed transaction and returns once they have
+// been evaluated; until it returns nil, the transaction's position is not confirmed, and
+// an error makes the source reconnect and receive the same transaction again. A sink
+// that may evaluate events before their alerts are durable (the detector's pipeline
+// queues alerts in memory while the alert log refuses writes) also implements
+// source.WrittenWaiter: the source then waits for it before recording the transactions
+// as handled and before confirming their position, so that a crash meanwhile replays
+// them rather than losing their alerts.
 type Source struct {
 	cfg     Config
-	sink    Sink
-	health  Health
+	sink    source.Sink
+	health  source.Health
 	log     *zap.Logger
 	metrics *metrics
 
@@ -123,7 +117,7 @@ type Source struct {
 }
 
 // New returns a source that reports to sink and health.
-func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.Registerer) *Source {
+func New(cfg Config, sink source.Sink, health source.Health, log *zap.Logger, reg prometheus.Registerer) *Source {
 	if cfg.Slot == "" {
 		cfg.Slot = "pgtripwire"
 	}
@@ -149,24 +143,25 @@ func New(cfg Config, sink Sink, health Health, log *zap.Logger, reg prometheus.R
 		cfg:     cfg,
 		sink:    sink,
 		health:  health,
-		log:     log.Named(Component),
+		log:     log.Named(Name),
 		metrics: newMetrics(reg, cfg.Slot),
 	}
 }
 
 // Run streams until ctx is done, reconnecting with capped, jittered exponential backoff
 // whenever the connection, the stream or the sink fails. It returns ctx's error: the
-// source never gives up on its own.
+// source never gives up on its own, except in Auto mode when the slot or publication
+// is missing (it returns nil then, having logged why).
 func (s *Source) Run(ctx context.Context) error {
-	bo := backoff.New(s.cfg.ReconnectInitial, s.cfg.ReconnectMax)
-	return bo.Reconnect(ctx, func(ctx context.Context) error {
+	sup := source.Supervisor{Names: []string{Name}, Health: s.health, Metrics: s.cfg.Metrics, Logger: s.log,
+		ReconnectInitial: s.cfg.ReconnectInitial, ReconnectMax: s.cfg.ReconnectMax}
+	return sup.Run(ctx, func(ctx context.Context, bo *backoff.Backoff) error {
 		err := s.session(ctx, bo)
 		s.metrics.slotActive.Set(0)
+		if err != nil && !errors.Is(err, source.ErrOff) && ctx.Err() == nil {
+			s.metrics.reconnects.Inc()
+		}
 		return err
-	}, func(err error) {
-		s.health.Set(Component, err)
-		s.metrics.reconnects.Inc()
-		s.log.Warn("wal source failed; reconnecting", zap.Error(err))
 	})
 }
 
@@ -187,6 +182,14 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 	cfg.BuildFrontend = bufferedFrontend(cfg.BuildFrontend)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
+		var pgErr *pgconn.PgError
+		if s.cfg.Auto && errors.As(err, &pgErr) && (pgErr.Code == "42501" || pgErr.Code == "28000") {
+			// insufficient_privilege (no REPLICATION), invalid_authorization_specification
+			// (no replication line in pg_hba.conf): setup was not run for this role.
+			return source.Off("sources.wal.enabled is auto and the detector's role may not open a "+
+				"replication connection (%s); run pgtripwire setup --apply, or set sources.wal.enabled: false",
+				pgErr.Message)
+		}
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer func() {
@@ -202,6 +205,11 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 	ident, err := pglogrepl.IdentifySystem(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("identify system: %w", err)
+	}
+	if s.cfg.Auto {
+		if err := s.present(ctx, conn); err != nil {
+			return err
+		}
 	}
 	s.restoreHandled(origin{SystemID: ident.SystemID, Timeline: ident.Timeline})
 	if err := s.ensurePublication(ctx, conn); err != nil {
@@ -233,9 +241,39 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 	}
 	s.log.Info("streaming", zap.String("slot", s.cfg.Slot), zap.Stringer("from", start))
 	s.metrics.slotActive.Set(1)
-	s.health.Set(Component, nil)
+	s.health.Set(Name, nil)
 	bo.Reset()
 	return s.stream(ctx, conn, start)
+}
+
+// present checks, in Auto mode, that the slot and the publication exist; when either is
+// missing the source is off (source.ErrOff), with the fix in the error.
+func (s *Source) present(ctx context.Context, conn *pgconn.PgConn) error {
+	// A slot of the same name for another database is someone else's: as missing.
+	rows, err := query(ctx, conn, `SELECT (SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = `+
+		quoteLiteral(s.cfg.Slot)+` AND database = current_database()), (SELECT count(*) FROM pg_catalog.pg_publication WHERE pubname = `+
+		quoteLiteral(s.cfg.Publication)+`)`)
+	if err != nil {
+		return fmt.Errorf("look for slot %s and publication %s: %w", s.cfg.Slot, s.cfg.Publication, err)
+	}
+	var missing []string
+	if rows[0][0] == "0" {
+		missing = append(missing, "slot "+s.cfg.Slot)
+	}
+	if rows[0][1] == "0" {
+		missing = append(missing, "publication "+s.cfg.Publication)
+	}
+	switch len(missing) {
+	case 1:
+		return source.Off("sources.wal.enabled is auto and the %s does not exist in this database: committed "+
+			"changes to the sensitive tables, DDL reports and canary reads go unseen; run pgtripwire setup --apply "+
+			"to create it (or set sources.wal.enabled: false)", missing[0])
+	case 2:
+		return source.Off("sources.wal.enabled is auto and neither the %s nor the %s exists in this database: "+
+			"committed changes to the sensitive tables, DDL reports and canary reads go unseen; run pgtripwire "+
+			"setup --apply to create them (or set sources.wal.enabled: false)", missing[0], missing[1])
+	}
+	return nil
 }
 
 func serverVersion(ctx context.Context, conn *pgconn.PgConn) (int, error) {
@@ -646,7 +684,7 @@ func (s *Source) deliverBatch(ctx context.Context, batch []handoff, done *progre
 	// Persist what the sink accepted, also when it then refused something: those
 	// events must not be handed over again. But first their alerts must be written:
 	// a transaction recorded as handled is never evaluated again.
-	if w, ok := s.sink.(WrittenWaiter); ok && s.handled > s.persisted {
+	if w, ok := s.sink.(source.WrittenWaiter); ok && s.handled > s.persisted {
 		if err := w.WaitWritten(ctx); err != nil {
 			return errors.Join(sinkErr, fmt.Errorf("wait for the alerts of the events up to %s to be written: %w", s.handled, err))
 		}

@@ -1,4 +1,4 @@
-package activity
+package source
 
 import (
 	"slices"
@@ -35,15 +35,26 @@ type attributionEntry struct {
 	ambiguousUntil    time.Time
 }
 
-func newAttribution(size int, now func() time.Time) *Attribution {
+// NewAttribution returns an empty Attribution remembering at most size pairs (0 means
+// 10,000), timed by now (nil means time.Now).
+func NewAttribution(size int, now func() time.Time) *Attribution {
+	if size <= 0 {
+		size = 10_000
+	}
+	if now == nil {
+		now = time.Now
+	}
 	return &Attribution{max: max(size, 1), now: now, entries: make(map[attributionKey]*attributionEntry)}
 }
 
 // Lookup returns the client address and application that ran queryID as role when the
 // activity source last saw it, and false when it never saw it, or saw it from more than
-// one client recently. clientAddr is "local" for a Unix-socket connection. Safe for
-// concurrent use.
+// one client recently; a nil Attribution knows nothing. clientAddr is "local" for a
+// Unix-socket connection. Safe for concurrent use.
 func (a *Attribution) Lookup(queryID int64, role string) (clientAddr, application string, ok bool) {
+	if a == nil {
+		return "", "", false
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	e, found := a.entries[attributionKey{queryID, role}]
@@ -53,8 +64,9 @@ func (a *Attribution) Lookup(queryID int64, role string) (clientAddr, applicatio
 	return e.addr, e.application, true
 }
 
-// note records one observation made at now.
-func (a *Attribution) note(queryID int64, role, addr, application string, now time.Time) {
+// Note records that role ran queryID from addr with application at now. Safe for
+// concurrent use.
+func (a *Attribution) Note(queryID int64, role, addr, application string, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := attributionKey{queryID, role}

@@ -1,15 +1,14 @@
-package detector
+package wal
 
 import (
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/detector/ddlmsg"
-	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
-// decodeMessage turns the logical decoding messages pgtripwire's own database objects
+// pgtripwireMessages turns the logical decoding messages pgtripwire's own database objects
 // emit into events: pgtripwire.ddl from the event trigger `pgtripwire setup` installs
 // (source=ddl), pgtripwire.canary from the canary policy (source=canary). Other
 // pgtripwire.* prefixes stay source=wal MESSAGE events.
@@ -18,7 +17,7 @@ import (
 // kind "undecodable" and a canary message a canary read with Complete false, so a
 // tampered or truncated message pages rather than vanishes. Its content is never
 // logged: it is whatever the sender wrote.
-func decodeMessage(log *zap.Logger) wal.MessageDecoder {
+func pgtripwireMessages(log *zap.Logger) MessageDecoder {
 	log = log.Named("messages")
 	return func(prefix string, content []byte, transactional bool) (model.Event, bool) {
 		switch prefix {
@@ -26,7 +25,7 @@ func decodeMessage(log *zap.Logger) wal.MessageDecoder {
 			ev, _, err := ddlmsg.Decode(prefix, content)
 			if err != nil {
 				log.Warn("undecodable DDL message; reported as kind undecodable", zap.Int("bytes", len(content)), zap.Error(err))
-				return model.Event{Source: model.SourceDDL, Kind: "undecodable", Rows: 1, Calls: 1}, true
+				return model.Event{Source: ddlmsg.Source, Kind: "undecodable", Rows: 1, Calls: 1}, true
 			}
 			return ev, true
 		case canary.MessagePrefix:

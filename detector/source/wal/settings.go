@@ -1,0 +1,97 @@
+package wal
+
+import (
+	"time"
+
+	"github.com/pgtripwire/pgtripwire/detector/source"
+)
+
+// Definition is the WAL source, for the registry.
+var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
+	return &Settings{Enabled: Auto, Slot: "pgtripwire", Publication: "pgtripwire", StatusInterval: 10 * time.Second}
+}}
+
+// Switch is the value of sources.wal.enabled.
+type Switch string
+
+// Values of Switch.
+const (
+	// Auto streams when the slot and the publication exist (`pgtripwire setup` creates
+	// them) and is off, with one warning and a `doctor` line, otherwise.
+	Auto Switch = "auto"
+	// On streams, creating the slot and the publication when they are missing.
+	On Switch = "true"
+	// Off never streams.
+	Off Switch = "false"
+)
+
+// Settings is the sources.wal section.
+type Settings struct {
+	// Enabled (sources.wal.enabled) is auto, true or false. Default auto: the source
+	// runs when `pgtripwire setup` created its slot and publication, and is off with a
+	// warning otherwise. true also creates them when missing (a permanent slot retains
+	// WAL while the detector is down: an operator opts in); false never runs it.
+	Enabled Switch `yaml:"enabled"`
+	// Slot (sources.wal.slot) and Publication (sources.wal.publication) name the
+	// logical replication slot and the publication of the sensitive tables; never
+	// dropped. Default "pgtripwire". Lower-case letters, digits and underscores, at
+	// most 63.
+	Slot        string `yaml:"slot"`
+	Publication string `yaml:"publication"`
+	// StatusInterval (sources.wal.status_interval) is the longest time between two
+	// standby status updates (which confirm the slot's position). Default 10s, from
+	// 100ms to 30s; keep it well below the server's wal_sender_timeout.
+	StatusInterval time.Duration `yaml:"status_interval"`
+}
+
+// On reports whether the source may run: true and auto (which Run decides).
+func (s *Settings) On() bool { return s.Enabled != Off }
+
+// Replication returns the slot and the publication the source streams from.
+func (s *Settings) Replication() (slot, publication string, ok bool) {
+	return s.Slot, s.Publication, s.On()
+}
+
+// Check reports an unknown enabled value, invalid names and a status interval out of
+// range.
+func (s *Settings) Check(c source.Checker) {
+	switch s.Enabled {
+	case Auto, On, Off:
+	default:
+		c.Errorf("enabled", "%q is not one of true, false or auto", string(s.Enabled))
+	}
+	// The publication is held to the slot's rule, so that it needs no quoting either.
+	for _, n := range []struct{ key, name string }{{"slot", s.Slot}, {"publication", s.Publication}} {
+		if !slotNameRE.MatchString(n.name) {
+			c.Errorf(n.key, "%q is not a valid name: use lower-case letters, digits and underscores, at most 63", n.name)
+		}
+	}
+	if d := s.StatusInterval; d < source.MinInterval || d > 30*time.Second {
+		c.Errorf("status_interval", "%s is outside 100ms to 30s; the server drops a replication connection silent for wal_sender_timeout (default 60s)", d)
+	}
+}
+
+// Build returns the source as a Runner.
+func (s *Settings) Build(env source.Env) (source.Part, error) {
+	return source.Part{Runner: New(Config{
+		Conn:           &env.Conn.Config,
+		Slot:           s.Slot,
+		Publication:    s.Publication,
+		Tables:         env.Sensitive,
+		Now:            env.Now,
+		StateDir:       env.StateDir,
+		Messages:       pgtripwireMessages(env.Logger),
+		StatusInterval: s.StatusInterval,
+		Auto:           s.Enabled == Auto,
+		Metrics:        env.Metrics,
+	}, env.Sink, env.Health, env.Logger, env.Registerer)}, nil
+}
+
+// SettingsOf returns the WAL source's settings in set (its defaults when set does not
+// hold it), for the tools that prepare and check what the source needs.
+func SettingsOf(set source.Set) *Settings {
+	if w, ok := source.Lookup[*Settings](set, Name); ok {
+		return w
+	}
+	return Definition.Settings().(*Settings)
+}
