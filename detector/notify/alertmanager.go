@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -297,7 +298,7 @@ func (g *alertmanagerGroup) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("encode Alertmanager active alerts: %w", err)
 	}
-	if err := writeFileAtomic(g.path, data); err != nil {
+	if err := atomicfile.Write(g.path, data); err != nil {
 		return fmt.Errorf("save Alertmanager active alerts: %w", err)
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -220,38 +221,8 @@ func (s *spool) writeLocked(e *Entry) error {
 	if err != nil {
 		return fmt.Errorf("encode spool entry: %w", err)
 	}
-	if err := writeFileAtomic(s.path(e.Seq), data); err != nil {
+	if err := atomicfile.Write(s.path(e.Seq), data); err != nil {
 		return fmt.Errorf("write alert spool: %w", err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to path so that after a crash path holds either its old
-// content or data, never a mix: temporary file, fsync, rename, fsync of the directory.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
