@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"net/http"
@@ -347,23 +346,4 @@ func (s *alertmanagerSink) post(ctx context.Context, alerts []amAlert) error {
 		req.Header.Set("Authorization", "Bearer "+cfg.BearerToken)
 	}
 	return do(s.group.client, req)
-}
-
-// do sends req and turns a non-2xx answer into a statusError. Errors never quote the
-// URL, which may carry a token in its path or query.
-func do(client *http.Client, req *http.Request) error {
-	resp, err := client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("%s request: %w", req.Method, err)
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode/100 != 2 {
-		return &statusError{code: resp.StatusCode, body: strings.TrimSpace(string(msg))}
-	}
-	return nil
 }

@@ -12,15 +12,11 @@ package notify
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
-	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -283,95 +279,4 @@ func (n *Notifier) updateQueued() {
 		n.metrics.queued.WithLabelValues(s).Set(float64(pending[s]))
 	}
 	n.metrics.spoolEntries.Set(float64(total))
-}
-
-type metrics struct {
-	sent, failed, dropped *prometheus.CounterVec
-	queued                *prometheus.GaugeVec
-	latency               *prometheus.HistogramVec
-	requestSeconds        *prometheus.HistogramVec
-	spoolEntries          prometheus.Gauge
-	resends               *prometheus.CounterVec
-}
-
-func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
-	f := promauto.With(reg)
-	m := &metrics{
-		sent: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgtripwire_notify_sent_total",
-			Help: "Alert transitions a sink acknowledged.",
-		}, []string{"sink"}),
-		failed: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgtripwire_notify_failed_total",
-			Help: "Failed delivery attempts (each is retried).",
-		}, []string{"sink"}),
-		dropped: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgtripwire_notify_dropped_total",
-			Help: "Transitions dropped undelivered because the spool was full: pages lost.",
-		}, []string{"sink"}),
-		queued: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "pgtripwire_notify_queued",
-			Help: "Transitions in the spool waiting for the sink.",
-		}, []string{"sink"}),
-		latency: f.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "pgtripwire_notify_latency_seconds",
-			Help:    "Time from a transition's spooling to the sink's acknowledgement.",
-			Buckets: []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900},
-		}, []string{"sink"}),
-		requestSeconds: f.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "pgtripwire_notify_request_duration_seconds",
-			Help:    "Duration of successful delivery requests.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
-		}, []string{"sink"}),
-		spoolEntries: f.NewGauge(prometheus.GaugeOpts{
-			Name: "pgtripwire_spool_entries",
-			Help: "Transitions in the spool not yet acknowledged by every sink.",
-		}),
-		resends: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgtripwire_notify_resends_total",
-			Help: "Periodic re-sends of active alerts to Alertmanager, by outcome.",
-		}, []string{"sink", "outcome"}),
-	}
-	for _, s := range sinks {
-		m.sent.WithLabelValues(s)
-		m.failed.WithLabelValues(s)
-		m.dropped.WithLabelValues(s)
-		m.queued.WithLabelValues(s)
-	}
-	return m
-}
-
-// httpClient builds the client a sink uses: its own TLS settings, no shared state.
-func httpClient(timeout time.Duration, tlsConfig *tls.Config) *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if tlsConfig != nil {
-		tr.TLSClientConfig = tlsConfig
-	}
-	return &http.Client{Timeout: timeout, Transport: tr}
-}
-
-// permanent reports whether err is the receiver refusing this transition's content
-// (400, 413, 422), which no retry changes. Refusals of the request itself (401, 403,
-// 404: credentials, secret or URL misconfigured) are retried: they are fixed by
-// correcting the configuration, and the spool keeps the pages until then.
-func permanent(err error) bool {
-	var se *statusError
-	if !errors.As(err, &se) {
-		return false
-	}
-	switch se.code {
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
-		return true
-	}
-	return false
-}
-
-// statusError is a non-2xx answer.
-type statusError struct {
-	code int
-	body string
-}
-
-func (e *statusError) Error() string {
-	return fmt.Sprintf("HTTP %d: %s", e.code, e.body)
 }
