@@ -60,8 +60,7 @@ type Detector struct {
 	log      *zap.Logger
 	registry *prometheus.Registry
 	listener net.Listener
-	alertLog *notify.AlertLog
-	notifier *notify.Notifier // nil when no Alertmanager or webhook is configured
+	notifier *notify.Notifier // every sink: the alert log, Alertmanager, webhooks
 	health   *health.Status
 	pipeline *pipeline
 	engine   *engine.Engine
@@ -124,14 +123,6 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	var stdout io.Writer
-	if cfg.Alerts.Stdout {
-		stdout = deps.Stdout
-	}
-	d.alertLog, err = notify.OpenAlertLog(cfg.Alerts.File, stdout, deps.Registry)
-	if err != nil {
-		return nil, err
-	}
 
 	d.engine, err = engine.New(groups, engine.Options{
 		StatePath:    filepath.Join(cfg.StateDir, ruleStateFile),
@@ -140,34 +131,15 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		Registerer:   deps.Registry,
 	})
 	if err != nil {
-		_ = d.alertLog.Close()
 		return nil, fmt.Errorf("start the rule engine: %w", err)
 	}
 	var eval Evaluator = d.engine
 	if len(eval.Rules()) == 0 {
 		deps.Logger.Warn("no rule pages: events are observed but nothing can alert (rules.default_pack is off, or every rule is disabled or in shadow mode)")
 	}
-	for rule, severity := range eval.Rules() {
-		d.alertLog.PrecreateRule(rule, severity)
-	}
-	for _, a := range d.engine.Firing() {
-		d.alertLog.Restored(a)
-	}
-	sinks := []namedSink{{alertLogComponent, d.alertLog}}
-	nc, err := notifyConfig(cfg)
-	if err != nil {
-		_ = d.alertLog.Close()
-		return nil, &ConfigError{Err: err}
-	}
-	nc.Now = deps.Now
-	if d.notifier, err = notify.New(nc, deps.Logger, deps.Registry); err != nil {
-		_ = d.alertLog.Close()
+	if d.notifier, d.pipeline, err = newAlerting(cfg, deps, d.health, eval, d.engine.Firing()); err != nil {
 		return nil, err
 	}
-	if d.notifier != nil {
-		sinks = append(sinks, namedSink{alertSpoolComponent, d.notifier})
-	}
-	d.pipeline = newPipeline(eval, sinks, d.health, deps.Now, deps.Logger, deps.Registry)
 
 	// Live sources (docs/sources.md). Created before the statements source, which labels
 	// its events with the clients the activity samples saw (attribution) and shows them
@@ -261,12 +233,12 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	}
 
 	if err := web.ValidateConfigFile(cfg.HTTP.WebConfigFile); err != nil {
-		_ = d.alertLog.Close()
+		_ = d.notifier.Close()
 		return nil, &ConfigError{Err: fmt.Errorf("http.web_config_file: %w", err)}
 	}
 	d.listener, err = net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		_ = d.alertLog.Close()
+		_ = d.notifier.Close()
 		return nil, fmt.Errorf("listen on http.listen %s: %w", cfg.HTTP.Listen, err)
 	}
 	return d, nil
@@ -279,7 +251,7 @@ func (d *Detector) Addr() net.Addr { return d.listener.Addr() }
 // and returns nil; any other error is a runtime failure. Run closes the alert log.
 func (d *Detector) Run(ctx context.Context) error {
 	defer func() {
-		if err := d.alertLog.Close(); err != nil {
+		if err := d.notifier.Close(); err != nil {
 			d.log.Error("close alert log", zap.Error(err))
 		}
 	}()
@@ -301,9 +273,7 @@ func (d *Detector) Run(ctx context.Context) error {
 	if len(d.cfg.Rules.Files) > 0 {
 		g.Go(func() error { return d.watchRuleFiles(ctx) })
 	}
-	if d.notifier != nil {
-		g.Go(func() error { return d.notifier.Run(ctx) })
-	}
+	g.Go(func() error { return d.notifier.Run(ctx) })
 	for _, s := range d.sources {
 		g.Go(func() error { return s.Run(ctx) })
 	}

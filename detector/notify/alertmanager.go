@@ -109,9 +109,25 @@ func newAlertmanagerGroup(cfg AlertmanagerConfig, resolveAfter time.Duration, pa
 	return g, nil
 }
 
-// track records a transition in the active set before it is spooled, and returns when
-// the alert started firing: what Alertmanager must be told for this transition, even
-// if the alert has fired again by the time it is delivered.
+// stamp is the stage in front of the spool: it records each transition in the active
+// set and fixes its StartsAt, what Alertmanager must be told for this transition even
+// if the alert has fired again by the time it is delivered. Recording a transition
+// twice (a retry after the spool refused it) changes nothing.
+func (g *alertmanagerGroup) stamp(_ context.Context, ts ...Transition) ([]Transition, error) {
+	out := make([]Transition, 0, len(ts))
+	for _, t := range ts {
+		startsAt, err := g.track(t.Alert)
+		if err != nil {
+			return nil, err
+		}
+		t.StartsAt = startsAt
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// track records a transition in the active set and returns when its alert started
+// firing.
 func (g *alertmanagerGroup) track(a model.Alert) (time.Time, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -148,7 +164,7 @@ func (g *alertmanagerGroup) firingDelivered(fingerprint string, startsAt time.Ti
 	}
 }
 
-// payloadLocked is the v2 form of a transition for sink, as of now. firingSent is when
+// payload is the v2 form of a transition for sink, as of now. firingSent is when
 // the sink acknowledged the firing (zero: not yet, or unknown).
 func (g *alertmanagerGroup) payload(a model.Alert, startsAt, firingSent, now time.Time) amAlert {
 	labels := maps.Clone(a.Labels)
@@ -303,27 +319,29 @@ func (g *alertmanagerGroup) saveLocked() error {
 	return nil
 }
 
-// alertmanagerSink delivers spooled transitions to one Alertmanager URL.
+// alertmanagerSink is the Sink of one Alertmanager URL.
 type alertmanagerSink struct {
 	group    *alertmanagerGroup
 	endpoint string
 	sinkName string
 }
 
-func (s *alertmanagerSink) name() string { return s.sinkName }
+// Name implements Sink.
+func (s *alertmanagerSink) Name() string { return s.sinkName }
 
-func (s *alertmanagerSink) deliver(ctx context.Context, e Entry) error {
+// Send implements Sink: it posts the transition as it stood when it was spooled.
+func (s *alertmanagerSink) Send(ctx context.Context, t Transition) error {
 	g := s.group
-	startsAt := e.StartsAt
+	startsAt := t.StartsAt
 	if startsAt.IsZero() {
-		startsAt = e.Alert.Time
+		startsAt = t.Alert.Time
 	}
-	sent := g.firingSent(e.Alert.Fingerprint, startsAt, s.sinkName)
-	if err := s.post(ctx, []amAlert{g.payload(e.Alert, startsAt, sent, g.now())}); err != nil {
+	sent := g.firingSent(t.Alert.Fingerprint, startsAt, s.sinkName)
+	if err := s.post(ctx, []amAlert{g.payload(t.Alert, startsAt, sent, g.now())}); err != nil {
 		return err
 	}
-	if e.Alert.State == model.StateFiring {
-		g.firingDelivered(e.Alert.Fingerprint, startsAt, s.sinkName, g.now())
+	if t.Alert.State == model.StateFiring {
+		g.firingDelivered(t.Alert.Fingerprint, startsAt, s.sinkName, g.now())
 	}
 	return nil
 }
