@@ -15,7 +15,7 @@ import (
 // and certificates now: a file that went missing since the config was checked is a
 // configuration problem found at start, not at the first page.
 func notifyConfig(cfg *config.Config) (notify.Config, error) {
-	nc := notify.Config{StateDir: cfg.StateDir, SpoolMax: int(cfg.Alerts.Spool.MaxEntries),
+	nc := notify.Config{AlertLog: cfg.Alerts.File, StateDir: cfg.StateDir, SpoolMax: int(cfg.Alerts.Spool.MaxEntries),
 		ResolveAfter: cfg.Alerts.ResolveAfter}
 	if am := cfg.Alerts.Alertmanager; len(am.URLs) > 0 {
 		tlsConfig, err := tlsClientConfig(am.TLS)

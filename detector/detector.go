@@ -1,10 +1,11 @@
-// Package detector runs pgtripwire: it connects the sources to the rule evaluator and
-// the evaluator to the alert log, serves /metrics, /healthz and /readyz, and stops
-// cleanly when its context ends. Run embeds the whole daemon in a process, so tests
+// Package detector runs pgtripwire: it builds the sources of the configuration from the
+// registry, connects them to the rule evaluator and the evaluator to the notify stages
+// (the alert log, Alertmanager, webhooks), serves /metrics, /healthz and /readyz, and
+// stops cleanly when its context ends. Run embeds the whole daemon in a process, so tests
 // start it in-process exactly as `pgtripwire run` does.
 //
-// It is not where sources, rules or sinks are implemented: each lives in its own
-// package below this one.
+// It is not where sources, rules or sinks are implemented: sources live under
+// detector/source, sinks in detector/notify, rules under rules/.
 package detector
 
 import (
@@ -55,8 +56,7 @@ type Detector struct {
 	log      *zap.Logger
 	registry *prometheus.Registry
 	listener net.Listener
-	alertLog *notify.AlertLog
-	notifier *notify.Notifier // nil when no Alertmanager or webhook is configured
+	notifier *notify.Notifier // every sink: the alert log, Alertmanager, webhooks
 	health   *health.Status
 	pipeline *pipeline
 	engine   *engine.Engine
@@ -111,14 +111,6 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	var stdout io.Writer
-	if cfg.Alerts.Stdout {
-		stdout = deps.Stdout
-	}
-	d.alertLog, err = notify.OpenAlertLog(cfg.Alerts.File, stdout, deps.Registry)
-	if err != nil {
-		return nil, err
-	}
 
 	d.engine, err = engine.New(groups, engine.Options{
 		StatePath:    filepath.Join(cfg.StateDir, ruleStateFile),
@@ -127,34 +119,15 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		Registerer:   deps.Registry,
 	})
 	if err != nil {
-		_ = d.alertLog.Close()
 		return nil, fmt.Errorf("start the rule engine: %w", err)
 	}
 	var eval Evaluator = d.engine
 	if len(eval.Rules()) == 0 {
 		deps.Logger.Warn("no rule pages: events are observed but nothing can alert (rules.default_pack is off, or every rule is disabled or in shadow mode)")
 	}
-	for rule, severity := range eval.Rules() {
-		d.alertLog.PrecreateRule(rule, severity)
-	}
-	for _, a := range d.engine.Firing() {
-		d.alertLog.Restored(a)
-	}
-	sinks := []namedSink{{alertLogComponent, d.alertLog}}
-	nc, err := notifyConfig(cfg)
-	if err != nil {
-		_ = d.alertLog.Close()
-		return nil, &ConfigError{Err: err}
-	}
-	nc.Now = deps.Now
-	if d.notifier, err = notify.New(nc, deps.Logger, deps.Registry); err != nil {
-		_ = d.alertLog.Close()
+	if d.notifier, d.pipeline, err = newAlerting(cfg, deps, d.health, eval, d.engine.Firing()); err != nil {
 		return nil, err
 	}
-	if d.notifier != nil {
-		sinks = append(sinks, namedSink{alertSpoolComponent, d.notifier})
-	}
-	d.pipeline = newPipeline(eval, sinks, d.health, deps.Now, deps.Logger, deps.Registry)
 
 	d.sources, err = buildSources(cfg.Sources, source.Env{
 		Conn:           connConfig,
@@ -171,17 +144,17 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		Now:            deps.Now,
 	}, d.health)
 	if err != nil {
-		_ = d.alertLog.Close()
+		_ = d.notifier.Close()
 		return nil, err
 	}
 
 	if err := web.ValidateConfigFile(cfg.HTTP.WebConfigFile); err != nil {
-		_ = d.alertLog.Close()
+		_ = d.notifier.Close()
 		return nil, &ConfigError{Err: fmt.Errorf("http.web_config_file: %w", err)}
 	}
 	d.listener, err = net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		_ = d.alertLog.Close()
+		_ = d.notifier.Close()
 		return nil, fmt.Errorf("listen on http.listen %s: %w", cfg.HTTP.Listen, err)
 	}
 	return d, nil
@@ -194,7 +167,7 @@ func (d *Detector) Addr() net.Addr { return d.listener.Addr() }
 // and returns nil; any other error is a runtime failure. Run closes the alert log.
 func (d *Detector) Run(ctx context.Context) error {
 	defer func() {
-		if err := d.alertLog.Close(); err != nil {
+		if err := d.notifier.Close(); err != nil {
 			d.log.Error("close alert log", zap.Error(err))
 		}
 	}()
@@ -216,9 +189,7 @@ func (d *Detector) Run(ctx context.Context) error {
 	if len(d.cfg.Rules.Files) > 0 {
 		g.Go(func() error { return d.watchRuleFiles(ctx) })
 	}
-	if d.notifier != nil {
-		g.Go(func() error { return d.notifier.Run(ctx) })
-	}
+	g.Go(func() error { return d.notifier.Run(ctx) })
 	for _, s := range d.sources {
 		g.Go(func() error { return s.Run(ctx) })
 	}

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,18 +10,18 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/pgtripwire/pgtripwire/model"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
-// AlertLog writes alert transitions as JSON lines to a file and, optionally, to stdout.
-// Each line is synced to disk before Write returns, so a transition that Write
-// acknowledged survives a crash; a write that fails is cut off again, so a retry never
-// appends after a torn line. Stdout is fed by its own goroutine through a buffer: a
-// stalled reader of stdout must not stall detection, so lines it cannot take are
-// dropped and counted, never the file's. An AlertLog is safe for concurrent use; Close stops
-// the stdout goroutine.
+// AlertLog is the Sink that writes alert transitions as JSON lines to a file and,
+// optionally, to stdout. Each line is synced to disk before Send returns, so a
+// transition that Send acknowledged survives a crash; a write that fails is cut off
+// again, so a retry never appends after a torn line. Stdout is fed by its own goroutine
+// through a buffer: a stalled reader of stdout must not stall detection, so lines it
+// cannot take are dropped and counted, never the file's. An AlertLog is safe for
+// concurrent use; Close stops the stdout goroutine.
 type AlertLog struct {
 	mu      sync.Mutex
 	file    *os.File
@@ -41,9 +42,9 @@ type logMetrics struct {
 // stdoutBuffer is how many lines may wait for a slow stdout reader.
 const stdoutBuffer = 1024
 
-// OpenAlertLog opens (appending, creating it and its directory when missing) the alert log
+// openAlertLog opens (appending, creating it and its directory when missing) the alert log
 // at path. stdout may be nil to write to the file only.
-func OpenAlertLog(path string, stdout io.Writer, reg prometheus.Registerer) (*AlertLog, error) {
+func openAlertLog(path string, stdout io.Writer, reg prometheus.Registerer) (*AlertLog, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("open alert log: %w", err)
 	}
@@ -128,9 +129,14 @@ func (l *AlertLog) Restored(a model.Alert) {
 	l.metrics.firing.WithLabelValues(a.Rule, string(a.Severity)).Inc()
 }
 
-// Write appends one transition. It returns an error when the file write or sync
-// fails; stdout is best effort (a closed pipe must not stop alerting to the file).
-func (l *AlertLog) Write(a model.Alert) error {
+// Name implements Sink.
+func (l *AlertLog) Name() string { return alertLogComponent }
+
+// Send implements Sink: it appends the transition's alert line and syncs the file. It
+// returns an error when the write or the sync fails; stdout is best effort (a closed
+// pipe must not stop alerting to the file).
+func (l *AlertLog) Send(_ context.Context, t Transition) error {
+	a := t.Alert
 	line, err := json.Marshal(a)
 	if err != nil {
 		return fmt.Errorf("encode alert %s: %w", a.Fingerprint, err)

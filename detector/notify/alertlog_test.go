@@ -20,7 +20,7 @@ func TestLogWritesOneLinePerTransition(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "alerts.jsonl")
 	var stdout bytes.Buffer
 	reg := prometheus.NewRegistry()
-	l, err := OpenAlertLog(path, &stdout, reg)
+	l, err := openAlertLog(path, &stdout, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestLogWritesOneLinePerTransition(t *testing.T) {
 	resolved := firing
 	resolved.State, resolved.Time = model.StateResolved, at.Add(time.Minute)
 	for _, a := range []model.Alert{firing, resolved} {
-		if err := l.Write(a); err != nil {
+		if err := send(l, a); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -85,7 +85,7 @@ func TestOpenLogReportsUnwritablePath(t *testing.T) {
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenAlertLog(filepath.Join(blocker, "alerts.jsonl"), nil, prometheus.NewRegistry()); err == nil {
+	if _, err := openAlertLog(filepath.Join(blocker, "alerts.jsonl"), nil, prometheus.NewRegistry()); err == nil {
 		t.Fatal("got nil error for a path under a regular file, want one")
 	}
 }
@@ -101,11 +101,11 @@ func TestOpenLogKeepsATornLineApart(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"time":"2026-11-29T0`), 0o600); err != nil { // a crash mid-line
 		t.Fatal(err)
 	}
-	l, err := OpenAlertLog(path, nil, prometheus.NewRegistry())
+	l, err := openAlertLog(path, nil, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Write(testAlert(1)); err != nil {
+	if err := send(l, testAlert(1)); err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
@@ -120,13 +120,13 @@ func TestSlowStdoutDoesNotBlockAlerts(t *testing.T) {
 	blocked := &blockingWriter{release: make(chan struct{})}
 	reg := prometheus.NewRegistry()
 	path := filepath.Join(t.TempDir(), "alerts.jsonl")
-	l, err := OpenAlertLog(path, blocked, reg)
+	l, err := openAlertLog(path, blocked, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const n = stdoutBuffer + 100
 	for i := range n {
-		if err := l.Write(testAlert(i)); err != nil {
+		if err := send(l, testAlert(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -155,12 +155,12 @@ func TestWriteReportsAFullDisk(t *testing.T) {
 		t.Skip("no /dev/full on this system")
 	}
 	reg := prometheus.NewRegistry()
-	l, err := OpenAlertLog("/dev/full", nil, reg)
+	l, err := openAlertLog("/dev/full", nil, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if err := l.Write(testAlert(1)); err == nil {
+	if err := send(l, testAlert(1)); err == nil {
 		t.Fatal("got nil writing to a full device, want the error")
 	}
 	if got := testutil.ToFloat64(l.metrics.alerts.WithLabelValues("R", "info")); got != 0 {
@@ -170,19 +170,19 @@ func TestWriteReportsAFullDisk(t *testing.T) {
 
 func TestFiringGaugeFollowsTransitions(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	l, err := OpenAlertLog(filepath.Join(t.TempDir(), "alerts.jsonl"), nil, reg)
+	l, err := openAlertLog(filepath.Join(t.TempDir(), "alerts.jsonl"), nil, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	a, b := testAlert(1), testAlert(2)
 	for _, tr := range []model.Alert{a, b} {
-		if err := l.Write(tr); err != nil {
+		if err := send(l, tr); err != nil {
 			t.Fatal(err)
 		}
 	}
 	a.State = model.StateResolved
-	if err := l.Write(a); err != nil {
+	if err := send(l, a); err != nil {
 		t.Fatal(err)
 	}
 	if got := testutil.ToFloat64(l.metrics.firing.WithLabelValues("R", "info")); got != 1 {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -109,9 +109,25 @@ func newAlertmanagerGroup(cfg AlertmanagerConfig, resolveAfter time.Duration, pa
 	return g, nil
 }
 
-// track records a transition in the active set before it is spooled, and returns when
-// the alert started firing: what Alertmanager must be told for this transition, even
-// if the alert has fired again by the time it is delivered.
+// stamp is the stage in front of the spool: it records each transition in the active
+// set and fixes its StartsAt, what Alertmanager must be told for this transition even
+// if the alert has fired again by the time it is delivered. Recording a transition
+// twice (a retry after the spool refused it) changes nothing.
+func (g *alertmanagerGroup) stamp(_ context.Context, ts ...Transition) ([]Transition, error) {
+	out := make([]Transition, 0, len(ts))
+	for _, t := range ts {
+		startsAt, err := g.track(t.Alert)
+		if err != nil {
+			return nil, err
+		}
+		t.StartsAt = startsAt
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// track records a transition in the active set and returns when its alert started
+// firing.
 func (g *alertmanagerGroup) track(a model.Alert) (time.Time, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -148,7 +164,7 @@ func (g *alertmanagerGroup) firingDelivered(fingerprint string, startsAt time.Ti
 	}
 }
 
-// payloadLocked is the v2 form of a transition for sink, as of now. firingSent is when
+// payload is the v2 form of a transition for sink, as of now. firingSent is when
 // the sink acknowledged the firing (zero: not yet, or unknown).
 func (g *alertmanagerGroup) payload(a model.Alert, startsAt, firingSent, now time.Time) amAlert {
 	labels := maps.Clone(a.Labels)
@@ -297,33 +313,35 @@ func (g *alertmanagerGroup) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("encode Alertmanager active alerts: %w", err)
 	}
-	if err := writeFileAtomic(g.path, data); err != nil {
+	if err := atomicfile.Write(g.path, data); err != nil {
 		return fmt.Errorf("save Alertmanager active alerts: %w", err)
 	}
 	return nil
 }
 
-// alertmanagerSink delivers spooled transitions to one Alertmanager URL.
+// alertmanagerSink is the Sink of one Alertmanager URL.
 type alertmanagerSink struct {
 	group    *alertmanagerGroup
 	endpoint string
 	sinkName string
 }
 
-func (s *alertmanagerSink) name() string { return s.sinkName }
+// Name implements Sink.
+func (s *alertmanagerSink) Name() string { return s.sinkName }
 
-func (s *alertmanagerSink) deliver(ctx context.Context, e Entry) error {
+// Send implements Sink: it posts the transition as it stood when it was spooled.
+func (s *alertmanagerSink) Send(ctx context.Context, t Transition) error {
 	g := s.group
-	startsAt := e.StartsAt
+	startsAt := t.StartsAt
 	if startsAt.IsZero() {
-		startsAt = e.Alert.Time
+		startsAt = t.Alert.Time
 	}
-	sent := g.firingSent(e.Alert.Fingerprint, startsAt, s.sinkName)
-	if err := s.post(ctx, []amAlert{g.payload(e.Alert, startsAt, sent, g.now())}); err != nil {
+	sent := g.firingSent(t.Alert.Fingerprint, startsAt, s.sinkName)
+	if err := s.post(ctx, []amAlert{g.payload(t.Alert, startsAt, sent, g.now())}); err != nil {
 		return err
 	}
-	if e.Alert.State == model.StateFiring {
-		g.firingDelivered(e.Alert.Fingerprint, startsAt, s.sinkName, g.now())
+	if t.Alert.State == model.StateFiring {
+		g.firingDelivered(t.Alert.Fingerprint, startsAt, s.sinkName, g.now())
 	}
 	return nil
 }
@@ -346,23 +364,4 @@ func (s *alertmanagerSink) post(ctx context.Context, alerts []amAlert) error {
 		req.Header.Set("Authorization", "Bearer "+cfg.BearerToken)
 	}
 	return do(s.group.client, req)
-}
-
-// do sends req and turns a non-2xx answer into a statusError. Errors never quote the
-// URL, which may carry a token in its path or query.
-func do(client *http.Client, req *http.Request) error {
-	resp, err := client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("%s request: %w", req.Method, err)
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode/100 != 2 {
-		return &statusError{code: resp.StatusCode, body: strings.TrimSpace(string(msg))}
-	}
-	return nil
 }

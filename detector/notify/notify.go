@@ -1,36 +1,54 @@
-// Package notify delivers alert transitions to the places on-call engineers look:
-// Alertmanager (v2 API, every configured URL, firing alerts re-sent until resolved) and
-// signed webhooks. Delivery is at-least-once: a transition is written to a durable spool
-// in the state directory before any attempt, retried per sink with capped backoff, and
-// removed only when every sink has acknowledged it; the spool is bounded, and what it
-// drops past the bound is counted and logged.
+// Package notify takes the alert transitions the rules produce to every place an
+// on-call engineer looks: the JSON alert log (and stdout), Alertmanager's v2 API (every
+// configured URL, firing alerts re-sent until resolved) and signed webhooks. Each of
+// them is a Sink, and stages compose them as Alertmanager's notify package composes its
+// integrations (Stage, StageFunc, MultiStage, Fanout). New builds the one stage the
+// detector hands its transitions to:
 //
-// It is not the alert log (package alert) and it decides nothing: it delivers the
-// transitions the rules produced.
+//	Fanout{
+//		queue("alert_log", Direct(alert log)),
+//		queue("alert_spool", MultiStage{Alertmanager's active set, spool}), // with a remote sink only
+//	}
+//
+// Nothing is lost on the way. A queue keeps in memory what the stage behind it refuses
+// (a full disk), retries it every second and reports its health meanwhile, so the
+// caller never evaluates twice; WaitWritten says when everything is on disk. The alert
+// log writes and fsyncs each line before it returns. The spool persists a transition
+// before any delivery attempt; one worker per remote sink (each Alertmanager URL, each
+// webhook) then sends it that sink's transitions in order (a resolved never overtakes
+// its firing), retrying with capped backoff until acknowledged: at least once. The
+// spool is bounded, and what it drops past the bound is counted and logged.
+//
+// It is not where alerts are decided (package rules), and it does not group, silence
+// or route them: that is Alertmanager's job, behind it.
 package notify
 
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
-	"net/http"
+	"io"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+)
 
-	"github.com/pgtripwire/pgtripwire/detector/backoff"
-	"github.com/pgtripwire/pgtripwire/model"
+// Health components of the queues: a detector that cannot record or deliver its alerts
+// is not ready, whatever its sources say.
+const (
+	alertLogComponent   = "alert_log"
+	alertSpoolComponent = "alert_spool"
 )
 
 // Config says where transitions go. The detector builds it from the configuration
 // file, with secrets already read from their files.
 type Config struct {
+	// AlertLog is the alert log's path (created with its directory when missing).
+	AlertLog string
+	// Stdout, when not nil, gets every alert line too, best effort.
+	Stdout io.Writer
 	// StateDir holds the spool (StateDir/spool) and Alertmanager's active alerts.
 	StateDir string
 	// SpoolMax bounds the undelivered transitions kept; the oldest is dropped past it.
@@ -74,33 +92,7 @@ type WebhookConfig struct {
 	TLS     *tls.Config
 }
 
-// sink is one destination that acknowledges transitions one at a time.
-type sink interface {
-	name() string
-	deliver(ctx context.Context, e Entry) error
-}
-
-// Notifier spools transitions and runs one delivery worker per sink.
-type Notifier struct {
-	cfg     Config
-	log     *zap.Logger
-	metrics *metrics
-	spool   *spool
-	sinks   []sink
-	names   []string
-	am      *alertmanagerGroup       // nil without Alertmanager
-	wake    map[string]chan struct{} // a transition was spooled
-	// recovered: the sink answered a re-send; retry now instead of after the backoff.
-	recovered map[string]chan struct{}
-	gaugeMu   sync.Mutex
-}
-
-// New opens the spool (resuming what a previous run left undelivered) and prepares the
-// sinks. With no sink configured it returns nil, nil: there is nothing to deliver to.
-func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Notifier, error) {
-	if cfg.Alertmanager == nil && len(cfg.Webhooks) == 0 {
-		return nil, nil
-	}
+func (cfg Config) withDefaults() Config {
 	if cfg.RetryInitial <= 0 {
 		cfg.RetryInitial = time.Second
 	}
@@ -116,262 +108,118 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Notifier, err
 	if cfg.ResolveAfter <= 0 {
 		cfg.ResolveAfter = 5 * time.Minute
 	}
-	n := &Notifier{cfg: cfg, log: log.Named("notify"), wake: make(map[string]chan struct{}),
-		recovered: make(map[string]chan struct{})}
+	return cfg
+}
+
+// Notifier is every configured sink composed into one Stage (see the package
+// documentation). It is safe for concurrent use, though the order in which concurrent
+// callers' transitions reach a sink is theirs to keep.
+type Notifier struct {
+	stage    Stage
+	queues   []*queue
+	alertLog *AlertLog
+	spool    *spool             // nil without Alertmanager or webhook
+	am       *alertmanagerGroup // nil without Alertmanager
+}
+
+// New opens the alert log and, when an Alertmanager or a webhook is configured, the
+// spool (resuming what a previous run left undelivered), and composes them. The queues
+// report to h as "alert_log" and "alert_spool".
+func New(cfg Config, h Health, log *zap.Logger, reg prometheus.Registerer) (*Notifier, error) {
+	cfg = cfg.withDefaults()
+	log = log.Named("notify")
+	alertLog, err := openAlertLog(cfg.AlertLog, cfg.Stdout, reg)
+	if err != nil {
+		return nil, err
+	}
+	n := &Notifier{alertLog: alertLog}
+	n.queues = append(n.queues, newQueue(alertLogComponent, Direct(alertLog), h, log))
+	remote, err := n.openRemote(cfg, log, reg)
+	if err != nil {
+		_ = alertLog.Close()
+		return nil, err
+	}
+	if remote != nil {
+		n.queues = append(n.queues, newQueue(alertSpoolComponent, remote, h, log))
+	}
+	fan := make(Fanout, 0, len(n.queues))
+	for _, q := range n.queues {
+		fan = append(fan, q)
+	}
+	n.stage = fan
+	return n, nil
+}
+
+// openRemote builds the remote sinks and the stage in front of them; nil, nil when
+// none is configured.
+func (n *Notifier) openRemote(cfg Config, log *zap.Logger, reg prometheus.Registerer) (Stage, error) {
+	var sinks []Sink
 	if am := cfg.Alertmanager; am != nil {
-		group, err := newAlertmanagerGroup(*am, cfg.ResolveAfter, filepath.Join(cfg.StateDir, "alertmanager-active.json"), cfg.Now, n.log)
+		group, err := newAlertmanagerGroup(*am, cfg.ResolveAfter, filepath.Join(cfg.StateDir, "alertmanager-active.json"), cfg.Now, log)
 		if err != nil {
 			return nil, err
 		}
 		n.am = group
 		for _, s := range group.sinks {
-			n.sinks = append(n.sinks, s)
+			sinks = append(sinks, s)
 		}
 	}
 	for _, w := range cfg.Webhooks {
-		n.sinks = append(n.sinks, newWebhook(w))
+		sinks = append(sinks, newWebhook(w))
 	}
-	for _, s := range n.sinks {
-		n.names = append(n.names, s.name())
-		n.wake[s.name()] = make(chan struct{}, 1)
-		n.recovered[s.name()] = make(chan struct{}, 1)
+	if len(sinks) == 0 {
+		return nil, nil
 	}
-	n.metrics = newMetrics(reg, n.names)
-	lost := func(sinks []string) {
-		for _, s := range sinks {
-			n.metrics.dropped.WithLabelValues(s).Inc()
-		}
-	}
-	sp, err := openSpool(filepath.Join(cfg.StateDir, "spool"), cfg.SpoolMax, n.names, n.log, n.onDrop, lost)
+	sp, err := openSpool(cfg, sinks, reg, log)
 	if err != nil {
 		return nil, err
 	}
 	n.spool = sp
-	if left := sp.len(); left > 0 {
-		n.log.Info("resuming delivery of alert transitions left in the spool", zap.Int("transitions", left))
+	if n.am == nil {
+		return sp, nil
 	}
-	n.updateQueued()
-	return n, nil
+	// Alertmanager's active set records each transition before it is spooled: what it
+	// re-sends, and the start time the spooled transition keeps.
+	return MultiStage{StageFunc(n.am.stamp), sp}, nil
 }
 
-// onDrop is called by the spool, with its lock held, for an entry dropped at the bound.
-func (n *Notifier) onDrop(e *Entry) {
-	for _, s := range e.Pending {
-		n.metrics.dropped.WithLabelValues(s).Inc()
-	}
-	n.log.Error("alert spool full: oldest undelivered transition dropped",
-		zap.String("rule", e.Alert.Rule), zap.String("fingerprint", e.Alert.Fingerprint),
-		zap.String("state", string(e.Alert.State)), zap.Strings("undelivered_to", e.Pending),
-		zap.Int("spool_max", n.cfg.SpoolMax))
+// Exec hands transitions to every sink. It returns once the alert log has them on disk
+// and the spool holds them, or, when either refuses (a full disk), once they are queued
+// in memory for it; WaitWritten tells when those are written. The error is nil: what
+// is refused waits in the queues, which report it to Health.
+func (n *Notifier) Exec(ctx context.Context, ts ...Transition) ([]Transition, error) {
+	return n.stage.Exec(ctx, ts...)
 }
 
-// Write spools a transition for every sink and wakes their workers. When it returns
-// nil the transition survives a crash; an error means it was not spooled.
-func (n *Notifier) Write(a model.Alert) error {
-	startsAt := a.Time
-	if n.am != nil {
-		var err error
-		if startsAt, err = n.am.track(a); err != nil {
+// WaitWritten returns once every transition given to Exec so far is in the alert log and
+// the spool (at once when nothing waits), or with ctx's error.
+func (n *Notifier) WaitWritten(ctx context.Context) error {
+	for _, q := range n.queues {
+		if err := q.WaitWritten(ctx); err != nil {
 			return err
-		}
-	}
-	if _, err := n.spool.enqueue(a, startsAt, n.names, n.cfg.Now()); err != nil {
-		return err
-	}
-	n.updateQueued()
-	for _, ch := range n.wake {
-		select {
-		case ch <- struct{}{}:
-		default:
 		}
 	}
 	return nil
 }
 
-// Run delivers until ctx is done: one worker per sink, and Alertmanager's re-send loop.
+// Run retries what the queues hold, delivers the spool and re-sends to Alertmanager
+// until ctx is done; the queues make a last attempt then. It returns ctx's error.
 func (n *Notifier) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
-	for _, s := range n.sinks {
-		g.Go(func() error { return n.work(ctx, s) })
+	for _, q := range n.queues {
+		g.Go(func() error { return q.Run(ctx) })
+	}
+	if n.spool != nil {
+		g.Go(func() error { return n.spool.Run(ctx) })
 	}
 	if n.am != nil {
-		g.Go(func() error {
-			return n.am.resendLoop(ctx, n.metrics, func(sink string) {
-				select {
-				case n.recovered[sink] <- struct{}{}:
-				default:
-				}
-			})
-		})
+		g.Go(func() error { return n.am.resendLoop(ctx, n.spool.metrics, n.spool.retryNow) })
 	}
 	return g.Wait()
 }
 
-// work delivers the sink's pending transitions in order, retrying the oldest with
-// backoff until it is acknowledged: order matters (a resolved must not overtake its
-// firing), so a failing head blocks the sink's queue, not the other sinks.
-func (n *Notifier) work(ctx context.Context, s sink) error {
-	bo := backoff.New(n.cfg.RetryInitial, n.cfg.RetryMax)
-	failing := false
-	for {
-		e, ok := n.spool.next(s.name())
-		if !ok {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-n.wake[s.name()]:
-				continue
-			}
-		}
-		start := time.Now()
-		err := s.deliver(ctx, e)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		rejected := err != nil && permanent(err)
-		if rejected {
-			// The receiver understood and refused this transition: retrying cannot
-			// help, and holding it would block every later one. A lost page: counted
-			// as dropped, logged as an error.
-			n.metrics.failed.WithLabelValues(s.name()).Inc()
-			n.metrics.dropped.WithLabelValues(s.name()).Inc()
-			n.log.Error("alert transition rejected by the sink; dropped", zap.String("sink", s.name()),
-				zap.String("rule", e.Alert.Rule), zap.String("fingerprint", e.Alert.Fingerprint), zap.Error(err))
-		} else if err != nil {
-			n.metrics.failed.WithLabelValues(s.name()).Inc()
-			if !failing {
-				n.log.Warn("alert delivery failed; retrying with backoff", zap.String("sink", s.name()),
-					zap.String("rule", e.Alert.Rule), zap.String("fingerprint", e.Alert.Fingerprint), zap.Error(err))
-			}
-			failing = true
-			t := time.NewTimer(bo.Next())
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
-			case <-n.recovered[s.name()]:
-				t.Stop()
-			}
-			continue
-		}
-		if failing {
-			n.log.Info("alert delivery recovered", zap.String("sink", s.name()))
-		}
-		failing = false
-		bo.Reset()
-		if err := n.spool.ack(e.Seq, s.name()); err != nil {
-			// The sink has it; at worst it is delivered again after a restart.
-			n.log.Error("alert delivered but not removed from the spool", zap.String("sink", s.name()), zap.Error(err))
-		}
-		if !rejected {
-			n.metrics.sent.WithLabelValues(s.name()).Inc()
-			n.metrics.requestSeconds.WithLabelValues(s.name()).Observe(time.Since(start).Seconds())
-			n.metrics.latency.WithLabelValues(s.name()).Observe(n.cfg.Now().Sub(e.Enqueued).Seconds())
-		}
-		n.updateQueued()
-	}
-}
+// AlertLog is the alert log, for the metrics the detector sets up at start.
+func (n *Notifier) AlertLog() *AlertLog { return n.alertLog }
 
-// updateQueued refreshes the queue gauges. Callers race (the pipeline's Write, each
-// worker), so the gauges are set under one lock from one consistent view.
-func (n *Notifier) updateQueued() {
-	n.gaugeMu.Lock()
-	defer n.gaugeMu.Unlock()
-	pending, total := n.spool.counts()
-	for _, s := range n.names {
-		n.metrics.queued.WithLabelValues(s).Set(float64(pending[s]))
-	}
-	n.metrics.spoolEntries.Set(float64(total))
-}
-
-type metrics struct {
-	sent, failed, dropped *prometheus.CounterVec
-	queued                *prometheus.GaugeVec
-	latency               *prometheus.HistogramVec
-	requestSeconds        *prometheus.HistogramVec
-	spoolEntries          prometheus.Gauge
-	resends               *prometheus.CounterVec
-}
-
-func newMetrics(reg prometheus.Registerer, sinks []string) *metrics {
-	f := promauto.With(reg)
-	m := &metrics{
-		sent: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgtripwire_notify_sent_total",
-			Help: "Alert transitions a sink acknowledged.",
-		}, []string{"sink"}),
-		failed: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgtripwire_notify_failed_total",
-			Help: "Failed delivery attempts (each is retried).",
-		}, []string{"sink"}),
-		dropped: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgtripwire_notify_dropped_total",
-			Help: "Transitions dropped undelivered because the spool was full: pages lost.",
-		}, []string{"sink"}),
-		queued: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "pgtripwire_notify_queued",
-			Help: "Transitions in the spool waiting for the sink.",
-		}, []string{"sink"}),
-		latency: f.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "pgtripwire_notify_latency_seconds",
-			Help:    "Time from a transition's spooling to the sink's acknowledgement.",
-			Buckets: []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900},
-		}, []string{"sink"}),
-		requestSeconds: f.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "pgtripwire_notify_request_duration_seconds",
-			Help:    "Duration of successful delivery requests.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
-		}, []string{"sink"}),
-		spoolEntries: f.NewGauge(prometheus.GaugeOpts{
-			Name: "pgtripwire_spool_entries",
-			Help: "Transitions in the spool not yet acknowledged by every sink.",
-		}),
-		resends: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgtripwire_notify_resends_total",
-			Help: "Periodic re-sends of active alerts to Alertmanager, by outcome.",
-		}, []string{"sink", "outcome"}),
-	}
-	for _, s := range sinks {
-		m.sent.WithLabelValues(s)
-		m.failed.WithLabelValues(s)
-		m.dropped.WithLabelValues(s)
-		m.queued.WithLabelValues(s)
-	}
-	return m
-}
-
-// httpClient builds the client a sink uses: its own TLS settings, no shared state.
-func httpClient(timeout time.Duration, tlsConfig *tls.Config) *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if tlsConfig != nil {
-		tr.TLSClientConfig = tlsConfig
-	}
-	return &http.Client{Timeout: timeout, Transport: tr}
-}
-
-// permanent reports whether err is the receiver refusing this transition's content
-// (400, 413, 422), which no retry changes. Refusals of the request itself (401, 403,
-// 404: credentials, secret or URL misconfigured) are retried: they are fixed by
-// correcting the configuration, and the spool keeps the pages until then.
-func permanent(err error) bool {
-	var se *statusError
-	if !errors.As(err, &se) {
-		return false
-	}
-	switch se.code {
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
-		return true
-	}
-	return false
-}
-
-// statusError is a non-2xx answer.
-type statusError struct {
-	code int
-	body string
-}
-
-func (e *statusError) Error() string {
-	return fmt.Sprintf("HTTP %d: %s", e.code, e.body)
-}
+// Close closes the alert log once stdout has taken its lines; call it after Run.
+func (n *Notifier) Close() error { return n.alertLog.Close() }

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,19 +36,27 @@ func transition(rule, role string, state model.State, at time.Time) model.Alert 
 }
 
 type running struct {
-	n    *Notifier
-	reg  *prometheus.Registry
-	stop func()
+	n        *Notifier
+	reg      *prometheus.Registry
+	health   *healthRecorder
+	alertLog string // its path
+	stop     func()
 }
 
+// start runs a Notifier with quick retries; its alert log is in the state directory
+// unless cfg names one.
 func start(t *testing.T, cfg Config) *running {
 	t.Helper()
 	if cfg.StateDir == "" {
 		cfg.StateDir = t.TempDir()
 	}
+	if cfg.AlertLog == "" {
+		cfg.AlertLog = filepath.Join(cfg.StateDir, "alerts.jsonl")
+	}
 	cfg.RetryInitial, cfg.RetryMax = 50*time.Millisecond, 300*time.Millisecond
 	reg := prometheus.NewRegistry()
-	n, err := New(cfg, zap.NewNop(), reg)
+	h := &healthRecorder{}
+	n, err := New(cfg, h, zap.NewNop(), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,9 +73,26 @@ func start(t *testing.T, cfg Config) *running {
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Errorf("Run: got %v, want context.Canceled", err)
 		}
+		if err := n.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
 	}
 	t.Cleanup(stop)
-	return &running{n: n, reg: reg, stop: stop}
+	return &running{n: n, reg: reg, health: h, alertLog: cfg.AlertLog, stop: stop}
+}
+
+// write hands a transition to the notifier and waits until the alert log and the
+// spool have it, as the WAL source does before confirming a position.
+func (r *running) write(t *testing.T, a model.Alert) {
+	t.Helper()
+	if _, err := r.n.Exec(context.Background(), Transition{Alert: a}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.n.WaitWritten(ctx); err != nil {
+		t.Fatalf("transition not written: %v (health: %v)", err, r.health.problems())
+	}
 }
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -91,9 +117,7 @@ func TestAlertmanagerGetsFiringThenResolved(t *testing.T) {
 	r := start(t, Config{Alertmanager: amConfig(am.URL)})
 	at := time.Now().Add(-time.Second).Truncate(time.Millisecond)
 	firing := transition("SensitiveBulkRead", "mallory", model.StateFiring, at)
-	if err := r.n.Write(firing); err != nil {
-		t.Fatal(err)
-	}
+	r.write(t, firing)
 	var got amtest.Alert
 	eventually(t, 10*time.Second, "the alert in Alertmanager", func() bool {
 		var ok bool
@@ -117,9 +141,7 @@ func TestAlertmanagerGetsFiringThenResolved(t *testing.T) {
 		t.Errorf("got state %s endsAt %v, want active with endsAt ahead", got.Status.State, got.EndsAt)
 	}
 
-	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", model.StateResolved, time.Now())); err != nil {
-		t.Fatal(err)
-	}
+	r.write(t, transition("SensitiveBulkRead", "mallory", model.StateResolved, time.Now()))
 	eventually(t, 10*time.Second, "the alert resolved in Alertmanager", func() bool {
 		_, ok := am.Find(t, map[string]string{"alertname": "SensitiveBulkRead", "role": "mallory"})
 		return !ok // Alertmanager lists only alerts whose endsAt is ahead
@@ -130,23 +152,19 @@ func TestAlertmanagerGetsFiringThenResolved(t *testing.T) {
 func TestAlertmanagerOutageLosesNothing(t *testing.T) {
 	am := amtest.Start(t)
 	r := start(t, Config{Alertmanager: amConfig(am.URL)})
-	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", model.StateFiring, time.Now())); err != nil {
-		t.Fatal(err)
-	}
+	r.write(t, transition("SensitiveBulkRead", "mallory", model.StateFiring, time.Now()))
 	eventually(t, 10*time.Second, "the first alert", func() bool {
 		_, ok := am.Find(t, map[string]string{"role": "mallory"})
 		return ok
 	})
 
 	am.Stop(t)
-	if err := r.n.Write(transition("SensitiveBulkRead", "eve", model.StateFiring, time.Now())); err != nil {
-		t.Fatal(err)
-	}
+	r.write(t, transition("SensitiveBulkRead", "eve", model.StateFiring, time.Now()))
 	sink := "alertmanager:" + am.URL[len("http://"):]
 	eventually(t, 5*time.Second, "failed attempts while Alertmanager is down", func() bool {
-		return testutil.ToFloat64(r.n.metrics.failed.WithLabelValues(sink)) >= 2
+		return testutil.ToFloat64(r.n.spool.metrics.failed.WithLabelValues(sink)) >= 2
 	})
-	if q := testutil.ToFloat64(r.n.metrics.queued.WithLabelValues(sink)); q != 1 {
+	if q := testutil.ToFloat64(r.n.spool.metrics.queued.WithLabelValues(sink)); q != 1 {
 		t.Fatalf("queued: got %v, want the new alert waiting", q)
 	}
 
@@ -162,9 +180,7 @@ func TestEveryAlertmanagerOfAPairGetsEveryAlert(t *testing.T) {
 	a, b := amtest.Start(t), amtest.Start(t)
 	b.Stop(t)
 	r := start(t, Config{Alertmanager: amConfig(a.URL, b.URL)})
-	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", model.StateFiring, time.Now())); err != nil {
-		t.Fatal(err)
-	}
+	r.write(t, transition("SensitiveBulkRead", "mallory", model.StateFiring, time.Now()))
 	eventually(t, 10*time.Second, "the alert at the live Alertmanager", func() bool {
 		_, ok := a.Find(t, map[string]string{"role": "mallory"})
 		return ok
@@ -218,9 +234,7 @@ func TestWebhookSignedAndRetried(t *testing.T) {
 	defer srv.Close()
 	r := start(t, Config{Webhooks: []WebhookConfig{{Name: "soc", URL: srv.URL, Secret: []byte("s3cret"), Timeout: time.Second}}})
 	a := transition("SensitiveBulkRead", "mallory", model.StateFiring, time.Now())
-	if err := r.n.Write(a); err != nil {
-		t.Fatal(err)
-	}
+	r.write(t, a)
 	eventually(t, 10*time.Second, "the webhook delivery", func() bool {
 		bodies, _ := rc.received()
 		return len(bodies) == 1
@@ -231,15 +245,75 @@ func TestWebhookSignedAndRetried(t *testing.T) {
 	if len(bodies) != 1 || bad != 0 {
 		t.Fatalf("got %d bodies and %d bad signatures, want 1 and 0", len(bodies), bad)
 	}
-	if got := testutil.ToFloat64(r.n.metrics.failed.WithLabelValues("webhook:soc")); got != 3 {
+	if got := testutil.ToFloat64(r.n.spool.metrics.failed.WithLabelValues("webhook:soc")); got != 3 {
 		t.Errorf("failed: got %v, want 3", got)
 	}
-	if got := testutil.ToFloat64(r.n.metrics.sent.WithLabelValues("webhook:soc")); got != 1 {
+	if got := testutil.ToFloat64(r.n.spool.metrics.sent.WithLabelValues("webhook:soc")); got != 1 {
 		t.Errorf("sent: got %v, want 1", got)
 	}
-	wantBody, _ := jsonOf(a)
-	if string(bodies[0]) != string(wantBody) {
-		t.Errorf("body: got %s, want the alert line %s", bodies[0], wantBody)
+	line, err := os.ReadFile(r.alertLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(bodies[0])+"\n" != string(line) {
+		t.Errorf("body: got %s, want the alert log's line %s", bodies[0], line)
+	}
+}
+
+// A spool that cannot be written (a full disk; here, its directory replaced by a file)
+// delays delivery and makes the notifier unhealthy, but loses nothing and holds back
+// neither the alert log nor the transitions after it.
+func TestUnwritableSpoolDelaysButLosesNothing(t *testing.T) {
+	rc := &receiver{secret: []byte("k")}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	dir := t.TempDir()
+	r := start(t, Config{StateDir: dir, Webhooks: []WebhookConfig{{Name: "soc", URL: srv.URL, Secret: []byte("k"), Timeout: time.Second}}})
+	spoolDir := filepath.Join(dir, "spool")
+	if err := os.Rename(spoolDir, spoolDir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(spoolDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{"r1", "r2"} {
+		if _, err := r.n.Exec(t.Context(), Transition{Alert: transition("R", role, model.StateFiring, time.Now())}); err != nil {
+			t.Fatalf("Exec: got %v, want nil: what the spool refuses waits in memory", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	defer cancel()
+	if err := r.n.WaitWritten(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitWritten: got %v, want it to wait while the spool refuses", err)
+	}
+	if p := r.health.problems(); p[alertSpoolComponent] == "" || p[alertLogComponent] != "" {
+		t.Fatalf("got problems %v, want alert_spool only", p)
+	}
+	if line, _ := os.ReadFile(r.alertLog); strings.Count(string(line), "\n") != 2 {
+		t.Fatalf("alert log: got %q, want both lines written while the spool refuses", line)
+	}
+
+	if err := os.Remove(spoolDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(spoolDir+".away", spoolDir); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := r.n.WaitWritten(ctx); err != nil {
+		t.Fatalf("WaitWritten after the spool recovered: %v", err)
+	}
+	eventually(t, 5*time.Second, "both transitions delivered", func() bool {
+		bodies, _ := rc.received()
+		return len(bodies) == 2
+	})
+	bodies, _ := rc.received()
+	if !contains(bodies[0], `"role":"r1"`) || !contains(bodies[1], `"role":"r2"`) {
+		t.Errorf("got %s, %s, want r1 then r2", bodies[0], bodies[1])
+	}
+	if p := r.health.problems(); len(p) != 0 {
+		t.Errorf("got problems %v after the spool recovered, want none", p)
 	}
 }
 
@@ -248,9 +322,7 @@ func TestWrongSecretIsRejectedByTheReceiver(t *testing.T) {
 	srv := httptest.NewServer(rc)
 	defer srv.Close()
 	r := start(t, Config{Webhooks: []WebhookConfig{{Name: "soc", URL: srv.URL, Secret: []byte("another"), Timeout: time.Second}}})
-	if err := r.n.Write(transition("R", "x", model.StateFiring, time.Now())); err != nil {
-		t.Fatal(err)
-	}
+	r.write(t, transition("R", "x", model.StateFiring, time.Now()))
 	eventually(t, 5*time.Second, "a rejected attempt", func() bool { _, bad := rc.received(); return bad > 0 })
 	if r.n.spool.len() != 1 {
 		t.Fatal("a rejected delivery left the spool: want it kept until acknowledged")
@@ -265,11 +337,9 @@ func TestSpoolSurvivesARestartAndIsBounded(t *testing.T) {
 	cfg := Config{StateDir: dir, SpoolMax: 3, Webhooks: []WebhookConfig{{Name: "soc", URL: srv.URL, Secret: []byte("k"), Timeout: time.Second}}}
 	r := start(t, cfg)
 	for i, role := range []string{"r1", "r2", "r3", "r4", "r5"} {
-		if err := r.n.Write(transition("R", role, model.StateFiring, time.Unix(int64(i), 0))); err != nil {
-			t.Fatal(err)
-		}
+		r.write(t, transition("R", role, model.StateFiring, time.Unix(int64(i), 0)))
 	}
-	if got := testutil.ToFloat64(r.n.metrics.dropped.WithLabelValues("webhook:soc")); got != 2 {
+	if got := testutil.ToFloat64(r.n.spool.metrics.dropped.WithLabelValues("webhook:soc")); got != 2 {
 		t.Fatalf("dropped: got %v, want the 2 oldest counted", got)
 	}
 	r.stop()
@@ -332,9 +402,7 @@ func TestAlertmanagerAuthAndTLS(t *testing.T) {
 			cfg.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 			tt.set(cfg)
 			r := start(t, Config{Alertmanager: cfg})
-			if err := r.n.Write(transition("R", "x", model.StateFiring, time.Now())); err != nil {
-				t.Fatal(err)
-			}
+			r.write(t, transition("R", "x", model.StateFiring, time.Now()))
 			eventually(t, 5*time.Second, "an accepted delivery", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
@@ -353,12 +421,10 @@ func TestUntrustedCertificateIsNotDeliveredTo(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer srv.Close()
 	r := start(t, Config{Alertmanager: amConfig(srv.URL)}) // no CA: the system roots do not know it
-	if err := r.n.Write(transition("R", "x", model.StateFiring, time.Now())); err != nil {
-		t.Fatal(err)
-	}
+	r.write(t, transition("R", "x", model.StateFiring, time.Now()))
 	sink := "alertmanager:" + srv.Listener.Addr().String()
 	eventually(t, 5*time.Second, "failed attempts", func() bool {
-		return testutil.ToFloat64(r.n.metrics.failed.WithLabelValues(sink)) >= 1
+		return testutil.ToFloat64(r.n.spool.metrics.failed.WithLabelValues(sink)) >= 1
 	})
 	if r.n.spool.len() != 1 {
 		t.Fatal("an alert sent to an unverified server left the spool")
@@ -372,12 +438,8 @@ func TestFireAndResolveDuringAnOutageStillPages(t *testing.T) {
 	am.Stop(t)
 	r := start(t, Config{Alertmanager: amConfig(am.URL)})
 	t0 := time.Now()
-	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", model.StateFiring, t0)); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.n.Write(transition("SensitiveBulkRead", "mallory", model.StateResolved, t0.Add(time.Millisecond))); err != nil {
-		t.Fatal(err)
-	}
+	r.write(t, transition("SensitiveBulkRead", "mallory", model.StateFiring, t0))
+	r.write(t, transition("SensitiveBulkRead", "mallory", model.StateResolved, t0.Add(time.Millisecond)))
 	am.StartAgain(t)
 	eventually(t, 10*time.Second, "the alert active in Alertmanager for a while", func() bool {
 		a, ok := am.Find(t, map[string]string{"role": "mallory"})
@@ -398,14 +460,12 @@ func TestFlappingAlertDoesNotBlockTheQueue(t *testing.T) {
 	r := start(t, Config{Alertmanager: amConfig(am.URL)})
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
 	for i, st := range []model.State{model.StateFiring, model.StateResolved, model.StateFiring} {
-		if err := r.n.Write(transition("SensitiveBulkRead", "mallory", st, t0.Add(time.Duration(i)*10*time.Second))); err != nil {
-			t.Fatal(err)
-		}
+		r.write(t, transition("SensitiveBulkRead", "mallory", st, t0.Add(time.Duration(i)*10*time.Second)))
 	}
 	am.StartAgain(t)
 	eventually(t, 10*time.Second, "the spool drained", func() bool { return r.n.spool.len() == 0 })
 	sink := "alertmanager:" + am.URL[len("http://"):]
-	if got := testutil.ToFloat64(r.n.metrics.dropped.WithLabelValues(sink)); got != 0 {
+	if got := testutil.ToFloat64(r.n.spool.metrics.dropped.WithLabelValues(sink)); got != 0 {
 		t.Fatalf("dropped: got %v, want no transition refused", got)
 	}
 	// Alertmanager merges the overlapping firings into one alert; it must end active.
@@ -423,20 +483,14 @@ func TestRestoredAlertResolvesUnlessFiredAgain(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{StateDir: dir, Alertmanager: amConfig(am.URL), ResolveAfter: 2 * time.Second}
 	first := start(t, cfg)
-	if err := first.n.Write(transition("SensitiveBulkRead", "mallory", model.StateFiring, time.Now())); err != nil {
-		t.Fatal(err)
-	}
-	if err := first.n.Write(transition("SensitiveBulkRead", "eve", model.StateFiring, time.Now())); err != nil {
-		t.Fatal(err)
-	}
+	first.write(t, transition("SensitiveBulkRead", "mallory", model.StateFiring, time.Now()))
+	first.write(t, transition("SensitiveBulkRead", "eve", model.StateFiring, time.Now()))
 	eventually(t, 10*time.Second, "both alerts delivered", func() bool { return first.n.spool.len() == 0 })
 	first.stop()
 
 	second := start(t, cfg)
 	// eve's read happens again after the restart; mallory's does not.
-	if err := second.n.Write(transition("SensitiveBulkRead", "eve", model.StateFiring, time.Now())); err != nil {
-		t.Fatal(err)
-	}
+	second.write(t, transition("SensitiveBulkRead", "eve", model.StateFiring, time.Now()))
 	eventually(t, 15*time.Second, "mallory's restored alert resolved", func() bool {
 		_, ok := am.Find(t, map[string]string{"role": "mallory"})
 		return !ok
@@ -444,4 +498,33 @@ func TestRestoredAlertResolvesUnlessFiredAgain(t *testing.T) {
 	if _, ok := am.Find(t, map[string]string{"role": "eve"}); !ok {
 		t.Fatal("eve's alert, fired again after the restart, was resolved too")
 	}
+}
+
+// The spool's file format outlives a release: an entry written by an earlier version
+// (this one's, verbatim) is delivered after an upgrade.
+func TestSpooledEntryOfAnEarlierVersionIsDelivered(t *testing.T) {
+	rc := &receiver{secret: []byte("k")}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	dir := t.TempDir()
+	const old = `{"seq":7,"enqueued":"2026-11-29T06:00:01Z","alert":{"time":"2026-11-29T06:00:00Z",` +
+		`"state":"firing","rule":"SensitiveBulkRead","severity":"critical","fingerprint":"0123456789abcdef",` +
+		`"value":50000,"labels":{"role":"mallory","table":"public.users"},"annotations":{"summary":"s"}},` +
+		`"starts_at":"2026-11-29T06:00:00Z","pending":["webhook:soc"]}`
+	if err := os.MkdirAll(filepath.Join(dir, "spool"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "spool", "00000000000000000007.json"), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, Config{StateDir: dir, Webhooks: []WebhookConfig{{Name: "soc", URL: srv.URL, Secret: []byte("k"), Timeout: time.Second}}})
+	eventually(t, 5*time.Second, "the earlier version's entry delivered", func() bool {
+		bodies, _ := rc.received()
+		return len(bodies) == 1 && contains(bodies[0], `"fingerprint":"0123456789abcdef"`) && contains(bodies[0], `"role":"mallory"`)
+	})
+	r.write(t, transition("R", "eve", model.StateFiring, time.Now()))
+	eventually(t, 5*time.Second, "the next transition after it", func() bool {
+		bodies, _ := rc.received()
+		return len(bodies) == 2 && contains(bodies[1], `"role":"eve"`)
+	})
 }

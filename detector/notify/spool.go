@@ -1,6 +1,8 @@
 package notify
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,50 +14,82 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
-	"github.com/pgtripwire/pgtripwire/model"
+	"github.com/pgtripwire/pgtripwire/detector/backoff"
+	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
 )
 
-// Entry is one alert transition waiting for the sinks that have not acknowledged it.
-type Entry struct {
-	Seq      uint64      `json:"seq"`
-	Enqueued time.Time   `json:"enqueued"`
-	Alert    model.Alert `json:"alert"`
-	// StartsAt is when the alert of this transition started firing (for a resolution,
-	// its firing's time), fixed when the transition is spooled.
-	StartsAt time.Time `json:"starts_at,omitzero"`
+// entry is one spooled transition with the sinks that have not acknowledged it. Its
+// JSON is the spool's file format: Transition's fields sit beside seq and pending.
+type entry struct {
+	Seq      uint64    `json:"seq"`
+	Enqueued time.Time `json:"enqueued"`
+	Transition
 	// Pending names the sinks that still have to acknowledge the transition.
 	Pending []string `json:"pending"`
 }
 
-// spool is the durable queue of undelivered transitions: one JSON file per entry in its
-// directory, written (to a temporary file, synced, renamed, directory synced) before any
-// delivery is attempted and rewritten or removed as sinks acknowledge it, so a transition
-// survives kill -9 and power loss. It holds at most max entries: past that the oldest is
-// dropped, and dropped reports it, so that a long outage of a sink costs the oldest
-// pages, never the newest, and never silently. A spool is safe for concurrent use.
+// spool is the stage in front of the remote sinks (every Alertmanager URL, every
+// webhook). Exec persists each transition for every sink before it returns; one
+// worker per sink then delivers the sink's transitions in order, retrying the oldest
+// with capped backoff until the sink acknowledges it, and a transition leaves the spool
+// once every sink has. A failing sink holds back its own queue, never the others'.
+//
+// On disk it is one JSON file per entry in its directory, written (to a temporary file,
+// synced, renamed, directory synced) before any delivery is attempted and rewritten or
+// removed as sinks acknowledge it, so a transition survives kill -9 and power loss. It
+// holds at most max entries: past that the oldest is dropped, counted and logged, so
+// that a long outage of a sink costs the oldest pages, never the newest, and never
+// silently. A spool is safe for concurrent use.
 type spool struct {
-	dir     string
-	max     int
-	dropped func(e *Entry) // called, with the lock held, for each entry dropped at the bound
+	dir                    string
+	max                    int
+	sinks                  []Sink
+	names                  []string
+	retryInitial, retryMax time.Duration
+	now                    func() time.Time
+	log                    *zap.Logger
+	metrics                *metrics
+
+	wake map[string]chan struct{} // a transition was spooled for the sink
+	// recovered: the sink answered a re-send; retry now instead of after the backoff.
+	recovered map[string]chan struct{}
+	gaugeMu   sync.Mutex
 
 	mu      sync.Mutex
-	entries []*Entry // by Seq
+	entries []*entry // by Seq
 	nextSeq uint64
 }
 
 const spoolSuffix = ".json"
 
-// openSpool loads the entries left in dir, keeping only sinks that still exist: a sink
-// removed from the configuration cannot acknowledge anything. What cannot be delivered
-// any more (an entry only for removed sinks, an unreadable entry) is reported to lost
-// with the sinks that will not get it.
-func openSpool(dir string, maxEntries int, sinks []string, log *zap.Logger, dropped func(*Entry), lost func(sinks []string)) (*spool, error) {
+// openSpool opens the spool in cfg.StateDir/spool for sinks, with the delivery metrics,
+// loading the entries a previous run left and keeping only sinks that still exist: a
+// sink removed from the configuration cannot acknowledge anything. What cannot be
+// delivered any more (an entry only for removed sinks, an unreadable entry) is counted
+// as dropped for the sinks that will not get it, and logged.
+func openSpool(cfg Config, sinks []Sink, reg prometheus.Registerer, log *zap.Logger) (*spool, error) {
+	dir := filepath.Join(cfg.StateDir, "spool")
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open alert spool: %w", err)
 	}
-	s := &spool{dir: dir, max: maxEntries, dropped: dropped, nextSeq: 1}
+	s := &spool{dir: dir, max: cfg.SpoolMax, sinks: sinks, retryInitial: cfg.RetryInitial, retryMax: cfg.RetryMax,
+		now: cfg.Now, log: log, nextSeq: 1,
+		wake: make(map[string]chan struct{}), recovered: make(map[string]chan struct{})}
+	for _, sk := range sinks {
+		s.names = append(s.names, sk.Name())
+		s.wake[sk.Name()] = make(chan struct{}, 1)
+		s.recovered[sk.Name()] = make(chan struct{}, 1)
+	}
+	s.metrics = newMetrics(reg, s.names)
+	lost := func(sinks []string) {
+		for _, name := range sinks {
+			s.metrics.dropped.WithLabelValues(name).Inc()
+		}
+	}
 	names, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open alert spool: %w", err)
@@ -81,12 +115,12 @@ func openSpool(dir string, maxEntries int, sinks []string, log *zap.Logger, drop
 			log.Error("unreadable alert spool entry set aside: a transition may be lost",
 				zap.String("file", path), zap.Error(err))
 			_ = os.Rename(path, path+".corrupt")
-			lost(sinks)
+			lost(s.names)
 			continue
 		}
 		var gone []string
 		e.Pending = slices.DeleteFunc(e.Pending, func(p string) bool {
-			if slices.Contains(sinks, p) {
+			if slices.Contains(s.names, p) {
 				return false
 			}
 			gone = append(gone, p)
@@ -105,26 +139,20 @@ func openSpool(dir string, maxEntries int, sinks []string, log *zap.Logger, drop
 		s.entries = append(s.entries, e)
 		s.nextSeq = max(s.nextSeq, e.Seq+1)
 	}
-	slices.SortFunc(s.entries, func(a, b *Entry) int { return cmpUint(a.Seq, b.Seq) })
+	slices.SortFunc(s.entries, func(a, b *entry) int { return cmp.Compare(a.Seq, b.Seq) })
+	if left := len(s.entries); left > 0 {
+		log.Info("resuming delivery of alert transitions left in the spool", zap.Int("transitions", left))
+	}
+	s.updateQueued()
 	return s, nil
 }
 
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func readEntry(path string) (*Entry, error) {
+func readEntry(path string) (*entry, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var e Entry
+	var e entry
 	if err := json.Unmarshal(data, &e); err != nil {
 		return nil, err
 	}
@@ -135,13 +163,36 @@ func readEntry(path string) (*Entry, error) {
 	return &e, nil
 }
 
-// enqueue persists a transition for the given sinks and returns its entry.
-func (s *spool) enqueue(a model.Alert, startsAt time.Time, sinks []string, now time.Time) (*Entry, error) {
+// Exec spools each transition for every sink and wakes their workers. When it returns
+// nil the transitions survive a crash; on error the failed one and those after it are
+// not spooled.
+func (s *spool) Exec(_ context.Context, ts ...Transition) ([]Transition, error) {
+	var err error
+	for _, t := range ts {
+		if err = s.enqueue(t); err != nil {
+			break
+		}
+	}
+	s.updateQueued()
+	for _, ch := range s.wake {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ts, nil
+}
+
+// enqueue persists a transition for every sink.
+func (s *spool) enqueue(t Transition) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := &Entry{Seq: s.nextSeq, Enqueued: now, Alert: a, StartsAt: startsAt, Pending: slices.Clone(sinks)}
+	e := &entry{Seq: s.nextSeq, Enqueued: s.now(), Transition: t, Pending: slices.Clone(s.names)}
 	if err := s.writeLocked(e); err != nil {
-		return nil, err
+		return err
 	}
 	s.nextSeq++
 	s.entries = append(s.entries, e)
@@ -149,13 +200,122 @@ func (s *spool) enqueue(a model.Alert, startsAt time.Time, sinks []string, now t
 		oldest := s.entries[0]
 		s.entries = s.entries[1:]
 		_ = os.Remove(s.path(oldest.Seq))
-		s.dropped(oldest)
+		s.droppedLocked(oldest)
 	}
-	return e, nil
+	return nil
+}
+
+// droppedLocked counts and logs an entry dropped at the bound: pages lost.
+func (s *spool) droppedLocked(e *entry) {
+	for _, sink := range e.Pending {
+		s.metrics.dropped.WithLabelValues(sink).Inc()
+	}
+	s.log.Error("alert spool full: oldest undelivered transition dropped",
+		zap.String("rule", e.Alert.Rule), zap.String("fingerprint", e.Alert.Fingerprint),
+		zap.String("state", string(e.Alert.State)), zap.Strings("undelivered_to", e.Pending),
+		zap.Int("spool_max", s.max))
+}
+
+// Run delivers until ctx is done: one worker per sink.
+func (s *spool) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, sk := range s.sinks {
+		g.Go(func() error { return s.deliver(ctx, sk) })
+	}
+	return g.Wait()
+}
+
+// retryNow makes the sink's worker retry at once instead of after its backoff: the
+// sink answers again (an Alertmanager took a re-send).
+func (s *spool) retryNow(sink string) {
+	select {
+	case s.recovered[sink] <- struct{}{}:
+	default:
+	}
+}
+
+// deliver is the sink's worker. It sends the sink's spooled transitions in order,
+// retrying the oldest with backoff until it is acknowledged: order matters (a
+// resolved must not overtake its firing), so a failing head blocks the sink's queue,
+// not the other sinks'.
+func (s *spool) deliver(ctx context.Context, sk Sink) error {
+	name := sk.Name()
+	bo := backoff.New(s.retryInitial, s.retryMax)
+	failing := false
+	for {
+		e, ok := s.next(name)
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-s.wake[name]:
+				continue
+			}
+		}
+		start := time.Now()
+		err := sk.Send(ctx, e.Transition)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		rejected := err != nil && permanent(err)
+		if rejected {
+			// The receiver understood and refused this transition: retrying cannot
+			// help, and holding it would block every later one. A lost page: counted
+			// as dropped, logged as an error.
+			s.metrics.failed.WithLabelValues(name).Inc()
+			s.metrics.dropped.WithLabelValues(name).Inc()
+			s.log.Error("alert transition rejected by the sink; dropped", zap.String("sink", name),
+				zap.String("rule", e.Alert.Rule), zap.String("fingerprint", e.Alert.Fingerprint), zap.Error(err))
+		} else if err != nil {
+			s.metrics.failed.WithLabelValues(name).Inc()
+			if !failing {
+				s.log.Warn("alert delivery failed; retrying with backoff", zap.String("sink", name),
+					zap.String("rule", e.Alert.Rule), zap.String("fingerprint", e.Alert.Fingerprint), zap.Error(err))
+			}
+			failing = true
+			t := time.NewTimer(bo.Next())
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			case <-s.recovered[name]:
+				t.Stop()
+			}
+			continue
+		}
+		if failing {
+			s.log.Info("alert delivery recovered", zap.String("sink", name))
+		}
+		failing = false
+		bo.Reset()
+		if err := s.ack(e.Seq, name); err != nil {
+			// The sink has it; at worst it is delivered again after a restart.
+			s.log.Error("alert delivered but not removed from the spool", zap.String("sink", name), zap.Error(err))
+		}
+		if !rejected {
+			s.metrics.sent.WithLabelValues(name).Inc()
+			s.metrics.requestSeconds.WithLabelValues(name).Observe(time.Since(start).Seconds())
+			s.metrics.latency.WithLabelValues(name).Observe(s.now().Sub(e.Enqueued).Seconds())
+		}
+		s.updateQueued()
+	}
+}
+
+// updateQueued refreshes the queue gauges. Callers race (Exec, each worker), so the
+// gauges are set under one lock from one consistent view.
+func (s *spool) updateQueued() {
+	s.gaugeMu.Lock()
+	defer s.gaugeMu.Unlock()
+	pending, total := s.counts()
+	for _, name := range s.names {
+		s.metrics.queued.WithLabelValues(name).Set(float64(pending[name]))
+	}
+	s.metrics.spoolEntries.Set(float64(total))
 }
 
 // next returns the oldest entry the sink has not acknowledged (a copy).
-func (s *spool) next(sink string) (Entry, bool) {
+func (s *spool) next(sink string) (entry, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range s.entries {
@@ -163,7 +323,7 @@ func (s *spool) next(sink string) (Entry, bool) {
 			return *e, true
 		}
 	}
-	return Entry{}, false
+	return entry{}, false
 }
 
 // ack records the sink's acknowledgement of entry seq, removing the entry once every
@@ -172,7 +332,7 @@ func (s *spool) next(sink string) (Entry, bool) {
 func (s *spool) ack(seq uint64, sink string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i := slices.IndexFunc(s.entries, func(e *Entry) bool { return e.Seq == seq })
+	i := slices.IndexFunc(s.entries, func(e *entry) bool { return e.Seq == seq })
 	if i < 0 {
 		return nil
 	}
@@ -215,43 +375,13 @@ func (s *spool) path(seq uint64) string {
 }
 
 // writeLocked replaces the entry's file atomically and durably.
-func (s *spool) writeLocked(e *Entry) error {
+func (s *spool) writeLocked(e *entry) error {
 	data, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode spool entry: %w", err)
 	}
-	if err := writeFileAtomic(s.path(e.Seq), data); err != nil {
+	if err := atomicfile.Write(s.path(e.Seq), data); err != nil {
 		return fmt.Errorf("write alert spool: %w", err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to path so that after a crash path holds either its old
-// content or data, never a mix: temporary file, fsync, rename, fsync of the directory.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

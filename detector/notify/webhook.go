@@ -33,7 +33,8 @@ func Verify(secret, body []byte, signature string) bool {
 	return hmac.Equal([]byte(Sign(secret, body)), []byte(signature))
 }
 
-// webhook POSTs each transition's alert line (the JSON of the alert log) to a URL.
+// webhook is the Sink that POSTs each transition's alert line (the JSON of the alert
+// log) to a URL, signed.
 type webhook struct {
 	cfg    WebhookConfig
 	client *http.Client
@@ -43,10 +44,12 @@ func newWebhook(cfg WebhookConfig) *webhook {
 	return &webhook{cfg: cfg, client: httpClient(cfg.Timeout, cfg.TLS)}
 }
 
-func (w *webhook) name() string { return "webhook:" + w.cfg.Name }
+// Name implements Sink.
+func (w *webhook) Name() string { return "webhook:" + w.cfg.Name }
 
-func (w *webhook) deliver(ctx context.Context, e Entry) error {
-	body, err := json.Marshal(e.Alert)
+// Send implements Sink.
+func (w *webhook) Send(ctx context.Context, t Transition) error {
+	body, err := json.Marshal(t.Alert)
 	if err != nil {
 		return fmt.Errorf("encode alert: %w", err)
 	}
@@ -56,6 +59,6 @@ func (w *webhook) deliver(ctx context.Context, e Entry) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(SignatureHeader, Sign(w.cfg.Secret, body))
-	req.Header.Set(DeliveryHeader, fmt.Sprintf("%s/%s/%d", e.Alert.Fingerprint, e.Alert.State, e.Alert.Time.UnixNano()))
+	req.Header.Set(DeliveryHeader, fmt.Sprintf("%s/%s/%d", t.Alert.Fingerprint, t.Alert.State, t.Alert.Time.UnixNano()))
 	return do(w.client, req)
 }
