@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/pgtripwire/pgtripwire/detector/health"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -125,7 +126,7 @@ type Notifier struct {
 // New opens the alert log and, when an Alertmanager or a webhook is configured, the
 // spool (resuming what a previous run left undelivered), and composes them. The queues
 // report to h as "alert_log" and "alert_spool".
-func New(cfg Config, h Health, log *zap.Logger, reg prometheus.Registerer) (*Notifier, error) {
+func New(cfg Config, h *health.Status, log *zap.Logger, reg prometheus.Registerer) (*Notifier, error) {
 	cfg = cfg.withDefaults()
 	log = log.Named("notify")
 	alertLog, err := openAlertLog(cfg.AlertLog, cfg.Stdout, reg)
@@ -186,7 +187,7 @@ func (n *Notifier) openRemote(cfg Config, log *zap.Logger, reg prometheus.Regist
 // Exec hands transitions to every sink. It returns once the alert log has them on disk
 // and the spool holds them, or, when either refuses (a full disk), once they are queued
 // in memory for it; WaitWritten tells when those are written. The error is nil: what
-// is refused waits in the queues, which report it to Health.
+// is refused waits in the queues, which report it to the detector's health.
 func (n *Notifier) Exec(ctx context.Context, ts ...Transition) ([]Transition, error) {
 	return n.stage.Exec(ctx, ts...)
 }

@@ -55,8 +55,8 @@ func start(t *testing.T, cfg Config) *running {
 	}
 	cfg.RetryInitial, cfg.RetryMax = 50*time.Millisecond, 300*time.Millisecond
 	reg := prometheus.NewRegistry()
-	h := &healthRecorder{}
-	n, err := New(cfg, h, zap.NewNop(), reg)
+	h := newHealthRecorder()
+	n, err := New(cfg, h.Status, zap.NewNop(), reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,14 +6,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgtripwire/pgtripwire/detector/health"
 	"go.uber.org/zap"
 )
-
-// Health receives the state of each queue: nil while its stage takes every
-// transition, else why not. The detector's readiness follows it.
-type Health interface {
-	Set(component string, err error)
-}
 
 // queue is the stage in front of a stage that may refuse transitions for a while (the
 // alert log or the spool on a full disk). Exec takes every transition at once and hands
@@ -25,7 +20,7 @@ type Health interface {
 type queue struct {
 	component string // its name in health reports and logs
 	next      Stage
-	health    Health
+	health    *health.Status // each queue's state: nil while its stage takes every transition
 	log       *zap.Logger
 	interval  time.Duration // between retries
 
@@ -36,7 +31,7 @@ type queue struct {
 	drained chan struct{}
 }
 
-func newQueue(component string, next Stage, h Health, log *zap.Logger) *queue {
+func newQueue(component string, next Stage, h *health.Status, log *zap.Logger) *queue {
 	h.Set(component, nil)
 	return &queue{component: component, next: next, health: h, log: log, interval: time.Second}
 }

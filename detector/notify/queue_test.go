@@ -58,8 +58,8 @@ func runQueues(t *testing.T, qs ...*queue) {
 func TestQueueKeepsWhatTheSinkRefuses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sink := &flakySink{failures: 2}
-		h := &healthRecorder{}
-		q := newQueue(alertLogComponent, Direct(sink), h, zap.NewNop())
+		h := newHealthRecorder()
+		q := newQueue(alertLogComponent, Direct(sink), h.Status, zap.NewNop())
 		runQueues(t, q)
 
 		if _, err := q.Exec(t.Context(), firing("a"), firing("b")); err != nil {
@@ -89,7 +89,7 @@ func TestQueueKeepsWhatTheSinkRefuses(t *testing.T) {
 
 func TestQueueWritesWhatWaitsAtShutdown(t *testing.T) {
 	sink := &flakySink{failures: 1}
-	q := newQueue(alertLogComponent, Direct(sink), &healthRecorder{}, zap.NewNop())
+	q := newQueue(alertLogComponent, Direct(sink), newHealthRecorder().Status, zap.NewNop())
 	q.interval = time.Hour // only the last attempt at shutdown can write
 	if _, err := q.Exec(t.Context(), firing("a")); err != nil {
 		t.Fatal(err)
@@ -109,9 +109,9 @@ func TestQueueWritesWhatWaitsAtShutdown(t *testing.T) {
 func TestQueuesBehindAFanoutAreIndependent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		log, spooled := &flakySink{}, &flakySink{failures: 1}
-		h := &healthRecorder{}
-		logQueue := newQueue(alertLogComponent, Direct(log), h, zap.NewNop())
-		spoolQueue := newQueue(alertSpoolComponent, Direct(spooled), h, zap.NewNop())
+		h := newHealthRecorder()
+		logQueue := newQueue(alertLogComponent, Direct(log), h.Status, zap.NewNop())
+		spoolQueue := newQueue(alertSpoolComponent, Direct(spooled), h.Status, zap.NewNop())
 		runQueues(t, logQueue, spoolQueue)
 		if _, err := (Fanout{logQueue, spoolQueue}).Exec(t.Context(), firing("a"), firing("b")); err != nil {
 			t.Fatal(err)
@@ -136,7 +136,7 @@ func TestQueuesBehindAFanoutAreIndependent(t *testing.T) {
 func TestQueueWaitWrittenWaitsForTheBacklog(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sink := &flakySink{failures: 1}
-		q := newQueue(alertLogComponent, Direct(sink), &healthRecorder{}, zap.NewNop())
+		q := newQueue(alertLogComponent, Direct(sink), newHealthRecorder().Status, zap.NewNop())
 		runQueues(t, q)
 		if err := q.WaitWritten(t.Context()); err != nil {
 			t.Fatalf("WaitWritten with nothing queued: got %v, want nil at once", err)
