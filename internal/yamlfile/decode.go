@@ -233,7 +233,7 @@ func (d *Decoder) Number(n *yaml.Node, where string) (float64, bool) {
 // Duration decodes a Go duration ("250ms", "1h30m", "-1s"): the syntax of
 // the config file, whose checks decide which values make sense.
 func (d *Decoder) Duration(n *yaml.Node, where string) (time.Duration, bool) {
-	return d.duration(n, where, goDurationExamples, ParseGoDuration)
+	return d.duration(n, where, goDurationExamples, parseGoDuration)
 }
 
 // PromDuration decodes a Go duration or a Prometheus one with day, week and
@@ -261,9 +261,9 @@ const (
 	promDurationExamples = `"90s", "10m", "1h30m", "1d"`
 )
 
-// ParseGoDuration parses a Go duration, with an error that quotes s safely
+// parseGoDuration parses a Go duration, with an error that quotes s safely
 // and suggests what to write instead.
-func ParseGoDuration(s string) (time.Duration, error) {
+func parseGoDuration(s string) (time.Duration, error) {
 	dur, err := time.ParseDuration(s)
 	if err != nil {
 		hint := ""

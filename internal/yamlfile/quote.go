@@ -8,9 +8,9 @@ import (
 	"unicode/utf8"
 )
 
-// RedactedMask replaces a password or secret in what Quote and RedactDSN
+// redactedMask replaces a password or secret in what Quote and RedactDSN
 // return, as pgx does in its errors.
-const RedactedMask = "xxxxx"
+const redactedMask = "xxxxx"
 
 // Quote quotes a value from a file for a message, shortened so that a
 // pasted blob does not flood the terminal. Whatever the file, a value that
@@ -49,11 +49,11 @@ func Redact(s string) string {
 	} else if strings.Contains(s, "://") || passwordSetting.MatchString(s) {
 		s = RedactDSN(s)
 	}
-	return secretSetting.ReplaceAllString(s, "${1}"+RedactedMask)
+	return secretSetting.ReplaceAllString(s, "${1}"+redactedMask)
 }
 
 // RedactDSN returns a PostgreSQL connection string with every password
-// replaced by RedactedMask: the password of a URL's user info, password=
+// replaced by xxxxx: the password of a URL's user info, password=
 // and sslpassword= query parameters, and password= and sslpassword= in the
 // keyword/value form (keys matched case-insensitively). When the string is
 // too malformed to tell where a password could be, everything but the URL
@@ -78,7 +78,7 @@ func redactURLRest(p string) string {
 		user, _, hasPassword := strings.Cut(p[:i], ":")
 		b.WriteString(user)
 		if hasPassword {
-			b.WriteString(":" + RedactedMask)
+			b.WriteString(":" + redactedMask)
 		}
 		b.WriteByte('@')
 		p = p[i+1:]
@@ -87,7 +87,7 @@ func redactURLRest(p string) string {
 	// password with an unencoded '/', '@' or '?' has spilled into the host,
 	// path or query, where it cannot be told apart from them.
 	if strings.Contains(p, "@") || strings.IndexByte(p, 0) >= 0 {
-		return RedactedMask
+		return redactedMask
 	}
 	base, query, hasQuery := strings.Cut(p, "?")
 	b.WriteString(base)
@@ -105,7 +105,7 @@ func redactURLRest(p string) string {
 			key = rawKey
 		}
 		if hasValue && isPasswordKey(key) {
-			b.WriteString(rawKey + "=" + RedactedMask)
+			b.WriteString(rawKey + "=" + redactedMask)
 			continue
 		}
 		b.WriteString(pair)
@@ -121,11 +121,11 @@ func redactKeywordValue(s string) string {
 	for s != "" {
 		eq := strings.IndexByte(s, '=')
 		if eq < 0 {
-			return RedactedMask
+			return redactedMask
 		}
 		key := strings.Trim(s[:eq], " \t\n\r\v\f")
 		if key == "" || strings.ContainsAny(key, " \t\n\r\v\f") {
-			return RedactedMask
+			return redactedMask
 		}
 		s = strings.TrimLeft(s[eq+1:], " \t\n\r\v\f")
 		end := 0
@@ -136,7 +136,7 @@ func redactKeywordValue(s string) string {
 				}
 			}
 			if end >= len(s) {
-				return RedactedMask // unterminated quote: the rest is all value
+				return redactedMask // unterminated quote: the rest is all value
 			}
 			end++
 		} else {
@@ -149,7 +149,7 @@ func redactKeywordValue(s string) string {
 		}
 		value := s[:end]
 		if isPasswordKey(key) {
-			value = RedactedMask
+			value = redactedMask
 		}
 		out = append(out, key+"="+value)
 		s = strings.TrimLeft(s[end:], " \t\n\r\v\f")
