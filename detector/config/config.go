@@ -292,11 +292,11 @@ func parseFile(filename string, data []byte, getenv func(string) string, checkFi
 	if getenv == nil {
 		getenv = func(string) string { return "" }
 	}
-	d := &decoder{file: filename, data: data, fields: map[string]field{}, failed: map[string]bool{}}
+	d := newDecoder(filename, data)
 	root, ok := d.parse()
 	if !ok {
-		d.errs.sortByPosition()
-		return nil, d.errs
+		d.Errs.Sort()
+		return nil, d.Errs
 	}
 	cfg := Defaults()
 	var err error
@@ -306,13 +306,11 @@ func parseFile(filename string, data []byte, getenv func(string) string, checkFi
 	if root != nil {
 		d.decode("", root, reflect.ValueOf(cfg).Elem())
 	}
-	if d.values < maxValues { // else the Config is cut short: checking it would only add noise
-		v := &validator{decoder: d, cfg: cfg, dir: filepath.Dir(filename), getenv: getenv, checkFile: checkFile}
-		v.validate()
-	}
-	if len(d.errs) > 0 {
-		d.errs.sortByPosition()
-		return nil, d.errs
+	v := &validator{decoder: d, cfg: cfg, dir: filepath.Dir(filename), getenv: getenv, checkFile: checkFile}
+	v.validate()
+	if len(d.Errs) > 0 {
+		d.Errs.Sort()
+		return nil, d.Errs
 	}
 	return cfg, nil
 }

@@ -15,7 +15,7 @@ var sourceSetType = reflect.TypeFor[source.Set]()
 // Each source's section is decoded into its own Settings struct exactly as the rest of
 // the file is decoded (strict keys, positions, null keeps the default), through a struct
 // type made for the set: one field per source, named by its key.
-func (d *decoder) sources(path string, n *yaml.Node, set source.Set) {
+func (d *decoder) sources(path string, n *yaml.Node, set source.Set) bool {
 	all := set.All()
 	fields := make([]reflect.StructField, len(all))
 	for i, c := range all {
@@ -29,10 +29,11 @@ func (d *decoder) sources(path string, n *yaml.Node, set source.Set) {
 	for i, c := range all {
 		section.Field(i).Set(reflect.ValueOf(c.Settings).Elem())
 	}
-	d.mapping(path, n, section)
+	ok := d.mapping(path, n, section)
 	for i, c := range all {
 		reflect.ValueOf(c.Settings).Elem().Set(section.Field(i))
 	}
+	return ok
 }
 
 // sources checks each source's section with its own Check.

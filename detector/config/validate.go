@@ -132,7 +132,7 @@ func (v *validator) database() {
 		// The file's value, valid or not, is not used: say nothing about it.
 		db.DSN = env
 		if !dsnParses(env) {
-			v.errs = append(v.errs, Error{File: v.file, Msg: EnvDSN + " (replaces database.dsn): " + dsnUnparsable})
+			v.errorAt(0, 0, "%s (replaces database.dsn): %s", EnvDSN, dsnUnparsable)
 		}
 	} else if db.DSN = strings.TrimSpace(db.DSN); db.DSN == "" && v.set("database.dsn") {
 		v.errorf("database.dsn", "empty; remove the key to connect with the PG* environment variables, or set %s", EnvDSN)

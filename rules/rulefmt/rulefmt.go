@@ -6,6 +6,8 @@ import (
 	"os"
 	"text/template"
 	"time"
+
+	"github.com/pgtripwire/pgtripwire/internal/yamlfile"
 )
 
 // File is one parsed and compiled rule file.
@@ -184,11 +186,11 @@ func ParseFile(path string) (*File, Errors) {
 // positions. On failure the File is nil and Errors holds every problem found,
 // in file order.
 func Parse(name string, data []byte) (*File, Errors) {
-	d := &decoder{file: name, data: data}
+	d := &decoder{Decoder: yamlfile.Decoder{File: name}, data: data}
 	f := d.file_()
-	if len(d.errs) > 0 {
-		d.errs.sortByPosition()
-		return nil, d.errs
+	if len(d.Errs) > 0 {
+		d.Errs.Sort()
+		return nil, d.Errs
 	}
 	return f, nil
 }

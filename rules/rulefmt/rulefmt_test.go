@@ -159,6 +159,17 @@ func TestParseFileMissing(t *testing.T) {
 	}
 }
 
+// A secret pasted into a rule file is redacted from messages, as in the
+// config file: the value quoted is the shared front end's.
+func TestSecretsNotPrinted(t *testing.T) {
+	src := "groups:\n  - name: g\n    rules:\n      - name: R\n        description: d\n        severity: 'postgres://app:S3cret@db/app'\n        match: event.rows > 0\n"
+	_, errs := Parse("r.yaml", []byte(src))
+	want := `r.yaml:6:19: rule "R": severity "postgres://app:xxxxx@db/app" is not one of critical, warning, info`
+	if errs.Error() != want {
+		t.Errorf("got\n%v\nwant %s", errs, want)
+	}
+}
+
 func mustParse(t testing.TB, src string) *File {
 	t.Helper()
 	f, errs := Parse("t.yaml", []byte(src))

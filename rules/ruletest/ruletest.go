@@ -44,6 +44,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pgtripwire/pgtripwire/internal/yamlfile"
 	"github.com/pgtripwire/pgtripwire/model"
 	"github.com/pgtripwire/pgtripwire/rules/engine"
 	"github.com/pgtripwire/pgtripwire/rules/rulefmt"
@@ -294,211 +295,125 @@ func ParseFile(path string) (*File, rulefmt.Errors) {
 // Parse parses test file data; name is the file's path, against which
 // rule_files are resolved.
 func Parse(name string, data []byte) (*File, rulefmt.Errors) {
-	root, errs := rulefmt.ParseYAML(name, data)
-	if errs != nil {
-		return nil, errs
-	}
-	d := &decoder{file: name}
+	root, errs := yamlfile.Parse(name, data, "rule test file")
+	d := &decoder{Decoder: yamlfile.Decoder{File: name, Errs: errs}}
 	f := &File{Path: name}
-	if root == nil {
-		d.errorf(nil, "empty test file: want rule_files and tests")
-		return nil, d.errs
+	switch {
+	case root != nil:
+		d.file(f, root)
+	case errs == nil:
+		d.ErrorAt(0, 0, "empty test file: want rule_files and tests")
 	}
-	m := d.mapping(root, "test file", "rule_files", "tests")
-	if n, ok := m["rule_files"]; ok {
-		for _, s := range d.strings(n, "rule_files") {
-			if !filepath.IsAbs(s) {
-				s = filepath.Join(filepath.Dir(name), s)
-			}
-			f.RuleFiles = append(f.RuleFiles, s)
-		}
-	} else if m != nil {
-		d.errorf(root, "rule_files is required")
-	}
-	if n, ok := m["tests"]; ok {
-		for i, tn := range d.seq(n, "tests") {
-			f.Tests = append(f.Tests, d.test(fmt.Sprintf("tests[%d]", i), tn))
-		}
-	} else if m != nil {
-		d.errorf(root, "tests is required")
-	}
-	if len(d.errs) > 0 {
-		slices.SortStableFunc(d.errs, func(a, b rulefmt.Error) int {
-			return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
-		})
-		return nil, d.errs
+	if len(d.Errs) > 0 {
+		d.Errs.Sort()
+		return nil, d.Errs
 	}
 	return f, nil
 }
 
-type decoder struct {
-	file string
-	errs rulefmt.Errors
-}
+// decoder decodes a test file with the YAML front end of rule files.
+type decoder struct{ yamlfile.Decoder }
 
-func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
-	p := rulefmt.Pos{File: d.file}
-	if n != nil {
-		p.Line, p.Column = n.Line, n.Column
-	}
-	d.errs = append(d.errs, rulefmt.Error{Pos: p, Msg: fmt.Sprintf(format, args...)})
-}
-
-func resolve(n *yaml.Node) *yaml.Node {
-	for n != nil && n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
-	return n
-}
-
-// mapping returns the entries of a mapping by key, reporting unknown and
-// duplicate keys. Null values are left out.
-func (d *decoder) mapping(n *yaml.Node, where string, known ...string) map[string]*yaml.Node {
-	n = resolve(n)
-	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "%s: want a mapping (%s)", where, strings.Join(known, ", "))
-		return nil
-	}
-	out := map[string]*yaml.Node{}
-	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
-		switch {
-		case known != nil && !slices.Contains(known, k.Value):
-			d.errorf(k, "%s: unknown key %q (known: %s)", where, k.Value, strings.Join(known, ", "))
-			continue
-		case seen[k.Value]:
-			d.errorf(k, "%s: duplicate key %q", where, k.Value)
-			continue
-		}
-		seen[k.Value] = true
-		if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
-			continue
-		}
-		out[k.Value] = v
-	}
-	return out
-}
-
-func (d *decoder) seq(n *yaml.Node, where string) []*yaml.Node {
-	n = resolve(n)
-	if n.Kind != yaml.SequenceNode {
-		d.errorf(n, "%s: want a list", where)
-		return nil
-	}
-	return n.Content
-}
-
-func (d *decoder) scalar(n *yaml.Node, where string) (string, bool) {
-	n = resolve(n)
-	if n.Kind != yaml.ScalarNode {
-		d.errorf(n, "%s: want a single value", where)
-		return "", false
-	}
-	return n.Value, true
-}
-
-func (d *decoder) strings(n *yaml.Node, where string) []string {
-	var out []string
-	for i, el := range d.seq(n, where) {
-		if s, ok := d.scalar(el, fmt.Sprintf("%s[%d]", where, i)); ok {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func (d *decoder) duration(n *yaml.Node, where string) time.Duration {
-	s, ok := d.scalar(n, where)
+func (d *decoder) file(f *File, root *yaml.Node) {
+	m, ok := d.Mapping(root, "test file", "rule_files", "tests")
 	if !ok {
-		return 0
+		return
 	}
-	v, err := rulefmt.ParseDuration(s)
-	if err != nil {
-		d.errorf(n, "%s: %q is not a duration (e.g. \"200ms\", \"30s\", \"1h\")", where, s)
-	}
-	return v
-}
-
-func (d *decoder) integer(n *yaml.Node, where string) int64 {
-	s, ok := d.scalar(n, where)
-	if !ok {
-		return 0
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		d.errorf(n, "%s: %q is not an integer", where, s)
-	}
-	return v
-}
-
-func (d *decoder) stringMap(n *yaml.Node, where string) map[string]string {
-	m := d.mapping(n, where)
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		if s, ok := d.scalar(v, where+"."+k); ok {
-			out[k] = s
+	if v := m.Value("rule_files"); v != nil {
+		paths, _ := d.Strings(v, "rule_files")
+		for _, s := range paths {
+			if !filepath.IsAbs(s) {
+				s = filepath.Join(filepath.Dir(f.Path), s)
+			}
+			f.RuleFiles = append(f.RuleFiles, s)
 		}
+	} else {
+		d.Errorf(root, "rule_files is required")
 	}
-	return out
+	if v := m.Value("tests"); v != nil {
+		tests, _ := d.Sequence(v, "tests")
+		for i, tn := range tests {
+			f.Tests = append(f.Tests, d.test(fmt.Sprintf("tests[%d]", i), tn))
+		}
+	} else {
+		d.Errorf(root, "tests is required")
+	}
+}
+
+// timestamp decodes an RFC 3339 time.
+func (d *decoder) timestamp(n *yaml.Node, where string) (time.Time, bool) {
+	s, ok := d.String(n, where)
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		d.Errorf(n, "%s: %s is not an RFC 3339 time (2026-01-01T00:00:00Z)", where, yamlfile.Quote(s))
+		return time.Time{}, false
+	}
+	return t, true
 }
 
 func (d *decoder) test(where string, n *yaml.Node) Test {
-	t := Test{Start: DefaultStart, Pos: rulefmt.Pos{File: d.file, Line: n.Line, Column: n.Column}}
-	m := d.mapping(n, where, "name", "start", "input", "expect")
-	if v, ok := m["name"]; ok {
-		t.Name, _ = d.scalar(v, where+".name")
-		where = fmt.Sprintf("test %q", t.Name)
-	} else if m != nil {
-		d.errorf(n, "%s: name is required", where)
+	t := Test{Start: DefaultStart, Pos: d.Pos(n)}
+	m, ok := d.Mapping(n, where, "name", "start", "input", "expect")
+	if !ok {
+		return t
 	}
-	if v, ok := m["start"]; ok {
-		if s, ok := d.scalar(v, where+".start"); ok {
-			st, err := time.Parse(time.RFC3339Nano, s)
-			if err != nil {
-				d.errorf(v, "%s.start: %q is not an RFC 3339 time (2026-01-01T00:00:00Z)", where, s)
-			}
+	if v := m.Value("name"); v != nil {
+		t.Name, _ = d.String(v, where+".name")
+		where = fmt.Sprintf("test %q", t.Name)
+	} else {
+		d.Errorf(n, "%s: name is required", where)
+	}
+	if v := m.Value("start"); v != nil {
+		if st, ok := d.timestamp(v, where+".start"); ok {
 			t.Start = st
 		}
 	}
-	if v, ok := m["input"]; ok {
-		for i, in := range d.seq(v, where+".input") {
+	if v := m.Value("input"); v != nil {
+		inputs, _ := d.Sequence(v, where+".input")
+		for i, in := range inputs {
 			t.Input = append(t.Input, d.input(fmt.Sprintf("%s.input[%d]", where, i), in))
 		}
 	}
-	if v, ok := m["expect"]; ok {
-		for i, ex := range d.seq(v, where+".expect") {
+	if v := m.Value("expect"); v != nil {
+		expects, _ := d.Sequence(v, where+".expect")
+		for i, ex := range expects {
 			t.Expect = append(t.Expect, d.expect(fmt.Sprintf("%s.expect[%d]", where, i), ex))
 		}
-	} else if m != nil {
-		d.errorf(n, "%s: expect is required (a test that expects nothing cannot fail)", where)
+	} else {
+		d.Errorf(n, "%s: expect is required (a test that expects nothing cannot fail)", where)
 	}
 	return t
 }
 
 func (d *decoder) input(where string, n *yaml.Node) Input {
-	in := Input{Repeat: 1, Pos: rulefmt.Pos{File: d.file, Line: n.Line, Column: n.Column}}
-	m := d.mapping(n, where, "at", "repeat", "every", "event")
-	if v, ok := m["at"]; ok {
-		in.At = d.duration(v, where+".at")
+	in := Input{Repeat: 1, Pos: d.Pos(n)}
+	m, ok := d.Mapping(n, where, "at", "repeat", "every", "event")
+	if !ok {
+		return in
 	}
-	if v, ok := m["repeat"]; ok {
-		in.Repeat = int(d.integer(v, where+".repeat"))
-		if in.Repeat < 1 || in.Repeat > 1_000_000 {
-			d.errorf(v, "%s.repeat: want 1 to 1000000, got %d", where, in.Repeat)
-			in.Repeat = 1
+	if v := m.Value("at"); v != nil {
+		in.At, _ = d.PromDuration(v, where+".at")
+	}
+	if v := m.Value("repeat"); v != nil {
+		if r, ok := d.Int(v, where+".repeat"); ok && (r < 1 || r > 1_000_000) {
+			d.Errorf(v, "%s.repeat: want 1 to 1000000, got %d", where, r)
+		} else if ok {
+			in.Repeat = int(r)
 		}
 	}
-	if v, ok := m["every"]; ok {
-		in.Every = d.duration(v, where+".every")
+	if v := m.Value("every"); v != nil {
+		in.Every, _ = d.PromDuration(v, where+".every")
 	}
 	if in.Repeat > 1 && in.Every <= 0 {
-		d.errorf(n, "%s: every (> 0) is required with repeat", where)
+		d.Errorf(n, "%s: every (> 0) is required with repeat", where)
 	}
-	if v, ok := m["event"]; ok {
+	if v := m.Value("event"); v != nil {
 		in.Event = d.event(where+".event", v)
-	} else if m != nil {
-		d.errorf(n, "%s: event is required", where)
+	} else {
+		d.Errorf(n, "%s: event is required", where)
 	}
 	return in
 }
@@ -511,21 +426,23 @@ var eventKeys = []string{"time", "source", "database", "role", "client_addr", "a
 
 func (d *decoder) event(where string, n *yaml.Node) model.Event {
 	var ev model.Event
-	m := d.mapping(n, where, eventKeys...)
+	m, _ := d.Mapping(n, where, eventKeys...)
 	str := func(k string, dst *string) {
-		if v, ok := m[k]; ok {
-			*dst, _ = d.scalar(v, where+"."+k)
+		if v := m.Value(k); v != nil {
+			*dst, _ = d.String(v, where+"."+k)
 		}
 	}
 	num := func(k string) int64 {
-		if v, ok := m[k]; ok {
-			return d.integer(v, where+"."+k)
+		if v := m.Value(k); v != nil {
+			i, _ := d.Int(v, where+"."+k)
+			return i
 		}
 		return 0
 	}
 	list := func(k string) []string {
-		if v, ok := m[k]; ok {
-			return d.strings(v, where+"."+k)
+		if v := m.Value(k); v != nil {
+			l, _ := d.Strings(v, where+"."+k)
+			return l
 		}
 		return nil
 	}
@@ -545,57 +462,47 @@ func (d *decoder) event(where string, n *yaml.Node) model.Event {
 	ev.Rows, ev.Calls, ev.QueryID = num("rows"), num("calls"), num("query_id")
 	ev.LSN, ev.PID = uint64(num("lsn")), int32(num("pid"))
 	ev.Running = time.Duration(num("running_seconds")) * time.Second
-	if v, ok := m["complete"]; ok {
-		if s, ok := d.scalar(v, where+".complete"); ok {
-			b, err := strconv.ParseBool(s)
-			if err != nil {
-				d.errorf(v, "%s.complete: %q is not true or false", where, s)
-			}
-			ev.Complete = b
-		}
+	if v := m.Value("complete"); v != nil {
+		ev.Complete, _ = d.Bool(v, where+".complete")
 	}
-	if v, ok := m["time"]; ok {
-		if s, ok := d.scalar(v, where+".time"); ok {
-			tm, err := time.Parse(time.RFC3339Nano, s)
-			if err != nil {
-				d.errorf(v, "%s.time: %q is not an RFC 3339 time", where, s)
-			}
-			ev.Time = tm
-		}
+	if v := m.Value("time"); v != nil {
+		ev.Time, _ = d.timestamp(v, where+".time")
 	}
 	return ev
 }
 
 func (d *decoder) expect(where string, n *yaml.Node) Expect {
-	ex := Expect{Pos: rulefmt.Pos{File: d.file, Line: n.Line, Column: n.Column}}
-	m := d.mapping(n, where, "at", "rule", "firing")
-	if v, ok := m["at"]; ok {
-		ex.At = d.duration(v, where+".at")
-	} else if m != nil {
-		d.errorf(n, "%s: at is required", where)
-	}
-	if v, ok := m["rule"]; ok {
-		ex.Rule, _ = d.scalar(v, where+".rule")
-	} else if m != nil {
-		d.errorf(n, "%s: rule is required", where)
-	}
-	v, ok := m["firing"]
+	ex := Expect{Pos: d.Pos(n)}
+	m, ok := d.Mapping(n, where, "at", "rule", "firing")
 	if !ok {
-		if m != nil {
-			d.errorf(n, "%s: firing is required ([] when no alert may fire)", where)
-		}
+		return ex
+	}
+	if v := m.Value("at"); v != nil {
+		ex.At, _ = d.PromDuration(v, where+".at")
+	} else {
+		d.Errorf(n, "%s: at is required", where)
+	}
+	if v := m.Value("rule"); v != nil {
+		ex.Rule, _ = d.String(v, where+".rule")
+	} else {
+		d.Errorf(n, "%s: rule is required", where)
+	}
+	v := m.Value("firing")
+	if v == nil {
+		d.Errorf(n, "%s: firing is required ([] when no alert may fire)", where)
 		return ex
 	}
 	ex.Firing = []ExpectedAlert{}
-	for i, a := range d.seq(v, where+".firing") {
+	alerts, _ := d.Sequence(v, where+".firing")
+	for i, a := range alerts {
 		w := fmt.Sprintf("%s.firing[%d]", where, i)
-		am := d.mapping(a, w, "labels", "annotations")
+		am, _ := d.Mapping(a, w, "labels", "annotations")
 		ea := ExpectedAlert{Labels: map[string]string{}}
-		if lv, ok := am["labels"]; ok {
-			ea.Labels = d.stringMap(lv, w+".labels")
+		if lv := am.Value("labels"); lv != nil {
+			ea.Labels, _ = d.StringMap(lv, w+".labels")
 		}
-		if av, ok := am["annotations"]; ok {
-			ea.Annotations = d.stringMap(av, w+".annotations")
+		if av := am.Value("annotations"); av != nil {
+			ea.Annotations, _ = d.StringMap(av, w+".annotations")
 		}
 		ex.Firing = append(ex.Firing, ea)
 	}

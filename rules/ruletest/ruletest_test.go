@@ -91,3 +91,30 @@ tests:
 		t.Errorf("got ok=%v, %v\n%s", ok, errs, out.String())
 	}
 }
+
+// Test files are read by the same YAML front end as rule files: syntax
+// errors with their column, strict mappings, one document.
+func TestParseYAMLProblems(t *testing.T) {
+	tests := []struct {
+		name, src, want string
+	}{
+		{"unclosed quote", "rule_files: [rules.yml]\ntests:\n  - name: 'x\n",
+			`t.yml:3:11: invalid YAML: found unexpected end of stream (an unclosed quote or bracket?)`},
+		{"duplicate key", "rule_files: [a.yml]\nrule_files: [b.yml]\ntests: []\n",
+			`t.yml:2:1: test file: duplicate key "rule_files" (first at 1:1)`},
+		{"merge key", "rule_files: [a.yml]\ntests:\n  - <<: {name: x}\n    expect: []\n",
+			`t.yml:3:5: tests[0]: merge keys (<<) are not supported; write the keys out`},
+		{"second document", "rule_files: [a.yml]\ntests: []\n---\ntests: []\n",
+			`t.yml:3:1: a second YAML document starts here; a rule test file holds one`},
+		{"not a boolean", "rule_files: [a.yml]\ntests:\n  - name: x\n    input: [{at: 0s, event: {complete: yes}}]\n    expect: []\n",
+			`t.yml:4:40: test "x".input[0].event.complete: want true or false, got "yes"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errs := Parse("t.yml", []byte(tt.src))
+			if len(errs) == 0 || errs[0].Error() != tt.want {
+				t.Errorf("got errors\n%v\nwant first %s", errs, tt.want)
+			}
+		})
+	}
+}
