@@ -65,3 +65,42 @@ func mustTable(t *testing.T, name string) config.SensitiveTable {
 	}
 	return st
 }
+
+// TestWALAutoWithoutSetup: with sources.wal.enabled auto (the default), what the WAL
+// source lacks makes it off, not the detector broken: warnings that say so, with the
+// fix, and no failure because of them.
+func TestWALAutoWithoutSetup(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	role := "doc_auto_" + db.Name[len(db.Name)-3:]
+	db.CreateRole(t, role)
+	db.Exec(t, `CREATE TABLE public.users (id int, email text); GRANT pg_monitor TO `+role)
+	rep, err := doctor.Run(t.Context(), db.Conn(t, role), doctor.Options{
+		Tables: []config.SensitiveTable{mustTable(t, "public.users")}, WAL: true, WALAuto: true,
+		Slot: db.Name, Publication: "nope",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := rep.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Logf("\n%s", out)
+	const off = "sources.wal.enabled is auto, so the WAL source is off"
+	for _, want := range []string{
+		"! role " + role + " replication: no REPLICATION: " + off,
+		"! slot " + db.Name + ": missing: " + off,
+		"! publication nope: missing: " + off,
+		"fix: pgtripwire setup --config FILE --apply",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	for _, failure := range []string{"✗ slot", "✗ publication", "✗ role " + role + " replication"} {
+		if strings.Contains(out, failure) {
+			t.Errorf("auto: got a failure %q for what the WAL source lacks, want a warning", failure)
+		}
+	}
+}
