@@ -82,10 +82,6 @@ func (v *validator) rules() {
 // ruleName is the syntax of a rule name (rulefmt's).
 var ruleName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
 
-// walName is what PostgreSQL accepts as a replication slot name (and what the
-// detector accepts for its publication, so that it needs no quoting).
-var walName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
-
 // errorf reports a problem with the value at path, at its position. Values
 // that failed to decode already have their error and are skipped.
 func (v *validator) errorf(path, format string, args ...any) {
