@@ -161,11 +161,9 @@ func (e *Engine) snapshotLocked(now time.Time) stateFile {
 			s := rs.snapshotGroup(rs.over)
 			r.Overflow = &s
 		}
-		for _, head := range rs.seen {
-			for k := head; k != nil; k = k.next {
-				r.Seen = append(r.Seen, seenSnapshot{Key: encodeKey(rs.by, k.key), LastSeen: k.lastSeen})
-			}
-		}
+		rs.seen.each(func(k *seenKey) {
+			r.Seen = append(r.Seen, seenSnapshot{Key: encodeKey(rs.by, k.key), LastSeen: k.lastSeen})
+		})
 		sf.Rules = append(sf.Rules, r)
 	}
 	for rule, o := range e.overflow {
@@ -224,7 +222,7 @@ func (e *Engine) load() error {
 		e.log.Warn("rule state unreadable; starting with no baselines, first-seen keys or firing alerts",
 			zap.String("path", path), zap.String("moved_to", aside), zap.Error(err))
 		for _, rs := range e.rules {
-			rs.startedAt, rs.groups, rs.n, rs.over, rs.seen, rs.nSeen = time.Time{}, map[uint64]*group{}, 0, nil, map[uint64]*seenKey{}, 0
+			rs.startedAt, rs.groups, rs.n, rs.over, rs.seen = time.Time{}, map[uint64]*group{}, 0, nil, keySet{m: map[uint64]*seenKey{}}
 		}
 		e.overflow = map[string]*overflowAlert{}
 		e.queued = nil
@@ -282,9 +280,7 @@ func (e *Engine) restore(sf stateFile) error {
 			if err != nil {
 				return fmt.Errorf("rule %s: first-seen key: %w", r.Name, err)
 			}
-			h := hashKey(&e.h, rs.by, key)
-			rs.seen[h] = &seenKey{key: key, lastSeen: s.LastSeen, next: rs.seen[h]}
-			rs.nSeen++
+			rs.seen.add(hashKey(&e.h, rs.by, key), key, s.LastSeen)
 		}
 	}
 	for _, o := range sf.Overflow {
@@ -306,9 +302,7 @@ func (rs *ruleState) restoreGroup(key []keyVal, s groupSnapshot) (*group, error)
 				return nil, fmt.Errorf("window bucket %d out of range", i)
 			}
 			g.win.vals[i] = v
-			if rs.agg != aggMax {
-				g.win.sum += v
-			}
+			g.win.sum += v // a max window never reads its sum
 		}
 		if g.win.distinct != nil && s.Distinct != nil {
 			g.win.distinct = s.Distinct
