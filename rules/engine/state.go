@@ -7,11 +7,11 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -87,8 +87,10 @@ type overflowState struct {
 	Fired *model.Alert `json:"fired,omitempty"`
 }
 
-// Save writes the state to StatePath now (atomically: a temporary file,
-// fsync, rename, fsync of the directory). It is a no-op without StatePath.
+// Save writes the state to StatePath now, with atomicfile.Write: a crash
+// leaves the old file or the new one, and every failure to make the new one
+// durable (the directory's sync included) is returned, leaving the old file
+// in place. It is a no-op without StatePath.
 func (e *Engine) Save(now time.Time) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -107,44 +109,12 @@ func (e *Engine) saveLocked(now time.Time) error {
 		e.m.saves.WithLabelValues("error").Inc()
 		return fmt.Errorf("encode rule state: %w", err)
 	}
-	if err := writeAtomic(e.opts.StatePath, data); err != nil {
+	if err := atomicfile.Write(e.opts.StatePath, data); err != nil {
 		e.m.saves.WithLabelValues("error").Inc()
-		return err
+		return fmt.Errorf("save rule state: %w", err)
 	}
 	e.m.saves.WithLabelValues("ok").Inc()
 	e.lastSave, e.dirty = now, false
-	return nil
-}
-
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("save rule state: %w", err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		_ = f.Close()
-		_ = os.Remove(tmp)
-		return fmt.Errorf("save rule state: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("save rule state: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // the rename is durable once the directory is
-		_ = d.Close()
-	}
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -103,4 +104,18 @@ func TestRestoreVersion1StateFile(t *testing.T) {
 		// The window restored: the bucket of the reads of 2h and 2h+2s leaves it at 2h10m.
 		"resolved Sweep @2h10m0s {columns=email,password_hash,database=app,role=a,source=statements,table=public.users} 40000",
 	)
+}
+
+func TestSaveReportsFailure(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	h := newHarness(t, sweepRule, Options{StatePath: filepath.Join(dir, "rules.json")})
+	if err := os.WriteFile(dir, nil, 0o600); err != nil { // the state directory is a file now
+		t.Fatal(err)
+	}
+	if err := h.e.Save(t0); err == nil {
+		t.Fatal("Save: got no error, want the write's")
+	}
+	if got := testutil.ToFloat64(h.e.m.saves.WithLabelValues("error")); got != 1 {
+		t.Errorf("saves{result=error}: got %g, want 1", got)
+	}
 }
