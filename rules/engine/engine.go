@@ -64,6 +64,11 @@ type Engine struct {
 	lastSave time.Time
 	dirty    bool // a transition since the last save
 
+	// out collects the transitions of the Eval or Tick in progress: a field,
+	// not a variable passed down by address, which would escape through the
+	// kind interface and cost an allocation per event.
+	out []model.Alert
+
 	h    maphash.Hash
 	cur  model.Event // the event being evaluated: its address does not escape per call
 	addr struct {
@@ -203,17 +208,18 @@ func (e *Engine) Eval(now time.Time, ev model.Event) []model.Alert {
 	if !ok {
 		rules = e.anySrc
 	}
-	var out []model.Alert
 	for _, rs := range rules {
-		e.evalRule(rs, now, &e.cur, &out)
+		e.evalRule(rs, now, &e.cur)
 	}
 	e.cur = model.Event{}
+	out := e.out
+	e.out = nil
 	return out
 }
 
 // evalRule does what every kind of rule does with an event (match,
 // exceptions, counters) and hands a counted event to the rule's kind.
-func (e *Engine) evalRule(rs *ruleState, now time.Time, ev *model.Event, out *[]model.Alert) {
+func (e *Engine) evalRule(rs *ruleState, now time.Time, ev *model.Event) {
 	rs.evals++
 	if rs.startedAt.IsZero() {
 		rs.startedAt = now
@@ -236,7 +242,7 @@ func (e *Engine) evalRule(rs *ruleState, now time.Time, ev *model.Event, out *[]
 		rs.excepted++
 		return
 	}
-	rs.kind.observe(e, rs, ev, now, out)
+	rs.kind.observe(e, rs, ev, now)
 }
 
 // excepted reports whether an unexpired exception of the rule allows ev.

@@ -53,7 +53,7 @@ type group struct {
 
 // groupFor returns the group of ev, creating it, or the overflow group when
 // the rule already has MaxGroups.
-func (e *Engine) groupFor(rs *ruleState, ev *model.Event, now time.Time, out *[]model.Alert) *group {
+func (e *Engine) groupFor(rs *ruleState, ev *model.Event, now time.Time) *group {
 	h := hashEvent(&e.h, rs.by, ev)
 	for g := rs.groups[h]; g != nil; g = g.next {
 		if keyEquals(rs.by, g.key, ev) {
@@ -65,7 +65,7 @@ func (e *Engine) groupFor(rs *ruleState, ev *model.Event, now time.Time, out *[]
 		if rs.over == nil {
 			rs.over = rs.newGroup(nil, now)
 		}
-		e.noteOverflow(rs, now, out)
+		e.noteOverflow(rs, now)
 		return rs.over
 	}
 	g := rs.newGroup(keyOf(rs.by, ev), now)

@@ -22,10 +22,10 @@ type kind interface {
 	newGroup(g *group, now time.Time)
 	// observe counts a matching event that no exception allows, at now, and
 	// steps the alert of its group.
-	observe(e *Engine, rs *ruleState, ev *model.Event, now time.Time, out *[]model.Alert)
+	observe(e *Engine, rs *ruleState, ev *model.Event, now time.Time)
 	// tick steps the alerts of the rule's groups at now, without an event,
 	// and forgets the groups (and keys) it no longer needs.
-	tick(e *Engine, rs *ruleState, now time.Time, out *[]model.Alert)
+	tick(e *Engine, rs *ruleState, now time.Time)
 }
 
 // windowed is what threshold and baseline rules share: an aggregate of the
@@ -69,11 +69,11 @@ func (w *windowed) idle(g *group, now time.Time) bool {
 
 // step steps g's alert: a window's condition stops holding on its own, so a
 // firing alert resolves keep_firing_for after it last held.
-func (w *windowed) step(e *Engine, rs *ruleState, g *group, now time.Time, cond bool, value float64, out *[]model.Alert) {
+func (w *windowed) step(e *Engine, rs *ruleState, g *group, now time.Time, cond bool, value float64) {
 	if cond {
 		g.lastTrue = now
 	}
-	e.step(rs, g, now, cond, value, rs.rule.KeepFiringFor, out)
+	e.step(rs, g, now, cond, value, rs.rule.KeepFiringFor)
 }
 
 // thresholdRule fires when a group's aggregate crosses a threshold.
@@ -82,16 +82,16 @@ type thresholdRule struct {
 	cond rulefmt.Threshold
 }
 
-func (k *thresholdRule) observe(e *Engine, rs *ruleState, ev *model.Event, now time.Time, out *[]model.Alert) {
-	g := e.groupFor(rs, ev, now, out)
+func (k *thresholdRule) observe(e *Engine, rs *ruleState, ev *model.Event, now time.Time) {
+	g := e.groupFor(rs, ev, now)
 	value := k.add(g, ev, now)
-	k.step(e, rs, g, now, k.cond.Op.Compare(value, k.cond.Value), value, out)
+	k.step(e, rs, g, now, k.cond.Op.Compare(value, k.cond.Value), value)
 }
 
-func (k *thresholdRule) tick(e *Engine, rs *ruleState, now time.Time, out *[]model.Alert) {
+func (k *thresholdRule) tick(e *Engine, rs *ruleState, now time.Time) {
 	rs.sweep(func(g *group) bool {
 		value := k.value(g, now)
-		k.step(e, rs, g, now, k.cond.Op.Compare(value, k.cond.Value), value, out)
+		k.step(e, rs, g, now, k.cond.Op.Compare(value, k.cond.Value), value)
 		return !k.idle(g, now)
 	})
 }
@@ -118,17 +118,17 @@ func (k *baselineRule) newGroup(g *group, now time.Time) {
 	g.base = &baseline{last: now.UnixNano() / int64(k.period)}
 }
 
-func (k *baselineRule) observe(e *Engine, rs *ruleState, ev *model.Event, now time.Time, out *[]model.Alert) {
-	g := e.groupFor(rs, ev, now, out)
+func (k *baselineRule) observe(e *Engine, rs *ruleState, ev *model.Event, now time.Time) {
+	g := e.groupFor(rs, ev, now)
 	value := k.add(g, ev, now)
-	k.step(e, rs, g, now, k.holds(rs, g, now, value), value, out)
+	k.step(e, rs, g, now, k.holds(rs, g, now, value), value)
 }
 
-func (k *baselineRule) tick(e *Engine, rs *ruleState, now time.Time, out *[]model.Alert) {
+func (k *baselineRule) tick(e *Engine, rs *ruleState, now time.Time) {
 	rs.sweep(func(g *group) bool {
 		value := k.value(g, now)
 		k.sample(g, now, value)
-		k.step(e, rs, g, now, k.holds(rs, g, now, value), value, out)
+		k.step(e, rs, g, now, k.holds(rs, g, now, value), value)
 		if !k.idle(g, now) {
 			return true
 		}
@@ -184,21 +184,21 @@ type held struct {
 func (held) newGroup(*group, time.Time) {}
 
 // hit makes g's condition hold from now, with value v.
-func (h *held) hit(e *Engine, rs *ruleState, g *group, now time.Time, v float64, out *[]model.Alert) {
+func (h *held) hit(e *Engine, rs *ruleState, g *group, now time.Time, v float64) {
 	if g.st.state == "" {
 		g.value = v
 	} else {
 		g.value = max(g.value, v)
 	}
 	g.lastTrue = now
-	e.step(rs, g, now, true, g.value, 0, out)
+	e.step(rs, g, now, true, g.value, 0)
 }
 
-func (h *held) tick(e *Engine, rs *ruleState, now time.Time, out *[]model.Alert) {
+func (h *held) tick(e *Engine, rs *ruleState, now time.Time) {
 	rs.sweep(func(g *group) bool {
 		cond := !g.lastTrue.IsZero() && now.Sub(g.lastTrue) < h.hold
 		// The hold is keep_firing_for already: resolve as soon as it ends.
-		e.step(rs, g, now, cond, g.value, 0, out)
+		e.step(rs, g, now, cond, g.value, 0)
 		return g.st.state != ""
 	})
 }
@@ -211,12 +211,12 @@ type eventRule struct {
 	val       *model.EventField  // the value: the threshold's field, or rows
 }
 
-func (k *eventRule) observe(e *Engine, rs *ruleState, ev *model.Event, now time.Time, out *[]model.Alert) {
+func (k *eventRule) observe(e *Engine, rs *ruleState, ev *model.Event, now time.Time) {
 	v := float64(k.val.Int(ev))
 	if k.threshold != nil && !k.threshold.Op.Compare(v, k.threshold.Value) {
 		return
 	}
-	k.hit(e, rs, e.groupFor(rs, ev, now, out), now, v, out)
+	k.hit(e, rs, e.groupFor(rs, ev, now), now, v)
 }
 
 // firstSeenRule fires on an event whose key was not seen during learn_for,
@@ -226,15 +226,15 @@ type firstSeenRule struct {
 	cond rulefmt.FirstSeen
 }
 
-func (k *firstSeenRule) observe(e *Engine, rs *ruleState, ev *model.Event, now time.Time, out *[]model.Alert) {
-	if !k.isNew(e, rs, ev, now, out) {
+func (k *firstSeenRule) observe(e *Engine, rs *ruleState, ev *model.Event, now time.Time) {
+	if !k.isNew(e, rs, ev, now) {
 		return
 	}
-	k.hit(e, rs, e.groupFor(rs, ev, now, out), now, float64(ev.Rows), out)
+	k.hit(e, rs, e.groupFor(rs, ev, now), now, float64(ev.Rows))
 }
 
-func (k *firstSeenRule) tick(e *Engine, rs *ruleState, now time.Time, out *[]model.Alert) {
-	k.held.tick(e, rs, now, out)
+func (k *firstSeenRule) tick(e *Engine, rs *ruleState, now time.Time) {
+	k.held.tick(e, rs, now)
 	if k.cond.ForgetAfter > 0 {
 		rs.seen.forgetSeenBefore(now.Add(-k.cond.ForgetAfter))
 	}
@@ -242,7 +242,7 @@ func (k *firstSeenRule) tick(e *Engine, rs *ruleState, now time.Time, out *[]mod
 
 // isNew records the event's key and reports whether it is new: not seen
 // before (or not within forget_after) and past the learning period.
-func (k *firstSeenRule) isNew(e *Engine, rs *ruleState, ev *model.Event, now time.Time, out *[]model.Alert) bool {
+func (k *firstSeenRule) isNew(e *Engine, rs *ruleState, ev *model.Event, now time.Time) bool {
 	learned := now.Sub(rs.startedAt) >= k.cond.LearnFor
 	h := hashEvent(&e.h, rs.by, ev)
 	if s := rs.seen.find(h, rs.by, ev); s != nil {
@@ -258,7 +258,7 @@ func (k *firstSeenRule) isNew(e *Engine, rs *ruleState, ev *model.Event, now tim
 		// keys).
 		rs.seen.forgetOldest()
 		rs.overflowed++
-		e.noteOverflow(rs, now, out)
+		e.noteOverflow(rs, now)
 	}
 	rs.seen.add(h, keyOf(rs.by, ev), now)
 	return learned

@@ -20,19 +20,18 @@ import (
 func (e *Engine) Tick(now time.Time) []model.Alert {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var out []model.Alert
 	for _, a := range e.queued {
 		a.Time = now
-		out = append(out, a)
+		e.out = append(e.out, a)
 	}
 	e.queued = nil
 	for _, rs := range e.rules {
 		if rs.startedAt.IsZero() {
 			rs.startedAt = now
 		}
-		start := len(out)
-		rs.kind.tick(e, rs, now, &out)
-		slices.SortFunc(out[start:], func(a, b model.Alert) int { return cmp.Compare(a.Fingerprint, b.Fingerprint) })
+		start := len(e.out)
+		rs.kind.tick(e, rs, now)
+		slices.SortFunc(e.out[start:], func(a, b model.Alert) int { return cmp.Compare(a.Fingerprint, b.Fingerprint) })
 		e.flushCounters(rs)
 		e.updateGauges(rs, now)
 	}
@@ -44,7 +43,7 @@ func (e *Engine) Tick(now time.Time) []model.Alert {
 		if o.fired != nil {
 			a := *o.fired
 			a.Time, a.State = now, model.StateResolved
-			out = append(out, a)
+			e.out = append(e.out, a)
 			e.dirty = true
 		}
 		delete(e.overflow, rule)
@@ -54,6 +53,8 @@ func (e *Engine) Tick(now time.Time) []model.Alert {
 			e.log.Error("save rule state failed; retrying at the next tick", zap.Error(err))
 		}
 	}
+	out := e.out
+	e.out = nil
 	return out
 }
 

@@ -31,14 +31,14 @@ type overflowAlert struct {
 // now: inactive → pending → firing after `for` → resolved once the
 // condition has not held for keepFiringFor since g.lastTrue. The kinds of
 // rule differ only in what cond, value and keepFiringFor are.
-func (e *Engine) step(rs *ruleState, g *group, now time.Time, cond bool, value float64, keepFiringFor time.Duration, out *[]model.Alert) {
+func (e *Engine) step(rs *ruleState, g *group, now time.Time, cond bool, value float64, keepFiringFor time.Duration) {
 	st := &g.st
 	if cond {
 		if st.state == "" {
 			st.state, st.activeAt = model.StatePending, now
 		}
 		if st.state == model.StatePending && now.Sub(st.activeAt) >= rs.rule.For {
-			e.fire(rs, g, now, value, out)
+			e.fire(rs, g, now, value)
 		}
 		if st.state == model.StateFiring && value > st.fired.Value {
 			// The resolved line reports the peak: how much was read while it fired.
@@ -51,12 +51,12 @@ func (e *Engine) step(rs *ruleState, g *group, now time.Time, cond bool, value f
 		g.st = alertState{}
 	case model.StateFiring:
 		if now.Sub(g.lastTrue) >= keepFiringFor {
-			e.resolve(rs, g, now, value, out)
+			e.resolve(rs, g, now, value)
 		}
 	}
 }
 
-func (e *Engine) fire(rs *ruleState, g *group, now time.Time, value float64, out *[]model.Alert) {
+func (e *Engine) fire(rs *ruleState, g *group, now time.Time, value float64) {
 	labels, annotations := e.render(rs, g, value)
 	a := model.Alert{
 		Time:        now,
@@ -72,24 +72,24 @@ func (e *Engine) fire(rs *ruleState, g *group, now time.Time, value float64, out
 	fired.Labels, fired.Annotations = maps.Clone(labels), maps.Clone(annotations)
 	g.st.state, g.st.firedAt, g.st.fired = model.StateFiring, now, &fired
 	g.st.delivered = rs.rule.Mode != rulefmt.ModeShadow
-	e.emit(rs, a, g.st.delivered, out)
+	e.emit(rs, a, g.st.delivered)
 }
 
-func (e *Engine) resolve(rs *ruleState, g *group, now time.Time, value float64, out *[]model.Alert) {
+func (e *Engine) resolve(rs *ruleState, g *group, now time.Time, value float64) {
 	a := *g.st.fired // its Value is the peak while firing
 	a.Time, a.State = now, model.StateResolved
 	a.Labels, a.Annotations = maps.Clone(a.Labels), maps.Clone(a.Annotations)
 	delivered := g.st.delivered
 	g.st, g.value, g.lastTrue = alertState{}, 0, time.Time{}
-	e.emit(rs, a, delivered, out)
+	e.emit(rs, a, delivered)
 }
 
 // emit returns a transition to the pipeline, or for a rule in shadow mode
 // logs and counts it.
-func (e *Engine) emit(rs *ruleState, a model.Alert, delivered bool, out *[]model.Alert) {
+func (e *Engine) emit(rs *ruleState, a model.Alert, delivered bool) {
 	e.dirty = true
 	if delivered {
-		*out = append(*out, a)
+		e.out = append(e.out, a)
 		return
 	}
 	if a.State == model.StateFiring {
@@ -123,7 +123,7 @@ func (e *Engine) render(rs *ruleState, g *group, value float64) (labels, annotat
 
 // noteOverflow counts an overflow of the rule and fires RuleGroupOverflow
 // for it if it is not firing.
-func (e *Engine) noteOverflow(rs *ruleState, now time.Time, out *[]model.Alert) {
+func (e *Engine) noteOverflow(rs *ruleState, now time.Time) {
 	o := e.overflow[rs.rule.Name]
 	if o == nil {
 		o = &overflowAlert{}
@@ -151,7 +151,7 @@ func (e *Engine) noteOverflow(rs *ruleState, now time.Time, out *[]model.Alert) 
 	fired := a
 	o.fired = &fired
 	e.dirty = true
-	*out = append(*out, a)
+	e.out = append(e.out, a)
 }
 
 func fieldNames(fs []model.EventField) []string {
