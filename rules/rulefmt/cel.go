@@ -57,23 +57,24 @@ func fieldsWithUse(u model.FieldUse) []string {
 func labelFields() []string   { return fieldsWithUse(model.UseGroup) }
 func numericFields() []string { return fieldsWithUse(model.UseValue) }
 
-// celField is how CEL sees a field of the table: its type and its value.
-func celField(f model.EventField) (*types.Type, func(*model.Event) ref.Val) {
+// celField is how CEL sees a field of the table: its type and its value;
+// false for a field type CEL is not told about here.
+func celField(f model.EventField) (*types.Type, func(*model.Event) ref.Val, bool) {
 	switch f.Type {
 	case model.FieldString:
-		return types.StringType, func(e *model.Event) ref.Val { return types.String(f.String(e)) }
+		return types.StringType, func(e *model.Event) ref.Val { return types.String(f.String(e)) }, true
 	case model.FieldInt:
-		return types.IntType, func(e *model.Event) ref.Val { return types.Int(f.Int(e)) }
+		return types.IntType, func(e *model.Event) ref.Val { return types.Int(f.Int(e)) }, true
 	case model.FieldBool:
-		return types.BoolType, func(e *model.Event) ref.Val { return types.Bool(f.Bool(e)) }
+		return types.BoolType, func(e *model.Event) ref.Val { return types.Bool(f.Bool(e)) }, true
 	case model.FieldList:
 		return types.NewListType(types.StringType), func(e *model.Event) ref.Val {
 			return types.NewStringList(types.DefaultTypeAdapter, f.List(e))
-		}
+		}, true
 	case model.FieldTime:
-		return types.TimestampType, func(e *model.Event) ref.Val { return types.Timestamp{Time: f.Time(e)} }
+		return types.TimestampType, func(e *model.Event) ref.Val { return types.Timestamp{Time: f.Time(e)} }, true
 	}
-	panic(fmt.Sprintf("event field %s: no CEL type for field type %d", f.Name, f.Type))
+	return nil, nil, false
 }
 
 // eventProvider adds the event type to CEL's registry, reading fields
@@ -91,7 +92,10 @@ func newEventProvider() (*eventProvider, error) {
 	}
 	p := &eventProvider{Registry: reg, fieldTypes: make(map[string]*types.FieldType, len(fieldByName))}
 	for name, f := range fieldByName {
-		typ, get := celField(f)
+		typ, get, ok := celField(f)
+		if !ok {
+			return nil, fmt.Errorf("event field %s: no CEL type for field type %d", name, f.Type)
+		}
 		p.fieldTypes[name] = &types.FieldType{
 			Type: typ,
 			IsSet: func(obj any) bool {
