@@ -170,3 +170,24 @@ func BenchmarkEngineDefaultPack(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/event")
 	b.ReportMetric(float64(len(e.rules)), "rules")
 }
+
+// TestEvalDoesNotAllocate keeps BenchmarkEngine's 0 allocs/event a
+// property of the tests: an allocation per event is easy to add unseen (a
+// pointer passed through the kind interface escapes).
+func TestEvalDoesNotAllocate(t *testing.T) {
+	h := newHarness(t, benchPack, Options{})
+	evs := benchEvents()
+	now := t0
+	for i, ev := range evs { // every group exists
+		h.e.Eval(now.Add(time.Duration(i)*time.Millisecond), ev)
+	}
+	i := 0
+	allocs := testing.AllocsPerRun(len(evs), func() {
+		now = now.Add(time.Microsecond)
+		h.e.Eval(now, evs[i%len(evs)])
+		i++
+	})
+	if allocs != 0 {
+		t.Errorf("got %g allocations per event, want 0", allocs)
+	}
+}

@@ -120,7 +120,7 @@
 // With StatePath, Tick saves the whole state (windows, baselines,
 // first-seen keys with last-seen times, pending and firing alerts with their
 // activation and firing times, the learning start of each rule) as versioned
-// JSON, atomically (temporary file, fsync, rename), at the first Tick after
+// JSON, atomically (internal/atomicfile), at the first Tick after
 // a transition and at least every SaveInterval (30s); Save and Close save
 // now. Saving after the transition is returned, not before, makes the
 // detector at-least-once: a crash between the alert line and the save may

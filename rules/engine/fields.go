@@ -7,118 +7,67 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
-// fieldKind is how a grouping field is read, hashed and compared.
-type fieldKind int
+// Group keys and values are read through model's field table: a field
+// added there can be grouped by, counted and compared here without a change.
 
-const (
-	kindString fieldKind = iota
-	kindInt
-	kindBool
-	kindList
-)
-
-// field is an event field used in a group key (aggregate.by, first_seen.key,
-// count_distinct) or as a numeric value (sum, max, threshold field).
-type field struct {
-	name  string
-	label string // the alert label it becomes; "" when it is not a label
-	kind  fieldKind
-	str   func(*model.Event) string
-	num   func(*model.Event) int64 // kindInt and kindBool (0/1)
-	list  func(*model.Event) []string
+// lookupField returns the event field called name that a group key or an
+// aggregate may use: one of model's table that is not for match alone, or
+// the columns pseudo-field of rules without aggregate.
+func lookupField(name string) (model.EventField, error) {
+	if name == model.ColumnsField.Name {
+		return model.ColumnsField, nil
+	}
+	f, ok := model.LookupEventField(name)
+	if !ok || f.Use == model.UseMatch {
+		return model.EventField{}, fmt.Errorf("unknown event field %q", name)
+	}
+	return f, nil
 }
 
-// columnsField is the pseudo-field of rules without aggregate: the
-// sensitive columns read, or for a WAL change those changed.
-const columnsField = "columns"
-
-func lookupField(name string) (field, error) {
-	s := func(label string, f func(*model.Event) string) field {
-		return field{name: name, label: label, kind: kindString, str: f}
+// numericField returns the field called name if it is an integer: one
+// summed, maximised or compared with a threshold.
+func numericField(name string) (*model.EventField, bool) {
+	f, err := lookupField(name)
+	if err != nil || f.Type != model.FieldInt {
+		return nil, false
 	}
-	n := func(f func(*model.Event) int64) field { return field{name: name, label: name, kind: kindInt, num: f} }
-	l := func(label string, f func(*model.Event) []string) field {
-		return field{name: name, label: label, kind: kindList, list: f}
-	}
-	switch name {
-	case "source":
-		return s(model.LabelSource, func(e *model.Event) string { return string(e.Source) }), nil
-	case "database":
-		return s(model.LabelDatabase, func(e *model.Event) string { return e.Database }), nil
-	case "role":
-		return s(model.LabelRole, func(e *model.Event) string { return e.Role }), nil
-	case "client_addr":
-		return s(model.LabelClientAddr, func(e *model.Event) string { return e.ClientAddr }), nil
-	case "application":
-		return s(model.LabelApplication, func(e *model.Event) string { return e.Application }), nil
-	case "operation":
-		return s(name, func(e *model.Event) string { return e.Operation }), nil
-	case "relation":
-		return s(model.LabelTable, func(e *model.Event) string { return e.Relation }), nil
-	case "message_prefix":
-		return s(name, func(e *model.Event) string { return e.MessagePrefix }), nil
-	case "kind":
-		return s(name, func(e *model.Event) string { return e.Kind }), nil
-	case "object":
-		return s(name, func(e *model.Event) string { return e.Object }), nil
-	case "sensitive_read":
-		return l(model.LabelColumns, func(e *model.Event) []string { return e.SensitiveRead }), nil
-	case "sensitive_referenced":
-		return l(name, func(e *model.Event) []string { return e.SensitiveReferenced }), nil
-	case "changed":
-		return l(model.LabelColumns, func(e *model.Event) []string { return e.Changed }), nil
-	case columnsField:
-		return l(model.LabelColumns, func(e *model.Event) []string {
-			if len(e.SensitiveRead) > 0 {
-				return e.SensitiveRead
-			}
-			return e.Changed
-		}), nil
-	case "complete":
-		return field{name: name, label: name, kind: kindBool, num: func(e *model.Event) int64 {
-			if e.Complete {
-				return 1
-			}
-			return 0
-		}}, nil
-	case "query_id":
-		return n(func(e *model.Event) int64 { return e.QueryID }), nil
-	case "lsn":
-		return n(func(e *model.Event) int64 { return int64(e.LSN) }), nil
-	case "pid":
-		return n(func(e *model.Event) int64 { return int64(e.PID) }), nil
-	case "rows":
-		return n(func(e *model.Event) int64 { return e.Rows }), nil
-	case "calls":
-		return n(func(e *model.Event) int64 { return e.Calls }), nil
-	case "rows_per_call":
-		return n(func(e *model.Event) int64 { return e.RowsPerCall() }), nil
-	case "running_seconds":
-		return n(func(e *model.Event) int64 { return int64(e.Running / time.Second) }), nil
-	}
-	return field{}, fmt.Errorf("unknown event field %q", name)
+	return &f, true
 }
 
 // groupFields resolves the fields of a group key. When both sensitive_read
 // and changed are listed, changed keeps its own label name.
-func groupFields(names []string) ([]field, error) {
-	fs := make([]field, 0, len(names))
+func groupFields(names []string) ([]model.EventField, error) {
+	fs := make([]model.EventField, 0, len(names))
 	for _, n := range names {
 		f, err := lookupField(n)
 		if err != nil {
 			return nil, err
 		}
+		if f.Use != model.UseGroup {
+			return nil, fmt.Errorf("event field %q cannot group events", n)
+		}
 		if n == "changed" && slices.Contains(names, "sensitive_read") {
-			f.label = n
+			f.Label = n
 		}
 		fs = append(fs, f)
 	}
 	return fs, nil
+}
+
+// number is the value of an int or bool field as a key holds it: a bool is
+// 0 or 1, as the state file has always stored it.
+func number(f *model.EventField, ev *model.Event) int64 {
+	if f.Type == model.FieldBool {
+		if f.Bool(ev) {
+			return 1
+		}
+		return 0
+	}
+	return f.Int(ev)
 }
 
 // keyVal is one field's value in a stored group key.
@@ -133,18 +82,18 @@ type keyVal struct {
 // comparing the values).
 const sep = 0x1f
 
-func hashEvent(h *maphash.Hash, fs []field, ev *model.Event) uint64 {
+func hashEvent(h *maphash.Hash, fs []model.EventField, ev *model.Event) uint64 {
 	h.Reset()
 	var b [8]byte
 	for i := range fs {
-		switch f := &fs[i]; f.kind {
-		case kindString:
-			h.WriteString(f.str(ev))
-		case kindInt, kindBool:
-			binary.LittleEndian.PutUint64(b[:], uint64(f.num(ev)))
+		switch f := &fs[i]; f.Type {
+		case model.FieldString:
+			h.WriteString(f.String(ev))
+		case model.FieldInt, model.FieldBool:
+			binary.LittleEndian.PutUint64(b[:], uint64(number(f, ev)))
 			h.Write(b[:])
-		case kindList:
-			for _, s := range f.list(ev) {
+		case model.FieldList:
+			for _, s := range f.List(ev) {
 				h.WriteString(s)
 				h.WriteByte(sep)
 			}
@@ -154,17 +103,17 @@ func hashEvent(h *maphash.Hash, fs []field, ev *model.Event) uint64 {
 	return h.Sum64()
 }
 
-func hashKey(h *maphash.Hash, fs []field, key []keyVal) uint64 {
+func hashKey(h *maphash.Hash, fs []model.EventField, key []keyVal) uint64 {
 	h.Reset()
 	var b [8]byte
 	for i := range fs {
-		switch fs[i].kind {
-		case kindString:
+		switch fs[i].Type {
+		case model.FieldString:
 			h.WriteString(key[i].s)
-		case kindInt, kindBool:
+		case model.FieldInt, model.FieldBool:
 			binary.LittleEndian.PutUint64(b[:], uint64(key[i].n))
 			h.Write(b[:])
-		case kindList:
+		case model.FieldList:
 			for _, s := range key[i].list {
 				h.WriteString(s)
 				h.WriteByte(sep)
@@ -175,19 +124,19 @@ func hashKey(h *maphash.Hash, fs []field, key []keyVal) uint64 {
 	return h.Sum64()
 }
 
-func keyEquals(fs []field, key []keyVal, ev *model.Event) bool {
+func keyEquals(fs []model.EventField, key []keyVal, ev *model.Event) bool {
 	for i := range fs {
-		switch f := &fs[i]; f.kind {
-		case kindString:
-			if key[i].s != f.str(ev) {
+		switch f := &fs[i]; f.Type {
+		case model.FieldString:
+			if key[i].s != f.String(ev) {
 				return false
 			}
-		case kindInt, kindBool:
-			if key[i].n != f.num(ev) {
+		case model.FieldInt, model.FieldBool:
+			if key[i].n != number(f, ev) {
 				return false
 			}
-		case kindList:
-			if !slices.Equal(key[i].list, f.list(ev)) {
+		case model.FieldList:
+			if !slices.Equal(key[i].list, f.List(ev)) {
 				return false
 			}
 		}
@@ -195,16 +144,16 @@ func keyEquals(fs []field, key []keyVal, ev *model.Event) bool {
 	return true
 }
 
-func keyOf(fs []field, ev *model.Event) []keyVal {
+func keyOf(fs []model.EventField, ev *model.Event) []keyVal {
 	key := make([]keyVal, len(fs))
 	for i := range fs {
-		switch f := &fs[i]; f.kind {
-		case kindString:
-			key[i].s = f.str(ev)
-		case kindInt, kindBool:
-			key[i].n = f.num(ev)
-		case kindList:
-			key[i].list = slices.Clone(f.list(ev))
+		switch f := &fs[i]; f.Type {
+		case model.FieldString:
+			key[i].s = f.String(ev)
+		case model.FieldInt, model.FieldBool:
+			key[i].n = number(f, ev)
+		case model.FieldList:
+			key[i].list = slices.Clone(f.List(ev))
 		}
 	}
 	return key
@@ -212,16 +161,16 @@ func keyOf(fs []field, ev *model.Event) []keyVal {
 
 // text is the value as a label and in the state file: lists sorted and
 // comma-joined, booleans true/false, integers in decimal; "" when unknown.
-func (k keyVal) text(kind fieldKind) string {
-	switch kind {
-	case kindInt:
+func (k keyVal) text(t model.FieldType) string {
+	switch t {
+	case model.FieldInt:
 		if k.n == 0 {
 			return ""
 		}
 		return strconv.FormatInt(k.n, 10)
-	case kindBool:
+	case model.FieldBool:
 		return strconv.FormatBool(k.n != 0)
-	case kindList:
+	case model.FieldList:
 		c := slices.Clone(k.list)
 		slices.Sort(c)
 		return strings.Join(slices.Compact(c), ",")
@@ -232,15 +181,15 @@ func (k keyVal) text(kind fieldKind) string {
 // encodeKey and decodeKey convert a key to and from its form in the state
 // file: one string per field, lists joined with the unit separator so that
 // their order and empty elements survive.
-func encodeKey(fs []field, key []keyVal) []string {
+func encodeKey(fs []model.EventField, key []keyVal) []string {
 	out := make([]string, len(fs))
 	for i := range fs {
-		switch fs[i].kind {
-		case kindString:
+		switch fs[i].Type {
+		case model.FieldString:
 			out[i] = key[i].s
-		case kindInt, kindBool:
+		case model.FieldInt, model.FieldBool:
 			out[i] = strconv.FormatInt(key[i].n, 10)
-		case kindList:
+		case model.FieldList:
 			out[i] = strings.Join(key[i].list, string(rune(sep)))
 			if len(key[i].list) > 0 {
 				out[i] = "L" + out[i]
@@ -250,26 +199,38 @@ func encodeKey(fs []field, key []keyVal) []string {
 	return out
 }
 
-func decodeKey(fs []field, enc []string) ([]keyVal, error) {
+func decodeKey(fs []model.EventField, enc []string) ([]keyVal, error) {
 	if len(enc) != len(fs) {
 		return nil, fmt.Errorf("key has %d values, want %d", len(enc), len(fs))
 	}
 	key := make([]keyVal, len(fs))
 	for i := range fs {
-		switch fs[i].kind {
-		case kindString:
+		switch fs[i].Type {
+		case model.FieldString:
 			key[i].s = enc[i]
-		case kindInt, kindBool:
+		case model.FieldInt, model.FieldBool:
 			n, err := strconv.ParseInt(enc[i], 10, 64)
 			if err != nil {
 				return nil, fmt.Errorf("key value %d: %w", i, err)
 			}
 			key[i].n = n
-		case kindList:
+		case model.FieldList:
 			if enc[i] != "" {
 				key[i].list = strings.Split(strings.TrimPrefix(enc[i], "L"), string(rune(sep)))
 			}
 		}
 	}
 	return key, nil
+}
+
+// distinctValue is the value count_distinct counts: a list comma-joined, a
+// number in decimal (a bool as 0 or 1).
+func distinctValue(f *model.EventField, ev *model.Event) string {
+	switch f.Type {
+	case model.FieldString:
+		return f.String(ev)
+	case model.FieldList:
+		return strings.Join(f.List(ev), ",")
+	}
+	return strconv.FormatInt(number(f, ev), 10)
 }

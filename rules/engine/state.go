@@ -7,11 +7,11 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -87,8 +87,10 @@ type overflowState struct {
 	Fired *model.Alert `json:"fired,omitempty"`
 }
 
-// Save writes the state to StatePath now (atomically: a temporary file,
-// fsync, rename, fsync of the directory). It is a no-op without StatePath.
+// Save writes the state to StatePath now, with atomicfile.Write: a crash
+// leaves the old file or the new one, and every failure to make the new one
+// durable (the directory's sync included) is returned, leaving the old file
+// in place. It is a no-op without StatePath.
 func (e *Engine) Save(now time.Time) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -107,44 +109,12 @@ func (e *Engine) saveLocked(now time.Time) error {
 		e.m.saves.WithLabelValues("error").Inc()
 		return fmt.Errorf("encode rule state: %w", err)
 	}
-	if err := writeAtomic(e.opts.StatePath, data); err != nil {
+	if err := atomicfile.Write(e.opts.StatePath, data); err != nil {
 		e.m.saves.WithLabelValues("error").Inc()
-		return err
+		return fmt.Errorf("save rule state: %w", err)
 	}
 	e.m.saves.WithLabelValues("ok").Inc()
 	e.lastSave, e.dirty = now, false
-	return nil
-}
-
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("save rule state: %w", err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		_ = f.Close()
-		_ = os.Remove(tmp)
-		return fmt.Errorf("save rule state: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("save rule state: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // the rename is durable once the directory is
-		_ = d.Close()
-	}
 	return nil
 }
 
@@ -161,11 +131,9 @@ func (e *Engine) snapshotLocked(now time.Time) stateFile {
 			s := rs.snapshotGroup(rs.over)
 			r.Overflow = &s
 		}
-		for _, head := range rs.seen {
-			for k := head; k != nil; k = k.next {
-				r.Seen = append(r.Seen, seenSnapshot{Key: encodeKey(rs.by, k.key), LastSeen: k.lastSeen})
-			}
-		}
+		rs.seen.each(func(k *seenKey) {
+			r.Seen = append(r.Seen, seenSnapshot{Key: encodeKey(rs.by, k.key), LastSeen: k.lastSeen})
+		})
 		sf.Rules = append(sf.Rules, r)
 	}
 	for rule, o := range e.overflow {
@@ -224,7 +192,7 @@ func (e *Engine) load() error {
 		e.log.Warn("rule state unreadable; starting with no baselines, first-seen keys or firing alerts",
 			zap.String("path", path), zap.String("moved_to", aside), zap.Error(err))
 		for _, rs := range e.rules {
-			rs.startedAt, rs.groups, rs.n, rs.over, rs.seen, rs.nSeen = time.Time{}, map[uint64]*group{}, 0, nil, map[uint64]*seenKey{}, 0
+			rs.startedAt, rs.groups, rs.n, rs.over, rs.seen = time.Time{}, map[uint64]*group{}, 0, nil, keySet{m: map[uint64]*seenKey{}}
 		}
 		e.overflow = map[string]*overflowAlert{}
 		e.queued = nil
@@ -282,9 +250,7 @@ func (e *Engine) restore(sf stateFile) error {
 			if err != nil {
 				return fmt.Errorf("rule %s: first-seen key: %w", r.Name, err)
 			}
-			h := hashKey(&e.h, rs.by, key)
-			rs.seen[h] = &seenKey{key: key, lastSeen: s.LastSeen, next: rs.seen[h]}
-			rs.nSeen++
+			rs.seen.add(hashKey(&e.h, rs.by, key), key, s.LastSeen)
 		}
 	}
 	for _, o := range sf.Overflow {
@@ -306,9 +272,7 @@ func (rs *ruleState) restoreGroup(key []keyVal, s groupSnapshot) (*group, error)
 				return nil, fmt.Errorf("window bucket %d out of range", i)
 			}
 			g.win.vals[i] = v
-			if rs.agg != aggMax {
-				g.win.sum += v
-			}
+			g.win.sum += v // a max window never reads its sum
 		}
 		if g.win.distinct != nil && s.Distinct != nil {
 			g.win.distinct = s.Distinct

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 	"unicode/utf8"
 
 	"cel.dev/cel-go/cel"
@@ -24,85 +23,59 @@ const eventTypeName = "pgtripwire.Event"
 // the pipeline.
 const costLimit = 10_000
 
-// fieldRole says where an event field may be used besides match.
-type fieldRole int
-
-const (
-	roleLabel   fieldRole = iota // by, first_seen key, count_distinct
-	roleNumeric                  // sum, max, threshold field
-	roleTime                     // match only
-)
-
-// eventField is one field of the event as rules see it.
-type eventField struct {
-	name string
-	typ  *types.Type
-	role fieldRole
-	get  func(*model.Event) ref.Val
-	// set reports presence for has(event.x): a string is present when not
-	// empty, every other field always is.
-	set func(*model.Event) bool
-}
-
-func always(*model.Event) bool { return true }
-
-// eventFields lists the fields of the event in the order of the docs.
-var eventFields = []eventField{
-	{"time", types.TimestampType, roleTime, func(e *model.Event) ref.Val { return types.Timestamp{Time: e.Time} }, func(e *model.Event) bool { return !e.Time.IsZero() }},
-	{"source", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Source) }, func(e *model.Event) bool { return e.Source != "" }},
-	{"database", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Database) }, func(e *model.Event) bool { return e.Database != "" }},
-	{"role", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Role) }, func(e *model.Event) bool { return e.Role != "" }},
-	{"client_addr", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.ClientAddr) }, func(e *model.Event) bool { return e.ClientAddr != "" }},
-	{"application", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Application) }, func(e *model.Event) bool { return e.Application != "" }},
-	{"operation", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Operation) }, func(e *model.Event) bool { return e.Operation != "" }},
-	{"relation", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Relation) }, func(e *model.Event) bool { return e.Relation != "" }},
-	{"sensitive_read", types.NewListType(types.StringType), roleLabel, func(e *model.Event) ref.Val { return types.NewStringList(types.DefaultTypeAdapter, e.SensitiveRead) }, always},
-	{"sensitive_referenced", types.NewListType(types.StringType), roleLabel, func(e *model.Event) ref.Val {
-		return types.NewStringList(types.DefaultTypeAdapter, e.SensitiveReferenced)
-	}, always},
-	{"complete", types.BoolType, roleLabel, func(e *model.Event) ref.Val { return types.Bool(e.Complete) }, always},
-	{"rows", types.IntType, roleNumeric, func(e *model.Event) ref.Val { return types.Int(e.Rows) }, always},
-	{"calls", types.IntType, roleNumeric, func(e *model.Event) ref.Val { return types.Int(e.Calls) }, always},
-	{"rows_per_call", types.IntType, roleNumeric, func(e *model.Event) ref.Val { return types.Int(e.RowsPerCall()) }, always},
-	{"query_id", types.IntType, roleLabel, func(e *model.Event) ref.Val { return types.Int(e.QueryID) }, func(e *model.Event) bool { return e.QueryID != 0 }},
-	{"lsn", types.IntType, roleLabel, func(e *model.Event) ref.Val { return types.Int(int64(e.LSN)) }, func(e *model.Event) bool { return e.LSN != 0 }},
-	{"changed", types.NewListType(types.StringType), roleLabel, func(e *model.Event) ref.Val { return types.NewStringList(types.DefaultTypeAdapter, e.Changed) }, always},
-	{"message_prefix", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.MessagePrefix) }, func(e *model.Event) bool { return e.MessagePrefix != "" }},
-	{"kind", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Kind) }, func(e *model.Event) bool { return e.Kind != "" }},
-	{"object", types.StringType, roleLabel, func(e *model.Event) ref.Val { return types.String(e.Object) }, func(e *model.Event) bool { return e.Object != "" }},
-	{"pid", types.IntType, roleLabel, func(e *model.Event) ref.Val { return types.Int(e.PID) }, func(e *model.Event) bool { return e.PID != 0 }},
-	{"running_seconds", types.IntType, roleNumeric, func(e *model.Event) ref.Val { return types.Int(int64(e.Running / time.Second)) }, always},
-}
-
-var fieldByName = func() map[string]*eventField {
-	m := make(map[string]*eventField, len(eventFields))
-	for i := range eventFields {
-		m[eventFields[i].name] = &eventFields[i]
+// fieldByName holds the event fields rules can name (model's field table),
+// for the checks of field names in rule files.
+var fieldByName = func() map[string]model.EventField {
+	m := map[string]model.EventField{}
+	for _, f := range model.EventFields() {
+		m[f.Name] = f
 	}
 	return m
 }()
 
 // EventFields lists the names of the event's fields as rules see them.
 func EventFields() []string {
-	names := make([]string, len(eventFields))
-	for i, f := range eventFields {
-		names[i] = f.name
+	var names []string
+	for _, f := range model.EventFields() {
+		names = append(names, f.Name)
 	}
 	return names
 }
 
-func fieldsWithRole(r fieldRole) []string {
+func fieldsWithUse(u model.FieldUse) []string {
 	var names []string
-	for _, f := range eventFields {
-		if f.role == r {
-			names = append(names, f.name)
+	for _, f := range model.EventFields() {
+		if f.Use == u {
+			names = append(names, f.Name)
 		}
 	}
 	return names
 }
 
-func labelFields() []string   { return fieldsWithRole(roleLabel) }
-func numericFields() []string { return fieldsWithRole(roleNumeric) }
+// labelFields may group (by, first_seen key, count_distinct); numericFields
+// may be summed, maximised or compared with a threshold.
+func labelFields() []string   { return fieldsWithUse(model.UseGroup) }
+func numericFields() []string { return fieldsWithUse(model.UseValue) }
+
+// celField is how CEL sees a field of the table: its type and its value;
+// false for a field type CEL is not told about here.
+func celField(f model.EventField) (*types.Type, func(*model.Event) ref.Val, bool) {
+	switch f.Type {
+	case model.FieldString:
+		return types.StringType, func(e *model.Event) ref.Val { return types.String(f.String(e)) }, true
+	case model.FieldInt:
+		return types.IntType, func(e *model.Event) ref.Val { return types.Int(f.Int(e)) }, true
+	case model.FieldBool:
+		return types.BoolType, func(e *model.Event) ref.Val { return types.Bool(f.Bool(e)) }, true
+	case model.FieldList:
+		return types.NewListType(types.StringType), func(e *model.Event) ref.Val {
+			return types.NewStringList(types.DefaultTypeAdapter, f.List(e))
+		}, true
+	case model.FieldTime:
+		return types.TimestampType, func(e *model.Event) ref.Val { return types.Timestamp{Time: f.Time(e)} }, true
+	}
+	return nil, nil, false
+}
 
 // eventProvider adds the event type to CEL's registry, reading fields
 // straight from *model.Event: no conversion of the event to a map or a
@@ -117,24 +90,28 @@ func newEventProvider() (*eventProvider, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &eventProvider{Registry: reg, fieldTypes: make(map[string]*types.FieldType, len(eventFields))}
-	for i := range eventFields {
-		f := &eventFields[i]
-		p.fieldTypes[f.name] = &types.FieldType{
-			Type:    f.typ,
-			IsSet:   func(obj any) bool { ev, ok := obj.(*model.Event); return ok && f.set(ev) },
-			GetFrom: func(obj any) (any, error) { return getField(f, obj) },
+	p := &eventProvider{Registry: reg, fieldTypes: make(map[string]*types.FieldType, len(fieldByName))}
+	for name, f := range fieldByName {
+		typ, get, ok := celField(f)
+		if !ok {
+			return nil, fmt.Errorf("event field %s: no CEL type for field type %d", name, f.Type)
+		}
+		p.fieldTypes[name] = &types.FieldType{
+			Type: typ,
+			IsSet: func(obj any) bool {
+				ev, ok := obj.(*model.Event)
+				return ok && f.Known(ev)
+			},
+			GetFrom: func(obj any) (any, error) {
+				ev, ok := obj.(*model.Event)
+				if !ok {
+					return nil, fmt.Errorf("event.%s: got %T, want *model.Event", name, obj)
+				}
+				return get(ev), nil
+			},
 		}
 	}
 	return p, nil
-}
-
-func getField(f *eventField, obj any) (any, error) {
-	ev, ok := obj.(*model.Event)
-	if !ok {
-		return nil, fmt.Errorf("event.%s: got %T, want *model.Event", f.name, obj)
-	}
-	return f.get(ev), nil
 }
 
 func (p *eventProvider) FindStructType(name string) (*types.Type, bool) {

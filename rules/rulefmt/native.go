@@ -15,7 +15,6 @@ import (
 	"cmp"
 	"regexp"
 	"strings"
-	"time"
 
 	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/operators"
@@ -28,40 +27,15 @@ type (
 	boolFn func(*model.Event) bool
 	strFn  func(*model.Event) string
 	intFn  func(*model.Event) int64
-	listFn func(*model.Event) []string
 )
 
-// nativeFields are the typed accessors of the event fields the native
-// matcher reads; a field missing here (time) makes the expression fall back
-// to CEL.
-var (
-	nativeStrings = map[string]strFn{
-		"source":         func(e *model.Event) string { return string(e.Source) },
-		"database":       func(e *model.Event) string { return e.Database },
-		"role":           func(e *model.Event) string { return e.Role },
-		"client_addr":    func(e *model.Event) string { return e.ClientAddr },
-		"application":    func(e *model.Event) string { return e.Application },
-		"operation":      func(e *model.Event) string { return e.Operation },
-		"relation":       func(e *model.Event) string { return e.Relation },
-		"message_prefix": func(e *model.Event) string { return e.MessagePrefix },
-		"kind":           func(e *model.Event) string { return e.Kind },
-		"object":         func(e *model.Event) string { return e.Object },
-	}
-	nativeInts = map[string]intFn{
-		"rows":            func(e *model.Event) int64 { return e.Rows },
-		"calls":           func(e *model.Event) int64 { return e.Calls },
-		"rows_per_call":   func(e *model.Event) int64 { return e.RowsPerCall() },
-		"query_id":        func(e *model.Event) int64 { return e.QueryID },
-		"lsn":             func(e *model.Event) int64 { return int64(e.LSN) },
-		"pid":             func(e *model.Event) int64 { return int64(e.PID) },
-		"running_seconds": func(e *model.Event) int64 { return int64(e.Running / time.Second) },
-	}
-	nativeLists = map[string]listFn{
-		"sensitive_read":       func(e *model.Event) []string { return e.SensitiveRead },
-		"sensitive_referenced": func(e *model.Event) []string { return e.SensitiveReferenced },
-		"changed":              func(e *model.Event) []string { return e.Changed },
-	}
-)
+// typedField returns the accessor of event.<field> from model's field table
+// when e selects a field of type t. A field of another type (time) makes the
+// expression fall back to CEL.
+func typedField(e celast.Expr, t model.FieldType) (model.EventField, bool) {
+	f, ok := fieldByName[selectedField(e)]
+	return f, ok && f.Type == t
+}
 
 // compileNative returns the native matcher of a checked expression, or nil
 // when the expression is outside the supported subset.
@@ -104,10 +78,10 @@ func nativeBool(e celast.Expr) (boolFn, bool) {
 			if !ok {
 				return nil, false
 			}
-			return boolFn(f.set), true
+			return f.Known, true
 		}
-		if s.FieldName() == "complete" {
-			return func(ev *model.Event) bool { return ev.Complete }, true
+		if f, ok := typedField(e, model.FieldBool); ok {
+			return f.Bool, true
 		}
 		return nil, false
 	case celast.CallKind:
@@ -212,8 +186,8 @@ func nativeStr(e celast.Expr) (strFn, bool) {
 		}
 		return nil, false
 	}
-	f, ok := nativeStrings[selectedField(e)]
-	return f, ok
+	f, ok := typedField(e, model.FieldString)
+	return f.String, ok
 }
 
 func nativeInt(e celast.Expr) (intFn, bool) {
@@ -239,14 +213,15 @@ func nativeInt(e celast.Expr) (intFn, bool) {
 		default:
 			return nil, false
 		}
-		l, ok := nativeLists[selectedField(arg)]
+		l, ok := typedField(arg, model.FieldList)
 		if !ok {
 			return nil, false
 		}
-		return func(ev *model.Event) int64 { return int64(len(l(ev))) }, true
+		list := l.List
+		return func(ev *model.Event) int64 { return int64(len(list(ev))) }, true
 	}
-	f, ok := nativeInts[selectedField(e)]
-	return f, ok
+	f, ok := typedField(e, model.FieldInt)
+	return f.Int, ok
 }
 
 // compareFn is the comparison op (one of CEL's six relational operators) of l and r.
@@ -305,10 +280,11 @@ func nativeIn(elem, list celast.Expr) (boolFn, bool) {
 	if !ok {
 		return nil, false
 	}
-	if l, ok := nativeLists[selectedField(list)]; ok {
+	if l, ok := typedField(list, model.FieldList); ok {
+		get := l.List
 		return func(ev *model.Event) bool {
 			v := x(ev)
-			for _, s := range l(ev) {
+			for _, s := range get(ev) {
 				if s == v {
 					return true
 				}
