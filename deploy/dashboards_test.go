@@ -25,8 +25,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pgtripwire/pgtripwire/detector"
-	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
@@ -237,44 +238,14 @@ func TestDashboardQueries(t *testing.T) {
 
 	// An Alertmanager, so that the delivery panels have something to show.
 	am := amtest.Start(t)
-	dir := t.TempDir()
-	cfg := config.Defaults()
-	cfg.Database.DSN = db.SuperuserDSN()
-	sensitive, err := config.NewSensitiveTable("public.users", "email", "username", "password_hash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Sensitive = []config.SensitiveTable{sensitive}
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Alerts.File = filepath.Join(dir, "alerts.jsonl")
-	cfg.Alerts.Stdout = false
+	cfg := detectortest.Config(t, db)
 	cfg.Alerts.Alertmanager.URLs = []string{am.URL}
-	cfg.StateDir = filepath.Join(dir, "state")
+	// Every source of the defaults, as the CLI runs them: the catalog watch too.
+	detectortest.PollSettings(t, cfg, catalogwatch.Name).Enabled = true
 	// The registry the CLI builds: the detector's metrics, Go's and the process'.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	d, err := detector.New(cfg, detector.Deps{Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("detector: %v", err)
-		}
-	})
-	detectorAddr := d.Addr().String()
-	eventually(t, 30*time.Second, "detector ready", func() bool {
-		resp, err := http.Get("http://" + detectorAddr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	detectorAddr := detectortest.Start(t, cfg, detector.Deps{Registry: reg}).Addr()
 
 	prom := startPrometheus(t, detectorAddr)
 	eventually(t, 10*time.Second, "a scrape of the detector", func() bool {

@@ -6,10 +6,7 @@
 package deploy_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,11 +18,10 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/pgtripwire/pgtripwire/detector"
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
-	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -130,32 +126,8 @@ func TestComposeStackPagesOnADump(t *testing.T) {
 	}
 	am := amtest.Start(t) // stands in for the compose service
 	cfg.Alerts.Alertmanager.URLs = []string{am.URL}
-	dir := t.TempDir()
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Alerts.File = filepath.Join(dir, "alerts.jsonl")
-	cfg.Alerts.Stdout = false
-	cfg.StateDir = filepath.Join(dir, "state")
-	d, err := detector.New(cfg, detector.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("detector: %v", err)
-		}
-	}()
-	eventually(t, 30*time.Second, "detector ready", func() bool {
-		resp, err := http.Get("http://" + d.Addr().String() + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	detectortest.Local(t, cfg)
+	r := detectortest.Start(t, cfg)
 
 	mallory := db.Conn(t, "mallory")
 	rows, err := mallory.Query(t.Context(), `SELECT email, username, password_hash FROM users`)
@@ -167,21 +139,7 @@ func TestComposeStackPagesOnADump(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var got model.Alert
-	eventually(t, 5*time.Second, "a firing alert", func() bool {
-		f, err := os.Open(cfg.Alerts.File)
-		if err != nil {
-			return false
-		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if err := json.Unmarshal(sc.Bytes(), &got); err == nil && got.State == model.StateFiring {
-				return true
-			}
-		}
-		return false
-	})
+	got := r.WaitFiring(t, 5*time.Second)
 	if got.Labels["role"] != "mallory" || got.Value != 100000 ||
 		!strings.Contains(got.Labels["columns"], "password_hash") {
 		t.Fatalf("got %+v, want mallory's 100000-row read of the credential columns", got)

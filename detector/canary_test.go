@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/pgtripwire/pgtripwire/detector/canary"
-	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/setup"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -27,12 +27,11 @@ func TestCanaryReadsAndTamperingPage(t *testing.T) {
 	if len(slot) > 63 {
 		slot = slot[:63]
 	}
-	users, err := config.NewSensitiveTable("public.users", "email", "username", "password_hash")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := detectortest.Config(t, db)
+	w := wal.SettingsOf(cfg.Sources)
+	w.Enabled, w.Slot, w.Publication = wal.On, slot, slot
 	super := db.Conn(t, "postgres")
-	steps, err := setup.Plan(setup.Options{Role: db.Name + "_det", Tables: []config.SensitiveTable{users}, Publication: slot, Slot: slot, WAL: true})
+	steps, err := setup.Plan(setup.Options{Role: db.Name + "_det", Tables: cfg.Sensitive, Publication: slot, Slot: slot, WAL: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,10 +49,7 @@ func TestCanaryReadsAndTamperingPage(t *testing.T) {
 		CREATE VIEW public.user_export AS SELECT * FROM public.users;
 		ALTER VIEW public.user_export OWNER TO %[1]s`, owner))
 
-	r := startDetectorWith(t, db, func(cfg *config.Config) {
-		w := wal.SettingsOf(cfg.Sources)
-		w.Enabled, w.Slot, w.Publication = wal.On, slot, slot
-	})
+	r := detectortest.Start(t, cfg)
 
 	reads := []struct{ name, sql string }{
 		{"SELECT *", `SELECT * FROM users`},
@@ -76,7 +72,7 @@ func TestCanaryReadsAndTamperingPage(t *testing.T) {
 			} else if err := conn.PgConn().Exec(ctx, rd.sql).Close(); err != nil {
 				t.Fatal(err)
 			}
-			got := r.waitAlert(t, 3*time.Second, "CanaryRowRead", map[string]string{"role": role, "table": "public.users"})
+			got := r.WaitAlert(t, 3*time.Second, "CanaryRowRead", map[string]string{"role": role, "table": "public.users"})
 			t.Logf("paged %v after the read", time.Since(start).Round(time.Millisecond))
 			if got.Severity != model.SeverityCritical {
 				t.Errorf("got %+v, want critical", got)
@@ -103,8 +99,8 @@ func TestCanaryReadsAndTamperingPage(t *testing.T) {
 		if err := db.Conn(t, marker).PgConn().Exec(context.Background(), `SELECT count(email) FROM users`).Close(); err != nil {
 			t.Fatal(err)
 		}
-		r.waitAlert(t, 3*time.Second, "CanaryRowRead", map[string]string{"role": marker})
-		for _, a := range r.lines(t) {
+		r.WaitAlert(t, 3*time.Second, "CanaryRowRead", map[string]string{"role": marker})
+		for _, a := range r.Lines(t) {
 			if a.Rule == "CanaryRowRead" && a.Labels["role"] == "app" {
 				t.Errorf("got %+v for the application's lookups, want none", a)
 			}
@@ -114,11 +110,11 @@ func TestCanaryReadsAndTamperingPage(t *testing.T) {
 	t.Run("row level security disabled", func(t *testing.T) {
 		start := time.Now()
 		db.Exec(t, `ALTER TABLE public.users DISABLE ROW LEVEL SECURITY`)
-		got := r.waitAlert(t, 5*time.Second, "CanaryTampered", map[string]string{"table": "public.users", "object": "row_security"})
+		got := r.WaitAlert(t, 5*time.Second, "CanaryTampered", map[string]string{"table": "public.users", "object": "row_security"})
 		t.Logf("paged %v after the ALTER", time.Since(start).Round(time.Millisecond))
 		if got.Severity != model.SeverityCritical {
 			t.Errorf("got %+v, want critical", got)
 		}
-		r.waitAlert(t, 5*time.Second, "SecurityDDL", map[string]string{"kind": "rls_disabled"})
+		r.WaitAlert(t, 5*time.Second, "SecurityDDL", map[string]string{"kind": "rls_disabled"})
 	})
 }

@@ -1,11 +1,8 @@
 package detector_test
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,163 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/pgtripwire/pgtripwire/detector"
-	"github.com/pgtripwire/pgtripwire/detector/config"
-	"github.com/pgtripwire/pgtripwire/detector/source"
-	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
-
-// running is a detector started in-process for one test.
-type running struct {
-	d        *detector.Detector
-	registry *prometheus.Registry
-	alerts   string
-	done     chan error
-}
-
-func startDetector(t *testing.T, db *pgtest.Database) *running {
-	t.Helper()
-	return startDetectorWith(t, db, func(*config.Config) {})
-}
-
-func startDetectorWith(t *testing.T, db *pgtest.Database, adjust func(*config.Config)) *running {
-	t.Helper()
-	dir := t.TempDir()
-	cfg := config.Defaults()
-	cfg.Database.DSN = db.SuperuserDSN()
-	users, err := config.NewSensitiveTable("public.users", "email", "username", "password_hash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Sensitive = []config.SensitiveTable{users}
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Alerts.File = filepath.Join(dir, "alerts.jsonl")
-	cfg.Alerts.Stdout = false
-	cfg.StateDir = filepath.Join(dir, "state")
-	// The catalog watch sees the whole cluster's roles and physical slots, which the
-	// parallel tests sharing the cluster change all the time: tests that are about it
-	// turn it on.
-	pollSettings(t, cfg, catalogwatch.Name).Enabled = false
-	adjust(cfg)
-
-	r := &running{registry: prometheus.NewRegistry(), alerts: cfg.Alerts.File, done: make(chan error, 1)}
-	r.d, err = detector.New(cfg, detector.Deps{Registry: r.registry})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { r.done <- r.d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-r.done; err != nil {
-			t.Errorf("detector.Run: got %v, want nil after cancellation", err)
-		}
-	})
-	r.waitReady(t, true, 30*time.Second)
-	return r
-}
-
-// ready reports /readyz's verdict.
-func (r *running) ready(t *testing.T) bool {
-	t.Helper()
-	resp, err := http.Get("http://" + r.d.Addr().String() + "/readyz")
-	if err != nil {
-		t.Fatalf("GET /readyz: %v", err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-func (r *running) waitReady(t *testing.T, want bool, timeout time.Duration) {
-	t.Helper()
-	eventually(t, timeout, fmt.Sprintf("/readyz ready=%v", want), func() bool { return r.ready(t) == want })
-}
-
-// lines returns the alert log's lines so far.
-func (r *running) lines(t *testing.T) []model.Alert {
-	t.Helper()
-	f, err := os.Open(r.alerts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var got []model.Alert
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var a model.Alert
-		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
-			t.Fatalf("alert line %q: %v", sc.Text(), err)
-		}
-		got = append(got, a)
-	}
-	return got
-}
-
-func (r *running) waitFiring(t *testing.T, timeout time.Duration) model.Alert {
-	t.Helper()
-	var firing model.Alert
-	eventually(t, timeout, "a firing alert line", func() bool {
-		for _, a := range r.lines(t) {
-			if a.State == model.StateFiring {
-				firing = a
-				return true
-			}
-		}
-		return false
-	})
-	return firing
-}
-
-// counter returns the value of a counter series, 0 when it does not exist.
-func (r *running) counter(t *testing.T, name string, labels map[string]string) float64 {
-	t.Helper()
-	return r.series(t, name, labels).GetCounter().GetValue()
-}
-
-// gauge returns the value of a gauge series, 0 when it does not exist.
-func (r *running) gauge(t *testing.T, name string, labels map[string]string) float64 {
-	t.Helper()
-	return r.series(t, name, labels).GetGauge().GetValue()
-}
-
-// series finds the first series of name whose labels include labels; nil if none.
-func (r *running) series(t *testing.T, name string, labels map[string]string) *dto.Metric {
-	t.Helper()
-	families, err := r.registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if hasLabels(m, labels) {
-				return m
-			}
-		}
-	}
-	return nil
-}
-
-func hasLabels(m *dto.Metric, want map[string]string) bool {
-	n := 0
-	for _, l := range m.GetLabel() {
-		if v, ok := want[l.GetName()]; ok {
-			if v != l.GetValue() {
-				return false
-			}
-			n++
-		}
-	}
-	return n == len(want)
-}
 
 // eventually polls cond until it holds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -223,10 +71,10 @@ func TestBulkReadOfCredentialColumnsPagesWithinSeconds(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seedUsers(t, db, 50_000)
-	r := startDetector(t, db)
+	r := detectortest.Start(t, detectortest.Config(t, db))
 
 	bulkRead(t, db)
-	got := r.waitFiring(t, 5*time.Second)
+	got := r.WaitFiring(t, 5*time.Second)
 
 	want := map[string]string{
 		"table": "public.users", "role": "mallory", "columns": "email,password_hash,username",
@@ -248,14 +96,14 @@ func TestBulkReadOfCredentialColumnsPagesWithinSeconds(t *testing.T) {
 	// The line reaches the file just before the counter moves: poll, then require 1.
 	alerts := map[string]string{"rule": "SensitiveBulkRead", "severity": "critical"}
 	eventually(t, time.Second, "pgtripwire_alerts_total to count the alert", func() bool {
-		return r.counter(t, "pgtripwire_alerts_total", alerts) >= 1
+		return r.Counter(t, "pgtripwire_alerts_total", alerts) >= 1
 	})
-	if n := r.counter(t, "pgtripwire_alerts_total", alerts); n != 1 {
+	if n := r.Counter(t, "pgtripwire_alerts_total", alerts); n != 1 {
 		t.Errorf("pgtripwire_alerts_total: got %v, want 1", n)
 	}
 	// Every series a dashboard panel uses exists once the detector has seen a read; the
 	// delivery panels' are checked where a sink is configured.
-	checkDashboardMetrics(t, r.registry, false)
+	checkDashboardMetrics(t, r.Registry, false)
 }
 
 func TestAlertResolvesOnceQuiet(t *testing.T) {
@@ -278,16 +126,16 @@ func TestAlertResolvesOnceQuiet(t *testing.T) {
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := startDetectorWith(t, db, func(cfg *config.Config) {
-		cfg.Rules.DefaultPack = false
-		cfg.Rules.Files = []string{rules}
-	})
+	cfg := detectortest.Config(t, db)
+	cfg.Rules.DefaultPack = false
+	cfg.Rules.Files = []string{rules}
+	r := detectortest.Start(t, cfg)
 
 	bulkRead(t, db)
-	firing := r.waitFiring(t, 5*time.Second)
+	firing := r.WaitFiring(t, 5*time.Second)
 	var lines []model.Alert
 	eventually(t, 10*time.Second, "a resolved line", func() bool {
-		lines = r.lines(t)
+		lines = r.Lines(t)
 		return len(lines) >= 2
 	})
 	if len(lines) != 2 {
@@ -315,23 +163,13 @@ func TestEvasiveDumpsPage(t *testing.T) {
 		CREATE SCHEMA eve AUTHORIZATION eve;
 		CREATE TABLE eve.users (id int, email text, username text, password_hash text);
 		ALTER TABLE eve.users OWNER TO eve`)
-	r := startDetector(t, db)
+	r := detectortest.Start(t, detectortest.Config(t, db))
 	ctx := t.Context()
 	simple := pgx.QueryExecModeSimpleProtocol
 
 	firingFor := func(role string) model.Alert {
 		t.Helper()
-		var got model.Alert
-		eventually(t, 5*time.Second, "an alert for "+role, func() bool {
-			for _, a := range r.lines(t) {
-				if a.State == model.StateFiring && a.Labels["role"] == role {
-					got = a
-					return true
-				}
-			}
-			return false
-		})
-		return got
+		return r.WaitAlert(t, 5*time.Second, "", map[string]string{"role": role})
 	}
 
 	t.Run("psql FETCH_COUNT", func(t *testing.T) {
@@ -381,7 +219,7 @@ func TestPaginatedSweepPages(t *testing.T) {
 	seedUsers(t, db, 20_000)
 	db.CreateRole(t, "sweep_admin")
 	db.Exec(t, `GRANT SELECT ON public.users TO sweep_admin`)
-	r := startDetector(t, db)
+	r := detectortest.Start(t, detectortest.Config(t, db))
 	mallory, admin := db.Conn(t, "mallory"), db.Conn(t, "sweep_admin")
 	ctx := t.Context()
 
@@ -416,16 +254,8 @@ func TestPaginatedSweepPages(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond) // the intruder's pace is the scenario
 	}
-	var got model.Alert
-	eventually(t, 30*time.Second-time.Since(start), "a SensitiveSweep alert for mallory within 30 s of the first page", func() bool {
-		for _, a := range r.lines(t) {
-			if a.State == model.StateFiring && a.Rule == "SensitiveSweep" && a.Labels["role"] == "mallory" {
-				got = a
-				return true
-			}
-		}
-		return false
-	})
+	// Within 30 s of the first page.
+	got := r.WaitAlert(t, 30*time.Second-time.Since(start), "SensitiveSweep", map[string]string{"role": "mallory"})
 	t.Logf("sweep alerted %v after its first page", time.Since(start).Round(time.Millisecond))
 	if got.Labels["table"] != "public.users" || got.Labels["columns"] != "email,password_hash,username" || got.Value < 10_000 {
 		t.Errorf("got %+v, want public.users' credential columns, at least 10,000 rows", got)
@@ -434,9 +264,9 @@ func TestPaginatedSweepPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the admin's listings counted", func() bool {
-		return r.counter(t, "pgtripwire_sensitive_rows_read_total", map[string]string{"role": "sweep_admin"}) == 1000
+		return r.Counter(t, "pgtripwire_sensitive_rows_read_total", map[string]string{"role": "sweep_admin"}) == 1000
 	})
-	for _, a := range r.lines(t) {
+	for _, a := range r.Lines(t) {
 		if a.Labels["role"] == "sweep_admin" {
 			t.Errorf("got %+v for the admin's listings, want silence", a)
 		}
@@ -456,27 +286,18 @@ func TestMassCredentialChangePages(t *testing.T) {
 	if len(slot) > 63 {
 		slot = slot[:63]
 	}
-	r := startDetectorWith(t, db, func(cfg *config.Config) {
-		w := wal.SettingsOf(cfg.Sources)
-		w.Enabled, w.Slot, w.Publication = wal.On, slot, slot
-	})
+	cfg := detectortest.Config(t, db)
+	w := wal.SettingsOf(cfg.Sources)
+	w.Enabled, w.Slot, w.Publication = wal.On, slot, slot
+	r := detectortest.Start(t, cfg)
 	start := time.Now()
 	db.Exec(t, `UPDATE public.users SET password_hash = '$2b$12$attacker' || id`)
-	var got model.Alert
-	eventually(t, 5*time.Second, "a MassCredentialChange alert", func() bool {
-		for _, a := range r.lines(t) {
-			if a.State == model.StateFiring && a.Rule == "MassCredentialChange" {
-				got = a
-				return true
-			}
-		}
-		return false
-	})
+	got := r.WaitAlert(t, 5*time.Second, "MassCredentialChange", nil)
 	t.Logf("paged %v after the commit", time.Since(start).Round(time.Millisecond))
 	if got.Labels["source"] != "wal" || got.Labels["table"] != "public.users" || got.Labels["columns"] != "password_hash" || got.Value != 20000 {
 		t.Fatalf("got %+v, want source=wal, table=public.users, columns=password_hash, value 20000", got)
 	}
-	for _, a := range r.lines(t) {
+	for _, a := range r.Lines(t) {
 		if a.Rule != "MassCredentialChange" {
 			t.Errorf("got %+v, want no read alert for an update", a)
 		}
@@ -486,14 +307,7 @@ func TestMassCredentialChangePages(t *testing.T) {
 	db.Exec(t, `DELETE FROM public.users WHERE id <= 5000`)
 	db.Exec(t, `TRUNCATE public.users`)
 	for _, rule := range []string{"MassDelete", "SensitiveTableTruncated"} {
-		eventually(t, 5*time.Second, "a "+rule+" alert", func() bool {
-			for _, a := range r.lines(t) {
-				if a.State == model.StateFiring && a.Rule == rule && a.Labels["table"] == "public.users" {
-					return true
-				}
-			}
-			return false
-		})
+		r.WaitAlert(t, 5*time.Second, rule, map[string]string{"table": "public.users"})
 	}
 }
 
@@ -501,7 +315,7 @@ func TestLoginLookupsDoNotAlert(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seedUsers(t, db, 5_000)
-	r := startDetector(t, db)
+	r := detectortest.Start(t, detectortest.Config(t, db))
 
 	conn := db.Conn(t, "app")
 	for i := range 2000 {
@@ -517,9 +331,9 @@ func TestLoginLookupsDoNotAlert(t *testing.T) {
 	// so that "no alert" means judged and let go, not not yet seen.
 	appRows := map[string]string{"source": "statements", "table": "public.users", "role": "app"}
 	eventually(t, 10*time.Second, "2000 rows of app's lookups counted", func() bool {
-		return r.counter(t, "pgtripwire_sensitive_rows_read_total", appRows) == 2000
+		return r.Counter(t, "pgtripwire_sensitive_rows_read_total", appRows) == 2000
 	})
-	if got := r.lines(t); len(got) != 0 {
+	if got := r.Lines(t); len(got) != 0 {
 		t.Fatalf("got alert lines %+v, want none for one-row lookups", got)
 	}
 }
@@ -529,24 +343,24 @@ func TestSurvivesPostgresDowntime(t *testing.T) {
 	srv := pgtest.NewServer(t, nil)
 	db := pgtest.NewDatabaseIn(t, srv)
 	seedUsers(t, db, 20_000)
-	r := startDetector(t, db)
+	r := detectortest.Start(t, detectortest.Config(t, db))
 
 	ctx := t.Context()
 	if err := srv.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r.waitReady(t, false, 10*time.Second)
+	r.WaitReady(t, false, 10*time.Second)
 	// The outage itself is the scenario: ten seconds during which the detector must
 	// keep running and keep saying it is unready.
 	outage := time.NewTimer(10 * time.Second)
 	for waiting := true; waiting; {
 		select {
-		case err := <-r.done:
-			t.Fatalf("detector exited while PostgreSQL was down: %v", err)
+		case <-r.Done():
+			t.Fatalf("detector exited while PostgreSQL was down: %v", r.Err())
 		case <-outage.C:
 			waiting = false
 		case <-time.After(time.Second):
-			if r.ready(t) {
+			if r.Ready(t) {
 				t.Fatal("/readyz said ready while PostgreSQL was down")
 			}
 		}
@@ -554,10 +368,10 @@ func TestSurvivesPostgresDowntime(t *testing.T) {
 	if err := srv.StartAgain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r.waitReady(t, true, 40*time.Second)
+	r.WaitReady(t, true, 40*time.Second)
 
 	bulkRead(t, db)
-	got := r.waitFiring(t, 5*time.Second)
+	got := r.WaitFiring(t, 5*time.Second)
 	if got.Labels["role"] != "mallory" || got.Value != 20000 {
 		t.Fatalf("got %+v, want a firing alert for mallory's 20000 rows", got)
 	}
@@ -612,9 +426,9 @@ func TestBulkReadReachesAlertmanager(t *testing.T) {
 	am := amtest.Start(t)
 	db := pgtest.NewDatabase(t)
 	seedUsers(t, db, 10_000)
-	r := startDetectorWith(t, db, func(cfg *config.Config) {
-		cfg.Alerts.Alertmanager.URLs = []string{am.URL}
-	})
+	cfg := detectortest.Config(t, db)
+	cfg.Alerts.Alertmanager.URLs = []string{am.URL}
+	r := detectortest.Start(t, cfg)
 	start := time.Now()
 	bulkRead(t, db)
 	var got amtest.Alert
@@ -630,7 +444,7 @@ func TestBulkReadReachesAlertmanager(t *testing.T) {
 			t.Errorf("label %s: got %q, want %q", k, got.Labels[k], v)
 		}
 	}
-	line := r.waitFiring(t, time.Second)
+	line := r.WaitFiring(t, time.Second)
 	// Alertmanager keeps times to the millisecond.
 	if got.StartsAt.Sub(line.Time).Abs() >= time.Millisecond || got.Annotations["summary"] != line.Annotations["summary"] {
 		t.Errorf("got startsAt %v summary %q, want the alert line's %v %q",
@@ -638,9 +452,9 @@ func TestBulkReadReachesAlertmanager(t *testing.T) {
 	}
 	// Alertmanager has the alert before the detector has its answer: wait for the ack.
 	eventually(t, 5*time.Second, "the delivery counted", func() bool {
-		return r.counter(t, "pgtripwire_notify_sent_total", nil) >= 1
+		return r.Counter(t, "pgtripwire_notify_sent_total", nil) >= 1
 	})
-	checkDashboardMetrics(t, r.registry, true)
+	checkDashboardMetrics(t, r.Registry, true)
 }
 
 func TestAlertmanagerOutageDelaysButLosesNoAlert(t *testing.T) {
@@ -650,10 +464,10 @@ func TestAlertmanagerOutageDelaysButLosesNoAlert(t *testing.T) {
 	seedUsers(t, db, 5_000)
 	db.CreateRole(t, "eve")
 	db.Exec(t, `GRANT SELECT ON public.users TO eve`)
-	r := startDetectorWith(t, db, func(cfg *config.Config) {
-		cfg.Alerts.Alertmanager.URLs = []string{am.URL}
-		cfg.Alerts.Alertmanager.ResendInterval = 5 * time.Second
-	})
+	cfg := detectortest.Config(t, db)
+	cfg.Alerts.Alertmanager.URLs = []string{am.URL}
+	cfg.Alerts.Alertmanager.ResendInterval = 5 * time.Second
+	r := detectortest.Start(t, cfg)
 	bulkRead(t, db)
 	eventually(t, 10*time.Second, "mallory's alert in Alertmanager", func() bool {
 		_, ok := am.Find(t, map[string]string{"role": "mallory"})
@@ -665,7 +479,7 @@ func TestAlertmanagerOutageDelaysButLosesNoAlert(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "eve's alert waiting in the spool", func() bool {
-		return r.gauge(t, "pgtripwire_notify_queued", nil) == 1
+		return r.Gauge(t, "pgtripwire_notify_queued", nil) == 1
 	})
 	// The outage is the scenario: twenty seconds without Alertmanager.
 	time.Sleep(20 * time.Second)
@@ -680,14 +494,4 @@ func TestAlertmanagerOutageDelaysButLosesNoAlert(t *testing.T) {
 		a, ok := am.Find(t, map[string]string{"role": "mallory"})
 		return ok && a.Status.State == "active"
 	})
-}
-
-// pollSettings returns the settings of the polling source called name, to change them.
-func pollSettings(t testing.TB, cfg *config.Config, name string) *source.PollSettings {
-	t.Helper()
-	s, ok := source.Lookup[*source.PollSettings](cfg.Sources, name)
-	if !ok {
-		t.Fatalf("no polling source %q in the configuration", name)
-	}
-	return s
 }

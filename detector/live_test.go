@@ -7,34 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
-
-// waitAlert waits for a firing line of rule whose labels include labels.
-func (r *running) waitAlert(t *testing.T, timeout time.Duration, rule string, labels map[string]string) model.Alert {
-	t.Helper()
-	var got model.Alert
-	eventually(t, timeout, fmt.Sprintf("a firing %s alert with %v", rule, labels), func() bool {
-		for _, a := range r.lines(t) {
-			if a.State != model.StateFiring || a.Rule != rule {
-				continue
-			}
-			match := true
-			for k, v := range labels {
-				match = match && a.Labels[k] == v
-			}
-			if match {
-				got = a
-				return true
-			}
-		}
-		return false
-	})
-	return got
-}
 
 // #6 acceptance 1: a read of 40,000 rows of email and password_hash slowed to ~10 s is
 // alerted while it is still running.
@@ -42,7 +19,7 @@ func TestSlowSensitiveReadAlertedWhileRunning(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seedUsers(t, db, 40_000)
-	r := startDetector(t, db)
+	r := detectortest.Start(t, detectortest.Config(t, db))
 	conn := db.Conn(t, "mallory")
 	finished := make(chan error, 1)
 	start := time.Now()
@@ -55,7 +32,7 @@ func TestSlowSensitiveReadAlertedWhileRunning(t *testing.T) {
 		}
 		finished <- err
 	}()
-	got := r.waitAlert(t, 10*time.Second, "SensitiveReadInProgress", map[string]string{"role": "mallory", "table": "public.users"})
+	got := r.WaitAlert(t, 10*time.Second, "SensitiveReadInProgress", map[string]string{"role": "mallory", "table": "public.users"})
 	select {
 	case err := <-finished:
 		t.Fatalf("the read ended (%v, after %v) before it was alerted", err, time.Since(start))
@@ -94,7 +71,7 @@ func TestSlowCopyAlertedBeforeItEnds(t *testing.T) {
 	seedUsers(t, db, 40_000)
 	// 40 MB: far more than the socket buffers hold.
 	db.Exec(t, `ALTER TABLE users ADD COLUMN bio text NOT NULL DEFAULT repeat('x', 1000)`)
-	r := startDetector(t, db)
+	r := detectortest.Start(t, detectortest.Config(t, db))
 	conn := db.Conn(t, "mallory")
 	w := &blockingWriter{blocked: make(chan struct{}), release: make(chan struct{})}
 	finished := make(chan error, 1)
@@ -103,7 +80,7 @@ func TestSlowCopyAlertedBeforeItEnds(t *testing.T) {
 		finished <- err
 	}()
 	<-w.blocked
-	r.waitAlert(t, 10*time.Second, "SensitiveCopy", map[string]string{"role": "mallory", "table": "public.users"})
+	r.WaitAlert(t, 10*time.Second, "SensitiveCopy", map[string]string{"role": "mallory", "table": "public.users"})
 	select {
 	case err := <-finished:
 		t.Fatalf("the COPY ended (%v) before it was alerted", err)
@@ -120,7 +97,9 @@ func TestBlindingMovesAlertWithin5s(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seedUsers(t, db, 20_000)
-	r := startDetectorWith(t, db, func(cfg *config.Config) { pollSettings(t, cfg, catalogwatch.Name).Enabled = true })
+	cfg := detectortest.Config(t, db)
+	detectortest.PollSettings(t, cfg, catalogwatch.Name).Enabled = true
+	r := detectortest.Start(t, cfg)
 	// Roles are cluster-wide: names unique to this test keep parallel tests apart.
 	slotter, escalated, reader, resetter := db.Name+"_slotter", db.Name+"_esc", db.Name+"_reader", db.Name+"_resetter"
 	slot := db.Name + "_exfil"
@@ -131,12 +110,12 @@ func TestBlindingMovesAlertWithin5s(t *testing.T) {
 	db.CreateRole(t, reader)
 	db.CreateRole(t, resetter)
 	db.Exec(t, fmt.Sprintf(`GRANT EXECUTE ON FUNCTION pg_stat_statements_reset(oid, oid, bigint) TO %s`, resetter))
-	r.waitReady(t, true, 30*time.Second)
+	r.WaitReady(t, true, 30*time.Second)
 	// The catalog watch's state must hold these roles before the moves: wait for a poll
 	// that began after they were made (the one running now may have begun before).
-	polled := r.counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "catalog"}) + 2
+	polled := r.Counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "catalog"}) + 2
 	eventually(t, 10*time.Second, "two catalog polls", func() bool {
-		return r.counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "catalog"}) >= polled
+		return r.Counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "catalog"}) >= polled
 	})
 
 	cases := []struct {
@@ -166,7 +145,7 @@ func TestBlindingMovesAlertWithin5s(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
 			tc.do(t)
-			r.waitAlert(t, 5*time.Second, tc.rule, tc.labels)
+			r.WaitAlert(t, 5*time.Second, tc.rule, tc.labels)
 			t.Logf("alerted after %v", time.Since(start).Round(time.Millisecond))
 		})
 	}
@@ -184,22 +163,22 @@ func TestTableToXMLAlerted(t *testing.T) {
 		t.Parallel()
 		db := pgtest.NewDatabase(t)
 		seedUsers(t, db, 20_000)
-		r := startDetector(t, db)
+		r := detectortest.Start(t, detectortest.Config(t, db))
 		readAs(t, db, "mallory", `SELECT table_to_xml('users', true, false, '')`)
-		r.waitAlert(t, 5*time.Second, "SensitiveBulkRead", map[string]string{"role": "mallory", "table": "public.users"})
+		r.WaitAlert(t, 5*time.Second, "SensitiveBulkRead", map[string]string{"role": "mallory", "table": "public.users"})
 	})
 	t.Run("track=top", func(t *testing.T) {
 		t.Parallel()
 		db := pgtest.NewDatabaseIn(t, pgtest.NewServer(t, map[string]string{"pg_stat_statements.track": "top"}))
 		seedUsers(t, db, 20_000)
-		r := startDetector(t, db)
+		r := detectortest.Start(t, detectortest.Config(t, db))
 		// The tables source's warm-up: counters published in its first 11 s are history.
 		eventually(t, 20*time.Second, "the end of the tables source's warm-up", func() bool {
-			return r.gauge(t, "pgtripwire_tables_baseline_complete", nil) == 1
+			return r.Gauge(t, "pgtripwire_tables_baseline_complete", nil) == 1
 		})
 		readAs(t, db, "mallory", `SELECT table_to_xml('users', true, false, '')`)
-		r.waitAlert(t, 20*time.Second, "UnexplainedSensitiveReads", map[string]string{"table": "public.users"})
-		for _, a := range r.lines(t) {
+		r.WaitAlert(t, 20*time.Second, "UnexplainedSensitiveReads", map[string]string{"table": "public.users"})
+		for _, a := range r.Lines(t) {
 			if a.Rule == "SensitiveBulkRead" {
 				t.Errorf("got %+v with track=top: the counters were the only witness expected", a)
 			}

@@ -10,11 +10,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/pgtripwire/pgtripwire/detector"
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/source/registry"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/toysource"
 )
@@ -59,21 +58,8 @@ sources:
 		t.Fatal("the same file without the toy source in the table: got no error, want sources.toy unknown")
 	}
 
-	r := &running{registry: prometheus.NewRegistry(), alerts: cfg.Alerts.File, done: make(chan error, 1)}
-	r.d, err = detector.New(cfg, detector.Deps{Registry: r.registry})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { r.done <- r.d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-r.done; err != nil {
-			t.Errorf("detector.Run: got %v, want nil after cancellation", err)
-		}
-	})
-	r.waitReady(t, true, 30*time.Second)
-	if up := r.gauge(t, "pgtripwire_source_up", map[string]string{"source": "toy"}); up != 1 {
+	r := detectortest.Start(t, cfg)
+	if up := r.Gauge(t, "pgtripwire_source_up", map[string]string{"source": "toy"}); up != 1 {
 		t.Errorf("pgtripwire_source_up{source=toy}: got %v, want 1", up)
 	}
 
@@ -82,11 +68,11 @@ sources:
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	a := r.waitAlert(t, 10*time.Second, "ToySession", nil)
+	a := r.WaitAlert(t, 10*time.Second, "ToySession", nil)
 	if a.Labels["source"] != "toy" {
 		t.Errorf("got source label %q, want toy", a.Labels["source"])
 	}
-	if polls := r.counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "toy"}); polls < 1 {
+	if polls := r.Counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "toy"}); polls < 1 {
 		t.Errorf("pgtripwire_source_polls_total{source=toy}: got %v, want at least 1", polls)
 	}
 }

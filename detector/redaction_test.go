@@ -2,7 +2,6 @@ package detector_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -29,8 +27,10 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/setup"
 	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/detector/source/activity"
+	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
@@ -100,12 +100,9 @@ func TestRedactionNoSeededValueLeavesTheDetector(t *testing.T) {
 	// The WAL source's publication, slot and DDL triggers, and canaries, as an operator
 	// would prepare them.
 	slot := db.Name
-	users, err := config.NewSensitiveTable("public.users", "email", "username", "password_hash")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := detectortest.Config(t, db)
 	super := db.Conn(t, "postgres")
-	steps, err := setup.Plan(setup.Options{Role: db.Name + "_det", Tables: []config.SensitiveTable{users}, Publication: slot, Slot: slot, WAL: true})
+	steps, err := setup.Plan(setup.Options{Role: db.Name + "_det", Tables: cfg.Sensitive, Publication: slot, Slot: slot, WAL: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,54 +140,25 @@ func TestRedactionNoSeededValueLeavesTheDetector(t *testing.T) {
 		t.Fatal(err)
 	}
 	dsn.User = url.UserPassword(dsn.User.Username(), dsnPassword) // the cluster trusts: it is never checked
-	dir := t.TempDir()
-	cfg := config.Defaults()
 	cfg.Database.DSN = dsn.String()
-	cfg.Sensitive = []config.SensitiveTable{users}
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Alerts.File = filepath.Join(dir, "alerts.jsonl")
 	cfg.Alerts.Stdout = true
-	cfg.StateDir = filepath.Join(dir, "state")
 	cfg.Alerts.Alertmanager.URLs = []string{am.URL}
 	cfg.Alerts.Webhooks = []config.Webhook{{Name: "recorder", URL: hook.URL, Secret: webhookSecret, Timeout: 5 * time.Second}}
 	// Every source, at its fastest: a source added to the registry is covered too.
-	for _, c := range cfg.Sources.All() {
-		switch s := c.Settings.(type) {
-		case *source.PollSettings:
-			s.Enabled, s.Interval = true, 100*time.Millisecond
-		case *activity.Settings:
-			s.Enabled, s.Interval, s.MinRunning = true, 100*time.Millisecond, 0
-		case *wal.Settings:
-			s.Enabled, s.Slot, s.Publication = wal.On, slot, slot
-		default:
-			t.Fatalf("source %s: settings %T not turned on by this test", c.Name, s)
-		}
+	detectortest.EverySource(t, cfg, 100*time.Millisecond)
+	activitySettings, ok := source.Lookup[*activity.Settings](cfg.Sources, activity.Name)
+	if !ok {
+		t.Fatal("no activity source in the configuration")
 	}
+	activitySettings.MinRunning = 0
+	w := wal.SettingsOf(cfg.Sources)
+	w.Enabled, w.Slot, w.Publication = wal.On, slot, slot
 
 	logs := &lockedBuffer{}
 	stdout := &lockedBuffer{}
 	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()),
 		zapcore.AddSync(logs), zap.DebugLevel))
-	r := &running{registry: prometheus.NewRegistry(), alerts: cfg.Alerts.File, done: make(chan error, 1)}
-	r.d, err = detector.New(cfg, detector.Deps{Logger: logger, Registry: r.registry, Stdout: stdout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	go func() { r.done <- r.d.Run(runCtx) }()
-	stopped := false
-	stopDetector := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		stop()
-		if err := <-r.done; err != nil {
-			t.Errorf("detector.Run: got %v, want nil after cancellation", err)
-		}
-	}
-	t.Cleanup(stopDetector)
-	r.waitReady(t, true, 30*time.Second)
+	r := detectortest.Start(t, cfg, detector.Deps{Logger: logger, Stdout: stdout})
 
 	// The statements, each with seeded literals, by several roles, in the simple query
 	// protocol as psql sends them: the literals are in the texts the server keeps.
@@ -239,9 +207,9 @@ func TestRedactionNoSeededValueLeavesTheDetector(t *testing.T) {
 	// Every source has seen its part once the bulk read, the mass change and a running
 	// statement have come through; every sink once Alertmanager and the webhook have the page.
 	bulk := map[string]string{"role": roles["mallory"], "table": "public.users"}
-	r.waitAlert(t, 10*time.Second, "SensitiveBulkRead", bulk)
-	r.waitAlert(t, 10*time.Second, "MassCredentialChange", map[string]string{"table": "public.users"})
-	r.waitAlert(t, 10*time.Second, "SecurityDDLChange", map[string]string{"kind": "policy_created"})
+	r.WaitAlert(t, 10*time.Second, "SensitiveBulkRead", bulk)
+	r.WaitAlert(t, 10*time.Second, "MassCredentialChange", map[string]string{"table": "public.users"})
+	r.WaitAlert(t, 10*time.Second, "SecurityDDLChange", map[string]string{"kind": "policy_created"})
 	eventually(t, 10*time.Second, "the bulk read in Alertmanager", func() bool {
 		_, ok := am.Find(t, map[string]string{"alertname": "SensitiveBulkRead", "role": roles["mallory"]})
 		return ok
@@ -260,12 +228,12 @@ func TestRedactionNoSeededValueLeavesTheDetector(t *testing.T) {
 
 	outputs := map[string]string{}
 	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {
-		outputs[path] = get(t, "http://"+r.d.Addr().String()+path)
+		outputs[path] = get(t, r.URL(path))
 	}
 	outputs["Alertmanager /api/v2/alerts"] = get(t, am.URL+"/api/v2/alerts")
 
 	// Stopped first, so that what it writes on the way out (rule state, logs) is read too.
-	stopDetector()
+	r.Stop()
 	outputs["logs"] = logs.String()
 	outputs["stdout"] = stdout.String()
 	outputs["webhook bodies"] = webhooks()
@@ -339,42 +307,25 @@ func TestRedactionConnectionErrorsHideTheDSNPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	dsn.User = url.UserPassword(dsn.User.Username(), password)
-	dir := t.TempDir()
-	cfg := config.Defaults()
+	cfg := detectortest.Config(t, db)
 	cfg.Database.DSN = dsn.String()
-	users, err := config.NewSensitiveTable("public.users", "email", "username", "password_hash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Sensitive = []config.SensitiveTable{users}
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Alerts.File = filepath.Join(dir, "alerts.jsonl")
-	cfg.Alerts.Stdout = false
-	cfg.StateDir = filepath.Join(dir, "state")
+	// Every source fails to connect and must keep the password to itself: the catalog
+	// watch too, which Config turns off.
+	detectortest.PollSettings(t, cfg, catalogwatch.Name).Enabled = true
 	w := wal.SettingsOf(cfg.Sources)
 	w.Enabled, w.Slot, w.Publication = wal.On, db.Name, db.Name
 
 	logs := &lockedBuffer{}
 	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()),
 		zapcore.AddSync(logs), zap.DebugLevel))
-	d, err := detector.New(cfg, detector.Deps{Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	base := "http://" + d.Addr().String()
+	d := detectortest.Run(t, cfg, detector.Deps{Logger: logger}) // never ready: it cannot connect
 	eventually(t, 10*time.Second, "the statements and wal sources' connection errors in the logs and /readyz", func() bool {
-		l, ready := logs.String(), get(t, base+"/readyz")
+		l, ready := logs.String(), get(t, d.URL("/readyz"))
 		return strings.Contains(l, `"sources":["statements"],"error"`) && strings.Contains(l, `"sources":["wal"],"error"`) &&
 			strings.Contains(ready, "does not exist")
 	})
-	outputs := map[string]string{"/readyz": get(t, base+"/readyz"), "/metrics": get(t, base+"/metrics")}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("detector.Run: got %v, want nil after cancellation", err)
-	}
+	outputs := map[string]string{"/readyz": get(t, d.URL("/readyz")), "/metrics": get(t, d.URL("/metrics"))}
+	d.Stop()
 	outputs["logs"] = logs.String()
 	for name, text := range outputs {
 		if i := strings.Index(text, password); i >= 0 {

@@ -1,60 +1,15 @@
 package detector_test
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/pgtripwire/pgtripwire/detector"
-	"github.com/pgtripwire/pgtripwire/detector/config"
-	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
-
-// startIn starts a detector whose alert log and state directory are in dir, so that a
-// second detector started in the same dir is the first one restarted. stop stops it
-// and waits for it.
-func startIn(t *testing.T, db *pgtest.Database, dir string, adjust func(*config.Config)) (r *running, stop func()) {
-	t.Helper()
-	cfg := config.Defaults()
-	cfg.Database.DSN = db.SuperuserDSN()
-	users, err := config.NewSensitiveTable("public.users", "email", "username", "password_hash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Sensitive = []config.SensitiveTable{users}
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Alerts.File = filepath.Join(dir, "alerts.jsonl")
-	cfg.Alerts.Stdout = false
-	cfg.StateDir = filepath.Join(dir, "state")
-	pollSettings(t, cfg, catalogwatch.Name).Enabled = false // cluster-wide: see startDetectorWith
-	adjust(cfg)
-	r = &running{registry: prometheus.NewRegistry(), alerts: cfg.Alerts.File, done: make(chan error, 1)}
-	if r.d, err = detector.New(cfg, detector.Deps{Registry: r.registry}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { r.done <- r.d.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-r.done; err != nil {
-			t.Errorf("detector.Run: got %v, want nil after cancellation", err)
-		}
-	}
-	t.Cleanup(stop)
-	r.waitReady(t, true, 30*time.Second)
-	return r, stop
-}
 
 // readAs runs query as role and reads every row.
 func readAs(t *testing.T, db *pgtest.Database, role, query string) {
@@ -105,34 +60,36 @@ func TestRestartKeepsRuleState(t *testing.T) {
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	adjust := func(cfg *config.Config) { cfg.Rules.Files = []string{rules} }
+	// One configuration for both runs: the second detector is the first one restarted.
+	cfg := detectortest.Config(t, db)
+	cfg.Rules.Files = []string{rules}
 
-	r, stop := startIn(t, db, dir, adjust)
+	r := detectortest.Start(t, cfg)
 	learningEnds := time.Now().Add(learn)
 	readAs(t, db, "app", `SELECT email FROM users WHERE id = 1`)
 	eventually(t, learn, "app's lookup seen while the rule learns", func() bool {
-		return r.counter(t, "pgtripwire_sensitive_rows_read_total", map[string]string{"role": "app"}) >= 1
+		return r.Counter(t, "pgtripwire_sensitive_rows_read_total", map[string]string{"role": "app"}) >= 1
 	})
 	time.Sleep(time.Until(learningEnds) + time.Second) // the learning period is the scenario
 	bulkRead(t, db)
 	eventually(t, 10*time.Second, "SensitiveBulkRead and FirstReadByRole firing for mallory", func() bool {
-		lines := r.lines(t)
+		lines := r.Lines(t)
 		return len(firingLines(lines, "SensitiveBulkRead", "mallory")) == 1 &&
 			len(firingLines(lines, "FirstReadByRole", "mallory")) == 1
 	})
-	stop()
-	if _, err := os.Stat(filepath.Join(dir, "state", "rules.json")); err != nil {
+	r.Stop()
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, "rules.json")); err != nil {
 		t.Fatalf("the rule state was not saved at shutdown: %v", err)
 	}
 
-	r, _ = startIn(t, db, dir, adjust)
+	r = detectortest.Start(t, cfg)
 	// The statements source's first poll after a start is a baseline: reads made before
 	// it are history. Read only once it is done.
 	eventually(t, 10*time.Second, "the statements source's baseline poll after the restart", func() bool {
-		m := r.series(t, "pgtripwire_source_poll_duration_seconds", map[string]string{"source": "statements"})
+		m := r.Series(t, "pgtripwire_source_poll_duration_seconds", map[string]string{"source": "statements"})
 		return m != nil && m.GetHistogram().GetSampleCount() >= 1
 	})
-	if got := r.gauge(t, "pgtripwire_alerts_firing", map[string]string{"rule": "SensitiveBulkRead"}); got != 1 {
+	if got := r.Gauge(t, "pgtripwire_alerts_firing", map[string]string{"rule": "SensitiveBulkRead"}); got != 1 {
 		t.Errorf("pgtripwire_alerts_firing{rule=SensitiveBulkRead} after the restart: got %v, want the restored alert", got)
 	}
 	bulkRead(t, db)
@@ -142,15 +99,15 @@ func TestRestartKeepsRuleState(t *testing.T) {
 	// then mallory's second dump and app's lookup have been evaluated too (same poll or
 	// an earlier one).
 	eventually(t, 20*time.Second, "the newcomer's read counted after the restart", func() bool {
-		return r.counter(t, "pgtripwire_sensitive_rows_read_total", map[string]string{"role": "newcomer"}) >= 1
+		return r.Counter(t, "pgtripwire_sensitive_rows_read_total", map[string]string{"role": "newcomer"}) >= 1
 	})
 	eventually(t, 10*time.Second, "FirstReadByRole firing for the newcomer after the restart", func() bool {
-		return len(firingLines(r.lines(t), "FirstReadByRole", "newcomer")) == 1
+		return len(firingLines(r.Lines(t), "FirstReadByRole", "newcomer")) == 1
 	})
 	eventually(t, 10*time.Second, "mallory's second dump counted", func() bool {
-		return r.counter(t, "pgtripwire_sensitive_rows_read_total", map[string]string{"role": "mallory"}) >= 20_000
+		return r.Counter(t, "pgtripwire_sensitive_rows_read_total", map[string]string{"role": "mallory"}) >= 20_000
 	})
-	lines := r.lines(t)
+	lines := r.Lines(t)
 	if got := firingLines(lines, "SensitiveBulkRead", "mallory"); len(got) != 1 {
 		t.Errorf("got %d SensitiveBulkRead firing lines for mallory across the restart, want 1: %+v", len(got), got)
 	}
@@ -190,12 +147,12 @@ func TestRuleFilesReloadOnChange(t *testing.T) {
 		}
 	}
 	write("1000000")
-	r, _ := startIn(t, db, dir, func(cfg *config.Config) {
-		cfg.Rules.DefaultPack = false
-		cfg.Rules.Files = []string{rules}
-	})
+	cfg := detectortest.Config(t, db)
+	cfg.Rules.DefaultPack = false
+	cfg.Rules.Files = []string{rules}
+	r := detectortest.Start(t, cfg)
 	reloads := func(result string) float64 {
-		return r.counter(t, "pgtripwire_rule_reloads_total", map[string]string{"result": result})
+		return r.Counter(t, "pgtripwire_rule_reloads_total", map[string]string{"result": result})
 	}
 
 	write("not-a-number")
@@ -204,6 +161,6 @@ func TestRuleFilesReloadOnChange(t *testing.T) {
 	eventually(t, 10*time.Second, "the fixed file reloaded", func() bool { return reloads("success") == 1 })
 	bulkRead(t, db)
 	eventually(t, 10*time.Second, "LocalBulkRead firing at the reloaded threshold", func() bool {
-		return len(firingLines(r.lines(t), "LocalBulkRead", "mallory")) == 1
+		return len(firingLines(r.Lines(t), "LocalBulkRead", "mallory")) == 1
 	})
 }

@@ -58,7 +58,7 @@ func classifyDatabase(t *testing.T) (db *pgtest.Database, configPath string) {
 		CREATE VIEW public.user_directory AS SELECT id, username, email FROM public.users;
 		CREATE SCHEMA app;
 		CREATE TABLE app.things (id int, label text)`)
-	return db, writeConfigIn(t, t.TempDir(), db.SuperuserDSN(), "127.0.0.1:0", t.TempDir(), "")
+	return db, configFile{DSN: db.SuperuserDSN(), Listen: "127.0.0.1:0", StateDir: t.TempDir()}.write(t, t.TempDir())
 }
 
 func TestClassifyWithCatalog(t *testing.T) {

@@ -69,9 +69,9 @@ func TestKilledDetectorDeliversItsSpoolAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	stateDir := filepath.Join(dir, "state")
 	listen := freeAddr(t)
-	config := writeConfigIn(t, dir, db.SuperuserDSN(), listen, stateDir,
+	config := configFile{DSN: db.SuperuserDSN(), Listen: listen, StateDir: stateDir,
 		// A long resend interval: only the spool can deliver within the test.
-		fmt.Sprintf("  alertmanager:\n    urls: [%q]\n    resend_interval: 1h\n", am.URL))
+		Alerts: fmt.Sprintf("  alertmanager:\n    urls: [%q]\n    resend_interval: 1h\n", am.URL)}.write(t, dir)
 	first := startBinary(t, bin, config, listen)
 
 	if _, err := db.Conn(t, "mallory").Exec(t.Context(), `SELECT email, username, password_hash FROM users`); err != nil {

@@ -23,7 +23,7 @@ const wantBlock = "sensitive:\n  - table: public.users\n    columns: [email, pas
 func TestDiscoverPrintsTheSensitiveBlock(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	db.Exec(t, discoverSchema)
-	path := writeConfigIn(t, t.TempDir(), db.SuperuserDSN(), "127.0.0.1:0", t.TempDir(), "")
+	path := configFile{DSN: db.SuperuserDSN(), Listen: "127.0.0.1:0", StateDir: t.TempDir()}.write(t, t.TempDir())
 
 	code, stdout, stderr := runCLI(t, "discover", "--config", path)
 	if code != exitOK {

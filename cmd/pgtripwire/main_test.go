@@ -144,31 +144,52 @@ func TestRunStopsCleanlyOnSIGTERM(t *testing.T) {
 	}
 }
 
-func writeConfig(t *testing.T, dsn, listen, stateDir string) string {
-	t.Helper()
-	return writeConfigIn(t, t.TempDir(), dsn, listen, stateDir, "")
+// configFile is a configuration file of the binary's as these tests write it: public.users
+// sensitive, HTTP on Listen, the alert log alerts.jsonl beside the file.
+type configFile struct {
+	DSN, Listen string
+	// Columns are public.users' sensitive columns; none: email, username and password_hash.
+	Columns []string
+	// StateDir is state_dir; "" leaves the default (state, beside the file).
+	StateDir string
+	// HTTP and Alerts are more keys of the http: and alerts: sections, each line
+	// indented by two spaces.
+	HTTP, Alerts string
+	// Sources is the body of the sources: section, indented by two spaces; "" leaves
+	// every source at its default.
+	Sources string
 }
 
-// writeConfigIn writes a config into dir (its alert log beside it) with extra YAML
-// appended under alerts:.
-func writeConfigIn(t *testing.T, dir, dsn, listen, stateDir, alertsExtra string) string {
+// write writes c into dir as pgtripwire.yaml and returns its path.
+func (c configFile) write(t *testing.T, dir string) string {
 	t.Helper()
+	columns := c.Columns
+	if len(columns) == 0 {
+		columns = []string{"email", "username", "password_hash"}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "database:\n  dsn: %q\n", c.DSN)
+	fmt.Fprintf(&b, "sensitive:\n  - table: public.users\n    columns: [%s]\n", strings.Join(columns, ", "))
+	fmt.Fprintf(&b, "http:\n  listen: %q\n%s", c.Listen, c.HTTP)
+	fmt.Fprintf(&b, "alerts:\n  file: alerts.jsonl\n%s", c.Alerts)
+	if c.StateDir != "" {
+		fmt.Fprintf(&b, "state_dir: %q\n", c.StateDir)
+	}
+	if c.Sources != "" {
+		fmt.Fprintf(&b, "sources:\n%s", c.Sources)
+	}
 	path := filepath.Join(dir, "pgtripwire.yaml")
-	body := fmt.Sprintf(`database:
-  dsn: %q
-sensitive:
-  - table: public.users
-    columns: [email, username, password_hash]
-http:
-  listen: %q
-alerts:
-  file: %q
-%sstate_dir: %q
-`, dsn, listen, filepath.Join(filepath.Dir(path), "alerts.jsonl"), alertsExtra, stateDir)
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// writeConfig writes the plainest configuration, with the state directory given, into
+// a directory of its own.
+func writeConfig(t *testing.T, dsn, listen, stateDir string) string {
+	t.Helper()
+	return configFile{DSN: dsn, Listen: listen, StateDir: stateDir}.write(t, t.TempDir())
 }
 
 func freeAddr(t *testing.T) string {

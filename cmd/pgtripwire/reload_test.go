@@ -48,15 +48,8 @@ func TestRunReloadsRulesOnSIGHUP(t *testing.T) {
 		}
 	}
 	write("1000")
-	path := writeConfigIn(t, dir, db.SuperuserDSN(), listen, filepath.Join(dir, "state"), "")
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString("rules:\n  files: [local.yml]\n"); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	path := configFile{DSN: db.SuperuserDSN(), Listen: listen, StateDir: filepath.Join(dir, "state")}.write(t, dir)
+	appendFile(t, path, "rules:\n  files: [local.yml]\n")
 
 	cmd := exec.Command(bin, "run", "--config", path)
 	var stderr bytes.Buffer

@@ -32,28 +32,10 @@ func writeSetupConfig(t *testing.T, dir, dsn, listen, slot string) string {
 	if err := os.WriteFile(web, []byte("basic_auth_users:\n  "+scrapeUser+": "+scrapeHash+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "pgtripwire.yaml")
-	body := fmt.Sprintf(`database:
-  dsn: %q
-sensitive:
-  - table: public.users
-    columns: [email, username, password_hash]
-http:
-  listen: %q
-  web_config_file: web.yml
-alerts:
-  file: alerts.jsonl
-state_dir: state
-sources:
-  wal:
-    enabled: true
-    slot: %q
-    publication: tw_pub
-`, dsn, listen, slot)
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return configFile{DSN: dsn, Listen: listen, StateDir: "state",
+		HTTP:    "  web_config_file: web.yml\n",
+		Sources: fmt.Sprintf("  wal:\n    enabled: true\n    slot: %q\n    publication: tw_pub\n", slot),
+	}.write(t, dir)
 }
 
 func runBinary(t *testing.T, bin string, args ...string) (code int, stdout, stderr string) {
@@ -324,7 +306,7 @@ func TestSetupThenMinimalConfigPagesAMassChange(t *testing.T) {
 		INSERT INTO public.users SELECT i, 'u' || i || '@example.com', 'u' || i, md5(i::text) FROM generate_series(1, 5000) i`)
 	dir := t.TempDir()
 	listen := freeAddr(t)
-	config := writeConfigIn(t, dir, db.DSN("pgtripwire"), listen, filepath.Join(dir, "state"), "  stdout: false\n")
+	config := configFile{DSN: db.DSN("pgtripwire"), Listen: listen, StateDir: filepath.Join(dir, "state"), Alerts: "  stdout: false\n"}.write(t, dir)
 
 	if code, out, stderr := runCLI(t, "setup", "--config", config, "--apply", "--dsn", db.SuperuserDSN()); code != 0 {
 		t.Fatalf("setup --apply: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
@@ -352,7 +334,7 @@ func TestMinimalConfigWithoutSetupRunsWithoutTheWALSource(t *testing.T) {
 	db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, username text, password_hash text)`)
 	dir := t.TempDir()
 	listen := freeAddr(t)
-	config := writeConfigIn(t, dir, db.SuperuserDSN(), listen, filepath.Join(dir, "state"), "  stdout: false\n")
+	config := configFile{DSN: db.SuperuserDSN(), Listen: listen, StateDir: filepath.Join(dir, "state"), Alerts: "  stdout: false\n"}.write(t, dir)
 	p := startBinary(t, bin, config, listen) // ready: the WAL source does not hold readiness back
 	waitFor(t, 10*time.Second, "the WAL source's warning", p, func() bool {
 		return strings.Contains(p.stderr.String(), "pgtripwire setup --apply")

@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgtripwire/pgtripwire/detector/source/registry"
+	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -26,38 +28,15 @@ import (
 // detector creates), with the sensitive columns given, into dir.
 func writeWALConfig(t *testing.T, dir, dsn, slot, listen string, columns ...string) string {
 	t.Helper()
-	path := filepath.Join(dir, "pgtripwire.yaml")
-	body := fmt.Sprintf(`database:
-  dsn: %q
-sensitive:
-  - table: public.users
-    columns: [%s]
-sources:
-  wal:
-    enabled: true
-    slot: %s
-    publication: %s
-  statements:
-    enabled: false
-  activity:
-    enabled: false
-  copy:
-    enabled: false
-  tables:
-    enabled: false
-  catalog:
-    enabled: false
-http:
-  listen: %q
-alerts:
-  file: %q
-  stdout: false
-state_dir: %q
-`, dsn, strings.Join(columns, ", "), slot, slot, listen, filepath.Join(dir, "alerts.jsonl"), filepath.Join(dir, "state"))
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
+	sources := fmt.Sprintf("  wal:\n    enabled: true\n    slot: %s\n    publication: %s\n", slot, slot)
+	// Every other source of the table off: one added to it is off here too.
+	for _, def := range registry.Sources {
+		if def.Name != wal.Name {
+			sources += fmt.Sprintf("  %s:\n    enabled: false\n", def.Name)
+		}
 	}
-	return path
+	return configFile{DSN: dsn, Listen: listen, Columns: columns, StateDir: filepath.Join(dir, "state"),
+		Alerts: "  stdout: false\n", Sources: sources}.write(t, dir)
 }
 
 // firingLines returns the firing lines of rule in the alert log at path.

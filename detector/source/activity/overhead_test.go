@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,13 +24,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector"
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/source"
-	"github.com/pgtripwire/pgtripwire/detector/source/activity"
 	"github.com/pgtripwire/pgtripwire/detector/source/registry"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -65,73 +63,22 @@ var benchSensitive = map[string][]string{
 // the WAL source off.
 func (bd benchDatabase) config(b *testing.B) *config.Config {
 	b.Helper()
-	cfg := config.Defaults()
-	cfg.Database.DSN = bd.db.SuperuserDSN()
-	users, err := config.NewSensitiveTable("public.users", "email", "username", "password_hash")
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := detectortest.Config(b, bd.db)
 	accounts, err := config.NewSensitiveTable("public.pgbench_accounts", "abalance")
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg.Sensitive = []config.SensitiveTable{users, accounts}
-	dir := b.TempDir()
-	cfg.HTTP.Listen = "127.0.0.1:0"
-	cfg.Alerts.File, cfg.Alerts.Stdout, cfg.StateDir = filepath.Join(dir, "alerts.jsonl"), false, filepath.Join(dir, "state")
-	for _, c := range cfg.Sources.All() {
-		everySecond(b, c.Name, c.Settings)
-	}
+	cfg.Sensitive = append(cfg.Sensitive, accounts)
+	detectortest.EverySource(b, cfg, time.Second)
 	wal.SettingsOf(cfg.Sources).Enabled = wal.Off
 	return cfg
-}
-
-// everySecond turns a polling source on at a 1 s interval. The WAL source streams: it
-// has no interval, and is left as it is.
-func everySecond(b *testing.B, name string, settings source.Settings) {
-	b.Helper()
-	switch s := settings.(type) {
-	case *source.PollSettings:
-		s.Enabled, s.Interval = true, time.Second
-	case *activity.Settings:
-		s.Enabled, s.Interval = true, time.Second
-	case *wal.Settings:
-	default:
-		b.Fatalf("source %s: settings %T: the benchmark does not know how to poll it every second", name, settings)
-	}
 }
 
 // withDetector runs f while the whole detector runs, ready.
 func (bd benchDatabase) withDetector(b *testing.B, f func()) {
 	b.Helper()
-	d, err := detector.New(bd.config(b), detector.Deps{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			b.Errorf("detector: %v", err)
-		}
-	}()
-	ready := fmt.Sprintf("http://%s/readyz", d.Addr())
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(ready)
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("detector not ready within 30s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	d := detectortest.Start(b, bd.config(b))
+	defer d.Stop()
 	f()
 }
 
@@ -332,7 +279,7 @@ func (s benchSource) loop(b *testing.B, cc *pgx.ConnConfig, h *pollCounter) *sou
 func build(b *testing.B, cc *pgx.ConnConfig, def source.Definition, h source.Health, reg prometheus.Registerer) (source.Part, source.Polled) {
 	b.Helper()
 	settings := def.Settings()
-	everySecond(b, def.Name, settings)
+	detectortest.PollEvery(b, def.Name, settings, time.Second)
 	part, err := settings.Build(source.Env{
 		Name:           def.Name,
 		Conn:           cc,
