@@ -39,6 +39,26 @@ type Event struct {
 	// observation of the same statement.
 	Rows  int64
 	Calls int64
+	// RowsRead is how many rows of Relation the statement read to produce what left it,
+	// as far as the source can tell: Rows, unless the statement folded sensitive values
+	// of many rows into few (string_agg, array_agg, json_agg, ARRAY(subquery), …: Shapes
+	// holds "folded"), when it is estimated from the blocks the statement touched
+	// (docs/sources.md says how exact that is). 0 when the source cannot know.
+	RowsRead int64
+	// Access is how the statement reached Relation's rows, as the classifier judged it
+	// from the query and the relation's indexes: "point" (equality on every column of a
+	// unique index: a lookup of one row, such as a login), "range" (a bounded range or
+	// a keyed page), "page" (an OFFSET page or a LIMIT without a key), "scan" (every
+	// row), or "" when unknown.
+	Access string
+	// Shapes name what the classifier recognised in the statement beyond the columns
+	// it reads, sorted: "folded" (values of many rows folded into few), "server_file"
+	// (values leave through a server-side file, program or large object export:
+	// COPY … TO FILE/PROGRAM, lo_export, pg_read_file), "catalog_columns" and
+	// "catalog_roles" (enumeration of user tables' columns or of roles: an intruder's
+	// reconnaissance), "dynamic_sql" (SQL built at run time). docs/classification.md
+	// lists them.
+	Shapes []string
 
 	// Changed lists, for a WAL UPDATE event, the sensitive columns whose values changed
 	// in at least one row, sorted. Complete is false when old values were not available
@@ -82,4 +102,12 @@ func (e Event) RowsPerCall() int64 {
 		return e.Rows
 	}
 	return e.Rows / e.Calls
+}
+
+// RowsReadPerCall is RowsRead divided by Calls, or RowsRead when Calls is zero.
+func (e Event) RowsReadPerCall() int64 {
+	if e.Calls <= 0 {
+		return e.RowsRead
+	}
+	return e.RowsRead / e.Calls
 }

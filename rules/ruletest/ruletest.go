@@ -421,8 +421,8 @@ func (d *decoder) input(where string, n *yaml.Node) Input {
 // eventKeys are the CEL field names an input event may set (rows_per_call
 // is derived from rows and calls).
 var eventKeys = []string{"time", "source", "database", "role", "client_addr", "application", "operation",
-	"relation", "sensitive_read", "sensitive_referenced", "complete", "rows", "calls", "query_id", "lsn",
-	"changed", "message_prefix", "kind", "object", "pid", "running_seconds"}
+	"relation", "sensitive_read", "sensitive_referenced", "complete", "rows", "calls", "rows_read", "access",
+	"shapes", "query_id", "lsn", "changed", "message_prefix", "kind", "object", "pid", "running_seconds"}
 
 func (d *decoder) event(where string, n *yaml.Node) model.Event {
 	var ev model.Event
@@ -458,8 +458,11 @@ func (d *decoder) event(where string, n *yaml.Node) model.Event {
 	str("message_prefix", &ev.MessagePrefix)
 	str("kind", &ev.Kind)
 	str("object", &ev.Object)
+	str("access", &ev.Access)
+	ev.Shapes = list("shapes")
 	ev.SensitiveRead, ev.SensitiveReferenced, ev.Changed = list("sensitive_read"), list("sensitive_referenced"), list("changed")
 	ev.Rows, ev.Calls, ev.QueryID = num("rows"), num("calls"), num("query_id")
+	ev.RowsRead = num("rows_read")
 	ev.LSN, ev.PID = uint64(num("lsn")), int32(num("pid"))
 	ev.Running = time.Duration(num("running_seconds")) * time.Second
 	if v := m.Value("complete"); v != nil {
