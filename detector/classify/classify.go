@@ -122,6 +122,45 @@ const (
 	OperationOther          = "OTHER"
 )
 
+// Access patterns (Result.Access): how a statement reaches a table's rows, judged
+// from the query and the table's indexes.
+const (
+	// AccessPoint: equality on every column (or expression) of a unique index or
+	// the primary key, conjoined at the top of the WHERE clause: at most one row
+	// per call, a lookup such as a login.
+	AccessPoint = "point"
+	// AccessRange: a bounded range or a keyed page (WHERE id > $1 ORDER BY id
+	// LIMIT $2), or equality on what is not unique.
+	AccessRange = "range"
+	// AccessPage: an OFFSET page, or a LIMIT without a predicate that bounds it.
+	AccessPage = "page"
+	// AccessScan: every row of the table (no restricting predicate).
+	AccessScan = "scan"
+)
+
+// Shapes (Result.Shapes): what a statement does beyond the columns it reads.
+const (
+	// ShapeFolded: sensitive values of many rows are folded into fewer output
+	// rows (string_agg, array_agg, json(b)_agg, xmlagg, ARRAY(subquery), a
+	// recursive CTE concatenating rows, …): the rows returned understate the
+	// rows read.
+	ShapeFolded = "folded"
+	// ShapeServerFile: values leave through the server itself: COPY … TO a file
+	// or program, lo_export, or a server file is read (pg_read_file,
+	// pg_read_binary_file, pg_ls_dir, pg_stat_file).
+	ShapeServerFile = "server_file"
+	// ShapeCatalogColumns: the columns of user tables are enumerated
+	// (information_schema.columns/tables, pg_attribute with pg_class over user
+	// schemas) rather than one named table's looked up.
+	ShapeCatalogColumns = "catalog_columns"
+	// ShapeCatalogRoles: roles are enumerated (pg_roles, pg_user, pg_shadow,
+	// pg_authid, pg_auth_members, information_schema role views).
+	ShapeCatalogRoles = "catalog_roles"
+	// ShapeDynamicSQL: SQL built at run time (DO or PL/pgSQL EXECUTE, dblink,
+	// query_to_xml with a non-literal query).
+	ShapeDynamicSQL = "dynamic_sql"
+)
+
 // Result is the classification of one SQL text.
 type Result struct {
 	// Operation is the command of the (first significant) statement.
@@ -148,6 +187,14 @@ type Result struct {
 	// joins, grouping, ordering or value-free aggregates (count), not in
 	// SensitiveRead. Sorted.
 	SensitiveReferenced []string `json:"sensitive_referenced"`
+	// Access says, for each sensitive table the statement reads or references
+	// (keyed by its schema-qualified name, as the keys of SensitiveRead), how
+	// the statement reaches its rows: AccessPoint, AccessRange, AccessPage or
+	// AccessScan. A table it cannot judge is absent.
+	Access map[string]string `json:"access,omitempty"`
+	// Shapes name what the classifier recognised beyond the columns (Shape*
+	// constants), sorted.
+	Shapes []string `json:"shapes,omitempty"`
 	// Complete is true when every part of the text was resolved. When false,
 	// the other fields are a lower bound and must not be taken as evidence
 	// that nothing sensitive was read.
