@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -128,7 +129,16 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	if d.notifier, d.pipeline, err = newAlerting(cfg, deps, d.health, eval, d.engine.Firing()); err != nil {
 		return nil, err
 	}
+	d.pipeline.applicationRoles = make(map[string]bool, len(cfg.Roles.Application))
+	for _, r := range cfg.Roles.Application {
+		d.pipeline.applicationRoles[r] = true
+	}
 
+	declared, err := declarations(cfg)
+	if err != nil {
+		_ = d.notifier.Close()
+		return nil, err
+	}
 	d.sources, err = buildSources(cfg.Sources, source.Env{
 		Conn:           connConfig,
 		SearchPath:     cfg.Database.SearchPath,
@@ -141,6 +151,7 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		Registerer:     deps.Registry,
 		Metrics:        source.NewMetrics(deps.Registry),
 		Attribution:    source.NewAttribution(0, deps.Now),
+		Declared:       declared,
 		Now:            deps.Now,
 	}, d.health)
 	if err != nil {
@@ -221,4 +232,23 @@ func sensitiveMap(tables []config.SensitiveTable) map[string][]string {
 		m[t.Table] = append(m[t.Table], t.Columns...)
 	}
 	return m
+}
+
+// declarations turns what the configuration declares about the estate into the
+// sources' terms. A loaded configuration has checked every value; one built in code
+// may not have.
+func declarations(cfg *config.Config) (source.Declarations, error) {
+	d := source.Declarations{ApplicationRoles: cfg.Roles.Application}
+	for i, a := range cfg.Replication.Allowed {
+		c := source.ReplicationClient{Role: a.Role, Application: a.Application, Local: a.ClientCIDR == "local"}
+		if a.ClientCIDR != "" && !c.Local {
+			p, err := netip.ParsePrefix(a.ClientCIDR)
+			if err != nil {
+				return d, &ConfigError{Err: fmt.Errorf("replication.allowed[%d].client_cidr: %w", i, err)}
+			}
+			c.Network = p
+		}
+		d.Replication = append(d.Replication, c)
+	}
+	return d, nil
 }

@@ -47,6 +47,10 @@ type pipeline struct {
 	now    func() time.Time
 	logger *zap.Logger
 
+	// applicationRoles are the configuration's roles.application: events of these
+	// roles are marked before evaluation.
+	applicationRoles map[string]bool
+
 	events     *prometheus.CounterVec
 	rowsRead   *prometheus.CounterVec
 	columnRows *prometheus.CounterVec
@@ -87,14 +91,19 @@ func (p *pipeline) HandleEvents(ctx context.Context, events []model.Event) error
 	now := p.now()
 	var transitions []model.Alert
 	for _, ev := range events {
+		ev.ApplicationRole = p.applicationRoles[ev.Role]
 		p.events.WithLabelValues(string(ev.Source)).Inc()
 		// An event observed while its statement runs (activity, COPY progress) carries
 		// no rows or a running total: the statements source counts the rows once the
 		// statement ends.
 		if len(ev.SensitiveRead) > 0 && ev.Running == 0 {
-			p.rowsRead.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, ev.Role).Add(float64(ev.Rows))
+			rows := ev.RowsRead // what a folding statement read, not the one row it returned
+			if rows == 0 {
+				rows = ev.Rows
+			}
+			p.rowsRead.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, ev.Role).Add(float64(rows))
 			for _, c := range ev.SensitiveRead {
-				p.columnRows.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, c).Add(float64(ev.Rows))
+				p.columnRows.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, c).Add(float64(rows))
 			}
 		}
 		transitions = append(transitions, p.eval.Eval(now, ev)...)

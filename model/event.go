@@ -17,7 +17,10 @@ type Event struct {
 
 	Database    string
 	Role        string
-	ClientAddr  string // "" when the source cannot know it
+	// ApplicationRole is true when Role is one of the configuration's
+	// roles.application: the pipeline sets it, sources leave it alone.
+	ApplicationRole bool
+	ClientAddr      string // "" when the source cannot know it
 	Application string // "" when the source cannot know it
 
 	// Operation is the statement's kind as the classifier names it ("SELECT", "COPY", …).

@@ -94,6 +94,8 @@ var eventFields = []EventField{
 		String: func(e *Event) string { return e.Database }},
 	{Name: "role", Type: FieldString, Use: UseGroup, Label: LabelRole, Optional: true,
 		String: func(e *Event) string { return e.Role }},
+	{Name: "application_role", Type: FieldBool, Use: UseGroup, Label: "application_role",
+		Bool: func(e *Event) bool { return e.ApplicationRole }},
 	{Name: "client_addr", Type: FieldString, Use: UseGroup, Label: LabelClientAddr, Optional: true,
 		String: func(e *Event) string { return e.ClientAddr }},
 	{Name: "application", Type: FieldString, Use: UseGroup, Label: LabelApplication, Optional: true,

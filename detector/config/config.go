@@ -90,6 +90,47 @@ type Config struct {
 	Sources source.Set `yaml:"sources"`
 	// Rules (rules) chooses the rules the engine evaluates.
 	Rules Rules `yaml:"rules"`
+	// Roles (roles) declares what the database's roles are for.
+	Roles Roles `yaml:"roles"`
+	// Replication (replication) declares who may open replication connections.
+	Replication Replication `yaml:"replication"`
+}
+
+// Roles is the roles section.
+type Roles struct {
+	// Application (roles.application) names the roles applications connect as.
+	// An application runs the same few statements all day: catalog enumeration
+	// (listing every table's columns, or the roles) by one of these roles is an
+	// intruder's first step through the application, and pages. Names as
+	// PostgreSQL stores them (unquoted names folded to lower case). Default none.
+	Application []string `yaml:"application"`
+}
+
+// Replication is the replication section.
+type Replication struct {
+	// Allowed (replication.allowed) are the replication connections that are
+	// expected: standbys, backup tools, logical subscribers. Any other (a
+	// walsender by another role, from another client or application:
+	// pg_basebackup copying the whole cluster, pg_receivewal, a logical slot
+	// read by someone else) pages as critical. The detector's own WAL source is
+	// always allowed. Default none.
+	Allowed []AllowedReplication `yaml:"allowed"`
+}
+
+// AllowedReplication is one expected kind of replication connection: every key
+// given must match; an absent key matches anything, but at least one is needed.
+type AllowedReplication struct {
+	// Role (replication.allowed[].role) is the connecting role.
+	Role string `yaml:"role"`
+	// ClientCIDR (replication.allowed[].client_cidr) is the network the client
+	// connects from ("10.0.3.0/24", "192.0.2.7/32", "::1/128"); "local" is a
+	// Unix-socket connection.
+	ClientCIDR string `yaml:"client_cidr"`
+	// Application (replication.allowed[].application) is the connection's
+	// application_name (a standby's cluster_name, "pg_basebackup",
+	// "pg_receivewal", a subscription's name). A client chooses it: pair it
+	// with role or client_cidr.
+	Application string `yaml:"application"`
 }
 
 // Database is the database section.

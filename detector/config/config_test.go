@@ -628,6 +628,14 @@ func TestDocs_NameEveryKey(t *testing.T) {
 				t.Errorf("docs/config.md does not document `%s`", key)
 			}
 			switch {
+			case ft == sourceSetType: // every source of the registry, with its own keys
+				for _, c := range Defaults().Sources.All() {
+					sub := key + "." + c.Name
+					if !strings.Contains(string(doc), "`"+sub+"`") {
+						t.Errorf("docs/config.md does not document `%s`", sub)
+					}
+					walk(sub+".", reflect.TypeOf(c.Settings).Elem())
+				}
 			case ft.Kind() == reflect.Struct:
 				walk(key+".", ft)
 			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -39,6 +40,52 @@ func (v *validator) validate() {
 	v.sources()
 	v.pathToFile("http.web_config_file", &v.cfg.HTTP.WebConfigFile, false)
 	v.rules()
+	v.roles()
+	v.replication()
+}
+
+func (v *validator) roles() {
+	for i, r := range v.cfg.Roles.Application {
+		path := fmt.Sprintf("roles.application[%d]", i)
+		if v.failed[path] {
+			continue
+		}
+		id, err := parseIdentifier(r)
+		if err != nil {
+			v.errorf(path, "%v", err)
+			continue
+		}
+		v.cfg.Roles.Application[i] = id
+	}
+}
+
+func (v *validator) replication() {
+	for i := range v.cfg.Replication.Allowed {
+		a, base := &v.cfg.Replication.Allowed[i], fmt.Sprintf("replication.allowed[%d]", i)
+		if v.failed[base] {
+			continue
+		}
+		if *a == (AllowedReplication{}) {
+			v.errorf(base, "empty; give at least one of role, client_cidr, application (an empty entry would allow every replication connection)")
+			continue
+		}
+		if a.Role != "" {
+			id, err := parseIdentifier(a.Role)
+			if err != nil {
+				v.errorf(base+".role", "%v", err)
+			} else {
+				a.Role = id
+			}
+		}
+		if a.ClientCIDR != "" && a.ClientCIDR != "local" {
+			p, err := netip.ParsePrefix(a.ClientCIDR)
+			if err != nil {
+				v.errorf(base+".client_cidr", "%s is not a network in CIDR form (e.g. \"10.0.3.0/24\", \"192.0.2.7/32\") nor \"local\"", quote(a.ClientCIDR))
+			} else if p != p.Masked() {
+				v.errorf(base+".client_cidr", "%s has host bits set; write the network, %s", quote(a.ClientCIDR), p.Masked())
+			}
+		}
+	}
 }
 
 // rules anchors the rule file patterns to the config file's directory and checks

@@ -17,6 +17,7 @@ package source
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"time"
 
@@ -153,6 +154,8 @@ type Env struct {
 	// Replication is the detector's own slot and publication when a source streams
 	// from them (the WAL source, on or auto); zero otherwise.
 	Replication Replication
+	// Declared is what the configuration says about the estate.
+	Declared Declarations
 
 	Sink        Sink
 	Health      Health
@@ -162,6 +165,41 @@ type Env struct {
 	Attribution *Attribution
 	// Now is the clock that stamps events.
 	Now func() time.Time
+}
+
+// Declarations are what the operator declared about the estate, for the sources that
+// judge what they see against it.
+type Declarations struct {
+	// ApplicationRoles are the roles applications connect as (roles.application).
+	ApplicationRoles []string
+	// Replication are the expected replication connections (replication.allowed).
+	Replication []ReplicationClient
+}
+
+// ReplicationClient is one expected kind of replication connection: every field set
+// must match; an empty one matches anything.
+type ReplicationClient struct {
+	Role string
+	// Network is the client's network; Local matches Unix-socket connections.
+	Network     netip.Prefix
+	Local       bool
+	Application string
+}
+
+// Matches reports whether a connection by role from addr ("" or "local" for a Unix
+// socket) with application matches c.
+func (c ReplicationClient) Matches(role, addr, application string) bool {
+	if c.Role != "" && c.Role != role || c.Application != "" && c.Application != application {
+		return false
+	}
+	switch {
+	case c.Local:
+		return addr == "" || addr == "local"
+	case c.Network.IsValid():
+		a, err := netip.ParseAddr(addr)
+		return err == nil && c.Network.Contains(a.Unmap())
+	}
+	return true
 }
 
 // Replication names the detector's own logical replication slot and publication.

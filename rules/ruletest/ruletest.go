@@ -420,7 +420,7 @@ func (d *decoder) input(where string, n *yaml.Node) Input {
 
 // eventKeys are the CEL field names an input event may set (rows_per_call
 // is derived from rows and calls).
-var eventKeys = []string{"time", "source", "database", "role", "client_addr", "application", "operation",
+var eventKeys = []string{"time", "source", "database", "role", "application_role", "client_addr", "application", "operation",
 	"relation", "sensitive_read", "sensitive_referenced", "complete", "rows", "calls", "rows_read", "access",
 	"shapes", "query_id", "lsn", "changed", "message_prefix", "kind", "object", "pid", "running_seconds"}
 
@@ -467,6 +467,9 @@ func (d *decoder) event(where string, n *yaml.Node) model.Event {
 	ev.Running = time.Duration(num("running_seconds")) * time.Second
 	if v := m.Value("complete"); v != nil {
 		ev.Complete, _ = d.Bool(v, where+".complete")
+	}
+	if v := m.Value("application_role"); v != nil {
+		ev.ApplicationRole, _ = d.Bool(v, where+".application_role")
 	}
 	if v := m.Value("time"); v != nil {
 		ev.Time, _ = d.timestamp(v, where+".time")
