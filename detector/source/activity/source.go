@@ -174,6 +174,8 @@ func (l *live) events(now time.Time, b backend, res classify.Result, rels []stri
 		Operation:   res.Operation,
 		Complete:    res.Complete,
 		Rows:        rows,
+		RowsRead:    rows,
+		Shapes:      res.Shapes,
 		Kind:        kind,
 		PID:         b.pid,
 		Running:     b.running,
@@ -185,6 +187,7 @@ func (l *live) events(now time.Time, b backend, res classify.Result, rels []stri
 		ev.Relation = rel
 		ev.SensitiveRead = classify.ColumnsOf(rel, res.SensitiveRead)
 		ev.SensitiveReferenced = classify.ColumnsOf(rel, res.SensitiveReferenced)
+		ev.Access = res.Access[rel]
 		events = append(events, ev)
 	}
 	if len(rels) == 0 {

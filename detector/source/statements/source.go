@@ -122,7 +122,7 @@ func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
 //
 // pg_stat_statements shows a NULL queryid for other roles' entries when the detector's
 // role lacks pg_read_all_stats: those rows are read too, to report the blind spot.
-const pollQuery = `SELECT userid, dbid, toplevel, queryid, calls, rows
+const pollQuery = `SELECT userid, dbid, toplevel, queryid, calls, rows, shared_blks_hit + shared_blks_read
 FROM pg_stat_statements(false)
 WHERE dbid = $1`
 
@@ -165,7 +165,7 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 	var e entry
 	var queryID pgtype.Int8
 	hidden := 0
-	_, err = pgx.ForEachRow(rows, []any{&e.userID, &e.dbID, &e.topLevel, &queryID, &e.calls, &e.rows}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&e.userID, &e.dbID, &e.topLevel, &queryID, &e.calls, &e.rows, &e.blocks}, func() error {
 		if !queryID.Valid {
 			hidden++
 			return nil
@@ -211,7 +211,12 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 			return err
 		}
 	}
-	events := s.events(now, dbName, deltas)
+	events, folded := s.events(now, dbName, deltas)
+	if len(folded) > 0 {
+		if err := s.estimateFolded(ctx, conn, events, folded); err != nil {
+			return err
+		}
+	}
 	if err := s.sink.HandleEvents(ctx, events); err != nil {
 		return fmt.Errorf("hand over %d events: %w", len(events), err)
 	}
@@ -413,8 +418,21 @@ func (s *Source) loadCatalog(ctx context.Context, conn *pgx.Conn, now time.Time)
 // sensitive relation it touches. A FETCH is classified as the cursor it reads, and its
 // events carry the DECLARE's statement. A statement that returned rows but could not be
 // classified, and touches no sensitive table we can name, still yields one event,
-// with no relation: an unreadable statement is never evidence of safety.
-func (s *Source) events(now time.Time, dbName string, deltas []delta) []model.Event {
+// with no relation: an unreadable statement is never evidence of safety. So does a
+// statement of a shape rules look for whatever table it reads (a server-side file,
+// catalog enumeration, dynamic SQL).
+//
+// Events of statements nested in another (pg_stat_statements.track = all: the query
+// of a COPY (…) TO, the statements of a function) are dropped when a top-level
+// statement of the same role made an event about the same relation in the same poll:
+// one read by one session is one read, whatever its nesting. A nested statement whose
+// caller made no such event (dynamic SQL in a DO block, whose text names no table) is
+// how the read gets a role.
+//
+// RowsRead is Rows, except for statements that fold sensitive values of many rows into
+// few: their events are returned in folded (indexes into events, with the blocks each
+// call touched), for estimateFolded.
+func (s *Source) events(now time.Time, dbName string, deltas []delta) (events []model.Event, folded []foldedEvent) {
 	s.classifyNew(deltas)
 	results := make([]classify.Result, len(deltas))
 	for i, d := range deltas {
@@ -425,7 +443,12 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) []model.Ev
 		}
 	}
 
-	var events []model.Event
+	type read struct {
+		role     uint32
+		relation string
+	}
+	topLevel := map[read]bool{}
+	nested := map[int]read{} // index in events of nested statements' events
 	for i, d := range deltas {
 		res, calls, statement := results[i], d.calls, ""
 		switch {
@@ -454,14 +477,16 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) []model.Ev
 			Operation: res.Operation,
 			Complete:  res.Complete,
 			Rows:      d.rows,
+			RowsRead:  d.rows,
 			Calls:     calls,
+			Shapes:    res.Shapes,
 			QueryID:   d.queryID,
 		}
 		if addr, app, ok := s.cfg.Attribution.Lookup(d.queryID, base.Role); ok {
 			base.ClientAddr, base.Application = addr, app
 		}
 		rels := res.SensitiveRelations(s.sensitive)
-		unnamed := len(rels) == 0 && !res.Complete && d.rows > 0
+		unnamed := len(rels) == 0 && (!res.Complete && d.rows > 0 || shapedForRules(res))
 		if len(rels) == 0 && !unnamed {
 			continue
 		}
@@ -470,18 +495,60 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) []model.Ev
 		if statement == "" {
 			base.Statement = s.statement(d.queryID)
 		}
+		isFolded := slices.Contains(res.Shapes, classify.ShapeFolded)
 		for _, rel := range rels {
 			ev := base
 			ev.Relation = rel
 			ev.SensitiveRead = classify.ColumnsOf(rel, res.SensitiveRead)
 			ev.SensitiveReferenced = classify.ColumnsOf(rel, res.SensitiveReferenced)
+			ev.Access = res.Access[rel]
+			key := read{d.userID, rel}
+			if d.topLevel {
+				topLevel[key] = true
+			} else {
+				nested[len(events)] = key
+			}
+			if isFolded && len(ev.SensitiveRead) > 0 && d.calls > 0 {
+				folded = append(folded, foldedEvent{index: len(events), blocksPerCall: d.blocks / d.calls})
+			}
 			events = append(events, ev)
 		}
 		if unnamed {
 			events = append(events, base)
 		}
 	}
-	return events
+	if len(nested) == 0 {
+		return events, folded
+	}
+	// Drop the nested events a top-level one covers, keeping folded's indexes right.
+	kept, renumber := events[:0], make(map[int]int, len(events))
+	for i, ev := range events {
+		if key, ok := nested[i]; ok && topLevel[key] {
+			continue
+		}
+		renumber[i] = len(kept)
+		kept = append(kept, ev)
+	}
+	out := folded[:0]
+	for _, f := range folded {
+		if j, ok := renumber[f.index]; ok {
+			f.index = j
+			out = append(out, f)
+		}
+	}
+	return kept, out
+}
+
+// shapedForRules reports whether a statement that touches no sensitive table still
+// makes an event: rules page on these shapes whatever table they read.
+func shapedForRules(res classify.Result) bool {
+	for _, sh := range res.Shapes {
+		switch sh {
+		case classify.ShapeServerFile, classify.ShapeCatalogColumns, classify.ShapeCatalogRoles, classify.ShapeDynamicSQL:
+			return true
+		}
+	}
+	return false
 }
 
 // classifyNew classifies the statements of deltas not classified yet and reports

@@ -12,6 +12,9 @@ type entryKey struct {
 type counters struct {
 	calls int64
 	rows  int64
+	// blocks are the shared buffer blocks the statement touched (hit or read): what a
+	// statement that folds many rows into one read, when its rows do not say.
+	blocks int64
 }
 
 type entry struct {
@@ -61,8 +64,8 @@ func (t *tracker) observe(snapshot []entry) (deltas []delta, commit func()) {
 			continue
 		}
 		d := e.counters
-		if p, ok := t.prev[e.entryKey]; ok && e.calls >= p.calls && e.rows >= p.rows {
-			d = counters{calls: e.calls - p.calls, rows: e.rows - p.rows}
+		if p, ok := t.prev[e.entryKey]; ok && e.calls >= p.calls && e.rows >= p.rows && e.blocks >= p.blocks {
+			d = counters{calls: e.calls - p.calls, rows: e.rows - p.rows, blocks: e.blocks - p.blocks}
 		}
 		if d.calls > 0 || d.rows > 0 {
 			deltas = append(deltas, delta{entryKey: e.entryKey, counters: d})

@@ -6,11 +6,11 @@ import (
 )
 
 func e(query int64, calls, rows int64) entry {
-	return entry{entryKey{userID: 10, dbID: 5, queryID: query, topLevel: true}, counters{calls, rows}}
+	return entry{entryKey{userID: 10, dbID: 5, queryID: query, topLevel: true}, counters{calls: calls, rows: rows}}
 }
 
 func d(query int64, calls, rows int64) delta {
-	return delta{entryKey{userID: 10, dbID: 5, queryID: query, topLevel: true}, counters{calls, rows}}
+	return delta{entryKey{userID: 10, dbID: 5, queryID: query, topLevel: true}, counters{calls: calls, rows: rows}}
 }
 
 func TestTrackerDeltas(t *testing.T) {
@@ -80,5 +80,29 @@ func TestTrackerForget(t *testing.T) {
 	got, _ := tr.observe([]entry{e(1, 200, 200000)})
 	if !slices.Equal(got, []delta{d(1, 200, 200000)}) {
 		t.Fatalf("got %v, want the whole counter after a reset", got)
+	}
+}
+
+func TestFoldedRows(t *testing.T) {
+	tests := []struct {
+		name   string
+		blocks int64
+		size   tableSize
+		want   int64
+	}{
+		{"a sequential scan of the whole table", 250, tableSize{tuples: 20000, pages: 250}, 20000},
+		{"blocks of indexes and other tables never make more than the table", 900, tableSize{tuples: 20000, pages: 250}, 20000},
+		{"an index range touching a few pages", 3, tableSize{tuples: 20000, pages: 250}, 240},
+		{"a table never analyzed: its live tuples in its pages", 10, tableSize{tuples: 800, pages: 10}, 800},
+		{"an empty table", 5, tableSize{}, 0},
+		{"no blocks", 0, tableSize{tuples: 100, pages: 1}, 0},
+		{"a table with tuples but no page yet counted", 2, tableSize{tuples: 50}, 50},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := foldedRows(tt.blocks, tt.size); got != tt.want {
+				t.Errorf("foldedRows(%d, %+v): got %d, want %d", tt.blocks, tt.size, got, tt.want)
+			}
+		})
 	}
 }

@@ -155,11 +155,13 @@ func (s *Source) Observe(events []model.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ev := range events {
-		if ev.Source != statements.Name || ev.Relation == "" || ev.Rows <= 0 {
+		// RowsRead: a statement folding a whole table into one row read every tuple.
+		rows := max(ev.Rows, ev.RowsRead)
+		if ev.Source != statements.Name || ev.Relation == "" || rows <= 0 {
 			continue
 		}
 		if _, ok := s.cfg.Sensitive[ev.Relation]; ok {
-			s.observed[ev.Relation] = append(s.observed[ev.Relation], amount{now, ev.Rows})
+			s.observed[ev.Relation] = append(s.observed[ev.Relation], amount{now, rows})
 		}
 	}
 }
