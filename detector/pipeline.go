@@ -97,10 +97,7 @@ func (p *pipeline) HandleEvents(ctx context.Context, events []model.Event) error
 		// no rows or a running total: the statements source counts the rows once the
 		// statement ends.
 		if len(ev.SensitiveRead) > 0 && ev.Running == 0 {
-			rows := ev.RowsRead // what a folding statement read, not the one row it returned
-			if rows == 0 {
-				rows = ev.Rows
-			}
+			rows := ev.ReadRows() // what a folding statement read, not the one row it returned
 			p.rowsRead.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, ev.Role).Add(float64(rows))
 			for _, c := range ev.SensitiveRead {
 				p.columnRows.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, c).Add(float64(rows))

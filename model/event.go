@@ -46,7 +46,8 @@ type Event struct {
 	// as far as the source can tell: Rows, unless the statement folded sensitive values
 	// of many rows into few (string_agg, array_agg, json_agg, ARRAY(subquery), …: Shapes
 	// holds "folded"), when it is estimated from the blocks the statement touched
-	// (docs/sources.md says how exact that is). 0 when the source cannot know.
+	// (docs/sources.md says how exact that is). A source that does not estimate it
+	// leaves it 0: rules then see Rows (ReadRows).
 	RowsRead int64
 	// Access is how the statement reached Relation's rows, as the classifier judged it
 	// from the query and the relation's indexes: "point" (equality on every column of a
@@ -107,10 +108,14 @@ func (e Event) RowsPerCall() int64 {
 	return e.Rows / e.Calls
 }
 
-// RowsReadPerCall is RowsRead divided by Calls, or RowsRead when Calls is zero.
-func (e Event) RowsReadPerCall() int64 {
+// ReadRows is the rows the event's statement read as rules see them (rows_read):
+// RowsRead, or Rows when that is more (a source that does not estimate RowsRead).
+func (e Event) ReadRows() int64 { return max(e.RowsRead, e.Rows) }
+
+// ReadRowsPerCall is ReadRows divided by Calls, or ReadRows when Calls is zero.
+func (e Event) ReadRowsPerCall() int64 {
 	if e.Calls <= 0 {
-		return e.RowsRead
+		return e.ReadRows()
 	}
-	return e.RowsRead / e.Calls
+	return e.ReadRows() / e.Calls
 }

@@ -156,7 +156,7 @@ func (s *Source) Observe(events []model.Event) {
 	defer s.mu.Unlock()
 	for _, ev := range events {
 		// RowsRead: a statement folding a whole table into one row read every tuple.
-		rows := max(ev.Rows, ev.RowsRead)
+		rows := ev.ReadRows()
 		if ev.Source != statements.Name || ev.Relation == "" || rows <= 0 {
 			continue
 		}
