@@ -49,6 +49,11 @@ type Event struct {
 	// (docs/sources.md says how exact that is). A source that does not estimate it
 	// leaves it 0: rules then see Rows (ReadRows).
 	RowsRead int64
+	// Visited is how many tuples of Relation the statement visited, read or not, as far
+	// as the source can estimate (the blocks it touched, for all but point lookups): a
+	// SELECT count(*) or a listing sorted by an unindexed column visits every tuple and
+	// returns few. It explains the table counters' reads; 0 when unknown.
+	Visited int64
 	// Access is how the statement reached Relation's rows, as the classifier judged it
 	// from the query and the relation's indexes: "point" (equality on every column of a
 	// unique index: a lookup of one row, such as a login), "range" (a bounded range or

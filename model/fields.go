@@ -120,6 +120,8 @@ var eventFields = []EventField{
 		Int: func(e *Event) int64 { return e.ReadRows() }},
 	{Name: "rows_read_per_call", Type: FieldInt, Use: UseValue,
 		Int: func(e *Event) int64 { return e.ReadRowsPerCall() }},
+	{Name: "rows_visited", Type: FieldInt, Use: UseValue,
+		Int: func(e *Event) int64 { return e.Visited }},
 	{Name: "access", Type: FieldString, Use: UseGroup, Label: "access", Optional: true,
 		String: func(e *Event) string { return e.Access }},
 	{Name: "shapes", Type: FieldList, Use: UseGroup, Label: "shapes",

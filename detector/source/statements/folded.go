@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -22,12 +22,18 @@ import (
 // the usual fold, a sequential scan of the whole table, and close for a fold over an
 // index range. docs/sources.md says so.
 
-// foldedEvent is an event of a folding statement: events[index], whose calls each
-// touched blocksPerCall blocks.
-type foldedEvent struct {
+// estimate is an event whose tuples visited (and, for a folding statement, rows read)
+// are estimated from blocks: events[index], whose calls each touched blocksPerCall
+// blocks.
+type estimate struct {
 	index         int
 	blocksPerCall int64
+	folded        bool
 }
+
+// sizesTTL is how long table sizes are reused: they move slowly, and a poll that needs
+// them comes every second.
+const sizesTTL = 10 * time.Second
 
 // tableSize is what PostgreSQL knows of a table's size: tuples in pages.
 type tableSize struct {
@@ -50,15 +56,37 @@ SELECT t.idx,
 FROM t JOIN pg_class c ON c.oid = t.relid AND c.relkind IN ('r', 'm', 'p')
 GROUP BY t.idx`
 
-// estimateFolded sets the RowsRead of folded events from the blocks their statements
-// touched, reading the sizes of the tables they are about.
-func (s *Source) estimateFolded(ctx context.Context, conn *pgx.Conn, events []model.Event, folded []foldedEvent) error {
-	var tables []string
-	for _, f := range folded {
-		if rel := events[f.index].Relation; !slices.Contains(tables, rel) {
-			tables = append(tables, rel)
+// estimate sets the Visited of the events from the blocks their statements touched,
+// and the RowsRead of folding statements' events, from the sizes of the tables they are
+// about.
+func (s *Source) estimate(ctx context.Context, conn *pgx.Conn, now time.Time, events []model.Event, estimates []estimate) error {
+	if err := s.refreshSizes(ctx, conn, now, events, estimates); err != nil {
+		return err
+	}
+	for _, e := range estimates {
+		ev := &events[e.index]
+		perCall := foldedRows(e.blocksPerCall, s.sizes[ev.Relation])
+		ev.Visited = max(ev.Rows, perCall*max(ev.Calls, 1))
+		if e.folded {
+			ev.RowsRead = ev.Visited
 		}
 	}
+	return nil
+}
+
+// refreshSizes reads the sizes of the events' tables when they are older than sizesTTL
+// or not known yet.
+func (s *Source) refreshSizes(ctx context.Context, conn *pgx.Conn, now time.Time, events []model.Event, estimates []estimate) error {
+	stale := now.Sub(s.sizesAt) >= sizesTTL
+	for _, e := range estimates {
+		if _, ok := s.sizes[events[e.index].Relation]; !ok {
+			stale = true
+		}
+	}
+	if !stale {
+		return nil
+	}
+	tables := s.sensitive
 	schemas, names := make([]string, len(tables)), make([]string, len(tables))
 	for i, t := range tables {
 		schema, name, err := catalog.ParseQualifiedName(t)
@@ -68,6 +96,9 @@ func (s *Source) estimateFolded(ctx context.Context, conn *pgx.Conn, events []mo
 		schemas[i], names[i] = schema, name
 	}
 	sizes := make(map[string]tableSize, len(tables))
+	for _, t := range tables {
+		sizes[t] = tableSize{} // a table that does not exist (yet) has no size
+	}
 	rows, err := conn.Query(ctx, sizesQuery, schemas, names)
 	if err != nil {
 		return fmt.Errorf("estimate rows read: read table sizes: %w", err)
@@ -82,11 +113,7 @@ func (s *Source) estimateFolded(ctx context.Context, conn *pgx.Conn, events []mo
 	}); err != nil {
 		return fmt.Errorf("estimate rows read: read table sizes: %w", err)
 	}
-	for _, f := range folded {
-		ev := &events[f.index]
-		perCall := foldedRows(f.blocksPerCall, sizes[ev.Relation])
-		ev.RowsRead = max(ev.Rows, perCall*max(ev.Calls, 1))
-	}
+	s.sizes, s.sizesAt = sizes, now
 	return nil
 }
 

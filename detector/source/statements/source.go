@@ -78,7 +78,9 @@ type Source struct {
 	dealloc         int64
 	infoKnown       bool
 	pollsSincePrune int
-	hidden          int // entries whose queryid the server hides from the detector's role
+	hidden          int                  // entries whose queryid the server hides from the detector's role
+	sizes           map[string]tableSize // the sensitive tables' sizes, for estimates
+	sizesAt         time.Time
 }
 
 // New returns a source that hands its events to sink.
@@ -211,9 +213,9 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 			return err
 		}
 	}
-	events, folded := s.events(now, dbName, deltas)
-	if len(folded) > 0 {
-		if err := s.estimateFolded(ctx, conn, events, folded); err != nil {
+	events, estimates := s.events(now, dbName, deltas)
+	if len(estimates) > 0 {
+		if err := s.estimate(ctx, conn, now, events, estimates); err != nil {
 			return err
 		}
 	}
@@ -432,7 +434,7 @@ func (s *Source) loadCatalog(ctx context.Context, conn *pgx.Conn, now time.Time)
 // RowsRead is Rows, except for statements that fold sensitive values of many rows into
 // few: their events are returned in folded (indexes into events, with the blocks each
 // call touched), for estimateFolded.
-func (s *Source) events(now time.Time, dbName string, deltas []delta) (events []model.Event, folded []foldedEvent) {
+func (s *Source) events(now time.Time, dbName string, deltas []delta) (events []model.Event, estimates []estimate) {
 	s.classifyNew(deltas)
 	results := make([]classify.Result, len(deltas))
 	for i, d := range deltas {
@@ -486,8 +488,9 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) (events []
 			base.ClientAddr, base.Application = addr, app
 		}
 		rels := res.SensitiveRelations(s.sensitive)
+		touched := s.touchedOnly(res, rels)
 		unnamed := len(rels) == 0 && (!res.Complete && d.rows > 0 || shapedForRules(res))
-		if len(rels) == 0 && !unnamed {
+		if len(rels) == 0 && len(touched) == 0 && !unnamed {
 			continue
 		}
 		// Redacted only now, for the few statements that make events.
@@ -496,20 +499,22 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) (events []
 			base.Statement = s.statement(d.queryID)
 		}
 		isFolded := slices.Contains(res.Shapes, classify.ShapeFolded)
-		for _, rel := range rels {
+		for _, rel := range append(rels, touched...) {
 			ev := base
 			ev.Relation = rel
 			ev.SensitiveRead = classify.ColumnsOf(rel, res.SensitiveRead)
 			ev.SensitiveReferenced = classify.ColumnsOf(rel, res.SensitiveReferenced)
 			ev.Access = res.Access[rel]
+			ev.Visited = d.rows
 			key := read{d.userID, rel}
 			if d.topLevel {
 				topLevel[key] = true
 			} else {
 				nested[len(events)] = key
 			}
-			if isFolded && len(ev.SensitiveRead) > 0 && d.calls > 0 {
-				folded = append(folded, foldedEvent{index: len(events), blocksPerCall: d.blocks / d.calls})
+			if ev.Access != classify.AccessPoint && d.calls > 0 {
+				estimates = append(estimates, estimate{index: len(events), blocksPerCall: d.blocks / d.calls,
+					folded: isFolded && len(ev.SensitiveRead) > 0})
 			}
 			events = append(events, ev)
 		}
@@ -518,9 +523,9 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) (events []
 		}
 	}
 	if len(nested) == 0 {
-		return events, folded
+		return events, estimates
 	}
-	// Drop the nested events a top-level one covers, keeping folded's indexes right.
+	// Drop the nested events a top-level one covers, keeping estimates' indexes right.
 	kept, renumber := events[:0], make(map[int]int, len(events))
 	for i, ev := range events {
 		if key, ok := nested[i]; ok && topLevel[key] {
@@ -529,14 +534,31 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) (events []
 		renumber[i] = len(kept)
 		kept = append(kept, ev)
 	}
-	out := folded[:0]
-	for _, f := range folded {
-		if j, ok := renumber[f.index]; ok {
-			f.index = j
-			out = append(out, f)
+	out := estimates[:0]
+	for _, e := range estimates {
+		if j, ok := renumber[e.index]; ok {
+			e.index = j
+			out = append(out, e)
 		}
 	}
 	return kept, out
+}
+
+// touchedOnly lists the sensitive tables a complete statement reaches without using
+// their sensitive columns (SELECT count(*) FROM users, a listing of ids sorted by an
+// unindexed column): their events carry no columns and page nothing, but say how many
+// tuples the statement visited, which explains the table counters' reads.
+func (s *Source) touchedOnly(res classify.Result, used []string) []string {
+	if !res.Complete {
+		return nil // SensitiveRelations already lists every table it mentions
+	}
+	var touched []string
+	for _, rel := range res.Relations {
+		if _, sensitive := slices.BinarySearch(s.sensitive, rel); sensitive && !slices.Contains(used, rel) {
+			touched = append(touched, rel)
+		}
+	}
+	return touched
 }
 
 // shapedForRules reports whether a statement that touches no sensitive table still

@@ -12,16 +12,16 @@
 //   - reads = Δseq_tup_read + the index fetches beyond LookupRowsPerScan per index scan
 //     (Δidx_tup_fetch − LookupRowsPerScan·Δidx_scan, at least 0): ordinary lookups fetch
 //     a row or a few per index scan and are never counted; a bulk index read is.
-//   - explained = rows returned by statement events about the table (the statements
-//     source's, handed to Observe), within CreditTTL before or Grace after the reads.
+//   - explained = tuples visited by statements about the table (the statements
+//     source's events, handed to Observe: the rows they returned, or the tuples their
+//     blocks hold — a SELECT count(*), a fold, a listing sorted by an unindexed column
+//     visit every tuple), within CreditTTL before or Grace after the reads.
 //   - reads not explained after Grace, when at least MinRows, make one event.
 //
-// Imprecision it does not hide: a full scan by a statement that touches no sensitive
-// column (SELECT count(*), a report on other columns, a filter on an unindexed column)
-// is unexplained too; a sequential scan reads every tuple of the table even when it
-// returns one row; index-only scans fetch no tuples and are invisible; a large
-// explained read in the same window can cover a smaller unexplained one. It is evidence
-// for a warning, not proof.
+// Imprecision it does not hide: a statement's visits are estimated from the blocks it
+// touched (an upper bound: index blocks count as table blocks), so a large explained
+// read in the same window can cover a smaller unexplained one; index-only scans fetch
+// no tuples and are invisible. It is evidence for a warning, not proof.
 package tables
 
 import (
@@ -155,8 +155,9 @@ func (s *Source) Observe(events []model.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ev := range events {
-		// RowsRead: a statement folding a whole table into one row read every tuple.
-		rows := ev.ReadRows()
+		// A statement explains the tuples it visited, whether it returned them or not:
+		// a fold, a count(*), a listing sorted by an unindexed column.
+		rows := max(ev.ReadRows(), ev.Visited)
 		if ev.Source != statements.Name || ev.Relation == "" || rows <= 0 {
 			continue
 		}
