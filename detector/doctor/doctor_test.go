@@ -104,3 +104,51 @@ func TestWALAutoWithoutSetup(t *testing.T) {
 		}
 	}
 }
+
+// TestTrackTop: with pg_stat_statements.track = top (PostgreSQL's default) doctor warns
+// that statements inside functions and DO blocks — the dynamic SQL an intruder builds —
+// are not counted, and gives the line that counts them; with all, it is fine.
+func TestTrackTop(t *testing.T) {
+	for _, tc := range []struct {
+		track string
+		want  []string
+		not   []string
+	}{
+		{"top", []string{
+			"! pg_stat_statements.track: top: statements run inside functions and DO blocks are not counted",
+			"the dynamic SQL an intruder builds in a DO block or a function",
+			"what PL/pgSQL, SQL and SECURITY DEFINER functions read",
+			"seen only by the table counters (UnexplainedSensitiveReads)",
+			"    fix: in postgresql.conf: pg_stat_statements.track = all   (then SELECT pg_reload_conf();)\n",
+			"    fix: or as a superuser: ALTER SYSTEM SET pg_stat_statements.track = 'all'; SELECT pg_reload_conf();\n",
+		}, nil},
+		{"all", []string{"✓ pg_stat_statements.track: all\n"}, []string{"pg_stat_statements.track = all"}},
+	} {
+		t.Run(tc.track, func(t *testing.T) {
+			db := pgtest.NewDatabaseIn(t, pgtest.NewServer(t, map[string]string{"pg_stat_statements.track": tc.track}))
+			db.Exec(t, `CREATE TABLE public.users (id int, email text)`)
+			rep, err := doctor.Run(t.Context(), db.Conn(t, "postgres"), doctor.Options{
+				Tables: []config.SensitiveTable{mustTable(t, "public.users")},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b bytes.Buffer
+			if err := rep.Write(&b); err != nil {
+				t.Fatal(err)
+			}
+			out := b.String()
+			t.Logf("\n%s", out)
+			for _, want := range tc.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("report lacks %q", want)
+				}
+			}
+			for _, not := range tc.not {
+				if strings.Contains(out, not) {
+					t.Errorf("report has %q", not)
+				}
+			}
+		})
+	}
+}
