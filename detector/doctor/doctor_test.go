@@ -30,12 +30,7 @@ func TestRoleWithoutRights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b bytes.Buffer
-	if err := rep.Write(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	t.Logf("\n%s", out)
+	out := written(t, rep)
 	if !rep.Failed() {
 		t.Error("Failed() is false")
 	}
@@ -55,6 +50,17 @@ func TestRoleWithoutRights(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
+}
+
+// written is the report as doctor prints it, logged.
+func written(t *testing.T, rep *doctor.Report) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := rep.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", b.String())
+	return b.String()
 }
 
 func mustTable(t *testing.T, name string) config.SensitiveTable {
@@ -81,12 +87,7 @@ func TestWALAutoWithoutSetup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b bytes.Buffer
-	if err := rep.Write(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	t.Logf("\n%s", out)
+	out := written(t, rep)
 	const off = "sources.wal.enabled is auto, so the WAL source is off"
 	for _, want := range []string{
 		"! role " + role + " replication: no REPLICATION: " + off,
@@ -133,12 +134,7 @@ func TestTrackTop(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var b bytes.Buffer
-			if err := rep.Write(&b); err != nil {
-				t.Fatal(err)
-			}
-			out := b.String()
-			t.Logf("\n%s", out)
+			out := written(t, rep)
 			for _, want := range tc.want {
 				if !strings.Contains(out, want) {
 					t.Errorf("report lacks %q", want)
