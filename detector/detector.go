@@ -151,6 +151,7 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		Registerer:     deps.Registry,
 		Metrics:        source.NewMetrics(deps.Registry),
 		Attribution:    source.NewAttribution(0, deps.Now),
+		Readers:        source.NewReaders(0),
 		Declared:       declared,
 		Now:            deps.Now,
 	}, d.health)

@@ -268,13 +268,24 @@ func (d *doctor) pgssTrack(ctx context.Context) error {
 	case v == "all":
 		d.add(OK, "pg_stat_statements.track", "all")
 	case v == "top":
-		d.add(Warn, "pg_stat_statements.track", "top: reads inside functions are not counted",
-			"in postgresql.conf: pg_stat_statements.track = all   (then SELECT pg_reload_conf();)")
+		d.add(Warn, "pg_stat_statements.track", trackTopHides, trackAllFix...)
 	default:
-		d.add(Fail, "pg_stat_statements.track", v+": no statement is counted",
-			"in postgresql.conf: pg_stat_statements.track = all   (then SELECT pg_reload_conf();)")
+		d.add(Fail, "pg_stat_statements.track", v+": no statement is counted", trackAllFix...)
 	}
 	return nil
+}
+
+// trackTopHides is what pg_stat_statements.track = top hides from the statements source.
+const trackTopHides = "top: statements run inside functions and DO blocks are not counted — the dynamic SQL " +
+	"an intruder builds in a DO block or a function (EXECUTE with table and column names assembled from pieces), " +
+	"and what PL/pgSQL, SQL and SECURITY DEFINER functions read; only the outer statement is counted, with the " +
+	"rows it returned (none for a DO block). Those reads are seen only by the table counters " +
+	"(UnexplainedSensitiveReads): no columns, and a role only when the activity sampler saw the session holding the table"
+
+// trackAllFix sets pg_stat_statements.track = all; a reload is enough.
+var trackAllFix = []string{
+	"in postgresql.conf: pg_stat_statements.track = all   (then SELECT pg_reload_conf();)",
+	"or as a superuser: ALTER SYSTEM SET pg_stat_statements.track = 'all'; SELECT pg_reload_conf();",
 }
 
 func (d *doctor) trackUtility(ctx context.Context) error {

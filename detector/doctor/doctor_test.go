@@ -30,12 +30,7 @@ func TestRoleWithoutRights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b bytes.Buffer
-	if err := rep.Write(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	t.Logf("\n%s", out)
+	out := written(t, rep)
 	if !rep.Failed() {
 		t.Error("Failed() is false")
 	}
@@ -55,6 +50,17 @@ func TestRoleWithoutRights(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
+}
+
+// written is the report as doctor prints it, logged.
+func written(t *testing.T, rep *doctor.Report) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := rep.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", b.String())
+	return b.String()
 }
 
 func mustTable(t *testing.T, name string) config.SensitiveTable {
@@ -81,12 +87,7 @@ func TestWALAutoWithoutSetup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b bytes.Buffer
-	if err := rep.Write(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	t.Logf("\n%s", out)
+	out := written(t, rep)
 	const off = "sources.wal.enabled is auto, so the WAL source is off"
 	for _, want := range []string{
 		"! role " + role + " replication: no REPLICATION: " + off,
@@ -102,5 +103,48 @@ func TestWALAutoWithoutSetup(t *testing.T) {
 		if strings.Contains(out, failure) {
 			t.Errorf("auto: got a failure %q for what the WAL source lacks, want a warning", failure)
 		}
+	}
+}
+
+// TestTrackTop: with pg_stat_statements.track = top (PostgreSQL's default) doctor warns
+// that statements inside functions and DO blocks — the dynamic SQL an intruder builds —
+// are not counted, and gives the line that counts them; with all, it is fine.
+func TestTrackTop(t *testing.T) {
+	for _, tc := range []struct {
+		track string
+		want  []string
+		not   []string
+	}{
+		{"top", []string{
+			"! pg_stat_statements.track: top: statements run inside functions and DO blocks are not counted",
+			"the dynamic SQL an intruder builds in a DO block or a function",
+			"what PL/pgSQL, SQL and SECURITY DEFINER functions read",
+			"seen only by the table counters (UnexplainedSensitiveReads)",
+			"    fix: in postgresql.conf: pg_stat_statements.track = all   (then SELECT pg_reload_conf();)\n",
+			"    fix: or as a superuser: ALTER SYSTEM SET pg_stat_statements.track = 'all'; SELECT pg_reload_conf();\n",
+		}, nil},
+		{"all", []string{"✓ pg_stat_statements.track: all\n"}, []string{"pg_stat_statements.track = all"}},
+	} {
+		t.Run(tc.track, func(t *testing.T) {
+			db := pgtest.NewDatabaseIn(t, pgtest.NewServer(t, map[string]string{"pg_stat_statements.track": tc.track}))
+			db.Exec(t, `CREATE TABLE public.users (id int, email text)`)
+			rep, err := doctor.Run(t.Context(), db.Conn(t, "postgres"), doctor.Options{
+				Tables: []config.SensitiveTable{mustTable(t, "public.users")},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := written(t, rep)
+			for _, want := range tc.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("report lacks %q", want)
+				}
+			}
+			for _, not := range tc.not {
+				if strings.Contains(out, not) {
+					t.Errorf("report has %q", not)
+				}
+			}
+		})
 	}
 }

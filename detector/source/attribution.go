@@ -82,29 +82,35 @@ func (a *Attribution) Note(queryID int64, role, addr, application string, now ti
 	e.addr, e.application, e.seen = addr, application, now
 }
 
-// evictLocked forgets the least recently seen tenth of the entries when over the bound,
-// so that the cost of a scan is spread over many insertions.
+// evictLocked forgets the least recently seen tenth of the entries when over the bound.
 func (a *Attribution) evictLocked() {
-	if len(a.entries) <= a.max {
+	evictOldest(a.entries, a.max, func(e *attributionEntry) time.Time { return e.seen })
+}
+
+// evictOldest forgets the least recently seen entries of m when it holds more than max:
+// down to 90 % of max at once, so that the cost of a scan is spread over many
+// insertions.
+func evictOldest[K comparable, V any](m map[K]V, max int, seen func(V) time.Time) {
+	if len(m) <= max {
 		return
 	}
-	seen := make([]time.Time, 0, len(a.entries))
-	for _, e := range a.entries {
-		seen = append(seen, e.seen)
+	times := make([]time.Time, 0, len(m))
+	for _, v := range m {
+		times = append(times, seen(v))
 	}
-	slices.SortFunc(seen, func(x, y time.Time) int { return x.Compare(y) })
-	cutoff := seen[len(seen)-a.max+a.max/10]
-	for k, e := range a.entries {
-		if e.seen.Before(cutoff) {
-			delete(a.entries, k)
+	slices.SortFunc(times, func(x, y time.Time) int { return x.Compare(y) })
+	cutoff := times[len(times)-max+max/10]
+	for k, v := range m {
+		if seen(v).Before(cutoff) {
+			delete(m, k)
 		}
 	}
 	// Entries all seen at the same instant: drop arbitrary ones to honour the bound.
-	for k := range a.entries {
-		if len(a.entries) <= a.max {
+	for k := range m {
+		if len(m) <= max {
 			break
 		}
-		delete(a.entries, k)
+		delete(m, k)
 	}
 }
 

@@ -2,8 +2,9 @@
 // contract between a source and the pipeline (Sink, Health), the settings every source's
 // configuration section has and how it is checked, what a source is built from (Env),
 // the polling loop that owns a connection's lifecycle (Loop), the metrics every source
-// shares (Metrics), and the client attribution the live samples share with the
-// statement counters (Attribution).
+// shares (Metrics), and what the live samples share with the other sources: the
+// client of each query id for the statement counters (Attribution), and the sessions
+// holding each sensitive table for the table counters (Readers).
 //
 // A source is one package under detector/source/ that exports a Definition, listed once
 // in package registry. Nothing else names it: the configuration file's sources.<name>
@@ -163,6 +164,10 @@ type Env struct {
 	Registerer  prometheus.Registerer
 	Metrics     *Metrics
 	Attribution *Attribution
+	// Readers is filled by the activity sampler with the sessions holding a lock on a
+	// sensitive table, and read by the table counters to name who was reading; nil
+	// shares nothing.
+	Readers *Readers
 	// Now is the clock that stamps events.
 	Now func() time.Time
 }

@@ -292,6 +292,7 @@ func build(b *testing.B, cc *pgx.ConnConfig, def source.Definition, h source.Hea
 		Logger:         zap.NewNop(),
 		Registerer:     reg,
 		Attribution:    source.NewAttribution(0, nil),
+		Readers:        source.NewReaders(0),
 		Now:            time.Now,
 	})
 	if err == nil {

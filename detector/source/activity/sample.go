@@ -22,9 +22,12 @@ type Activity struct {
 	live
 	running map[backendStatement]*tracked
 	rows    []backend // reused from sample to sample
+	tables  source.SensitiveTables
+	readers []source.Reader // reused from sample to sample
 
-	longRunning prometheus.Gauge
-	attributed  prometheus.Gauge
+	longRunning  prometheus.Gauge
+	attributed   prometheus.Gauge
+	tableReaders prometheus.Gauge
 }
 
 // tracked is a long-running statement already classified.
@@ -40,6 +43,7 @@ func NewActivity(cfg Config, sink source.Sink, log *zap.Logger, reg prometheus.R
 	return &Activity{
 		live:    newLive(Name, cfg, sink, log),
 		running: make(map[backendStatement]*tracked),
+		tables:  source.NewSensitiveTables(cfg.Sensitive),
 		longRunning: f.NewGauge(prometheus.GaugeOpts{
 			Name: "pgtripwire_activity_long_running_statements",
 			Help: "Statements running longer than sources.activity.min_running at the last sample.",
@@ -48,7 +52,24 @@ func NewActivity(cfg Config, sink source.Sink, log *zap.Logger, reg prometheus.R
 			Name: "pgtripwire_activity_attributed_queries",
 			Help: "(query id, role) pairs whose client address and application are remembered for statement events.",
 		}),
+		tableReaders: f.NewGauge(prometheus.GaugeOpts{
+			Name: "pgtripwire_activity_sensitive_table_readers",
+			Help: "Sessions holding a lock on a sensitive table at the last sample (one per session and table), remembered to name who read what only the table counters see.",
+		}),
 	}
+}
+
+// Start prepares the shared connection (live.Start) and makes its session plan
+// readersQuery once: see source.SensitiveRelationsCTE. The other queries of the session
+// plan the same either way.
+func (a *Activity) Start(ctx context.Context, conn *pgx.Conn) error {
+	if err := a.live.Start(ctx, conn); err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, `SET plan_cache_mode = force_generic_plan`); err != nil {
+		return fmt.Errorf("set plan_cache_mode: %w", err)
+	}
+	return nil
 }
 
 // activityQuery lists the statements running in the monitored database, other than the
@@ -62,6 +83,23 @@ const activityQuery = `SELECT a.pid, coalesce(a.usename::text, ''), CASE WHEN a.
 FROM pg_stat_activity a
 WHERE a.datname = current_database() AND a.state = 'active' AND a.backend_type = 'client backend'
   AND a.pid <> pg_backend_pid() AND a.query_start IS NOT NULL`
+
+// readersQuery lists the sessions of the monitored database holding a granted lock on a
+// sensitive table, one of its partitions or inheritance children (any mode: a reading
+// transaction holds AccessShareLock until it ends, whatever SQL it ran), other than the
+// detector's own sample. Autovacuum is left out (its reads are not counted as tuples
+// read), and so are parallel workers (their leader holds the same locks). Since is the
+// transaction's start, which tells the transactions of one session apart.
+const readersQuery = `WITH RECURSIVE ` + source.SensitiveRelationsCTE + `
+SELECT DISTINCT s.idx, l.pid, coalesce(pg_get_userbyid(a.usesysid)::text, ''),
+  CASE WHEN a.client_port = -1 THEN 'local' ELSE coalesce(host(a.client_addr), '') END,
+  coalesce(a.application_name, ''), coalesce(a.xact_start, a.backend_start, 'epoch')
+FROM pg_locks l
+JOIN sensitive s ON s.relid = l.relation
+CROSS JOIN LATERAL pg_stat_get_activity(l.pid) a
+WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND a.backend_type NOT IN ('autovacuum worker', 'parallel worker')`
 
 type backend struct {
 	pid                 int32
@@ -78,7 +116,8 @@ func secondsToDuration(s float64) time.Duration {
 	return time.Duration(math.Max(s, 0) * float64(time.Second))
 }
 
-// Poll takes one sample of pg_stat_activity and hands its events over.
+// Poll takes one sample of pg_stat_activity, and of pg_locks when it shares readers, in
+// one round trip, and hands its events over.
 func (a *Activity) Poll(ctx context.Context, conn *pgx.Conn) error {
 	changed, err := a.refreshCatalogIfDue(ctx, conn)
 	if err != nil {
@@ -87,27 +126,50 @@ func (a *Activity) Poll(ctx context.Context, conn *pgx.Conn) error {
 	if changed {
 		clear(a.running) // classified against the old catalog
 	}
-	rows, err := conn.Query(ctx, activityQuery, a.cfg.MinRunning.Seconds())
-	if err != nil {
-		return fmt.Errorf("sample pg_stat_activity: %w", err)
-	}
-	var b backend
-	var running float64
-	a.rows = a.rows[:0]
-	_, err = pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text}, func() error {
-		b.running = secondsToDuration(running)
-		a.rows = append(a.rows, b)
-		return nil
+	batch := &pgx.Batch{}
+	batch.Queue(activityQuery, a.cfg.MinRunning.Seconds()).Query(func(rows pgx.Rows) error {
+		var b backend
+		var running float64
+		a.rows = a.rows[:0]
+		_, err := pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text}, func() error {
+			b.running = secondsToDuration(running)
+			a.rows = append(a.rows, b)
+			return nil
+		})
+		return err
 	})
-	if err != nil {
+	sampleReaders := a.cfg.Readers != nil && len(a.tables.Tables()) > 0
+	if sampleReaders {
+		batch.Queue(readersQuery, a.tables.Args()...).Query(func(rows pgx.Rows) error {
+			var r source.Reader
+			var idx int32
+			a.readers = a.readers[:0]
+			_, err := pgx.ForEachRow(rows, []any{&idx, &r.PID, &r.Role, &r.ClientAddr, &r.Application, &r.Since}, func() error {
+				if table, ok := a.tables.Table(idx); ok {
+					r.Relation = table
+					a.readers = append(a.readers, r)
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("sample pg_locks: %w", err)
+			}
+			return nil
+		})
+	}
+	if err := conn.SendBatch(ctx, batch).Close(); err != nil {
 		return fmt.Errorf("sample pg_stat_activity: %w", err)
 	}
-	return a.handle(ctx, a.rows)
+	now := a.cfg.Now()
+	if sampleReaders {
+		a.cfg.Readers.Note(now, a.readers)
+		a.tableReaders.Set(float64(len(a.readers)))
+	}
+	return a.handle(ctx, now, a.rows)
 }
 
 // handle turns one pg_stat_activity sample into events and hands them over.
-func (a *Activity) handle(ctx context.Context, sample []backend) error {
-	now := a.cfg.Now()
+func (a *Activity) handle(ctx context.Context, now time.Time, sample []backend) error {
 	var events []model.Event
 	seen := a.seen
 	clear(seen)

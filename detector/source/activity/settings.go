@@ -49,6 +49,7 @@ func (s *Settings) Build(env source.Env) (source.Part, error) {
 	cfg := config(env)
 	cfg.MinRunning = s.MinRunning
 	cfg.Attribution = env.Attribution
+	cfg.Readers = env.Readers
 	return source.Part{Poller: NewActivity(cfg, env.Sink, env.Logger, env.Registerer), Interval: s.Interval,
 		Connection: Connection}, nil
 }

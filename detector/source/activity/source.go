@@ -3,7 +3,8 @@
 // columns while they still run — a slow dump, a COPY whose client reads slowly — long
 // before pg_stat_statements counts them at their end. The activity sampler also records
 // which client address and application ran each query id (source.Attribution), for the
-// statements source's events.
+// statements source's events, and which sessions hold a lock on a sensitive table
+// (source.Readers), for the table counters' events.
 //
 // They see only statements running at a sample: one shorter than the interval is seen
 // by chance, a COPY that ends between two samples not at all (the statements source
@@ -70,6 +71,9 @@ type Config struct {
 	// Attribution, for the activity sampler, receives the client of every statement
 	// sampled; nil records nothing.
 	Attribution *source.Attribution
+	// Readers, for the activity sampler, receives the sessions holding a lock on a
+	// sensitive table at each sample; nil samples no locks.
+	Readers *source.Readers
 	// Now is the clock that stamps events; nil means time.Now.
 	Now func() time.Time
 }

@@ -234,6 +234,72 @@ func TestAttribution(t *testing.T) {
 	}
 }
 
+// Sessions holding a lock on a sensitive table — in a transaction left open, through
+// a partition, running or idle — are noted as its readers with their role, client and
+// application; a session holding only other tables is not, and a reader that committed
+// is not a reader of the time after.
+func TestReadersSampled(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	seed(t, db, 100, 60, "act_reader")
+	db.Exec(t, `CREATE TABLE public.events (id int, at date, payload text) PARTITION BY RANGE (at);
+		CREATE TABLE public.events_2025 PARTITION OF public.events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+		CREATE TABLE public.orders (id int, total int);
+		GRANT SELECT ON public.events, public.events_2025, public.orders TO act_reader`)
+	readers := source.NewReaders(0)
+	sink := start(t, db, 100*time.Millisecond, func(c *Config) {
+		c.Sensitive["public.events"] = []string{"payload"}
+		c.Readers = readers
+	})
+
+	reader, readerPID := connect(t, db, "act_reader", "report")
+	partition, partitionPID := connect(t, db, "act_reader", "etl")
+	bystander, bystanderPID := connect(t, db, "act_reader", "orders")
+	for _, s := range []struct {
+		conn *pgx.Conn
+		sql  string
+	}{
+		{reader, `SELECT count(*) FROM users`},
+		{partition, `SELECT count(*) FROM events_2025`},
+		{bystander, `SELECT count(*) FROM orders`},
+	} {
+		// Left open: the locks are held until the transaction ends.
+		if _, err := s.conn.Exec(t.Context(), "BEGIN; "+s.sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	began := time.Now()
+	sink.WaitCalls(t, 2)
+	var got []source.Reader
+	for _, rel := range []string{"public.users", "public.events", "public.orders"} {
+		got = append(got, readers.Seen(rel, began, time.Now())...)
+	}
+	want := map[int32]source.Reader{
+		readerPID:    {Relation: "public.users", PID: readerPID, Role: "act_reader", ClientAddr: "127.0.0.1", Application: "report"},
+		partitionPID: {Relation: "public.events", PID: partitionPID, Role: "act_reader", ClientAddr: "127.0.0.1", Application: "etl"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("readers: got %+v, want the sessions %d and %d only (not %d, which holds no sensitive table)",
+			got, readerPID, partitionPID, bystanderPID)
+	}
+	for _, r := range got {
+		w := want[r.PID]
+		if r.Relation != w.Relation || r.Role != w.Role || r.ClientAddr != w.ClientAddr || r.Application != w.Application ||
+			r.Since.IsZero() || r.LastSeen.Before(r.FirstSeen) {
+			t.Errorf("reader %d: got %+v, want %+v with its transaction's start", r.PID, r, w)
+		}
+	}
+
+	if _, err := reader.Exec(t.Context(), `COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now()
+	sink.WaitCalls(t, 6)
+	// From a sample (every 100 ms) surely taken after the commit.
+	if got := readers.Seen("public.users", committed.Add(300*time.Millisecond), time.Now()); len(got) > 0 {
+		t.Errorf("readers of public.users after the commit: got %+v, want none", got)
+	}
+}
+
 // blockingWriter is a COPY client that stops reading at the first row until released.
 type blockingWriter struct {
 	first   sync.Once

@@ -16,12 +16,24 @@
 //     source's events, handed to Observe: the rows they returned, or the tuples their
 //     blocks hold — a SELECT count(*), a fold, a listing sorted by an unindexed column
 //     visit every tuple), within CreditTTL before or Grace after the reads.
-//   - reads not explained after Grace, when at least MinRows, make one event.
+//   - reads not explained after Grace, when at least MinRows, make one event per
+//     session seen reading the table while they were made (Config.Readers), or one
+//     event without a role when none was seen.
 //
 // Imprecision it does not hide: a statement's visits are estimated from the blocks it
 // touched (an upper bound: index blocks count as table blocks), so a large explained
 // read in the same window can cover a smaller unexplained one; index-only scans fetch
 // no tuples and are invisible. It is evidence for a warning, not proof.
+//
+// Who read: the counters do not say. The activity sampler notes every second which
+// sessions hold a lock on each sensitive table (source.Readers); a transaction holds
+// its tables until it ends, and its counters are published after it ends, within
+// PublishDelay. So the reads counted by one poll are attributed to the sessions seen
+// holding the table from PublishDelay before the previous poll up to this one: one
+// event per reader (role, client address, application), each with all the unexplained
+// rows, because the counters cannot split them. A read whose transaction was shorter
+// than the sampling interval is seen only by chance: its rows go to whoever else was
+// seen (bystanders included), or to nobody.
 package tables
 
 import (
@@ -36,7 +48,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/detector/source/statements"
 	"github.com/pgtripwire/pgtripwire/model"
@@ -47,8 +58,18 @@ import (
 const Name = "tables"
 
 // KindUnexplainedReads is the kind of this source's events: Rows tuples of Relation were
-// read beyond what classified statements returned. Role, columns and client are unknown.
+// read beyond what classified statements returned. Role, ClientAddr, Application (and
+// PID, when it was one session) name a session seen reading the table while they were
+// read, one event per such reader, each with all the rows; they are empty when none
+// was seen. Columns are unknown.
 const KindUnexplainedReads = "unexplained_reads"
+
+// PublishDelay is how long after its transaction ended PostgreSQL may publish the
+// counters it moved: at once when its backend goes idle, but PGSTAT_IDLE_INTERVAL
+// (10 s) later when that backend published less than a second before; the rest is
+// margin. The readers of what one poll counts are sought from PublishDelay before the
+// previous poll.
+const PublishDelay = 12 * time.Second
 
 // Config says what to poll and how.
 type Config struct {
@@ -74,6 +95,9 @@ type Config struct {
 	// made before the detector started (a migration, a seed, a dump an hour ago) keep
 	// arriving for that long and are history, not evidence. 0 means 11 s.
 	WarmUp time.Duration
+	// Readers are the sessions the activity sampler saw holding each sensitive table:
+	// the unexplained reads are attributed to them. nil: every event is role-less.
+	Readers *source.Readers
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -85,10 +109,7 @@ type Source struct {
 	sink    source.Sink
 	log     *zap.Logger
 	metrics *metrics
-	tables  []string // configured sensitive tables, sorted
-	indexes []int32  // parallel to tables: the index of each, as countersQuery returns it
-	schemas []string
-	names   []string
+	tables  source.SensitiveTables
 
 	mu       sync.Mutex
 	observed map[string][]amount // table → rows returned by statements, not yet used
@@ -96,6 +117,7 @@ type Source struct {
 	// State below is owned by the polling goroutine.
 	database string // the connection's, set by Start
 	prev     map[string]counters
+	prevAt   time.Time // when prev was read
 	// warmUntil ends the warm-up that follows the first poll (Config.WarmUp).
 	warmUntil time.Time
 	pending   map[string][]amount // table → reads waiting for an explanation
@@ -104,9 +126,13 @@ type Source struct {
 
 type counters struct{ seqRead, idxFetch, idxScan int64 }
 
+// amount is rows of a table: returned by statements (a credit), or read (pending) as
+// counted by the poll at at, published after the previous poll, by transactions that
+// ended from readFrom on.
 type amount struct {
-	at   time.Time
-	rows int64
+	at       time.Time
+	rows     int64
+	readFrom time.Time
 }
 
 // New returns a source that hands its events to sink.
@@ -131,18 +157,7 @@ func New(cfg Config, sink source.Sink, log *zap.Logger, reg prometheus.Registere
 	}
 	s := &Source{cfg: cfg, sink: sink, log: log.Named(Name), metrics: newMetrics(reg),
 		observed: make(map[string][]amount), pending: make(map[string][]amount), credits: make(map[string][]amount)}
-	for t := range cfg.Sensitive {
-		s.tables = append(s.tables, t)
-	}
-	slices.Sort(s.tables)
-	for i, t := range s.tables {
-		schema, name, err := catalog.ParseQualifiedName(t)
-		if err != nil {
-			schema, name = "", t // validated by the config package; never matches
-		}
-		s.indexes = append(s.indexes, int32(i))
-		s.schemas, s.names = append(s.schemas, schema), append(s.names, name)
-	}
+	s.tables = source.NewSensitiveTables(cfg.Sensitive)
 	return s
 }
 
@@ -162,7 +177,7 @@ func (s *Source) Observe(events []model.Event) {
 			continue
 		}
 		if _, ok := s.cfg.Sensitive[ev.Relation]; ok {
-			s.observed[ev.Relation] = append(s.observed[ev.Relation], amount{now, rows})
+			s.observed[ev.Relation] = append(s.observed[ev.Relation], amount{at: now, rows: rows})
 		}
 	}
 }
@@ -182,24 +197,16 @@ func (s *Source) Start(ctx context.Context, conn *pgx.Conn) error {
 }
 
 // countersQuery sums the counters of each configured table with its partitions and
-// inheritance children ($1 indexes, $2 schemas, $3 names), as pg_stat_user_tables
-// shows them (seq_tup_read, idx_tup_fetch, idx_scan). It calls the statistics functions
+// inheritance children (source.SensitiveRelationsCTE), as pg_stat_user_tables shows
+// them (seq_tup_read, idx_tup_fetch, idx_scan). It calls the statistics functions
 // behind that view for these tables only: the view computes every user table's
 // counters before the join, which on a database of thousands of tables costs
 // milliseconds a poll instead of a fraction of one.
-const countersQuery = `WITH RECURSIVE cfg(idx, schema, name) AS (
-  SELECT * FROM unnest($1::int[], $2::text[], $3::text[])
-), t(relid, idx) AS (
-  SELECT c.oid, cfg.idx FROM cfg
-  JOIN pg_namespace n ON n.nspname = cfg.schema
-  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = cfg.name
-  UNION
-  SELECT i.inhrelid, t.idx FROM pg_inherits i JOIN t ON i.inhparent = t.relid
-)
+const countersQuery = `WITH RECURSIVE ` + source.SensitiveRelationsCTE + `
 SELECT t.idx, sum(pg_stat_get_tuples_returned(c.oid))::bigint,
   sum(coalesce(pg_stat_get_tuples_fetched(c.oid) + x.fetched, 0))::bigint,
   sum(coalesce(x.scans, 0))::bigint
-FROM t
+FROM sensitive t
 JOIN pg_class c ON c.oid = t.relid AND c.relkind IN ('r', 't', 'm', 'p')
 JOIN pg_namespace n ON n.oid = c.relnamespace
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
@@ -211,16 +218,16 @@ GROUP BY t.idx`
 // Poll reads the counters once and hands over the reads left unexplained.
 func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
 	database := s.database
-	rows, err := conn.Query(ctx, countersQuery, s.indexes, s.schemas, s.names)
+	rows, err := conn.Query(ctx, countersQuery, s.tables.Args()...)
 	if err != nil {
 		return fmt.Errorf("poll pg_stat_user_tables: %w", err)
 	}
-	cur := make(map[string]counters, len(s.tables))
+	cur := make(map[string]counters, len(s.tables.Tables()))
 	var i int32
 	var c counters
 	_, err = pgx.ForEachRow(rows, []any{&i, &c.seqRead, &c.idxFetch, &c.idxScan}, func() error {
-		if int(i) < len(s.tables) {
-			cur[s.tables[i]] = c
+		if t, ok := s.tables.Table(i); ok {
+			cur[t] = c
 		}
 		return nil
 	})
@@ -235,9 +242,10 @@ func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("hand over %d events: %w", len(events), err)
 	}
 	s.commit(next)
-	for _, ev := range events {
-		s.metrics.unexplained.Add(float64(ev.Rows))
-		s.log.Info("unexplained reads of a sensitive table", zap.String("table", ev.Relation), zap.Int64("rows", ev.Rows))
+	for _, r := range next.reports {
+		s.metrics.unexplained.Add(float64(r.rows))
+		s.log.Info("unexplained reads of a sensitive table", zap.String("table", r.table), zap.Int64("rows", r.rows),
+			zap.Strings("readers", r.readers))
 	}
 	return nil
 }
@@ -246,11 +254,21 @@ func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
 // commit only once the poll's events were handed over.
 type accounting struct {
 	prev      map[string]counters
+	prevAt    time.Time
 	warmUntil time.Time
 	pending   map[string][]amount
 	credits   map[string][]amount
 	reads     int64 // tuples counted by this poll, for the metric
 	counting  bool  // this poll counted reads: the baseline and its warm-up are over
+	reports   []report
+}
+
+// report is the unexplained reads of one table that one poll reported, for the log and
+// the metric (its events are one per reader).
+type report struct {
+	table   string
+	rows    int64
+	readers []string // roles, one per event that names one
 }
 
 // account turns the counters of one poll into reads, matches them with the rows
@@ -270,6 +288,7 @@ func (s *Source) account(now time.Time, database string, cur map[string]counters
 
 	next := accounting{
 		prev:      make(map[string]counters, len(cur)),
+		prevAt:    now,
 		warmUntil: s.warmUntil,
 		pending:   make(map[string][]amount, len(s.pending)),
 		credits:   make(map[string][]amount, len(s.credits)),
@@ -279,7 +298,7 @@ func (s *Source) account(now time.Time, database string, cur map[string]counters
 	}
 	next.counting = s.prev != nil && !now.Before(s.warmUntil)
 	var events []model.Event
-	for _, t := range s.tables {
+	for _, t := range s.tables.Tables() {
 		// settle consumes in place: work on copies.
 		pending, credits := slices.Clone(s.pending[t]), slices.Clone(s.credits[t])
 		c, ok := cur[t]
@@ -290,7 +309,7 @@ func (s *Source) account(now time.Time, database string, cur map[string]counters
 		}
 		if p, seen := s.prev[t]; seen && next.counting {
 			if reads := readsBetween(p, c, s.cfg.LookupRowsPerScan); reads > 0 {
-				pending = append(pending, amount{now, reads})
+				pending = append(pending, amount{at: now, rows: reads, readFrom: s.prevAt.Add(-PublishDelay)})
 				next.reads += reads
 			}
 		}
@@ -299,17 +318,30 @@ func (s *Source) account(now time.Time, database string, cur map[string]counters
 			return a.rows <= 0 || now.Sub(a.at) > s.cfg.CreditTTL
 		})
 		var unexplained int64
+		var readFrom, readTo time.Time // when the unexplained reads were published
 		pending = slices.DeleteFunc(pending, func(a amount) bool {
 			if a.rows > 0 && now.Sub(a.at) < s.cfg.Grace {
 				return false
 			}
+			if unexplained == 0 || a.readFrom.Before(readFrom) {
+				readFrom = a.readFrom
+			}
+			readTo = a.at // pending is in the order of polls
 			unexplained += a.rows
 			return true
 		})
 		next.pending[t], next.credits[t] = pending, credits
 		if unexplained >= s.cfg.MinRows {
-			events = append(events, model.Event{Time: now, Source: Name, Kind: KindUnexplainedReads,
-				Database: database, Relation: t, Rows: unexplained})
+			evs := s.attribute(model.Event{Time: now, Source: Name, Kind: KindUnexplainedReads,
+				Database: database, Relation: t, Rows: unexplained}, readFrom, readTo)
+			r := report{table: t, rows: unexplained}
+			for _, ev := range evs {
+				if ev.Role != "" {
+					r.readers = append(r.readers, ev.Role)
+				}
+			}
+			next.reports = append(next.reports, r)
+			events = append(events, evs...)
 		}
 	}
 	for t, c := range s.prev {
@@ -321,9 +353,36 @@ func (s *Source) account(now time.Time, database string, cur map[string]counters
 	return next, events
 }
 
+// attribute returns ev, the unexplained reads of a table published from readFrom to
+// readTo, as one event per reader seen holding the table then — a role, client address
+// and application, with the pid when it was one session — each with all of ev's rows,
+// since the counters cannot split them; or ev alone, role-less, when nobody was seen.
+func (s *Source) attribute(ev model.Event, readFrom, readTo time.Time) []model.Event {
+	readers := s.cfg.Readers.Seen(ev.Relation, readFrom, readTo)
+	if len(readers) == 0 {
+		return []model.Event{ev}
+	}
+	var events []model.Event
+	for _, r := range readers { // sorted by role, client, application, pid
+		if n := len(events); n > 0 {
+			last := &events[n-1]
+			if last.Role == r.Role && last.ClientAddr == r.ClientAddr && last.Application == r.Application {
+				if last.PID != r.PID {
+					last.PID = 0 // several sessions: no one pid to name
+				}
+				continue
+			}
+		}
+		e := ev
+		e.Role, e.ClientAddr, e.Application, e.PID = r.Role, r.ClientAddr, r.Application, r.PID
+		events = append(events, e)
+	}
+	return events
+}
+
 // commit makes next the source's state, after its events were handed over.
 func (s *Source) commit(next accounting) {
-	s.prev, s.warmUntil, s.pending, s.credits = next.prev, next.warmUntil, next.pending, next.credits
+	s.prev, s.prevAt, s.warmUntil, s.pending, s.credits = next.prev, next.prevAt, next.warmUntil, next.pending, next.credits
 	if next.reads > 0 {
 		s.metrics.reads.Add(float64(next.reads))
 	}
@@ -392,6 +451,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // default 1s), for the registry.
 var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
 	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, interval time.Duration) (source.Poller, error) {
-		return New(Config{Interval: interval, Sensitive: env.Sensitive, Now: env.Now}, env.Sink, env.Logger, env.Registerer), nil
+		return New(Config{Interval: interval, Sensitive: env.Sensitive, Readers: env.Readers, Now: env.Now},
+			env.Sink, env.Logger, env.Registerer), nil
 	}}
 }}

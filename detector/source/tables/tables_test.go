@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/source"
+	"github.com/pgtripwire/pgtripwire/detector/source/activity"
 	"github.com/pgtripwire/pgtripwire/detector/source/statements"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
@@ -50,11 +51,13 @@ type started struct {
 // every second, and waits until both are healthy and the tables source's warm-up is over.
 func start(t *testing.T, db *pgtest.Database) *started {
 	t.Helper()
-	return startWith(t, db, &sourcetest.Recorder{})
+	return startWith(t, db, &sourcetest.Recorder{}, nil)
 }
 
-// startWith is start with the tables source's sink given.
-func startWith(t *testing.T, db *pgtest.Database, sink *sourcetest.Recorder) *started {
+// startWith is start with the tables source's sink given and, when readers is not nil,
+// the activity sampler running too (on its own connection, every second), noting the
+// readers of the sensitive tables in readers, which the tables source reads.
+func startWith(t *testing.T, db *pgtest.Database, sink *sourcetest.Recorder, readers *source.Readers) *started {
 	t.Helper()
 	conn, err := pgx.ParseConfig(db.SuperuserDSN())
 	if err != nil {
@@ -64,7 +67,8 @@ func startWith(t *testing.T, db *pgtest.Database, sink *sourcetest.Recorder) *st
 	st := &started{tables: sink, statements: &sourcetest.Recorder{}, reg: prometheus.NewRegistry()}
 	// No warm-up: these tests read only after the source is healthy, and wait for the
 	// counters themselves.
-	tables := New(Config{Interval: time.Second, Sensitive: sensitive, WarmUp: time.Nanosecond}, sink, zap.NewNop(), st.reg)
+	tables := New(Config{Interval: time.Second, Sensitive: sensitive, WarmUp: time.Nanosecond, Readers: readers},
+		sink, zap.NewNop(), st.reg)
 	stmts := statements.New(statements.Config{CatalogRefresh: time.Minute, SearchPath: []string{"$user", "public"},
 		Sensitive: sensitive}, observedBy{sink: st.statements, obs: tables}, zap.NewNop(), st.reg)
 	ht := sourcetest.Start(t, conn, st.reg, source.Polled{Name: Name, Poller: tables, Interval: time.Second})
@@ -73,6 +77,11 @@ func startWith(t *testing.T, db *pgtest.Database, sink *sourcetest.Recorder) *st
 	hs := sourcetest.Start(t, conn, nil, source.Polled{Name: statements.Name, Poller: stmts, Interval: time.Second})
 	sourcetest.WaitReady(t, ht)
 	sourcetest.WaitReady(t, hs)
+	if readers != nil {
+		sampler := activity.NewActivity(activity.Config{Sensitive: sensitive, Readers: readers}, &sourcetest.Recorder{},
+			zap.NewNop(), prometheus.NewRegistry())
+		sourcetest.WaitReady(t, sourcetest.Start(t, conn, nil, source.Polled{Name: activity.Name, Poller: sampler, Interval: time.Second}))
+	}
 	sourcetest.Eventually(t, 10*time.Second, "the end of the warm-up", func() bool {
 		m := metric(t, st.reg, "pgtripwire_tables_baseline_complete", "")
 		return m != nil && m.GetGauge().GetValue() == 1
@@ -168,12 +177,45 @@ func TestTableToXMLIsUnexplained(t *testing.T) {
 	}
 }
 
+// A read only the counters see (table_to_xml returns one row), by a transaction long
+// enough for the activity sampler to see it holding the table (a sample a second; it
+// holds the table 2 s), names its reader; a session of another role reading another
+// table at the same time is not named.
+func TestUnexplainedReadsNameTheirReader(t *testing.T) {
+	db := server(t)
+	db.Exec(t, `CREATE TABLE public.orders (id int, total int); INSERT INTO public.orders SELECT i, i FROM generate_series(1, 1000) i`)
+	db.CreateRole(t, "tables_bystander")
+	db.Exec(t, `GRANT SELECT ON public.orders TO tables_bystander`)
+	st := startWith(t, db, &sourcetest.Recorder{}, source.NewReaders(0))
+
+	bystander := db.Conn(t, "tables_bystander")
+	if _, err := bystander.Exec(t.Context(), `BEGIN; SELECT count(*) FROM orders`); err != nil {
+		t.Fatal(err)
+	}
+	conn := db.Conn(t, "tables_reader")
+	var pid int32
+	if err := conn.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(t.Context(), `BEGIN; SELECT length(table_to_xml('users', true, false, '')::text);
+		SELECT pg_sleep(2); COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	waitForReads(t, db, 40_000)
+	sourcetest.Eventually(t, 5*time.Second, "unexplained reads", func() bool { return len(of(st.tables, Name)) > 0 })
+	got := of(st.tables, Name)
+	if len(got) != 1 || got[0].Role != "tables_reader" || got[0].PID != pid || got[0].ClientAddr != "127.0.0.1" ||
+		got[0].Rows < 40_000 {
+		t.Errorf("got %+v, want one event of the 40,000 reads by tables_reader (pid %d) from 127.0.0.1", got, pid)
+	}
+}
+
 // Unexplained reads whose hand-over failed are offered again, and reported once.
 func TestUnexplainedReadsSurviveAFailedHandOver(t *testing.T) {
 	db := server(t)
 	// The tables source's only non-empty hand-overs carry its events: the first is
 	// refused, as a pipeline that cannot write its alert log would.
-	st := startWith(t, db, &sourcetest.Recorder{Refuse: 1})
+	st := startWith(t, db, &sourcetest.Recorder{Refuse: 1}, nil)
 	conn := db.Conn(t, "tables_reader")
 	if _, err := conn.Exec(t.Context(), `SELECT length(table_to_xml('users', true, false, '')::text)`); err != nil {
 		t.Fatal(err)
@@ -244,8 +286,8 @@ func waitForReads(t *testing.T, db *pgtest.Database, n int64) {
 
 func TestSettle(t *testing.T) {
 	at := time.Unix(0, 0)
-	pending := []amount{{at, 100}, {at, 50}}
-	credits := []amount{{at, 120}, {at, 10}}
+	pending := []amount{{at: at, rows: 100}, {at: at, rows: 50}}
+	credits := []amount{{at: at, rows: 120}, {at: at, rows: 10}}
 	got := settle(pending, credits)
 	if len(got) != 1 || got[0].rows != 20 {
 		t.Errorf("pending: got %v, want one read of 20 left", got)
@@ -294,6 +336,87 @@ func TestWarmUpAbsorbsLateCounters(t *testing.T) {
 	got := poll(15*time.Second, 940_000)
 	if len(got) != 1 || got[0].Rows != 40_000 {
 		t.Errorf("after the warm-up: got %+v, want one event of the 40,000 new reads", got)
+	}
+}
+
+// Unexplained reads name the sessions seen holding the table while they were made:
+// one event per reader (role, client, application), each with all the rows; none seen,
+// one role-less event; readers seen only long before, or only after the counters
+// moved, are not named.
+func TestUnexplainedReadsAttributedToReaders(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	reader := func(role, app string, pid int32) source.Reader {
+		return source.Reader{Relation: "public.users", PID: pid, Role: role, ClientAddr: "10.0.0.9", Application: app, Since: at(-30)}
+	}
+	type sample struct {
+		at   float64
+		seen []source.Reader
+	}
+	type named struct {
+		role, app string
+		pid       int32
+	}
+	for _, tc := range []struct {
+		name    string
+		samples []sample
+		want    []named
+	}{
+		{"nobody seen", []sample{{1, nil}, {1.5, nil}, {2, nil}}, []named{{}}},
+		{"one reader", []sample{{1, nil}, {1.5, []source.Reader{reader("intruder", "psql", 41)}}, {2, nil}},
+			[]named{{"intruder", "psql", 41}}},
+		{"one reader in two sessions", []sample{
+			{1.2, []source.Reader{reader("intruder", "psql", 41)}},
+			{1.5, []source.Reader{reader("intruder", "psql", 41), reader("intruder", "psql", 42)}},
+		}, []named{{"intruder", "psql", 0}}},
+		{"two readers", []sample{{1.5, []source.Reader{reader("intruder", "psql", 41), reader("app", "web", 7)}}},
+			[]named{{"app", "web", 7}, {"intruder", "psql", 41}}},
+		// The previous poll was at 1 s: the counters it missed were published after it,
+		// by transactions that ended from 1 s - PublishDelay on.
+		{"seen long before", []sample{{-20, []source.Reader{reader("earlier", "psql", 5)}}, {-19, nil}, {1.5, nil}},
+			[]named{{}}},
+		{"seen just before the publication delay", []sample{{-11.5, []source.Reader{reader("earlier", "psql", 5)}}, {-10.5, nil}},
+			[]named{{"earlier", "psql", 5}}},
+		{"first seen after the counters moved", []sample{{1.5, nil}, {2.5, []source.Reader{reader("later", "psql", 6)}}},
+			[]named{{}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			readers := source.NewReaders(0)
+			s := New(Config{Interval: time.Second, Sensitive: map[string][]string{"public.users": {"email"}},
+				WarmUp: time.Nanosecond, Readers: readers}, &sourcetest.Recorder{}, zap.NewNop(), prometheus.NewRegistry())
+			poll := func(secs float64, seqRead int64) []model.Event {
+				next, events := s.account(at(secs), "app", map[string]counters{"public.users": {seqRead: seqRead}})
+				s.commit(next)
+				return events
+			}
+			poll(-40, 0) // the baseline
+			for _, smp := range tc.samples {
+				if smp.at < 1 {
+					readers.Note(at(smp.at), smp.seen)
+				}
+			}
+			poll(1, 0)
+			for _, smp := range tc.samples {
+				if smp.at >= 1 {
+					readers.Note(at(smp.at), smp.seen)
+				}
+			}
+			if got := poll(2, 40_000); len(got) != 0 {
+				t.Fatalf("within the grace period: got %+v, want nothing yet", got)
+			}
+			got := poll(3.5, 40_000)
+			var gotNamed []named
+			for _, ev := range got {
+				gotNamed = append(gotNamed, named{ev.Role, ev.Application, ev.PID})
+				if ev.Rows != 40_000 || ev.Relation != "public.users" || ev.Kind != KindUnexplainedReads ||
+					(ev.Role != "" && ev.ClientAddr != "10.0.0.9") {
+					t.Errorf("event %+v: want all 40,000 unexplained reads of public.users, with the reader's client", ev)
+				}
+			}
+			if fmt.Sprint(gotNamed) != fmt.Sprint(tc.want) {
+				t.Errorf("readers named: got %v, want %v", gotNamed, tc.want)
+			}
+		})
 	}
 }
 
