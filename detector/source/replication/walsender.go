@@ -3,6 +3,8 @@ package replication
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -204,7 +206,8 @@ func (j *judge) poll(senders []walsender) ([]judged, map[int32]tracked) {
 			out = append(out, judged{w: w, verdict: v, operation: op})
 		}
 	}
-	for pid, t := range j.seen {
+	for _, pid := range slices.Sorted(maps.Keys(j.seen)) {
+		t := j.seen[pid]
 		if _, still := next[pid]; still || t.verdict != verdictPending {
 			continue
 		}
