@@ -199,6 +199,12 @@ func TestJudge(t *testing.T) {
 			polls: [][]walsender{{standby}, {standby}, {with(standby, func(w *walsender) { w.started = t0.Add(time.Minute) })}},
 			want:  []string{"103:physical", "", "103:physical"},
 		},
+		{
+			name:  "a pending walsender whose pid a new one took before the next poll is still reported",
+			cfg:   ownConfig,
+			polls: [][]walsender{{connecting}, {with(connecting, func(w *walsender) { w.started = t0.Add(time.Second) })}},
+			want:  []string{"", "101:physical"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -208,8 +208,8 @@ func (j *judge) poll(senders []walsender) ([]judged, map[int32]tracked) {
 	}
 	for _, pid := range slices.Sorted(maps.Keys(j.seen)) {
 		t := j.seen[pid]
-		if _, still := next[pid]; still || t.verdict != verdictPending {
-			continue
+		if n, still := next[pid]; (still && n.last.started.Equal(t.last.started)) || t.verdict != verdictPending {
+			continue // still there, or judged already
 		}
 		if v, op := j.decide(t.last, true, backups); v != verdictPending {
 			out = append(out, judged{w: t.last, verdict: v, operation: op})
