@@ -122,13 +122,14 @@ func TestParse_Defaults(t *testing.T) {
 		Rules:    Rules{DefaultPack: true},
 	}
 	wantSources := sourcesFile{
-		"wal":        {"enabled": wal.Auto, "slot": "pgtripwire", "publication": "pgtripwire", "status_interval": 10 * time.Second},
-		"statements": {"enabled": true, "interval": time.Second},
-		"activity":   {"enabled": true, "interval": time.Second, "min_running": 2 * time.Second},
-		"copy":       {"enabled": true, "interval": time.Second},
-		"tables":     {"enabled": true, "interval": time.Second},
-		"catalog":    {"enabled": true, "interval": time.Second},
-		"canary":     {"enabled": true, "interval": time.Second},
+		"wal":         {"enabled": wal.Auto, "slot": "pgtripwire", "publication": "pgtripwire", "status_interval": 10 * time.Second},
+		"statements":  {"enabled": true, "interval": time.Second},
+		"activity":    {"enabled": true, "interval": time.Second, "min_running": 2 * time.Second},
+		"copy":        {"enabled": true, "interval": time.Second},
+		"tables":      {"enabled": true, "interval": time.Second},
+		"catalog":     {"enabled": true, "interval": time.Second},
+		"replication": {"enabled": true, "interval": time.Second},
+		"canary":      {"enabled": true, "interval": time.Second},
 	}
 	checkConfig(t, "Parse(minimal)", got, want, wantSources)
 
@@ -215,13 +216,14 @@ func TestParse_FullFile(t *testing.T) {
 		Rules:    Rules{Files: []string{"testdata/rules/*.yml"}, Disable: []string{"SensitiveBulkRead"}},
 	}
 	checkConfig(t, "Load(full.good.yaml)", got, want, sourcesFile{
-		"wal":        {"enabled": wal.Auto, "slot": "pgtripwire", "publication": "pgtripwire", "status_interval": 10 * time.Second},
-		"statements": {"enabled": false, "interval": 250 * time.Millisecond},
-		"activity":   {"enabled": true, "interval": 500 * time.Millisecond, "min_running": time.Duration(0)},
-		"copy":       {"enabled": true, "interval": time.Second},
-		"tables":     {"enabled": false, "interval": time.Second},
-		"catalog":    {"enabled": true, "interval": 5 * time.Second},
-		"canary":     {"enabled": false, "interval": time.Second},
+		"wal":         {"enabled": wal.Auto, "slot": "pgtripwire", "publication": "pgtripwire", "status_interval": 10 * time.Second},
+		"statements":  {"enabled": false, "interval": 250 * time.Millisecond},
+		"activity":    {"enabled": true, "interval": 500 * time.Millisecond, "min_running": time.Duration(0)},
+		"copy":        {"enabled": true, "interval": time.Second},
+		"tables":      {"enabled": false, "interval": time.Second},
+		"catalog":     {"enabled": true, "interval": 5 * time.Second},
+		"replication": {"enabled": true, "interval": 250 * time.Millisecond},
+		"canary":      {"enabled": false, "interval": time.Second},
 	})
 }
 

@@ -199,7 +199,7 @@ func BenchmarkSourceCPU(b *testing.B) {
 	}
 	b.Run("all", func(b *testing.B) {
 		bd.withDetector(b, func() {
-			pids := backends(b, monitor, 5) // statements, activity+copy, tables, catalog, canary
+			pids := backends(b, monitor, 6) // statements, activity+copy, tables, catalog, replication, canary
 			m := measure(b, pids, time.Duration(seconds)*time.Second, nil)
 			m.report(b)
 		})

@@ -13,6 +13,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/source/activity"
 	"github.com/pgtripwire/pgtripwire/detector/source/canary"
 	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
+	"github.com/pgtripwire/pgtripwire/detector/source/replication"
 	"github.com/pgtripwire/pgtripwire/detector/source/statements"
 	"github.com/pgtripwire/pgtripwire/detector/source/tables"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
@@ -27,5 +28,6 @@ var Sources = []source.Definition{
 	activity.CopyDefinition,
 	tables.Definition,
 	catalogwatch.Definition,
+	replication.Definition,
 	canary.Definition,
 }
