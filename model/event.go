@@ -15,13 +15,13 @@ type Event struct {
 	Time   time.Time
 	Source Source
 
-	Database    string
-	Role        string
+	Database string
+	Role     string
 	// ApplicationRole is true when Role is one of the configuration's
 	// roles.application: the pipeline sets it, sources leave it alone.
 	ApplicationRole bool
 	ClientAddr      string // "" when the source cannot know it
-	Application string // "" when the source cannot know it
+	Application     string // "" when the source cannot know it
 
 	// Operation is the statement's kind as the classifier names it ("SELECT", "COPY", …).
 	Operation string
