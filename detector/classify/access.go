@@ -911,6 +911,29 @@ func (a *analyzer) exprRefs(n *pg_query.Node, sc *scope) (refs []colRef, deps []
 		case *pg_query.Node_SelectStmt:
 			constant = false
 			return
+		// The common nodes, without the reflection of the generic walk.
+		case *pg_query.Node_AConst, *pg_query.Node_SqlvalueFunction, *pg_query.Node_String_, *pg_query.Node_Integer:
+			return
+		case *pg_query.Node_TypeCast:
+			walk(e.TypeCast.GetArg(), depth+1)
+			return
+		case *pg_query.Node_AExpr:
+			walk(e.AExpr.GetLexpr(), depth+1)
+			walk(e.AExpr.GetRexpr(), depth+1)
+			return
+		case *pg_query.Node_BoolExpr:
+			for _, arg := range e.BoolExpr.GetArgs() {
+				walk(arg, depth+1)
+			}
+			return
+		case *pg_query.Node_List:
+			for _, item := range e.List.GetItems() {
+				walk(item, depth+1)
+			}
+			return
+		case *pg_query.Node_NullTest:
+			walk(e.NullTest.GetArg(), depth+1)
+			return
 		}
 		childNodes(m.ProtoReflect(), func(c *pg_query.Node) { walk(c, depth+1) })
 	}
