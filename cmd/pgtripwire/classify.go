@@ -45,9 +45,11 @@ statement name) when they apply, and, when there are any:
             one), "server_file", "catalog_columns", "catalog_roles",
             "dynamic_sql".
 
-docs/classification.md defines them and what a static classifier cannot see. Each argument is one SQL text (it may hold
-several statements, classified together); "-" reads texts from standard
-input, one per line, skipping empty lines.
+docs/classification.md defines them and what a static classifier cannot see.
+
+Each argument is one SQL text (it may hold several statements, classified
+together); "-" reads texts from standard input, one per line, skipping empty
+lines.
 
 With --config, the catalog (tables, views, materialized views, functions) is
 loaded from the configured database with the configured sensitive columns and
