@@ -791,7 +791,8 @@ func (a *analyzer) namedDisjuncts(lv *level, b *pg_query.BoolExpr, sc *scope, ap
 }
 
 // columnSide returns the column an operand is, looking through casts that
-// keep equality exact (to text, integers, oid, regclass, uuid).
+// keep equality exact (to text, integers, oid, regclass, uuid; not name,
+// which truncates).
 func (a *analyzer) columnSide(n *pg_query.Node, sc *scope) (colRef, bool) {
 	for range maxDepth {
 		tc := n.GetTypeCast()
@@ -819,7 +820,7 @@ func (a *analyzer) columnSide(n *pg_query.Node, sc *scope) (colRef, bool) {
 // result matching more rows than equality on the column.
 var exactCasts = map[string]bool{
 	"text": true, "varchar": true, "int2": true, "int4": true, "int8": true, "oid": true,
-	"regclass": true, "regrole": true, "uuid": true, "name": true, "numeric": true,
+	"regclass": true, "regrole": true, "uuid": true, "numeric": true,
 }
 
 func exactCast(t *pg_query.TypeName) bool {

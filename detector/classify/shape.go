@@ -53,7 +53,7 @@ var foldingAggregates = map[string]bool{
 	"json_object_agg_strict": true, "jsonb_object_agg_strict": true,
 	"json_object_agg_unique": true, "jsonb_object_agg_unique": true,
 	"json_object_agg_unique_strict": true, "jsonb_object_agg_unique_strict": true,
-	"range_agg": true, "range_intersect_agg": true,
+	"range_agg": true,
 }
 
 // aggregates are the built-in aggregates a level is recognised by (one row
