@@ -945,25 +945,5 @@ func (a *analyzer) exprRefs(n *pg_query.Node, sc *scope) (refs []colRef, deps []
 // childNodes calls f with every Node found in m's fields, looking through
 // messages that are not Nodes themselves.
 func childNodes(m protoreflect.Message, f func(*pg_query.Node)) {
-	visit := func(v protoreflect.Message) {
-		if n, ok := v.Interface().(*pg_query.Node); ok {
-			f(n)
-			return
-		}
-		childNodes(v, f)
-	}
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
-			return true
-		}
-		if fd.IsList() {
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				visit(l.Get(i).Message())
-			}
-			return true
-		}
-		visit(v.Message())
-		return true
-	})
+	eachChild(m, f, func(v protoreflect.Message) { childNodes(v, f) })
 }

@@ -129,12 +129,21 @@ func (a *analyzer) generic(m protoreflect.Message, sc *scope) lineage {
 	}
 	defer a.leaveDepth()
 	var out lineage
+	eachChild(m,
+		func(n *pg_query.Node) { out = union(out, a.expr(n, sc)) },
+		func(v protoreflect.Message) { out = union(out, a.generic(v, sc)) })
+	return out
+}
+
+// eachChild calls node with every Node in m's fields and other with every
+// other message in them.
+func eachChild(m protoreflect.Message, node func(*pg_query.Node), other func(protoreflect.Message)) {
 	visit := func(v protoreflect.Message) {
 		if n, ok := v.Interface().(*pg_query.Node); ok {
-			out = union(out, a.expr(n, sc))
+			node(n)
 			return
 		}
-		out = union(out, a.generic(v, sc))
+		other(v)
 	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
@@ -150,7 +159,6 @@ func (a *analyzer) generic(m protoreflect.Message, sc *scope) lineage {
 		visit(v.Message())
 		return true
 	})
-	return out
 }
 
 func (a *analyzer) windowDef(w *pg_query.WindowDef, sc *scope) lineage {
