@@ -594,27 +594,25 @@ func (a *analyzer) conjunct(lv *level, n *pg_query.Node, sc *scope, app map[*row
 		return
 	}
 	refs, deps, _ := a.exprRefs(n, sc)
-	// Every member the condition mentions is restricted, relative to the
-	// other row sources it mentions.
-	for i, r := range refs {
-		if r.node == nil || slices.ContainsFunc(refs[:i], func(o colRef) bool { return o.node == r.node }) {
-			continue
+	// Every row source the condition mentions is restricted, relative to
+	// the others it mentions: a relation once; a subquery, view or CTE once
+	// per column, so that pushing the bound through it reaches every
+	// relation those columns come from.
+	var nodes []*rowNode
+	for _, r := range refs {
+		if !slices.Contains(nodes, r.node) {
+			nodes = append(nodes, r.node)
 		}
-		var others []*rowNode
-		for _, o := range refs {
-			if o.node != r.node && !slices.Contains(others, o.node) {
-				others = append(others, o.node)
-			}
-		}
-		lv.bounds = append(lv.bounds, boundFact{ref: r, deps: append(others, deps...), app: app})
-		if !slices.ContainsFunc(refs, func(o colRef) bool { return o.node == r.node && o != r }) {
-			continue
-		}
-		// Several columns of one relation: bound each, so that pushing
-		// through a subquery reaches every relation they come from.
-		for _, o := range refs {
-			if o.node == r.node && o != r {
-				lv.bounds = append(lv.bounds, boundFact{ref: o, deps: append(others, deps...), app: app})
+	}
+	for _, node := range nodes {
+		others := slices.DeleteFunc(slices.Clone(nodes), func(o *rowNode) bool { return o == node })
+		others = append(others, deps...)
+		for _, r := range refs {
+			if r.node == node {
+				lv.bounds = append(lv.bounds, boundFact{ref: r, deps: others, app: app})
+				if node.kind == nodeRelation {
+					break
+				}
 			}
 		}
 	}
@@ -627,7 +625,7 @@ func (a *analyzer) conjunct(lv *level, n *pg_query.Node, sc *scope, app map[*row
 	}
 	switch {
 	case isEquality(e):
-		a.equality(lv, e.GetLexpr(), e.GetRexpr(), sc, app)
+		a.equality(lv, e.GetLexpr(), e.GetRexpr(), sc, app, 0)
 	case e.GetKind() == pg_query.A_Expr_Kind_AEXPR_IN && lastName(e.GetName()) == "=",
 		e.GetKind() == pg_query.A_Expr_Kind_AEXPR_OP_ANY && lastName(e.GetName()) == "=":
 		// x IN (…) and x = ANY(…) over constants: a named list.
@@ -665,10 +663,12 @@ func isEquality(e *pg_query.A_Expr) bool {
 }
 
 // equality records l = r.
-func (a *analyzer) equality(lv *level, l, r *pg_query.Node, sc *scope, app map[*rowNode]bool) {
+func (a *analyzer) equality(lv *level, l, r *pg_query.Node, sc *scope, app map[*rowNode]bool, depth int) {
 	if lr, rr := l.GetRowExpr(), r.GetRowExpr(); lr != nil && rr != nil && len(lr.GetArgs()) == len(rr.GetArgs()) {
-		for i := range lr.GetArgs() {
-			a.equality(lv, lr.GetArgs()[i], rr.GetArgs()[i], sc, app)
+		if depth < maxCanonDepth {
+			for i := range lr.GetArgs() {
+				a.equality(lv, lr.GetArgs()[i], rr.GetArgs()[i], sc, app, depth+1)
+			}
 		}
 		return
 	}
@@ -842,9 +842,17 @@ func (a *analyzer) exprRefs(n *pg_query.Node, sc *scope) (refs []colRef, deps []
 	constant = true
 	budget := 10_000
 	var walk func(m *pg_query.Node, depth int)
+	seen := make(map[any]bool)
 	addDep := func(d *rowNode) {
-		if d != nil && !slices.Contains(deps, d) {
+		if d != nil && !seen[d] {
+			seen[d] = true
 			deps = append(deps, d)
+		}
+	}
+	addRef := func(r colRef) {
+		if !seen[r] {
+			seen[r] = true
+			refs = append(refs, r)
 		}
 	}
 	walk = func(m *pg_query.Node, depth int) {
@@ -865,9 +873,7 @@ func (a *analyzer) exprRefs(n *pg_query.Node, sc *scope) (refs []colRef, deps []
 			}
 			ref, pdeps := a.resolveRef(parts, sc)
 			if ref.node != nil {
-				if !slices.Contains(refs, ref) {
-					refs = append(refs, ref)
-				}
+				addRef(ref)
 			}
 			for _, d := range pdeps {
 				addDep(d)
@@ -889,10 +895,7 @@ func (a *analyzer) exprRefs(n *pg_query.Node, sc *scope) (refs []colRef, deps []
 				return
 			}
 			for o := range s.outer {
-				r := colRef{node: o}
-				if !slices.Contains(refs, r) {
-					refs = append(refs, r)
-				}
+				addRef(colRef{node: o})
 			}
 			if e.SubLink.GetSubLinkType() != pg_query.SubLinkType_EXPR_SUBLINK {
 				// A scalar subquery is one value; the others test or

@@ -189,8 +189,23 @@ func TestClassifyBoundsWork(t *testing.T) {
 		nested = fmt.Sprintf("WITH RECURSIVE r%d(e) AS (%s UNION ALL SELECT e FROM r%d) SELECT e FROM r%d", i, nested, i, i)
 	}
 	deep := strings.Repeat("SELECT (", 400) + "SELECT email FROM users" + strings.Repeat(")", 400)
+	// Conditions with thousands of columns and values: judged without
+	// quadratic work.
+	var wide, list strings.Builder
+	wide.WriteString("SELECT email FROM users u JOIN orders o ON o.user_id = u.id WHERE ")
+	list.WriteString("SELECT email FROM users WHERE id IN (")
+	for i := range 20_000 {
+		if i > 0 {
+			wide.WriteString(" OR ")
+			list.WriteString(", ")
+		}
+		fmt.Fprintf(&wide, "u.email = o.total::text || $%d", i+1)
+		fmt.Fprintf(&list, "$%d", i+1)
+	}
+	list.WriteString(") AND (email, username) = " + strings.Repeat("ROW(", 200) + "$1, $2" + strings.Repeat(")", 200))
 	for prefix, snap := range snaps {
-		for name, sql := range map[string]string{"nested recursive CTEs": nested, "deep scalar subqueries": deep} {
+		for name, sql := range map[string]string{"nested recursive CTEs": nested, "deep scalar subqueries": deep,
+			"a condition of many columns": wide.String(), "a long IN list": list.String()} {
 			t.Run(prefix+name, func(t *testing.T) {
 				start := time.Now()
 				got := Classify(sql, snap, defaultPath, "app")

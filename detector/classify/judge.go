@@ -66,16 +66,21 @@ func (a *analyzer) applyLevel(lv *level) {
 	// Equalities that hold for every row of the level are transitive: find
 	// their classes.
 	parent := make(map[colRef]colRef)
-	var find func(r colRef) colRef
-	find = func(r colRef) colRef {
-		for range maxDepth {
-			p, ok := parent[r]
-			if !ok || p == r {
-				return r
+	find := func(r colRef) colRef {
+		root := r
+		for {
+			p, ok := parent[root]
+			if !ok || p == root {
+				break
 			}
-			r = p
+			root = p
 		}
-		return r
+		for r != root { // path compression
+			next := parent[r]
+			parent[r] = root
+			r = next
+		}
+		return root
 	}
 	for _, e := range lv.edges {
 		if e.app == nil {
