@@ -839,110 +839,133 @@ var volatileFunctions = map[string]bool{
 // parameters and subqueries (deps). constant is false when it holds a
 // volatile function, or is too deep to walk.
 func (a *analyzer) exprRefs(n *pg_query.Node, sc *scope) (refs []colRef, deps []*rowNode, constant bool) {
-	constant = true
-	budget := 10_000
-	var walk func(m *pg_query.Node, depth int)
-	seen := make(map[any]bool)
-	addDep := func(d *rowNode) {
-		if d != nil && !seen[d] {
-			seen[d] = true
-			deps = append(deps, d)
+	w := refWalker{a: a, sc: sc, constant: true, budget: 10_000}
+	w.walk(n, 0)
+	return w.refs, w.deps, w.constant
+}
+
+// refWalker is exprRefs' state: a value, not closures, so that a walk
+// allocates only what it returns.
+type refWalker struct {
+	a        *analyzer
+	sc       *scope
+	refs     []colRef
+	deps     []*rowNode
+	constant bool
+	budget   int
+	// seen indexes refs once they are many.
+	seen map[colRef]bool
+}
+
+func (w *refWalker) addDep(d *rowNode) {
+	if d != nil && !slices.Contains(w.deps, d) {
+		w.deps = append(w.deps, d)
+	}
+}
+
+func (w *refWalker) addRef(r colRef) {
+	if w.seen == nil && len(w.refs) >= 16 {
+		w.seen = make(map[colRef]bool, 2*len(w.refs))
+		for _, o := range w.refs {
+			w.seen[o] = true
 		}
 	}
-	addRef := func(r colRef) {
-		if !seen[r] {
-			seen[r] = true
-			refs = append(refs, r)
+	if w.seen != nil {
+		if w.seen[r] {
+			return
 		}
+		w.seen[r] = true
+	} else if slices.Contains(w.refs, r) {
+		return
 	}
-	walk = func(m *pg_query.Node, depth int) {
-		if m == nil || m.GetNode() == nil {
+	w.refs = append(w.refs, r)
+}
+
+func (w *refWalker) walk(m *pg_query.Node, depth int) {
+	if m == nil || m.GetNode() == nil {
+		return
+	}
+	w.budget--
+	if depth > maxDepth || w.budget < 0 {
+		w.constant = false
+		return
+	}
+	switch e := m.GetNode().(type) {
+	case *pg_query.Node_ColumnRef:
+		parts, star := columnRefParts(e.ColumnRef)
+		if star && len(parts) == 0 {
+			w.constant = false
 			return
 		}
-		budget--
-		if depth > maxDepth || budget < 0 {
-			constant = false
-			return
+		ref, pdeps := w.a.resolveRef(parts, w.sc)
+		if ref.node != nil {
+			w.addRef(ref)
 		}
-		switch e := m.GetNode().(type) {
-		case *pg_query.Node_ColumnRef:
-			parts, star := columnRefParts(e.ColumnRef)
-			if star && len(parts) == 0 {
-				constant = false
-				return
-			}
-			ref, pdeps := a.resolveRef(parts, sc)
-			if ref.node != nil {
-				addRef(ref)
-			}
-			for _, d := range pdeps {
-				addDep(d)
-			}
-			return
-		case *pg_query.Node_ParamRef:
-			if a.frame != nil {
-				if i := int(e.ParamRef.GetNumber()) - 1; i >= 0 && i < len(a.frame.deps) {
-					for _, d := range a.frame.deps[i] {
-						addDep(d)
-					}
+		for _, d := range pdeps {
+			w.addDep(d)
+		}
+		return
+	case *pg_query.Node_ParamRef:
+		if fr := w.a.frame; fr != nil {
+			if i := int(e.ParamRef.GetNumber()) - 1; i >= 0 && i < len(fr.deps) {
+				for _, d := range fr.deps[i] {
+					w.addDep(d)
 				}
 			}
-			return
-		case *pg_query.Node_SubLink:
-			s := a.sublinks[e.SubLink]
-			if s == nil {
-				constant = false
-				return
-			}
-			for o := range s.outer {
-				addRef(colRef{node: o})
-			}
-			if e.SubLink.GetSubLinkType() != pg_query.SubLinkType_EXPR_SUBLINK {
-				// A scalar subquery is one value; the others test or
-				// return the rows of theirs.
-				addDep(s)
-			}
-			walk(e.SubLink.GetTestexpr(), depth+1)
-			return
-		case *pg_query.Node_FuncCall:
-			if volatileFunctions[lastName(e.FuncCall.GetFuncname())] {
-				constant = false
-			}
-			for _, arg := range e.FuncCall.GetArgs() {
-				walk(arg, depth+1)
-			}
-			return
-		case *pg_query.Node_SelectStmt:
-			constant = false
-			return
-		// The common nodes, without the reflection of the generic walk.
-		case *pg_query.Node_AConst, *pg_query.Node_SqlvalueFunction, *pg_query.Node_String_, *pg_query.Node_Integer:
-			return
-		case *pg_query.Node_TypeCast:
-			walk(e.TypeCast.GetArg(), depth+1)
-			return
-		case *pg_query.Node_AExpr:
-			walk(e.AExpr.GetLexpr(), depth+1)
-			walk(e.AExpr.GetRexpr(), depth+1)
-			return
-		case *pg_query.Node_BoolExpr:
-			for _, arg := range e.BoolExpr.GetArgs() {
-				walk(arg, depth+1)
-			}
-			return
-		case *pg_query.Node_List:
-			for _, item := range e.List.GetItems() {
-				walk(item, depth+1)
-			}
-			return
-		case *pg_query.Node_NullTest:
-			walk(e.NullTest.GetArg(), depth+1)
+		}
+		return
+	case *pg_query.Node_SubLink:
+		s := w.a.sublinks[e.SubLink]
+		if s == nil {
+			w.constant = false
 			return
 		}
-		childNodes(m.ProtoReflect(), func(c *pg_query.Node) { walk(c, depth+1) })
+		for o := range s.outer {
+			w.addRef(colRef{node: o})
+		}
+		if e.SubLink.GetSubLinkType() != pg_query.SubLinkType_EXPR_SUBLINK {
+			// A scalar subquery is one value; the others test or return
+			// the rows of theirs.
+			w.addDep(s)
+		}
+		w.walk(e.SubLink.GetTestexpr(), depth+1)
+		return
+	case *pg_query.Node_FuncCall:
+		if volatileFunctions[lastName(e.FuncCall.GetFuncname())] {
+			w.constant = false
+		}
+		for _, arg := range e.FuncCall.GetArgs() {
+			w.walk(arg, depth+1)
+		}
+		return
+	case *pg_query.Node_SelectStmt:
+		w.constant = false
+		return
+	// The common nodes, without the reflection of the generic walk.
+	case *pg_query.Node_AConst, *pg_query.Node_SqlvalueFunction, *pg_query.Node_String_, *pg_query.Node_Integer:
+		return
+	case *pg_query.Node_TypeCast:
+		w.walk(e.TypeCast.GetArg(), depth+1)
+		return
+	case *pg_query.Node_AExpr:
+		w.walk(e.AExpr.GetLexpr(), depth+1)
+		w.walk(e.AExpr.GetRexpr(), depth+1)
+		return
+	case *pg_query.Node_BoolExpr:
+		for _, arg := range e.BoolExpr.GetArgs() {
+			w.walk(arg, depth+1)
+		}
+		return
+	case *pg_query.Node_List:
+		for _, item := range e.List.GetItems() {
+			w.walk(item, depth+1)
+		}
+		return
+	case *pg_query.Node_NullTest:
+		w.walk(e.NullTest.GetArg(), depth+1)
+		return
 	}
-	walk(n, 0)
-	return refs, deps, constant
+	childNodes(m.ProtoReflect(), func(c *pg_query.Node) { w.walk(c, depth+1) })
 }
 
 // childNodes calls f with every Node found in m's fields, looking through

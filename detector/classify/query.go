@@ -395,7 +395,8 @@ func (a *analyzer) join(j *pg_query.JoinExpr, sc *scope) *rte {
 			}
 		}
 	}
-	it := &rte{opaque: left.opaque || right.opaque, all: union(left.all, right.all), sides: []*rte{left, right}}
+	it := &rte{opaque: left.opaque || right.opaque, all: union(left.all, right.all), sides: []*rte{left, right},
+		colSides: make([]sideCol, 0, len(left.cols)+len(right.cols))}
 	lv := levelOf(sc)
 	app := joinApplies(j.GetJointype(), left, right)
 	for _, name := range using {
