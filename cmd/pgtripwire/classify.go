@@ -34,9 +34,22 @@ per statement, one per line:
    "complete":true}
 
 with "problems" (why a result is incomplete) and "name" (a cursor or prepared
-statement name) when they apply. Each argument is one SQL text (it may hold
-several statements, classified together); "-" reads texts from standard
-input, one per line, skipping empty lines.
+statement name) when they apply, and, when there are any:
+
+  "access": how the statement reaches the rows of each sensitive table it
+            reads or references: "point" (equality on every column of a
+            unique index or the primary key: one row, such as a login),
+            "range", "page" (OFFSET, or LIMIT alone) or "scan"; a table it
+            cannot judge is left out;
+  "shapes": what it does beyond the columns: "folded" (many rows' values in
+            one), "server_file", "catalog_columns", "catalog_roles",
+            "dynamic_sql".
+
+docs/classification.md defines them and what a static classifier cannot see.
+
+Each argument is one SQL text (it may hold several statements, classified
+together); "-" reads texts from standard input, one per line, skipping empty
+lines.
 
 With --config, the catalog (tables, views, materialized views, functions) is
 loaded from the configured database with the configured sensitive columns and

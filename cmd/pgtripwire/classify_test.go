@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -14,12 +15,14 @@ import (
 
 // classifyResult is the JSON contract of `pgtripwire classify`.
 type classifyResult struct {
-	Operation           string   `json:"operation"`
-	Relations           []string `json:"relations"`
-	SensitiveRead       []string `json:"sensitive_read"`
-	SensitiveReferenced []string `json:"sensitive_referenced"`
-	Complete            bool     `json:"complete"`
-	Problems            []string `json:"problems"`
+	Operation           string            `json:"operation"`
+	Relations           []string          `json:"relations"`
+	SensitiveRead       []string          `json:"sensitive_read"`
+	SensitiveReferenced []string          `json:"sensitive_referenced"`
+	Access              map[string]string `json:"access"`
+	Shapes              []string          `json:"shapes"`
+	Complete            bool              `json:"complete"`
+	Problems            []string          `json:"problems"`
 }
 
 // parseResults decodes stdout as one JSON object per line, insisting that
@@ -54,7 +57,7 @@ func classifyDatabase(t *testing.T) (db *pgtest.Database, configPath string) {
 	t.Helper()
 	db = pgtest.NewDatabase(t)
 	db.Exec(t, `
-		CREATE TABLE public.users (id int PRIMARY KEY, email text, username text, password_hash text);
+		CREATE TABLE public.users (id int PRIMARY KEY, email text UNIQUE, username text, password_hash text);
 		CREATE VIEW public.user_directory AS SELECT id, username, email FROM public.users;
 		CREATE SCHEMA app;
 		CREATE TABLE app.things (id int, label text)`)
@@ -73,21 +76,47 @@ func TestClassifyWithCatalog(t *testing.T) {
 			args: []string{"SELECT * FROM users"},
 			want: classifyResult{Operation: "SELECT", Relations: []string{"public.users"},
 				SensitiveRead:       []string{"public.users.email", "public.users.password_hash", "public.users.username"},
-				SensitiveReferenced: []string{}, Complete: true},
+				SensitiveReferenced: []string{}, Access: map[string]string{"public.users": "scan"}, Complete: true},
 		},
 		{
 			name: "a view is expanded",
 			args: []string{"SELECT * FROM user_directory"},
 			want: classifyResult{Operation: "SELECT", Relations: []string{"public.user_directory", "public.users"},
 				SensitiveRead:       []string{"public.users.email", "public.users.username"},
-				SensitiveReferenced: []string{}, Complete: true},
+				SensitiveReferenced: []string{}, Access: map[string]string{"public.users": "scan"}, Complete: true},
 		},
 		{
-			name: "a login lookup only references",
+			name: "a login lookup only references, by a unique key",
 			args: []string{"SELECT id, password_hash FROM users WHERE email = $1"},
 			want: classifyResult{Operation: "SELECT", Relations: []string{"public.users"},
 				SensitiveRead:       []string{"public.users.password_hash"},
-				SensitiveReferenced: []string{"public.users.email"}, Complete: true},
+				SensitiveReferenced: []string{"public.users.email"}, Access: map[string]string{"public.users": "point"}, Complete: true},
+		},
+		{
+			name: "keyset pages through a view are ranges",
+			args: []string{"SELECT id, email FROM user_directory WHERE id > $1 ORDER BY id LIMIT 50"},
+			want: classifyResult{Operation: "SELECT", Relations: []string{"public.user_directory", "public.users"},
+				SensitiveRead: []string{"public.users.email"}, SensitiveReferenced: []string{},
+				Access: map[string]string{"public.users": "range"}, Complete: true},
+		},
+		{
+			name: "a folded read, one row for every user",
+			args: []string{"COPY (SELECT string_agg(email, ',') FROM users) TO STDOUT"},
+			want: classifyResult{Operation: "COPY", Relations: []string{"public.users"},
+				SensitiveRead: []string{"public.users.email"}, SensitiveReferenced: []string{},
+				Access: map[string]string{"public.users": "scan"}, Shapes: []string{"folded"}, Complete: true},
+		},
+		{
+			name: "a server file, from any table",
+			args: []string{"COPY app.things TO PROGRAM 'gzip > /tmp/t.gz'"},
+			want: classifyResult{Operation: "COPY TO PROGRAM", Relations: []string{"app.things"},
+				SensitiveRead: []string{}, SensitiveReferenced: []string{}, Shapes: []string{"server_file"}, Complete: true},
+		},
+		{
+			name: "reconnaissance of every column",
+			args: []string{"SELECT table_name, column_name FROM information_schema.columns"},
+			want: classifyResult{Operation: "SELECT", Relations: []string{"information_schema.columns"},
+				SensitiveRead: []string{}, SensitiveReferenced: []string{}, Shapes: []string{"catalog_columns"}, Complete: true},
 		},
 		{
 			name: "unqualified names outside the search path are unknown",
@@ -121,7 +150,8 @@ func TestClassifyWithCatalog(t *testing.T) {
 			g := got[0]
 			if g.Operation != tt.want.Operation || !slices.Equal(g.Relations, tt.want.Relations) ||
 				!slices.Equal(g.SensitiveRead, tt.want.SensitiveRead) ||
-				!slices.Equal(g.SensitiveReferenced, tt.want.SensitiveReferenced) || g.Complete != tt.want.Complete {
+				!slices.Equal(g.SensitiveReferenced, tt.want.SensitiveReferenced) || g.Complete != tt.want.Complete ||
+				!maps.Equal(g.Access, tt.want.Access) || !slices.Equal(g.Shapes, tt.want.Shapes) {
 				t.Errorf("got %+v\nwant %+v", g, tt.want)
 			}
 			if !g.Complete && len(g.Problems) == 0 {
@@ -172,6 +202,10 @@ func TestClassifyWithoutConfigKnowsNoRelation(t *testing.T) {
 	}
 	if !got[1].Complete {
 		t.Errorf("SELECT 1 touches no relation: got incomplete %v", got[1].Problems)
+	}
+	// access and shapes are left out when there are none.
+	if line := strings.Split(stdout, "\n")[1]; strings.Contains(line, `"access"`) || strings.Contains(line, `"shapes"`) {
+		t.Errorf("SELECT 1: got %s, want no access and no shapes keys", line)
 	}
 }
 

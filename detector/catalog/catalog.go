@@ -4,9 +4,11 @@
 // against it; the detector reloads it periodically and swaps snapshots.
 //
 // It is not a general catalog cache: it holds only what classification needs
-// (relations, their columns and inheritance parents, and the functions of
-// non-system schemas with their bodies), and it does not parse SQL — view
-// definitions and function bodies are kept as text for the classifier.
+// (relations, their columns, inheritance parents and unique keys, and the
+// functions of non-system schemas with their bodies), and it does not parse
+// SQL — view definitions, index expressions and function bodies are kept as
+// text for the classifier. It holds no statistics: they change constantly,
+// and a snapshot's Version must change only when classifications can.
 package catalog
 
 import (
@@ -77,6 +79,11 @@ type Relation struct {
 	// table with configured sensitive columns has the same columns sensitive
 	// (see Snapshot.SensitiveOrigin).
 	Inherits []string
+	// UniqueKeys are the relation's primary key and unique indexes (see
+	// UniqueKey), sorted by name. Table statistics (reltuples, relpages)
+	// are deliberately not part of a snapshot: they change all the time and
+	// would change its Version, discarding every cached classification.
+	UniqueKeys []UniqueKey
 }
 
 // QualifiedName returns schema.name with each part quoted only where
@@ -111,6 +118,12 @@ type Snapshot struct {
 	functions     map[relKey][]*Function
 	functionsList []*Function
 	funcsNamed    map[string][]*Function
+
+	// children are the direct inheritance children and partitions of each
+	// relation; inheritedKeys the keys of plain inheritance parents that
+	// hold across all their descendants (see UniqueKeys).
+	children      map[string][]string
+	inheritedKeys map[string][]UniqueKey
 }
 
 type relKey struct{ schema, name string }
@@ -174,6 +187,10 @@ func New(relations []Relation, sensitive map[string][]string, opts ...Option) (*
 		}
 		r.Columns = slices.Clone(r.Columns)
 		r.Inherits = slices.Clone(r.Inherits)
+		r.UniqueKeys = cloneKeys(r.UniqueKeys)
+		if err := checkKeys(&r); err != nil {
+			return nil, err
+		}
 		for j, p := range r.Inherits {
 			schema, name, err := ParseQualifiedName(p)
 			if err != nil {
@@ -234,6 +251,7 @@ func New(relations []Relation, sensitive map[string][]string, opts ...Option) (*
 	sort.Strings(s.missing)
 	s.missing = slices.Compact(s.missing)
 	s.origins = s.inheritSensitivity()
+	s.indexChildren()
 	if err := s.indexFunctions(); err != nil {
 		return nil, err
 	}
@@ -404,7 +422,8 @@ func (s *Snapshot) Sensitive() map[string][]string {
 func (s *Snapshot) Missing() []string { return slices.Clone(s.missing) }
 
 // Version returns a hash of the snapshot's content (relations, columns, view
-// definitions, view search path and sensitive configuration). Two snapshots
+// definitions, unique keys, functions, view search path and sensitive
+// configuration). Two snapshots
 // with the same content have the same version, so a refresh that changed
 // nothing can be recognised and cached classifications kept.
 func (s *Snapshot) Version() string { return s.version }
@@ -431,6 +450,18 @@ func (s *Snapshot) hash() string {
 		writeStrings(r.Columns)
 		writeString(r.ViewDef)
 		writeStrings(r.Inherits)
+		binary.BigEndian.PutUint64(n[:], uint64(len(r.UniqueKeys)))
+		h.Write(n[:])
+		for _, k := range r.UniqueKeys {
+			writeString(k.Name)
+			writeString(fmt.Sprint(k.Primary))
+			binary.BigEndian.PutUint64(n[:], uint64(len(k.Parts)))
+			h.Write(n[:])
+			for _, p := range k.Parts {
+				writeString(p.Column)
+				writeString(p.Expression)
+			}
+		}
 	}
 	writeString("\x00functions")
 	for _, f := range s.functionsList {

@@ -159,6 +159,9 @@ func TestNewRejects(t *testing.T) {
 		{"duplicate relation", []Relation{{Schema: "a", Name: "b", Kind: Table}, {Schema: "a", Name: "b", Kind: View}}, nil, "twice"},
 		{"bad kind", []Relation{{Schema: "a", Name: "b", Kind: 'S'}}, nil, "kind"},
 		{"empty name", []Relation{{Schema: "a", Kind: Table}}, nil, "empty"},
+		{"key without parts", []Relation{{Schema: "a", Name: "b", Kind: Table, UniqueKeys: []UniqueKey{{Name: "k"}}}}, nil, "no parts"},
+		{"key part both column and expression", []Relation{{Schema: "a", Name: "b", Kind: Table,
+			UniqueKeys: []UniqueKey{{Name: "k", Parts: []KeyPart{{Column: "x", Expression: "lower(x)"}}}}}}, nil, "column or an expression"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -325,6 +328,17 @@ func TestVersion(t *testing.T) {
 		"view search path": func() (*Snapshot, error) {
 			return New(testRelations(), sensitive, WithViewSearchPath([]string{"pg_catalog", "app"}))
 		},
+		// A new unique index changes which lookups are point lookups.
+		"unique index added": func() (*Snapshot, error) {
+			r := testRelations()
+			r[0].UniqueKeys = []UniqueKey{{Name: "users_email_key", Parts: []KeyPart{{Column: "email"}}}}
+			return New(r, sensitive)
+		},
+		"index expression changed": func() (*Snapshot, error) {
+			r := testRelations()
+			r[0].UniqueKeys = []UniqueKey{{Name: "users_email_key", Parts: []KeyPart{{Expression: "upper(email)"}}}}
+			return New(r, sensitive)
+		},
 		// Length-prefixed hashing: moving a character between fields changes it.
 		"name boundary": func() (*Snapshot, error) {
 			r := testRelations()
@@ -339,6 +353,55 @@ func TestVersion(t *testing.T) {
 		}
 		if s.Version() == base.Version() {
 			t.Errorf("%s: version unchanged", name)
+		}
+	}
+}
+
+func TestUniqueKeys(t *testing.T) {
+	id := UniqueKey{Name: "pkey", Primary: true, Parts: []KeyPart{{Column: "id"}}}
+	email := UniqueKey{Name: "email_key", Parts: []KeyPart{{Expression: "lower(email)"}}}
+	idAgain := UniqueKey{Name: "child_pkey", Parts: []KeyPart{{Column: "id"}}}
+	snap, err := New([]Relation{
+		{Schema: "public", Name: "users", Kind: Table, Columns: []string{"id", "email"}, UniqueKeys: []UniqueKey{id, email}},
+		// Plain inheritance: the parent's keys hold across children only
+		// where every descendant has them too.
+		{Schema: "public", Name: "admins", Kind: Table, Columns: []string{"id", "email"}, Inherits: []string{"public.users"}, UniqueKeys: []UniqueKey{idAgain}},
+		{Schema: "public", Name: "root_admins", Kind: Table, Columns: []string{"id", "email"}, Inherits: []string{"public.admins"}, UniqueKeys: []UniqueKey{idAgain}},
+		{Schema: "public", Name: "lone", Kind: Table, Columns: []string{"id"}, UniqueKeys: []UniqueKey{id}},
+		{Schema: "public", Name: "legacy", Kind: Table, Columns: []string{"id"}, UniqueKeys: []UniqueKey{id}},
+		{Schema: "public", Name: "legacy_2020", Kind: Table, Columns: []string{"id"}, Inherits: []string{"public.legacy"}},
+		// A partitioned table's unique indexes span its partitions.
+		{Schema: "public", Name: "events", Kind: PartitionedTable, Columns: []string{"id"}, UniqueKeys: []UniqueKey{id}},
+		{Schema: "public", Name: "events_1", Kind: Table, Columns: []string{"id"}, Inherits: []string{"public.events"}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(keys []UniqueKey) []string {
+		var out []string
+		for _, k := range keys {
+			out = append(out, k.String())
+		}
+		return out
+	}
+	tests := []struct {
+		rel             string
+		withDescendants bool
+		want            []string
+	}{
+		{"public.users", false, []string{"email_key((lower(email)))", "pkey(id)"}},
+		{"public.users", true, []string{"pkey(id)"}},
+		{"public.admins", true, []string{"child_pkey(id)"}},
+		{"public.lone", true, []string{"pkey(id)"}},
+		{"public.legacy", false, []string{"pkey(id)"}},
+		{"public.legacy", true, nil},
+		{"public.events", true, []string{"pkey(id)"}},
+		{"public.events_1", true, nil},
+		{"public.nothing", true, nil},
+	}
+	for _, tt := range tests {
+		if got := names(snap.UniqueKeys(tt.rel, tt.withDescendants)); !slices.Equal(got, tt.want) {
+			t.Errorf("UniqueKeys(%s, %v): got %q, want %q", tt.rel, tt.withDescendants, got, tt.want)
 		}
 	}
 }

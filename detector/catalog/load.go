@@ -45,6 +45,33 @@ SELECT n.nspname::text,
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
    AND n.nspname !~ '^pg_(toast|temp_)'`
 
+// indexesQuery lists the unique indexes (primary keys included) of the
+// relations relationsQuery returns that PostgreSQL enforces on every row:
+// valid, not partial. Key columns come in index order, INCLUDE columns left
+// out; an expression column has no attribute and is printed by
+// pg_get_indexdef (qualified relative to the session's search path, like view
+// definitions). It reads pg_index, never statistics.
+const indexesQuery = `
+SELECT n.nspname::text,
+       c.relname::text,
+       ic.relname::text,
+       i.indisprimary,
+       ARRAY(SELECT COALESCE(a.attname::text, '')
+               FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+               LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum AND k.attnum > 0
+              WHERE k.ord <= i.indnkeyatts ORDER BY k.ord),
+       ARRAY(SELECT CASE WHEN k.attnum = 0 THEN pg_catalog.pg_get_indexdef(i.indexrelid, k.ord::int, true) ELSE '' END
+               FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+              WHERE k.ord <= i.indnkeyatts ORDER BY k.ord)
+  FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+  JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE i.indisunique AND i.indisvalid AND i.indpred IS NULL
+   AND c.relkind IN ('r', 'p', 'm', 'f')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname !~ '^pg_(toast|temp_)'`
+
 // functionsQuery lists the plain functions of non-system schemas that do not
 // belong to an extension, with what classification needs to follow a call:
 // arity, parameter names, body, result shape, SECURITY DEFINER and a
@@ -82,7 +109,7 @@ SELECT n.nspname::text,
 
 // Load reads the relations of the database q is connected to and builds a
 // snapshot with the given sensitive-column configuration (see New). It runs
-// two read-only catalog queries on q's session and must not share that session
+// four read-only catalog queries on q's session and must not share that session
 // with statements changing search_path concurrently. An error leaves nothing
 // half-built: callers keep their previous snapshot. pg_get_viewdef can fail on
 // a view dropped while the query runs; the next refresh succeeds.
@@ -128,6 +155,9 @@ func Load(ctx context.Context, q Querier, sensitive map[string][]string) (*Snaps
 	if err != nil {
 		return nil, fmt.Errorf("load catalog: list relations: %w", err)
 	}
+	if err := loadKeys(ctx, q, relations); err != nil {
+		return nil, err
+	}
 	rows, err = q.Query(ctx, functionsQuery)
 	if err != nil {
 		return nil, fmt.Errorf("load catalog: list functions: %w", err)
@@ -141,6 +171,52 @@ func Load(ctx context.Context, q Querier, sensitive map[string][]string) (*Snaps
 		return nil, fmt.Errorf("load catalog: %w", err)
 	}
 	return snap, nil
+}
+
+// loadKeys reads the unique keys of relations (indexesQuery) into them.
+func loadKeys(ctx context.Context, q Querier, relations []Relation) error {
+	rows, err := q.Query(ctx, indexesQuery)
+	if err != nil {
+		return fmt.Errorf("load catalog: list unique indexes: %w", err)
+	}
+	type keyRow struct {
+		schema, table string
+		key           UniqueKey
+	}
+	keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (keyRow, error) {
+		var (
+			k              keyRow
+			columns, exprs []string
+		)
+		if err := row.Scan(&k.schema, &k.table, &k.key.Name, &k.key.Primary, &columns, &exprs); err != nil {
+			return keyRow{}, err
+		}
+		if len(columns) != len(exprs) {
+			return keyRow{}, fmt.Errorf("index %s: %d columns, %d expressions", k.key.Name, len(columns), len(exprs))
+		}
+		for i := range columns {
+			k.key.Parts = append(k.key.Parts, KeyPart{Column: columns[i], Expression: exprs[i]})
+		}
+		return k, nil
+	})
+	if err != nil {
+		return fmt.Errorf("load catalog: list unique indexes: %w", err)
+	}
+	byName := make(map[relKey]*Relation, len(relations))
+	for i := range relations {
+		byName[relKey{relations[i].Schema, relations[i].Name}] = &relations[i]
+	}
+	for _, k := range keys {
+		// A relation created between the two queries is left for the next
+		// refresh; a part that is neither column nor expression (an
+		// attribute dropped meanwhile) makes the key unusable.
+		r, ok := byName[relKey{k.schema, k.table}]
+		if !ok || slices.ContainsFunc(k.key.Parts, func(p KeyPart) bool { return (p.Column == "") == (p.Expression == "") }) {
+			continue
+		}
+		r.UniqueKeys = append(r.UniqueKeys, k.key)
+	}
+	return nil
 }
 
 func scanFunction(row pgx.CollectableRow) (Function, error) {

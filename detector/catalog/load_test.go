@@ -2,6 +2,7 @@ package catalog_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -19,9 +20,15 @@ CREATE TABLE public.users (
 	email text,
 	username text,
 	password_hash text,
-	created_at timestamptz
+	created_at timestamptz,
+	tenant int,
+	UNIQUE (tenant, username) INCLUDE (created_at)
 );
 ALTER TABLE public.users DROP COLUMN legacy;
+CREATE UNIQUE INDEX users_email_lower ON public.users (lower(email));
+-- Neither enforces uniqueness on every row: not keys.
+CREATE UNIQUE INDEX users_active_email ON public.users (email) WHERE created_at IS NOT NULL;
+CREATE INDEX users_created ON public.users (created_at);
 CREATE TABLE public.orders (id bigint, user_id bigint, total numeric);
 CREATE SCHEMA reporting;
 CREATE VIEW reporting.user_contacts AS
@@ -93,8 +100,19 @@ func TestLoad(t *testing.T) {
 	if !ok {
 		t.Fatal("public.users not loaded")
 	}
-	if want := []string{"id", "email", "username", "password_hash", "created_at"}; !slices.Equal(users.Columns, want) {
+	if want := []string{"id", "email", "username", "password_hash", "created_at", "tenant"}; !slices.Equal(users.Columns, want) {
 		t.Errorf("public.users columns: got %q, want %q (attnum order, dropped column left out)", users.Columns, want)
+	}
+	var keys []string
+	for _, k := range users.UniqueKeys {
+		keys = append(keys, fmt.Sprintf("%s primary=%v", k, k.Primary))
+	}
+	if want := []string{
+		"users_email_lower((lower(email))) primary=false",
+		"users_pkey(id) primary=true",
+		"users_tenant_username_created_at_key(tenant, username) primary=false",
+	}; !slices.Equal(keys, want) {
+		t.Errorf("public.users unique keys:\ngot  %q\nwant %q (partial and non-unique indexes left out, INCLUDE columns too)", keys, want)
 	}
 	if users.ViewDef != "" {
 		t.Errorf("public.users: got a view definition for a table")
@@ -125,7 +143,7 @@ func TestLoad(t *testing.T) {
 	}
 	getUsers := snap.LookupFunctions("public", "get_users")[0]
 	if !getUsers.ReturnsSet || getUsers.Language != "sql" || getUsers.Body != "SELECT * FROM public.users" ||
-		!slices.Equal(getUsers.ResultColumns, []string{"id", "email", "username", "password_hash", "created_at"}) {
+		!slices.Equal(getUsers.ResultColumns, []string{"id", "email", "username", "password_hash", "created_at", "tenant"}) {
 		t.Errorf("public.get_users: got %+v", getUsers)
 	}
 	contact := snap.LookupFunctions("reporting", "contact")[0]
@@ -166,8 +184,39 @@ func TestLoadVersion(t *testing.T) {
 		t.Errorf("reload without changes: version %s, want %s", again, first)
 	}
 	db.Exec(t, "ALTER TABLE public.orders ADD COLUMN card_number text")
-	if changed := load(); changed == first {
+	changed := load()
+	if changed == first {
 		t.Errorf("reload after ADD COLUMN: version unchanged")
+	}
+	// Statistics are not part of the snapshot: ANALYZE and new rows keep
+	// the version, so cached classifications survive.
+	db.Exec(t, "INSERT INTO public.orders (id) SELECT generate_series(1, 1000); ANALYZE public.orders")
+	if again := load(); again != changed {
+		t.Errorf("reload after ANALYZE: version changed")
+	}
+	db.Exec(t, "CREATE UNIQUE INDEX orders_id ON public.orders (id)")
+	withIndex := load()
+	if withIndex == changed {
+		t.Errorf("reload after CREATE UNIQUE INDEX: version unchanged")
+	}
+	// A unique index that failed to build concurrently is invalid and does
+	// not enforce uniqueness on existing rows: not a key, and no change.
+	db.Exec(t, "UPDATE public.orders SET user_id = 7")
+	if _, err := conn.Exec(ctx, "CREATE UNIQUE INDEX CONCURRENTLY orders_user ON public.orders (user_id)"); err == nil {
+		t.Fatal("CREATE UNIQUE INDEX CONCURRENTLY over duplicates: got no error")
+	}
+	snap, err := catalog.Load(ctx, conn, sensitive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orders, _ := snap.Lookup("public", "orders")
+	var names []string
+	for _, k := range orders.UniqueKeys {
+		names = append(names, k.Name)
+	}
+	if !slices.Equal(names, []string{"orders_id"}) || snap.Version() != withIndex {
+		t.Errorf("public.orders keys after a failed concurrent build: got %q (version changed: %v), want only orders_id",
+			names, snap.Version() != withIndex)
 	}
 }
 

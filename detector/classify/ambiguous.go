@@ -70,7 +70,12 @@ func (a *analyzer) analyzeAs(b binding, stmts []*pg_query.RawStmt) {
 	alt.binding = &b
 	alt.steps = a.steps
 	alt.statements(stmts)
+	alt.judge()
+	alt.catalogShapes()
 	a.steps = alt.steps
+	a.altNodes = append(a.altNodes, alt.nodes...)
+	a.shapes |= alt.shapes
+	a.folded = union(a.folded, alt.folded)
 
 	for r := range alt.relations {
 		a.relations[r] = true

@@ -40,8 +40,8 @@ func NewCache(size int) *Cache {
 }
 
 // Classify returns Classify(sql, cat, searchPath, role), from the cache when
-// it has it. The Result's slices are shared with the cache and other callers
-// and must not be modified.
+// it has it. The Result's slices and map are shared with the cache and other
+// callers and must not be modified.
 func (c *Cache) Classify(sql string, cat *catalog.Snapshot, searchPath []string, role string) Result {
 	if res, ok := c.Get(sql, cat, searchPath, role); ok {
 		return res

@@ -65,6 +65,14 @@
 //   - Unqualified pg_* names the snapshot does not know, and anything in
 //     pg_catalog or information_schema, are PostgreSQL's own relations: listed,
 //     never sensitive, never a problem.
+//   - Access patterns (Result.Access) are judged on a graph of the row
+//     sources of the statement and the equalities and restrictions between
+//     them, against the snapshot's unique keys (access.go, judge.go,
+//     keyexpr.go). Shapes (Result.Shapes) are recognised along the way
+//     (shape.go): folding aggregates and ARRAY(subquery) over sensitive
+//     columns that are read, server file functions and COPY to or from a
+//     file or program, unpinned reads of the catalog's column and role
+//     relations, dynamic SQL.
 //
 // It is the only package that sees pg_query: callers get plain Go values. It
 // never deparses input and never reports literals or SQL text. It is not a
@@ -249,8 +257,12 @@ func Classify(sql string, cat *catalog.Snapshot, searchPath []string, role strin
 		return a.unparsable(sql, err)
 	}
 	op, name := a.statements(tree.GetStmts())
+	a.judge()
+	a.catalogShapes()
 	a.ambiguousNames(tree.GetStmts())
-	return a.result(op, name)
+	res = a.result(op, name)
+	res.Access = a.access()
+	return res
 }
 
 // Problems that alternative analyses (see ambiguousNames) pass on.
@@ -320,11 +332,33 @@ type analyzer struct {
 	calling map[*catalog.Function]bool
 	// funcCols caches the output of functions called without sensitive
 	// arguments.
-	funcCols map[funcKey][]column
+	funcCols map[funcKey]funcResult
 	// reaches caches what unanalysable function bodies could read, and scans
 	// the texts scanned to decide it (reach.go).
 	reaches map[*catalog.Function]reach
 	scans   map[scanKey]textFacts
+
+	// Access patterns (access.go): the row sources and query levels of the
+	// text, the level of each subquery in an expression, the alias node of
+	// each expanded view, and the level or function result just analysed.
+	nodes     []*rowNode
+	levels    []*level
+	sublinks  map[*pg_query.SubLink]*rowNode
+	viewNodes map[string]*rowNode
+	lastLevel *rowNode
+	lastFunc  *rowNode
+	keyCache  map[keyCacheKey][][]string
+	// inMatview is set while a materialized view's definition is expanded:
+	// reading the view does not run it.
+	inMatview int
+	// altNodes are the row sources of the alternative analyses of
+	// ambiguous names (ambiguous.go), judged there.
+	altNodes []*rowNode
+
+	// shapes recognised so far; folded holds the sensitive columns folded
+	// by an aggregate or array constructor, a shape once they are read.
+	shapes shapeSet
+	folded lineage
 }
 
 func newAnalyzer(cat *catalog.Snapshot, searchPath []string, role string) *analyzer {
@@ -341,9 +375,11 @@ func newAnalyzer(cat *catalog.Snapshot, searchPath []string, role string) *analy
 
 		unqualified: make(map[string]string),
 		calling:     make(map[*catalog.Function]bool),
-		funcCols:    make(map[funcKey][]column),
+		funcCols:    make(map[funcKey]funcResult),
 		reaches:     make(map[*catalog.Function]reach),
 		scans:       make(map[scanKey]textFacts),
+		sublinks:    make(map[*pg_query.SubLink]*rowNode),
+		viewNodes:   make(map[string]*rowNode),
 	}
 }
 
@@ -413,10 +449,34 @@ func (a *analyzer) result(op, name string) Result {
 	}
 	sort.Strings(res.SensitiveRead)
 	sort.Strings(res.SensitiveReferenced)
+	shapes := a.shapes
+	for s := range a.folded {
+		if _, isRead := a.read[s]; isRead {
+			shapes |= shapeFolded
+			break
+		}
+	}
+	res.Shapes = shapes.names()
 	if len(a.problems) > 0 {
 		res.Problems = sortedKeys(a.problems)
 	}
 	return res
+}
+
+// access returns Result.Access: the tables whose sensitive columns the text
+// reads or references, with how it reaches their rows.
+func (a *analyzer) access() map[string]string {
+	tables := make(map[string]bool)
+	for s := range a.read {
+		tables[s.rel] = true
+	}
+	for s := range a.referenced {
+		tables[s.rel] = true
+	}
+	if len(tables) == 0 {
+		return nil
+	}
+	return accessOf(slices.Concat(a.nodes, a.altNodes), tables)
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -1,6 +1,8 @@
 package classify_test
 
 import (
+	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -23,10 +25,13 @@ type corpusEntry struct {
 	Relations           []string `yaml:"relations"`
 	SensitiveRead       []string `yaml:"sensitive_read"`
 	SensitiveReferenced []string `yaml:"sensitive_referenced"`
-	Complete            bool     `yaml:"complete"`
-	Benign              bool     `yaml:"benign"`
-	Note                string   `yaml:"note"`
-	line                int
+	// Access and Shapes are compared always: absent means none.
+	Access   map[string]string `yaml:"access"`
+	Shapes   []string          `yaml:"shapes"`
+	Complete bool              `yaml:"complete"`
+	Benign   bool              `yaml:"benign"`
+	Note     string            `yaml:"note"`
+	line     int
 }
 
 // corpusSensitive is the configuration the corpus expects; schema.sql
@@ -116,6 +121,12 @@ func TestCorpus(t *testing.T) {
 		}
 		if !sameSet(got.SensitiveReferenced, e.SensitiveReferenced) {
 			errs = append(errs, "referenced "+strings.Join(got.SensitiveReferenced, ",")+", want "+strings.Join(e.SensitiveReferenced, ","))
+		}
+		if !maps.Equal(got.Access, e.Access) {
+			errs = append(errs, fmt.Sprintf("access %v, want %v", got.Access, e.Access))
+		}
+		if !sameSet(got.Shapes, e.Shapes) {
+			errs = append(errs, "shapes "+strings.Join(got.Shapes, ",")+", want "+strings.Join(e.Shapes, ","))
 		}
 		if got.Complete != e.Complete {
 			errs = append(errs, "complete "+map[bool]string{true: "true", false: "false"}[got.Complete]+" (problems "+strings.Join(got.Problems, "; ")+")")

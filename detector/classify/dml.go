@@ -15,11 +15,20 @@ func (a *analyzer) insert(s *pg_query.InsertStmt, parent *scope) []column {
 	if w := s.GetWithClause(); w != nil {
 		a.with(w, sc)
 	}
+	lv := a.beginLevel(sc)
 	target := a.relation(s.GetRelation(), sc, false)
+	lv.addMember(target)
 
 	var values []column
+	var source []*rowNode
 	if sel := s.GetSelectStmt().GetSelectStmt(); sel != nil {
 		values = a.selectStmt(sel, sc)
+		source = []*rowNode{a.takeLevel()}
+	}
+	if target.node != nil && target.node.kind == nodeRelation {
+		// The rows an INSERT reaches (RETURNING, ON CONFLICT) are the rows
+		// it inserts: one per row of its source, one for DEFAULT VALUES.
+		target.node.bounds = append(target.node.bounds, bound{base: classPoint, deps: source})
 	}
 	for _, v := range values {
 		a.write(target.rel, v.src)
@@ -52,7 +61,9 @@ func (a *analyzer) insert(s *pg_query.InsertStmt, parent *scope) []column {
 		a.refer(a.expr(oc.GetWhereClause(), csc))
 		a.setList(target.rel, oc.GetTargetList(), csc)
 	}
-	return a.targetList(s.GetReturningList(), &scope{parent: sc, items: []*rte{target}})
+	out := a.targetList(s.GetReturningList(), &scope{parent: sc, items: []*rte{target}, lv: lv})
+	a.endLevel(lv)
+	return out
 }
 
 // setList analyzes UPDATE-style SET assignments into target.
@@ -84,16 +95,22 @@ func (a *analyzer) update(s *pg_query.UpdateStmt, parent *scope) []column {
 	if w := s.GetWithClause(); w != nil {
 		a.with(w, sc)
 	}
+	lv := a.beginLevel(sc)
 	target := a.relation(s.GetRelation(), sc, false)
 	sc.items = append(sc.items, target)
+	lv.addMember(target)
 	for _, f := range s.GetFromClause() {
 		if it := a.fromItem(f, sc); it != nil {
 			sc.items = append(sc.items, it)
+			lv.addMember(it)
 		}
 	}
 	a.setList(target.rel, s.GetTargetList(), sc)
 	a.refer(a.expr(s.GetWhereClause(), sc))
-	return a.targetList(s.GetReturningList(), sc)
+	out := a.targetList(s.GetReturningList(), sc)
+	lv.addConj(s.GetWhereClause(), sc, nil)
+	a.endLevel(lv)
+	return out
 }
 
 // delete analyzes DELETE and returns its RETURNING columns.
@@ -106,15 +123,21 @@ func (a *analyzer) delete(s *pg_query.DeleteStmt, parent *scope) []column {
 	if w := s.GetWithClause(); w != nil {
 		a.with(w, sc)
 	}
+	lv := a.beginLevel(sc)
 	target := a.relation(s.GetRelation(), sc, false)
 	sc.items = append(sc.items, target)
+	lv.addMember(target)
 	for _, f := range s.GetUsingClause() {
 		if it := a.fromItem(f, sc); it != nil {
 			sc.items = append(sc.items, it)
+			lv.addMember(it)
 		}
 	}
 	a.refer(a.expr(s.GetWhereClause(), sc))
-	return a.targetList(s.GetReturningList(), sc)
+	out := a.targetList(s.GetReturningList(), sc)
+	lv.addConj(s.GetWhereClause(), sc, nil)
+	a.endLevel(lv)
+	return out
 }
 
 // merge analyzes MERGE and returns its RETURNING columns.
@@ -127,12 +150,21 @@ func (a *analyzer) merge(s *pg_query.MergeStmt, parent *scope) []column {
 	if w := s.GetWithClause(); w != nil {
 		a.with(w, sc)
 	}
+	lv := a.beginLevel(sc)
 	target := a.relation(s.GetRelation(), sc, false)
+	if target.node != nil {
+		// Which target rows MERGE reaches depends on its join and WHEN
+		// clauses: not judged.
+		target.node.unjudged = true
+	}
 	if src := a.fromItem(s.GetSourceRelation(), sc); src != nil {
 		sc.items = append(sc.items, src)
+		lv.addMember(src)
 	}
 	sc.items = append(sc.items, target)
+	lv.addMember(target)
 	a.refer(a.expr(s.GetJoinCondition(), sc))
+	lv.addConj(s.GetJoinCondition(), sc, nil)
 	for _, n := range s.GetMergeWhenClauses() {
 		wc := n.GetMergeWhenClause()
 		if wc == nil {
@@ -148,5 +180,7 @@ func (a *analyzer) merge(s *pg_query.MergeStmt, parent *scope) []column {
 			}
 		}
 	}
-	return a.targetList(s.GetReturningList(), sc)
+	out := a.targetList(s.GetReturningList(), sc)
+	a.endLevel(lv)
+	return out
 }

@@ -99,6 +99,15 @@ func (a *analyzer) expr(n *pg_query.Node, sc *scope) lineage {
 		return columnsLineage(a.selectStmt(e.SelectStmt, sc))
 	case *pg_query.Node_InsertStmt, *pg_query.Node_UpdateStmt, *pg_query.Node_DeleteStmt, *pg_query.Node_MergeStmt:
 		return columnsLineage(a.query(n, sc))
+	case *pg_query.Node_JsonArrayAgg, *pg_query.Node_JsonObjectAgg, *pg_query.Node_JsonArrayQueryConstructor:
+		// JSON_ARRAYAGG, JSON_OBJECTAGG and JSON_ARRAY(SELECT …) fold rows
+		// into one value.
+		src := a.generic(n.ProtoReflect(), sc)
+		a.folded = union(a.folded, src)
+		if lv := levelOf(sc); lv != nil && n.GetJsonArrayQueryConstructor() == nil {
+			lv.hasAgg = true
+		}
+		return src
 	}
 	// Everything else (JSON and XML constructors, ...) is walked generically:
 	// whatever columns occur in it are taken to flow into its value.
@@ -120,12 +129,21 @@ func (a *analyzer) generic(m protoreflect.Message, sc *scope) lineage {
 	}
 	defer a.leaveDepth()
 	var out lineage
+	eachChild(m,
+		func(n *pg_query.Node) { out = union(out, a.expr(n, sc)) },
+		func(v protoreflect.Message) { out = union(out, a.generic(v, sc)) })
+	return out
+}
+
+// eachChild calls node with every Node in m's fields and other with every
+// other message in them.
+func eachChild(m protoreflect.Message, node func(*pg_query.Node), other func(protoreflect.Message)) {
 	visit := func(v protoreflect.Message) {
 		if n, ok := v.Interface().(*pg_query.Node); ok {
-			out = union(out, a.expr(n, sc))
+			node(n)
 			return
 		}
-		out = union(out, a.generic(v, sc))
+		other(v)
 	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
@@ -141,7 +159,6 @@ func (a *analyzer) generic(m protoreflect.Message, sc *scope) lineage {
 		visit(v.Message())
 		return true
 	})
-	return out
 }
 
 func (a *analyzer) windowDef(w *pg_query.WindowDef, sc *scope) lineage {
@@ -169,6 +186,7 @@ func columnRefParts(cr *pg_query.ColumnRef) (parts []string, star bool) {
 func (a *analyzer) columnRef(cr *pg_query.ColumnRef, sc *scope) lineage {
 	parts, star := columnRefParts(cr)
 	if src, ok := sc.resolveColumn(parts, star); ok {
+		a.noteRef(parts, star, sc, src)
 		return src
 	}
 	name := strings.Join(quoteAll(parts), ".")
@@ -199,6 +217,9 @@ func (a *analyzer) indirection(ind *pg_query.A_Indirection, sc *scope) lineage {
 			if it, ok := findItemOutward(sc, parts[0]); ok {
 				if _, isColumn := findColumnOutward(sc, parts[0]); !isColumn {
 					if src, ok := it.column(fields[0]); ok {
+						if j := it.columnIndex(fields[0]); j >= 0 && len(src) > 0 {
+							touch(a.refOf(it, j).node)
+						}
 						return src
 					}
 				}
@@ -279,6 +300,7 @@ func (a *analyzer) funcCall(fc *pg_query.FuncCall, sc *scope) lineage {
 		return columnsLineage(cols)
 	}
 	args := a.exprs(fc.GetArgs(), sc)
+	a.shapeOfCall(fc, sc, args)
 	if name, schema := lastName(fc.GetFuncname()), schemaName(fc.GetFuncname()); valueFreeFunctions[name] && (schema == "" || schema == "pg_catalog") {
 		a.refer(args)
 		return nil
@@ -313,8 +335,13 @@ func schemaName(names []*pg_query.Node) string {
 // subLink analyzes a subquery in an expression. EXISTS and IN/ANY/ALL only
 // test the subquery's rows; scalar and ARRAY subqueries return its values.
 func (a *analyzer) subLink(sl *pg_query.SubLink, sc *scope) lineage {
+	a.lastLevel = nil
 	sub := columnsLineage(a.query(sl.GetSubselect(), sc))
+	a.sublinks[sl] = a.takeLevel()
 	switch sl.GetSubLinkType() {
+	case pg_query.SubLinkType_ARRAY_SUBLINK:
+		// ARRAY(SELECT email FROM users): every row in one value.
+		a.folded = union(a.folded, sub)
 	case pg_query.SubLinkType_EXISTS_SUBLINK:
 		a.refer(sub)
 		return nil

@@ -71,40 +71,63 @@ func (a *analyzer) resolveFunctions(names []*pg_query.Node, nargs int) []*catalo
 // the call may resolve to) with the given argument lineages and returns the
 // output columns, each carrying what any candidate's column at that position
 // carries.
-func (a *analyzer) callUserFunction(fns []*catalog.Function, args []lineage) []column {
-	var out []column
+//
+// deps are the row sources each argument's value depends on: a lookup in
+// the body by a parameter is a point only when the argument is one value.
+// The row source of the call's result is left in a.lastFunc.
+func (a *analyzer) callUserFunction(fns []*catalog.Function, args []lineage, deps [][]*rowNode) []column {
+	var (
+		out   []column
+		nodes []*rowNode
+	)
 	for _, f := range fns {
-		out = mergeColumns(out, a.analyzeFunction(f, args))
+		cols, node := a.analyzeFunction(f, args, deps)
+		out = mergeColumns(out, cols)
+		nodes = append(nodes, node)
+	}
+	a.lastFunc = nil
+	if len(nodes) == 1 {
+		a.lastFunc = nodes[0]
+	} else if len(nodes) > 1 {
+		a.lastFunc = a.aliasNode(nodes, 0, false)
 	}
 	return out
 }
 
 // funcKey identifies a function analysis that can be reused: one whose
-// arguments carry no sensitive lineage.
+// arguments carry no sensitive lineage and depend on no row source.
 type funcKey = *catalog.Function
 
-// analyzeFunction returns the output columns of one call of f.
-func (a *analyzer) analyzeFunction(f *catalog.Function, args []lineage) []column {
-	argsFree := columnsLineage(argColumns(args)) == nil
+// funcResult is a cached function analysis: its output columns and the row
+// source of its result.
+type funcResult struct {
+	cols []column
+	node *rowNode
+}
+
+// analyzeFunction returns the output columns of one call of f and the row
+// source of its result.
+func (a *analyzer) analyzeFunction(f *catalog.Function, args []lineage, deps [][]*rowNode) ([]column, *rowNode) {
+	argsFree := columnsLineage(argColumns(args)) == nil && !slices.ContainsFunc(deps, func(d []*rowNode) bool { return len(d) > 0 })
 	if argsFree {
-		if cols, ok := a.funcCols[f]; ok {
-			return cols
+		if r, ok := a.funcCols[f]; ok {
+			return r.cols, r.node
 		}
 	}
 	if a.calling[f] {
 		// A recursive function returns what its other branches return;
 		// this classifier does not iterate to a fixed point over bodies.
 		a.problem("function %s calls itself", f.Signature())
-		return a.opaqueResult(f, args)
+		return a.opaqueResult(f, args), a.fixedNode(classScan, nil)
 	}
 	if !a.enter() {
-		return a.opaqueResult(f, args)
+		return a.opaqueResult(f, args), a.fixedNode(classScan, nil)
 	}
 	defer a.leaveDepth()
 
 	a.calling[f] = true
 	saved := a.frame
-	a.frame = newFrame(f, args)
+	a.frame = newFrame(f, args, deps)
 	savedPath, savedRole := a.searchPath, a.role
 	if f.SearchPath != nil {
 		a.searchPath, a.role = f.SearchPath, ""
@@ -115,12 +138,17 @@ func (a *analyzer) analyzeFunction(f *catalog.Function, args []lineage) []column
 		// unfollowed names the PL/pgSQL construct that made the body
 		// unanalysable.
 		unfollowed string
+		// results are the levels whose rows the body returns.
+		results []*rowNode
 	)
 	switch f.Language {
 	case "sql":
 		body, ok = a.sqlFunctionBody(f)
+		if a.lastLevel != nil {
+			results = []*rowNode{a.takeLevel()}
+		}
 	case "plpgsql":
-		body, unfollowed = a.plpgsqlFunctionBody(f)
+		body, unfollowed, results = a.plpgsqlFunctionBody(f)
 		ok = unfollowed == ""
 	}
 	a.searchPath, a.role = savedPath, savedRole
@@ -133,10 +161,21 @@ func (a *analyzer) analyzeFunction(f *catalog.Function, args []lineage) []column
 	} else {
 		cols = a.unanalysable(f, unfollowed, args)
 	}
-	if argsFree {
-		a.funcCols[f] = cols
+	// A function returns one row unless it returns a set, whose rows come
+	// from the queries it returns (or are unknown).
+	var node *rowNode
+	switch {
+	case !f.ReturnsSet:
+		node = a.fixedNode(classPoint, nil)
+	case ok && len(results) > 0:
+		node = a.aliasNode(results, 0, false)
+	default:
+		node = a.fixedNode(classScan, nil)
 	}
-	return cols
+	if argsFree {
+		a.funcCols[f] = funcResult{cols: cols, node: node}
+	}
+	return cols, node
 }
 
 // unanalysable returns the output of a function whose body is not analysed:
@@ -218,12 +257,24 @@ func argColumns(args []lineage) []column {
 // argument lineage.
 type frame struct {
 	params []lineage
-	scope  *scope
+	// deps are the row sources each parameter's argument depended on.
+	deps  [][]*rowNode
+	names []string
+	scope *scope
 }
 
-func newFrame(f *catalog.Function, args []lineage) *frame {
-	fr := &frame{params: make([]lineage, len(f.Args))}
-	item := &rte{name: f.Name}
+// depsOf returns the row sources the parameter called name depends on, nil
+// for other names (PL/pgSQL variables).
+func (fr *frame) depsOf(name string) []*rowNode {
+	if i := slices.Index(fr.names, name); i >= 0 && i < len(fr.deps) {
+		return fr.deps[i]
+	}
+	return nil
+}
+
+func newFrame(f *catalog.Function, args []lineage, deps [][]*rowNode) *frame {
+	fr := &frame{params: make([]lineage, len(f.Args)), deps: make([][]*rowNode, len(f.Args)), names: f.Args}
+	item := &rte{name: f.Name, frame: fr}
 	var variadic lineage
 	for i, l := range args {
 		if i < len(fr.params) {
@@ -234,6 +285,12 @@ func newFrame(f *catalog.Function, args []lineage) *frame {
 	}
 	if f.Variadic && len(fr.params) > 0 {
 		fr.params[len(fr.params)-1] = union(fr.params[len(fr.params)-1], variadic)
+	}
+	for i, d := range deps {
+		j := min(i, len(fr.deps)-1)
+		if j >= 0 {
+			fr.deps[j] = append(fr.deps[j], d...)
+		}
 	}
 	for i, name := range f.Args {
 		if name != "" {
@@ -264,6 +321,7 @@ func (a *analyzer) param(n int32) lineage {
 // sqlFunctionBody analyzes a SQL function's body: every statement runs, the
 // last one's rows are the result.
 func (a *analyzer) sqlFunctionBody(f *catalog.Function) ([]column, bool) {
+	a.lastLevel = nil
 	var stmts []*pg_query.Node
 	if f.SQLBody != "" {
 		// A SQL-standard body (BEGIN ATOMIC … END or RETURN expr) parses
@@ -275,7 +333,9 @@ func (a *analyzer) sqlFunctionBody(f *catalog.Function) ([]column, bool) {
 		}
 		body := tree.GetStmts()[0].GetStmt().GetCreateFunctionStmt().GetSqlBody()
 		if ret := body.GetReturnStmt(); ret != nil {
-			return []column{{name: f.Name, src: a.expr(ret.GetReturnval(), a.frame.scope)}}, true
+			src := a.expr(ret.GetReturnval(), a.frame.scope)
+			a.lastLevel = nil
+			return []column{{name: f.Name, src: src}}, true
 		}
 		for _, l := range body.GetList().GetItems() {
 			stmts = append(stmts, l.GetList().GetItems()...)
@@ -311,29 +371,45 @@ func (a *analyzer) bodyStatements(stmts []*pg_query.Node) []column {
 		if sel := stmts[last].GetSelectStmt(); sel != nil && sel.GetIntoClause() != nil {
 			break
 		}
+		// The caller finds the rows' level in a.lastLevel.
+		a.lastLevel = nil
 		return a.query(stmts[last], nil)
 	}
 	a.withoutExecution(false, func() { a.statementOp(stmts[last]) })
+	a.lastLevel = nil
 	return nil
 }
 
-// callArgs analyzes a call's arguments one by one.
-func (a *analyzer) callArgs(fc *pg_query.FuncCall, sc *scope) []lineage {
+// callArgs analyzes a call's arguments one by one: their lineage, and the
+// row sources their values depend on.
+func (a *analyzer) callArgs(fc *pg_query.FuncCall, sc *scope) ([]lineage, [][]*rowNode) {
 	args := make([]lineage, len(fc.GetArgs()))
+	deps := make([][]*rowNode, len(fc.GetArgs()))
 	named := false
 	for i, n := range fc.GetArgs() {
 		args[i] = a.expr(n, sc)
 		named = named || n.GetNamedArgExpr() != nil
+		refs, d, _ := a.exprRefs(n, sc)
+		for _, r := range refs {
+			if !slices.Contains(d, r.node) {
+				d = append(d, r.node)
+			}
+		}
+		deps[i] = d
 	}
 	if named {
 		// f(b => email): rather than match names to parameters, let every
 		// argument reach every parameter.
 		all := columnsLineage(argColumns(args))
+		var allDeps []*rowNode
+		for _, d := range deps {
+			allDeps = append(allDeps, d...)
+		}
 		for i := range args {
-			args[i] = all
+			args[i], deps[i] = all, allDeps
 		}
 	}
-	return args
+	return args, deps
 }
 
 // userCall analyzes a call of a catalog function; ok is false for built-in
@@ -343,5 +419,6 @@ func (a *analyzer) userCall(fc *pg_query.FuncCall, sc *scope) ([]column, bool) {
 	if len(fns) == 0 {
 		return nil, false
 	}
-	return a.callUserFunction(slices.Clip(fns), a.callArgs(fc, sc)), true
+	args, deps := a.callArgs(fc, sc)
+	return a.callUserFunction(slices.Clip(fns), args, deps), true
 }

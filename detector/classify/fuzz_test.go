@@ -53,6 +53,18 @@ var fuzzSeeds = []string{
 	"SELECT query_to_xml('SELECT email FROM', true, false, ''), cursor_to_xml('c', 1, true, false, ''), dblink($1, $2)",
 	"SELECT email = $1, username IN ($2), length(password_hash), CASE WHEN email LIKE $3 THEN 1 END FROM users",
 	"SELECT order_sum(id), email_twice(id), dyn_count($1), ping(1), pong(2), mailing(), order_ids(), has_token(user_id), via_c($2) FROM orders",
+	// Access patterns and shapes.
+	"SELECT u.email FROM orders o LEFT JOIN users u ON u.id = o.user_id AND (u.email, u.id) = ($1, $2) WHERE o.id IN ($3) OR o.id = ANY($4) ORDER BY 1 LIMIT 50 OFFSET $5",
+	"SELECT (SELECT email FROM users u WHERE u.id = g) FROM generate_series($1, $2) g FULL JOIN unnest($3::int[]) x(i) ON i = g",
+	"WITH x AS MATERIALIZED (SELECT id, email FROM users) SELECT email FROM x a JOIN x b USING (id) WHERE a.id = (SELECT max(id) FROM users) FOR UPDATE",
+	"SELECT email FROM user_names n, LATERAL (SELECT * FROM user_emails e WHERE lower(e.email::text) = lower(n.name)) y WHERE n.uid = $1",
+	"WITH RECURSIVE r(n, acc) AS (SELECT 0, ''::text UNION ALL SELECT n + 1, acc || (SELECT email FROM users OFFSET n LIMIT 1) FROM r) SELECT acc FROM r",
+	"SELECT string_agg(email, ',') OVER (), JSON_ARRAYAGG(username), ARRAY(SELECT password_hash FROM users) FROM users",
+	"SELECT pg_read_file($1), lo_export($2, '/tmp/x'), pg_catalog.pg_ls_dir('.'); COPY orders FROM PROGRAM 'x'",
+	"SELECT c.relname, a.attname FROM pg_catalog.pg_class c JOIN pg_attribute a ON a.attrelid = c.oid WHERE c.relname IN ($1) OR c.relname LIKE 'x'",
+	"SELECT * FROM information_schema.columns WHERE (table_name = $1 AND table_schema = $2) OR table_name = $3; SELECT rolname FROM pg_roles WHERE rolname = current_user",
+	"DO $$BEGIN EXECUTE format('SELECT %I FROM users', 'email'); END$$; DO LANGUAGE plperl $$ 1 $$",
+	"MERGE INTO users u USING backup b ON u.email = b.email WHEN MATCHED THEN UPDATE SET username = b.note; UPDATE users SET email = $1 WHERE id = $2 RETURNING email",
 }
 
 // namedOperations are the operations that report a Name.
@@ -97,6 +109,22 @@ func checkInvariants(t *testing.T, sql string, got Result) {
 		for _, c := range got.SensitiveReferenced {
 			if slices.Contains(got.SensitiveRead, c) {
 				t.Errorf("%s both read and referenced", c)
+			}
+		}
+		for rel, access := range got.Access {
+			if len(ColumnsOf(rel, got.SensitiveRead)) == 0 && len(ColumnsOf(rel, got.SensitiveReferenced)) == 0 {
+				t.Errorf("Access for %s, whose sensitive columns are neither read nor referenced", rel)
+			}
+			if !slices.Contains([]string{AccessPoint, AccessRange, AccessPage, AccessScan}, access) {
+				t.Errorf("Access %q for %s", access, rel)
+			}
+		}
+		if !slices.IsSorted(got.Shapes) || len(slices.Compact(slices.Clone(got.Shapes))) != len(got.Shapes) {
+			t.Errorf("Shapes not sorted and deduplicated: %q", got.Shapes)
+		}
+		for _, s := range got.Shapes {
+			if !slices.Contains([]string{ShapeFolded, ShapeServerFile, ShapeCatalogColumns, ShapeCatalogRoles, ShapeDynamicSQL}, s) {
+				t.Errorf("unknown shape %q", s)
 			}
 		}
 		for _, c := range append(slices.Clone(got.SensitiveRead), got.SensitiveReferenced...) {
@@ -161,8 +189,23 @@ func TestClassifyBoundsWork(t *testing.T) {
 		nested = fmt.Sprintf("WITH RECURSIVE r%d(e) AS (%s UNION ALL SELECT e FROM r%d) SELECT e FROM r%d", i, nested, i, i)
 	}
 	deep := strings.Repeat("SELECT (", 400) + "SELECT email FROM users" + strings.Repeat(")", 400)
+	// Conditions with thousands of columns and values: judged without
+	// quadratic work.
+	var wide, list strings.Builder
+	wide.WriteString("SELECT email FROM users u JOIN orders o ON o.user_id = u.id WHERE ")
+	list.WriteString("SELECT email FROM users WHERE id IN (")
+	for i := range 5_000 {
+		if i > 0 {
+			wide.WriteString(" OR ")
+			list.WriteString(", ")
+		}
+		fmt.Fprintf(&wide, "u.email = o.total::text || $%d", i+1)
+		fmt.Fprintf(&list, "$%d", i+1)
+	}
+	list.WriteString(") AND (email, username) = " + strings.Repeat("ROW(", 200) + "$1, $2" + strings.Repeat(")", 200))
 	for prefix, snap := range snaps {
-		for name, sql := range map[string]string{"nested recursive CTEs": nested, "deep scalar subqueries": deep} {
+		for name, sql := range map[string]string{"nested recursive CTEs": nested, "deep scalar subqueries": deep,
+			"a condition of many columns": wide.String(), "a long IN list": list.String()} {
 			t.Run(prefix+name, func(t *testing.T) {
 				start := time.Now()
 				got := Classify(sql, snap, defaultPath, "app")

@@ -39,25 +39,26 @@ type plpgsqlBody struct {
 	Action plpgsqlStatement `json:"action"`
 }
 
-// plpgsqlFunctionBody returns the columns a PL/pgSQL function returns, or
-// names the construct that keeps its body from being analysed ("" when it
-// was). Whether that makes the call incomplete is the caller's decision
+// plpgsqlFunctionBody returns the columns a PL/pgSQL function returns and
+// the levels of the queries it returns (RETURN QUERY), or names the
+// construct that keeps its body from being analysed ("" when it was).
+// Whether that makes the call incomplete is the caller's decision
 // (unanalysable).
-func (a *analyzer) plpgsqlFunctionBody(f *catalog.Function) (cols []column, unfollowed string) {
+func (a *analyzer) plpgsqlFunctionBody(f *catalog.Function) (cols []column, unfollowed string, results []*rowNode) {
 	const unparsable = "body (it cannot be parsed)"
 	src, ok := plpgsqlWrapper(f)
 	if !ok {
-		return nil, unparsable
+		return nil, unparsable, nil
 	}
 	js, err := pg_query.ParsePlPgSqlToJSON(src)
 	if err != nil {
-		return nil, unparsable
+		return nil, unparsable, nil
 	}
 	var fns []struct {
 		Function plpgsqlBody `json:"PLpgSQL_function"`
 	}
 	if err := json.Unmarshal([]byte(js), &fns); err != nil || len(fns) != 1 {
-		return nil, unparsable
+		return nil, unparsable, nil
 	}
 	body := fns[0].Function
 	w := &plpgsqlWalker{a: a, f: f}
@@ -81,9 +82,9 @@ func (a *analyzer) plpgsqlFunctionBody(f *catalog.Function) (cols []column, unfo
 	}
 	w.statement(body.Action)
 	if w.unanalysable != "" {
-		return nil, w.unanalysable
+		return nil, w.unanalysable, nil
 	}
-	return w.out, ""
+	return w.out, "", w.results
 }
 
 // plpgsqlWrapper builds a CREATE FUNCTION statement around f's body for the
@@ -129,6 +130,8 @@ type plpgsqlWalker struct {
 	a   *analyzer
 	f   *catalog.Function
 	out []column
+	// results are the levels of the queries RETURN QUERY returns.
+	results []*rowNode
 	// unanalysable names the first statement that cannot be followed.
 	unanalysable string
 }
@@ -223,7 +226,9 @@ func (w *plpgsqlWalker) statement(s plpgsqlStatement) {
 				w.fail("RETURN QUERY EXECUTE (dynamic SQL)")
 				return
 			}
+			w.a.lastLevel = nil
 			w.out = mergeColumns(w.out, w.query(fields["query"]))
+			w.results = append(w.results, w.a.takeLevel())
 		case "PLpgSQL_stmt_perform":
 			w.a.withoutExecution(false, func() { w.run(fields["expr"]) })
 		case "PLpgSQL_stmt_execsql":

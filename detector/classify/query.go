@@ -52,6 +52,7 @@ func (a *analyzer) query(n *pg_query.Node, parent *scope) []column {
 
 // selectStmt analyzes a SELECT, VALUES or set operation.
 func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
+	a.lastLevel = nil
 	if s == nil || !a.enter() {
 		return nil
 	}
@@ -61,6 +62,7 @@ func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 	if w := s.GetWithClause(); w != nil {
 		a.with(w, sc)
 	}
+	lv := a.beginLevel(sc)
 
 	var out []column
 	switch {
@@ -68,7 +70,9 @@ func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 		s.GetOp() == pg_query.SetOperation_SETOP_INTERSECT ||
 		s.GetOp() == pg_query.SetOperation_SETOP_EXCEPT:
 		left := a.selectStmt(s.GetLarg(), sc)
+		lv.node.members = append(lv.node.members, a.takeLevel())
 		right := a.selectStmt(s.GetRarg(), sc)
+		lv.node.members = append(lv.node.members, a.takeLevel())
 		if s.GetOp() == pg_query.SetOperation_SETOP_EXCEPT {
 			// Only the left side's rows are returned; the right one filters.
 			a.refer(columnsLineage(right))
@@ -81,6 +85,11 @@ func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 			a.refer(columnsLineage(out))
 		}
 	case len(s.GetValuesLists()) > 0:
+		// VALUES yields its rows: one, or a list as short as an IN list.
+		lv.node.fixed, lv.node.fixedClass = true, classPoint
+		if len(s.GetValuesLists()) > 1 {
+			lv.node.fixedClass = classRange
+		}
 		for _, row := range s.GetValuesLists() {
 			for i, e := range row.GetList().GetItems() {
 				src := a.expr(e, sc)
@@ -95,6 +104,7 @@ func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 		for _, f := range s.GetFromClause() {
 			if it := a.fromItem(f, sc); it != nil {
 				sc.items = append(sc.items, it)
+				lv.addMember(it)
 			}
 		}
 		a.refer(a.expr(s.GetWhereClause(), sc))
@@ -121,7 +131,19 @@ func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 	}
 	a.refer(a.expr(s.GetLimitCount(), sc))
 	a.refer(a.expr(s.GetLimitOffset(), sc))
+	a.endSelect(lv, s, sc)
 	return out
+}
+
+// takeLevel returns the node of the level just analysed (a pessimistic
+// stand-in when its analysis was cut short) and forgets it.
+func (a *analyzer) takeLevel() *rowNode {
+	n := a.lastLevel
+	a.lastLevel = nil
+	if n == nil {
+		n = a.fixedNode(classScan, nil)
+	}
+	return n
 }
 
 // mergeColumns combines the two sides of a set operation position by
@@ -149,20 +171,29 @@ func (a *analyzer) with(w *pg_query.WithClause, sc *scope) {
 		}
 		aliases := stringList(cte.GetAliascolnames())
 		if !w.GetRecursive() {
+			a.lastLevel = nil
 			cols := renameColumns(a.query(cte.GetCtequery(), sc), aliases)
-			sc.ctes[cte.GetCtename()] = &rte{name: cte.GetCtename(), cols: cols}
+			// PostgreSQL inlines a SELECT CTE referenced once and not
+			// MATERIALIZED: predicates on it reach its relations.
+			node := a.aliasNode([]*rowNode{a.takeLevel()}, len(cols), true)
+			node.simple = cte.GetCtematerialized() != pg_query.CTEMaterialize_CTEMaterializeAlways &&
+				cte.GetCtequery().GetSelectStmt() != nil
+			sc.ctes[cte.GetCtename()] = &rte{name: cte.GetCtename(), cols: cols, node: node}
 			continue
 		}
 		// A recursive CTE refers to itself: start from an opaque placeholder
 		// and re-analyze until the lineage of its columns stops growing.
-		entry := &rte{name: cte.GetCtename(), opaque: true}
+		node := a.aliasNode(nil, 0, false)
+		entry := &rte{name: cte.GetCtename(), opaque: true, node: node}
 		for _, name := range aliases {
 			entry.cols = append(entry.cols, column{name: name})
 		}
 		sc.ctes[cte.GetCtename()] = entry
 		prev := -1
 		for range 5 {
+			a.lastLevel = nil
 			cols := renameColumns(a.query(cte.GetCtequery(), sc), aliases)
+			node.members = []*rowNode{a.takeLevel()}
 			entry.cols, entry.opaque = cols, false
 			size := 0
 			for _, c := range cols {
@@ -173,6 +204,7 @@ func (a *analyzer) with(w *pg_query.WithClause, sc *scope) {
 			}
 			prev = size
 		}
+		a.recursiveFold(cte, entry.cols)
 	}
 }
 
@@ -205,7 +237,7 @@ func stringList(nodes []*pg_query.Node) []string {
 // far are visible to LATERAL subqueries and functions.
 func (a *analyzer) fromItem(n *pg_query.Node, sc *scope) *rte {
 	if !a.enter() {
-		return &rte{opaque: true}
+		return &rte{opaque: true, node: a.fixedNode(classScan, nil)}
 	}
 	defer a.leaveDepth()
 
@@ -217,9 +249,10 @@ func (a *analyzer) fromItem(n *pg_query.Node, sc *scope) *rte {
 		if f.RangeSubselect.GetLateral() {
 			parent = sc
 		}
+		a.lastLevel = nil
 		cols := a.query(f.RangeSubselect.GetSubquery(), parent)
 		alias := f.RangeSubselect.GetAlias()
-		return &rte{name: alias.GetAliasname(), cols: renameColumns(cols, stringList(alias.GetColnames()))}
+		return &rte{name: alias.GetAliasname(), cols: renameColumns(cols, stringList(alias.GetColnames())), node: a.takeLevel()}
 	case *pg_query.Node_RangeFunction:
 		return a.rangeFunction(f.RangeFunction, sc)
 	case *pg_query.Node_JoinExpr:
@@ -234,13 +267,13 @@ func (a *analyzer) fromItem(n *pg_query.Node, sc *scope) *rte {
 	case *pg_query.Node_RangeTableFunc:
 		// XMLTABLE: columns carry whatever the document expression carries.
 		all := a.generic(f.RangeTableFunc.ProtoReflect(), sc)
-		return &rte{name: f.RangeTableFunc.GetAlias().GetAliasname(), opaque: true, all: all}
+		return &rte{name: f.RangeTableFunc.GetAlias().GetAliasname(), opaque: true, all: all, node: a.functionRows(n, sc)}
 	case *pg_query.Node_JsonTable:
 		all := a.generic(f.JsonTable.ProtoReflect(), sc)
-		return &rte{name: f.JsonTable.GetAlias().GetAliasname(), opaque: true, all: all}
+		return &rte{name: f.JsonTable.GetAlias().GetAliasname(), opaque: true, all: all, node: a.functionRows(n, sc)}
 	}
 	a.problem("unsupported FROM item")
-	return &rte{opaque: true}
+	return &rte{opaque: true, node: a.fixedNode(classScan, nil)}
 }
 
 // rangeFunction analyzes a function in FROM (generate_series, unnest,
@@ -255,6 +288,7 @@ func (a *analyzer) rangeFunction(f *pg_query.RangeFunction, sc *scope) *rte {
 	var (
 		known    []column
 		allKnown = true
+		nodes    []*rowNode
 	)
 	for _, fn := range f.GetFunctions() {
 		items := fn.GetList().GetItems()
@@ -265,15 +299,22 @@ func (a *analyzer) rangeFunction(f *pg_query.RangeFunction, sc *scope) *rte {
 			if fname == "" {
 				fname = lastName(fc.GetFuncname())
 			}
+			a.lastFunc = nil
 			if cols, ok := a.call(fc, sc); ok {
 				// ROWS FROM places each function's columns side by side.
 				known = append(known, cols...)
 				all = union(all, columnsLineage(cols))
+				node := a.lastFunc
+				if node == nil {
+					node = a.fixedNode(classScan, nil)
+				}
+				nodes = append(nodes, node)
 				continue
 			}
 		}
 		allKnown = false
 		all = union(all, a.expr(items[0], sc))
+		nodes = append(nodes, a.functionRows(items[0], sc))
 		if len(items) > 1 {
 			for _, cd := range items[1].GetList().GetItems() {
 				names = append(names, cd.GetColumnDef().GetColname())
@@ -291,6 +332,10 @@ func (a *analyzer) rangeFunction(f *pg_query.RangeFunction, sc *scope) *rte {
 	if name == "" {
 		name = fname
 	}
+	node := a.aliasNode(nodes, 0, false)
+	if len(nodes) == 1 {
+		node = nodes[0]
+	}
 	if allKnown && len(known) > 0 && !f.GetOrdinality() {
 		// Functions whose result columns are known: a catalog function
 		// returning a table's rows, dblink with a column definition list.
@@ -305,13 +350,31 @@ func (a *analyzer) rangeFunction(f *pg_query.RangeFunction, sc *scope) *rte {
 		if len(cols) == 1 && len(names) == 0 {
 			cols[0].name = name
 		}
-		return &rte{name: name, cols: cols}
+		return &rte{name: name, cols: cols, node: node}
 	}
-	it := &rte{name: name, opaque: true, all: all}
+	it := &rte{name: name, opaque: true, all: all, node: node}
 	for _, n := range names {
 		it.cols = append(it.cols, column{name: n, src: all})
 	}
 	return it
+}
+
+// functionRows is the row source of a built-in set-returning function or
+// table function in FROM (generate_series, unnest, json_to_recordset,
+// XMLTABLE): a list as long as its arguments say, relative to the row
+// sources they depend on.
+func (a *analyzer) functionRows(n *pg_query.Node, sc *scope) *rowNode {
+	refs, deps, constant := a.exprRefs(n, sc)
+	for _, r := range refs {
+		if !slices.Contains(deps, r.node) {
+			deps = append(deps, r.node)
+		}
+	}
+	node := a.fixedNode(classRange, deps)
+	// unnest of a constant array lists values the client named, like
+	// = ANY($1).
+	node.namedRows = constant && len(deps) == 0 && n.GetFuncCall() != nil && lastName(n.GetFuncCall().GetFuncname()) == "unnest"
+	return node
 }
 
 // join analyzes a JOIN. Without an alias its members stay visible by name; its
@@ -332,7 +395,10 @@ func (a *analyzer) join(j *pg_query.JoinExpr, sc *scope) *rte {
 			}
 		}
 	}
-	it := &rte{opaque: left.opaque || right.opaque, all: union(left.all, right.all)}
+	it := &rte{opaque: left.opaque || right.opaque, all: union(left.all, right.all), sides: []*rte{left, right},
+		colSides: make([]sideCol, 0, len(left.cols)+len(right.cols))}
+	lv := levelOf(sc)
+	app := joinApplies(j.GetJointype(), left, right)
 	for _, name := range using {
 		l, lok := left.column(name)
 		r, rok := right.column(name)
@@ -340,11 +406,23 @@ func (a *analyzer) join(j *pg_query.JoinExpr, sc *scope) *rte {
 			a.problem("unknown join column %s", name)
 		}
 		it.cols = append(it.cols, column{name: name, src: union(l, r)})
+		li, ri := left.columnIndex(name), right.columnIndex(name)
+		it.colSides = append(it.colSides, sideCol{side: left, j: li})
+		if len(l) > 0 {
+			touch(a.refOf(left, li).node)
+		}
+		if len(r) > 0 {
+			touch(a.refOf(right, ri).node)
+		}
+		if lv != nil && li >= 0 && ri >= 0 {
+			lv.edges = append(lv.edges, edge{l: a.refOf(left, li), r: a.refOf(right, ri), app: app})
+		}
 	}
 	for _, side := range []*rte{left, right} {
-		for _, c := range side.cols {
+		for j, c := range side.cols {
 			if !slices.Contains(using, c.name) {
 				it.cols = append(it.cols, c)
+				it.colSides = append(it.colSides, sideCol{side: side, j: j})
 			}
 		}
 	}
@@ -361,9 +439,34 @@ func (a *analyzer) join(j *pg_query.JoinExpr, sc *scope) *rte {
 	}
 
 	// ON sees both sides (and, through sc, earlier items and outer levels).
-	onScope := &scope{parent: sc, items: []*rte{left, right}}
+	onScope := &scope{parent: sc, items: []*rte{left, right}, lv: lv}
 	a.refer(a.expr(j.GetQuals(), onScope))
+	if lv != nil {
+		lv.addConj(j.GetQuals(), onScope, app)
+	}
 	return it
+}
+
+// joinApplies returns the row sources a join's ON condition restricts: both
+// sides of an inner join (nil), the nullable side of an outer one, neither
+// side of a FULL join.
+func joinApplies(t pg_query.JoinType, left, right *rte) map[*rowNode]bool {
+	set := func(it *rte) map[*rowNode]bool {
+		m := make(map[*rowNode]bool)
+		for _, n := range it.leaves(nil) {
+			m[n] = true
+		}
+		return m
+	}
+	switch t {
+	case pg_query.JoinType_JOIN_LEFT:
+		return set(right)
+	case pg_query.JoinType_JOIN_RIGHT:
+		return set(left)
+	case pg_query.JoinType_JOIN_FULL:
+		return map[*rowNode]bool{}
+	}
+	return nil
 }
 
 // displayName prints a RangeVar's name as written (quoted where needed), for
@@ -391,7 +494,10 @@ func (a *analyzer) relation(rv *pg_query.RangeVar, sc *scope, allowCTE bool) *rt
 			if name == "" {
 				name = rv.GetRelname()
 			}
-			return &rte{name: name, cols: renameColumns(cte.cols, stringList(alias.GetColnames())), opaque: cte.opaque, all: cte.all}
+			if cte.node != nil {
+				cte.node.refs++
+			}
+			return &rte{name: name, cols: renameColumns(cte.cols, stringList(alias.GetColnames())), opaque: cte.opaque, all: cte.all, node: cte.node}
 		}
 	}
 
@@ -429,12 +535,20 @@ func (a *analyzer) relation(rv *pg_query.RangeVar, sc *scope, allowCTE bool) *rt
 		if schema == "" && strings.HasPrefix(rv.GetRelname(), "pg_") {
 			schema = "pg_catalog"
 		}
+		node := a.newNode(nodeRelation)
+		it := &rte{name: name, opaque: true, node: node}
 		if systemSchemas[schema] {
-			a.relations[model.QualifiedName(schema, rv.GetRelname())] = true
+			q := model.QualifiedName(schema, rv.GetRelname())
+			a.relations[q] = true
+			node.sys = sysRelations[q]
+			if alias == nil {
+				// pg_catalog.pg_class.oid names the item.
+				it.schema = schema
+			}
 		} else {
 			a.problem("unknown relation %s", displayName(rv))
 		}
-		return &rte{name: name, opaque: true}
+		return it
 	}
 
 	q := rel.QualifiedName()
@@ -442,6 +556,15 @@ func (a *analyzer) relation(rv *pg_query.RangeVar, sc *scope, allowCTE bool) *rt
 	it := &rte{name: name, rel: q, cols: renameColumns(a.relationColumns(rel), stringList(alias.GetColnames()))}
 	if alias == nil {
 		it.schema = rel.Schema
+	}
+	if rel.Kind == catalog.View {
+		it.node = a.viewNodes[q]
+		if it.node == nil {
+			it.node = a.fixedNode(classScan, nil)
+		}
+		it.node.refs++
+	} else {
+		it.node = a.relationNode(rel, rv.GetInh(), it.cols)
 	}
 	return it
 }
@@ -491,7 +614,21 @@ func (a *analyzer) expandView(rel *catalog.Relation, cols []column) []column {
 	a.expanding[q] = true
 	savedPath, savedRole, savedFrame := a.searchPath, a.role, a.frame
 	a.searchPath, a.role, a.frame = a.cat.ViewSearchPath(), "", nil
+	if rel.Kind == catalog.MaterializedView {
+		// Reading a materialized view reads its stored rows, not its
+		// definition's.
+		a.inMatview++
+	}
 	defs := a.selectStmt(tree.GetStmts()[0].GetStmt().GetSelectStmt(), nil)
+	if rel.Kind == catalog.MaterializedView {
+		a.inMatview--
+		a.lastLevel = nil
+	} else {
+		// A view is a subquery: simple ones let predicates through.
+		view := a.aliasNode([]*rowNode{a.takeLevel()}, len(defs), true)
+		view.simple = true
+		a.viewNodes[q] = view
+	}
 	a.searchPath, a.role, a.frame = savedPath, savedRole, savedFrame
 	delete(a.expanding, q)
 
@@ -538,11 +675,13 @@ func (a *analyzer) expandStar(qualifier []string, sc *scope) []column {
 	if len(qualifier) == 0 {
 		var out []column
 		for _, it := range sc.items {
+			touchAll(it)
 			out = append(out, it.star()...)
 		}
 		return out
 	}
 	if it, ok := sc.findQualifier(qualifier); ok {
+		touchAll(it)
 		return it.star()
 	}
 	a.problem("unknown relation %s", strings.Join(quoteAll(qualifier), "."))
@@ -600,6 +739,7 @@ func (a *analyzer) sortExpr(n *pg_query.Node, sc *scope, out []column, outputFir
 				}
 			}
 			if src, ok := sc.resolveColumn(parts, false); ok {
+				a.noteRef(parts, false, sc, src)
 				return src
 			}
 			if src, ok := byOutput(); ok {

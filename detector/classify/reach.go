@@ -57,6 +57,8 @@ type textFacts struct {
 	dynamic string
 	// unscannable is set when the lexer rejects the text.
 	unscannable bool
+	// serverFile is set when it names a function of serverFileFunctions.
+	serverFile bool
 }
 
 // scanText scans text into its identifiers.
@@ -88,6 +90,7 @@ func scanText(text string) textFacts {
 		if dynamicSQLFunctions[name] && facts.dynamic == "" {
 			facts.dynamic = name
 		}
+		facts.serverFile = facts.serverFile || serverFileFunctions[name]
 		if !seen[name] {
 			seen[name] = true
 			facts.names = append(facts.names, name)
@@ -106,6 +109,8 @@ type reach struct {
 	// cause says why the body could reach sensitive data, for a problem; ""
 	// when it cannot.
 	cause string
+	// shapes are those of the texts followed: dynamic SQL, server files.
+	shapes shapeSet
 }
 
 // bodyReach decides whether the body of f, or anything it names, could read
@@ -131,6 +136,10 @@ func (a *analyzer) bodyReach(f *catalog.Function) reach {
 			because("%s cannot be scanned", what)
 		case facts.dynamic != "":
 			because("%s runs dynamic SQL (%s)", what, facts.dynamic)
+			r.shapes |= shapeDynamicSQL
+		}
+		if facts.serverFile {
+			r.shapes |= shapeServerFile
 		}
 		for _, name := range facts.names {
 			for _, rel := range a.cat.RelationsNamed(name) {
@@ -188,6 +197,7 @@ func (a *analyzer) bodyReach(f *catalog.Function) reach {
 		}
 	}
 	a.reaches[f] = r
+	a.shapes |= r.shapes
 	return r
 }
 

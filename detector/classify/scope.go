@@ -8,6 +8,10 @@ type scope struct {
 	parent *scope
 	items  []*rte
 	ctes   map[string]*rte
+	// lv is the query level the scope belongs to (access.go); nil for
+	// scopes that only carry names (function parameters, the outer names a
+	// non-LATERAL subquery sees).
+	lv *level
 }
 
 // withoutItems returns a scope that sees s's CTEs and outer levels but not
@@ -45,6 +49,22 @@ type rte struct {
 	all    lineage
 	// members are the items of an unaliased join, still visible by name.
 	members []*rte
+
+	// node is the row source behind the item (access.go), nil for joins,
+	// whose sides hold theirs, and for function parameters.
+	node *rowNode
+	// sides are a join's two items; colSides says which side and position
+	// each of its columns comes from.
+	sides    []*rte
+	colSides []sideCol
+	// frame is set on the item holding a function's parameters.
+	frame *frame
+}
+
+// sideCol is the origin of a join's column.
+type sideCol struct {
+	side *rte
+	j    int
 }
 
 // wholeRow is the lineage of a whole-row reference (SELECT u FROM users u).

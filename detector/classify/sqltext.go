@@ -79,6 +79,10 @@ func (a *analyzer) sqlTextCall(fc *pg_query.FuncCall, sc *scope) ([]column, bool
 		// A catalog function of that name: not the built-in.
 		return nil, false
 	}
+	if dblinkFunctions[name] {
+		// The SQL runs in another session, whatever its text.
+		a.shapes |= shapeDynamicSQL
+	}
 	args := fc.GetArgs()
 	pos := spec.arg
 	if pos == dblinkArg {
@@ -99,6 +103,7 @@ func (a *analyzer) sqlTextCall(fc *pg_query.FuncCall, sc *scope) ([]column, bool
 	}
 	text, literal := stringLiteral(args[pos])
 	if !literal {
+		a.shapes |= shapeDynamicSQL
 		a.refer(a.expr(args[pos], sc))
 		a.problem("the SQL or relation argument of %s is not a literal: what it reads is unknown", name)
 		return []column{{name: name}}, true
@@ -124,6 +129,7 @@ func (a *analyzer) sqlTextCall(fc *pg_query.FuncCall, sc *scope) ([]column, bool
 		}
 		item := a.relation(&pg_query.RangeVar{Schemaname: schema, Relname: rel}, &scope{}, false)
 		if spec.kind == textTable {
+			touchAll(item)
 			src = columnsLineage(item.star())
 		}
 	case textSchema:
@@ -225,7 +231,11 @@ func (a *analyzer) everyRelation(schema string) lineage {
 			continue
 		}
 		a.relations[rel.QualifiedName()] = true
-		out = union(out, columnsLineage(a.relationColumns(rel)))
+		cols := a.relationColumns(rel)
+		out = union(out, columnsLineage(cols))
+		if rel.Kind != catalog.View {
+			touch(a.relationNode(rel, true, cols)) // every row
+		}
 	}
 	return out
 }

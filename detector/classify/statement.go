@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/pgtripwire/pgtripwire/detector/catalog"
 )
 
 // statement classifies one top-level statement and returns its operation and,
@@ -57,6 +59,10 @@ func (a *analyzer) statementOp(n *pg_query.Node) string {
 		a.leave(a.merge(s.MergeStmt, nil))
 		return OperationMerge
 	case *pg_query.Node_CopyStmt:
+		if s.CopyStmt.GetFilename() != "" || s.CopyStmt.GetIsProgram() {
+			// To or from a server file or program, whatever the table.
+			a.shapes |= shapeServerFile
+		}
 		a.copyStmt(s.CopyStmt)
 		switch c := s.CopyStmt; {
 		case c.GetIsFrom() || c.GetFilename() == "":
@@ -126,6 +132,7 @@ func (a *analyzer) statementOp(n *pg_query.Node) string {
 		return OperationCall
 	case *pg_query.Node_DoStmt:
 		a.problem("DO block is not resolved")
+		a.doBlock(s.DoStmt)
 		return OperationDo
 	}
 	return OperationOther
@@ -196,6 +203,11 @@ func (a *analyzer) copyStmt(s *pg_query.CopyStmt) {
 	sc := &scope{}
 	item := a.relation(rv, sc, false)
 	sc.items = []*rte{item}
+	if s.GetIsFrom() && item.node != nil {
+		// The rows reached are those read from the file, not the table's.
+		item.node.unjudged = true
+	}
+	touchAll(item)
 	cols := item.star()
 	if attl := s.GetAttlist(); len(attl) > 0 {
 		cols = cols[:0:0]
@@ -214,4 +226,30 @@ func (a *analyzer) copyStmt(s *pg_query.CopyStmt) {
 		return
 	}
 	a.leave(cols)
+}
+
+// doBlock lists what a DO block could read and its shapes. The block itself
+// stays unresolved (incomplete): its body is not analysed. Its text is
+// scanned like an unanalysable function body's (reach.go), so that the
+// sensitive relations it names are listed, and it is dynamic SQL when it
+// runs SQL built at run time or is in a language other than PL/pgSQL.
+func (a *analyzer) doBlock(s *pg_query.DoStmt) {
+	body, language, known := "", "plpgsql", false
+	for _, arg := range s.GetArgs() {
+		d := arg.GetDefElem()
+		switch d.GetDefname() {
+		case "as":
+			body, known = d.GetArg().GetString_().GetSval(), d.GetArg().GetString_() != nil
+		case "language":
+			language = d.GetArg().GetString_().GetSval()
+		}
+	}
+	if !known || language != "plpgsql" {
+		a.shapes |= shapeDynamicSQL
+		return
+	}
+	r := a.bodyReach(&catalog.Function{Name: "DO", Language: language, Body: body})
+	for rel := range r.sensitive {
+		a.relations[rel] = true
+	}
 }

@@ -6,16 +6,26 @@ CREATE EXTENSION dblink;
 
 CREATE TABLE public.users (
 	id bigint PRIMARY KEY,
-	email text,
+	email text UNIQUE,
 	username text,
 	password_hash text,
 	email_verified boolean,
 	password_updated_at timestamptz,
-	created_at timestamptz
+	created_at timestamptz,
+	reset_token text
 );
--- An inheritance child: its rows are users' rows too.
+-- Usernames are unique regardless of case; reset tokens are unique; a
+-- partial unique index exempts rows and is not a key.
+CREATE UNIQUE INDEX users_username_lower ON public.users (lower(username));
+CREATE UNIQUE INDEX users_reset_token ON public.users (reset_token);
+CREATE UNIQUE INDEX users_verified_username ON public.users (username) WHERE email_verified;
+CREATE INDEX users_created_at ON public.users (created_at);
+-- An inheritance child: its rows are users' rows too. Its keys repeat the
+-- parent's, so that they hold across both.
 CREATE TABLE public.admins (level int) INHERITS (public.users);
-CREATE TABLE public.orders (id bigint, user_id bigint, total numeric, note text);
+ALTER TABLE public.admins ADD PRIMARY KEY (id), ADD UNIQUE (email), ADD UNIQUE (reset_token);
+CREATE UNIQUE INDEX admins_username_lower ON public.admins (lower(username));
+CREATE TABLE public.orders (id bigint PRIMARY KEY, user_id bigint, total numeric, note text);
 CREATE TABLE public.order_lines (order_id bigint, quantity int, unit_price numeric);
 -- A column named email in a table nobody configured as sensitive.
 CREATE TABLE public.newsletter (id int, email text);
@@ -23,7 +33,8 @@ CREATE TABLE public.audit_log (id int, sql_text text);
 CREATE TABLE public.backup (email text, note text);
 
 CREATE SCHEMA auth;
-CREATE TABLE auth.accounts (id bigint, login text, pw text, region text) PARTITION BY LIST (region);
+CREATE TABLE auth.accounts (id bigint, login text, pw text, region text,
+	PRIMARY KEY (id, region), UNIQUE (login, region)) PARTITION BY LIST (region);
 CREATE TABLE auth.accounts_eu PARTITION OF auth.accounts FOR VALUES IN ('eu');
 CREATE TABLE auth.accounts_us PARTITION OF auth.accounts FOR VALUES IN ('us');
 
