@@ -257,8 +257,8 @@ func TestPaginatedSweepPages(t *testing.T) {
 	// Within 30 s of the first page.
 	got := r.WaitAlert(t, 30*time.Second-time.Since(start), "SensitiveSweep", map[string]string{"role": "mallory"})
 	t.Logf("sweep alerted %v after its first page", time.Since(start).Round(time.Millisecond))
-	if got.Labels["table"] != "public.users" || got.Labels["columns"] != "email,password_hash,username" || got.Value < 10_000 {
-		t.Errorf("got %+v, want public.users' credential columns, at least 10,000 rows", got)
+	if got.Labels["table"] != "public.users" || got.Value < 10_000 {
+		t.Errorf("got %+v, want public.users, at least 10,000 rows", got)
 	}
 	if err := <-listings; err != nil {
 		t.Fatal(err)

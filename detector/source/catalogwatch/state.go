@@ -316,6 +316,9 @@ func (s *Source) diff(now time.Time, prev, cur *state) []model.Event {
 			}
 			continue
 		}
+		if sl.active && s.allowed(sl) {
+			continue // a declared standby, backup or subscriber holds it
+		}
 		if !existed {
 			ev.Kind = KindSlotCreated
 			add(ev)
@@ -460,4 +463,15 @@ func (s *Source) ownSlotUsed(old, cur slot) bool {
 // Anyone can set the application_name; the pair takes logging in as the detector's role.
 func (s *Source) isOwnWalsender(sl slot) bool {
 	return sl.active && sl.backendType == "walsender" && sl.user == s.cfg.OwnUser && sl.application == s.cfg.OwnApplication
+}
+
+// allowed reports whether the session holding a slot is a replication client the
+// configuration declares.
+func (s *Source) allowed(sl slot) bool {
+	for _, c := range s.cfg.Allowed {
+		if c.Matches(sl.user, sl.addr, sl.application) {
+			return true
+		}
+	}
+	return false
 }

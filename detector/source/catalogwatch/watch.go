@@ -110,6 +110,10 @@ type Config struct {
 	// that is not the WAL source's) is. The WAL source's walsender is recognised by
 	// OwnUser and OwnApplication.
 	OwnSlots, OwnPublications []string
+	// Allowed are the expected replication clients (replication.allowed): a slot held by
+	// one of them (a declared pg_basebackup's temporary slot, a declared subscriber's) is
+	// not reported as created or used.
+	Allowed []source.ReplicationClient
 	// Settings to watch; nil means DefaultSettings.
 	Settings []string
 	// Now is the clock that stamps events; nil means time.Now.
@@ -220,7 +224,7 @@ func (s *Source) isSensitive(schema, name string) (string, bool) {
 // default 1s; a change is reported within about two intervals), for the registry.
 var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
 	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, _ time.Duration) (source.Poller, error) {
-		cfg := Config{Sensitive: env.Sensitive, Now: env.Now,
+		cfg := Config{Sensitive: env.Sensitive, Now: env.Now, Allowed: env.Declared.Replication,
 			OwnUser: env.Conn.User, OwnApplication: env.Conn.RuntimeParams["application_name"]}
 		if r := env.Replication; r.Streaming() {
 			cfg.OwnSlots, cfg.OwnPublications = []string{r.Slot}, []string{r.Publication}

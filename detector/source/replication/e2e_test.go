@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
 	"github.com/pgtripwire/pgtripwire/detector/source/replication"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
@@ -81,13 +82,15 @@ func TestBaseBackupPages(t *testing.T) {
 	}
 }
 
-// The same pg_basebackup by a declared backup client raises nothing.
+// The same pg_basebackup by a declared backup client raises nothing: neither this
+// source nor the catalog watch, which sees its temporary slot.
 func TestAllowedBaseBackupRaisesNothing(t *testing.T) {
 	t.Parallel()
 	db := newDatabase(t)
 	db.CreateRole(t, "backup", "REPLICATION")
 	cfg := detectortest.Config(t, db)
 	cfg.Replication.Allowed = []config.AllowedReplication{{Role: "backup", ClientCIDR: "127.0.0.1/32"}}
+	detectortest.PollSettings(t, cfg, catalogwatch.Name).Enabled = true // the cluster is this test's own
 	d := detectortest.Start(t, cfg)
 
 	baseBackup(t, db.Server, "backup")
@@ -95,8 +98,17 @@ func TestAllowedBaseBackupRaisesNothing(t *testing.T) {
 		return walsenders(t, d, "allowed") >= 2
 	})
 	waitPolls(t, d, 2)
+	catalogPolls := d.Counter(t, "pgtripwire_source_polls_total", map[string]string{"source": catalogwatch.Name})
+	sourcetest.Eventually(t, 10*time.Second, "two catalog polls", func() bool {
+		return d.Counter(t, "pgtripwire_source_polls_total", map[string]string{"source": catalogwatch.Name}) >= catalogPolls+2
+	})
 	if p := pages(t, d); len(p) != 0 {
 		t.Errorf("got %+v, want no page for a declared backup", p)
+	}
+	for _, a := range d.Lines(t) {
+		if a.State == model.StateFiring {
+			t.Errorf("got %s %v, want no page at all for a declared backup (its temporary slot included)", a.Rule, a.Labels)
+		}
 	}
 }
 

@@ -22,13 +22,14 @@ import (
 // the usual fold, a sequential scan of the whole table, and close for a fold over an
 // index range. docs/sources.md says so.
 
-// estimate is an event whose tuples visited (and, for a folding statement, rows read)
-// are estimated from blocks: events[index], whose calls each touched blocksPerCall
-// blocks.
+// estimate is an event whose tuples visited are estimated from blocks: events[index],
+// whose calls each touched blocksPerCall blocks. When readsVisited, its rows read are
+// too (a statement that folded the rows, or whose rows pg_stat_statements did not
+// count).
 type estimate struct {
 	index         int
 	blocksPerCall int64
-	folded        bool
+	readsVisited  bool
 }
 
 // sizesTTL is how long table sizes are reused: they move slowly, and a poll that needs
@@ -67,7 +68,7 @@ func (s *Source) estimate(ctx context.Context, conn *pgx.Conn, now time.Time, ev
 		ev := &events[e.index]
 		perCall := foldedRows(e.blocksPerCall, s.sizes[ev.Relation])
 		ev.Visited = max(ev.Rows, perCall*max(ev.Calls, 1))
-		if e.folded {
+		if e.readsVisited {
 			ev.RowsRead = ev.Visited
 		}
 	}

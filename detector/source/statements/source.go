@@ -513,8 +513,13 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) (events []
 				nested[len(events)] = key
 			}
 			if ev.Access != classify.AccessPoint && d.calls > 0 {
+				// What left is what was visited when the statement folded the rows, and
+				// when pg_stat_statements counted none: a query a PL/pgSQL loop runs
+				// through a cursor (FOR r IN EXECUTE …, FOR r IN SELECT …) reports 0 rows
+				// however many the loop read and raised.
+				uncounted := !d.topLevel && d.rows == 0
 				estimates = append(estimates, estimate{index: len(events), blocksPerCall: d.blocks / d.calls,
-					folded: isFolded && len(ev.SensitiveRead) > 0})
+					readsVisited: (isFolded || uncounted) && len(ev.SensitiveRead) > 0})
 			}
 			events = append(events, ev)
 		}
