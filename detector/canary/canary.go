@@ -108,6 +108,14 @@ func arrayLiteral(keys []string) string {
 //   - it returns true whatever happens, so the canary row stays visible: the read
 //     succeeds and the reader does not learn that it tripped anything.
 //   - it reads no table of its own: dropping the registry cannot make reads fail.
+//   - it reports the statement that visited the row (current_query(): the text the
+//     client sent, with its literals; a parallel worker has its leader's), so that the
+//     detector can tell a statement that returns the row's sensitive columns from one
+//     that only passes over it (count(*)); the detector classifies it in memory and
+//     never stores it. The text is cut at maxStatementChars, which keeps the message
+//     within maxMessage however the JSON escapes it, and the cut is reported. The
+//     trigger depth says whether a trigger, whose statement the text does not show,
+//     made the visit.
 const functionSQL = `
 CREATE OR REPLACE FUNCTION ` + Schema + `.` + FunctionName + `(rel regclass, key text)
 RETURNS boolean
@@ -119,6 +127,7 @@ DECLARE
 	leader integer;
 	addr inet := inet_client_addr();
 	qid bigint;
+	stmt text;
 BEGIN
 	IF pg_is_in_recovery() OR current_setting('wal_level') <> 'logical' THEN
 		RETURN true;
@@ -129,6 +138,7 @@ BEGIN
 		me := leader;
 	END IF;
 	SELECT a.query_id INTO qid FROM pg_stat_get_activity(me) a;
+	stmt := current_query();
 	PERFORM pg_logical_emit_message(false, '` + MessagePrefix + `', json_build_object(
 		'v', 1,
 		'relation', rel::text,
@@ -138,7 +148,10 @@ BEGIN
 		'application', current_setting('application_name'),
 		'pid', me,
 		'database', current_database(),
-		'query_id', qid)::text);
+		'query_id', qid,
+		'statement', left(stmt, ` + maxStatementChars + `),
+		'statement_truncated', length(stmt) > ` + maxStatementChars + `,
+		'trigger_depth', pg_trigger_depth())::text);
 	RETURN true;
 END
 $canary$`

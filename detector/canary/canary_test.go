@@ -62,34 +62,41 @@ func TestReadsTripTheCanary(t *testing.T) {
 			return err
 		}
 	}
+	// visitor is the statement each case ends with: the one that visits the canaries,
+	// whose text the message must carry.
 	trips := []struct {
-		name string
-		as   string
-		read func(*pgx.Conn) error
+		name    string
+		as      string
+		read    func(*pgx.Conn) error
+		visitor string
 	}{
-		{"select star", reader, readAll(`SELECT * FROM public.users`)},
-		{"count email", reader, readAll(`SELECT count(email) FROM public.users`)},
-		{"count star", reader, readAll(`SELECT count(*) FROM public.users`)},
+		{"select star", reader, readAll(`SELECT * FROM public.users`), `SELECT * FROM public.users`},
+		{"count email", reader, readAll(`SELECT count(email) FROM public.users`), `SELECT count(email) FROM public.users`},
+		{"count star", reader, readAll(`SELECT count(*) FROM public.users`), `SELECT count(*) FROM public.users`},
 		{"copy to stdout", reader, func(c *pgx.Conn) error {
 			_, err := c.PgConn().CopyTo(ctx, io.Discard, `COPY public.users TO STDOUT`)
 			return err
-		}},
-		{"through a view", reader, readAll(`SELECT email FROM public.user_emails`)},
+		}, `COPY public.users TO STDOUT`},
+		{"through a view", reader, readAll(`SELECT email FROM public.user_emails`), `SELECT email FROM public.user_emails`},
 		{"cursor fetch", reader, inTx("BEGIN", "COMMIT",
-			`DECLARE c CURSOR FOR SELECT email, password_hash FROM public.users`, `FETCH ALL FROM c`)},
-		{"read-only transaction", reader, inTx("BEGIN READ ONLY", "COMMIT", `SELECT email FROM public.users`)},
-		{"rolled back", reader, inTx("BEGIN", "ROLLBACK", `SELECT email FROM public.users`)},
-		{"table owner", owner, readAll(`SELECT email, password_hash FROM public.users`)},
+			`DECLARE c CURSOR FOR SELECT email, password_hash FROM public.users`, `FETCH ALL FROM c`), `FETCH ALL FROM c`},
+		{"read-only transaction", reader, inTx("BEGIN READ ONLY", "COMMIT", `SELECT email FROM public.users`),
+			`SELECT email FROM public.users`},
+		{"rolled back", reader, inTx("BEGIN", "ROLLBACK", `SELECT email FROM public.users`), `SELECT email FROM public.users`},
+		{"table owner", owner, readAll(`SELECT email, password_hash FROM public.users`), `SELECT email, password_hash FROM public.users`},
+		// A parallel worker reports its leader's pid, client and statement.
 		{"parallel scan", reader, inTx("BEGIN", "COMMIT",
 			`SET LOCAL parallel_setup_cost = 0`, `SET LOCAL parallel_tuple_cost = 0`,
 			`SET LOCAL min_parallel_table_scan_size = 0`, `SET LOCAL max_parallel_workers_per_gather = 2`,
-			`SELECT count(email) FROM public.users`)},
+			`SELECT count(email) FROM public.users`), `SELECT count(email) FROM public.users`},
 		// A documented limit, not a wish: lower() is not leakproof, so row security
 		// evaluates the policy first, on every row, and the expression index cannot
 		// be used (docs/canary.md).
 		{"lookup by lower(email) despite an expression index", owner,
-			readAll(`SELECT id FROM public.users WHERE lower(email) = lower('User79@example.com')`)},
-		{"mass update", owner, inTx("BEGIN", "ROLLBACK", `UPDATE public.users SET password_hash = 'x'`)},
+			readAll(`SELECT id FROM public.users WHERE lower(email) = lower('User79@example.com')`),
+			`SELECT id FROM public.users WHERE lower(email) = lower('User79@example.com')`},
+		{"mass update", owner, inTx("BEGIN", "ROLLBACK", `UPDATE public.users SET password_hash = 'x'`),
+			`UPDATE public.users SET password_hash = 'x'`},
 	}
 	for _, tc := range trips {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,6 +112,7 @@ func TestReadsTripTheCanary(t *testing.T) {
 			}
 			defer conn.Close(context.WithoutCancel(ctx))
 			pid := int32(conn.PgConn().PID())
+			msgs.visits = nil
 			if err := tc.read(conn); err != nil {
 				t.Fatalf("read: %v", err)
 			}
@@ -117,6 +125,12 @@ func TestReadsTripTheCanary(t *testing.T) {
 					ev.Relation != "public.users" || ev.Database != db.Name || ev.Application != "canary-test" ||
 					ev.ClientAddr != "127.0.0.1" {
 					t.Errorf("got event %+v, want a canary_read of one of %v in %s from canary-test at 127.0.0.1", ev, ids, db.Name)
+				}
+			}
+			for _, v := range msgs.visits {
+				if v.Event.PID == pid && (!v.HasStatement || v.Statement != tc.visitor || v.Truncated || v.TriggerDepth != 0) {
+					t.Errorf("visit of %s reports statement %q (known %v, cut %v, trigger depth %d), want %q",
+						v.Event.Object, v.Statement, v.HasStatement, v.Truncated, v.TriggerDepth, tc.visitor)
 				}
 			}
 			msgs.until()
