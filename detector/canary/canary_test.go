@@ -438,3 +438,51 @@ func TestPlantForAnOwnerNeedingQuotes(t *testing.T) {
 		t.Fatalf("Remove: %v", err)
 	}
 }
+
+// TestVisitsTheStatementDoesNotExplain: a canary row visited from a trigger is reported
+// with the trigger depth (the statement's text is the one that set the trigger off),
+// and a statement longer than the message carries is reported cut, at its limit.
+func TestVisitsTheStatementDoesNotExplain(t *testing.T) {
+	db := newUsers(t, 100)
+	msgs := newMessages(t, db)
+	plant(t, db, 2)
+	db.Exec(t, `CREATE TABLE public.audit (x int);
+		GRANT INSERT ON public.audit TO `+reader+`;
+		CREATE FUNCTION public.audit_count() RETURNS trigger LANGUAGE plpgsql AS
+			$$BEGIN PERFORM count(*) FROM public.users; RETURN NULL; END$$;
+		CREATE TRIGGER audit_count AFTER INSERT ON public.audit FOR EACH STATEMENT EXECUTE FUNCTION public.audit_count()`)
+	startSource(t, db)
+	msgs.until()
+	conn := db.Conn(t, reader)
+	ctx := t.Context()
+
+	for _, tc := range []struct {
+		name, sql string
+		check     func(v canary.Visit) bool
+		want      string
+	}{
+		{"trigger", `INSERT INTO public.audit VALUES (1)`, func(v canary.Visit) bool {
+			return v.TriggerDepth == 1 && v.Statement == `INSERT INTO public.audit VALUES (1)` && !v.Truncated
+		}, "the INSERT at trigger depth 1"},
+		{"long statement", `SELECT count(*) FROM public.users /* ` + strings.Repeat("x", 20000) + ` */`, func(v canary.Visit) bool {
+			return v.Truncated && v.HasStatement && len(v.Statement) == 16384 && v.TriggerDepth == 0
+		}, "the statement cut at 16384 characters"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msgs.t, msgs.visits = t, nil
+			if _, err := conn.Exec(ctx, tc.sql); err != nil {
+				t.Fatal(err)
+			}
+			msgs.until()
+			if len(msgs.visits) == 0 {
+				t.Fatal("no canary message")
+			}
+			for _, v := range msgs.visits {
+				if !tc.check(v) {
+					t.Errorf("got statement of %d bytes (known %v, cut %v, trigger depth %d), want %s",
+						len(v.Statement), v.HasStatement, v.Truncated, v.TriggerDepth, tc.want)
+				}
+			}
+		})
+	}
+}
