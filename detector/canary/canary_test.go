@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -177,12 +178,16 @@ func TestReadsTripTheCanary(t *testing.T) {
 	})
 }
 
-// TestCanaryRowsLookReal checks what an intruder with the dump sees.
+// TestCanaryRowsLookReal checks what an intruder with the dump sees. The table's keys
+// have no gap: the canaries take the next ones.
 func TestCanaryRowsLookReal(t *testing.T) {
 	db := newUsers(t, 10)
 	planted := plant(t, db, 5)
 	conn := db.Conn(t, "postgres")
 	for _, c := range planted.Canaries {
+		if k, err := strconv.Atoi(c.Key); err != nil || k <= 10 {
+			t.Errorf("canary %s: want a key after the real rows' (1 to 10)", c.ID)
+		}
 		var email, username, hash string
 		if err := conn.QueryRow(t.Context(), `SELECT email, username, password_hash FROM public.users WHERE id::text = $1`, c.Key).
 			Scan(&email, &username, &hash); err != nil {
