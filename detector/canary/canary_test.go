@@ -32,7 +32,9 @@ func TestReadsTripTheCanary(t *testing.T) {
 	db.Exec(t, `CREATE VIEW public.user_emails AS SELECT id, email FROM public.users;
 		ALTER VIEW public.user_emails OWNER TO `+owner+`;
 		GRANT SELECT ON public.user_emails TO `+reader+`;
-		CREATE INDEX ON public.users (lower(email))`)
+		CREATE INDEX ON public.users (lower(email));
+		ALTER TABLE public.users ADD COLUMN email_lower text GENERATED ALWAYS AS (lower(email)) STORED;
+		CREATE UNIQUE INDEX ON public.users (email_lower)`)
 	// The tamper check runs beside the WAL source in the detector, and flushes the
 	// WAL the canary messages wait in: run it as the detector would.
 	startSource(t, db)
@@ -147,6 +149,10 @@ func TestReadsTripTheCanary(t *testing.T) {
 		{"point lookup by id", reader, `SELECT * FROM public.users WHERE id = $1`, []any{int64(42)}},
 		{"lookup by email", owner, `SELECT id, password_hash FROM public.users WHERE email = $1`, []any{"user77@example.com"}},
 		{"lookup by username without index", owner, `SELECT id FROM public.users WHERE username = $1`, []any{"user78"}},
+		// The leakproof form of a case-insensitive login (docs/canary.md): lower() on
+		// the parameter, not on the column.
+		{"lookup by a lower-cased column", owner, `SELECT id, password_hash FROM public.users WHERE email_lower = lower($1)`,
+			[]any{"User79@example.com"}},
 		{"first page", owner, `SELECT id, email FROM public.users ORDER BY id LIMIT 20`, nil},
 		{"insert", owner, `INSERT INTO public.users (email, username, password_hash, active) VALUES (gen_random_uuid()::text || '@example.com', 'new', 'h', true)`, nil},
 		{"update by id", owner, `UPDATE public.users SET password_hash = 'h2' WHERE id = $1`, []any{int64(43)}},

@@ -77,7 +77,10 @@ func TestClassifierVerdicts(t *testing.T) {
 		{"copy", `COPY users TO STDOUT`, []string{"email", "password_hash", "username"}, nil, true},
 		{"folded aggregate", `SELECT string_agg(email, ',') FROM users`, []string{"email"}, nil, true},
 		{"declared cursor", `DECLARE c CURSOR FOR SELECT email FROM users`, []string{"email"}, nil, true},
+		{"copied into a table", `CREATE TABLE loot AS SELECT email FROM users`, []string{"email"}, nil, true},
+		{"explain analyze", `EXPLAIN ANALYZE SELECT email FROM users`, nil, []string{"email"}, true},
 		{"cursor fetch", `FETCH ALL FROM c`, nil, nil, false},
+		{"dynamic SQL", `DO $$BEGIN PERFORM count(*) FROM users; END$$`, nil, nil, false},
 		{"several statements", `SELECT count(*) FROM users; SELECT username FROM users`, []string{"username"}, nil, true},
 		{"unparsable", `SELECT count(*) FROM users WHERE`, nil, nil, false},
 	} {
