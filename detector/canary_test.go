@@ -220,4 +220,16 @@ func TestCanaryPagesOnlyReadsOfSensitiveValues(t *testing.T) {
 			}
 		}
 	}
+
+	// A function planted by the previous version reports no statement: its visits
+	// page as they did, unclassified.
+	t.Run("previous version", func(t *testing.T) {
+		db.Exec(t, `DO $$DECLARE d text := pg_get_functiondef('pgtripwire_canary.tripped(regclass,text)'::regprocedure);
+			BEGIN EXECUTE regexp_replace(d, ',\s*''statement''.*pg_trigger_depth\(\)', ''); END$$`)
+		exec(t, as(t, "old"), `SELECT count(*) FROM users`)
+		got := r.WaitAlert(t, 10*time.Second, "CanaryRowRead", map[string]string{"role": db.Name + "_old"})
+		if !strings.Contains(got.Annotations["summary"], "could not classify") {
+			t.Errorf("got %+v, want a page for a statement pgtripwire could not classify", got)
+		}
+	})
 }

@@ -5,14 +5,17 @@
 // code path ever reads. A restrictive row-level security policy is true for every row,
 // so it changes no query's result; for the canary rows only it calls a SECURITY DEFINER
 // function that emits a non-transactional logical decoding message (prefix
-// "pgtripwire.canary") naming the session that read it. The message reaches the
-// replication stream even when the reading transaction is read-only or rolls back;
-// Decode turns it into an event. Source is the periodic check that the tripwire is
-// still armed (row security enabled and forced, policy and function unchanged).
+// "pgtripwire.canary") naming the session and the statement that visited it. The
+// message reaches the replication stream even when the reading transaction is
+// read-only or rolls back; Decode reads it, and Classifier turns it into an event whose
+// verdict says whether the statement returned the table's sensitive columns or only
+// passed over the row (count(*)). Source (package detector/source/canary) is the
+// periodic check that the tripwire is still armed (row security enabled and forced,
+// policy and function unchanged).
 //
 // The package writes to the database only in Plant and Remove, which an operator runs
-// with an owner or superuser role; Decode and Source only read. It is not the WAL
-// consumer (package wal delivers the messages) and not the rule that pages.
+// with an owner or superuser role; Decode and Classifier only read (the catalog). It is
+// not the WAL consumer (package wal delivers the messages) and not the rule that pages.
 package canary
 
 import (

@@ -42,6 +42,8 @@ type spreader struct {
 	key    keyOrder
 	emails []string // n+1 slice bounds of the email column, in its order; nil: not spread
 	email  *column
+	// username is the user name column, whose value is the address's local part.
+	username *column
 	// emailCollation is the COLLATE clause of the email column's collation.
 	emailCollation string
 	times          []column // the columns a donor row gives values to
@@ -74,6 +76,8 @@ func newSpreader(ctx context.Context, tx pgx.Tx, st *tableState, cols []column, 
 		switch cols[i].role {
 		case roleEmail:
 			s.email = &cols[i]
+		case roleUsername:
+			s.username = &cols[i]
 		case roleCreated, roleTime:
 			s.times = append(s.times, cols[i])
 		}
@@ -161,7 +165,8 @@ func readEmailSlices(ctx context.Context, tx pgx.Tx, st *tableState, email *colu
 	err := tx.QueryRow(ctx, `
 		SELECT format('COLLATE %I.%I', cn.nspname, co.collname),
 			(SELECT s.histogram_bounds::text::text[] FROM pg_stats s
-				WHERE s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = a.attname)
+				WHERE s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = a.attname
+				ORDER BY s.inherited DESC LIMIT 1)
 		FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 			JOIN pg_collation co ON co.oid = a.attcollation JOIN pg_namespace cn ON cn.oid = co.collnamespace
 		WHERE a.attrelid = $1::oid AND a.attname = $2`, st.oid, email.name).Scan(&collation, &hist)
@@ -306,18 +311,25 @@ func (s *spreader) persona(ctx context.Context, tx pgx.Tx, i int, gen *personas,
 		ps[j] = gen.candidate(domain)
 		emails[j] = ps[j].email
 	}
-	var pick *int
-	err := tx.QueryRow(ctx, `SELECT min(n)::int FROM unnest($1::text[]) WITH ORDINALITY AS u(e, n)
-		WHERE e `+s.emailCollation+` >= $2 AND e `+s.emailCollation+` < $3
-			AND NOT EXISTS (SELECT 1 FROM `+s.st.ident+` t WHERE t.`+s.email.ident+` = u.e)`,
+	// The first candidate in the slice whose address (and user name) is free: the
+	// slice's candidates in order, unchecked (OFFSET 0 keeps the check out), then
+	// checked one at a time until one passes.
+	taken := `t.` + s.email.ident + ` = c.e`
+	if s.username != nil {
+		taken += ` OR t.` + s.username.ident + ` = split_part(c.e, '@', 1)`
+	}
+	var pick int
+	err := tx.QueryRow(ctx, `SELECT n::int FROM (SELECT e, n FROM unnest($1::text[]) WITH ORDINALITY AS u(e, n)
+			WHERE e `+s.emailCollation+` >= $2 AND e `+s.emailCollation+` < $3 ORDER BY n OFFSET 0) c
+		WHERE NOT EXISTS (SELECT 1 FROM `+s.st.ident+` t WHERE `+taken+`) LIMIT 1`,
 		emails, s.emails[i], s.emails[i+1]).Scan(&pick)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return gen.next(domain), nil
+	}
 	if err != nil {
 		return persona{}, fmt.Errorf("place a canary address: %w", err)
 	}
-	if pick == nil {
-		return gen.next(domain), nil
-	}
-	return gen.take(ps[*pick-1]), nil
+	return gen.take(ps[pick-1]), nil
 }
 
 // donor returns the date/time values of a real row: the neighbour below key (above it
