@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/model"
@@ -139,24 +140,32 @@ func TestClassifierDecodeUnclassified(t *testing.T) {
 }
 
 // TestClassifierWithoutCatalogFailsClosed: a visit that could be classified waits for a
-// catalog check; with none possible (nothing runs the classifier here) it is reported
-// unclassified after the wait, or as soon as its context ends — never dropped, never
-// cleared.
+// catalog check; with none coming (nothing runs the classifier here) it is reported
+// unclassified after the wait, the next visits without waiting again, or as soon as its
+// context ends — never dropped, never cleared.
 func TestClassifierWithoutCatalogFailsClosed(t *testing.T) {
-	c := canary.NewClassifier(canary.ClassifierConfig{Wait: 50_000_000}) // 50 ms
+	const wait = 500 * time.Millisecond
+	c := canary.NewClassifier(canary.ClassifierConfig{Wait: wait})
 	content := []byte(visitMessage(`SELECT count(*) FROM users WHERE email <> 'x@y.z'`, false, 0))
-	ev, finish, ok := c.Decode(canary.MessagePrefix, content, false)
-	if !ok || finish == nil {
-		t.Fatalf("got ok %v, finish %v; want a visit to classify", ok, finish != nil)
-	}
-	got := finish(t.Context(), ev)
-	if got.Complete || got.Statement != "SELECT count(*) FROM users WHERE email <> $1" {
-		t.Errorf("after the wait: got %+v, want unclassified with the redacted statement", got)
+	for i, want := range []time.Duration{wait, 0} {
+		ev, finish, ok := c.Decode(canary.MessagePrefix, content, false)
+		if !ok || finish == nil {
+			t.Fatalf("got ok %v, finish %v; want a visit to classify", ok, finish != nil)
+		}
+		start := time.Now()
+		got := finish(t.Context(), ev)
+		if got.Complete || got.Statement != "SELECT count(*) FROM users WHERE email <> $1" {
+			t.Errorf("visit %d: got %+v, want unclassified with the redacted statement", i, got)
+		}
+		if took := time.Since(start); took < want || took > want+wait/2 {
+			t.Errorf("visit %d: answered after %v, want %v", i, took, want)
+		}
 	}
 
+	c = canary.NewClassifier(canary.ClassifierConfig{Wait: time.Hour})
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	ev, finish, _ = c.Decode(canary.MessagePrefix, content, false)
+	ev, finish, _ := c.Decode(canary.MessagePrefix, content, false)
 	if got := finish(ctx, ev); got.Complete || got.Kind != canary.KindRead {
 		t.Errorf("cancelled: got %+v, want an unclassified canary_read", got)
 	}

@@ -49,8 +49,10 @@ type ClassifierConfig struct {
 // catalog check made after the visit found current, so that a view or function
 // redefined just before the read is judged by its new definition. When no such
 // check succeeds within ClassifierConfig.Wait (the catalog cannot be loaded, the
-// connection is down), or the message does not carry the whole statement, the visit
-// is reported with Complete false, which the default rules page on, never dropped.
+// connection is down or hangs), or the message does not carry the whole statement, the
+// visit is reported with Complete false, which the default rules page on, never
+// dropped; after one visit waited in vain, the next ones do not wait until that check
+// ends.
 //
 // The statement text (current_query(), literals included) is classified in memory
 // only: it is never logged, and an event carries it only as redact.Statement returns
@@ -69,6 +71,10 @@ type Classifier struct {
 	mu      sync.Mutex
 	state   catalogState
 	settled chan struct{} // closed, and replaced, when a check ends
+	// late is the settled channel a visit waited on in vain: until that check ends,
+	// the next visits do not wait for it (a hung catalog connection must not hold
+	// every visit, and the stream behind them, for Wait each).
+	late chan struct{}
 }
 
 // catalogState is the outcome of the latest catalog check.
@@ -134,7 +140,7 @@ func (c *Classifier) Decode(prefix string, content []byte, transactional bool) (
 		// Whatever the statement's text says, it is not all that read the row: shown
 		// as far as the snapshot at hand tells, unclassified.
 		return ev, func(_ context.Context, ev model.Event) model.Event {
-			st, _ := c.current()
+			st, _, _ := c.current()
 			return c.unclassified(ev, statement, st.snap)
 		}, true
 	}
@@ -152,19 +158,21 @@ func (c *Classifier) judge(ctx context.Context, visit model.Event, statement str
 	timer := time.NewTimer(c.cfg.Wait)
 	defer timer.Stop()
 	for {
-		st, settled := c.current()
+		st, settled, late := c.current()
 		if st.err == nil && st.snap != nil && st.verified > after {
 			return c.verdict(visit, statement, st.snap)
 		}
-		if st.err != nil {
+		if st.err != nil || late {
 			return c.unclassified(visit, statement, st.snap)
 		}
 		c.ask()
 		select {
 		case <-settled:
 		case <-timer.C:
-			c.log.Warn("no catalog check in time; canary visit reported unclassified",
-				zap.Duration("waited", c.cfg.Wait), zap.String("relation", visit.Relation), zap.String("role", visit.Role))
+			if c.markLate(settled) {
+				c.log.Warn("no catalog check in time; canary visits are reported unclassified until one ends",
+					zap.Duration("waited", c.cfg.Wait), zap.String("relation", visit.Relation), zap.String("role", visit.Role))
+			}
 			return c.unclassified(visit, statement, st.snap)
 		case <-ctx.Done():
 			return c.unclassified(visit, statement, st.snap)
@@ -203,10 +211,24 @@ func (c *Classifier) unclassified(visit model.Event, statement string, snap *cat
 	return ev
 }
 
-func (c *Classifier) current() (catalogState, <-chan struct{}) {
+// current returns the latest check's outcome, the channel closed when the next one
+// ends, and whether a visit already waited for that in vain.
+func (c *Classifier) current() (st catalogState, settled <-chan struct{}, late bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.state, c.settled
+	return c.state, c.settled, c.late == c.settled
+}
+
+// markLate records that a visit waited for the check after settled in vain, and
+// reports whether it is the first to.
+func (c *Classifier) markLate(settled <-chan struct{}) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.settled != settled || c.late == c.settled {
+		return false
+	}
+	c.late = c.settled
+	return true
 }
 
 // publish records the outcome of a check and wakes the visits waiting for one.
@@ -238,7 +260,7 @@ func (c *Classifier) Run(ctx context.Context) error {
 	}
 	bo := backoff.New(c.cfg.ReconnectInitial, c.cfg.ReconnectMax)
 	return bo.Reconnect(ctx, func(ctx context.Context) error { return c.session(ctx, bo) }, func(err error) {
-		st, _ := c.current()
+		st, _, _ := c.current()
 		st.err = err
 		c.publish(st)
 		c.log.Warn("catalog for canary visits unavailable; visits are reported unclassified until it loads", zap.Error(err))
@@ -286,7 +308,7 @@ func (c *Classifier) check(ctx context.Context, conn *pgx.Conn) error {
 	if err != nil {
 		return err
 	}
-	st, _ := c.current()
+	st, _, _ := c.current()
 	if st.snap == nil || probe != st.probe || time.Since(st.loadedAt) >= c.cfg.Refresh {
 		snap, err := catalog.Load(ctx, conn, c.cfg.Sensitive)
 		if err != nil {
