@@ -10,10 +10,10 @@ import (
 
 // pgtripwireMessages turns the logical decoding messages pgtripwire's own database objects
 // emit into events: pgtripwire.ddl from the event trigger `pgtripwire setup` installs
-// (source=ddl), pgtripwire.canary from the canary policy (source=canary, judged by
-// visits: the statement that visited the canary row is classified after the message
-// is received, off the receive loop). Other pgtripwire.* prefixes stay source=wal
-// MESSAGE events.
+// (source=ddl), pgtripwire.canary from the canary policy (source=canary, decoded by
+// visits, a canary.Classifier: the statement that visited the canary row is classified
+// by the Finish it returns, off the receive loop). Other pgtripwire.* prefixes stay
+// source=wal MESSAGE events.
 //
 // A message that does not decode is still evidence: a DDL message becomes a ddl event of
 // kind "undecodable" and a canary message an unclassified canary read (Complete false),
