@@ -48,6 +48,7 @@ bench-overhead:
 # Cost of the canary policy on a 200,000-row table, with against without (docs/canary.md).
 bench-canary:
 	$(GO) test -run '^$$' -bench 'Canary/PointLookup' -benchtime 20000x -count 1 ./detector/canary/
+	$(GO) test -run '^$$' -bench 'Canary/CanaryRows' -benchtime 5000x -count 1 ./detector/canary/
 	$(GO) test -run '^$$' -bench 'Canary/FullScan' -benchtime 50x -count 1 ./detector/canary/
 
 # Drain 300,000 row changes from a pgoutput slot: the WAL source against pg_recvlogical

@@ -5,14 +5,17 @@
 // code path ever reads. A restrictive row-level security policy is true for every row,
 // so it changes no query's result; for the canary rows only it calls a SECURITY DEFINER
 // function that emits a non-transactional logical decoding message (prefix
-// "pgtripwire.canary") naming the session that read it. The message reaches the
-// replication stream even when the reading transaction is read-only or rolls back;
-// Decode turns it into an event. Source is the periodic check that the tripwire is
-// still armed (row security enabled and forced, policy and function unchanged).
+// "pgtripwire.canary") naming the session and the statement that visited it. The
+// message reaches the replication stream even when the reading transaction is
+// read-only or rolls back; Decode reads it, and Classifier turns it into an event whose
+// verdict says whether the statement returned the table's sensitive columns or only
+// passed over the row (count(*)). Source (package detector/source/canary) is the
+// periodic check that the tripwire is still armed (row security enabled and forced,
+// policy and function unchanged).
 //
 // The package writes to the database only in Plant and Remove, which an operator runs
-// with an owner or superuser role; Decode and Source only read. It is not the WAL
-// consumer (package wal delivers the messages) and not the rule that pages.
+// with an owner or superuser role; Decode and Classifier only read (the catalog). It is
+// not the WAL consumer (package wal delivers the messages) and not the rule that pages.
 package canary
 
 import (
@@ -108,6 +111,14 @@ func arrayLiteral(keys []string) string {
 //   - it returns true whatever happens, so the canary row stays visible: the read
 //     succeeds and the reader does not learn that it tripped anything.
 //   - it reads no table of its own: dropping the registry cannot make reads fail.
+//   - it reports the statement that visited the row (current_query(): the text the
+//     client sent, with its literals; a parallel worker has its leader's), so that the
+//     detector can tell a statement that returns the row's sensitive columns from one
+//     that only passes over it (count(*)); the detector classifies it in memory and
+//     never stores it. The text is cut at maxStatementChars, which keeps the message
+//     within maxMessage however the JSON escapes it, and the cut is reported. The
+//     trigger depth says whether a trigger, whose statement the text does not show,
+//     made the visit.
 const functionSQL = `
 CREATE OR REPLACE FUNCTION ` + Schema + `.` + FunctionName + `(rel regclass, key text)
 RETURNS boolean
@@ -119,6 +130,7 @@ DECLARE
 	leader integer;
 	addr inet := inet_client_addr();
 	qid bigint;
+	stmt text;
 BEGIN
 	IF pg_is_in_recovery() OR current_setting('wal_level') <> 'logical' THEN
 		RETURN true;
@@ -129,6 +141,7 @@ BEGIN
 		me := leader;
 	END IF;
 	SELECT a.query_id INTO qid FROM pg_stat_get_activity(me) a;
+	stmt := current_query();
 	PERFORM pg_logical_emit_message(false, '` + MessagePrefix + `', json_build_object(
 		'v', 1,
 		'relation', rel::text,
@@ -138,7 +151,10 @@ BEGIN
 		'application', current_setting('application_name'),
 		'pid', me,
 		'database', current_database(),
-		'query_id', qid)::text);
+		'query_id', qid,
+		'statement', left(stmt, ` + maxStatementChars + `),
+		'statement_truncated', length(stmt) > ` + maxStatementChars + `,
+		'trigger_depth', pg_trigger_depth())::text);
 	RETURN true;
 END
 $canary$`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -31,7 +32,9 @@ func TestReadsTripTheCanary(t *testing.T) {
 	db.Exec(t, `CREATE VIEW public.user_emails AS SELECT id, email FROM public.users;
 		ALTER VIEW public.user_emails OWNER TO `+owner+`;
 		GRANT SELECT ON public.user_emails TO `+reader+`;
-		CREATE INDEX ON public.users (lower(email))`)
+		CREATE INDEX ON public.users (lower(email));
+		ALTER TABLE public.users ADD COLUMN email_lower text GENERATED ALWAYS AS (lower(email)) STORED;
+		CREATE UNIQUE INDEX ON public.users (email_lower)`)
 	// The tamper check runs beside the WAL source in the detector, and flushes the
 	// WAL the canary messages wait in: run it as the detector would.
 	startSource(t, db)
@@ -62,34 +65,41 @@ func TestReadsTripTheCanary(t *testing.T) {
 			return err
 		}
 	}
+	// visitor is the statement each case ends with: the one that visits the canaries,
+	// whose text the message must carry.
 	trips := []struct {
-		name string
-		as   string
-		read func(*pgx.Conn) error
+		name    string
+		as      string
+		read    func(*pgx.Conn) error
+		visitor string
 	}{
-		{"select star", reader, readAll(`SELECT * FROM public.users`)},
-		{"count email", reader, readAll(`SELECT count(email) FROM public.users`)},
-		{"count star", reader, readAll(`SELECT count(*) FROM public.users`)},
+		{"select star", reader, readAll(`SELECT * FROM public.users`), `SELECT * FROM public.users`},
+		{"count email", reader, readAll(`SELECT count(email) FROM public.users`), `SELECT count(email) FROM public.users`},
+		{"count star", reader, readAll(`SELECT count(*) FROM public.users`), `SELECT count(*) FROM public.users`},
 		{"copy to stdout", reader, func(c *pgx.Conn) error {
 			_, err := c.PgConn().CopyTo(ctx, io.Discard, `COPY public.users TO STDOUT`)
 			return err
-		}},
-		{"through a view", reader, readAll(`SELECT email FROM public.user_emails`)},
+		}, `COPY public.users TO STDOUT`},
+		{"through a view", reader, readAll(`SELECT email FROM public.user_emails`), `SELECT email FROM public.user_emails`},
 		{"cursor fetch", reader, inTx("BEGIN", "COMMIT",
-			`DECLARE c CURSOR FOR SELECT email, password_hash FROM public.users`, `FETCH ALL FROM c`)},
-		{"read-only transaction", reader, inTx("BEGIN READ ONLY", "COMMIT", `SELECT email FROM public.users`)},
-		{"rolled back", reader, inTx("BEGIN", "ROLLBACK", `SELECT email FROM public.users`)},
-		{"table owner", owner, readAll(`SELECT email, password_hash FROM public.users`)},
+			`DECLARE c CURSOR FOR SELECT email, password_hash FROM public.users`, `FETCH ALL FROM c`), `FETCH ALL FROM c`},
+		{"read-only transaction", reader, inTx("BEGIN READ ONLY", "COMMIT", `SELECT email FROM public.users`),
+			`SELECT email FROM public.users`},
+		{"rolled back", reader, inTx("BEGIN", "ROLLBACK", `SELECT email FROM public.users`), `SELECT email FROM public.users`},
+		{"table owner", owner, readAll(`SELECT email, password_hash FROM public.users`), `SELECT email, password_hash FROM public.users`},
+		// A parallel worker reports its leader's pid, client and statement.
 		{"parallel scan", reader, inTx("BEGIN", "COMMIT",
 			`SET LOCAL parallel_setup_cost = 0`, `SET LOCAL parallel_tuple_cost = 0`,
 			`SET LOCAL min_parallel_table_scan_size = 0`, `SET LOCAL max_parallel_workers_per_gather = 2`,
-			`SELECT count(email) FROM public.users`)},
+			`SELECT count(email) FROM public.users`), `SELECT count(email) FROM public.users`},
 		// A documented limit, not a wish: lower() is not leakproof, so row security
 		// evaluates the policy first, on every row, and the expression index cannot
 		// be used (docs/canary.md).
 		{"lookup by lower(email) despite an expression index", owner,
-			readAll(`SELECT id FROM public.users WHERE lower(email) = lower('User79@example.com')`)},
-		{"mass update", owner, inTx("BEGIN", "ROLLBACK", `UPDATE public.users SET password_hash = 'x'`)},
+			readAll(`SELECT id FROM public.users WHERE lower(email) = lower('User79@example.com')`),
+			`SELECT id FROM public.users WHERE lower(email) = lower('User79@example.com')`},
+		{"mass update", owner, inTx("BEGIN", "ROLLBACK", `UPDATE public.users SET password_hash = 'x'`),
+			`UPDATE public.users SET password_hash = 'x'`},
 	}
 	for _, tc := range trips {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,6 +115,7 @@ func TestReadsTripTheCanary(t *testing.T) {
 			}
 			defer conn.Close(context.WithoutCancel(ctx))
 			pid := int32(conn.PgConn().PID())
+			msgs.visits = nil
 			if err := tc.read(conn); err != nil {
 				t.Fatalf("read: %v", err)
 			}
@@ -117,6 +128,12 @@ func TestReadsTripTheCanary(t *testing.T) {
 					ev.Relation != "public.users" || ev.Database != db.Name || ev.Application != "canary-test" ||
 					ev.ClientAddr != "127.0.0.1" {
 					t.Errorf("got event %+v, want a canary_read of one of %v in %s from canary-test at 127.0.0.1", ev, ids, db.Name)
+				}
+			}
+			for _, v := range msgs.visits {
+				if v.Event.PID == pid && (!v.HasStatement || v.Statement != tc.visitor || v.Truncated || v.TriggerDepth != 0) {
+					t.Errorf("visit of %s reports statement %q (known %v, cut %v, trigger depth %d), want %q",
+						v.Event.Object, v.Statement, v.HasStatement, v.Truncated, v.TriggerDepth, tc.visitor)
 				}
 			}
 			msgs.until()
@@ -132,6 +149,10 @@ func TestReadsTripTheCanary(t *testing.T) {
 		{"point lookup by id", reader, `SELECT * FROM public.users WHERE id = $1`, []any{int64(42)}},
 		{"lookup by email", owner, `SELECT id, password_hash FROM public.users WHERE email = $1`, []any{"user77@example.com"}},
 		{"lookup by username without index", owner, `SELECT id FROM public.users WHERE username = $1`, []any{"user78"}},
+		// The leakproof form of a case-insensitive login (docs/canary.md): lower() on
+		// the parameter, not on the column.
+		{"lookup by a lower-cased column", owner, `SELECT id, password_hash FROM public.users WHERE email_lower = lower($1)`,
+			[]any{"User79@example.com"}},
 		{"first page", owner, `SELECT id, email FROM public.users ORDER BY id LIMIT 20`, nil},
 		{"insert", owner, `INSERT INTO public.users (email, username, password_hash, active) VALUES (gen_random_uuid()::text || '@example.com', 'new', 'h', true)`, nil},
 		{"update by id", owner, `UPDATE public.users SET password_hash = 'h2' WHERE id = $1`, []any{int64(43)}},
@@ -163,12 +184,16 @@ func TestReadsTripTheCanary(t *testing.T) {
 	})
 }
 
-// TestCanaryRowsLookReal checks what an intruder with the dump sees.
+// TestCanaryRowsLookReal checks what an intruder with the dump sees. The table's keys
+// have no gap: the canaries take the next ones.
 func TestCanaryRowsLookReal(t *testing.T) {
 	db := newUsers(t, 10)
 	planted := plant(t, db, 5)
 	conn := db.Conn(t, "postgres")
 	for _, c := range planted.Canaries {
+		if k, err := strconv.Atoi(c.Key); err != nil || k <= 10 {
+			t.Errorf("canary %s: want a key after the real rows' (1 to 10)", c.ID)
+		}
 		var email, username, hash string
 		if err := conn.QueryRow(t.Context(), `SELECT email, username, password_hash FROM public.users WHERE id::text = $1`, c.Key).
 			Scan(&email, &username, &hash); err != nil {
@@ -422,5 +447,53 @@ func TestPlantForAnOwnerNeedingQuotes(t *testing.T) {
 	}
 	if _, err := canary.Remove(t.Context(), super, "public.users"); err != nil {
 		t.Fatalf("Remove: %v", err)
+	}
+}
+
+// TestVisitsTheStatementDoesNotExplain: a canary row visited from a trigger is reported
+// with the trigger depth (the statement's text is the one that set the trigger off),
+// and a statement longer than the message carries is reported cut, at its limit.
+func TestVisitsTheStatementDoesNotExplain(t *testing.T) {
+	db := newUsers(t, 100)
+	msgs := newMessages(t, db)
+	plant(t, db, 2)
+	db.Exec(t, `CREATE TABLE public.audit (x int);
+		GRANT INSERT ON public.audit TO `+reader+`;
+		CREATE FUNCTION public.audit_count() RETURNS trigger LANGUAGE plpgsql AS
+			$$BEGIN PERFORM count(*) FROM public.users; RETURN NULL; END$$;
+		CREATE TRIGGER audit_count AFTER INSERT ON public.audit FOR EACH STATEMENT EXECUTE FUNCTION public.audit_count()`)
+	startSource(t, db)
+	msgs.until()
+	conn := db.Conn(t, reader)
+	ctx := t.Context()
+
+	for _, tc := range []struct {
+		name, sql string
+		check     func(v canary.Visit) bool
+		want      string
+	}{
+		{"trigger", `INSERT INTO public.audit VALUES (1)`, func(v canary.Visit) bool {
+			return v.TriggerDepth == 1 && v.Statement == `INSERT INTO public.audit VALUES (1)` && !v.Truncated
+		}, "the INSERT at trigger depth 1"},
+		{"long statement", `SELECT count(*) FROM public.users /* ` + strings.Repeat("x", 20000) + ` */`, func(v canary.Visit) bool {
+			return v.Truncated && v.HasStatement && len(v.Statement) == 16384 && v.TriggerDepth == 0
+		}, "the statement cut at 16384 characters"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msgs.t, msgs.visits = t, nil
+			if _, err := conn.Exec(ctx, tc.sql); err != nil {
+				t.Fatal(err)
+			}
+			msgs.until()
+			if len(msgs.visits) == 0 {
+				t.Fatal("no canary message")
+			}
+			for _, v := range msgs.visits {
+				if !tc.check(v) {
+					t.Errorf("got statement of %d bytes (known %v, cut %v, trigger depth %d), want %s",
+						len(v.Statement), v.HasStatement, v.Truncated, v.TriggerDepth, tc.want)
+				}
+			}
+		})
 	}
 }

@@ -26,7 +26,8 @@ const (
 	roleFirst
 	roleLast
 	roleFullName
-	roleCreated // a timestamp in the past year, like a real account's
+	roleCreated // a real row's creation time, or a time in the past year
+	roleTime    // another date/time column with a default or NOT NULL: a real row's value
 	roleFiller  // NOT NULL without default: a neutral value of its type (filler)
 )
 
@@ -126,6 +127,15 @@ func (c *column) decide(st *tableState, notNull, hasDefault bool) error {
 		c.role = roleFullName
 	case c.category == "D" && c.baseType != "interval" && createdNames.MatchString(name):
 		c.role = roleCreated
+	case c.category == "D" && c.baseType != "interval" && (hasDefault || notNull):
+		// updated_at DEFAULT now() would make the canary the most recently active
+		// account: it takes a real row's value (spreader.donor) instead. Nullable
+		// columns without a default (deleted_at, locked_until) stay NULL: a real
+		// row's value could mean anything there.
+		c.role = roleTime
+		if !hasDefault {
+			c.filler, _ = filler(c)
+		}
 	case hasDefault || !notNull:
 		c.role = roleSkip
 	default:
@@ -188,21 +198,31 @@ func bcryptCost(ctx context.Context, tx pgx.Tx, st *tableState, cols []column) (
 	return bcrypt.DefaultCost, nil
 }
 
-// insertCanary inserts one canary row and returns its primary key as text.
-func insertCanary(ctx context.Context, tx pgx.Tx, st *tableState, cols []column, p persona, cost int, now time.Time) (string, error) {
+// insertCanary inserts one canary row where pl places it and returns its primary key
+// as text.
+func insertCanary(ctx context.Context, tx pgx.Tx, st *tableState, cols []column, pl placement, order keyOrder, cost int, now time.Time) (string, error) {
 	var names, values []string
 	var args []any
 	param := func(v any) string {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
+	p := pl.p
+	if pl.key != "" {
+		names = append(names, pgx.Identifier{st.keyColumn}.Sanitize())
+		values = append(values, param(pl.key)+"::"+st.keyType)
+	}
 	for _, c := range cols {
 		var v string
 		switch c.role {
-		case roleKeyMax:
-			v = fmt.Sprintf("(SELECT coalesce(max(%s), 0) + 1 FROM %s)", c.ident, st.ident)
-		case roleKeyUUID:
+		case roleKeyMax, roleKeyUUID:
+			if pl.key != "" {
+				continue
+			}
 			v = "gen_random_uuid()"
+			if c.role == roleKeyMax {
+				v = fmt.Sprintf("(SELECT coalesce(max(%s), 0) + 1 FROM %s)", c.ident, st.ident)
+			}
 		case roleEmail:
 			v = param(p.email)
 		case roleUsername:
@@ -223,8 +243,18 @@ func insertCanary(ctx context.Context, tx pgx.Tx, st *tableState, cols []column,
 			v = param(p.last)
 		case roleFullName:
 			v = param(p.first + " " + p.last)
-		case roleCreated:
-			v = param(p.created(now)) + "::timestamptz::" + c.typ
+		case roleCreated, roleTime:
+			t, fromRow := pl.donor[c.name]
+			switch {
+			case fromRow:
+				v = param(t) + "::" + c.typ
+			case c.role == roleCreated:
+				v = param(p.created(now)) + "::timestamptz::" + c.typ
+			case c.filler != "":
+				v = c.filler
+			default:
+				continue // its default
+			}
 		case roleFiller:
 			v = c.filler
 		default:
@@ -235,7 +265,12 @@ func insertCanary(ctx context.Context, tx pgx.Tx, st *tableState, cols []column,
 	}
 	sql := "INSERT INTO " + st.ident + " DEFAULT VALUES"
 	if len(names) > 0 {
-		sql = "INSERT INTO " + st.ident + " (" + strings.Join(names, ", ") + ") VALUES (" + strings.Join(values, ", ") + ")"
+		overriding := ""
+		if pl.key != "" && order.identity {
+			overriding = " OVERRIDING SYSTEM VALUE"
+		}
+		sql = "INSERT INTO " + st.ident + " (" + strings.Join(names, ", ") + ")" + overriding +
+			" VALUES (" + strings.Join(values, ", ") + ")"
 	}
 	sql += " RETURNING " + pgx.Identifier{st.keyColumn}.Sanitize() + "::text"
 	var key string
@@ -265,16 +300,28 @@ func newPersonas() *personas {
 }
 
 var (
+	// Every initial is there, so that an address can sort anywhere in the alphabet.
 	givenNames = []string{"anna", "ben", "carla", "daniel", "elena", "felix", "grace", "hugo", "ines",
 		"jonas", "karen", "liam", "maria", "nadia", "oscar", "paula", "quentin", "rosa", "samuel",
-		"tara", "umar", "vera", "william", "yara", "zoe", "marek", "sofia", "tomas", "lucia", "noah"}
+		"tara", "umar", "vera", "william", "xavier", "yara", "zoe", "marek", "sofia", "tomas", "lucia",
+		"noah", "alice", "bruno", "chloe", "emil", "hannah", "ivan", "julia", "omar", "rafael", "sara"}
 	familyNames = []string{"andersen", "becker", "costa", "dubois", "evans", "fischer", "garcia",
 		"hansen", "ivanova", "jensen", "kowalski", "lambert", "moreau", "novak", "olsen", "petrov",
 		"quinn", "rossi", "schmidt", "torres", "ueda", "varga", "weber", "young", "zeller", "silva"}
 )
 
 // next makes a persona whose user name has not been used in this call.
-func (g *personas) next(domain string) persona {
+func (g *personas) next(domain string) persona { return g.take(g.candidate(domain)) }
+
+// take records p's user name as used and returns p.
+func (g *personas) take(p persona) persona {
+	g.used[p.username] = true
+	return p
+}
+
+// candidate makes a persona whose user name has not been used in this call, without
+// taking it.
+func (g *personas) candidate(domain string) persona {
 	for {
 		first := givenNames[g.rng.IntN(len(givenNames))]
 		last := familyNames[g.rng.IntN(len(familyNames))]
@@ -292,7 +339,6 @@ func (g *personas) next(domain string) persona {
 		if g.used[user] {
 			continue
 		}
-		g.used[user] = true
 		return persona{
 			first:    strings.ToUpper(first[:1]) + first[1:],
 			last:     strings.ToUpper(last[:1]) + last[1:],

@@ -69,6 +69,8 @@ type messages struct {
 	t    testing.TB
 	conn *pgx.Conn
 	slot string
+	// visits are every canary message read, decoded, in order.
+	visits []canary.Visit
 }
 
 func newMessages(t testing.TB, db *pgtest.Database) *messages {
@@ -155,7 +157,7 @@ func (m *messages) read(marker string) (evs []model.Event, sawMarker bool) {
 		if lm.Prefix == "test.marker" && string(lm.Content) == marker {
 			sawMarker = true
 		}
-		ev, ok, err := canary.Decode(lm.Prefix, lm.Content)
+		v, ok, err := canary.Decode(lm.Prefix, lm.Content)
 		if err != nil {
 			m.t.Fatalf("decode %s message %q: %v", lm.Prefix, lm.Content, err)
 		}
@@ -163,7 +165,8 @@ func (m *messages) read(marker string) (evs []model.Event, sawMarker bool) {
 			if lm.Transactional {
 				m.t.Errorf("canary message is transactional: it would be lost with a rolled-back read")
 			}
-			evs = append(evs, ev)
+			evs = append(evs, v.Event)
+			m.visits = append(m.visits, v)
 		}
 	}
 	return evs, sawMarker

@@ -11,67 +11,105 @@ import (
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
-// KindRead is the model.Kind of a canary row read (a message from the canary
+// KindRead is the model.Kind of a canary row visit (a message from the canary
 // function). Object is the canary ID ("public.users#100017"), Relation its table, Role
-// the session user, ClientAddr, Application and PID the reading session (the leader of
+// the session user, ClientAddr, Application and PID the visiting session (the leader of
 // a parallel query), QueryID the statement's query id when compute_query_id is on.
+// Once classified (Classifier), Operation, SensitiveRead, SensitiveReferenced, Access,
+// Shapes and Complete are the verdict on the visiting statement for Relation, and
+// Statement its redacted text: a visit whose statement returns none of Relation's
+// sensitive columns (Complete and SensitiveRead empty) passed over the row without
+// returning it.
 const KindRead = "canary_read"
 
-// message is the JSON the canary function emits (functionSQL). Version 1.
+// maxStatementChars bounds the statement text a message carries, in characters: JSON
+// escapes a character into at most 6 bytes, so a message stays within maxMessage. A
+// longer text is cut and marked, and its visit cannot be cleared.
+const maxStatementChars = "16384"
+
+// message is the JSON the canary function emits (functionSQL). Version 1; Statement,
+// StatementTruncated and TriggerDepth were added without a version change, so that a
+// detector of the previous version still reads the function's messages, and a message
+// of the previous version's function (without them) still reads as a visit by a
+// statement nobody can classify.
 type message struct {
-	V           *int    `json:"v"`
-	Relation    string  `json:"relation"`
-	Key         *string `json:"key"`
-	Role        string  `json:"role"`
-	ClientAddr  *string `json:"client_addr"`
-	Application *string `json:"application"`
-	PID         *int64  `json:"pid"`
-	Database    string  `json:"database"`
-	QueryID     *int64  `json:"query_id"`
+	V                  *int    `json:"v"`
+	Relation           string  `json:"relation"`
+	Key                *string `json:"key"`
+	Role               string  `json:"role"`
+	ClientAddr         *string `json:"client_addr"`
+	Application        *string `json:"application"`
+	PID                *int64  `json:"pid"`
+	Database           string  `json:"database"`
+	QueryID            *int64  `json:"query_id"`
+	Statement          *string `json:"statement"`
+	StatementTruncated *bool   `json:"statement_truncated"`
+	TriggerDepth       *int64  `json:"trigger_depth"`
 }
 
-// maxMessage bounds what Decode parses; the function's messages are a few hundred
-// bytes.
-const maxMessage = 64 << 10
+// maxMessage bounds what Decode parses: the function's messages are a few hundred
+// bytes plus the statement, at most maxStatementChars escaped.
+const maxMessage = 128 << 10
 
-// Decode turns a logical decoding message into a canary read event. It returns ok
+// Visit is a decoded canary message: the event, not yet classified, and what the
+// message says about the statement that visited the row.
+type Visit struct {
+	// Event is the canary_read event, with Complete false: the statement has not been
+	// classified.
+	Event model.Event
+	// Statement is the text of the visiting statement (current_query()), literals
+	// included: classify it in memory, never log, store or emit it (redact.Statement
+	// for an event). "" when the message has none (HasStatement false).
+	Statement string
+	// HasStatement is false for a message of the previous version's function, or when
+	// the server had no text for the statement: the visit cannot be classified.
+	HasStatement bool
+	// Truncated says Statement was cut at maxStatementChars: what was cut off may read
+	// more.
+	Truncated bool
+	// TriggerDepth is pg_trigger_depth() at the visit: above zero, a trigger made it,
+	// and Statement is the statement that set the trigger off, not the one that read.
+	TriggerDepth int64
+}
+
+// Decode decodes a logical decoding message of the canary function. It returns ok
 // false, and no error, for a message with another prefix. For a canary message whose
 // content is not what the canary function emits it returns ok true and an error saying
-// what is wrong; it never panics. The event's Time and LSN are left for the stream to
-// set.
-func Decode(prefix string, content []byte) (ev model.Event, ok bool, err error) {
+// what is wrong (never quoting the statement); it never panics. The event's Time and
+// LSN are left for the stream to set.
+func Decode(prefix string, content []byte) (v Visit, ok bool, err error) {
 	if prefix != MessagePrefix {
-		return model.Event{}, false, nil
+		return Visit{}, false, nil
 	}
 	if len(content) > maxMessage {
-		return model.Event{}, true, fmt.Errorf("canary message: %d bytes, want at most %d", len(content), maxMessage)
+		return Visit{}, true, fmt.Errorf("canary message: %d bytes, want at most %d", len(content), maxMessage)
 	}
 	var m message
 	dec := json.NewDecoder(bytes.NewReader(content))
 	dec.UseNumber()
 	if err := dec.Decode(&m); err != nil {
-		return model.Event{}, true, fmt.Errorf("canary message: not a JSON object of the expected shape: %w", err)
+		return Visit{}, true, fmt.Errorf("canary message: not a JSON object of the expected shape: %w", err)
 	}
 	if dec.More() {
-		return model.Event{}, true, errors.New("canary message: trailing data after the JSON object")
+		return Visit{}, true, errors.New("canary message: trailing data after the JSON object")
 	}
 	switch {
 	case m.V == nil:
-		return model.Event{}, true, errors.New("canary message: no version (v)")
+		return Visit{}, true, errors.New("canary message: no version (v)")
 	case *m.V != 1:
-		return model.Event{}, true, fmt.Errorf("canary message: version %d, want 1", *m.V)
+		return Visit{}, true, fmt.Errorf("canary message: version %d, want 1", *m.V)
 	case m.Relation == "":
-		return model.Event{}, true, errors.New("canary message: no relation")
+		return Visit{}, true, errors.New("canary message: no relation")
 	case m.Key == nil:
-		return model.Event{}, true, errors.New("canary message: no key")
+		return Visit{}, true, errors.New("canary message: no key")
 	case m.Role == "":
-		return model.Event{}, true, errors.New("canary message: no role")
+		return Visit{}, true, errors.New("canary message: no role")
 	case m.PID == nil:
-		return model.Event{}, true, errors.New("canary message: no pid")
+		return Visit{}, true, errors.New("canary message: no pid")
 	case *m.PID <= 0 || *m.PID > math.MaxInt32:
-		return model.Event{}, true, fmt.Errorf("canary message: pid %d out of range", *m.PID)
+		return Visit{}, true, fmt.Errorf("canary message: pid %d out of range", *m.PID)
 	}
-	ev = model.Event{
+	v.Event = model.Event{
 		Source:   Source,
 		Kind:     KindRead,
 		Object:   canaryID(m.Relation, *m.Key),
@@ -81,37 +119,33 @@ func Decode(prefix string, content []byte) (ev model.Event, ok bool, err error) 
 		PID:      int32(*m.PID),
 		Rows:     1,
 		Calls:    1,
-		Complete: true,
 	}
 	if m.ClientAddr != nil {
 		addr, err := netip.ParseAddr(*m.ClientAddr)
 		if err != nil {
-			return model.Event{}, true, fmt.Errorf("canary message: client_addr %q is not an IP address", *m.ClientAddr)
+			return Visit{}, true, fmt.Errorf("canary message: client_addr %q is not an IP address", *m.ClientAddr)
 		}
-		ev.ClientAddr = addr.String()
+		v.Event.ClientAddr = addr.String()
 	}
 	if m.Application != nil {
-		ev.Application = *m.Application
+		v.Event.Application = *m.Application
 	}
 	if m.QueryID != nil {
-		ev.QueryID = *m.QueryID
+		v.Event.QueryID = *m.QueryID
 	}
-	return ev, true, nil
+	if m.Statement != nil {
+		v.Statement, v.HasStatement = *m.Statement, true
+	}
+	v.Truncated = m.StatementTruncated != nil && *m.StatementTruncated
+	if m.TriggerDepth != nil {
+		v.TriggerDepth = *m.TriggerDepth
+	}
+	return v, true, nil
 }
 
-// DecodeMessage has the shape of wal.Config.Messages. A canary message whose content
-// cannot be decoded still becomes a canary read event, with Complete false and what is
-// known (the prefix): someone made the canary function, or something posing as it,
-// speak, and an unreadable message is never evidence of safety. Other prefixes are
-// left to the caller (ok false).
-func DecodeMessage(prefix string, content []byte, _ bool) (model.Event, bool) {
-	ev, ok, err := Decode(prefix, content)
-	if !ok {
-		return model.Event{}, false
-	}
-	if err != nil {
-		ev = model.Event{Source: Source, Kind: KindRead, Rows: 1, Calls: 1, Complete: false}
-	}
-	ev.MessagePrefix = prefix
-	return ev, true
+// unreadable is the event of a canary message that cannot be decoded: someone made the
+// canary function, or something posing as it, speak, and an unreadable message is
+// never evidence of safety.
+func unreadable(prefix string) model.Event {
+	return model.Event{Source: Source, Kind: KindRead, Rows: 1, Calls: 1, MessagePrefix: prefix}
 }

@@ -37,7 +37,9 @@ type Options struct {
 	// registry schema and SELECT on its table of planted tables (not on the list of
 	// canary keys). Typically the detector's role.
 	Readers []string
-	// Now stamps the rows' timestamps; nil means time.Now. Tests only.
+	// Now is the planting time: a created-like column of a canary in a table with no
+	// row to copy timestamps from is dated up to a year before it; nil means
+	// time.Now. Tests only.
 	Now func() time.Time
 }
 
@@ -63,7 +65,9 @@ type tableState struct {
 	keyType    string // format_type of the key column
 }
 
-// Plant adds opts.Count canary rows to opts.Table and arms the tripwire: the function,
+// Plant adds opts.Count canary rows to opts.Table, spread over the table's key and
+// address orders with a real row's timestamps where the table allows (spreader), and
+// arms the tripwire: the function,
 // the restrictive policy listing every canary of the table, ENABLE and FORCE row level
 // security, and the registry rows that Remove and Source rely on. It runs in one
 // transaction on conn, which must be a superuser's (pg_logical_emit_message is
@@ -166,8 +170,16 @@ func plant(ctx context.Context, tx pgx.Tx, opts Options) (*Planted, error) {
 	}
 	out := &Planted{Relation: st.name, AllowPolicy: allowPolicy && !already}
 	gen := newPersonas()
-	for range opts.Count {
-		key, err := insertCanary(ctx, tx, st, cols, gen.next(opts.Domain), cost, opts.Now())
+	spread, err := newSpreader(ctx, tx, st, cols, opts.Count)
+	if err != nil {
+		return nil, err
+	}
+	for i := range opts.Count {
+		pl, err := spread.place(ctx, tx, i, gen, opts.Domain)
+		if err != nil {
+			return nil, err
+		}
+		key, err := insertCanary(ctx, tx, st, cols, pl, spread.key, cost, opts.Now())
 		if err != nil {
 			return nil, err
 		}

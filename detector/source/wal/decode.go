@@ -66,7 +66,14 @@ func (c *counts) add(o *counts) {
 // over the sensitive tables, plus the events of its pgtripwire messages.
 type txn struct {
 	rels     map[string]*counts // by schema-qualified relation name
-	messages []model.Event      // in order; Time, LSN and Database are set at commit
+	messages []message          // in order; Time, LSN and Database are set at commit
+}
+
+// message is the event of a pgtripwire logical decoding message, with what is left to
+// finish it when it is handed over (nil: nothing).
+type message struct {
+	ev     model.Event
+	finish Finish
 }
 
 func newTxn() *txn { return &txn{rels: make(map[string]*counts)} }
@@ -130,7 +137,7 @@ type finished struct {
 // as it is received, whatever becomes of the transaction that emitted it.
 type nonTransactional struct {
 	lsn pglogrepl.LSN // where the message's WAL record starts
-	ev  model.Event
+	msg message
 }
 
 // errMalformed marks a pgoutput message the decoder could not make sense of.
@@ -248,15 +255,15 @@ func (d *decoder) apply(msg pglogrepl.Message) (done *finished, nonTx *nonTransa
 		if !strings.HasPrefix(m.Prefix, MessagePrefix) {
 			return nil, nil, nil
 		}
-		ev := d.messageEvent(&m.LogicalDecodingMessage)
+		msg := d.message(&m.LogicalDecodingMessage)
 		if !m.Transactional {
 			// Emitted outside any transaction's visibility: it happened, whatever
 			// becomes of the transaction that emitted it. In streaming mode it may
 			// carry the xid of the transaction being decoded; it is not part of it.
-			return nil, &nonTransactional{lsn: m.LSN, ev: ev}, nil
+			return nil, &nonTransactional{lsn: m.LSN, msg: msg}, nil
 		}
 		if t := d.txnFor(m.Xid); t != nil {
-			t.messages = append(t.messages, ev)
+			t.messages = append(t.messages, msg)
 		}
 	case *pglogrepl.StreamStartMessageV2:
 		d.inStream, d.streamXid = true, m.Xid
@@ -339,12 +346,13 @@ func (d *decoder) newRelation(m *pglogrepl.RelationMessage) *relation {
 }
 
 // events turns a committed transaction's aggregate into events: one per (sensitive
-// relation, operation kind present), in a stable order, then one per message.
-func events(agg *txn, database string, at time.Time, end uint64) []model.Event {
+// relation, operation kind present), in a stable order, then one per message. finish
+// holds, at the index of a message's event, what is left to finish it; it is nil when
+// nothing is.
+func events(agg *txn, database string, at time.Time, end uint64) (evs []model.Event, finish []Finish) {
 	if len(agg.rels) == 0 && len(agg.messages) == 0 {
-		return nil
+		return nil, nil
 	}
-	var evs []model.Event
 	for _, name := range slices.Sorted(maps.Keys(agg.rels)) {
 		c := agg.rels[name]
 		base := model.Event{
@@ -379,10 +387,17 @@ func events(agg *txn, database string, at time.Time, end uint64) []model.Event {
 			evs = append(evs, ev)
 		}
 	}
-	for _, ev := range agg.messages {
-		evs = append(evs, stamp(ev, database, at, end))
+	total := len(evs) + len(agg.messages)
+	for _, m := range agg.messages {
+		if m.finish != nil {
+			if finish == nil {
+				finish = make([]Finish, total)
+			}
+			finish[len(evs)] = m.finish
+		}
+		evs = append(evs, stamp(m.ev, database, at, end))
 	}
-	return evs
+	return evs, finish
 }
 
 // stamp completes a message event with what only the stream knows; what a
@@ -401,22 +416,22 @@ func stamp(ev model.Event, database string, at time.Time, lsn uint64) model.Even
 	return ev
 }
 
-// messageEvent is the event of a pgtripwire logical decoding message: what the
+// message is the event of a pgtripwire logical decoding message: what the
 // MessageDecoder makes of it, or by default a source=wal MESSAGE event that carries the
 // prefix but not the content, which could hold anything. m's bytes alias the receive
 // buffer; the decoder is called before the next receive and must not keep them.
-func (d *decoder) messageEvent(m *pglogrepl.LogicalDecodingMessage) model.Event {
+func (d *decoder) message(m *pglogrepl.LogicalDecodingMessage) message {
 	if d.messages != nil {
-		if ev, ok := d.messages(m.Prefix, m.Content, m.Transactional); ok {
-			return ev
+		if ev, finish, ok := d.messages(m.Prefix, m.Content, m.Transactional); ok {
+			return message{ev: ev, finish: finish}
 		}
 	}
-	return model.Event{
+	return message{ev: model.Event{
 		Source:        Name,
 		Operation:     OperationMessage,
 		MessagePrefix: m.Prefix,
 		Rows:          1,
 		Calls:         1,
 		Complete:      true,
-	}
+	}}
 }

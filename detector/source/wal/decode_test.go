@@ -72,7 +72,7 @@ func TestDecodeWellFormedTransaction(t *testing.T) {
 	if err != nil || done == nil || done.end != 0x180 {
 		t.Fatalf("commit: got %+v, %v, want a transaction ending at 0/180", done, err)
 	}
-	evs := events(done.agg, "app", done.commitTime, uint64(done.end))
+	evs, _ := events(done.agg, "app", done.commitTime, uint64(done.end))
 	if len(evs) != 1 || evs[0].Rows != 1 || len(evs[0].Changed) != 1 || evs[0].Changed[0] != "password_hash" {
 		t.Errorf("got %+v, want one UPDATE of 1 row changing password_hash", evs)
 	}
@@ -149,7 +149,8 @@ func FuzzDecode(f *testing.F) {
 				continue
 			}
 			if done != nil {
-				for _, e := range events(done.agg, "app", done.commitTime, uint64(done.end)) {
+				evs, _ := events(done.agg, "app", done.commitTime, uint64(done.end))
+				for _, e := range evs {
 					if e.Rows < 0 || e.Relation == "" && e.MessagePrefix == "" {
 						t.Fatalf("nonsense event %+v", e)
 					}

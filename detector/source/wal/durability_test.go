@@ -223,14 +223,22 @@ func TestMessageDecoder(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDatabase(t)
 	seed(t, db, 20000)
-	decode := func(prefix string, content []byte, transactional bool) (model.Event, bool) {
+	// Each event is finished, where the source hands it over, with the stream's
+	// stamps already on it.
+	finish := func(_ context.Context, ev model.Event) model.Event {
+		if ev.LSN != 0 && !ev.Time.IsZero() {
+			ev.Operation = "finished"
+		}
+		return ev
+	}
+	decode := func(prefix string, content []byte, transactional bool) (model.Event, Finish, bool) {
 		switch prefix {
 		case "pgtripwire.canary":
-			return model.Event{Source: canary.Source, Kind: "canary_read", Object: string(content)}, true
+			return model.Event{Source: canary.Source, Kind: "canary_read", Object: string(content)}, finish, true
 		case "pgtripwire.ddl":
-			return model.Event{Source: ddlmsg.Source, Kind: "ddl", Object: string(content)}, transactional
+			return model.Event{Source: ddlmsg.Source, Kind: "ddl", Object: string(content)}, finish, transactional
 		}
-		return model.Event{}, false
+		return model.Event{}, nil, false
 	}
 	st := startSourceWith(t, db, &sourcetest.Recorder{}, map[string]string{"logical_decoding_work_mem": "64kB"},
 		func(c *Config) { c.Messages = decode })
@@ -284,6 +292,11 @@ func TestMessageDecoder(t *testing.T) {
 	}
 	if got := st.sink.Find(isMessage("pgtripwire.other")); len(got) == 1 && got[0].Source != Name {
 		t.Errorf("got %+v, want the default source=wal message event", got[0])
+	}
+	for _, e := range st.sink.Find(func(e model.Event) bool { return e.Source == canary.Source || e.Source == ddlmsg.Source }) {
+		if e.Operation != "finished" {
+			t.Errorf("got %+v, want it finished (Operation set by the decoder's Finish)", e)
+		}
 	}
 }
 

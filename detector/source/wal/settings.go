@@ -1,8 +1,10 @@
 package wal
 
 import (
+	"context"
 	"time"
 
+	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/detector/source"
 )
 
@@ -71,20 +73,52 @@ func (s *Settings) Check(c source.Checker) {
 	}
 }
 
-// Build returns the source as a Runner.
+// Build returns the source as a Runner, with the classifier of canary visits: the
+// statement a canary message reports is classified against a catalog snapshot, which
+// needs an ordinary connection (the stream's cannot query) and is kept by the
+// classifier beside the stream (withVisits).
 func (s *Settings) Build(env source.Env) (source.Part, error) {
-	return source.Part{Runner: New(Config{
+	visits := canary.NewClassifier(canary.ClassifierConfig{
+		Conn:       env.Conn,
+		Sensitive:  env.Sensitive,
+		SearchPath: env.SearchPath,
+		Refresh:    env.CatalogRefresh,
+		Logger:     env.Logger.Named(Name),
+	})
+	return source.Part{Runner: withVisits{visits: visits, Source: New(Config{
 		Conn:           &env.Conn.Config,
 		Slot:           s.Slot,
 		Publication:    s.Publication,
 		Tables:         env.Sensitive,
 		Now:            env.Now,
 		StateDir:       env.StateDir,
-		Messages:       pgtripwireMessages(env.Logger),
+		Messages:       pgtripwireMessages(env.Logger, visits),
 		StatusInterval: s.StatusInterval,
 		Auto:           s.Enabled == Auto,
 		Metrics:        env.Metrics,
-	}, env.Sink, env.Health, env.Logger, env.Registerer)}, nil
+	}, env.Sink, env.Health, env.Logger, env.Registerer)}}, nil
+}
+
+// withVisits runs the source and the classifier of its canary messages, which stops
+// when the source does (in auto mode, without a slot, it does at once). The classifier
+// connects only once a canary message arrives.
+type withVisits struct {
+	*Source
+	visits *canary.Classifier
+}
+
+func (w withVisits) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.visits.Run(ctx) // returns ctx's error: the source's is the one that counts
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	return w.Source.Run(ctx)
 }
 
 // SettingsOf returns the WAL source's settings in set (its defaults when set does not

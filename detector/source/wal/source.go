@@ -85,11 +85,22 @@ type Config struct {
 // MessageDecoder turns a logical decoding message whose prefix starts with
 // MessagePrefix into an event, or returns false to leave it to the default. content
 // aliases the receive buffer: it is valid only during the call. It is called on the
-// source's goroutine as the message is received: for a transactional message that is
-// before its transaction commits, and the event is handed over only if it does; a
-// non-transactional one is handed over at once. The source sets the event's LSN, and
-// its Time, Database and Source (wal) when they are left empty.
-type MessageDecoder func(prefix string, content []byte, transactional bool) (model.Event, bool)
+// source's receive loop as the message is received, so it must not wait: for a
+// transactional message that is before its transaction commits, and the event is handed
+// over only if it does; a non-transactional one is handed over at once. The source sets
+// the event's LSN, and its Time, Database and Source (wal) when they are left empty.
+//
+// Work on the event that may take time or wait (the canary's classification of the
+// statement a message reports) goes into finish, which may be nil.
+type MessageDecoder func(prefix string, content []byte, transactional bool) (ev model.Event, finish Finish, ok bool)
+
+// Finish completes the event of a message on the goroutine that hands events over to the
+// sink, just before it does, in stream order: the receive loop meanwhile goes on reading
+// the stream and answering the server, and decoded transactions queue up behind it
+// (Config.QueueLength). It returns the finished event; once ctx is done it must return
+// at once, with the event as complete as it could make it. It is called again, on a new
+// event, when the message is received again after a reconnect.
+type Finish func(ctx context.Context, ev model.Event) model.Event
 
 // Source streams from a logical replication slot: a source.Runner. Create it with New.
 //
@@ -387,6 +398,9 @@ type handoff struct {
 	// 0 for a message (the next keepalive or transaction moves the slot past it).
 	end    pglogrepl.LSN
 	events []model.Event
+	// finish holds, at the index of an event, what is left to do before it is handed
+	// over (Finish); nil when nothing is.
+	finish []Finish
 	agg    *txn // the transaction's aggregate, for the change metrics; nil for a message
 	seq    uint64
 }
@@ -546,14 +560,18 @@ func (r *receiver) run(ctx context.Context) error {
 				return fmt.Errorf("at %s: %w", xld.WALStart, err)
 			}
 			if nonTx != nil {
-				ev := stamp(nonTx.ev, r.s.cfg.Conn.Database, r.s.cfg.Now(), uint64(nonTx.lsn))
-				if err := r.enqueue(ctx, handoff{key: nonTx.lsn + 1, events: []model.Event{ev}}); err != nil {
+				h := handoff{key: nonTx.lsn + 1,
+					events: []model.Event{stamp(nonTx.msg.ev, r.s.cfg.Conn.Database, r.s.cfg.Now(), uint64(nonTx.lsn))}}
+				if nonTx.msg.finish != nil {
+					h.finish = []Finish{nonTx.msg.finish}
+				}
+				if err := r.enqueue(ctx, h); err != nil {
 					return err
 				}
 			}
 			if done != nil {
-				evs := events(done.agg, r.s.cfg.Conn.Database, done.commitTime, uint64(done.end))
-				if err := r.enqueue(ctx, handoff{key: done.end, end: done.end, events: evs, agg: done.agg}); err != nil {
+				evs, finish := events(done.agg, r.s.cfg.Conn.Database, done.commitTime, uint64(done.end))
+				if err := r.enqueue(ctx, handoff{key: done.end, end: done.end, events: evs, finish: finish, agg: done.agg}); err != nil {
 					return err
 				}
 			}
@@ -670,6 +688,11 @@ func (s *Source) deliverBatch(ctx context.Context, batch []handoff, done *progre
 		if h.key <= s.handled {
 			s.metrics.replayed.Inc()
 		} else {
+			for i, f := range h.finish {
+				if f != nil {
+					h.events[i] = f(ctx, h.events[i])
+				}
+			}
 			if len(h.events) > 0 {
 				if err := s.sink.HandleEvents(ctx, h.events); err != nil {
 					sinkErr = fmt.Errorf("hand over %d events up to %s: %w", len(h.events), h.key, err)
