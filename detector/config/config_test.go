@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pgtripwire/pgtripwire/detector/source"
+	logsource "github.com/pgtripwire/pgtripwire/detector/source/log"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 )
 
@@ -129,6 +130,7 @@ func TestParse_Defaults(t *testing.T) {
 		"tables":     {"enabled": true, "interval": time.Second},
 		"catalog":    {"enabled": true, "interval": time.Second},
 		"canary":     {"enabled": true, "interval": time.Second},
+		"log":        {"enabled": false, "directory": "", "format": "jsonlog", "syslog": logsource.SyslogSettings{}},
 	}
 	checkConfig(t, "Parse(minimal)", got, want, wantSources)
 
@@ -222,6 +224,8 @@ func TestParse_FullFile(t *testing.T) {
 		"tables":     {"enabled": false, "interval": time.Second},
 		"catalog":    {"enabled": true, "interval": 5 * time.Second},
 		"canary":     {"enabled": false, "interval": time.Second},
+		"log": {"enabled": true, "directory": "/var/log/postgresql", "format": "csvlog",
+			"syslog": logsource.SyslogSettings{Listen: "127.0.0.1:5514"}},
 	})
 }
 

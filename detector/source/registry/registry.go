@@ -13,6 +13,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/source/activity"
 	"github.com/pgtripwire/pgtripwire/detector/source/canary"
 	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
+	logsource "github.com/pgtripwire/pgtripwire/detector/source/log"
 	"github.com/pgtripwire/pgtripwire/detector/source/statements"
 	"github.com/pgtripwire/pgtripwire/detector/source/tables"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
@@ -28,4 +29,5 @@ var Sources = []source.Definition{
 	tables.Definition,
 	catalogwatch.Definition,
 	canary.Definition,
+	logsource.Definition,
 }
