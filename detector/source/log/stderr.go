@@ -191,6 +191,18 @@ func (e *stderrEntry) record() Record {
 		Hint:        e.part("HINT"),
 		Statement:   e.part("STATEMENT"),
 	}
+	for _, f := range []*string{&r.User, &r.Database, &r.Application, &r.Host} {
+		if *f == "[unknown]" {
+			*f = "" // what %u, %d, %a and %h print for nothing
+		}
+	}
+	// The stderr form appends the error's position to the message; the files' formats
+	// keep it apart.
+	if i := strings.LastIndex(r.Message, " at character "); i >= 0 {
+		if _, err := strconv.Atoi(r.Message[i+len(" at character "):]); err == nil {
+			r.Message = r.Message[:i]
+		}
+	}
 	if r.Host == "" {
 		if h := p['r']; h != "" {
 			r.Host, _, _ = strings.Cut(h, "(") // host(port)
