@@ -54,8 +54,10 @@ type stateFile struct {
 }
 
 const (
-	// checkLen is how many bytes before a position identify it.
-	checkLen = 64
+	// checkLen is how many bytes before a position identify it: whole lines, with
+	// their time stamps and session line numbers (the last bytes of one line alone,
+	// `"backend_type":"client backend","query_id":0}`, are those of every other).
+	checkLen = 4096
 	// readChunk is the most read from a file at once.
 	readChunk = 1 << 20
 	// maxRecord bounds one record: a longer one (a statement of many megabytes) is
@@ -94,6 +96,9 @@ type tailer struct {
 	readOff int64  // the end of what is in buf
 	buf     []byte // the bytes from offset to readOff
 	tail    []byte // the checkLen bytes before readOff
+	// committedTail are the checkLen bytes before offset, as read: what the saved
+	// position is checked against.
+	committedTail []byte
 
 	// Handed out by next, not committed yet.
 	handed       int   // bytes of buf
@@ -102,6 +107,11 @@ type tailer struct {
 	orphans      [][]byte // records of a copy-truncate's copy, to hand out first
 	started      bool     // the directory was looked at once
 	resume       *position
+	// seen are the files of the format met in the directory and not read yet, by
+	// identity: one renamed before the tailer reached it (a rename rotation while it
+	// lagged) is still found, under its new name.
+	seen         map[fileID]candidate
+	lastScan     time.Time
 	dirty        bool
 	lastSaved    time.Time
 	noFileLogged bool
@@ -159,6 +169,11 @@ func (t *tailer) next(limit int) ([]rawRecord, error) {
 			return nil, err
 		}
 	}
+	if time.Since(t.lastScan) >= scanEvery {
+		if _, err := t.candidates(); err != nil {
+			return nil, err
+		}
+	}
 	if err := t.checkTruncated(); err != nil {
 		return nil, err
 	}
@@ -179,7 +194,7 @@ func (t *tailer) next(limit int) ([]rawRecord, error) {
 	}
 	// At the end of the file. Has the server moved on to another one?
 	next, err := t.nextFile()
-	if err != nil || next == "" {
+	if err != nil || next.name == "" {
 		return nil, err
 	}
 	// It has: whatever it wrote here is here now. Read it to the end, then move.
@@ -201,11 +216,21 @@ func (t *tailer) next(limit int) ([]rawRecord, error) {
 		return []rawRecord{{data: bytes.TrimRight(t.buf, "\r\n"), end: t.readOff}}, nil
 	}
 	t.m.rotations.WithLabelValues("new_file").Inc()
-	t.log.Info("the server writes another log file; moving to it", zap.String("from", t.name), zap.String("to", next))
+	t.log.Info("the server writes another log file; moving to it", zap.String("from", t.name), zap.String("to", next.name))
 	t.closeFile()
-	if err := t.openAt(filepath.Join(t.dir, next), 0); err != nil {
+	if err := t.openAt(filepath.Join(t.dir, next.name), 0); err != nil {
 		return nil, err
 	}
+	if t.id != next.id {
+		// Renamed since the listing: the file is the one of that identity.
+		if name, ok := t.findID(next.id); ok {
+			t.closeFile()
+			if err := t.openAt(filepath.Join(t.dir, name), 0); err != nil {
+				return nil, err
+			}
+		}
+	}
+	t.forgetBefore()
 	return t.next(limit)
 }
 
@@ -216,7 +241,9 @@ func (t *tailer) commit() {
 	}
 	if len(t.orphans) > 0 {
 		t.orphans = nil
+		t.committedTail = t.committedTail[:0]
 	} else {
+		t.committedTail = lastBytes(t.committedTail, t.buf[:t.handed])
 		t.buf = t.buf[t.handed:]
 	}
 	t.offset = t.handedEnd
@@ -304,10 +331,16 @@ func (t *tailer) checkTruncated() error {
 		return nil
 	}
 	t.m.rotations.WithLabelValues("truncated").Inc()
-	rest := t.fromCopy()
+	rest := t.copyAfter(t.readOff, hashOf(t.tail))
 	t.log.Info("log file truncated (copy-truncate); reading it again from its start",
 		zap.String("file", t.name), zap.Int64("offset", t.readOff), zap.Int("bytes_from_copy", len(rest)))
-	pending := append(t.buf, rest...)
+	t.restartWith(append(t.buf, rest...))
+	return nil
+}
+
+// restartWith reads the current file again from its start, after the records of
+// pending (what was read of it, or of its copy, past the position).
+func (t *tailer) restartWith(pending []byte) {
 	for len(pending) > 0 {
 		n := t.frame(pending)
 		if n == 0 {
@@ -316,20 +349,17 @@ func (t *tailer) checkTruncated() error {
 		t.orphans = append(t.orphans, bytes.TrimRight(pending[:n], "\r\n"))
 		pending = pending[n:]
 	}
-	t.buf, t.tail = nil, nil
+	t.buf, t.tail, t.committedTail = nil, nil, nil
 	t.offset, t.readOff = 0, 0
-	if len(t.orphans) == 0 {
-		t.dirty = true
-	}
-	return nil
+	t.dirty = true
 }
 
-// fromCopy returns what a copy of the current file, made just before it was truncated,
-// holds past the read position: the copy is a file of the directory, of any name,
-// whose bytes before the position are those read.
-func (t *tailer) fromCopy() []byte {
+// copyAfter returns what a copy of the current file, made just before it was
+// truncated, holds past offset: the copy is a file of the directory, of any name, whose
+// bytes before offset hash to check.
+func (t *tailer) copyAfter(offset int64, check string) []byte {
 	entries, err := os.ReadDir(t.dir)
-	if err != nil || len(t.tail) == 0 {
+	if err != nil || check == "" {
 		return nil
 	}
 	for _, e := range entries {
@@ -337,18 +367,16 @@ func (t *tailer) fromCopy() []byte {
 			continue
 		}
 		fi, err := e.Info()
-		if err != nil || idOf(fi) == t.id || fi.Size() < t.readOff {
+		if err != nil || idOf(fi) == t.id || fi.Size() < offset {
 			continue
 		}
 		f, err := os.Open(filepath.Join(t.dir, e.Name()))
 		if err != nil {
 			continue
 		}
-		got := make([]byte, len(t.tail))
-		_, err = f.ReadAt(got, t.readOff-int64(len(got)))
-		if err == nil && bytes.Equal(got, t.tail) {
-			rest := make([]byte, fi.Size()-t.readOff)
-			n, _ := f.ReadAt(rest, t.readOff)
+		if checkAt(f, offset) == check {
+			rest := make([]byte, fi.Size()-offset)
+			n, _ := f.ReadAt(rest, offset)
 			f.Close()
 			return rest[:n]
 		}
@@ -365,28 +393,66 @@ type candidate struct {
 	size int64
 }
 
+// forgetBefore forgets the files met that are older than the current one: read, or
+// never to be read.
+func (t *tailer) forgetBefore() {
+	delete(t.seen, t.id)
+	fi, err := t.f.Stat()
+	if err != nil {
+		return
+	}
+	for id, c := range t.seen {
+		if !c.after(fi.ModTime(), t.name) {
+			delete(t.seen, id)
+		}
+	}
+}
+
 func (c candidate) after(mod time.Time, name string) bool {
 	return c.mod.After(mod) || c.mod.Equal(mod) && c.name > name
 }
 
-// candidates lists the directory's files of the format, oldest first (by modification
-// time, then name: the order in which the server writes them, whatever log_filename
-// is).
+// scanEvery is how often the directory is listed while a file is read, to meet new
+// files before anything renames them.
+const scanEvery = 200 * time.Millisecond
+
+// candidates lists the directory's files of the format, and those met before under
+// another name (seen), oldest first (by modification time, then name: the order in
+// which the server writes them, whatever log_filename is).
 func (t *tailer) candidates() ([]candidate, error) {
 	entries, err := os.ReadDir(t.dir)
 	if err != nil {
 		return nil, fmt.Errorf("list log directory: %w", err)
 	}
+	t.lastScan = time.Now()
+	if t.seen == nil {
+		t.seen = map[fileID]candidate{}
+	}
+	present := map[fileID]bool{}
 	var cs []candidate
 	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), t.suffix) || !e.Type().IsRegular() {
+		if !e.Type().IsRegular() {
 			continue
 		}
 		fi, err := e.Info()
 		if err != nil {
 			continue // removed meanwhile
 		}
-		cs = append(cs, candidate{name: e.Name(), id: idOf(fi), mod: fi.ModTime(), size: fi.Size()})
+		c := candidate{name: e.Name(), id: idOf(fi), mod: fi.ModTime(), size: fi.Size()}
+		_, known := t.seen[c.id]
+		if !strings.HasSuffix(e.Name(), t.suffix) && !known {
+			continue
+		}
+		present[c.id] = true
+		if c.id != t.id {
+			t.seen[c.id] = c
+		}
+		cs = append(cs, c)
+	}
+	for id := range t.seen {
+		if !present[id] {
+			delete(t.seen, id) // deleted
+		}
 	}
 	slices.SortFunc(cs, func(a, b candidate) int {
 		if c := a.mod.Compare(b.mod); c != 0 {
@@ -397,23 +463,23 @@ func (t *tailer) candidates() ([]candidate, error) {
 	return cs, nil
 }
 
-// nextFile returns the name of the file the server wrote after the current one, ""
+// nextFile returns the file the server wrote after the current one; its name is ""
 // when there is none.
-func (t *tailer) nextFile() (string, error) {
+func (t *tailer) nextFile() (candidate, error) {
 	fi, err := t.f.Stat()
 	if err != nil {
-		return "", fmt.Errorf("stat %s: %w", t.name, err)
+		return candidate{}, fmt.Errorf("stat %s: %w", t.name, err)
 	}
 	cs, err := t.candidates()
 	if err != nil {
-		return "", err
+		return candidate{}, err
 	}
 	for _, c := range cs {
 		if c.id != t.id && c.after(fi.ModTime(), t.name) {
-			return c.name, nil
+			return c, nil
 		}
 	}
-	return "", nil
+	return candidate{}, nil
 }
 
 // open opens the first file: the saved one at its position, or when it is gone the
@@ -436,10 +502,13 @@ func (t *tailer) open() error {
 			if t.matches(p.Offset, p.Check) {
 				t.seek(p.Offset)
 				t.log.Info("resuming the log at the saved position", zap.String("file", name), zap.Int64("offset", p.Offset))
-			} else {
-				t.m.rotations.WithLabelValues("truncated").Inc()
-				t.log.Warn("the saved log file was truncated or replaced since; reading it from its start", zap.String("file", name))
+				return nil
 			}
+			t.m.rotations.WithLabelValues("truncated").Inc()
+			rest := t.copyAfter(p.Offset, p.Check)
+			t.log.Warn("the saved log file was truncated or replaced since; reading it from its start",
+				zap.String("file", name), zap.Int("bytes_from_copy", len(rest)))
+			t.restartWith(rest)
 			return nil
 		}
 		t.m.rotations.WithLabelValues("gone").Inc()
@@ -466,6 +535,7 @@ func (t *tailer) open() error {
 	if err := t.openAt(filepath.Join(t.dir, newest.name), 0); err != nil {
 		return err
 	}
+	t.forgetBefore()
 	end, err := t.recordBoundaryBefore(newest.size)
 	if err != nil {
 		return err
@@ -509,11 +579,11 @@ func (t *tailer) openAt(path string, offset int64) error {
 
 // seek sets every position to offset, the bytes before it included.
 func (t *tailer) seek(offset int64) {
-	t.offset, t.readOff, t.buf, t.tail = offset, offset, t.buf[:0], nil
+	t.offset, t.readOff, t.buf, t.tail, t.committedTail = offset, offset, t.buf[:0], nil, nil
 	if offset > 0 {
 		b := make([]byte, min(offset, checkLen))
 		if n, _ := t.f.ReadAt(b, offset-int64(len(b))); n == len(b) {
-			t.tail = b
+			t.tail, t.committedTail = b, slices.Clone(b)
 		}
 	}
 }
@@ -542,16 +612,24 @@ func (t *tailer) matches(offset int64, check string) bool {
 	if err != nil || fi.Size() < offset {
 		return false
 	}
-	return t.checkAt(offset) == check
+	return checkAt(t.f, offset) == check
 }
 
-func (t *tailer) checkAt(offset int64) string {
+// checkAt is the check of the bytes of f before offset.
+func checkAt(f *os.File, offset int64) string {
 	if offset == 0 {
 		return ""
 	}
 	b := make([]byte, min(offset, checkLen))
-	if n, _ := t.f.ReadAt(b, offset-int64(len(b))); n != len(b) {
+	if n, _ := f.ReadAt(b, offset-int64(len(b))); n != len(b) {
 		return "unreadable"
+	}
+	return hashOf(b)
+}
+
+func hashOf(b []byte) string {
+	if len(b) == 0 {
+		return ""
 	}
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:16])
@@ -562,7 +640,9 @@ func (t *tailer) save(now time.Time) error {
 	if t.statePath == "" || !t.dirty || t.f == nil {
 		return nil
 	}
-	p := &position{Dev: t.id.Dev, Ino: t.id.Ino, Name: t.name, Offset: t.offset, Check: t.checkAt(t.offset)}
+	// The check is of the bytes as read, not as the file holds them now: a truncation
+	// not noticed yet must not be saved as the position's truth.
+	p := &position{Dev: t.id.Dev, Ino: t.id.Ino, Name: t.name, Offset: t.offset, Check: hashOf(t.committedTail)}
 	if fi, err := t.f.Stat(); err == nil {
 		p.ModTime = fi.ModTime()
 	}
