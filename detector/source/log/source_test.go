@@ -315,7 +315,9 @@ func TestRotationAndRestart_NoLineLostOrRepeated(t *testing.T) {
 	l.run(t, cfg, rec2)
 	burst(50)
 
-	all := func() []model.Event { return append(rec.Find(ofKind(KindCastError)), rec2.Find(ofKind(KindCastError))...) }
+	all := func() []model.Event {
+		return append(rec.Find(ofKind(KindCastError)), rec2.Find(ofKind(KindCastError))...)
+	}
 	sourcetest.Eventually(t, 30*time.Second, fmt.Sprintf("%d cast_error events", n), func() bool { return len(all()) >= n })
 	time.Sleep(time.Second) // and no more
 	seen := map[int]int{}

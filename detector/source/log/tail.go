@@ -101,12 +101,12 @@ type tailer struct {
 	committedTail []byte
 
 	// Handed out by next, not committed yet.
-	handed       int   // bytes of buf
-	handedEnd    int64 // the offset after them
-	handedAny    bool
-	orphans      [][]byte // records of a copy-truncate's copy, to hand out first
-	started      bool     // the directory was looked at once
-	resume       *position
+	handed    int   // bytes of buf
+	handedEnd int64 // the offset after them
+	handedAny bool
+	orphans   [][]byte // records of a copy-truncate's copy, to hand out first
+	started   bool     // the directory was looked at once
+	resume    *position
 	// seen are the files of the format met in the directory and not read yet, by
 	// identity: one renamed before the tailer reached it (a rename rotation while it
 	// lagged) is still found, under its new name.
