@@ -2,7 +2,6 @@ package detector_test
 
 import (
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,22 +104,7 @@ func TestRedactionLogSourceErrorBasedExtraction(t *testing.T) {
 	r.Stop()
 	outputs["logs"] = logs.String()
 	outputs["stdout"] = stdout.String()
-	alertLog, err := os.ReadFile(cfg.Alerts.File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	outputs["alert log"] = string(alertLog)
-	err = filepath.WalkDir(cfg.StateDir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		outputs[path] = string(b)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	readFiles(t, cfg.Alerts.File, cfg.StateDir, outputs)
 	// The outputs are the real ones: the server log itself holds the values.
 	serverLog := ""
 	files, _ := filepath.Glob(filepath.Join(logDir, "*.json"))
