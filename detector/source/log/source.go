@@ -158,10 +158,12 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 		s.tail = t
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var syslog chan syslogMessage
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel() // the receiver stops on it
+		wg.Wait()
+	}()
 	if s.cfg.SyslogListen != "" {
 		syslog = make(chan syslogMessage, 1024)
 		recv, err := listenSyslog(ctx, s.cfg.SyslogListen, syslog, s.m, s.cfg.Now)
