@@ -10,7 +10,7 @@ LDFLAGS       := -X github.com/pgtripwire/pgtripwire/detector/buildinfo.Version=
 
 FUZZTIME      ?= 5m
 
-.PHONY: all build test lint bench bench-canary bench-wal fuzz demo deps deps-demo clean
+.PHONY: all build test lint bench bench-canary bench-wal bench-log fuzz demo deps deps-demo clean
 
 all: build
 
@@ -56,8 +56,14 @@ bench-canary:
 bench-wal:
 	$(GO) test -run '^$$' -bench BenchmarkDrain -benchtime 2x -count 1 -v ./detector/source/wal/ | grep -v 'logger.go'
 
+# Read a 100 MB jsonlog backlog through the log source (parse, events, redaction,
+# classification, hand-over); prints MB/s (issue #16: at least 50).
+bench-log:
+	$(GO) test -run '^$$' -bench BenchmarkBacklog -benchtime 3x -count 1 ./detector/source/log/
+
 # Fuzz the parsers (SQL classification, config, rule files, pgoutput, DDL and canary
-# messages) longer than the seed corpora `make test` runs.
+# messages, the server log's jsonlog, csvlog and syslog) longer than the seed corpora
+# `make test` runs.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./detector/classify/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./detector/config/
@@ -65,6 +71,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./detector/source/wal/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./detector/ddlmsg/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./detector/canary/
+	$(GO) test -run '^$$' -fuzz FuzzJSONLog -fuzztime $(FUZZTIME) ./detector/source/log/
+	$(GO) test -run '^$$' -fuzz FuzzCSVLog -fuzztime $(FUZZTIME) ./detector/source/log/
+	$(GO) test -run '^$$' -fuzz FuzzSyslog -fuzztime $(FUZZTIME) ./detector/source/log/
 
 demo: deps-demo
 	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/pgtripwire demo --log-format console --log-level warn

@@ -237,22 +237,7 @@ func TestRedactionNoSeededValueLeavesTheDetector(t *testing.T) {
 	outputs["logs"] = logs.String()
 	outputs["stdout"] = stdout.String()
 	outputs["webhook bodies"] = webhooks()
-	alertLog, err := os.ReadFile(cfg.Alerts.File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	outputs["alert log"] = string(alertLog)
-	err = filepath.WalkDir(cfg.StateDir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		outputs[path] = string(b)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	readFiles(t, cfg.Alerts.File, cfg.StateDir, outputs)
 
 	// The outputs are the real ones, not empty ones that would pass anything.
 	for name, want := range map[string]string{
@@ -277,6 +262,28 @@ func TestRedactionNoSeededValueLeavesTheDetector(t *testing.T) {
 		}
 	}
 	t.Logf("checked %d outputs, %d bytes of logs", len(outputs), len(outputs["logs"]))
+}
+
+// readFiles adds to outputs the alert log (as "alert log") and every file of the
+// state directory (by path).
+func readFiles(t *testing.T, alertLog, stateDir string, outputs map[string]string) {
+	t.Helper()
+	b, err := os.ReadFile(alertLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outputs["alert log"] = string(b)
+	err = filepath.WalkDir(stateDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		outputs[path] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // get returns the body of a GET of url, whatever its status.

@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgtripwire/pgtripwire/detector/doctor"
+	"github.com/pgtripwire/pgtripwire/detector/source"
+	logsource "github.com/pgtripwire/pgtripwire/detector/source/log"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 )
 
@@ -19,7 +21,10 @@ track_utility), compute_query_id, track_activity_query_size,
 max_slot_wal_keep_size, the role's rights (pg_read_all_stats, REPLICATION, not
 a superuser, no SELECT on the sensitive tables), and with sources.wal enabled
 the slot (present, active, lag), the publication and the replica identities;
-also the DDL event triggers of pgtripwire setup.
+also the DDL event triggers of pgtripwire setup; and with sources.log enabled
+log_destination, logging_collector, log_min_messages, log_min_error_statement,
+log_connections, the log directory as the detector reads it, and for syslog
+log_line_prefix and lc_messages.
 
 One line per check: ✓ fine, ! works with a blind spot or a risk, ✗ the
 detector cannot see what it should; each ! and ✗ with the exact fix (SQL or a
@@ -54,13 +59,17 @@ func newDoctorCommand(stdout io.Writer) *cobra.Command {
 			}
 			defer conn.Close(context.WithoutCancel(cmd.Context()))
 			w := wal.SettingsOf(cfg.Sources)
-			rep, err := doctor.Run(cmd.Context(), conn, doctor.Options{
+			opts := doctor.Options{
 				Tables:      cfg.Sensitive,
 				WAL:         w.On(),
 				WALAuto:     w.Enabled == wal.Auto,
 				Slot:        w.Slot,
 				Publication: w.Publication,
-			})
+			}
+			if l, ok := source.Lookup[*logsource.Settings](cfg.Sources, logsource.Name); ok && l.On() {
+				opts.Log = &doctor.LogOptions{Directory: l.Directory, Format: l.Format, SyslogListen: l.Syslog.Listen}
+			}
+			rep, err := doctor.Run(cmd.Context(), conn, opts)
 			if werr := rep.Write(stdout); werr != nil && err == nil {
 				err = werr
 			}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pgtripwire/pgtripwire/detector/source"
+	logsource "github.com/pgtripwire/pgtripwire/detector/source/log"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 )
 
@@ -130,6 +131,7 @@ func TestParse_Defaults(t *testing.T) {
 		"catalog":     {"enabled": true, "interval": time.Second},
 		"replication": {"enabled": true, "interval": time.Second},
 		"canary":      {"enabled": true, "interval": time.Second},
+		"log":         {"enabled": false, "directory": "", "format": "jsonlog", "syslog": logsource.SyslogSettings{}},
 	}
 	checkConfig(t, "Parse(minimal)", got, want, wantSources)
 
@@ -224,6 +226,8 @@ func TestParse_FullFile(t *testing.T) {
 		"catalog":     {"enabled": true, "interval": 5 * time.Second},
 		"replication": {"enabled": true, "interval": 250 * time.Millisecond},
 		"canary":      {"enabled": false, "interval": time.Second},
+		"log": {"enabled": true, "directory": "/var/log/postgresql", "format": "csvlog",
+			"syslog": logsource.SyslogSettings{Listen: "127.0.0.1:5514"}},
 	})
 }
 

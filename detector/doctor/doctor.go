@@ -1,8 +1,8 @@
 // Package doctor checks, before the first page, that a PostgreSQL server and
 // database are set up so that pgtripwire can see: server version, wal_level,
 // pg_stat_statements and its settings, query ids, the detector role's rights,
-// the replication slot, the publication, replica identities and the DDL event
-// triggers. Each check is one line, ✓ (fine), ! (works, with a blind spot or a
+// the replication slot, the publication, replica identities, the DDL event
+// triggers, and with the log source on the server's logging and the log directory. Each check is one line, ✓ (fine), ! (works, with a blind spot or a
 // risk) or ✗ (the detector cannot see what it should), with the exact fix.
 //
 // It reads settings and catalogs only; it changes nothing (pgtripwire setup
@@ -94,6 +94,9 @@ type Options struct {
 	// operator chose to allow, but must know.
 	WAL, WALAuto      bool
 	Slot, Publication string
+	// Log is what sources.log reads when it is on; nil when it is off (the server's
+	// logging is then not checked).
+	Log *LogOptions
 }
 
 // walMissing is the status of something the WAL source needs and lacks, and what it
@@ -126,7 +129,7 @@ func Run(ctx context.Context, conn *pgx.Conn, opts Options) (*Report, error) {
 	for _, check := range []func(context.Context) error{
 		d.version, d.walLevel, d.pgss, d.computeQueryID, d.pgssTrack, d.trackUtility,
 		d.trackActivityQuerySize, d.maxSlotWALKeepSize, d.role, d.tables, d.slot, d.publication,
-		d.replicaIdentity, d.eventTriggers,
+		d.replicaIdentity, d.eventTriggers, d.logChecks,
 	} {
 		if err := check(ctx); err != nil {
 			if conn.IsClosed() || ctx.Err() != nil {

@@ -148,3 +148,67 @@ func TestTrackTop(t *testing.T) {
 		})
 	}
 }
+
+// With the log source on, doctor checks the server's logging and the log directory:
+// a server that logs to stderr only, with statements not logged, gets each fix; one
+// set up for the source (jsonlog files in a readable directory) passes.
+func TestLogSettings(t *testing.T) {
+	run := func(t *testing.T, db *pgtest.Database, opts doctor.LogOptions) string {
+		t.Helper()
+		rep, err := doctor.Run(t.Context(), db.Conn(t, "postgres"), doctor.Options{
+			Tables: []config.SensitiveTable{mustTable(t, "public.users")}, Log: &opts,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := rep.Write(&b); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("\n%s", b.String())
+		return b.String()
+	}
+	t.Run("not set up", func(t *testing.T) {
+		t.Parallel()
+		srv := pgtest.NewServer(t, map[string]string{"log_min_error_statement": "panic", "log_line_prefix": "%m "})
+		db := pgtest.NewDatabaseIn(t, srv)
+		db.Exec(t, `CREATE TABLE public.users (id int, email text)`)
+		out := run(t, db, doctor.LogOptions{Directory: t.TempDir() + "/missing", Format: "jsonlog", SyslogListen: "127.0.0.1:5514"})
+		for _, want := range []string{
+			`✗ log_destination: "stderr" lacks jsonlog, syslog`,
+			"fix: in postgresql.conf: log_destination = 'stderr,jsonlog,syslog'   (then SELECT pg_reload_conf();)",
+			"✗ logging_collector: off",
+			"fix: in postgresql.conf: logging_collector = on   (then restart PostgreSQL)",
+			"✗ log directory " + "",
+			"not readable by the detector",
+			"✗ log_min_error_statement: panic: failed statements are logged without their text",
+			"fix: in postgresql.conf: log_min_error_statement = error",
+			"✓ log_connections: off: failed logins are logged regardless",
+			`! log_line_prefix: "%m " lacks %e %u %d %p %h`,
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("report lacks %q", want)
+			}
+		}
+	})
+	t.Run("set up", func(t *testing.T) {
+		t.Parallel()
+		srv, dir := pgtest.NewLoggingServer(t, "jsonlog", nil)
+		db := pgtest.NewDatabaseIn(t, srv)
+		db.Exec(t, `CREATE TABLE public.users (id int, email text)`)
+		out := run(t, db, doctor.LogOptions{Directory: dir, Format: "jsonlog"})
+		for _, want := range []string{
+			"✓ log_destination: jsonlog", "✓ logging_collector: on", "✓ log directory " + dir + ": readable; newest file postgresql-",
+			"✓ log_min_messages: warning", "✓ log_min_error_statement: error",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("report lacks %q", want)
+			}
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, "log") && (strings.HasPrefix(l, "✗") || strings.HasPrefix(l, "!")) {
+				t.Errorf("a set-up server: got %q", l)
+			}
+		}
+	})
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/source/activity"
 	"github.com/pgtripwire/pgtripwire/detector/source/canary"
 	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
+	logsource "github.com/pgtripwire/pgtripwire/detector/source/log"
 	"github.com/pgtripwire/pgtripwire/detector/source/replication"
 	"github.com/pgtripwire/pgtripwire/detector/source/statements"
 	"github.com/pgtripwire/pgtripwire/detector/source/tables"
@@ -30,4 +31,5 @@ var Sources = []source.Definition{
 	catalogwatch.Definition,
 	replication.Definition,
 	canary.Definition,
+	logsource.Definition,
 }

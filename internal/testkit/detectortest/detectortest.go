@@ -26,6 +26,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/detector/source/activity"
 	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
+	logsource "github.com/pgtripwire/pgtripwire/detector/source/log"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
@@ -84,7 +85,8 @@ func EverySource(t testing.TB, cfg *config.Config, interval time.Duration) {
 }
 
 // PollEvery turns the source called name on, polling at interval. The WAL source streams
-// and has no interval: its settings are left as they are. Settings of a type it does not
+// and has no interval: its settings are left as they are. The log source reads files:
+// it is turned on (in an empty directory when it has none). Settings of a type it does not
 // know fail the test, so that a new source cannot escape the tests that mean "every
 // source": teach PollEvery how to turn it on.
 func PollEvery(t testing.TB, name string, settings source.Settings, interval time.Duration) {
@@ -95,6 +97,13 @@ func PollEvery(t testing.TB, name string, settings source.Settings, interval tim
 	case *activity.Settings:
 		s.Enabled, s.Interval = true, interval
 	case *wal.Settings:
+	case *logsource.Settings:
+		// It reads files, not a database: on, and in an empty directory of the test's
+		// when it was given nothing to read.
+		s.Enabled = true
+		if s.Directory == "" && s.Syslog.Listen == "" {
+			s.Directory = t.TempDir()
+		}
 	default:
 		t.Fatalf("source %s: settings %T: detectortest does not know how to turn it on at an interval", name, settings)
 	}
