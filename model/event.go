@@ -100,8 +100,10 @@ type Event struct {
 	// replaced by a $n placeholder, comments dropped, or a "<statement not shown: N
 	// bytes>" placeholder when it cannot be redacted with certainty. Never raw text:
 	// pg_stat_statements keeps the literals of utility statements (DECLARE, ALTER ROLE
-	// … PASSWORD) on PostgreSQL 14 and 15. Only the statements source sets it; "" when
-	// the text is unknown. Never a label (one value per statement).
+	// … PASSWORD) on PostgreSQL 14 and 15, and the server log and canary messages carry
+	// the statement as the client sent it. Set by the sources that know the text (the
+	// statements source, a canary visit, the server log); "" when the text is unknown.
+	// Never a label (one value per statement).
 	Statement string
 }
 
