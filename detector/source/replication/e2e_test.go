@@ -1,6 +1,7 @@
 package replication_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/workload"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -51,11 +53,15 @@ func pages(t *testing.T, d *detectortest.Detector) []model.Alert {
 // Issue #15, point 4: pg_basebackup by a role with REPLICATION that nobody declared
 // pages critical within 10 s, naming the role and the client; its two connections
 // (the backup and the WAL stream beside it) are one page.
+//
+// The application's benign traffic (#15 point 2) runs alongside and raises nothing.
 func TestBaseBackupPages(t *testing.T) {
 	t.Parallel()
 	db := newDatabase(t)
+	workload.Users(t, db, 5000)
 	db.CreateRole(t, "mallory", "REPLICATION")
 	d := detectortest.Start(t, detectortest.Config(t, db))
+	workload.Benign(t, db, 5000)
 
 	start := time.Now()
 	baseBackup(t, db.Server, "mallory")
@@ -79,6 +85,11 @@ func TestBaseBackupPages(t *testing.T) {
 	waitPolls(t, d, 2)
 	if p := pages(t, d); len(p) != 1 {
 		t.Errorf("got %d pages for one pg_basebackup, want 1: %+v", len(p), p)
+	}
+	for _, a := range d.Lines(t) {
+		if slices.Contains(workload.BenignRoles, a.Labels[model.LabelRole]) {
+			t.Errorf("the benign traffic raised %s: %v", a.Rule, a.Labels)
+		}
 	}
 }
 
