@@ -27,6 +27,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/source"
+	"github.com/pgtripwire/pgtripwire/detector/source/activity"
 	"github.com/pgtripwire/pgtripwire/detector/source/registry"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
@@ -241,8 +242,8 @@ func pollingSources(b *testing.B, cc *pgx.ConnConfig) []benchSource {
 	var out []benchSource
 	shared := map[string]int{} // connection → index in out
 	for _, def := range registry.Sources {
-		if def.Name == wal.Name {
-			continue
+		if !polling(def) {
+			continue // the WAL and log sources own their connections, files, sockets
 		}
 		part, _ := build(b, cc, def, &pollCounter{}, prometheus.NewRegistry())
 		if i, ok := shared[part.Connection]; ok && part.Connection != "" {
@@ -273,6 +274,16 @@ func (s benchSource) loop(b *testing.B, cc *pgx.ConnConfig, h *pollCounter) *sou
 		l.Pollers = append(l.Pollers, polled)
 	}
 	return l
+}
+
+// polling reports whether def is a polling source, which BenchmarkSourceCPU measures:
+// its settings are PollSettings or the activity sampler's.
+func polling(def source.Definition) bool {
+	switch def.Settings().(type) {
+	case *source.PollSettings, *activity.Settings:
+		return true
+	}
+	return false
 }
 
 // build builds a polling source at a 1 s interval, its metrics registered with reg.
