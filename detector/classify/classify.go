@@ -167,7 +167,43 @@ const (
 	// ShapeDynamicSQL: SQL built at run time (DO or PL/pgSQL EXECUTE, dblink,
 	// query_to_xml with a non-literal query).
 	ShapeDynamicSQL = "dynamic_sql"
+
+	// The shapes SQL injection leaves in the statement the application runs (#16):
+	// each names how sensitive values were pulled out through another statement.
+
+	// ShapeInjectionUnion: a UNION (ALL) arm reads sensitive columns while another arm
+	// is the application's query, the sensitive arm padded with NULLs or constants to
+	// match its columns (union-based extraction).
+	ShapeInjectionUnion = "injection_union"
+	// ShapeInjectionSubquery: a sensitive value pulled out by a scalar subquery — with
+	// OFFSET/LIMIT or another row pick — inside another statement's predicate or target
+	// list (boolean-blind extraction, a value at a time: substr((SELECT password_hash
+	// FROM users LIMIT 1 OFFSET 3), 5, 1) = 'a').
+	ShapeInjectionSubquery = "injection_subquery"
+	// ShapeInjectionCast: a sensitive value cast to a type it cannot be (a number, a
+	// date, a boolean), whose error message then quotes it (error-based extraction).
+	ShapeInjectionCast = "injection_cast"
+	// ShapeInjectionMarkers: a sensitive value wrapped in CHR()/string markers, as
+	// extraction tools wrap what they pull out to find it in the page.
+	ShapeInjectionMarkers = "injection_markers"
+	// ShapeInjectionSleep: a sleep function (pg_sleep and kin) in a predicate or
+	// conditional expression (time-blind extraction).
+	ShapeInjectionSleep = "injection_sleep"
+	// ShapeStacked: more than one statement in one text, the last ones after a
+	// statement an application would run alone (stacked queries).
+	ShapeStacked = "stacked"
 )
+
+// InjectionShape reports whether shape is one SQL injection leaves (ShapeInjection*,
+// ShapeStacked).
+func InjectionShape(shape string) bool {
+	switch shape {
+	case ShapeInjectionUnion, ShapeInjectionSubquery, ShapeInjectionCast, ShapeInjectionMarkers,
+		ShapeInjectionSleep, ShapeStacked:
+		return true
+	}
+	return false
+}
 
 // Result is the classification of one SQL text.
 type Result struct {
