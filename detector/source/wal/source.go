@@ -76,6 +76,9 @@ type Config struct {
 	Auto bool
 	// Metrics, when set, count the source's failed sessions with every other source's.
 	Metrics *source.Metrics
+	// OwnStreams, when set, records when the source's sessions hold the slot, for the
+	// catalog watch to tell the detector's own use of it from anyone else's.
+	OwnStreams *source.OwnStreams
 	// QueueLength bounds the transactions decoded but not yet handed over to the sink;
 	// zero means 64. While the queue is full the source stops reading the stream but
 	// keeps sending status updates.
@@ -250,6 +253,7 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 	}); err != nil {
 		return fmt.Errorf("start replication from slot %s at %s: %w", s.cfg.Slot, start, err)
 	}
+	defer s.cfg.OwnStreams.Hold(s.cfg.Slot, s.cfg.Now)()
 	s.log.Info("streaming", zap.String("slot", s.cfg.Slot), zap.Stringer("from", start))
 	s.metrics.slotActive.Set(1)
 	s.health.Set(Name, nil)
