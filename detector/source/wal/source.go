@@ -128,6 +128,8 @@ type Source struct {
 	// one at a time, and within one only the deliverer changes them.
 	handled, persisted pglogrepl.LSN
 	origin             *origin
+	// guardLost is the event that says the replay guard was lost, until handed over.
+	guardLost *model.Event
 }
 
 // New returns a source that reports to sink and health.
@@ -225,7 +227,15 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 			return err
 		}
 	}
-	s.restoreHandled(origin{SystemID: ident.SystemID, Timeline: ident.Timeline})
+	if lost := s.restoreHandled(origin{SystemID: ident.SystemID, Timeline: ident.Timeline}, ident.XLogPos); lost != nil {
+		s.guardLost = lost
+	}
+	if s.guardLost != nil { // reported until the pipeline takes it, a failed session or not
+		if err := s.sink.HandleEvents(ctx, []model.Event{*s.guardLost}); err != nil {
+			return fmt.Errorf("report the lost replay guard: %w", err)
+		}
+		s.guardLost = nil
+	}
 	if err := s.ensurePublication(ctx, conn); err != nil {
 		return err
 	}
