@@ -79,8 +79,10 @@ func (s *Source) restoreHandled(o origin, serverEnd pglogrepl.LSN) *model.Event 
 	case g.origin != o:
 		s.log.Warn("the replay guard belongs to another WAL history (failover or restore?): ignored",
 			zap.String("path", s.statePath()), zap.String("system_id", g.SystemID), zap.Int32("timeline", g.Timeline))
-	case lsn > serverEnd:
-		// Trusting it would skip every change up to it as a replay, silently.
+	case lsn > serverEnd+1:
+		// Trusting it would skip every change up to it as a replay, silently. A
+		// message's key is one past its LSN, which is the end of its WAL record: the
+		// guard of a message that ends the server's WAL is serverEnd+1.
 		return lost("ahead of the server", zap.Stringer("guard", lsn), zap.Stringer("server_wal_end", serverEnd))
 	default:
 		if gen == atomicfile.Previous {
