@@ -64,6 +64,9 @@ type Detector struct {
 	metrics  detectorMetrics
 	now      func() time.Time
 	sources  []source.Runner
+	// stale are the resolutions of alerts the alert log says are firing and the rule
+	// state does not hold (see reconcileAlertLog), written first when Run starts.
+	stale []model.Alert
 }
 
 // ConfigError marks an error caused by the configuration rather than by the runtime
@@ -116,17 +119,22 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	d.engine, err = engine.New(groups, engine.Options{
 		StatePath:    filepath.Join(cfg.StateDir, ruleStateFile),
 		ResolveAfter: cfg.Alerts.ResolveAfter,
+		OnSave:       func(err error) { d.health.Set(ruleStateComponent, err) },
 		Logger:       deps.Logger.Named("rules"),
 		Registerer:   deps.Registry,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start the rule engine: %w", err)
 	}
+	d.health.Set(ruleStateComponent, nil)
+	if d.stale, err = reconcileAlertLog(cfg.Alerts.File, d.engine, deps.Now(), deps.Logger.Named("rules")); err != nil {
+		return nil, err
+	}
 	var eval Evaluator = d.engine
 	if len(eval.Rules()) == 0 {
 		deps.Logger.Warn("no rule pages: events are observed but nothing can alert (rules.default_pack is off, or every rule is disabled or in shadow mode)")
 	}
-	if d.notifier, d.pipeline, err = newAlerting(cfg, deps, d.health, eval, d.engine.Firing()); err != nil {
+	if d.notifier, d.pipeline, err = newAlerting(cfg, deps, d.health, eval, append(d.engine.Firing(), d.stale...)); err != nil {
 		return nil, err
 	}
 	d.pipeline.applicationRoles = make(map[string]bool, len(cfg.Roles.Application))
@@ -190,6 +198,19 @@ func (d *Detector) Run(ctx context.Context) error {
 		zap.String("http", d.listener.Addr().String()),
 		zap.String("alert_log", d.cfg.Alerts.File),
 		zap.Int("sensitive_tables", len(d.cfg.Sensitive)))
+
+	// Before any source: what the state lost is said, and what it held as firing is
+	// resolved, ahead of every new transition.
+	d.pipeline.notify(ctx, d.stale)
+	var lost []model.Event
+	if err := d.engine.Lost(); err != nil {
+		lost = append(lost, model.Event{Time: d.now(), Source: model.SourceDetector, Kind: model.KindStateLost,
+			Object: ruleStateFile, Operation: "rule state", Rows: 1, Calls: 1, Complete: true})
+	}
+	lost = append(lost, d.notifier.Lost(d.now())...)
+	if len(lost) > 0 {
+		_ = d.pipeline.HandleEvents(ctx, lost)
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

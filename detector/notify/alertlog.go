@@ -1,8 +1,10 @@
 package notify
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -223,4 +225,37 @@ func (l *AlertLog) Close() error {
 		l.stdout = nil
 	}
 	return l.file.Close()
+}
+
+// ReadAlertLogStates reads the alert log file at path and returns each alert's last
+// line, by fingerprint: what the log says is firing or resolved. A torn last line (a
+// crash mid-write) and lines that are not alerts are skipped and counted in skipped.
+// The detector compares it with the rule state at start, so that a restart after a
+// lost or stale state neither leaves an alert firing forever nor fires it twice.
+func ReadAlertLogStates(path string) (last map[string]model.Alert, skipped int, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	last = make(map[string]model.Alert)
+	r := bufio.NewReaderSize(f, 64<<10)
+	for {
+		line, rerr := r.ReadBytes('\n')
+		if len(line) > 0 {
+			var a model.Alert
+			if line[len(line)-1] != '\n' || json.Unmarshal(line, &a) != nil || a.Fingerprint == "" ||
+				(a.State != model.StateFiring && a.State != model.StateResolved) {
+				skipped++
+			} else {
+				last[a.Fingerprint] = a
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			return last, skipped, nil
+		}
+		if rerr != nil {
+			return nil, 0, fmt.Errorf("read alert log %s: %w", path, rerr)
+		}
+	}
 }

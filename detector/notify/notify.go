@@ -26,11 +26,13 @@ package notify
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"path/filepath"
 	"time"
 
 	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/model"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -173,6 +175,9 @@ func (n *Notifier) openRemote(cfg Config, log *zap.Logger, reg prometheus.Regist
 	}
 	sp, err := openSpool(cfg, sinks, reg, log)
 	if err != nil {
+		if n.am != nil {
+			_ = n.am.close()
+		}
 		return nil, err
 	}
 	n.spool = sp
@@ -222,5 +227,31 @@ func (n *Notifier) Run(ctx context.Context) error {
 // AlertLog is the alert log, for the metrics the detector sets up at start.
 func (n *Notifier) AlertLog() *AlertLog { return n.alertLog }
 
-// Close closes the alert log once stdout has taken its lines; call it after Run.
-func (n *Notifier) Close() error { return n.alertLog.Close() }
+// Close closes the alert log once stdout has taken its lines, and the Alertmanager
+// active set's journal; call it after Run.
+func (n *Notifier) Close() error {
+	err := n.alertLog.Close()
+	if n.am != nil {
+		err = errors.Join(err, n.am.close())
+	}
+	return err
+}
+
+// Lost returns the events that say what delivery state could not be restored at start:
+// the Alertmanager active set damaged beyond its previous generation (Alertmanager then
+// drops what it held after four re-send intervals), spooled transitions unreadable
+// (some sink may never get them). None when everything was restored.
+func (n *Notifier) Lost(now time.Time) []model.Event {
+	var out []model.Event
+	lost := func(object, operation string, count int) {
+		out = append(out, model.Event{Time: now, Source: model.SourceDetector, Kind: model.KindStateLost,
+			Object: object, Operation: operation, Rows: int64(count), Calls: 1, Complete: true})
+	}
+	if n.am != nil && n.am.lost != nil {
+		lost(filepath.Base(n.am.path), "Alertmanager active set", 1)
+	}
+	if n.spool != nil && n.spool.unreadable > 0 {
+		lost(filepath.Base(n.spool.dir), "undelivered alert transitions", n.spool.unreadable)
+	}
+	return out
+}

@@ -366,6 +366,9 @@ func TestSpoolSurvivesARestartAndIsBounded(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(spoolDir, "00000000000000000098.json.corrupt")); err != nil {
 		t.Errorf("the corrupt entry was not set aside: %v", err)
 	}
+	if evs := r2.n.Lost(time.Now()); len(evs) != 1 || evs[0].Object != "spool" || evs[0].Rows != 1 {
+		t.Errorf("Lost: %+v, want one state_lost event for the spool's one unreadable entry", evs)
+	}
 }
 
 // An Alertmanager behind TLS and authentication (a reverse proxy, typically): the

@@ -62,6 +62,9 @@ type spool struct {
 	mu      sync.Mutex
 	entries []*entry // by Seq
 	nextSeq uint64
+	// unreadable counts the entries found damaged beyond their previous generation at
+	// start, set aside as .corrupt: transitions some sink may never get.
+	unreadable int
 }
 
 const spoolSuffix = ".json"
@@ -106,6 +109,13 @@ func openSpool(cfg Config, sinks []Sink, reg prometheus.Registerer, log *zap.Log
 				"a transition being spooled at that moment is only in the alert log", zap.String("file", path))
 			_ = os.Remove(path)
 			continue
+		case strings.HasSuffix(name, spoolSuffix+atomicfile.PrevSuffix):
+			// An entry's previous generation: read with it, or left by a removal a
+			// crash interrupted.
+			if _, err := os.Stat(strings.TrimSuffix(path, atomicfile.PrevSuffix)); errors.Is(err, fs.ErrNotExist) {
+				_ = os.Remove(path)
+			}
+			continue
 		case !strings.HasSuffix(name, spoolSuffix):
 			continue
 		}
@@ -116,6 +126,7 @@ func openSpool(cfg Config, sinks []Sink, reg prometheus.Registerer, log *zap.Log
 				zap.String("file", path), zap.Error(err))
 			_ = os.Rename(path, path+".corrupt")
 			lost(s.names)
+			s.unreadable++
 			continue
 		}
 		var gone []string
@@ -133,7 +144,7 @@ func openSpool(cfg Config, sinks []Sink, reg prometheus.Registerer, log *zap.Log
 			lost(gone)
 		}
 		if len(e.Pending) == 0 {
-			_ = os.Remove(path)
+			_ = removeEntry(path)
 			continue
 		}
 		s.entries = append(s.entries, e)
@@ -147,8 +158,11 @@ func openSpool(cfg Config, sinks []Sink, reg prometheus.Registerer, log *zap.Log
 	return s, nil
 }
 
+// readEntry reads a spooled entry: sealed (or of a version before seals), falling back
+// to its previous generation when damaged — an acknowledgement the crash tore is then
+// delivered again, which at-least-once allows.
 func readEntry(path string) (*entry, error) {
-	data, err := os.ReadFile(path)
+	data, _, _, err := atomicfile.ReadChecked(path)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +213,7 @@ func (s *spool) enqueue(t Transition) error {
 	for len(s.entries) > s.max {
 		oldest := s.entries[0]
 		s.entries = s.entries[1:]
-		_ = os.Remove(s.path(oldest.Seq))
+		removeEntry(s.path(oldest.Seq))
 		s.droppedLocked(oldest)
 	}
 	return nil
@@ -344,8 +358,17 @@ func (s *spool) ack(seq uint64, sink string) error {
 	// Forgotten in memory whatever happens to the file: every sink has it. A file that
 	// cannot be removed is delivered again after a restart, which at-least-once allows.
 	s.entries = slices.Delete(s.entries, i, i+1)
-	if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := removeEntry(s.path(seq)); err != nil {
 		return fmt.Errorf("remove delivered alert from spool: %w", err)
+	}
+	return nil
+}
+
+// removeEntry removes an entry's file and its previous generation.
+func removeEntry(path string) error {
+	_ = os.Remove(path + atomicfile.PrevSuffix)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
 	return nil
 }
@@ -380,7 +403,7 @@ func (s *spool) writeLocked(e *entry) error {
 	if err != nil {
 		return fmt.Errorf("encode spool entry: %w", err)
 	}
-	if err := atomicfile.Write(s.path(e.Seq), data); err != nil {
+	if err := atomicfile.WriteChecked(s.path(e.Seq), data); err != nil {
 		return fmt.Errorf("write alert spool: %w", err)
 	}
 	return nil
