@@ -44,7 +44,6 @@ func faultConfig(t *testing.T, db *pgtest.Database, resolveAfter time.Duration) 
 	return cfg
 }
 
-
 // lines returns the alert log's lines of rule for role (any role when "").
 func linesOf(lines []model.Alert, rule, role string, state model.State) []model.Alert {
 	var got []model.Alert
