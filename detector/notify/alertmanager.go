@@ -68,7 +68,7 @@ type alertmanagerGroup struct {
 
 	mu      sync.Mutex
 	active  map[string]*activeAlert // by fingerprint
-	journal *activeJournal
+	journal *journal[activeAlert]
 	// lost says why the active set could not be restored at start, nil if it was.
 	lost error
 }
@@ -300,7 +300,7 @@ func (g *alertmanagerGroup) firingSent(fingerprint string, startsAt time.Time, s
 // is said (lost) rather than silently reset: Alertmanager then drops what it held
 // after four re-send intervals.
 func (g *alertmanagerGroup) load() error {
-	j, active, lost, err := openActiveJournal(g.path)
+	j, active, lost, err := openJournal[activeAlert](g.path, "Alertmanager active alerts")
 	if err != nil {
 		return err
 	}

@@ -18,12 +18,12 @@ func activeFor(role string, at time.Time) *activeAlert {
 }
 
 // reopen closes j and opens its files again, returning what they restore.
-func reopen(t *testing.T, j *activeJournal) (*activeJournal, map[string]*activeAlert) {
+func reopen(t *testing.T, j *journal[activeAlert]) (*journal[activeAlert], map[string]*activeAlert) {
 	t.Helper()
 	if err := j.close(); err != nil {
 		t.Fatal(err)
 	}
-	j, active, lost, err := openActiveJournal(j.path)
+	j, active, lost, err := openJournal[activeAlert](j.path, "active")
 	if err != nil || lost != nil {
 		t.Fatalf("reopen: err %v, lost %v", err, lost)
 	}
@@ -39,9 +39,9 @@ func fingerprints(m map[string]*activeAlert) []string {
 	return out
 }
 
-func TestActiveJournalRestoresTornAndCompacted(t *testing.T) {
+func TestJournalRestoresTornAndCompacted(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "alertmanager-active.json")
-	j, active, lost, err := openActiveJournal(path)
+	j, active, lost, err := openJournal[activeAlert](path, "active")
 	if err != nil || lost != nil || len(active) != 0 {
 		t.Fatalf("open a new set: %v %v %v", active, lost, err)
 	}
@@ -66,7 +66,7 @@ func TestActiveJournalRestoresTornAndCompacted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteString(`{"fp":"c","active":{"alert":`); err != nil {
+	if _, err := f.WriteString(`{"k":"c","v":{"alert":`); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -119,7 +119,7 @@ func TestDamagedActiveSetIsLost(t *testing.T) {
 func BenchmarkActiveSetTransition(b *testing.B) {
 	for _, n := range []int{100, 3000} {
 		b.Run(fmt.Sprint("active=", n), func(b *testing.B) {
-			j, active, _, err := openActiveJournal(filepath.Join(b.TempDir(), "alertmanager-active.json"))
+			j, active, _, err := openJournal[activeAlert](filepath.Join(b.TempDir(), "alertmanager-active.json"), "active")
 			if err != nil {
 				b.Fatal(err)
 			}
