@@ -475,4 +475,3 @@ func (s *spool) len() int {
 	defer s.mu.Unlock()
 	return len(s.entries)
 }
-
