@@ -137,6 +137,10 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	if d.notifier, d.pipeline, err = newAlerting(cfg, deps, d.health, eval, append(d.engine.Firing(), d.stale...)); err != nil {
 		return nil, err
 	}
+	if err := d.notifier.Firing(d.engine.Firing()); err != nil {
+		_ = d.notifier.Close()
+		return nil, fmt.Errorf("restore the alerts firing in Alertmanager: %w", err)
+	}
 	d.pipeline.applicationRoles = make(map[string]bool, len(cfg.Roles.Application))
 	for _, r := range cfg.Roles.Application {
 		d.pipeline.applicationRoles[r] = true

@@ -318,6 +318,33 @@ func (g *alertmanagerGroup) load() error {
 	return nil
 }
 
+// adopt records that a rule holds these alerts firing (restored with the rule state):
+// they are re-sent until a rule resolves them, not resolved after resolveAfter as the
+// restored alerts no rule remembers are; and one missing from the active set (its file
+// lost or damaged) is added back, so that Alertmanager does not drop a page the
+// detector still holds.
+func (g *alertmanagerGroup) adopt(alerts []model.Alert) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var added []string
+	for _, a := range alerts {
+		act, ok := g.active[a.Fingerprint]
+		switch {
+		case !ok:
+			g.active[a.Fingerprint] = &activeAlert{Alert: a, StartsAt: a.Time}
+			added = append(added, a.Fingerprint)
+		case act.Resolved.IsZero():
+			act.restoredAt = time.Time{}
+		}
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	g.log.Warn("alerts firing in the rule state were missing from the Alertmanager active set: re-sent again",
+		zap.Int("alerts", len(added)))
+	return g.journal.append(g.active, true, added...)
+}
+
 // alertmanagerSink is the Sink of one Alertmanager URL.
 type alertmanagerSink struct {
 	group    *alertmanagerGroup

@@ -1,7 +1,9 @@
 package notify
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -140,5 +143,36 @@ func BenchmarkActiveSetTransition(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// Alerts the rule state holds firing stay in Alertmanager across a restart that lost
+// the active set: Firing adds them back and they are re-sent, not dropped after four
+// re-send intervals nor resolved after resolveAfter.
+func TestFiringAlertsSurviveALostActiveSet(t *testing.T) {
+	am := amtest.Start(t)
+	dir := t.TempDir()
+	cfg := Config{StateDir: dir, Alertmanager: amConfig(am.URL), ResolveAfter: 2 * time.Second}
+	first := start(t, cfg)
+	a := transition("SensitiveBulkRead", "mallory", model.StateFiring, time.Now())
+	first.write(t, a)
+	eventually(t, 10*time.Second, "the alert in Alertmanager", func() bool {
+		_, ok := am.Find(t, map[string]string{"role": "mallory"})
+		return ok
+	})
+	first.stop()
+	for _, suffix := range []string{"", ".journal", atomicfile.PrevSuffix} {
+		if err := os.Remove(filepath.Join(dir, "alertmanager-active.json"+suffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	second := start(t, cfg)
+	if err := second.n.Firing([]model.Alert{a}); err != nil {
+		t.Fatal(err)
+	}
+	// Four re-send intervals (2 s) and resolveAfter (2 s) pass; the alert stays.
+	time.Sleep(3 * time.Second)
+	if _, ok := am.Find(t, map[string]string{"role": "mallory"}); !ok {
+		t.Fatal("the alert the rule state holds firing was dropped by Alertmanager after the restart")
 	}
 }

@@ -244,6 +244,16 @@ func (n *Notifier) Close() error {
 	return err
 }
 
+// Firing tells the notifier which alerts the rules hold firing after a restart (the
+// restored rule state): Alertmanager keeps hearing about them until a rule resolves
+// them, even when the delivery state that listed them was lost.
+func (n *Notifier) Firing(alerts []model.Alert) error {
+	if n.am == nil {
+		return nil
+	}
+	return n.am.adopt(alerts)
+}
+
 // Lost returns the events that say what delivery state could not be restored at start:
 // the Alertmanager active set damaged beyond its previous generation (Alertmanager then
 // drops what it held after four re-send intervals), spooled transitions unreadable
