@@ -64,9 +64,6 @@ type Detector struct {
 	metrics  detectorMetrics
 	now      func() time.Time
 	sources  []source.Runner
-	// stale are the resolutions of alerts the alert log says are firing and the rule
-	// state does not hold (see reconcileAlertLog), written first when Run starts.
-	stale []model.Alert
 }
 
 // ConfigError marks an error caused by the configuration rather than by the runtime
@@ -127,14 +124,14 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		return nil, fmt.Errorf("start the rule engine: %w", err)
 	}
 	d.health.Set(ruleStateComponent, nil)
-	if d.stale, err = reconcileAlertLog(cfg.Alerts.File, d.engine, deps.Now(), deps.Logger.Named("rules")); err != nil {
+	if err := reconcileAlertLog(cfg.Alerts.File, d.engine, deps.Now(), deps.Logger.Named("rules")); err != nil {
 		return nil, err
 	}
 	var eval Evaluator = d.engine
 	if len(eval.Rules()) == 0 {
 		deps.Logger.Warn("no rule pages: events are observed but nothing can alert (rules.default_pack is off, or every rule is disabled or in shadow mode)")
 	}
-	if d.notifier, d.pipeline, err = newAlerting(cfg, deps, d.health, eval, append(d.engine.Firing(), d.stale...)); err != nil {
+	if d.notifier, d.pipeline, err = newAlerting(cfg, deps, d.health, eval, d.engine.Firing()); err != nil {
 		return nil, err
 	}
 	if err := d.notifier.Firing(d.engine.Firing()); err != nil {
@@ -203,9 +200,7 @@ func (d *Detector) Run(ctx context.Context) error {
 		zap.String("alert_log", d.cfg.Alerts.File),
 		zap.Int("sensitive_tables", len(d.cfg.Sensitive)))
 
-	// Before any source: what the state lost is said, and what it held as firing is
-	// resolved, ahead of every new transition.
-	d.pipeline.notify(ctx, d.stale)
+	// Before any source: what the state lost is said.
 	var lost []model.Event
 	if err := d.engine.Lost(); err != nil {
 		lost = append(lost, model.Event{Time: d.now(), Source: model.SourceDetector, Kind: model.KindStateLost,

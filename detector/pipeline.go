@@ -130,14 +130,6 @@ func (p *pipeline) tick(ctx context.Context) {
 	p.notifyLocked(ctx, p.eval.Tick(p.now()))
 }
 
-// notify hands transitions made outside the evaluator (the resolutions of alerts a
-// lost rule state held) to the notify stage, in order with the others.
-func (p *pipeline) notify(ctx context.Context, alerts []model.Alert) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.notifyLocked(ctx, alerts)
-}
-
 // notifyLocked hands transitions to the notify stage. The lock keeps them in the order
 // they were evaluated in, whichever source's events caused them.
 func (p *pipeline) notifyLocked(ctx context.Context, alerts []model.Alert) {

@@ -63,6 +63,9 @@ type Engine struct {
 
 	overflow map[string]*overflowAlert // by rule
 	queued   []model.Alert             // resolutions of dropped rules, due at the next Tick
+	// adopted are alerts the alert log says are firing that the restored state did not
+	// hold (see Adopt), by fingerprint.
+	adopted map[string]*adoptedAlert
 
 	lastSave time.Time
 	dirty    bool // a transition since the last save
@@ -112,6 +115,7 @@ func New(groups []rulefmt.Group, opts Options) (*Engine, error) {
 		log:      opts.Logger.Named("rules"),
 		m:        newMetrics(opts.Registerer),
 		overflow: map[string]*overflowAlert{},
+		adopted:  map[string]*adoptedAlert{},
 	}
 	rules, err := e.build(groups)
 	if err != nil {
@@ -201,6 +205,9 @@ func (e *Engine) Firing() []model.Alert {
 		if o.fired != nil {
 			out = append(out, *o.fired)
 		}
+	}
+	for _, ad := range e.adopted {
+		out = append(out, ad.alert)
 	}
 	return out
 }

@@ -733,3 +733,35 @@ func TestSaveOutcomeAndForget(t *testing.T) {
 		t.Errorf("a forgotten alert made transitions: %q", summaries(h.got))
 	}
 }
+
+// An adopted alert (firing in the alert log, not in the restored state) goes on without
+// a second firing line when its rule fires it again, and is resolved once when none does.
+func TestAdoptedAlerts(t *testing.T) {
+	h := newHarness(t, sweepRule, Options{ResolveAfter: time.Minute})
+	first := h.eval(0, page("a", 20000))
+	if len(first) != 1 {
+		t.Fatalf("first firing: %q", summaries(first))
+	}
+	other := first[0]
+	other.Fingerprint, other.Labels = "0000000000000000", map[string]string{"role": "gone"}
+
+	h2 := newHarness(t, sweepRule, Options{ResolveAfter: time.Minute})
+	h2.e.Adopt([]model.Alert{first[0], other}, t0)
+	if got := h2.e.Firing(); len(got) != 2 {
+		t.Errorf("Firing after Adopt: %d alerts, want the 2 adopted", len(got))
+	}
+	if got := h2.eval(time.Second, page("a", 20000)); len(got) != 0 {
+		t.Errorf("the adopted alert fired again: %q, want no second firing line", summaries(got))
+	}
+	h2.got = nil
+	h2.tickTo(time.Minute, 2*time.Hour)
+	var resolved []model.Alert
+	for _, a := range h2.got {
+		if a.State == model.StateResolved {
+			resolved = append(resolved, a)
+		}
+	}
+	if len(resolved) != 2 || len(h2.got) != 2 {
+		t.Fatalf("transitions: %q, want one resolution of each adopted alert", summaries(h2.got))
+	}
+}

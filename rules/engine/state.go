@@ -160,6 +160,9 @@ func (e *Engine) Held() map[string]bool {
 	for _, a := range e.queued {
 		held[a.Fingerprint] = true
 	}
+	for fp := range e.adopted {
+		held[fp] = true
+	}
 	return held
 }
 
