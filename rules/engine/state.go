@@ -26,7 +26,8 @@ const stateVersion = 1
 //	            "groups": [{"key": [...], "window": {"head", "buckets": {"i": v}}, "distinct": {...},
 //	                        "baseline": {...}, "alert": {...}, "value", "last_true"}],
 //	            "overflow": {group}, "seen": [{"key": [...], "last_seen"}]}],
-//	 "overflow": [{"rule", "last", "fired"}]}
+//	 "overflow": [{"rule", "last", "fired"}],
+//	 "adopted": [{"alert", "until"}]}
 //
 // Rules are matched by name and definition hash: the state of a rule whose
 // match, aggregate or condition changed is not restored.
@@ -35,6 +36,14 @@ type stateFile struct {
 	SavedAt  time.Time       `json:"saved_at"`
 	Rules    []ruleSnapshot  `json:"rules"`
 	Overflow []overflowState `json:"overflow,omitempty"`
+	// Adopted are the alerts taken over from the alert log (see Adopt), kept so that a
+	// second restart resolves them when the first would have, not later.
+	Adopted []adoptedState `json:"adopted,omitempty"`
+}
+
+type adoptedState struct {
+	Alert model.Alert `json:"alert"`
+	Until time.Time   `json:"until"`
 }
 
 type ruleSnapshot struct {
@@ -216,6 +225,9 @@ func (e *Engine) snapshotLocked(now time.Time) stateFile {
 	for rule, o := range e.overflow {
 		sf.Overflow = append(sf.Overflow, overflowState{Rule: rule, Last: o.last, Fired: o.fired})
 	}
+	for _, ad := range e.adopted {
+		sf.Adopted = append(sf.Adopted, adoptedState{Alert: ad.alert, Until: ad.until})
+	}
 	return sf
 }
 
@@ -275,6 +287,7 @@ func (e *Engine) load() error {
 			rs.startedAt, rs.groups, rs.n, rs.over, rs.seen = time.Time{}, map[uint64]*group{}, 0, nil, keySet{m: map[uint64]*seenKey{}}
 		}
 		e.overflow = map[string]*overflowAlert{}
+		e.adopted = map[string]*adoptedAlert{}
 		e.queued = nil
 		e.lost = err
 		return nil
@@ -341,6 +354,9 @@ func (e *Engine) restore(sf stateFile) error {
 	}
 	for _, o := range sf.Overflow {
 		e.overflow[o.Rule] = &overflowAlert{last: o.Last, fired: o.Fired}
+	}
+	for _, ad := range sf.Adopted {
+		e.adopted[ad.Alert.Fingerprint] = &adoptedAlert{alert: ad.Alert, until: ad.Until}
 	}
 	return nil
 }
