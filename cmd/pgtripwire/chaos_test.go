@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io/fs"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -113,7 +113,7 @@ sources:
 	alerts := filepath.Join(dir, "alerts.jsonl")
 
 	p := startBinary(t, bin, config, listen) // creates the publication and the slot
-	var mu sync.Mutex                         // guards p
+	var mu sync.Mutex                        // guards p
 	ctx, stop := context.WithTimeout(t.Context(), duration)
 	defer stop()
 
