@@ -293,6 +293,7 @@ func Classify(sql string, cat *catalog.Snapshot, searchPath []string, role strin
 		return a.unparsable(sql, err)
 	}
 	op, name := a.statements(tree.GetStmts())
+	a.injectionShapes(tree.GetStmts())
 	a.judge()
 	a.catalogShapes()
 	a.ambiguousNames(tree.GetStmts())
@@ -395,6 +396,14 @@ type analyzer struct {
 	// by an aggregate or array constructor, a shape once they are read.
 	shapes shapeSet
 	folded lineage
+
+	// Injection shapes (injection.go): facts about the text's own nodes,
+	// nil until one is recorded, and the capture of the sensitive columns
+	// a scalar subquery's target list uses.
+	inj         *injectionFacts
+	capture     lineage
+	captureNext bool
+	lastUses    lineage
 }
 
 func newAnalyzer(cat *catalog.Snapshot, searchPath []string, role string) *analyzer {
@@ -464,7 +473,12 @@ func (a *analyzer) write(target string, src lineage) {
 	}
 }
 
-func (a *analyzer) refer(src lineage) { addAll(a.referenced, src) }
+func (a *analyzer) refer(src lineage) {
+	addAll(a.referenced, src)
+	if a.capture != nil {
+		addAll(a.capture, src)
+	}
+}
 
 func (a *analyzer) result(op, name string) Result {
 	res := Result{
