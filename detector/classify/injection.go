@@ -294,12 +294,13 @@ func mentionsAnyColumn(n *pg_query.Node, depth int) bool {
 
 // injectionShapes recognises the injection shapes in the text's statements.
 func (a *analyzer) injectionShapes(stmts []*pg_query.RawStmt) {
-	w := &injWalker{a: a, facts: a.inj}
-	if stacked(stmts) {
-		a.shapes |= shapeStacked
-		w.stacked = true
-	} else if !a.inj.relevant() {
+	isStacked := stacked(stmts)
+	if !isStacked && !a.inj.relevant() {
 		return
+	}
+	w := &injWalker{a: a, facts: a.inj, stacked: isStacked}
+	if isStacked {
+		a.shapes |= shapeStacked
 	}
 	if w.facts == nil {
 		w.facts = &injectionFacts{}

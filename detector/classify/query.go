@@ -55,9 +55,9 @@ func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 	a.lastLevel = nil
 	// The target list of the query of a scalar subquery is captured
 	// (injection.go); nothing else is, nested levels included.
-	capture, savedCapture := a.captureNext, a.capture
-	a.captureNext, a.capture = false, nil
-	defer func() { a.capture = savedCapture }()
+	capture, savedCapture, savedCapturing := a.captureNext, a.capture, a.capturing
+	a.captureNext, a.capture, a.capturing = false, nil, false
+	defer a.restoreCapture(savedCapture, savedCapturing)
 	if s == nil || !a.enter() {
 		return nil
 	}
@@ -121,13 +121,9 @@ func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 			}
 		}
 		a.refer(a.expr(s.GetWhereClause(), sc))
-		if capture {
-			a.capture = make(lineage)
-		}
+		a.capturing = capture
 		out = a.targetList(s.GetTargetList(), sc)
-		if capture {
-			uses, a.capture = a.capture, nil
-		}
+		uses, a.capture, a.capturing = a.capture, nil, false
 		for _, g := range s.GetGroupClause() {
 			a.refer(a.sortExpr(g, sc, out, false))
 		}
