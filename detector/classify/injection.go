@@ -367,19 +367,18 @@ type wctx struct {
 	mixed bool
 }
 
-// flow is what an expression's value carries from the scalar subqueries
-// recorded as returning or using sensitive values (uncorrelated ones only).
+// flow is what an expression's value carries from the uncorrelated scalar
+// subqueries recorded as returning or using sensitive values.
 type flow struct {
-	subs []*subFact
-	// derived: computed from them, not passed through.
+	// sensitive: such a subquery's value flows here; pick: one that picks
+	// its row by position.
+	sensitive, pick bool
+	// derived: computed from the value, not passed through.
 	derived bool
 }
 
 func (f flow) merge(g flow) flow {
-	if len(g.subs) == 0 {
-		return f
-	}
-	return flow{subs: append(slices.Clip(f.subs), g.subs...), derived: f.derived || g.derived}
+	return flow{sensitive: f.sensitive || g.sensitive, pick: f.pick || g.pick, derived: f.derived || g.derived}
 }
 
 func (w *injWalker) enter() bool {
@@ -662,13 +661,8 @@ func (w *injWalker) exprs(n *pg_query.Node, c wctx, cond bool) {
 // list, a stored value or a function's argument: one picked by position is
 // extraction unless it is the statement's plain result.
 func (w *injWalker) consume(f flow, plain bool) {
-	if plain {
-		return
-	}
-	for _, s := range f.subs {
-		if s.pick {
-			w.a.shapes |= shapeInjectionSubquery
-		}
+	if f.pick && !plain {
+		w.a.shapes |= shapeInjectionSubquery
 	}
 }
 
@@ -676,10 +670,8 @@ func (w *injWalker) consume(f flow, plain bool) {
 // subquery in WHERE, a CASE WHEN): an oracle when picked by position or
 // computed from the value.
 func (w *injWalker) condition(f flow) {
-	for _, s := range f.subs {
-		if s.pick || f.derived {
-			w.a.shapes |= shapeInjectionSubquery
-		}
+	if f.pick || f.sensitive && f.derived {
+		w.a.shapes |= shapeInjectionSubquery
 	}
 }
 
@@ -689,10 +681,8 @@ func (w *injWalker) condition(f flow) {
 // the value itself with a constant or another column is how applications
 // look rows up.
 func (w *injWalker) compare(side flow, other *pg_query.Node, equality bool) {
-	for _, s := range side.subs {
-		if s.pick || (side.derived || !equality) && !mentionsAnyColumn(other, 0) {
-			w.a.shapes |= shapeInjectionSubquery
-		}
+	if side.pick || side.sensitive && (side.derived || !equality) && !mentionsAnyColumn(other, 0) {
+		w.a.shapes |= shapeInjectionSubquery
 	}
 }
 
@@ -758,7 +748,7 @@ func (w *injWalker) expr(n *pg_query.Node, c wctx) flow {
 		}
 		w.markers(e.AExpr, c)
 		f := w.expr(e.AExpr.GetLexpr(), c).merge(w.expr(e.AExpr.GetRexpr(), c))
-		f.derived = len(f.subs) > 0
+		f.derived = f.sensitive
 		return f
 	case *pg_query.Node_BoolExpr:
 		c.guarded = true
@@ -781,7 +771,7 @@ func (w *injWalker) expr(n *pg_query.Node, c wctx) flow {
 	}
 	// Anything else carries what its parts carry, computed.
 	f := w.generic(n, c)
-	f.derived = len(f.subs) > 0
+	f.derived = f.sensitive
 	return f
 }
 
@@ -806,7 +796,7 @@ func (w *injWalker) subLink(sl *pg_query.SubLink, c wctx) flow {
 	switch sl.GetSubLinkType() {
 	case pg_query.SubLinkType_EXPR_SUBLINK, pg_query.SubLinkType_ARRAY_SUBLINK:
 		if s := w.facts.subs[sl]; s != nil && !s.correlated {
-			return flow{subs: []*subFact{s}, derived: s.derived}
+			return flow{sensitive: true, pick: s.pick, derived: s.derived}
 		}
 		return flow{}
 	}
@@ -877,6 +867,6 @@ func (w *injWalker) funcCall(fc *pg_query.FuncCall, c wctx) flow {
 		w.condition(w.generic(&pg_query.Node{Node: &pg_query.Node_WindowDef{WindowDef: over}}, cc))
 	}
 	f := w.list(fc.GetArgs(), c)
-	f.derived = len(f.subs) > 0
+	f.derived = f.sensitive
 	return f
 }
