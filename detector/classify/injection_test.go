@@ -2,6 +2,7 @@ package classify
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -529,4 +530,46 @@ func TestInjectionShapesOnlyInTheText(t *testing.T) {
 	if got := Classify(sql, amb, defaultPath, "app"); !slices.Contains(got.Shapes, ShapeInjectionUnion) {
 		t.Errorf("%s with an ambiguous users: got shapes %q, want %s", sql, got.Shapes, ShapeInjectionUnion)
 	}
+}
+
+// TestSQLMapFixture classifies what sqlmap really sent to an injectable page
+// (testdata/sqlmap_live.txt, recorded by TestUpdateSQLMapFixture): every
+// statement that touches users' sensitive columns has an injection shape and
+// names the table, every sleep is injection_sleep and every stacked text is
+// stacked. Counting users' rows (sqlmap's COUNT(*) before a dump) pulls no
+// value and needs no shape.
+func TestSQLMapFixture(t *testing.T) {
+	data, err := os.ReadFile("testdata/sqlmap_live.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := injectionSnapshot(t)
+	n, shaped := 0, 0
+	for line := range strings.Lines(string(data)) {
+		sql := strings.TrimRight(line, "\n")
+		if sql == "" || strings.HasPrefix(sql, "#") {
+			continue
+		}
+		n++
+		got := Classify(sql, snap, defaultPath, "webapp")
+		if !got.Complete {
+			t.Errorf("%q: incomplete: %q", sql, got.Problems)
+		}
+		if len(got.SensitiveRead)+len(got.SensitiveReferenced) > 0 {
+			shaped++
+			if !hasInjectionShape(got.Shapes) || !slices.Contains(got.Relations, "public.users") {
+				t.Errorf("%q: got shapes %q, relations %q; want an injection shape and public.users", sql, got.Shapes, got.Relations)
+			}
+		}
+		if strings.Contains(strings.ToUpper(sql), "PG_SLEEP(") && !slices.Contains(got.Shapes, ShapeInjectionSleep) {
+			t.Errorf("%q: got shapes %q, want %s", sql, got.Shapes, ShapeInjectionSleep)
+		}
+		if tree, err := pg_query.Parse(sql); err == nil && len(tree.GetStmts()) > 1 && !slices.Contains(got.Shapes, ShapeStacked) {
+			t.Errorf("%q: got shapes %q, want %s", sql, got.Shapes, ShapeStacked)
+		}
+	}
+	if n < 150 || shaped < 100 {
+		t.Errorf("fixture has %d statements, %d touching sensitive columns: want at least 150 and 100", n, shaped)
+	}
+	t.Logf("%d statements sqlmap sent, %d of them touching sensitive columns", n, shaped)
 }
