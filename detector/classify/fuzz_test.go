@@ -212,10 +212,13 @@ func TestClassifyBoundsWork(t *testing.T) {
 		for name, sql := range map[string]string{"nested recursive CTEs": nested, "deep scalar subqueries": deep,
 			"a condition of many columns": wide.String(), "a long IN list": list.String()} {
 			t.Run(prefix+name, func(t *testing.T) {
+				// A guard against unbounded work (a missing step budget makes these take
+				// many minutes), not a speed target: under -race on a loaded 2-core
+				// machine the slowest takes ~13 s; the benchmarks hold the speed.
 				start := time.Now()
 				got := Classify(sql, snap, defaultPath, "app")
-				if elapsed := time.Since(start); elapsed > 5*time.Second {
-					t.Errorf("took %v", elapsed)
+				if elapsed := time.Since(start); elapsed > 90*time.Second {
+					t.Errorf("took %v: the work is not bounded", elapsed)
 				}
 				if got.Complete && len(got.SensitiveRead) == 0 {
 					t.Errorf("got complete with nothing read: %+v", got)
