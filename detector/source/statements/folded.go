@@ -115,6 +115,13 @@ func (s *Source) refreshSizes(ctx context.Context, conn *pgx.Conn, now time.Time
 		return fmt.Errorf("estimate rows read: read table sizes: %w", err)
 	}
 	s.sizes, s.sizesAt = sizes, now
+	for _, size := range sizes {
+		if size.tuples == 0 && size.pages > 0 {
+			// Never analyzed, and its inserts not yet in the statistics: read again at
+			// the next poll rather than estimate nothing read for sizesTTL.
+			s.sizesAt = time.Time{}
+		}
+	}
 	return nil
 }
 
