@@ -93,31 +93,10 @@ func slotConfirmed(t *testing.T, conn *pgx.Conn, slot string) pglogrepl.LSN {
 	return walLSN(t, conn, `SELECT coalesce(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1`, slot)
 }
 
-// walCommitEnd runs sql in one transaction and returns the end LSN of its commit record,
-// read with pg_walinspect.
+// walCommitEnd runs sql in one transaction and returns the end LSN of its commit record.
 func walCommitEnd(t *testing.T, conn *pgx.Conn, sql string) pglogrepl.LSN {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_walinspect; SET synchronous_commit = on`); err != nil {
-		t.Fatal(err)
-	}
-	before := walLSN(t, conn, `SELECT pg_current_wal_flush_lsn()::text`)
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, sql); err != nil {
-		t.Fatal(err)
-	}
-	var xid string
-	if err := tx.QueryRow(ctx, `SELECT pg_current_xact_id()::text`).Scan(&xid); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return walLSN(t, conn, `SELECT end_lsn::text FROM pg_get_wal_records_info($1::pg_lsn, pg_current_wal_flush_lsn())
-		WHERE record_type = 'COMMIT' AND xid::text = $2`, before.String(), xid)
+	return pgtest.CommitEnd(t, conn, sql)
 }
 
 // metricValue scrapes the detector's /metrics for an unlabelled (or const-labelled)
