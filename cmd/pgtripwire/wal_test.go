@@ -28,7 +28,8 @@ import (
 // detector creates), with the sensitive columns given, into dir.
 func writeWALConfig(t *testing.T, dir, dsn, slot, listen string, columns ...string) string {
 	t.Helper()
-	sources := fmt.Sprintf("  wal:\n    enabled: true\n    slot: %s\n    publication: %s\n", slot, slot)
+	// A status update every second, not 10: the tests wait for the slot to be confirmed.
+	sources := fmt.Sprintf("  wal:\n    enabled: true\n    slot: %s\n    publication: %s\n    status_interval: 1s\n", slot, slot)
 	// Every other source of the table off: one added to it is off here too.
 	for _, def := range registry.Sources {
 		if def.Name != wal.Name {
@@ -132,7 +133,7 @@ func caughtUp(t *testing.T, p *process, conn *pgx.Conn, slot string) {
 		t.Fatal(err)
 	}
 	now := walLSN(t, conn, `SELECT pg_current_wal_insert_lsn()::text`)
-	// The detector sends a status update at least every 10 s.
+	// The detector sends a status update at least every status_interval (1 s here).
 	waitFor(t, 30*time.Second, "slot confirmed past the latest write", p, func() bool { return slotConfirmed(t, conn, slot) >= now })
 }
 

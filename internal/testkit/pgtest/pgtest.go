@@ -62,6 +62,12 @@ func Main(m *testing.M, opts ...goleak.Option) {
 	os.Exit(run(m, opts))
 }
 
+// Run is Main without the exit, for a TestMain that has its own clean-up to do
+// afterwards: it returns the status to exit with.
+func Run(m *testing.M, opts ...goleak.Option) int {
+	return run(m, opts)
+}
+
 func run(m *testing.M, opts []goleak.Option) int {
 	// Fail before any test runs, with the reason, rather than once per test.
 	if _, err := pgserver.FindBinDir(); err != nil {
