@@ -9,14 +9,15 @@
 # PGTRIPWIRE_PG_VERSION); nothing is downloaded here. The test binaries are built once,
 # with the race detector as in the full suite (whose build cache they share), and each
 # runs in its package's directory once per version, COMPAT_JOBS packages at a time
-# (default 2). Every listed test must pass or skip with its reason; one that did not run
+# (default 3: the tests mostly wait on the server and on poll intervals, so three share
+# two cores well). Every listed test must pass or skip with its reason; one that did not run
 # at all (renamed, removed) fails the run. Prints one line per version with its time.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 list="$root/scripts/compat-tests.txt"
-jobs="${COMPAT_JOBS:-2}"
+jobs="${COMPAT_JOBS:-3}"
 go="${GO:-go}"
 
 versions=("$@")
