@@ -1,6 +1,8 @@
 # pgtripwire — build, test, lint, bench, demo.
 # `make test` and `make demo` need PostgreSQL server binaries (14+) on the machine;
-# scripts/install-deps.sh installs them on Debian/Ubuntu when missing.
+# scripts/install-deps.sh installs them on Debian/Ubuntu when missing, and
+# scripts/install-postgres.sh a build of every supported major version (14 to 18) into
+# .postgresql/ for the compatibility suite.
 
 GO            ?= go
 GOLANGCI_LINT_VERSION ?= v2.15.0
@@ -10,7 +12,12 @@ LDFLAGS       := -X github.com/pgtripwire/pgtripwire/detector/buildinfo.Version=
 
 FUZZTIME      ?= 5m
 
-.PHONY: all build test lint bench bench-canary bench-wal bench-log bench-storm chaos fuzz demo deps deps-demo clean
+# PG names the PostgreSQL major version `make demo` runs (make demo PG=17); empty means
+# the machine's newest server. COMPAT_VERSIONS are those `make compat` tests.
+PG            ?=
+COMPAT_VERSIONS ?= 14 15 16 17 18
+
+.PHONY: all build test compat lint bench bench-canary bench-wal bench-log bench-storm chaos fuzz demo deps deps-demo clean
 
 all: build
 
@@ -18,9 +25,17 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/pgtripwire ./cmd/pgtripwire
 
 # Every package, race detector on, real PostgreSQL clusters, Prometheus and Alertmanager
-# started by the tests. Installs what is missing first (scripts/install-deps.sh).
+# started by the tests, on one PostgreSQL version (the machine's, 15 in CI); then the
+# compatibility suite on every supported version. Installs what is missing first
+# (scripts/install-deps.sh).
 test: deps
 	$(GO) test -race -count=1 -timeout 20m ./...
+	GO=$(GO) ./scripts/compat-test.sh $(COMPAT_VERSIONS)
+
+# The compatibility suite alone (scripts/compat-tests.txt): setup, doctor, each source,
+# canaries and discover against each supported PostgreSQL major version.
+compat: deps
+	GO=$(GO) ./scripts/compat-test.sh $(COMPAT_VERSIONS)
 
 lint: $(BIN)/golangci-lint
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -87,7 +102,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzSyslog -fuzztime $(FUZZTIME) ./detector/source/log/
 
 demo: deps-demo
-	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/pgtripwire demo --log-format console --log-level warn
+	PGTRIPWIRE_PG_VERSION=$(PG) $(GO) run -ldflags '$(LDFLAGS)' ./cmd/pgtripwire demo --log-format console --log-level warn
 
 # Install the system packages the tests need (PostgreSQL server binaries, Prometheus,
 # Alertmanager), or only what the demo needs (PostgreSQL); each does nothing when they
@@ -96,7 +111,7 @@ deps:
 	./scripts/install-deps.sh
 
 deps-demo:
-	./scripts/install-deps.sh --demo
+	PGTRIPWIRE_PG_VERSION=$(PG) ./scripts/install-deps.sh --demo
 
 clean:
 	rm -rf $(BIN)

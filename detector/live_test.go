@@ -109,7 +109,8 @@ func TestBlindingMovesAlertWithin5s(t *testing.T) {
 	db.CreateRole(t, escalated)
 	db.CreateRole(t, reader)
 	db.CreateRole(t, resetter)
-	db.Exec(t, fmt.Sprintf(`GRANT EXECUTE ON FUNCTION pg_stat_statements_reset(oid, oid, bigint) TO %s`, resetter))
+	// No argument list: PostgreSQL 17's pg_stat_statements added one (minmax_only).
+	db.Exec(t, fmt.Sprintf(`GRANT EXECUTE ON FUNCTION pg_stat_statements_reset TO %s`, resetter))
 	r.WaitReady(t, true, 30*time.Second)
 	// The catalog watch's state must hold these roles before the moves: wait for a poll
 	// that began after they were made (the one running now may have begun before).

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what pgtripwire's tests and demo need from the system, when missing:
-# - PostgreSQL server binaries (14 or newer) with pg_stat_statements;
+# - PostgreSQL server binaries (14 or newer) with pg_stat_statements, and for the
+#   compatibility suite a build of every supported major version (14 to 18,
+#   scripts/install-postgres.sh: into .postgresql/ of the project);
 # - Prometheus' promtool (package prometheus) and Alertmanager with amtool (package
 #   prometheus-alertmanager), which the delivery and alerting-rule tests run for real.
-# With --demo, only what `make demo` needs: the PostgreSQL server binaries.
+# With --demo, only what `make demo` needs: the PostgreSQL server binaries, of the
+# version $PGTRIPWIRE_PG_VERSION names when it is set (make demo PG=17).
 # Idempotent; does nothing when everything is there. Debian/Ubuntu only (apt-get);
 # elsewhere it says what is missing.
 set -euo pipefail
@@ -41,7 +44,18 @@ if ! $demo_only; then
 	{ have_alertmanager && command -v amtool >/dev/null 2>&1; } || packages+=(prometheus-alertmanager)
 fi
 
+# install_versions installs the project's own server builds: every supported version
+# for the tests, the one asked for for the demo. It does nothing for those present.
+install_versions() {
+	if $demo_only; then
+		[ -z "${PGTRIPWIRE_PG_VERSION:-}" ] || "$(dirname "$0")/install-postgres.sh" "$PGTRIPWIRE_PG_VERSION"
+	else
+		"$(dirname "$0")/install-postgres.sh"
+	fi
+}
+
 if [ ${#packages[@]} -eq 0 ]; then
+	install_versions
 	exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -58,6 +72,7 @@ $sudo apt-get update -qq
 # start on machines with an init system) are not used.
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 have_server || { echo "install-deps: PostgreSQL installed but no usable server binaries found" >&2; exit 1; }
+install_versions
 $demo_only && { echo "install-deps: done"; exit 0; }
 command -v promtool >/dev/null 2>&1 || { echo "install-deps: promtool still missing" >&2; exit 1; }
 have_alertmanager || { echo "install-deps: Alertmanager still missing" >&2; exit 1; }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,7 +18,13 @@ import (
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	code := pgtest.Run(m)
+	if binary.dir != "" {
+		_ = os.RemoveAll(binary.dir)
+	}
+	os.Exit(code)
+}
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
@@ -214,12 +221,28 @@ func readyAt(addr string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// buildBinary builds the pgtripwire binary for t (the build cache makes it quick).
+// binary is the pgtripwire binary the tests run, built once per test process: a link
+// takes seconds, and up to 20 on a loaded CI machine. TestMain removes it.
+var binary struct {
+	once      sync.Once
+	dir, path string
+	out       []byte
+	err       error
+}
+
+// buildBinary returns the path of the pgtripwire binary, building it on first use.
+// Tests only run it.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "pgtripwire")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	binary.once.Do(func() {
+		if binary.dir, binary.err = os.MkdirTemp("", "pgtripwire-cmd-test-"); binary.err != nil {
+			return
+		}
+		binary.path = filepath.Join(binary.dir, "pgtripwire")
+		binary.out, binary.err = exec.Command("go", "build", "-o", binary.path, ".").CombinedOutput()
+	})
+	if binary.err != nil {
+		t.Fatalf("go build: %v\n%s", binary.err, binary.out)
 	}
-	return bin
+	return binary.path
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgtripwire/pgtripwire/detector/pgversion"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
@@ -115,9 +116,27 @@ func TestSetupThenDetectAsTheCreatedRole(t *testing.T) {
 	if code != 0 {
 		t.Errorf("doctor as %s: exit %d, want 0\n%s%s", role, code, report, stderr)
 	}
-	for _, want := range []string{"✓ wal_level: logical", "✓ publication tw_pub", "✓ role " + role + " replication", "! slot " + db.Name} {
+	// The slot setup made is a failover slot where the server has them: doctor names the
+	// version and the features in use, and has nothing to say about the slot's failover.
+	major := db.Server.Version()
+	for _, want := range []string{"✓ wal_level: logical", "✓ publication tw_pub", "✓ role " + role + " replication", "! slot " + db.Name,
+		fmt.Sprintf("✓ server version: %d.", major)} {
 		if !strings.Contains(report, want) {
 			t.Errorf("doctor lacks %q:\n%s", want, report)
+		}
+	}
+	for _, f := range pgversion.Features {
+		if want := "✓ feature " + f.Name + ": " + f.Describe(major*10000) + "\n"; !strings.Contains(report, want) {
+			t.Errorf("doctor lacks %q:\n%s", want, report)
+		}
+	}
+	if strings.Contains(report, "failover: not a failover slot") {
+		t.Errorf("doctor finds setup's slot not a failover slot on PostgreSQL %d:\n%s", major, report)
+	}
+	if pgversion.FailoverSlots.Has(major * 10000) {
+		var failover bool
+		if err := db.Conn(t, "postgres").QueryRow(t.Context(), `SELECT failover FROM pg_replication_slots WHERE slot_name = $1`, db.Name).Scan(&failover); err != nil || !failover {
+			t.Errorf("slot %s on PostgreSQL %d: failover %v (%v), want true", db.Name, major, failover, err)
 		}
 	}
 

@@ -28,7 +28,8 @@ import (
 // detector creates), with the sensitive columns given, into dir.
 func writeWALConfig(t *testing.T, dir, dsn, slot, listen string, columns ...string) string {
 	t.Helper()
-	sources := fmt.Sprintf("  wal:\n    enabled: true\n    slot: %s\n    publication: %s\n", slot, slot)
+	// A status update every second, not 10: the tests wait for the slot to be confirmed.
+	sources := fmt.Sprintf("  wal:\n    enabled: true\n    slot: %s\n    publication: %s\n    status_interval: 1s\n", slot, slot)
 	// Every other source of the table off: one added to it is off here too.
 	for _, def := range registry.Sources {
 		if def.Name != wal.Name {
@@ -93,31 +94,10 @@ func slotConfirmed(t *testing.T, conn *pgx.Conn, slot string) pglogrepl.LSN {
 	return walLSN(t, conn, `SELECT coalesce(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1`, slot)
 }
 
-// walCommitEnd runs sql in one transaction and returns the end LSN of its commit record,
-// read with pg_walinspect.
+// walCommitEnd runs sql in one transaction and returns the end LSN of its commit record.
 func walCommitEnd(t *testing.T, conn *pgx.Conn, sql string) pglogrepl.LSN {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_walinspect; SET synchronous_commit = on`); err != nil {
-		t.Fatal(err)
-	}
-	before := walLSN(t, conn, `SELECT pg_current_wal_flush_lsn()::text`)
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, sql); err != nil {
-		t.Fatal(err)
-	}
-	var xid string
-	if err := tx.QueryRow(ctx, `SELECT pg_current_xact_id()::text`).Scan(&xid); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return walLSN(t, conn, `SELECT end_lsn::text FROM pg_get_wal_records_info($1::pg_lsn, pg_current_wal_flush_lsn())
-		WHERE record_type = 'COMMIT' AND xid::text = $2`, before.String(), xid)
+	return pgtest.CommitEnd(t, conn, sql)
 }
 
 // metricValue scrapes the detector's /metrics for an unlabelled (or const-labelled)
@@ -153,7 +133,7 @@ func caughtUp(t *testing.T, p *process, conn *pgx.Conn, slot string) {
 		t.Fatal(err)
 	}
 	now := walLSN(t, conn, `SELECT pg_current_wal_insert_lsn()::text`)
-	// The detector sends a status update at least every 10 s.
+	// The detector sends a status update at least every status_interval (1 s here).
 	waitFor(t, 30*time.Second, "slot confirmed past the latest write", p, func() bool { return slotConfirmed(t, conn, slot) >= now })
 }
 

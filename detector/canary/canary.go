@@ -21,6 +21,8 @@ package canary
 import (
 	"errors"
 	"strings"
+
+	"github.com/pgtripwire/pgtripwire/detector/pgversion"
 )
 
 // MessagePrefix is the prefix of the logical decoding messages the canary function
@@ -100,7 +102,12 @@ func arrayLiteral(keys []string) string {
 //     everything in it belong to a superuser or the planting role (package
 //     ownership).
 //   - non-transactional message (false): it is decoded even when the reading
-//     transaction is read-only or rolls back.
+//     transaction is read-only or rolls back. Such a transaction writes no commit
+//     record whose flush would carry the message to disk, and walsenders send only
+//     flushed WAL: on PostgreSQL 17 and later the function flushes the message itself
+//     (pg_logical_emit_message's flush argument); before 17 the tamper check flushes
+//     pending WAL once a second (package detector/source/canary). One text serves
+//     every version, so a function planted before a major upgrade flushes after it.
 //   - PARALLEL SAFE, so that the policy does not take parallel scans away from every
 //     query on the table. A parallel worker has its own pid and no client address, so
 //     both are taken from the leader's pg_stat_activity row. No EXCEPTION block: a
@@ -119,7 +126,7 @@ func arrayLiteral(keys []string) string {
 //     within maxMessage however the JSON escapes it, and the cut is reported. The
 //     trigger depth says whether a trigger, whose statement the text does not show,
 //     made the visit.
-const functionSQL = `
+var functionSQL = `
 CREATE OR REPLACE FUNCTION ` + Schema + `.` + FunctionName + `(rel regclass, key text)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL SAFE SECURITY DEFINER
@@ -131,6 +138,7 @@ DECLARE
 	addr inet := inet_client_addr();
 	qid bigint;
 	stmt text;
+	msg text;
 BEGIN
 	IF pg_is_in_recovery() OR current_setting('wal_level') <> 'logical' THEN
 		RETURN true;
@@ -142,7 +150,7 @@ BEGIN
 	END IF;
 	SELECT a.query_id INTO qid FROM pg_stat_get_activity(me) a;
 	stmt := current_query();
-	PERFORM pg_logical_emit_message(false, '` + MessagePrefix + `', json_build_object(
+	msg := json_build_object(
 		'v', 1,
 		'relation', rel::text,
 		'key', key,
@@ -154,7 +162,8 @@ BEGIN
 		'query_id', qid,
 		'statement', left(stmt, ` + maxStatementChars + `),
 		'statement_truncated', length(stmt) > ` + maxStatementChars + `,
-		'trigger_depth', pg_trigger_depth())::text);
+		'trigger_depth', pg_trigger_depth())::text;
+	` + pgversion.EmitMessage("'"+MessagePrefix+"'", "msg") + `
 	RETURN true;
 END
 $canary$`

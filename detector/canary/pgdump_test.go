@@ -2,22 +2,23 @@ package canary_test
 
 import (
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
 // TestPgDumpByReader checks what docs/canary.md says of pg_dump run by a role subject
 // to row security: it refuses the table by default, and trips the canary with
 // --enable-row-security.
 func TestPgDumpByReader(t *testing.T) {
+	dump := pgtest.Program(t, pgtest.Shared(t), "pg_dump")
 	db := newUsers(t, 20)
 	msgs := newMessages(t, db)
 	db.Exec(t, `GRANT SELECT ON SEQUENCE public.users_id_seq TO `+reader)
 	plant(t, db, 1)
 	startSource(t, db)
 	msgs.until()
-	dump := filepath.Join(db.Server.BinDir(), "pg_dump")
 
 	out, err := exec.Command(dump, "--data-only", "--table", "public.users", db.DSN(reader)).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "row-level security") {

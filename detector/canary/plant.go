@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/pgtripwire/pgtripwire/detector/pgversion"
 	"github.com/pgtripwire/pgtripwire/detector/setup/ownership"
 )
 
@@ -107,8 +108,11 @@ func plant(ctx context.Context, tx pgx.Tx, opts Options) (*Planted, error) {
 		return nil, err
 	}
 	var mayEmit bool
+	// PostgreSQL 17 added the flush argument, which the function uses there.
 	if err := tx.QueryRow(ctx, `SELECT has_function_privilege(current_user,
-		'pg_logical_emit_message(boolean,text,text)', 'EXECUTE')`).Scan(&mayEmit); err != nil {
+		CASE WHEN `+pgversion.EmitMessageFlush.SQL()+`
+			THEN 'pg_logical_emit_message(boolean,text,text,boolean)'
+			ELSE 'pg_logical_emit_message(boolean,text,text)' END, 'EXECUTE')`).Scan(&mayEmit); err != nil {
 		return nil, fmt.Errorf("check privileges: %w", err)
 	}
 	if !mayEmit {

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/pgversion"
 	"github.com/pgtripwire/pgtripwire/detector/setup"
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -148,6 +149,8 @@ type doctor struct {
 
 	preloaded bool // pg_stat_statements in shared_preload_libraries
 	user      string
+	// serverVersion is server_version_num, read by the first check.
+	serverVersion int
 }
 
 func (d *doctor) add(s Status, name, detail string, fix ...string) {
@@ -176,12 +179,24 @@ func (d *doctor) version(ctx context.Context) error {
 		return err
 	}
 	n, _ := strconv.Atoi(v)
+	d.serverVersion = n
 	human, _, _ := d.setting(ctx, "server_version")
-	if n < 140000 {
+	if n < pgversion.Oldest {
 		d.add(Fail, "server version", human+", want 14 or newer", "upgrade PostgreSQL to 14 or newer")
 		return nil
 	}
-	d.add(OK, "server version", human)
+	supported := fmt.Sprintf("supported: %d to %d", pgversion.Supported[0], pgversion.Supported[len(pgversion.Supported)-1])
+	if major := n / 10000; major > pgversion.Supported[len(pgversion.Supported)-1] {
+		d.add(Warn, "server version", fmt.Sprintf("%s, newer than the versions pgtripwire is tested on (%s)", human, supported),
+			"check the release notes of pgtripwire for support of PostgreSQL "+strconv.Itoa(major))
+	} else {
+		d.add(OK, "server version", fmt.Sprintf("%s (%s)", human, supported))
+	}
+	// What the version gives the detector, or what it does instead: never a failure, an
+	// older server loses no detection.
+	for _, f := range pgversion.Features {
+		d.add(OK, "feature "+f.Name, f.Describe(n))
+	}
 	return nil
 }
 
@@ -428,19 +443,27 @@ func (d *doctor) slot(ctx context.Context) error {
 	}
 	name := "slot " + d.opts.Slot
 	var plugin, db, walStatus *string
-	var active bool
+	var active, failover bool
 	var lag *int64
+	failoverColumn := "false" // the column appeared with failover slots
+	if pgversion.FailoverSlots.Has(d.serverVersion) {
+		failoverColumn = "failover"
+	}
 	err := d.conn.QueryRow(ctx, `SELECT plugin, database, active, wal_status,
-  pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, d.opts.Slot).Scan(&plugin, &db, &active, &walStatus, &lag)
+  pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, `+failoverColumn+`
+FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, d.opts.Slot).Scan(&plugin, &db, &active, &walStatus, &lag, &failover)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		status, why := d.walMissing()
 		if !d.opts.WALAuto {
 			why = "sources.wal creates it at start if its role has REPLICATION"
 		}
+		failoverArg := ""
+		if pgversion.FailoverSlots.Has(d.serverVersion) {
+			failoverArg = ", failover => true"
+		}
 		d.add(status, name, "missing: "+why,
-			fmt.Sprintf("pgtripwire setup --config FILE --apply, or as a superuser: SELECT pg_create_logical_replication_slot('%s', 'pgoutput');", d.opts.Slot))
+			fmt.Sprintf("pgtripwire setup --config FILE --apply, or as a superuser: SELECT pg_create_logical_replication_slot('%s', 'pgoutput'%s);", d.opts.Slot, failoverArg))
 		return nil
 	case err != nil:
 		return fmt.Errorf("read slot %s: %w", d.opts.Slot, err)
@@ -461,6 +484,13 @@ FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, d.opts.Slot).Scan(&p
 			"start the detector with sources.wal.enabled: true")
 	default:
 		d.add(OK, name, fmt.Sprintf("pgoutput, active, lag %d kB", deref64(lag)>>10))
+	}
+	if pgversion.FailoverSlots.Has(d.serverVersion) && !failover && deref(plugin) == "pgoutput" {
+		// Made by an older pgtripwire or by hand. Not a blind spot while this server is the
+		// primary, hence a warning; the protocol command keeps the slot's position.
+		d.add(Warn, name+" failover", "not a failover slot: a standby promoted to primary has no copy of it, and changes after a failover go unseen until setup runs there",
+			fmt.Sprintf(`as a superuser or the detector's role: psql "dbname=%s replication=database" -c 'ALTER_REPLICATION_SLOT %s (FAILOVER true)'   (standbys need sync_replication_slots = on)`,
+				current, model.QuoteIdent(d.opts.Slot)))
 	}
 	return nil
 }

@@ -2,11 +2,13 @@ package doctor_test
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/doctor"
+	"github.com/pgtripwire/pgtripwire/detector/pgversion"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
 
@@ -211,4 +213,42 @@ func TestLogSettings(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestVersionAndFeatures: doctor prints the server's version and, for each feature of
+// newer servers pgtripwire uses, whether this server has it or what is done instead;
+// on 17 and later it warns of a slot made without failover, with the command that
+// changes it in place.
+func TestVersionAndFeatures(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, `CREATE TABLE public.users (id int, email text)`)
+	major := db.Server.Version()
+	// A slot made by hand, as before PostgreSQL 17: no failover.
+	db.Exec(t, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, db.Name)
+	rep, err := doctor.Run(t.Context(), db.Conn(t, "postgres"), doctor.Options{
+		Tables: []config.SensitiveTable{mustTable(t, "public.users")}, WAL: true, Slot: db.Name,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := written(t, rep)
+	want := []string{fmt.Sprintf("✓ server version: %d.", major), "(supported: 14 to 18)"}
+	for _, f := range pgversion.Features {
+		if major*10000 >= f.Since {
+			want = append(want, "✓ feature "+f.Name+": in use: ")
+		} else {
+			want = append(want, fmt.Sprintf("✓ feature %s: before %d: ", f.Name, f.Since/10000))
+		}
+	}
+	failover := "! slot " + db.Name + " failover: not a failover slot"
+	if major >= 17 {
+		want = append(want, failover, "fix: as a superuser or the detector's role: psql \"dbname="+db.Name+" replication=database\" -c 'ALTER_REPLICATION_SLOT "+db.Name+" (FAILOVER true)'")
+	} else if strings.Contains(out, failover) {
+		t.Errorf("PostgreSQL %d has no failover slots, yet: %q", major, failover)
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("report lacks %q", w)
+		}
+	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/pgversion"
 	"github.com/pgtripwire/pgtripwire/detector/setup/ownership"
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -223,9 +224,11 @@ func Plan(opts Options) ([]*Step, error) {
 			Why: []string{
 				"A permanent pgoutput slot: changes made while the detector is down are kept for",
 				"it. It also keeps WAL: set max_slot_wal_keep_size so that a detector down for",
-				"long cannot fill the disk.",
+				"long cannot fill the disk. On PostgreSQL 17 and later it is a failover slot:",
+				"standbys with sync_replication_slots = on keep a copy, so that the detector",
+				"resumes on the new primary after a promotion.",
 			},
-			SQL:    []string{fmt.Sprintf("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", quoteLiteral(opts.Slot))},
+			SQL:    []string{createSlotSQL(opts.Slot)},
 			ensure: ensureSlot(opts.Slot),
 		},
 	)
@@ -625,7 +628,7 @@ func ensureSlot(name string) func(context.Context, *pgx.Conn) ([]string, Outcome
 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, name).Scan(&slotType, &plugin, &db, &current)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
-			return []string{fmt.Sprintf("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", quoteLiteral(name))}, Created, nil
+			return []string{createSlotSQL(name)}, Created, nil
 		case err != nil:
 			return nil, "", fmt.Errorf("read slot: %w", err)
 		case slotType != "logical" || plugin != "pgoutput" || db != current:
@@ -634,4 +637,19 @@ FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, name).Scan(&slotType
 		}
 		return nil, Present, nil
 	}
+}
+
+// createSlotSQL creates the logical slot, as a failover slot where the server has them
+// (pgversion.FailoverSlots). One statement for every version, so that the printed plan
+// is right wherever it is run; it must run alone, outside a transaction that wrote.
+func createSlotSQL(name string) string {
+	return fmt.Sprintf(`DO $pgtripwire$
+BEGIN
+	IF %s THEN
+		PERFORM pg_catalog.pg_create_logical_replication_slot(%s, 'pgoutput', failover => true);
+	ELSE
+		PERFORM pg_catalog.pg_create_logical_replication_slot(%s, 'pgoutput');
+	END IF;
+END
+$pgtripwire$`, pgversion.FailoverSlots.SQL(), quoteLiteral(name), quoteLiteral(name))
 }

@@ -56,7 +56,8 @@ func TestPlanSaysWhatEachStatementNeeds(t *testing.T) {
 		"CREATE SCHEMA pgtripwire_ddl;",
 		"CREATE EVENT TRIGGER pgtripwire_ddl_end ON ddl_command_end",
 		"ENABLE ALWAYS",
-		"SELECT pg_create_logical_replication_slot(E'slot', 'pgoutput');",
+		"PERFORM pg_catalog.pg_create_logical_replication_slot(E'slot', 'pgoutput', failover => true);",
+		"PERFORM pg_catalog.pg_create_logical_replication_slot(E'slot', 'pgoutput');",
 		`\password pgtripwire`,
 	} {
 		if !strings.Contains(plan, want) {

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/pgversion"
 )
 
 // TriggerSchema holds the event trigger functions. It is not named after the
@@ -59,9 +60,17 @@ func quoteLiteral(s string) string {
 //   - emits non-transactional messages (pg_logical_emit_message(false, ...)): a
 //     transactional message of a DDL that is rolled back is never decoded, and
 //     BEGIN; ALTER TABLE users DISABLE ROW LEVEL SECURITY; COPY users TO STDOUT;
-//     ROLLBACK; is exactly what an intruder would do;
+//     ROLLBACK; is exactly what an intruder would do. A rolled-back transaction
+//     flushes nothing, and walsenders send only flushed WAL: on PostgreSQL 17 and
+//     later the message is flushed as it is emitted (emit); before 17 it waits for
+//     the next flush, which the canary tamper check forces once a second;
 //   - puts no literal of the statement in the message: only the command tag,
 //     object type and identity (names), schema, session_user and a derived kind.
+
+// emit emits the message in msg (pgversion.EmitMessage: flushed where the server
+// can). The test of the version is in the function, not in the text setup
+// writes: functions made before a major upgrade flush after it.
+var emit = pgversion.EmitMessage("'"+MessagePrefix+"'", "msg")
 
 // startBody remembers, before ALTER TABLE, the row-security flags of the
 // tables that have row security and the replica identity of the sensitive
@@ -82,7 +91,7 @@ EXCEPTION WHEN OTHERS THEN
 END
 `
 
-const endBody = `
+var endBody = `
 DECLARE
 	r record;
 	rel oid;
@@ -90,6 +99,7 @@ DECLARE
 	is_sensitive boolean;
 	before text;
 	kind text;
+	msg text;
 BEGIN
 	FOR r IN SELECT * FROM pg_catalog.pg_event_trigger_ddl_commands() LOOP
 		rel := NULL;
@@ -145,7 +155,7 @@ BEGIN
 			kind := 'table_altered';
 		END IF;
 		CONTINUE WHEN kind IS NULL;
-		PERFORM pg_catalog.pg_logical_emit_message(false, '` + MessagePrefix + `', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+		msg := pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
 			'v', 1,
 			'kind', kind,
 			'tag', r.command_tag,
@@ -155,18 +165,20 @@ BEGIN
 			'table_schema', t.nspname,
 			'table_name', t.relname,
 			'sensitive', coalesce(is_sensitive, false),
-			'session_user', session_user::text))::text);
+			'session_user', session_user::text))::text;
+		` + emit + `
 	END LOOP;
 EXCEPTION WHEN OTHERS THEN
 	RAISE WARNING 'pgtripwire: ddl_command_end trigger failed: %', SQLERRM;
 END
 `
 
-const dropBody = `
+var dropBody = `
 DECLARE
 	r record;
 	kind text;
 	is_sensitive boolean;
+	msg text;
 BEGIN
 	FOR r IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() LOOP
 		-- address_names is (schema, table) for a table, (schema, table, name) for its
@@ -184,7 +196,7 @@ BEGIN
 			WHEN r.object_type = 'extension' THEN 'extension_changed'
 		END;
 		CONTINUE WHEN kind IS NULL;
-		PERFORM pg_catalog.pg_logical_emit_message(false, '` + MessagePrefix + `', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+		msg := pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
 			'v', 1,
 			'kind', kind,
 			'tag', TG_TAG,
@@ -194,7 +206,8 @@ BEGIN
 			'table_schema', CASE WHEN r.object_type IN ('table', 'policy', 'trigger', 'rule') THEN r.address_names[1] END,
 			'table_name', CASE WHEN r.object_type IN ('table', 'policy', 'trigger', 'rule') THEN r.address_names[2] END,
 			'sensitive', coalesce(is_sensitive, false),
-			'session_user', session_user::text))::text);
+			'session_user', session_user::text))::text;
+		` + emit + `
 	END LOOP;
 EXCEPTION WHEN OTHERS THEN
 	RAISE WARNING 'pgtripwire: sql_drop trigger failed: %', SQLERRM;

@@ -77,8 +77,9 @@ func (r *runAs) chownTree(root string) error {
 
 // checkTraversable reports, before initdb fails with a less helpful message,
 // whether the identity can reach dir: each ancestor must grant it search (x)
-// permission. The usual culprit is TMPDIR under /root.
-func (r *runAs) checkTraversable(dir string) error {
+// permission. The usual culprits are TMPDIR, or a checkout holding the
+// project's own server builds, under /root; fix says what to do about it.
+func (r *runAs) checkTraversable(dir, fix string) error {
 	if r == nil {
 		return nil
 	}
@@ -100,8 +101,8 @@ func (r *runAs) checkTraversable(dir string) error {
 				bit = 0o001
 			}
 			if mode&bit == 0 {
-				return fmt.Errorf("PostgreSQL runs as user %s, which cannot enter %s (mode %v): set TMPDIR to a world-searchable directory such as /tmp",
-					r.name, p, mode)
+				return fmt.Errorf("PostgreSQL runs as user %s, which cannot enter %s (mode %v): %s",
+					r.name, p, mode, fix)
 			}
 		}
 		if p == filepath.Dir(p) {

@@ -155,8 +155,19 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// A run that asked for a version never silently gets another one.
+	if want, err := RequestedVersion(); err != nil {
+		return nil, err
+	} else if want != 0 && opts.BinDir == "" && version != want {
+		return nil, fmt.Errorf("$%s=%d, but the postgres in %s is version %d", VersionEnv, want, binDir, version)
+	}
 	as, err := serverIdentity()
 	if err != nil {
+		return nil, err
+	}
+	// The server's user runs the binaries too: a build unpacked in a checkout
+	// under /root is out of its reach.
+	if err := as.checkTraversable(filepath.Join(binDir, "postgres"), "make the directories above it world-searchable (chmod o+x), or install the build elsewhere and set "+BinDirEnv); err != nil {
 		return nil, err
 	}
 
@@ -241,7 +252,7 @@ func (s *Server) layOut() error {
 		return fmt.Errorf("create server log: %w", err)
 	}
 	f.Close()
-	if err := s.as.checkTraversable(s.dir); err != nil {
+	if err := s.as.checkTraversable(s.dir, "set TMPDIR to a world-searchable directory such as /tmp"); err != nil {
 		return err
 	}
 	return s.as.chownTree(s.dir)
@@ -342,17 +353,38 @@ func freePort() (int, error) {
 // variables that would change what initdb and postgres do (PGPORT, PGDATA,
 // LC_*), with a C locale so server messages are in English, and with HOME in
 // the cluster directory so the server never touches the caller's home
-// (root's, in CI).
+// (root's, in CI). A self-contained build (scripts/install-postgres.sh's)
+// finds its own shared libraries through LD_LIBRARY_PATH.
 func (s *Server) childEnv() []string {
+	return ChildEnv(s.binDir, "HOME="+s.dir)
+}
+
+// ChildEnv is the environment to run a program of the build in binDir with
+// (the server, or a client program such as pg_dump): this process's, less
+// the libpq and locale variables, with a C locale, LD_LIBRARY_PATH set to the
+// build's own libraries when it ships them, and extra added.
+func ChildEnv(binDir string, extra ...string) []string {
 	var env []string
+	lib := libDir(binDir)
 	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "PG") || strings.HasPrefix(name, "LC_") || name == "LANG" || name == "LANGUAGE" || name == "HOME" {
+		name, value, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(name, "PG") || strings.HasPrefix(name, "LC_") || name == "LANG" || name == "LANGUAGE":
+			continue
+		case name == "HOME" && slices.ContainsFunc(extra, func(e string) bool { return strings.HasPrefix(e, "HOME=") }):
+			continue
+		case name == "LD_LIBRARY_PATH" && lib != "":
+			if value != "" {
+				lib += ":" + value
+			}
 			continue
 		}
 		env = append(env, kv)
 	}
-	return append(env, "HOME="+s.dir, "LC_ALL=C", "LANG=C")
+	if lib != "" {
+		env = append(env, "LD_LIBRARY_PATH="+lib)
+	}
+	return append(append(env, "LC_ALL=C", "LANG=C"), extra...)
 }
 
 // startLocked starts the postmaster and waits until it accepts connections.

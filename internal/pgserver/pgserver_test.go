@@ -134,7 +134,6 @@ func TestStartConfiguresCluster(t *testing.T) {
 		{"data_directory", s.DataDir()},
 		{"fsync", "off"},
 		{"server_encoding", "UTF8"},
-		{"lc_collate", "C"},
 		{"track_activity_query_size", "4kB"},
 		{"max_connections", "150"},
 		{"max_replication_slots", "20"},
@@ -142,6 +141,10 @@ func TestStartConfiguresCluster(t *testing.T) {
 		if got := queryString(t, conn, "SELECT current_setting($1)", tc.setting); got != tc.want {
 			t.Errorf("%s = %q, want %q", tc.setting, got, tc.want)
 		}
+	}
+	// The lc_collate setting is gone from 16 on; the database's own column is on every version.
+	if got := queryString(t, conn, "SELECT datcollate::text FROM pg_database WHERE datname = current_database()"); got != "C" {
+		t.Errorf("datcollate = %q, want C", got)
 	}
 	if got, want := queryString(t, conn, "SELECT current_setting('server_version_num')::int / 10000"), strconv.Itoa(s.Version()); got != want {
 		t.Errorf("server major version %s, Version() = %s", got, want)
@@ -437,7 +440,13 @@ func TestDropDatabaseWithActiveSlot(t *testing.T) {
 		SELECT pg_create_logical_replication_slot('idle_slot', 'test_decoding')`); err != nil {
 		t.Fatal(err)
 	}
-	recv := exec.Command(filepath.Join(s.BinDir(), "pg_recvlogical"),
+	recvlogical, err := s.Program("pg_recvlogical")
+	if errors.Is(err, ErrServerOnlyBuild) {
+		t.Skip(err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	recv := exec.Command(recvlogical,
 		"-d", s.SuperuserDSN("streamed"), "--slot", "active_slot", "--start", "--no-loop", "-f", os.DevNull)
 	if err := recv.Start(); err != nil {
 		t.Fatal(err)
@@ -588,6 +597,7 @@ func TestStartAsRootNeedsSearchableTempDir(t *testing.T) {
 
 func TestFindBinDir(t *testing.T) {
 	t.Setenv(BinDirEnv, "")
+	t.Setenv(VersionEnv, "")
 	found, err := FindBinDir()
 	if err != nil {
 		t.Fatal(err)
@@ -607,6 +617,49 @@ func TestFindBinDir(t *testing.T) {
 	t.Setenv(BinDirEnv, empty)
 	if _, err := FindBinDir(); err == nil || !strings.Contains(err.Error(), BinDirEnv) || !strings.Contains(err.Error(), empty) {
 		t.Errorf("with $%s=%s: FindBinDir() error = %v, want one naming both", BinDirEnv, empty, err)
+	}
+}
+
+// TestFindBinDirByVersion selects a build by major version, as `make test` does for the
+// compatibility suite, and refuses what it cannot honour.
+func TestFindBinDirByVersion(t *testing.T) {
+	t.Setenv(BinDirEnv, "")
+	t.Setenv(VersionEnv, "")
+	dir, err := FindBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := serverVersion(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Setenv(VersionEnv, strconv.Itoa(v))
+	got, err := FindBinDir()
+	if err != nil {
+		t.Fatalf("with $%s=%d: %v", VersionEnv, v, err)
+	}
+	if gotV, err := serverVersion(t.Context(), got); err != nil || gotV != v {
+		t.Errorf("with $%s=%d: FindBinDir() = %s, version %d, %v", VersionEnv, v, got, gotV, err)
+	}
+
+	// A version that is not installed says how to install it; nonsense is refused.
+	t.Setenv(VersionEnv, "99")
+	if _, err := FindBinDir(); err == nil || !strings.Contains(err.Error(), "install-postgres.sh 99") {
+		t.Errorf("with $%s=99: FindBinDir() error = %v, want one naming the install script", VersionEnv, err)
+	}
+	for _, bad := range []string{"seventeen", "13", "9.6"} {
+		t.Setenv(VersionEnv, bad)
+		if _, err := FindBinDir(); err == nil || !strings.Contains(err.Error(), VersionEnv) {
+			t.Errorf("with $%s=%s: FindBinDir() error = %v, want one naming the variable", VersionEnv, bad, err)
+		}
+	}
+
+	// With both variables, the directory must hold the version asked for.
+	t.Setenv(BinDirEnv, dir)
+	t.Setenv(VersionEnv, strconv.Itoa(v+1))
+	if _, err := Start(t.Context(), Options{}); err == nil || !strings.Contains(err.Error(), "is version "+strconv.Itoa(v)) {
+		t.Errorf("with $%s=%s and $%s=%d: Start error = %v, want a version mismatch", BinDirEnv, dir, VersionEnv, v+1, err)
 	}
 }
 

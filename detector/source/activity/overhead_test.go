@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -46,7 +45,7 @@ type benchDatabase struct {
 func newBenchDatabase(b *testing.B) benchDatabase {
 	b.Helper()
 	srv := pgtest.NewServer(b, nil)
-	bd := benchDatabase{db: pgtest.NewDatabaseIn(b, srv), pgbench: filepath.Join(srv.BinDir(), "pgbench")}
+	bd := benchDatabase{db: pgtest.NewDatabaseIn(b, srv), pgbench: pgtest.Program(b, srv, "pgbench")}
 	if out, err := exec.CommandContext(b.Context(), bd.pgbench, "-i", "-q", "-s", "10", bd.db.SuperuserDSN()).CombinedOutput(); err != nil {
 		b.Fatalf("pgbench -i: %v\n%s", err, out)
 	}

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	tripwire "github.com/pgtripwire/pgtripwire/detector/canary"
+	"github.com/pgtripwire/pgtripwire/detector/pgversion"
 	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -65,9 +66,10 @@ const (
 type Config struct {
 	// Now stamps events; nil means time.Now.
 	Now func() time.Time
-	// NoFlush turns off the WAL flush that each check makes when WAL is waiting to be
-	// flushed (see flushSQL). Without it, on a database with little write traffic a
-	// canary message can wait seconds before the WAL source sees it.
+	// NoFlush turns off the WAL flush that each check makes, on servers before
+	// PostgreSQL 17, when WAL is waiting to be flushed (see flushSQL). Without it, on
+	// such a server with little write traffic a canary message can wait seconds before
+	// the WAL source sees it.
 	NoFlush bool
 }
 
@@ -80,6 +82,10 @@ type Source struct {
 	sink    source.Sink
 	log     *zap.Logger
 	metrics *metrics
+
+	// flush says whether each check flushes pending WAL (flushSQL): on servers before
+	// PostgreSQL 17, when cfg.NoFlush is off. Set by Start.
+	flush bool
 
 	// The findings and tables of the last check handed over.
 	reported map[finding]bool
@@ -127,18 +133,27 @@ func New(cfg Config, sink source.Sink, log *zap.Logger, reg prometheus.Registere
 	}
 }
 
-// Start sets the session's search_path: pg_get_expr qualifies names by it, and the
-// hashes must be computed as Plant computed them.
+// Start sets the session's search_path (pg_get_expr qualifies names by it, and the
+// hashes must be computed as Plant computed them) and reads the server's version: from
+// PostgreSQL 17 on, the canary function flushes its messages itself, and the checks do
+// not need to.
 func (s *Source) Start(ctx context.Context, conn *pgx.Conn) error {
 	if _, err := conn.Exec(ctx, `SET search_path = pg_catalog`); err != nil {
 		return fmt.Errorf("set search_path: %w", err)
 	}
+	var version int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::integer`).Scan(&version); err != nil {
+		return fmt.Errorf("read server version: %w", err)
+	}
+	s.flush = !s.cfg.NoFlush && !pgversion.EmitMessageFlush.Has(version)
 	return nil
 }
 
 // flushSQL makes sure the canary messages of the last interval reach the replication
-// stream. A non-transactional logical decoding message is written to the WAL buffers
-// but not flushed (PostgreSQL 15 has no flush option), nor does the reading
+// stream, on servers before PostgreSQL 17 (from 17 on, the canary function and the DDL
+// triggers pass pg_logical_emit_message's flush argument, and no check runs it). A
+// non-transactional logical decoding message is written to the WAL buffers but not
+// flushed (before 17 there is no flush option), nor does the reading
 // transaction flush it: a read-only or rolled-back transaction writes no commit
 // record. Walsenders only send flushed WAL, and an idle server's WAL writer hibernates
 // for up to 25 × wal_writer_delay (5 s). So when WAL is waiting to be flushed, the
@@ -173,7 +188,7 @@ func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
 	var registry bool
 	var database string
 	probe, dest := probeSQL, []any{&registry, &database}
-	if !s.cfg.NoFlush {
+	if s.flush {
 		probe, dest = probe+", "+flushSQL, append(dest, nil)
 	}
 	if err := conn.QueryRow(ctx, probe).Scan(dest...); err != nil {

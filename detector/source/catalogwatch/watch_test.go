@@ -329,7 +329,8 @@ func TestStatementsReset(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	sink := start(t, db)
 	db.CreateRole(t, "watch_resetter")
-	db.Exec(t, `GRANT EXECUTE ON FUNCTION pg_stat_statements_reset(oid, oid, bigint) TO watch_resetter`)
+	// No argument list: PostgreSQL 17's pg_stat_statements added one (minmax_only).
+	db.Exec(t, `GRANT EXECUTE ON FUNCTION pg_stat_statements_reset TO watch_resetter`)
 	conn := db.Conn(t, "watch_resetter")
 	if _, err := conn.Exec(t.Context(), `SELECT pg_stat_statements_reset()`); err != nil {
 		t.Fatal(err)

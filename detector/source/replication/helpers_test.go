@@ -59,7 +59,7 @@ func errString(err error) string {
 func run(t *testing.T, srv *pgserver.Server, name string, args ...string) *client {
 	t.Helper()
 	c := &client{name: name, done: make(chan struct{})}
-	cmd := exec.Command(filepath.Join(srv.BinDir(), name), args...)
+	cmd := exec.Command(pgtest.Program(t, srv, name), args...)
 	cmd.Stdout, cmd.Stderr = c, c
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second

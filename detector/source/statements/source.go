@@ -87,6 +87,9 @@ type Source struct {
 	resumeTried     bool      // the persisted counters were considered
 	persistedAt     time.Time // when the counters were last written
 	countersChanged bool      // deltas since then
+	// fetchesCounted is pg_stat_statements.track_utility = on at Start: the rows read
+	// through a cursor are counted under its FETCHes.
+	fetchesCounted bool
 }
 
 // New returns a source that hands its events to sink.
@@ -110,10 +113,11 @@ func New(cfg Config, sink source.Sink, log *zap.Logger, reg prometheus.Registere
 	}
 }
 
-// Start reads the connection's database.
+// Start reads the connection's database, and whether FETCHes are counted.
 func (s *Source) Start(ctx context.Context, conn *pgx.Conn) error {
 	if err := conn.QueryRow(ctx,
-		`SELECT oid, datname FROM pg_database WHERE datname = current_database()`).Scan(&s.dbID, &s.dbName); err != nil {
+		`SELECT oid, datname, coalesce(current_setting('pg_stat_statements.track_utility', true), '') = 'on'
+FROM pg_database WHERE datname = current_database()`).Scan(&s.dbID, &s.dbName, &s.fetchesCounted); err != nil {
 		return fmt.Errorf("read current database: %w", err)
 	}
 	s.log.Info("connected", zap.String("database", s.dbName))
@@ -464,6 +468,11 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) (events []
 		switch {
 		case res.Operation == classify.OperationMove:
 			continue // skips rows without returning them
+		case isDeclaration(res) && d.rows > 0 && s.fetchesCounted:
+			// PostgreSQL 18 also counts the rows a cursor returned under its DECLARE, once
+			// the cursor is closed: the rows of its FETCHes, counted under them already
+			// (and sooner). Without track_utility they are the only count left.
+			continue
 		case usesDeclaration(res):
 			decl, ok := s.named.lookup(d.userID, res)
 			if !ok {

@@ -471,7 +471,10 @@ func TestCountersAreThoseOfPgStatUserTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }()
-	if _, err := tx.Exec(ctx, `SET LOCAL stats_fetch_consistency = snapshot`); err != nil {
+	// PostgreSQL 15 made the statistics snapshot a setting; 14 always takes one per
+	// transaction.
+	if _, err := tx.Exec(ctx, `SELECT set_config('stats_fetch_consistency', 'snapshot', true)
+		WHERE current_setting('server_version_num')::int >= 150000`); err != nil {
 		t.Fatal(err)
 	}
 	rows, err := tx.Query(ctx, countersQuery, idx, schemas, names)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -57,7 +56,7 @@ const (
 func BenchmarkDrain(b *testing.B) {
 	srv := pgtest.NewServer(b, nil)
 	db := pgtest.NewDatabaseIn(b, srv)
-	recvlogical := filepath.Join(srv.BinDir(), "pg_recvlogical")
+	recvlogical := pgtest.Program(b, srv, "pg_recvlogical")
 	db.Exec(b, `CREATE TABLE public.users (id int PRIMARY KEY, email text, username text, password_hash text);
 		ALTER TABLE public.users REPLICA IDENTITY FULL;
 		CREATE PUBLICATION bench FOR TABLE public.users`)

@@ -31,6 +31,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/backoff"
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
+	"github.com/pgtripwire/pgtripwire/detector/pgversion"
 	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -239,7 +240,7 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 	if err := s.ensurePublication(ctx, conn); err != nil {
 		return err
 	}
-	start, err := s.ensureSlot(ctx, conn)
+	start, err := s.ensureSlot(ctx, conn, version)
 	if err != nil {
 		return err
 	}
@@ -252,7 +253,10 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 	}
 	if version >= 140000 {
 		// Protocol 2 streams large in-progress transactions, so a huge transaction
-		// neither spills on the server nor waits for its commit to be seen.
+		// neither spills on the server nor waits for its commit to be seen. It stays 2 on
+		// newer servers, on purpose: 3 (15) adds two-phase commit messages and 4 (16, the
+		// newest in 18) parallel apply's abort positions, neither of which the detector,
+		// which aggregates a transaction at its commit, has a use for.
 		args[0] = "proto_version '2'"
 		args = append(args, "streaming 'true'")
 	}
@@ -366,9 +370,9 @@ func (s *Source) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 }
 
 // ensureSlot creates the logical slot when it is missing (pgoutput, permanent: a
-// temporary slot would lose every change made while the detector is down) and returns
-// its confirmed position.
-func (s *Source) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN, error) {
+// temporary slot would lose every change made while the detector is down; a failover
+// slot where the server has them, as setup makes it) and returns its confirmed position.
+func (s *Source) ensureSlot(ctx context.Context, conn *pgconn.PgConn, version int) (pglogrepl.LSN, error) {
 	for attempt := 0; ; attempt++ {
 		rows, err := query(ctx, conn, `SELECT coalesce(confirmed_flush_lsn::text, ''), coalesce(plugin, ''), coalesce(database, ''), slot_type
 FROM pg_catalog.pg_replication_slots WHERE slot_name = `+quoteLiteral(s.cfg.Slot))
@@ -390,14 +394,26 @@ FROM pg_catalog.pg_replication_slots WHERE slot_name = `+quoteLiteral(s.cfg.Slot
 		if attempt > 0 {
 			return 0, fmt.Errorf("slot %s not found after creating it", s.cfg.Slot)
 		}
-		res, err := pglogrepl.CreateReplicationSlot(ctx, conn, s.cfg.Slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
-			Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT",
-		})
+		res, err := createSlot(ctx, conn, s.cfg.Slot, version)
 		if err != nil {
 			return 0, fmt.Errorf("create slot %s: %w", s.cfg.Slot, err)
 		}
 		s.log.Info("created replication slot", zap.String("slot", s.cfg.Slot), zap.String("consistent_point", res.ConsistentPoint))
 	}
+}
+
+// createSlot creates a permanent pgoutput slot without exporting a snapshot. From
+// PostgreSQL 17 on it is a failover slot (pgversion.FailoverSlots): standbys that
+// synchronise slots keep it, and the detector resumes from it on a promoted standby.
+// pglogrepl knows only the grammar of 14, hence the command written out.
+func createSlot(ctx context.Context, conn *pgconn.PgConn, slot string, version int) (pglogrepl.CreateReplicationSlotResult, error) {
+	if !pgversion.FailoverSlots.Has(version) {
+		return pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
+			Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT",
+		})
+	}
+	return pglogrepl.ParseCreateReplicationSlot(conn.Exec(ctx, "CREATE_REPLICATION_SLOT "+pgx.Identifier{slot}.Sanitize()+
+		" LOGICAL pgoutput (SNAPSHOT 'nothing', FAILOVER)"))
 }
 
 // handoff is what the receive loop passes to the deliverer: the events of one committed

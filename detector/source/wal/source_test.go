@@ -214,32 +214,11 @@ func confirmedFlush(t *testing.T, conn *pgx.Conn, slot string) pglogrepl.LSN {
 	return lsnOf(t, conn, `SELECT coalesce(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1`, slot)
 }
 
-// commitEnd runs sql in one transaction and returns the end LSN of its commit record
-// (read with pg_walinspect): the position the source may confirm once it handled it.
+// commitEnd runs sql in one transaction and returns the end LSN of its commit record:
+// the position the source may confirm once it handled it.
 func commitEnd(t testing.TB, conn *pgx.Conn, sql string) pglogrepl.LSN {
 	t.Helper()
-	ctx := context.Background()
-	// The harness runs with synchronous_commit off; pg_walinspect reads flushed WAL only.
-	if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_walinspect; SET synchronous_commit = on`); err != nil {
-		t.Fatal(err)
-	}
-	before := lsnOf(t, conn, `SELECT pg_current_wal_flush_lsn()::text`)
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, sql); err != nil {
-		t.Fatal(err)
-	}
-	var xid string
-	if err := tx.QueryRow(ctx, `SELECT pg_current_xact_id()::text`).Scan(&xid); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return lsnOf(t, conn, `SELECT end_lsn::text FROM pg_get_wal_records_info($1::pg_lsn, pg_current_wal_flush_lsn())
-		WHERE record_type = 'COMMIT' AND xid::text = $2`, before.String(), xid)
+	return pgtest.CommitEnd(t, conn, sql)
 }
 
 const massReset = `UPDATE public.users SET password_hash = md5(password_hash), username = username`

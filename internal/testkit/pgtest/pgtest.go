@@ -62,6 +62,12 @@ func Main(m *testing.M, opts ...goleak.Option) {
 	os.Exit(run(m, opts))
 }
 
+// Run is Main without the exit, for a TestMain that has its own clean-up to do
+// afterwards: it returns the status to exit with.
+func Run(m *testing.M, opts ...goleak.Option) int {
+	return run(m, opts)
+}
+
 func run(m *testing.M, opts []goleak.Option) int {
 	// Fail before any test runs, with the reason, rather than once per test.
 	if _, err := pgserver.FindBinDir(); err != nil {
@@ -297,4 +303,22 @@ func (d *Database) CreateRole(t testing.TB, name string, attrs ...string) {
 	roleMu.Lock()
 	defer roleMu.Unlock()
 	d.Exec(t, sql)
+}
+
+// Program returns the path of client program name (pg_dump, pg_basebackup,
+// pg_recvlogical, pgbench) of srv's build. It skips the test, saying why, when
+// srv runs a server-only build (the npm builds of the compatibility suite's
+// other versions ship initdb, pg_ctl and postgres alone), and fails it when a
+// full installation lacks the program: there, a test that did not run would
+// hide a broken machine.
+func Program(t testing.TB, srv *pgserver.Server, name string) string {
+	t.Helper()
+	path, err := srv.Program(name)
+	switch {
+	case errors.Is(err, pgserver.ErrServerOnlyBuild):
+		t.Skipf("pgtest: needs %s: %v", name, err)
+	case err != nil:
+		t.Fatalf("pgtest: %v", err)
+	}
+	return path
 }
