@@ -87,7 +87,7 @@ func (e *Engine) updateGauges(rs *ruleState, now time.Time) {
 	name := rs.rule.Name
 	e.m.alerts.WithLabelValues(name, "pending").Set(float64(pending))
 	e.m.alerts.WithLabelValues(name, "firing").Set(float64(firing))
-	n := rs.n + rs.seen.n
+	n := rs.n + rs.seen.n + rs.scopes.n
 	if rs.over != nil {
 		n++
 	}
