@@ -152,6 +152,7 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		Metrics:        source.NewMetrics(deps.Registry),
 		Attribution:    source.NewAttribution(0, deps.Now),
 		Readers:        source.NewReaders(0),
+		OwnStreams:     source.NewOwnStreams(),
 		Declared:       declared,
 		Now:            deps.Now,
 	}, d.health)

@@ -137,7 +137,18 @@ func ruleFilesStamp(patterns []string) string {
 }
 
 // ruleReloadInterval is how often the detector looks for changed rule files.
-const ruleReloadInterval = 2 * time.Second
+const ruleReloadInterval = time.Second
+
+// ReopenAlertLog opens the alert log's path again, for a rotation by rename; the
+// failure is logged and returned, and the log keeps writing to the file it had.
+func (d *Detector) ReopenAlertLog() error {
+	if err := d.notifier.AlertLog().Reopen(); err != nil {
+		d.log.Error("alert log not reopened: lines still go to the file it had open", zap.Error(err))
+		return err
+	}
+	d.log.Info("alert log reopened")
+	return nil
+}
 
 // Reload reloads the rule files (and the default pack, with the same configuration):
 // rules whose definition did not change keep their state. On any problem the rules
@@ -190,9 +201,13 @@ func newDetectorMetrics(reg prometheus.Registerer) detectorMetrics {
 }
 
 // watchRuleFiles reloads the rules when a file of rules.files changes (edited, added
-// to a pattern, removed), until ctx is done.
+// to a pattern, removed), until ctx is done. A change is reloaded once the files have
+// stayed the same for ruleSettle: a tool that rewrites a file (truncates, then writes)
+// is done by then, and a half-written file is never loaded. An empty or unreadable file
+// is refused like any bad file, and the running rules stay.
 func (d *Detector) watchRuleFiles(ctx context.Context) error {
-	last := ruleFilesStamp(d.cfg.Rules.Files)
+	loaded := ruleFilesStamp(d.cfg.Rules.Files)
+	seen, seenAt := loaded, time.Now()
 	t := time.NewTicker(ruleReloadInterval)
 	defer t.Stop()
 	for {
@@ -202,11 +217,18 @@ func (d *Detector) watchRuleFiles(ctx context.Context) error {
 		case <-t.C:
 		}
 		stamp := ruleFilesStamp(d.cfg.Rules.Files)
-		if stamp == last {
+		if stamp != seen {
+			seen, seenAt = stamp, time.Now()
 			continue
 		}
-		last = stamp
+		if stamp == loaded || time.Since(seenAt) < ruleSettle {
+			continue
+		}
+		loaded = stamp
 		d.log.Info("rule files changed; reloading")
 		_ = d.Reload() // logged; the running rules stay on failure
 	}
 }
+
+// ruleSettle is how long rule files must stay unchanged before a change is reloaded.
+const ruleSettle = 3 * time.Second

@@ -164,3 +164,57 @@ func TestRuleFilesReloadOnChange(t *testing.T) {
 		return len(firingLines(r.Lines(t), "LocalBulkRead", "mallory")) == 1
 	})
 }
+
+// A configuration-management tool rewrites a rule file by truncating it first: for a few
+// seconds the file is empty. The detector must not take that for a pack without rules —
+// every rule dropped and its firing alerts resolved, then fired again — but refuse it
+// like any bad file, and load the rewritten file once it has settled.
+func TestRuleFileEmptiedWhileRewrittenKeepsItsAlerts(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seedUsers(t, db, 2_000)
+	rules := filepath.Join(t.TempDir(), "local.yml")
+	content := []byte(`groups:
+  - name: local
+    rules:
+      - name: LocalBulkRead
+        description: A local bulk-read rule.
+        severity: critical
+        match: event.source == "statements" && size(event.sensitive_read) > 0
+        aggregate: {function: max, field: rows_per_call, window: 1h, by: [role, relation]}
+        condition:
+          threshold: {op: ">=", value: 1000}
+`)
+	if err := os.WriteFile(rules, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := detectortest.Config(t, db)
+	cfg.Rules.DefaultPack = false
+	cfg.Rules.Files = []string{rules}
+	r := detectortest.Start(t, cfg)
+	bulkRead(t, db)
+	eventually(t, 10*time.Second, "LocalBulkRead firing", func() bool {
+		return len(firingLines(r.Lines(t), "LocalBulkRead", "mallory")) == 1
+	})
+	reloads := func(result string) float64 {
+		return r.Counter(t, "pgtripwire_rule_reloads_total", map[string]string{"result": result})
+	}
+
+	if err := os.Truncate(rules, 0); err != nil { // the tool truncates…
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the emptied file refused", func() bool { return reloads("failure") == 1 })
+	// …and writes the new content, a little longer this time so that its stamp changes.
+	if err := os.WriteFile(rules, append(content, "# rewritten\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the rewritten file reloaded", func() bool { return reloads("success") == 1 })
+	for _, a := range r.Lines(t) {
+		if a.State == model.StateResolved {
+			t.Errorf("got %s resolved while its rule file was rewritten, want it still firing", a.Rule)
+		}
+	}
+	if n := len(firingLines(r.Lines(t), "LocalBulkRead", "mallory")); n != 1 {
+		t.Errorf("got %d firing lines, want the one from before the rewrite", n)
+	}
+}

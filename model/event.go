@@ -8,6 +8,17 @@ import "time"
 // (the "source" label); each source declares its own.
 type Source string
 
+// The detector's own events: what it observes about itself that an operator must know,
+// evaluated by rules like every other event.
+const (
+	// SourceDetector is the source of the detector's own events.
+	SourceDetector Source = "detector"
+	// KindStateLost: a state file of the detector (Object: its path under state_dir)
+	// was damaged or untrustworthy and could not be restored from a good generation;
+	// Operation says what was lost ("rule state", "replay guard", "delivery state").
+	KindStateLost = "state_lost"
+)
+
 // Event is one observation about one relation. A statement that reads two sensitive
 // tables yields two events, one per relation, so that rules group by table without
 // unpacking lists.

@@ -31,9 +31,15 @@ const (
 )
 
 func main() {
+	// Signals are ours from the first instant: SIGHUP's default action kills the
+	// process, and a config-management tool may send it as soon as the service starts.
+	// A SIGHUP that arrives before the detector is built waits in hup.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := runWith(ctx, os.Args[1:], os.Stdout, os.Stderr, hup)
 	stop()
+	signal.Stop(hup)
 	os.Exit(code)
 }
 
@@ -48,9 +54,16 @@ type globalFlags struct {
 	logLevel  string
 }
 
-// run executes the command line and returns the process exit code.
+// run executes the command line and returns the process exit code; `run` listens for
+// SIGHUP itself.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRootCommand(stdout, stderr)
+	return runWith(ctx, args, stdout, stderr, nil)
+}
+
+// runWith is run with the SIGHUP notifications main registered at its start (nil:
+// `run` registers them when it starts).
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, hup chan os.Signal) int {
+	root := newRootCommand(stdout, stderr, hup)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -68,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
+func newRootCommand(stdout, stderr io.Writer, hup chan os.Signal) *cobra.Command {
 	flags := &globalFlags{}
 	root := &cobra.Command{
 		Use:           "pgtripwire",
@@ -94,7 +107,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&flags.logFormat, "log-format", "json", `log format: "json" or "console"`)
 	root.PersistentFlags().StringVar(&flags.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(
-		newRunCommand(flags, stdout, stderr),
+		newRunCommand(flags, stdout, stderr, hup),
 		newCheckCommand(stdout),
 		newVersionCommand(stdout),
 		newDemoCommand(flags, stdout, stderr),
@@ -125,11 +138,11 @@ func requireConfigFlag(path string) error {
 	return nil
 }
 
-func newRunCommand(flags *globalFlags, stdout, stderr io.Writer) *cobra.Command {
+func newRunCommand(flags *globalFlags, stdout, stderr io.Writer, hup chan os.Signal) *cobra.Command {
 	var path string
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
-		Short: "Watch the database until SIGINT or SIGTERM (SIGHUP reloads the rule files)",
+		Short: "Watch the database until SIGINT or SIGTERM (SIGHUP reloads the rule files and reopens the alert log)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireConfigFlag(path); err != nil {
@@ -152,7 +165,7 @@ func newRunCommand(flags *globalFlags, stdout, stderr io.Writer) *cobra.Command 
 			if err != nil {
 				return err
 			}
-			stopReload := reloadOnSIGHUP(d)
+			stopReload := reloadOnSIGHUP(d, hup)
 			defer stopReload()
 			return d.Run(cmd.Context())
 		},
@@ -192,11 +205,14 @@ func newCheckCommand(stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-// reloadOnSIGHUP reloads d's rules on every SIGHUP until the returned function is
-// called. A failed reload is logged by the detector and leaves the running rules.
-func reloadOnSIGHUP(d *detector.Detector) (stop func()) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+// reloadOnSIGHUP reloads d's rules and reopens its alert log on every SIGHUP on hup
+// (nil: it registers for SIGHUP itself) until the returned function is called. A
+// failed reload is logged by the detector and leaves the running rules.
+func reloadOnSIGHUP(d *detector.Detector, hup chan os.Signal) (stop func()) {
+	if hup == nil {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+	}
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -206,6 +222,7 @@ func reloadOnSIGHUP(d *detector.Detector) (stop func()) {
 			case <-done:
 				return
 			case <-hup:
+				_ = d.ReopenAlertLog() // logged; after a rotation by rename
 				_ = d.Reload()
 			}
 		}

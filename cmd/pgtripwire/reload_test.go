@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -111,5 +112,37 @@ func TestRunReloadsRulesOnSIGHUP(t *testing.T) {
 	waitFor("successful reload", func() bool { return reloads("success") == 1 })
 	if n := reloads("failure"); n != 1 {
 		t.Errorf("failed reloads: got %d, want 1", n)
+	}
+}
+
+// A SIGHUP right after start (a config-management tool reloading the service it just
+// started) must not kill the detector: its default action does, until the process has
+// said it handles it. main does so first thing; what remains is the time the process
+// takes to reach Go code at all (a few milliseconds).
+func TestSIGHUPRightAfterStartDoesNotKill(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	// A database that does not answer: this is about the process, not the sources.
+	config := configFile{DSN: "postgres://nobody@127.0.0.1:1/none", Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, "state")}.write(t, dir)
+	for i := range 5 {
+		cmd := exec.Command(bin, "run", "--config", config)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatalf("run %d: the process is gone after a SIGHUP 50 ms after start: %v", i, err)
+		}
+		err := cmd.Wait()
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGHUP {
+				t.Fatalf("run %d: killed by the SIGHUP sent 50 ms after start", i)
+			}
+		}
 	}
 }

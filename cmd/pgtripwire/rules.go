@@ -115,7 +115,11 @@ func checkRules(paths []string, stdout, stderr io.Writer) error {
 		bad[e.File] = true
 	}
 	for _, f := range files {
-		if !bad[f.Path] {
+		switch {
+		case bad[f.Path]:
+		case f.RuleCount() == 0:
+			fmt.Fprintf(stdout, "%s: OK, but it holds no rule: is that intended?\n", f.Path)
+		default:
 			fmt.Fprintf(stdout, "%s: %d rules OK\n", f.Path, f.RuleCount())
 		}
 	}

@@ -93,7 +93,7 @@ func TestRulesCheck(t *testing.T) {
 			name:       "good files",
 			files:      [][2]string{{"a.yaml", goodRules}, {"empty.yaml", "groups: []\n"}},
 			wantCode:   exitOK,
-			wantStdout: "DIR/a.yaml: 2 rules OK\nDIR/empty.yaml: 0 rules OK\n",
+			wantStdout: "DIR/a.yaml: 2 rules OK\nDIR/empty.yaml: OK, but it holds no rule: is that intended?\n",
 		},
 		{
 			name:       "duplicate rule names across files",

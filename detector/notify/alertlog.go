@@ -23,9 +23,10 @@ import (
 // cannot take are dropped and counted, never the file's. An AlertLog is safe for
 // concurrent use; Close stops the stdout goroutine.
 type AlertLog struct {
+	path    string
 	mu      sync.Mutex
 	file    *os.File
-	size    int64 // length of the file up to its last complete line
+	size    int64 // length of the file up to its last complete line, as last seen
 	metrics *logMetrics
 
 	stdout     chan []byte // nil without stdout
@@ -59,6 +60,7 @@ func openAlertLog(path string, stdout io.Writer, reg prometheus.Registerer) (*Al
 	}
 	f2 := promauto.With(reg)
 	l := &AlertLog{
+		path: path,
 		file: f,
 		size: size,
 		metrics: &logMetrics{
@@ -167,19 +169,48 @@ func (l *AlertLog) Send(_ context.Context, t Transition) error {
 }
 
 // appendLocked writes and syncs one line, or cuts the file back to its last complete
-// line and returns the error.
+// line and returns the error. Where the line starts is read from the file itself, not
+// remembered: a rotation by copytruncate empties the file behind the detector's back,
+// and cutting back to a remembered size would then fill the file with zeros.
 func (l *AlertLog) appendLocked(line []byte) error {
-	_, err := l.file.Write(line)
+	start := l.size
+	if info, err := l.file.Stat(); err == nil {
+		start = info.Size()
+	}
+	_, err := l.file.Write(line) // O_APPEND: at the end, wherever it is now
 	if err == nil {
 		err = l.file.Sync()
 	}
 	if err != nil {
-		// Best effort: on a full disk the truncation frees what the write took.
-		_ = l.file.Truncate(l.size)
+		// Best effort: on a full disk the truncation frees what the write took. Never
+		// beyond the file's end: Truncate would extend it with zeros.
+		if info, serr := l.file.Stat(); serr == nil && info.Size() > start {
+			_ = l.file.Truncate(start)
+		}
 		return fmt.Errorf("write alert log: %w", err)
 	}
-	l.size += int64(len(line))
+	l.size = start + int64(len(line))
 	return nil
+}
+
+// Reopen closes the alert log and opens its path again (creating it when it was
+// moved away): after a rotation by rename (logrotate's default), lines go to the new
+// file. SIGHUP calls it. On error the log keeps writing to the file it had open.
+func (l *AlertLog) Reopen() error {
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("reopen alert log: %w", err)
+	}
+	size, err := endLastLine(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("reopen alert log: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.file
+	l.file, l.size = f, size
+	return old.Close()
 }
 
 // Close waits for stdout to take the lines already queued, then closes the file.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgtripwire/pgtripwire/internal/testkit/faultfs"
 	"github.com/pgtripwire/pgtripwire/model"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -187,5 +188,78 @@ func TestFiringGaugeFollowsTransitions(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(l.metrics.firing.WithLabelValues("R", "info")); got != 1 {
 		t.Fatalf("pgtripwire_alerts_firing: got %v, want 1 (two fired, one resolved)", got)
+	}
+}
+
+// logrotate's copytruncate empties the alert log behind the detector's back; a write that
+// then fails (the disk is full) must not cut the file back to the size it had before
+// the rotation, which would fill it with zeros. The next write is a clean first line.
+func TestCopytruncateThenAFailedWriteLeavesNoHoles(t *testing.T) {
+	dir := faultfs.Tmpfs(t, 256<<10)
+	path := filepath.Join(dir, "alerts.jsonl")
+	l, err := openAlertLog(path, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 20 {
+		if err := send(l, testAlert(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// copytruncate: the copy is logrotate's business, the truncation ours to survive.
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	free := faultfs.Fill(t, dir)
+	if err := send(l, testAlert(21)); err == nil {
+		t.Fatal("got nil writing to a full disk, want the error")
+	}
+	free()
+	if err := send(l, testAlert(22)); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.IndexByte(data, 0) >= 0 {
+		t.Fatalf("the alert log holds NUL bytes after copytruncate and a failed write: %q", data[:min(len(data), 80)])
+	}
+	if lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n"); len(lines) != 1 || !json.Valid([]byte(lines[0])) {
+		t.Fatalf("got %q, want the one line written after the disk was freed", data)
+	}
+}
+
+// After a rotation by rename, Reopen (SIGHUP) makes new lines go to a new file at the
+// path; the rotated file keeps what it had.
+func TestReopenFollowsARename(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "alerts.jsonl")
+	l, err := openAlertLog(path, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := send(l, testAlert(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(l, testAlert(2)); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]int{path + ".1": 1, path: 1} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Count(string(data), "\n"); got != want {
+			t.Errorf("%s: got %d lines, want %d", filepath.Base(file), got, want)
+		}
 	}
 }

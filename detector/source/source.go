@@ -157,6 +157,8 @@ type Env struct {
 	Replication Replication
 	// Declared is what the configuration says about the estate.
 	Declared Declarations
+	// OwnStreams records when the detector's own replication sessions held its slots.
+	OwnStreams *OwnStreams
 
 	Sink        Sink
 	Health      Health

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	toolkit "github.com/prometheus/exporter-toolkit/web"
 	"go.uber.org/zap"
+	"golang.org/x/net/netutil"
 )
 
 // ReadyFunc reports readiness and, when unready, why, per component.
@@ -63,6 +64,15 @@ type Options struct {
 	// Logger receives exporter-toolkit's messages (TLS on or off, a file that
 	// became unreadable); nil discards them.
 	Logger *zap.Logger
+
+	// limits overrides the package's limits; tests shrink them.
+	limits *limits
+}
+
+// limits are the HTTP server's bounds.
+type limits struct {
+	readHeader, read, write, idle time.Duration
+	connections                   int
 }
 
 // ValidateConfigFile reads a web configuration file and the certificates it
@@ -79,12 +89,34 @@ func ValidateConfigFile(path string) error {
 	return nil
 }
 
+// Limits of the HTTP server: its clients are Prometheus, probes and on-call engineers,
+// never many at once, so a client that holds connections open (slowly, or idle, or by
+// the thousand) must not cost the detector file descriptors and memory without bound.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	// writeTimeout leaves a scrape of a large registry time to finish.
+	writeTimeout = time.Minute
+	idleTimeout  = 2 * time.Minute
+	// maxConnections bounds the open connections; a client beyond it waits for one to
+	// close (Prometheus keeps one alive per scrape target).
+	maxConnections = 64
+)
+
 // Serve serves h on ln until ctx is done, then shuts down gracefully (in-flight
 // scrapes get up to 5 s). With opts.WebConfigFile it serves TLS and/or requires
 // basic auth as the file says; every endpoint is behind it, /healthz included. It
+// holds at most maxConnections open at once and closes idle and slow ones. It
 // returns ctx's error after a clean shutdown.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts Options) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	lim := limits{readHeader: readHeaderTimeout, read: readTimeout, write: writeTimeout, idle: idleTimeout,
+		connections: maxConnections}
+	if opts.limits != nil {
+		lim = *opts.limits
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: lim.readHeader, ReadTimeout: lim.read,
+		WriteTimeout: lim.write, IdleTimeout: lim.idle}
+	ln = netutil.LimitListener(ln, lim.connections)
 	log := opts.Logger
 	if log == nil {
 		log = zap.NewNop()

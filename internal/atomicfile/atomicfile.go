@@ -7,8 +7,12 @@
 package atomicfile
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -67,4 +71,111 @@ func SyncDir(dir string) error {
 		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// Checked state files: Write alone guarantees that a crash leaves the old or the new
+// content, but not that the content is good — a disk that lied about a sync, an
+// operator's truncation, a bug that wrote garbage. WriteChecked seals the content with
+// its length and SHA-256 and keeps the previous good generation beside it
+// (path + ".prev"); ReadChecked verifies the seal and falls back to that generation,
+// saying so, so that a damaged file is never taken for an empty state nor trusted.
+
+// sealPrefix starts the seal line of a checked file.
+const sealPrefix = "pgtripwire-state v1 "
+
+// PrevSuffix names a checked file's previous generation.
+const PrevSuffix = ".prev"
+
+// ErrNoGoodGeneration is returned (wrapped) by ReadChecked when neither the file nor its
+// previous generation is good: the state is lost, and the caller must say so.
+var ErrNoGoodGeneration = errors.New("no good generation of the state file")
+
+// WriteChecked replaces path with data sealed by its length and checksum, after moving
+// the current file, when it is good, to path+PrevSuffix. Durable as Write.
+func WriteChecked(path string, data []byte) error {
+	if cur, err := os.ReadFile(path); err == nil {
+		if _, err := unseal(cur); err == nil {
+			if err := Write(path+PrevSuffix, cur); err != nil {
+				return err
+			}
+		}
+	}
+	sum := sha256.Sum256(data)
+	sealed := make([]byte, 0, len(data)+128)
+	sealed = fmt.Appendf(sealed, "%slen=%d sha256=%s\n", sealPrefix, len(data), hex.EncodeToString(sum[:]))
+	sealed = append(sealed, data...)
+	return Write(path, sealed)
+}
+
+// Generation says where ReadChecked found good content.
+type Generation int
+
+// Generations.
+const (
+	// Current: the file itself.
+	Current Generation = iota
+	// Previous: the file was damaged (Damage says how); its previous generation was
+	// good. What changed since that generation is lost.
+	Previous
+	// Unsealed: a file written before seals existed (by Write); its content is
+	// returned as it is, for the caller to validate by decoding it.
+	Unsealed
+)
+
+// ReadChecked returns the good content of a checked file and where it came from. When
+// the file is damaged it returns the previous generation (Previous) and damage says
+// what was wrong with the current one. When neither exists it returns an error for
+// which errors.Is(err, fs.ErrNotExist) holds; when none is good, one wrapping
+// ErrNoGoodGeneration that says what is wrong with each.
+func ReadChecked(path string) (data []byte, gen Generation, damage error, err error) {
+	cur, cerr := os.ReadFile(path)
+	if cerr == nil {
+		if !bytes.HasPrefix(cur, []byte(sealPrefix)) && len(cur) > 0 && cur[0] == '{' {
+			return cur, Unsealed, nil, nil
+		}
+		if data, uerr := unseal(cur); uerr == nil {
+			return data, Current, nil, nil
+		} else {
+			cerr = uerr
+		}
+	}
+	prev, perr := os.ReadFile(path + PrevSuffix)
+	if perr == nil {
+		if data, uerr := unseal(prev); uerr == nil {
+			if errors.Is(cerr, fs.ErrNotExist) {
+				cerr = errors.New("missing")
+			}
+			return data, Previous, cerr, nil
+		} else {
+			perr = uerr
+		}
+	}
+	if errors.Is(cerr, fs.ErrNotExist) && errors.Is(perr, fs.ErrNotExist) {
+		return nil, Current, nil, cerr
+	}
+	return nil, Current, nil, fmt.Errorf("%w: %s: %v; %s: %v", ErrNoGoodGeneration, path, cerr, path+PrevSuffix, perr)
+}
+
+// unseal verifies a sealed file and returns its content.
+func unseal(b []byte) ([]byte, error) {
+	line, rest, ok := bytes.Cut(b, []byte("\n"))
+	if !ok || !bytes.HasPrefix(line, []byte(sealPrefix)) {
+		if len(b) == 0 {
+			return nil, errors.New("empty")
+		}
+		return nil, errors.New("no seal: damaged or not a state file")
+	}
+	var n int
+	var sum string
+	if _, err := fmt.Sscanf(string(line[len(sealPrefix):]), "len=%d sha256=%s", &n, &sum); err != nil {
+		return nil, fmt.Errorf("unreadable seal: %v", err)
+	}
+	if n != len(rest) {
+		return nil, fmt.Errorf("truncated or extended: %d bytes, the seal says %d", len(rest), n)
+	}
+	got := sha256.Sum256(rest)
+	if hex.EncodeToString(got[:]) != sum {
+		return nil, errors.New("checksum mismatch: the content changed after it was written")
+	}
+	return rest, nil
 }

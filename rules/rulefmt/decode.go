@@ -67,7 +67,13 @@ func (d *decoder) file_() *File {
 	d.Errs = append(d.Errs, errs...)
 	f := &File{Path: d.File}
 	if root == nil {
-		return f // empty, or nothing to decode: errs says why
+		if len(errs) == 0 {
+			// A file emptied while a tool rewrites it (config management truncates
+			// first) must not be taken for a pack without rules: every rule would be
+			// dropped and its firing alerts resolved. An empty pack is said so.
+			d.ErrorAt(1, 1, "the file is empty: a rule file with no rules on purpose says so with `groups: []`")
+		}
+		return f
 	}
 	top, ok := d.Mapping(root, "rule file", "groups")
 	if !ok {
@@ -75,6 +81,7 @@ func (d *decoder) file_() *File {
 	}
 	gs := top.Value("groups")
 	if gs == nil {
+		d.ErrorAt(root.Line, root.Column, "rule file: groups is missing: a rule file with no rules on purpose says so with `groups: []`")
 		return f
 	}
 	groups, ok := d.Sequence(gs, "groups")

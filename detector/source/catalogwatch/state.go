@@ -32,6 +32,8 @@ type state struct {
 	// confLoaded is pg_conf_load_time() of the session that read the state: settings
 	// change only when the configuration is reloaded, which moves it.
 	confLoaded time.Time
+	// readAt is when the poll that read the state began, by the detector's clock.
+	readAt time.Time
 }
 
 type slot struct {
@@ -310,7 +312,7 @@ func (s *Source) diff(now time.Time, prev, cur *state) []model.Event {
 		old, existed := prev.slots[name]
 		if slices.Contains(s.cfg.OwnSlots, name) {
 			// Created and streamed by the WAL source: only a use by someone else is news.
-			if sl.typ == "logical" && existed && s.ownSlotUsed(old, sl) {
+			if sl.typ == "logical" && existed && s.ownSlotUsed(old, sl) && !s.cfg.OwnStreams.HeldSince(name, prev.readAt) {
 				ev.Kind = KindOwnSlotUsed
 				add(ev)
 			}

@@ -110,6 +110,10 @@ type Config struct {
 	// that is not the WAL source's) is. The WAL source's walsender is recognised by
 	// OwnUser and OwnApplication.
 	OwnSlots, OwnPublications []string
+	// OwnStreams says when the WAL source's sessions held the own slots: a slot that
+	// moved between two polls while one did was moved by it, even if no poll saw it
+	// attached (a session that failed at once, over and over).
+	OwnStreams *source.OwnStreams
 	// Allowed are the expected replication clients (replication.allowed): a slot held by
 	// one of them (a declared pg_basebackup's temporary slot, a declared subscriber's) is
 	// not reported as created or used.
@@ -153,10 +157,12 @@ func (s *Source) Start(context.Context, *pgx.Conn) error {
 
 // Poll reads the watched state once and hands over what changed.
 func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
+	readAt := s.cfg.Now()
 	cur, err := s.read(ctx, conn)
 	if err != nil {
 		return err
 	}
+	cur.readAt = readAt
 	now := s.cfg.Now()
 	if s.prev == nil {
 		s.logBaseline(cur)
@@ -224,7 +230,7 @@ func (s *Source) isSensitive(schema, name string) (string, bool) {
 // default 1s; a change is reported within about two intervals), for the registry.
 var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
 	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, _ time.Duration) (source.Poller, error) {
-		cfg := Config{Sensitive: env.Sensitive, Now: env.Now, Allowed: env.Declared.Replication,
+		cfg := Config{Sensitive: env.Sensitive, Now: env.Now, Allowed: env.Declared.Replication, OwnStreams: env.OwnStreams,
 			OwnUser: env.Conn.User, OwnApplication: env.Conn.RuntimeParams["application_name"]}
 		if r := env.Replication; r.Streaming() {
 			cfg.OwnSlots, cfg.OwnPublications = []string{r.Slot}, []string{r.Publication}

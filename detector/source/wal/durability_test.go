@@ -2,7 +2,9 @@ package wal
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/canary"
 	"github.com/pgtripwire/pgtripwire/detector/ddlmsg"
+	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
 	"github.com/pgtripwire/pgtripwire/model"
@@ -351,4 +354,68 @@ func TestConfirmsOnlyOnceAlertsAreWritten(t *testing.T) {
 	sourcetest.Eventually(t, 5*time.Second, "confirmed_flush_lsn past the transaction's end", func() bool {
 		return confirmedFlush(t, conn, st.slot) >= end
 	})
+}
+
+// The replay guard is checked, not trusted (#20): a guard damaged beyond its previous
+// generation, or one ahead of the server (a state directory restored from a backup of
+// another time), would make the source skip every change up to it as a replay,
+// silently. Each is refused and said (a state_lost event), and a mass change after it
+// is handed over.
+func TestUntrustworthyReplayGuardIsRefusedAndSaid(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		guard func(t *testing.T, path string, first *started)
+	}{
+		{"ahead of the server", func(t *testing.T, path string, first *started) {
+			data, _, _, err := atomicfile.ReadChecked(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var g guardFile
+			if err := json.Unmarshal(data, &g); err != nil {
+				t.Fatal(err)
+			}
+			g.Handled = "FFFF/0" // far beyond what the server has written
+			data, _ = json.Marshal(g)
+			if err := atomicfile.WriteChecked(path, data); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"damaged, its previous generation too", func(t *testing.T, path string, first *started) {
+			for _, p := range []string{path, path + atomicfile.PrevSuffix} {
+				if err := os.WriteFile(p, []byte("\x00\x00\x00"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := pgtest.NewDatabase(t)
+			seed(t, db, 1000)
+			stateDir := t.TempDir()
+			withState := func(c *Config) { c.StateDir = stateDir }
+			sink := &sourcetest.Recorder{}
+			first := startSourceWith(t, db, sink, nil, withState)
+			db.Exec(t, `SELECT pg_logical_emit_message(false, 'pgtripwire.first', '')`)
+			sourcetest.Eventually(t, 10*time.Second, "a first message handed over", func() bool {
+				return len(sink.Find(isMessage("pgtripwire.first"))) == 1
+			})
+			first.stop()
+			path := filepath.Join(stateDir, "wal", first.slot+".json")
+			tc.guard(t, path, first)
+
+			second := startSourceWith(t, db, sink, nil, withState)
+			lost := func(ev model.Event) bool { return ev.Source == model.SourceDetector && ev.Kind == model.KindStateLost }
+			sourcetest.Eventually(t, 10*time.Second, "the lost guard said", func() bool { return len(sink.Find(lost)) == 1 })
+			db.Exec(t, massReset)
+			sourcetest.Eventually(t, 10*time.Second, "the mass change after it handed over", func() bool {
+				return len(sink.Find(isOp("public.users", OperationUpdate))) == 1
+			})
+			if got := testutil.ToFloat64(second.src.metrics.guardLost); got != 1 {
+				t.Errorf("pgtripwire_wal_replay_guard_lost_total: got %v, want 1", got)
+			}
+		})
+	}
 }

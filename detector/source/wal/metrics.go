@@ -11,6 +11,7 @@ type metrics struct {
 	streamBlocks prometheus.Counter
 	reconnects   prometheus.Counter
 	replayed     prometheus.Counter
+	guardLost    prometheus.Counter
 	lag          prometheus.Gauge
 	slotActive   prometheus.Gauge
 }
@@ -37,6 +38,10 @@ func newMetrics(reg prometheus.Registerer, slot string) *metrics {
 		replayed: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgtripwire_wal_replayed_total",
 			Help: "Transactions and messages received again after a restart, already handed over before it (their position was not yet confirmed to PostgreSQL), and skipped.",
+		}),
+		guardLost: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_wal_replay_guard_lost_total",
+			Help: "Times the replay guard could not be restored (damaged beyond its previous generation, or ahead of the server): changes not yet confirmed may be evaluated again.",
 		}),
 		lag: f.NewGauge(prometheus.GaugeOpts{
 			Name:        "pgtripwire_replication_lag_bytes",

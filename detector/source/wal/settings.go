@@ -96,6 +96,7 @@ func (s *Settings) Build(env source.Env) (source.Part, error) {
 		StatusInterval: s.StatusInterval,
 		Auto:           s.Enabled == Auto,
 		Metrics:        env.Metrics,
+		OwnStreams:     env.OwnStreams,
 	}, env.Sink, env.Health, env.Logger, env.Registerer)}}, nil
 }
 

@@ -76,6 +76,9 @@ type Config struct {
 	Auto bool
 	// Metrics, when set, count the source's failed sessions with every other source's.
 	Metrics *source.Metrics
+	// OwnStreams, when set, records when the source's sessions hold the slot, for the
+	// catalog watch to tell the detector's own use of it from anyone else's.
+	OwnStreams *source.OwnStreams
 	// QueueLength bounds the transactions decoded but not yet handed over to the sink;
 	// zero means 64. While the queue is full the source stops reading the stream but
 	// keeps sending status updates.
@@ -125,6 +128,8 @@ type Source struct {
 	// one at a time, and within one only the deliverer changes them.
 	handled, persisted pglogrepl.LSN
 	origin             *origin
+	// guardLost is the event that says the replay guard was lost, until handed over.
+	guardLost *model.Event
 }
 
 // New returns a source that reports to sink and health.
@@ -222,7 +227,15 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 			return err
 		}
 	}
-	s.restoreHandled(origin{SystemID: ident.SystemID, Timeline: ident.Timeline})
+	if lost := s.restoreHandled(origin{SystemID: ident.SystemID, Timeline: ident.Timeline}, ident.XLogPos); lost != nil {
+		s.guardLost = lost
+	}
+	if s.guardLost != nil { // reported until the pipeline takes it, a failed session or not
+		if err := s.sink.HandleEvents(ctx, []model.Event{*s.guardLost}); err != nil {
+			return fmt.Errorf("report the lost replay guard: %w", err)
+		}
+		s.guardLost = nil
+	}
 	if err := s.ensurePublication(ctx, conn); err != nil {
 		return err
 	}
@@ -250,6 +263,7 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 	}); err != nil {
 		return fmt.Errorf("start replication from slot %s at %s: %w", s.cfg.Slot, start, err)
 	}
+	defer s.cfg.OwnStreams.Hold(s.cfg.Slot, s.cfg.Now)()
 	s.log.Info("streaming", zap.String("slot", s.cfg.Slot), zap.Stringer("from", start))
 	s.metrics.slotActive.Set(1)
 	s.health.Set(Name, nil)

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
+	"github.com/pgtripwire/pgtripwire/model"
 	"go.uber.org/zap"
 )
 
@@ -35,26 +35,28 @@ func (s *Source) statePath() string {
 	return filepath.Join(s.cfg.StateDir, "wal", s.cfg.Slot+".json")
 }
 
-// restoreHandled sets the replay guard for a session on the cluster o: the persisted
-// position on the first session, if it belongs to o. When in doubt it forgets the
-// position: a transaction handed over twice is a duplicate alert, one skipped is a
-// missed one.
-func (s *Source) restoreHandled(o origin) {
+// restoreHandled sets the replay guard for a session on the cluster o, whose WAL is
+// written up to serverEnd: the persisted position on the first session, if it belongs
+// to o and is not ahead of the server. When in doubt it forgets the position: a
+// transaction handed over twice is a duplicate alert, one skipped is a missed one. It
+// returns the event that says the guard was lost, if it was (damaged beyond its
+// previous generation, or ahead of the server: a restored backup, a rewound server).
+func (s *Source) restoreHandled(o origin, serverEnd pglogrepl.LSN) *model.Event {
 	if s.origin != nil {
 		if *s.origin != o {
 			s.log.Warn("the server's WAL history changed (failover or restore?): the replay guard starts afresh",
 				zap.String("system_id", o.SystemID), zap.Int32("timeline", o.Timeline))
 			s.handled, s.persisted, s.origin = 0, 0, &o
 		}
-		return
+		return nil
 	}
 	s.origin = &o
 	if s.cfg.StateDir == "" {
-		return
+		return nil
 	}
-	data, err := os.ReadFile(s.statePath())
+	data, gen, damage, err := atomicfile.ReadChecked(s.statePath())
 	if errors.Is(err, fs.ErrNotExist) {
-		return
+		return nil
 	}
 	var g guardFile
 	if err == nil {
@@ -64,17 +66,33 @@ func (s *Source) restoreHandled(o origin) {
 	if err == nil {
 		lsn, err = pglogrepl.ParseLSN(g.Handled)
 	}
+	lost := func(why string, fields ...zap.Field) *model.Event {
+		s.log.Error("replay guard lost: changes not yet confirmed may be evaluated again",
+			append(fields, zap.String("path", s.statePath()), zap.String("why", why))...)
+		s.metrics.guardLost.Inc()
+		return &model.Event{Time: s.cfg.Now(), Source: model.SourceDetector, Kind: model.KindStateLost,
+			Object: filepath.Join("wal", s.cfg.Slot+".json"), Operation: "replay guard", Rows: 1, Calls: 1, Complete: true}
+	}
 	switch {
 	case err != nil:
-		s.log.Warn("cannot read the replay guard: changes not yet confirmed may be evaluated again",
-			zap.String("path", s.statePath()), zap.Error(err))
+		return lost("unreadable", zap.Error(err))
 	case g.origin != o:
 		s.log.Warn("the replay guard belongs to another WAL history (failover or restore?): ignored",
 			zap.String("path", s.statePath()), zap.String("system_id", g.SystemID), zap.Int32("timeline", g.Timeline))
+	case lsn > serverEnd+1:
+		// Trusting it would skip every change up to it as a replay, silently. A
+		// message's key is one past its LSN, which is the end of its WAL record: the
+		// guard of a message that ends the server's WAL is serverEnd+1.
+		return lost("ahead of the server", zap.Stringer("guard", lsn), zap.Stringer("server_wal_end", serverEnd))
 	default:
+		if gen == atomicfile.Previous {
+			s.log.Warn("the replay guard was damaged; its previous generation is restored: the changes after it may be evaluated again",
+				zap.String("path", s.statePath()), zap.NamedError("damage", damage))
+		}
 		s.handled, s.persisted = lsn, lsn
 		s.log.Info("replay guard restored", zap.Stringer("handled", lsn))
 	}
+	return nil
 }
 
 // persist writes the replay guard atomically and durably: a temporary file, fsynced,
@@ -88,7 +106,7 @@ func (s *Source) persist(handled pglogrepl.LSN) error {
 	if err != nil {
 		return fmt.Errorf("persist replay guard: %w", err)
 	}
-	if err := atomicfile.Write(s.statePath(), data); err != nil {
+	if err := atomicfile.WriteChecked(s.statePath(), data); err != nil {
 		return fmt.Errorf("persist replay guard: %w", err)
 	}
 	return nil
