@@ -19,8 +19,9 @@ build:
 
 # Every package, race detector on, real PostgreSQL clusters, Prometheus and Alertmanager
 # started by the tests. Installs what is missing first (scripts/install-deps.sh).
+# sqlmap too: PGTRIPWIRE_REQUIRE_SQLMAP makes its absence a failure, not a skip.
 test: deps
-	$(GO) test -race -count=1 -timeout 20m ./...
+	PGTRIPWIRE_REQUIRE_SQLMAP=1 $(GO) test -race -count=1 -timeout 20m ./...
 
 lint: $(BIN)/golangci-lint
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -2,7 +2,9 @@
 # Installs what pgtripwire's tests and demo need from the system, when missing:
 # - PostgreSQL server binaries (14 or newer) with pg_stat_statements;
 # - Prometheus' promtool (package prometheus) and Alertmanager with amtool (package
-#   prometheus-alertmanager), which the delivery and alerting-rule tests run for real.
+#   prometheus-alertmanager), which the delivery and alerting-rule tests run for real;
+# - sqlmap (package sqlmap), which the SQL-injection end-to-end test drives against a
+#   test application (`make test` sets PGTRIPWIRE_REQUIRE_SQLMAP, so it must be there).
 # With --demo, only what `make demo` needs: the PostgreSQL server binaries.
 # Idempotent; does nothing when everything is there. Debian/Ubuntu only (apt-get);
 # elsewhere it says what is missing.
@@ -39,6 +41,7 @@ have_server || packages+=(postgresql postgresql-contrib)
 if ! $demo_only; then
 	command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 	{ have_alertmanager && command -v amtool >/dev/null 2>&1; } || packages+=(prometheus-alertmanager)
+	command -v sqlmap >/dev/null 2>&1 || packages+=(sqlmap)
 fi
 
 if [ ${#packages[@]} -eq 0 ]; then
@@ -47,7 +50,7 @@ fi
 if ! command -v apt-get >/dev/null 2>&1; then
 	echo "install-deps: missing ${packages[*]}: install PostgreSQL 14+ server binaries with" \
 		"pg_stat_statements (or set PGTRIPWIRE_PG_BINDIR), Prometheus' promtool, Alertmanager" \
-		"and amtool (or set PGTRIPWIRE_ALERTMANAGER)" >&2
+		"and amtool (or set PGTRIPWIRE_ALERTMANAGER), sqlmap" >&2
 	exit 1
 fi
 sudo=""
@@ -61,4 +64,5 @@ have_server || { echo "install-deps: PostgreSQL installed but no usable server b
 $demo_only && { echo "install-deps: done"; exit 0; }
 command -v promtool >/dev/null 2>&1 || { echo "install-deps: promtool still missing" >&2; exit 1; }
 have_alertmanager || { echo "install-deps: Alertmanager still missing" >&2; exit 1; }
+command -v sqlmap >/dev/null 2>&1 || { echo "install-deps: sqlmap still missing" >&2; exit 1; }
 echo "install-deps: done"
