@@ -353,9 +353,13 @@ func TestApplicationTrafficRaisesNothing(t *testing.T) {
 	if n < 3000 {
 		t.Errorf("the benign traffic made %d requests, want thousands", n)
 	}
-	// The log source did read the log: the events it made are the ones no rule pages on.
+	// The sources did see the traffic: the statements polled, and the log's errors of
+	// broken links made events that no rule pages on.
 	if got := s.d.Counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "statements"}); got == 0 {
 		t.Error("the statements source never polled: the test saw nothing")
+	}
+	if got := s.d.Counter(t, "pgtripwire_log_events_total", map[string]string{"kind": logsource.KindSyntaxError}); got == 0 {
+		t.Error("the log source made no syntax_error event of the broken links: the test saw nothing of the log")
 	}
 	for _, a := range s.d.Lines(t) {
 		t.Errorf("the application's traffic raised %s (%s): %v", a.Rule, a.Severity, a.Labels)

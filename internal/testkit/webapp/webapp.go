@@ -252,7 +252,8 @@ func do(req *http.Request) (int, string, error) {
 // Browse plays the application's users against every page but the injection, at
 // about perSecond requests a second, until the test ends or the returned stop is
 // called: product pages by a numeric id, catalogue pages, searches, logins (one in
-// ten with an email nobody has), signups, profiles. users is the number of users
+// ten with an email nobody has), signups, profiles, and broken links to the product
+// page now and then (errors in the server log). users is the number of users
 // workload.Users made. Each page's statement runs at least once within the first
 // second. The test fails if a page answers with a server error. Stop returns the
 // number of requests made.
@@ -295,6 +296,18 @@ func (a *App) Browse(t testing.TB, users, perSecond int) (stop func() int) {
 		func(ctx context.Context, rng *rand.Rand, _ int) (int, string, error) {
 			return a.Get(ctx, fmt.Sprintf("/profile?id=%d", 1+rng.IntN(users)))
 		},
+		// A crawler's broken links to the product page now and then ("12abc": a
+		// syntax error in the server log, on no sensitive table).
+		func(ctx context.Context, rng *rand.Rand, i int) (int, string, error) {
+			if (i/7)%5 != 0 {
+				return a.Product(ctx, strconv.Itoa(1+rng.IntN(Products)))
+			}
+			code, body, err := a.Product(ctx, fmt.Sprintf("%dabc", 1+rng.IntN(Products)))
+			if code == http.StatusInternalServerError {
+				code = http.StatusOK // the page's error is the answer
+			}
+			return code, body, err
+		},
 	}
 	const workers = 4
 	interval := time.Duration(workers) * time.Second / time.Duration(max(perSecond, 1))
@@ -313,7 +326,7 @@ func (a *App) Browse(t testing.TB, users, perSecond int) (stop func() int) {
 				mu.Lock()
 				n++
 				if failure == nil && (err != nil || code >= 500) {
-					failure = fmt.Errorf("page %d: status %d, %v: %s", i%len(pages), code, err, body)
+					failure = fmt.Errorf("page %d: status %d, %w: %s", i%len(pages), code, err, body)
 				}
 				mu.Unlock()
 				select {
