@@ -325,8 +325,12 @@ func (a *App) Browse(t testing.TB, users, perSecond int) (stop func() int) {
 				}
 				mu.Lock()
 				n++
-				if failure == nil && (err != nil || code >= 500) {
-					failure = fmt.Errorf("page %d: status %d, %w: %s", i%len(pages), code, err, body)
+				switch {
+				case failure != nil:
+				case err != nil:
+					failure = fmt.Errorf("page %d: %w", i%len(pages), err)
+				case code >= 500:
+					failure = fmt.Errorf("page %d: status %d: %s", i%len(pages), code, body)
 				}
 				mu.Unlock()
 				select {
