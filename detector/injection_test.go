@@ -57,6 +57,7 @@ type shop struct {
 	d   *detectortest.Detector
 	// stopBrowsing stops the benign traffic and returns how many requests it made.
 	stopBrowsing func() int
+	catalog      *catalog.Snapshot // loaded by classifierNames
 }
 
 // startShop starts the shop over a new database of srv (nil: the package's shared
@@ -102,11 +103,14 @@ func startShop(t *testing.T, srv *pgserver.Server, logDir string, users, perSeco
 // must page too, besides what the statement profile and the log see.
 func (s *shop) classifierNames(t *testing.T, sql string) bool {
 	t.Helper()
-	snap, err := catalog.Load(t.Context(), s.db.Conn(t, "postgres"), map[string][]string{"public.users": {"email", "username", "password_hash"}})
-	if err != nil {
-		t.Fatal(err)
+	if s.catalog == nil {
+		snap, err := catalog.Load(t.Context(), s.db.Conn(t, "postgres"), map[string][]string{"public.users": {"email", "username", "password_hash"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.catalog = snap
 	}
-	res := classify.Classify(sql, snap, []string{"$user", "public"}, webapp.Role)
+	res := classify.Classify(sql, s.catalog, []string{"$user", "public"}, webapp.Role)
 	return slices.ContainsFunc(res.Shapes, classify.InjectionShape)
 }
 

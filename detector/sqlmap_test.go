@@ -2,12 +2,15 @@ package detector_test
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
 
+	"github.com/pgtripwire/pgtripwire/detector/redact"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/webapp"
 	"github.com/pgtripwire/pgtripwire/model"
@@ -68,7 +71,7 @@ func TestSQLMap(t *testing.T) {
 			defer cancel()
 			cmd := exec.CommandContext(ctx, bin, "-u", s.app.URL+"/product?id=1", "--batch", "--dbms=PostgreSQL",
 				"--technique="+tc.technique, "--dump", "-T", "users", "-C", "email,password_hash", "--stop", tc.stop,
-				"--threads", "1", "--flush-session", "--output-dir", dir, "--disable-coloring")
+				"--threads", "1", "--flush-session", "--output-dir", dir, "--disable-coloring", "-t", filepath.Join(dir, "traffic.txt"))
 			// sqlmap keeps its history and its default output under HOME: the test's own.
 			cmd.Env = append(os.Environ(), "HOME="+dir)
 			start := time.Now()
@@ -96,6 +99,16 @@ func TestSQLMap(t *testing.T) {
 				t.Errorf("%s fired %s after sqlmap started, want within 30s", tc.rule, at)
 			}
 			t.Logf("%s (%s) fired %s after sqlmap started: %v", a.Rule, a.Severity, a.Time.Sub(start).Round(10*time.Millisecond), a.Labels)
+			// Where the classifier names the shape of a statement sqlmap made the
+			// application run, the critical rule pages too.
+			if shaped, n := s.shapedPayloads(t, filepath.Join(dir, "traffic.txt"), tc.log); shaped != "" {
+				a := s.d.WaitAlert(t, max(30*time.Second-time.Since(start), 5*time.Second), "InjectionShapedRead",
+					map[string]string{model.LabelRole: webapp.Role})
+				t.Logf("InjectionShapedRead fired %s after sqlmap started (%d of its statements have a shape, e.g. %s): %v",
+					a.Time.Sub(start).Round(10*time.Millisecond), n, shaped, a.Labels)
+			} else {
+				t.Logf("the classifier names the shape of none of sqlmap's statements: InjectionShapedRead not expected")
+			}
 			for _, a := range s.d.Lines(t) {
 				t.Logf("alert: %s %s %s %v", a.State, a.Rule, a.Severity, a.Labels)
 			}
@@ -111,4 +124,41 @@ func mergeLabels(ms ...map[string]string) map[string]string {
 		}
 	}
 	return out
+}
+
+// shapedPayloads reads the requests of sqlmap's traffic file (-t) and returns the first
+// statement of the product page the classifier names an injection shape in, and how
+// many there are. With failed, the statements failed and the detector sees them through
+// the server log, which classifies their redacted text (every literal a $n): so does
+// this. (A literal inside a type modifier, as in sqlmap's CAST(email AS VARCHAR(10000)),
+// becomes VARCHAR($5), which the classifier cannot resolve: such a statement is
+// incomplete, never shaped, and only ErrorBasedExtraction pages on it.)
+func (s *shop) shapedPayloads(t *testing.T, traffic string, failed bool) (first string, n int) {
+	t.Helper()
+	b, err := os.ReadFile(traffic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^GET /product\?id=(\S*) HTTP`).FindAllStringSubmatch(string(b), -1) {
+		id, err := url.QueryUnescape(m[1])
+		if err != nil || seen[id] {
+			continue
+		}
+		seen[id] = true
+		sql := "SELECT id, name, price FROM products WHERE id = " + id
+		if failed {
+			sql = redact.Statement(sql)
+		}
+		if s.classifierNames(t, sql) {
+			if n == 0 {
+				first = sql
+			}
+			n++
+		}
+	}
+	if len(seen) == 0 {
+		t.Fatalf("no request of the product page in sqlmap's traffic file %s", traffic)
+	}
+	return first, n
 }
