@@ -54,6 +54,7 @@ func shortLearning(t *testing.T, cfg *config.Config) {
 type shop struct {
 	db  *pgtest.Database
 	app *webapp.App
+	cfg *config.Config
 	d   *detectortest.Detector
 	// stopBrowsing stops the benign traffic and returns how many requests it made.
 	stopBrowsing func() int
@@ -86,7 +87,7 @@ func startShop(t *testing.T, srv *pgserver.Server, logDir string, users, perSeco
 	}
 	shortLearning(t, cfg)
 	d := detectortest.Start(t, cfg)
-	s := &shop{db: db, app: app, d: d, stopBrowsing: app.Browse(t, users, perSecond)}
+	s := &shop{db: db, app: app, cfg: cfg, d: d, stopBrowsing: app.Browse(t, users, perSecond)}
 	// The profile is what webapp runs in its first learnFor (from its first statement
 	// on sensitive data, which browsing makes at once): wall-clock time of the detector,
 	// with nothing to poll for but the time itself.
@@ -369,4 +370,32 @@ func TestApplicationTrafficRaisesNothing(t *testing.T) {
 		t.Errorf("the application's traffic raised %s (%s): %v", a.Rule, a.Severity, a.Labels)
 	}
 	t.Logf("%d requests, no alert", n)
+}
+
+// The statement profile is part of the rule state: after a restart of the detector,
+// webapp's known statements stay known (its browsing raises nothing) and it does not
+// learn again — the first injected statement after the restart pages at once, where a
+// profile lost would have been learned silently in a new learning period.
+func TestStatementProfileSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	s := startShop(t, nil, "", 500, 30)
+	s.d.Stop()
+	restarted := time.Now()
+	d := detectortest.Start(t, s.cfg)
+	time.Sleep(3 * time.Second) // browsing after the restart: nothing to poll for but silence
+	for _, a := range d.Lines(t) {
+		t.Fatalf("after the restart the application's traffic raised %s: %v", a.Rule, a.Labels)
+	}
+	start := time.Now()
+	code, body := s.product(t, "-1 UNION ALL SELECT NULL,(SELECT email FROM users ORDER BY id LIMIT 1),NULL")
+	fields := strings.Split(strings.TrimSuffix(body, "\n"), "\t")
+	if want := strings.SplitN(s.truth(t, 1)[0], ":", 2)[0]; code != http.StatusOK || len(fields) != 3 || fields[1] != want {
+		t.Fatalf("the extraction got status %d, %q, want the email %q", code, body, want)
+	}
+	a := d.WaitAlert(t, 30*time.Second, "NewStatementOnSensitiveData", map[string]string{model.LabelRole: webapp.Role})
+	if at := a.Time.Sub(start); at < 0 || at > learnFor {
+		t.Errorf("NewStatementOnSensitiveData fired %s after the injection, want within %s (no new learning period)", at, learnFor)
+	}
+	t.Logf("restarted %s before the injection; NewStatementOnSensitiveData fired %s after it", start.Sub(restarted).Round(10*time.Millisecond),
+		a.Time.Sub(start).Round(10*time.Millisecond))
 }
