@@ -116,11 +116,16 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	d.engine, err = engine.New(groups, engine.Options{
 		StatePath:    filepath.Join(cfg.StateDir, ruleStateFile),
 		ResolveAfter: cfg.Alerts.ResolveAfter,
+		OnSave:       func(err error) { d.health.Set(ruleStateComponent, err) },
 		Logger:       deps.Logger.Named("rules"),
 		Registerer:   deps.Registry,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start the rule engine: %w", err)
+	}
+	d.health.Set(ruleStateComponent, nil)
+	if err := reconcileAlertLog(cfg.Alerts.File, d.engine, deps.Now(), deps.Logger.Named("rules")); err != nil {
+		return nil, err
 	}
 	var eval Evaluator = d.engine
 	if len(eval.Rules()) == 0 {
@@ -128,6 +133,10 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	}
 	if d.notifier, d.pipeline, err = newAlerting(cfg, deps, d.health, eval, d.engine.Firing()); err != nil {
 		return nil, err
+	}
+	if err := d.notifier.Firing(d.engine.Firing()); err != nil {
+		_ = d.notifier.Close()
+		return nil, fmt.Errorf("restore the alerts firing in Alertmanager: %w", err)
 	}
 	d.pipeline.applicationRoles = make(map[string]bool, len(cfg.Roles.Application))
 	for _, r := range cfg.Roles.Application {
@@ -190,6 +199,17 @@ func (d *Detector) Run(ctx context.Context) error {
 		zap.String("http", d.listener.Addr().String()),
 		zap.String("alert_log", d.cfg.Alerts.File),
 		zap.Int("sensitive_tables", len(d.cfg.Sensitive)))
+
+	// Before any source: what the state lost is said.
+	var lost []model.Event
+	if err := d.engine.Lost(); err != nil {
+		lost = append(lost, model.Event{Time: d.now(), Source: model.SourceDetector, Kind: model.KindStateLost,
+			Object: ruleStateFile, Operation: "rule state", Rows: 1, Calls: 1, Complete: true})
+	}
+	lost = append(lost, d.notifier.Lost(d.now())...)
+	if len(lost) > 0 {
+		_ = d.pipeline.HandleEvents(ctx, lost)
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

@@ -80,7 +80,7 @@ func TestKilledDetectorDeliversItsSpoolAfterRestart(t *testing.T) {
 	var line model.Alert
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if a, ok := firstFiring(t, filepath.Join(dir, "alerts.jsonl")); ok && spooled(t, stateDir) == 1 {
+		if a, ok := firstFiring(t, filepath.Join(dir, "alerts.jsonl")); ok && spooled(t, listen) == 1 {
 			line = a
 			break
 		}
@@ -120,7 +120,7 @@ func TestKilledDetectorDeliversItsSpoolAfterRestart(t *testing.T) {
 		t.Errorf("Alertmanager holds %d alerts, want exactly the one spooled", n)
 	}
 	deadline = time.Now().Add(10 * time.Second)
-	for spooled(t, stateDir) != 0 {
+	for spooled(t, listen) != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the delivered alert is still in the spool")
 		}
@@ -145,10 +145,11 @@ func firstFiring(t *testing.T, path string) (model.Alert, bool) {
 	return model.Alert{}, false
 }
 
-func spooled(t *testing.T, stateDir string) int {
+// spooled is how many transitions the detector listening on listen holds in its spool
+// (pgtripwire_spool_entries): once spooled, a transition survives kill -9.
+func spooled(t *testing.T, listen string) int {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(stateDir, "spool", "*.json"))
-	return len(files)
+	return int(metricValue(t, listen, "pgtripwire_spool_entries"))
 }
 
 // lockedBuffer is a process's stderr, read by the test while the process writes it.

@@ -1,8 +1,10 @@
 package notify
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -137,38 +139,57 @@ func (l *AlertLog) Name() string { return alertLogComponent }
 // Send implements Sink: it appends the transition's alert line and syncs the file. It
 // returns an error when the write or the sync fails; stdout is best effort (a closed
 // pipe must not stop alerting to the file).
-func (l *AlertLog) Send(_ context.Context, t Transition) error {
-	a := t.Alert
-	line, err := json.Marshal(a)
-	if err != nil {
-		return fmt.Errorf("encode alert %s: %w", a.Fingerprint, err)
+func (l *AlertLog) Send(ctx context.Context, t Transition) error {
+	_, err := l.Exec(ctx, t)
+	return err
+}
+
+// Exec is the alert log as a stage that takes a batch whole or not at all: every
+// transition's line appended with one write and one sync, or, on error, none (the file
+// is cut back to where the batch started). An alert storm costs a sync per batch, not
+// per line.
+func (l *AlertLog) Exec(_ context.Context, ts ...Transition) ([]Transition, error) {
+	var lines []byte
+	ends := make([]int, 0, len(ts))
+	for _, t := range ts {
+		a := t.Alert
+		line, err := json.Marshal(a)
+		if err != nil {
+			return nil, fmt.Errorf("encode alert %s: %w", a.Fingerprint, err)
+		}
+		lines = append(append(lines, line...), '\n')
+		ends = append(ends, len(lines))
 	}
-	line = append(line, '\n')
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.appendLocked(line); err != nil {
-		return err
+	if err := l.appendLocked(lines); err != nil {
+		return nil, err
 	}
-	if l.stdout != nil {
-		select {
-		case l.stdout <- line:
-		default:
-			l.metrics.stdoutDropped.Inc()
+	start := 0
+	for i, t := range ts {
+		a := t.Alert
+		if l.stdout != nil {
+			select {
+			case l.stdout <- lines[start:ends[i]]:
+			default:
+				l.metrics.stdoutDropped.Inc()
+			}
 		}
+		start = ends[i]
+		switch a.State {
+		case model.StateFiring:
+			l.metrics.alerts.WithLabelValues(a.Rule, string(a.Severity)).Inc()
+			l.metrics.firing.WithLabelValues(a.Rule, string(a.Severity)).Inc()
+		case model.StateResolved:
+			l.metrics.firing.WithLabelValues(a.Rule, string(a.Severity)).Dec()
+		}
+		l.metrics.lines.WithLabelValues(string(a.State)).Inc()
 	}
-	switch a.State {
-	case model.StateFiring:
-		l.metrics.alerts.WithLabelValues(a.Rule, string(a.Severity)).Inc()
-		l.metrics.firing.WithLabelValues(a.Rule, string(a.Severity)).Inc()
-	case model.StateResolved:
-		l.metrics.firing.WithLabelValues(a.Rule, string(a.Severity)).Dec()
-	}
-	l.metrics.lines.WithLabelValues(string(a.State)).Inc()
-	return nil
+	return ts, nil
 }
 
-// appendLocked writes and syncs one line, or cuts the file back to its last complete
+// appendLocked writes and syncs lines, or cuts the file back to its last complete
 // line and returns the error. Where the line starts is read from the file itself, not
 // remembered: a rotation by copytruncate empties the file behind the detector's back,
 // and cutting back to a remembered size would then fill the file with zeros.
@@ -223,4 +244,37 @@ func (l *AlertLog) Close() error {
 		l.stdout = nil
 	}
 	return l.file.Close()
+}
+
+// ReadAlertLogStates reads the alert log file at path and returns each alert's last
+// line, by fingerprint: what the log says is firing or resolved. A torn last line (a
+// crash mid-write) and lines that are not alerts are skipped and counted in skipped.
+// The detector compares it with the rule state at start, so that a restart after a
+// lost or stale state neither leaves an alert firing forever nor fires it twice.
+func ReadAlertLogStates(path string) (last map[string]model.Alert, skipped int, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	last = make(map[string]model.Alert)
+	r := bufio.NewReaderSize(f, 64<<10)
+	for {
+		line, rerr := r.ReadBytes('\n')
+		if len(line) > 0 {
+			var a model.Alert
+			if line[len(line)-1] != '\n' || json.Unmarshal(line, &a) != nil || a.Fingerprint == "" ||
+				(a.State != model.StateFiring && a.State != model.StateResolved) {
+				skipped++
+			} else {
+				last[a.Fingerprint] = a
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			return last, skipped, nil
+		}
+		if rerr != nil {
+			return nil, 0, fmt.Errorf("read alert log %s: %w", path, rerr)
+		}
+	}
 }

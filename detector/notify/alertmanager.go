@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -19,7 +17,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -69,8 +66,11 @@ type alertmanagerGroup struct {
 	log          *zap.Logger
 	sinks        []*alertmanagerSink
 
-	mu     sync.Mutex
-	active map[string]*activeAlert // by fingerprint
+	mu      sync.Mutex
+	active  map[string]*activeAlert // by fingerprint
+	journal *journal[activeAlert]
+	// lost says why the active set could not be restored at start, nil if it was.
+	lost error
 }
 
 func newAlertmanagerGroup(cfg AlertmanagerConfig, resolveAfter time.Duration, path string,
@@ -109,28 +109,37 @@ func newAlertmanagerGroup(cfg AlertmanagerConfig, resolveAfter time.Duration, pa
 	return g, nil
 }
 
+// close closes the active set's journal.
+func (g *alertmanagerGroup) close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.journal.close()
+}
+
 // stamp is the stage in front of the spool: it records each transition in the active
 // set and fixes its StartsAt, what Alertmanager must be told for this transition even
 // if the alert has fired again by the time it is delivered. Recording a transition
-// twice (a retry after the spool refused it) changes nothing.
+// twice (a retry after the spool refused it) changes nothing. The transitions are
+// journaled together with one sync: the cost does not grow with the active set.
 func (g *alertmanagerGroup) stamp(_ context.Context, ts ...Transition) ([]Transition, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	out := make([]Transition, 0, len(ts))
+	fingerprints := make([]string, 0, len(ts))
 	for _, t := range ts {
-		startsAt, err := g.track(t.Alert)
-		if err != nil {
-			return nil, err
-		}
-		t.StartsAt = startsAt
+		t.StartsAt = g.trackLocked(t.Alert)
 		out = append(out, t)
+		fingerprints = append(fingerprints, t.Alert.Fingerprint)
+	}
+	if err := g.journal.append(g.active, true, fingerprints...); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-// track records a transition in the active set and returns when its alert started
-// firing.
-func (g *alertmanagerGroup) track(a model.Alert) (time.Time, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+// trackLocked records a transition in the active set and returns when its alert
+// started firing.
+func (g *alertmanagerGroup) trackLocked(a model.Alert) time.Time {
 	startsAt := a.Time
 	switch a.State {
 	case model.StateFiring:
@@ -144,7 +153,7 @@ func (g *alertmanagerGroup) track(a model.Alert) (time.Time, error) {
 		act.Alert, act.Resolved, act.restoredAt = a, a.Time, time.Time{}
 		startsAt = act.StartsAt
 	}
-	return startsAt, g.saveLocked()
+	return startsAt
 }
 
 // firingDelivered records that sink acknowledged the firing that started at startsAt.
@@ -159,7 +168,8 @@ func (g *alertmanagerGroup) firingDelivered(fingerprint string, startsAt time.Ti
 		act.FiringSent = make(map[string]time.Time)
 	}
 	act.FiringSent[sink] = at
-	if err := g.saveLocked(); err != nil {
+	// Not synced: losing it costs a resolution held open a minute longer than needed.
+	if err := g.journal.append(g.active, false, fingerprint); err != nil {
 		g.log.Warn("save Alertmanager active alerts", zap.Error(err))
 	}
 }
@@ -242,7 +252,7 @@ func (g *alertmanagerGroup) expire() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
-	changed := false
+	var changed []string
 	for fp, act := range g.active {
 		switch {
 		case !act.restoredAt.IsZero() && now.Sub(act.restoredAt) >= g.resolveAfter:
@@ -250,14 +260,14 @@ func (g *alertmanagerGroup) expire() {
 				"no rule fired it again", zap.String("rule", act.Alert.Rule), zap.String("fingerprint", fp))
 			act.Alert.State, act.Alert.Time = model.StateResolved, now
 			act.Resolved, act.restoredAt = now, time.Time{}
-			changed = true
+			changed = append(changed, fp)
 		case !act.Resolved.IsZero() && now.Sub(act.Resolved) > g.cfg.ResolvedResendFor:
 			delete(g.active, fp)
-			changed = true
+			changed = append(changed, fp)
 		}
 	}
-	if changed {
-		if err := g.saveLocked(); err != nil {
+	if len(changed) > 0 {
+		if err := g.journal.append(g.active, true, changed...); err != nil {
 			g.log.Warn("save Alertmanager active alerts", zap.Error(err))
 		}
 	}
@@ -285,19 +295,19 @@ func (g *alertmanagerGroup) firingSent(fingerprint string, startsAt time.Time, s
 	return time.Time{}
 }
 
+// load restores the active set: alerts firing when the detector stopped are re-sent
+// until a rule fires them again or resolveAfter passes. A set that cannot be restored
+// is said (lost) rather than silently reset: Alertmanager then drops what it held
+// after four re-send intervals.
 func (g *alertmanagerGroup) load() error {
-	data, err := os.ReadFile(g.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
+	j, active, lost, err := openJournal[activeAlert](g.path, "Alertmanager active alerts")
 	if err != nil {
-		return fmt.Errorf("read Alertmanager active alerts: %w", err)
+		return err
 	}
-	if err := json.Unmarshal(data, &g.active); err != nil {
-		// A corrupt file costs re-sends of what was firing, not detection: keep going.
-		g.log.Error("Alertmanager active alerts unreadable; starting with none",
-			zap.String("file", g.path), zap.Error(err))
-		g.active = make(map[string]*activeAlert)
+	g.journal, g.active, g.lost = j, active, lost
+	if lost != nil {
+		g.log.Error("Alertmanager active alerts lost: alerts firing before the restart are no longer re-sent",
+			zap.String("file", g.path), zap.Error(lost))
 	}
 	now := g.now()
 	for _, act := range g.active {
@@ -308,15 +318,31 @@ func (g *alertmanagerGroup) load() error {
 	return nil
 }
 
-func (g *alertmanagerGroup) saveLocked() error {
-	data, err := json.Marshal(g.active)
-	if err != nil {
-		return fmt.Errorf("encode Alertmanager active alerts: %w", err)
+// adopt records that a rule holds these alerts firing (restored with the rule state):
+// they are re-sent until a rule resolves them, not resolved after resolveAfter as the
+// restored alerts no rule remembers are; and one missing from the active set (its file
+// lost or damaged) is added back, so that Alertmanager does not drop a page the
+// detector still holds.
+func (g *alertmanagerGroup) adopt(alerts []model.Alert) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var added []string
+	for _, a := range alerts {
+		act, ok := g.active[a.Fingerprint]
+		switch {
+		case !ok:
+			g.active[a.Fingerprint] = &activeAlert{Alert: a, StartsAt: a.Time}
+			added = append(added, a.Fingerprint)
+		case act.Resolved.IsZero():
+			act.restoredAt = time.Time{}
+		}
 	}
-	if err := atomicfile.Write(g.path, data); err != nil {
-		return fmt.Errorf("save Alertmanager active alerts: %w", err)
+	if len(added) == 0 {
+		return nil
 	}
-	return nil
+	g.log.Warn("alerts firing in the rule state were missing from the Alertmanager active set: re-sent again",
+		zap.Int("alerts", len(added)))
+	return g.journal.append(g.active, true, added...)
 }
 
 // alertmanagerSink is the Sink of one Alertmanager URL.

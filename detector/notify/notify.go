@@ -6,13 +6,15 @@
 // detector hands its transitions to:
 //
 //	Fanout{
-//		queue("alert_log", Direct(alert log)),
-//		queue("alert_spool", MultiStage{Alertmanager's active set, spool}), // with a remote sink only
+//		queue("alert_log", alert log),
+//		asyncQueue("alert_spool", MultiStage{Alertmanager's active set, spool}), // with a remote sink only
 //	}
 //
 // Nothing is lost on the way. A queue keeps in memory what the stage behind it refuses
 // (a full disk), retries it every second and reports its health meanwhile, so the
-// caller never evaluates twice; WaitWritten says when everything is on disk. The alert
+// caller never evaluates twice; WaitWritten says when everything is on disk. The remote
+// sinks' queue hands over from its own goroutine, so that their bookkeeping never
+// delays the alert log (a transition is in the alert log before it is in the spool). The alert
 // log writes and fsyncs each line before it returns. The spool persists a transition
 // before any delivery attempt; one worker per remote sink (each Alertmanager URL, each
 // webhook) then sends it that sink's transitions in order (a resolved never overtakes
@@ -26,11 +28,13 @@ package notify
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"path/filepath"
 	"time"
 
 	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/model"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -134,14 +138,16 @@ func New(cfg Config, h *health.Status, log *zap.Logger, reg prometheus.Registere
 		return nil, err
 	}
 	n := &Notifier{alertLog: alertLog}
-	n.queues = append(n.queues, newQueue(alertLogComponent, Direct(alertLog), h, log))
+	logQueue := newQueue(alertLogComponent, alertLog, h, log)
+	logQueue.whole = true // a batch's lines are written and synced together, or none
+	n.queues = append(n.queues, logQueue)
 	remote, err := n.openRemote(cfg, log, reg)
 	if err != nil {
 		_ = alertLog.Close()
 		return nil, err
 	}
 	if remote != nil {
-		n.queues = append(n.queues, newQueue(alertSpoolComponent, remote, h, log))
+		n.queues = append(n.queues, newAsyncQueue(alertSpoolComponent, remote, h, log))
 	}
 	fan := make(Fanout, 0, len(n.queues))
 	for _, q := range n.queues {
@@ -173,6 +179,9 @@ func (n *Notifier) openRemote(cfg Config, log *zap.Logger, reg prometheus.Regist
 	}
 	sp, err := openSpool(cfg, sinks, reg, log)
 	if err != nil {
+		if n.am != nil {
+			_ = n.am.close()
+		}
 		return nil, err
 	}
 	n.spool = sp
@@ -222,5 +231,44 @@ func (n *Notifier) Run(ctx context.Context) error {
 // AlertLog is the alert log, for the metrics the detector sets up at start.
 func (n *Notifier) AlertLog() *AlertLog { return n.alertLog }
 
-// Close closes the alert log once stdout has taken its lines; call it after Run.
-func (n *Notifier) Close() error { return n.alertLog.Close() }
+// Close closes the alert log once stdout has taken its lines, the Alertmanager active
+// set's journal and the spool's; call it after Run.
+func (n *Notifier) Close() error {
+	err := n.alertLog.Close()
+	if n.am != nil {
+		err = errors.Join(err, n.am.close())
+	}
+	if n.spool != nil {
+		err = errors.Join(err, n.spool.close())
+	}
+	return err
+}
+
+// Firing tells the notifier which alerts the rules hold firing after a restart (the
+// restored rule state): Alertmanager keeps hearing about them until a rule resolves
+// them, even when the delivery state that listed them was lost.
+func (n *Notifier) Firing(alerts []model.Alert) error {
+	if n.am == nil {
+		return nil
+	}
+	return n.am.adopt(alerts)
+}
+
+// Lost returns the events that say what delivery state could not be restored at start:
+// the Alertmanager active set damaged beyond its previous generation (Alertmanager then
+// drops what it held after four re-send intervals), spooled transitions unreadable
+// (some sink may never get them). None when everything was restored.
+func (n *Notifier) Lost(now time.Time) []model.Event {
+	var out []model.Event
+	lost := func(object, operation string, count int) {
+		out = append(out, model.Event{Time: now, Source: model.SourceDetector, Kind: model.KindStateLost,
+			Object: object, Operation: operation, Rows: int64(count), Calls: 1, Complete: true})
+	}
+	if n.am != nil && n.am.lost != nil {
+		lost(filepath.Base(n.am.path), "Alertmanager active set", 1)
+	}
+	if n.spool != nil && n.spool.unreadable > 0 {
+		lost(filepath.Base(n.spool.dir), "undelivered alert transitions", n.spool.unreadable)
+	}
+	return out
+}

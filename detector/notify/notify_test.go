@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/faultfs"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -260,22 +261,17 @@ func TestWebhookSignedAndRetried(t *testing.T) {
 	}
 }
 
-// A spool that cannot be written (a full disk; here, its directory replaced by a file)
-// delays delivery and makes the notifier unhealthy, but loses nothing and holds back
-// neither the alert log nor the transitions after it.
+// A spool that cannot be written (a full disk, for real: a small tmpfs) delays
+// delivery and makes the notifier unhealthy, but loses nothing and holds back neither
+// the alert log (on another disk) nor the transitions after it.
 func TestUnwritableSpoolDelaysButLosesNothing(t *testing.T) {
 	rc := &receiver{secret: []byte("k")}
 	srv := httptest.NewServer(rc)
 	defer srv.Close()
-	dir := t.TempDir()
-	r := start(t, Config{StateDir: dir, Webhooks: []WebhookConfig{{Name: "soc", URL: srv.URL, Secret: []byte("k"), Timeout: time.Second}}})
-	spoolDir := filepath.Join(dir, "spool")
-	if err := os.Rename(spoolDir, spoolDir+".away"); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(spoolDir, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := faultfs.Tmpfs(t, 256<<10)
+	r := start(t, Config{StateDir: dir, AlertLog: filepath.Join(t.TempDir(), "alerts.jsonl"),
+		Webhooks: []WebhookConfig{{Name: "soc", URL: srv.URL, Secret: []byte("k"), Timeout: time.Second}}})
+	free := faultfs.Fill(t, dir)
 	for _, role := range []string{"r1", "r2"} {
 		if _, err := r.n.Exec(t.Context(), Transition{Alert: transition("R", role, model.StateFiring, time.Now())}); err != nil {
 			t.Fatalf("Exec: got %v, want nil: what the spool refuses waits in memory", err)
@@ -293,12 +289,7 @@ func TestUnwritableSpoolDelaysButLosesNothing(t *testing.T) {
 		t.Fatalf("alert log: got %q, want both lines written while the spool refuses", line)
 	}
 
-	if err := os.Remove(spoolDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(spoolDir+".away", spoolDir); err != nil {
-		t.Fatal(err)
-	}
+	free()
 	ctx, cancel = context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if err := r.n.WaitWritten(ctx); err != nil {
@@ -365,6 +356,9 @@ func TestSpoolSurvivesARestartAndIsBounded(t *testing.T) {
 	eventually(t, 5*time.Second, "the spool empty", func() bool { return r2.n.spool.len() == 0 })
 	if _, err := os.Stat(filepath.Join(spoolDir, "00000000000000000098.json.corrupt")); err != nil {
 		t.Errorf("the corrupt entry was not set aside: %v", err)
+	}
+	if evs := r2.n.Lost(time.Now()); len(evs) != 1 || evs[0].Object != "spool" || evs[0].Rows != 1 {
+		t.Errorf("Lost: %+v, want one state_lost event for the spool's one unreadable entry", evs)
 	}
 }
 

@@ -38,9 +38,11 @@ type entry struct {
 // with capped backoff until the sink acknowledges it, and a transition leaves the spool
 // once every sink has. A failing sink holds back its own queue, never the others'.
 //
-// On disk it is one JSON file per entry in its directory, written (to a temporary file,
-// synced, renamed, directory synced) before any delivery is attempted and rewritten or
-// removed as sinks acknowledge it, so a transition survives kill -9 and power loss. It
+// On disk it is a journal of entries by sequence number (see journal): each batch of
+// transitions appended and synced before any delivery is attempted, each
+// acknowledgement appended (not synced: a lost one costs a delivery again, which
+// at-least-once allows), compacted into a sealed snapshot, so a transition survives
+// kill -9 and power loss at a cost per transition that does not grow with the spool. It
 // holds at most max entries: past that the oldest is dropped, counted and logged, so
 // that a long outage of a sink costs the oldest pages, never the newest, and never
 // silently. A spool is safe for concurrent use.
@@ -62,9 +64,19 @@ type spool struct {
 	mu      sync.Mutex
 	entries []*entry // by Seq
 	nextSeq uint64
+	journal *journal[entry]
+	set     map[string]*entry // entries by key (seqKey), as the journal records them
+	// unreadable counts the entries found damaged beyond their previous generation at
+	// start, set aside as .corrupt: transitions some sink may never get.
+	unreadable int
 }
 
+// spoolSuffix ends the files of entries spooled one per file by earlier versions
+// (%020d.json): they are moved into the journal at start.
 const spoolSuffix = ".json"
+
+// seqKey is an entry's key in the journal.
+func seqKey(seq uint64) string { return fmt.Sprintf("%020d", seq) }
 
 // openSpool opens the spool in cfg.StateDir/spool for sinks, with the delivery metrics,
 // loading the entries a previous run left and keeping only sinks that still exist: a
@@ -90,32 +102,31 @@ func openSpool(cfg Config, sinks []Sink, reg prometheus.Registerer, log *zap.Log
 			s.metrics.dropped.WithLabelValues(name).Inc()
 		}
 	}
-	names, err := os.ReadDir(dir)
+	j, set, lostSet, err := openJournal[entry](filepath.Join(dir, "entries"), "alert spool")
 	if err != nil {
-		return nil, fmt.Errorf("open alert spool: %w", err)
+		return nil, err
 	}
-	for _, de := range names {
-		name := de.Name()
-		path := filepath.Join(dir, name)
-		switch {
-		case strings.HasSuffix(name, ".tmp"):
-			// A write interrupted before its rename. A rewrite (an acknowledgement)
-			// leaves the previous file in place; a new entry was never reported
-			// spooled, and its transition is in the alert log: say so, then clean up.
-			log.Warn("removing an incomplete alert spool write left by a crash; "+
-				"a transition being spooled at that moment is only in the alert log", zap.String("file", path))
-			_ = os.Remove(path)
-			continue
-		case !strings.HasSuffix(name, spoolSuffix):
-			continue
-		}
-		e, err := readEntry(path)
-		if err != nil {
-			// Keep the evidence; never crash on one bad file, never drop it silently.
-			log.Error("unreadable alert spool entry set aside: a transition may be lost",
-				zap.String("file", path), zap.Error(err))
-			_ = os.Rename(path, path+".corrupt")
+	s.journal, s.set = j, set
+	if lostSet != nil {
+		log.Error("alert spool damaged beyond its previous generation: undelivered transitions may be lost",
+			zap.String("dir", dir), zap.Error(lostSet))
+		lost(s.names)
+		s.unreadable++
+	}
+	legacy, legacyKeys, err := s.readLegacy(lost)
+	if err != nil {
+		j.close()
+		return nil, err
+	}
+	var changed []string
+	for key, e := range set {
+		if key != seqKey(e.Seq) {
+			log.Error("alert spool entry under the wrong key set aside: a transition may be lost",
+				zap.String("key", key), zap.Uint64("seq", e.Seq))
 			lost(s.names)
+			s.unreadable++
+			delete(set, key)
+			changed = append(changed, key)
 			continue
 		}
 		var gone []string
@@ -131,13 +142,26 @@ func openSpool(cfg Config, sinks []Sink, reg prometheus.Registerer, log *zap.Log
 				zap.String("rule", e.Alert.Rule), zap.String("fingerprint", e.Alert.Fingerprint),
 				zap.Strings("sinks", gone))
 			lost(gone)
+			changed = append(changed, key)
 		}
 		if len(e.Pending) == 0 {
-			_ = os.Remove(path)
+			delete(set, key)
 			continue
 		}
 		s.entries = append(s.entries, e)
 		s.nextSeq = max(s.nextSeq, e.Seq+1)
+	}
+	if len(changed)+len(legacyKeys) > 0 {
+		changed = append(changed, legacyKeys...)
+		slices.Sort(changed)
+		changed = slices.Compact(changed)
+		if err := j.append(set, true, changed...); err != nil {
+			j.close()
+			return nil, fmt.Errorf("open alert spool: %w", err)
+		}
+	}
+	for _, path := range legacy { // in the journal now
+		_ = removeEntry(path)
 	}
 	slices.SortFunc(s.entries, func(a, b *entry) int { return cmp.Compare(a.Seq, b.Seq) })
 	if left := len(s.entries); left > 0 {
@@ -147,8 +171,59 @@ func openSpool(cfg Config, sinks []Sink, reg prometheus.Registerer, log *zap.Log
 	return s, nil
 }
 
+// readEntry reads a spooled entry: sealed (or of a version before seals), falling back
+// to its previous generation when damaged — an acknowledgement the crash tore is then
+// delivered again, which at-least-once allows.
+// readLegacy reads the entries earlier versions spooled one per file into the set,
+// each recorded in the journal under its key, and returns their paths, to be removed
+// once the journal holds them. What a crash left half-written is removed; an
+// unreadable entry is set aside and counted with lost.
+func (s *spool) readLegacy(lost func(sinks []string)) (paths, keys []string, err error) {
+	names, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open alert spool: %w", err)
+	}
+	for _, de := range names {
+		name := de.Name()
+		path := filepath.Join(s.dir, name)
+		switch {
+		case strings.HasSuffix(name, ".tmp"):
+			// A write interrupted before its rename. A rewrite (an acknowledgement)
+			// leaves the previous file in place; a new entry was never reported
+			// spooled, and its transition is in the alert log: say so, then clean up.
+			s.log.Warn("removing an incomplete alert spool write left by a crash; "+
+				"a transition being spooled at that moment is only in the alert log", zap.String("file", path))
+			_ = os.Remove(path)
+			continue
+		case strings.HasSuffix(name, spoolSuffix+atomicfile.PrevSuffix):
+			if _, err := os.Stat(strings.TrimSuffix(path, atomicfile.PrevSuffix)); errors.Is(err, fs.ErrNotExist) {
+				_ = os.Remove(path)
+			}
+			continue
+		case !strings.HasSuffix(name, spoolSuffix) || len(name) != 20+len(spoolSuffix):
+			continue
+		}
+		e, err := readEntry(path)
+		if err != nil {
+			// Keep the evidence; never crash on one bad file, never drop it silently.
+			s.log.Error("unreadable alert spool entry set aside: a transition may be lost",
+				zap.String("file", path), zap.Error(err))
+			_ = os.Rename(path, path+".corrupt")
+			lost(s.names)
+			s.unreadable++
+			continue
+		}
+		if _, ok := s.set[seqKey(e.Seq)]; !ok {
+			s.set[seqKey(e.Seq)] = e
+			keys = append(keys, seqKey(e.Seq))
+		}
+		paths = append(paths, path)
+	}
+	return paths, keys, nil
+}
+
 func readEntry(path string) (*entry, error) {
-	data, err := os.ReadFile(path)
+	data, _, _, err := atomicfile.ReadChecked(path)
 	if err != nil {
 		return nil, err
 	}
@@ -163,16 +238,11 @@ func readEntry(path string) (*entry, error) {
 	return &e, nil
 }
 
-// Exec spools each transition for every sink and wakes their workers. When it returns
-// nil the transitions survive a crash; on error the failed one and those after it are
-// not spooled.
+// Exec spools the transitions for every sink, together, and wakes the sinks' workers.
+// When it returns nil the transitions survive a crash; on error none of them is
+// spooled, and a retry spools each once.
 func (s *spool) Exec(_ context.Context, ts ...Transition) ([]Transition, error) {
-	var err error
-	for _, t := range ts {
-		if err = s.enqueue(t); err != nil {
-			break
-		}
-	}
+	err := s.enqueue(ts)
 	s.updateQueued()
 	for _, ch := range s.wake {
 		select {
@@ -186,21 +256,40 @@ func (s *spool) Exec(_ context.Context, ts ...Transition) ([]Transition, error) 
 	return ts, nil
 }
 
-// enqueue persists a transition for every sink.
-func (s *spool) enqueue(t Transition) error {
+// enqueue persists transitions for every sink with one journal write and sync,
+// dropping the oldest entries past the bound.
+func (s *spool) enqueue(ts []Transition) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := &entry{Seq: s.nextSeq, Enqueued: s.now(), Transition: t, Pending: slices.Clone(s.names)}
-	if err := s.writeLocked(e); err != nil {
-		return err
+	now := s.now()
+	all := slices.Clone(s.entries)
+	keys := make([]string, 0, len(ts))
+	for i, t := range ts {
+		e := &entry{Seq: s.nextSeq + uint64(i), Enqueued: now, Transition: t, Pending: slices.Clone(s.names)}
+		all = append(all, e)
+		keys = append(keys, seqKey(e.Seq))
+		s.set[seqKey(e.Seq)] = e
 	}
-	s.nextSeq++
-	s.entries = append(s.entries, e)
-	for len(s.entries) > s.max {
-		oldest := s.entries[0]
-		s.entries = s.entries[1:]
-		_ = os.Remove(s.path(oldest.Seq))
-		s.droppedLocked(oldest)
+	dropped := all[:max(0, len(all)-s.max)]
+	for _, e := range dropped {
+		delete(s.set, seqKey(e.Seq))
+		keys = append(keys, seqKey(e.Seq))
+	}
+	if err := s.journal.append(s.set, true, keys...); err != nil {
+		for _, k := range keys[:len(ts)] {
+			delete(s.set, k)
+		}
+		for _, e := range dropped {
+			if e.Seq < s.nextSeq {
+				s.set[seqKey(e.Seq)] = e
+			}
+		}
+		return fmt.Errorf("write alert spool: %w", err)
+	}
+	s.nextSeq += uint64(len(ts))
+	s.entries = all[len(dropped):]
+	for _, e := range dropped {
+		s.droppedLocked(e)
 	}
 	return nil
 }
@@ -338,14 +427,31 @@ func (s *spool) ack(seq uint64, sink string) error {
 	}
 	e := s.entries[i]
 	e.Pending = slices.DeleteFunc(e.Pending, func(p string) bool { return p == sink })
-	if len(e.Pending) > 0 {
-		return s.writeLocked(e)
+	if len(e.Pending) == 0 {
+		// Forgotten in memory whatever happens to the journal: every sink has it. An
+		// acknowledgement not recorded is a delivery again after a restart, which
+		// at-least-once allows; so it is not synced.
+		s.entries = slices.Delete(s.entries, i, i+1)
+		delete(s.set, seqKey(seq))
 	}
-	// Forgotten in memory whatever happens to the file: every sink has it. A file that
-	// cannot be removed is delivered again after a restart, which at-least-once allows.
-	s.entries = slices.Delete(s.entries, i, i+1)
-	if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove delivered alert from spool: %w", err)
+	if err := s.journal.append(s.set, false, seqKey(seq)); err != nil {
+		return fmt.Errorf("record an acknowledgement in the alert spool: %w", err)
+	}
+	return nil
+}
+
+// close closes the spool's journal.
+func (s *spool) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.journal.close()
+}
+
+// removeEntry removes an entry's file and its previous generation.
+func removeEntry(path string) error {
+	_ = os.Remove(path + atomicfile.PrevSuffix)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
 	return nil
 }
@@ -368,20 +474,4 @@ func (s *spool) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.entries)
-}
-
-func (s *spool) path(seq uint64) string {
-	return filepath.Join(s.dir, fmt.Sprintf("%020d%s", seq, spoolSuffix))
-}
-
-// writeLocked replaces the entry's file atomically and durably.
-func (s *spool) writeLocked(e *entry) error {
-	data, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("encode spool entry: %w", err)
-	}
-	if err := atomicfile.Write(s.path(e.Seq), data); err != nil {
-		return fmt.Errorf("write alert spool: %w", err)
-	}
-	return nil
 }

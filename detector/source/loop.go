@@ -31,6 +31,12 @@ type BlindSpotter interface {
 	BlindSpot() error
 }
 
+// Flusher is implemented by a Poller that keeps state on disk between polls: the Loop
+// calls Flush when it stops, from the polling goroutine, to write it now.
+type Flusher interface {
+	Flush()
+}
+
 // Polled is one Poller of a Loop.
 type Polled struct {
 	// Name is the source's name: its health component, metrics label and log name.
@@ -117,6 +123,11 @@ func (l *Loop) session(ctx context.Context, bo *backoff.Backoff) error {
 		bo.Reset()
 		select {
 		case <-ctx.Done():
+			for _, p := range l.Pollers {
+				if f, ok := p.Poller.(Flusher); ok {
+					f.Flush()
+				}
+			}
 			return ctx.Err()
 		case <-ticker.C:
 		}

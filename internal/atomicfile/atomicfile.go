@@ -126,11 +126,23 @@ const (
 // the file is damaged it returns the previous generation (Previous) and damage says
 // what was wrong with the current one. When neither exists it returns an error for
 // which errors.Is(err, fs.ErrNotExist) holds; when none is good, one wrapping
-// ErrNoGoodGeneration that says what is wrong with each.
+// ErrNoGoodGeneration that says what is wrong with each. A file that exists but
+// cannot be read (permissions, I/O) is that error, not damage: an operator can fix it.
 func ReadChecked(path string) (data []byte, gen Generation, damage error, err error) {
 	cur, cerr := os.ReadFile(path)
+	if cerr != nil && !errors.Is(cerr, fs.ErrNotExist) {
+		// Permissions, I/O: not damage. Falling back would hide what an operator can fix.
+		return nil, Current, nil, cerr
+	}
 	if cerr == nil {
 		if !bytes.HasPrefix(cur, []byte(sealPrefix)) && len(cur) > 0 && cur[0] == '{' {
+			// A file of before seals, or a sealed one torn or overwritten by hand: a
+			// good sealed previous generation says it is the latter.
+			if prev, err := os.ReadFile(path + PrevSuffix); err == nil {
+				if data, uerr := unseal(prev); uerr == nil {
+					return data, Previous, errors.New("no seal: damaged or written by something else"), nil
+				}
+			}
 			return cur, Unsealed, nil, nil
 		}
 		if data, uerr := unseal(cur); uerr == nil {
@@ -140,6 +152,9 @@ func ReadChecked(path string) (data []byte, gen Generation, damage error, err er
 		}
 	}
 	prev, perr := os.ReadFile(path + PrevSuffix)
+	if perr != nil && !errors.Is(perr, fs.ErrNotExist) {
+		return nil, Current, nil, perr
+	}
 	if perr == nil {
 		if data, uerr := unseal(prev); uerr == nil {
 			if errors.Is(cerr, fs.ErrNotExist) {

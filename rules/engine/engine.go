@@ -41,8 +41,11 @@ type Options struct {
 	// keep_firing_for; also how long RuleGroupOverflow stays firing after the
 	// last overflow. Default 5m (the configuration's alerts.resolve_after).
 	ResolveAfter time.Duration
-	Logger       *zap.Logger
-	Registerer   prometheus.Registerer
+	// OnSave, when set, is told the outcome of every save of the state: nil,
+	// or why it failed (the detector is unready until a save succeeds again).
+	OnSave     func(err error)
+	Logger     *zap.Logger
+	Registerer prometheus.Registerer
 }
 
 // Engine evaluates rules on events: it implements the detector's Evaluator.
@@ -60,9 +63,15 @@ type Engine struct {
 
 	overflow map[string]*overflowAlert // by rule
 	queued   []model.Alert             // resolutions of dropped rules, due at the next Tick
+	// adopted are alerts the alert log says are firing that the restored state did not
+	// hold (see Adopt), by fingerprint.
+	adopted map[string]*adoptedAlert
 
 	lastSave time.Time
 	dirty    bool // a transition since the last save
+	// lost says why the state saved at StatePath could not be restored at start (nil
+	// when it was, or there was none): the detector says so with an alert.
+	lost error
 
 	// out collects the transitions of the Eval or Tick in progress: a field,
 	// not a variable passed down by address, which would escape through the
@@ -78,11 +87,13 @@ type Engine struct {
 }
 
 // New returns an engine for the rules of groups, with the state saved at
-// opts.StatePath when there is one. A state file that cannot be parsed (or
-// is of an unknown version) is logged as a warning, moved aside to
-// StatePath+".corrupt" and the engine starts fresh; one that cannot be read
-// (permissions, I/O) is an error, since starting fresh would forget every
-// baseline and re-fire every firing alert.
+// opts.StatePath when there is one. The state file is sealed with a checksum
+// and keeps its previous generation (atomicfile.WriteChecked): a damaged file
+// falls back to the previous generation; when neither can be restored (or
+// the file is of an unknown version), it is moved aside to
+// StatePath+".corrupt", the engine starts fresh and Lost says why. A file
+// that cannot be read at all (permissions, I/O) is an error, since starting
+// fresh would forget every baseline and re-fire every firing alert.
 func New(groups []rulefmt.Group, opts Options) (*Engine, error) {
 	if opts.MaxGroups <= 0 {
 		opts.MaxGroups = DefaultMaxGroups
@@ -104,6 +115,7 @@ func New(groups []rulefmt.Group, opts Options) (*Engine, error) {
 		log:      opts.Logger.Named("rules"),
 		m:        newMetrics(opts.Registerer),
 		overflow: map[string]*overflowAlert{},
+		adopted:  map[string]*adoptedAlert{},
 	}
 	rules, err := e.build(groups)
 	if err != nil {
@@ -193,6 +205,9 @@ func (e *Engine) Firing() []model.Alert {
 		if o.fired != nil {
 			out = append(out, *o.fired)
 		}
+	}
+	for _, ad := range e.adopted {
+		out = append(out, ad.alert)
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
 	"github.com/pgtripwire/pgtripwire/model"
 	"github.com/pgtripwire/pgtripwire/rules/rulefmt"
 )
@@ -584,7 +586,7 @@ func TestCorruptState(t *testing.T) {
 			if err != nil {
 				t.Fatalf("New: %v; want a warning and a fresh start", err)
 			}
-			if n := logs.FilterMessage("rule state unreadable; starting with no baselines, first-seen keys or firing alerts").Len(); n != 1 {
+			if n := logs.FilterMessage("rule state lost; starting with no baselines, first-seen keys or firing alerts").Len(); n != 1 {
 				t.Errorf("warnings: got %d, want 1", n)
 			}
 			if _, err := os.Stat(path + ".corrupt"); err != nil {
@@ -641,5 +643,125 @@ func TestSourceDispatch(t *testing.T) {
 		if got := testutil.ToFloat64(h.e.m.evaluations.WithLabelValues(rule)); got != want {
 			t.Errorf("%s evaluations: got %g, want %g", rule, got, want)
 		}
+	}
+}
+
+// A state file damaged beyond its previous generation starts the engine fresh and says
+// so (Lost); a damaged file whose previous generation is good restores that one.
+func TestStateGenerations(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rules.json")
+	h := newHarness(t, sweepRule, Options{StatePath: path})
+	h.eval(0, page("a", 20000))
+	if err := h.e.Save(t0); err != nil {
+		t.Fatal(err)
+	}
+	h.eval(time.Second, page("b", 20000))
+	if err := h.e.Save(t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// Torn current file: the previous generation (a firing, b not yet) is restored.
+	if err := os.WriteFile(path, []byte("{\"version\""), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(parseRules(t, sweepRule), Options{StatePath: path, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Lost() != nil {
+		t.Errorf("Lost: %v, want nil: the previous generation was good", e.Lost())
+	}
+	if got := e.Firing(); len(got) != 1 || got[0].Labels["role"] != "a" {
+		t.Errorf("firing after restoring the previous generation: got %v, want a's alert only", got)
+	}
+	// Both generations damaged: a fresh engine that says why.
+	for _, p := range []string{path, path + atomicfile.PrevSuffix} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err = New(parseRules(t, sweepRule), Options{StatePath: path, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(e.Lost(), atomicfile.ErrNoGoodGeneration) {
+		t.Errorf("Lost: %v, want ErrNoGoodGeneration", e.Lost())
+	}
+	if got := e.Firing(); len(got) != 0 {
+		t.Errorf("firing after losing the state: %v, want none", got)
+	}
+}
+
+// A failed save is told to OnSave until one succeeds; Forget drops a firing alert
+// without a transition.
+func TestSaveOutcomeAndForget(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	var outcomes []error
+	h := newHarness(t, sweepRule, Options{StatePath: filepath.Join(dir, "rules.json"),
+		OnSave: func(err error) { outcomes = append(outcomes, err) }})
+	if err := os.WriteFile(dir, nil, 0o600); err != nil { // a file where the directory should be
+		t.Fatal(err)
+	}
+	h.eval(0, page("a", 20000))
+	if err := h.e.Save(t0); err == nil {
+		t.Fatal("save under a file: got no error")
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.e.Save(t0); err != nil {
+		t.Fatal(err)
+	}
+	if len(outcomes) != 2 || outcomes[0] == nil || outcomes[1] != nil {
+		t.Errorf("OnSave outcomes: %v, want a failure then nil", outcomes)
+	}
+	firing := h.e.Firing()
+	if len(firing) != 1 {
+		t.Fatalf("firing: %v, want one", firing)
+	}
+	if n := h.e.Forget(map[string]bool{firing[0].Fingerprint: true}); n != 1 {
+		t.Errorf("Forget: %d, want 1", n)
+	}
+	if got := h.e.Firing(); len(got) != 0 {
+		t.Errorf("firing after Forget: %v", got)
+	}
+	h.got = nil
+	h.tickTo(time.Hour, time.Minute)
+	if len(h.got) != 0 {
+		t.Errorf("a forgotten alert made transitions: %q", summaries(h.got))
+	}
+}
+
+// An adopted alert (firing in the alert log, not in the restored state) goes on without
+// a second firing line when its rule fires it again, and is resolved once when none does.
+func TestAdoptedAlerts(t *testing.T) {
+	h := newHarness(t, sweepRule, Options{ResolveAfter: time.Minute})
+	first := h.eval(0, page("a", 20000))
+	if len(first) != 1 {
+		t.Fatalf("first firing: %q", summaries(first))
+	}
+	other := first[0]
+	other.Fingerprint, other.Labels = "0000000000000000", map[string]string{"role": "gone"}
+
+	h2 := newHarness(t, sweepRule, Options{ResolveAfter: time.Minute})
+	h2.e.Adopt([]model.Alert{first[0], other}, t0)
+	if got := h2.e.Firing(); len(got) != 2 {
+		t.Errorf("Firing after Adopt: %d alerts, want the 2 adopted", len(got))
+	}
+	if got := h2.eval(time.Second, page("a", 20000)); len(got) != 0 {
+		t.Errorf("the adopted alert fired again: %q, want no second firing line", summaries(got))
+	}
+	h2.got = nil
+	h2.tickTo(time.Minute, 2*time.Hour)
+	var resolved []model.Alert
+	for _, a := range h2.got {
+		if a.State == model.StateResolved {
+			resolved = append(resolved, a)
+		}
+	}
+	if len(resolved) != 2 || len(h2.got) != 2 {
+		t.Fatalf("transitions: %q, want one resolution of each adopted alert", summaries(h2.got))
 	}
 }

@@ -114,13 +114,90 @@ func (e *Engine) saveLocked(now time.Time) error {
 		e.m.saves.WithLabelValues("error").Inc()
 		return fmt.Errorf("encode rule state: %w", err)
 	}
-	if err := atomicfile.Write(e.opts.StatePath, data); err != nil {
+	if err := atomicfile.WriteChecked(e.opts.StatePath, data); err != nil {
+		err = fmt.Errorf("save rule state: %w", err)
 		e.m.saves.WithLabelValues("error").Inc()
-		return fmt.Errorf("save rule state: %w", err)
+		e.reportSave(err)
+		return err
 	}
 	e.m.saves.WithLabelValues("ok").Inc()
+	e.reportSave(nil)
 	e.lastSave, e.dirty = now, false
 	return nil
+}
+
+func (e *Engine) reportSave(err error) {
+	if e.opts.OnSave != nil {
+		e.opts.OnSave(err)
+	}
+}
+
+// Lost says why the state saved at StatePath could not be restored at start:
+// damaged beyond its previous generation, or not decodable. It is nil when the
+// state was restored or there was none.
+func (e *Engine) Lost() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lost
+}
+
+// Held returns the fingerprints of the alerts the engine will still write a
+// transition for: firing ones, and the resolutions queued for the first Tick
+// (rules that changed or disappeared since the state was saved).
+func (e *Engine) Held() map[string]bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	held := make(map[string]bool)
+	for _, rs := range e.rules {
+		for _, head := range rs.groups {
+			for g := head; g != nil; g = g.next {
+				if g.st.state == model.StateFiring && g.st.fired != nil {
+					held[g.st.fired.Fingerprint] = true
+				}
+			}
+		}
+	}
+	for _, o := range e.overflow {
+		if o.fired != nil {
+			held[o.fired.Fingerprint] = true
+		}
+	}
+	for _, a := range e.queued {
+		held[a.Fingerprint] = true
+	}
+	for fp := range e.adopted {
+		held[fp] = true
+	}
+	return held
+}
+
+// Forget drops the firing state of the alerts with these fingerprints without
+// a transition: the alert log already holds their resolution (written before a
+// restart whose last state save had failed). It returns how many it dropped.
+func (e *Engine) Forget(fingerprints map[string]bool) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, rs := range e.rules {
+		for _, head := range rs.groups {
+			for g := head; g != nil; g = g.next {
+				if g.st.state == model.StateFiring && g.st.fired != nil && fingerprints[g.st.fired.Fingerprint] {
+					g.st = alertState{}
+					n++
+				}
+			}
+		}
+	}
+	for rule, o := range e.overflow {
+		if o.fired != nil && fingerprints[o.fired.Fingerprint] {
+			delete(e.overflow, rule)
+			n++
+		}
+	}
+	if n > 0 {
+		e.dirty = true
+	}
+	return n
 }
 
 func (e *Engine) snapshotLocked(now time.Time) stateFile {
@@ -178,15 +255,18 @@ func (rs *ruleState) snapshotGroup(g *group) groupSnapshot {
 // when it cannot be).
 func (e *Engine) load() error {
 	path := e.opts.StatePath
-	data, err := os.ReadFile(path)
+	data, gen, damage, err := atomicfile.ReadChecked(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, atomicfile.ErrNoGoodGeneration) {
 		return fmt.Errorf("load rule state: %w", err)
 	}
 	var sf stateFile
-	if err = json.Unmarshal(data, &sf); err == nil && sf.Version != stateVersion {
+	if err == nil {
+		err = json.Unmarshal(data, &sf)
+	}
+	if err == nil && sf.Version != stateVersion {
 		err = fmt.Errorf("state file version %d, this pgtripwire reads version %d", sf.Version, stateVersion)
 	}
 	if err == nil {
@@ -197,7 +277,7 @@ func (e *Engine) load() error {
 		if rerr := os.Rename(path, aside); rerr != nil {
 			aside = ""
 		}
-		e.log.Warn("rule state unreadable; starting with no baselines, first-seen keys or firing alerts",
+		e.log.Error("rule state lost; starting with no baselines, first-seen keys or firing alerts",
 			zap.String("path", path), zap.String("moved_to", aside), zap.Error(err))
 		for _, rs := range e.rules {
 			rs.startedAt, rs.groups, rs.n, rs.over = time.Time{}, map[uint64]*group{}, 0, nil
@@ -205,6 +285,12 @@ func (e *Engine) load() error {
 		}
 		e.overflow = map[string]*overflowAlert{}
 		e.queued = nil
+		e.lost = err
+		return nil
+	}
+	if gen == atomicfile.Previous {
+		e.log.Warn("rule state damaged; its previous generation is restored: what changed after it was saved is lost",
+			zap.String("path", path), zap.NamedError("damage", damage))
 	}
 	return nil
 }

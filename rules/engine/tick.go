@@ -25,6 +25,7 @@ func (e *Engine) Tick(now time.Time) []model.Alert {
 		e.out = append(e.out, a)
 	}
 	e.queued = nil
+	e.resolveAdopted(now)
 	for _, rs := range e.rules {
 		if rs.startedAt.IsZero() {
 			rs.startedAt = now

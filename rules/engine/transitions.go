@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,6 +26,45 @@ type alertState struct {
 type overflowAlert struct {
 	last  time.Time
 	fired *model.Alert
+}
+
+// adoptedAlert is a firing alert the engine took over from the alert log: until a rule
+// fires it again it is resolved at until.
+type adoptedAlert struct {
+	alert model.Alert
+	until time.Time
+}
+
+// Adopt takes over alerts the alert log says are firing and the restored state does
+// not hold (it was lost, or its save failed before a restart): when a rule fires one of
+// them again, it continues, with no second firing line; when none does within
+// ResolveAfter, it is resolved, with one resolved line. So every episode has one firing
+// and one resolved line across such a restart.
+func (e *Engine) Adopt(alerts []model.Alert, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, a := range alerts {
+		if a.State != model.StateFiring {
+			continue
+		}
+		a.Labels, a.Annotations = maps.Clone(a.Labels), maps.Clone(a.Annotations)
+		e.adopted[a.Fingerprint] = &adoptedAlert{alert: a, until: now.Add(e.opts.ResolveAfter)}
+	}
+}
+
+// resolveAdopted resolves the adopted alerts no rule fired again in time.
+func (e *Engine) resolveAdopted(now time.Time) {
+	for _, fp := range slices.Sorted(maps.Keys(e.adopted)) {
+		ad := e.adopted[fp]
+		if now.Before(ad.until) {
+			continue
+		}
+		a := ad.alert
+		a.Time, a.State = now, model.StateResolved
+		e.out = append(e.out, a)
+		e.dirty = true
+		delete(e.adopted, fp)
+	}
 }
 
 // step runs the alert state machine of a group whose condition is cond at
@@ -67,6 +107,15 @@ func (e *Engine) fire(rs *ruleState, g *group, now time.Time, value float64) {
 		Value:       value,
 		Labels:      labels,
 		Annotations: annotations,
+	}
+	if ad := e.adopted[a.Fingerprint]; ad != nil {
+		// Firing before the restart, in the alert log: the same episode goes on.
+		delete(e.adopted, a.Fingerprint)
+		fired := ad.alert
+		fired.Value = max(fired.Value, value)
+		g.st.state, g.st.firedAt, g.st.fired, g.st.delivered = model.StateFiring, fired.Time, &fired, true
+		e.dirty = true
+		return
 	}
 	fired := a
 	fired.Labels, fired.Annotations = maps.Clone(labels), maps.Clone(annotations)

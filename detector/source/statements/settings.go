@@ -19,5 +19,6 @@ func build(env source.Env, _ time.Duration) (source.Poller, error) {
 		Sensitive:      env.Sensitive,
 		Now:            env.Now,
 		Attribution:    env.Attribution,
+		StateDir:       env.StateDir,
 	}, env.Sink, env.Logger, env.Registerer), nil
 }

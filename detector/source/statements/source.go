@@ -46,6 +46,9 @@ type Config struct {
 	// that ran its statement, as the activity samples saw them (pg_stat_statements does
 	// not know the client); nil leaves them empty.
 	Attribution *source.Attribution
+	// StateDir, when set, keeps the last counters (statements/DBOID.counters) so that a
+	// restart counts what ran while the detector was down (see resume.go).
+	StateDir string
 }
 
 // Source polls pg_stat_statements: a source.Poller. Create it with New.
@@ -81,6 +84,9 @@ type Source struct {
 	hidden          int                  // entries whose queryid the server hides from the detector's role
 	sizes           map[string]tableSize // the sensitive tables' sizes, for estimates
 	sizesAt         time.Time
+	resumeTried     bool      // the persisted counters were considered
+	persistedAt     time.Time // when the counters were last written
+	countersChanged bool      // deltas since then
 }
 
 // New returns a source that hands its events to sink.
@@ -193,6 +199,7 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 	s.hidden = hidden
 	s.noteInfo(dealloc, statsReset)
 
+	s.resume(now, statsReset)
 	deltas, commit := s.tracker.observe(snapshot)
 	if err := s.fetchTexts(ctx, conn, dbID, deltas); err != nil {
 		return err
@@ -223,6 +230,7 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 		return fmt.Errorf("hand over %d events: %w", len(events), err)
 	}
 	commit()
+	s.persist(now, len(deltas) > 0)
 	s.prune()
 	return nil
 }

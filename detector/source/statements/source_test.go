@@ -52,6 +52,8 @@ type sourceOptions struct {
 	noWaitOK       bool          // do not wait for the source to report healthy
 	catalogRefresh time.Duration // default 1m
 	attribution    *source.Attribution
+	stateDir       string
+	now            func() time.Time
 }
 
 // startSourceWith runs the source on a polling loop, as the detector does, until the
@@ -72,6 +74,8 @@ func startSourceWith(t *testing.T, sink *sourcetest.Recorder, o sourceOptions) *
 		SearchPath:     []string{"$user", "public"},
 		Sensitive:      map[string][]string{"public.users": {"email", "username", "password_hash"}},
 		Attribution:    o.attribution,
+		StateDir:       o.stateDir,
+		Now:            o.now,
 	}, sink, zap.NewNop(), reg)
 	st.health = sourcetest.Start(t, conn, reg, source.Polled{Name: Name, Poller: st.src, Interval: o.interval})
 	if !o.noWaitOK {

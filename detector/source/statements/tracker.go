@@ -82,6 +82,12 @@ func (t *tracker) observe(snapshot []entry) (deltas []delta, commit func()) {
 	}
 }
 
+// prime makes prev the previous snapshot, as if it had been observed and committed: the
+// counters a previous run left (see resume.go).
+func (t *tracker) prime(prev map[entryKey]counters) {
+	t.prev, t.primed = prev, true
+}
+
 // forget drops every previous counter, so that each entry of the next snapshot counts
 // in full; used after pg_stat_statements_reset(), when all entries started again at zero.
 func (t *tracker) forget() {
