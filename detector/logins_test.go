@@ -36,7 +36,7 @@ func TestFailedLoginsFromTheServerLog(t *testing.T) {
 	}
 
 	cfg := detectortest.Config(t, db)
-	detectortest.EverySource(t, cfg, 200*time.Millisecond)
+	detectortest.EverySource(t, cfg, 500*time.Millisecond)
 	ls, ok := source.Lookup[*logsource.Settings](cfg.Sources, logsource.Name)
 	if !ok {
 		t.Fatal("no log source in the configuration")

@@ -62,9 +62,9 @@ func TestSQLMap(t *testing.T) {
 			var s *shop
 			if tc.log {
 				srv, logDir := pgtest.NewLoggingServer(t, "jsonlog", nil)
-				s = startShop(t, srv, logDir, 200, 20)
+				s = startShop(t, srv, logDir, 200, 10)
 			} else {
-				s = startShop(t, nil, "", 200, 20)
+				s = startShop(t, nil, "", 200, 10)
 			}
 			dir := t.TempDir()
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)

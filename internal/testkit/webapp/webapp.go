@@ -254,8 +254,8 @@ func do(req *http.Request) (int, string, error) {
 // called: product pages by a numeric id, catalogue pages, searches, logins (one in
 // ten with an email nobody has), signups, profiles, and broken links to the product
 // page now and then (errors in the server log). users is the number of users
-// workload.Users made. Each page's statement runs at least once within the first
-// second. The test fails if a page answers with a server error. Stop returns the
+// workload.Users made. Four users browse in turn, each requesting every page within
+// its first seven requests. The test fails if a page answers with a server error. Stop returns the
 // number of requests made.
 func (a *App) Browse(t testing.TB, users, perSecond int) (stop func() int) {
 	t.Helper()
