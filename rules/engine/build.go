@@ -184,7 +184,7 @@ func (e *Engine) install(rules []*ruleState) {
 		for _, s := range rs.rule.Sources() {
 			pinned[s] = true
 		}
-		rs.gauges = e.m.precreate(rs.rule.Name)
+		e.m.precreate(rs.rule.Name)
 	}
 	for _, rs := range rules {
 		if rs.rule.Sources() == nil {

@@ -27,8 +27,6 @@ type ruleState struct {
 	seen      keySet // first_seen rules: the keys seen
 	scopes    keySet // first_seen with learn_per: each value's first (learning start) and last event
 
-	gauges ruleGauges // set by install
-
 	evals, matches, excepted, errs, overflowed, shadow uint64
 	lastErrLog                                         time.Time
 	expiredSeen                                        int

@@ -67,23 +67,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 }
 
-// ruleGauges are the gauges of one rule, looked up once: they are set at every tick
-// of every rule, where looking each up by its label values was most of a tick's cost.
-type ruleGauges struct {
-	pending, firing, groups, expired prometheus.Gauge
-}
-
-// precreate makes the rule's series exist at zero and returns its gauges.
-func (m *metrics) precreate(rule string) ruleGauges {
+// precreate makes the rule's series exist at zero.
+func (m *metrics) precreate(rule string) {
 	for _, v := range []*prometheus.CounterVec{m.evaluations, m.matches, m.excepted, m.evalErrors, m.overflow, m.shadowAlerts} {
 		v.WithLabelValues(rule)
 	}
-	return ruleGauges{
-		pending: m.alerts.WithLabelValues(rule, "pending"),
-		firing:  m.alerts.WithLabelValues(rule, "firing"),
-		groups:  m.groups.WithLabelValues(rule),
-		expired: m.expired.WithLabelValues(rule),
-	}
+	m.alerts.WithLabelValues(rule, "pending")
+	m.alerts.WithLabelValues(rule, "firing")
+	m.groups.WithLabelValues(rule)
+	m.expired.WithLabelValues(rule)
 }
 
 // forget removes the series of a rule no longer loaded.

@@ -86,13 +86,13 @@ func (e *Engine) updateGauges(rs *ruleState, now time.Time) {
 		}
 	})
 	name := rs.rule.Name
-	rs.gauges.pending.Set(float64(pending))
-	rs.gauges.firing.Set(float64(firing))
+	e.m.alerts.WithLabelValues(name, "pending").Set(float64(pending))
+	e.m.alerts.WithLabelValues(name, "firing").Set(float64(firing))
 	n := rs.n + rs.seen.n + rs.scopes.n
 	if rs.over != nil {
 		n++
 	}
-	rs.gauges.groups.Set(float64(n))
+	e.m.groups.WithLabelValues(name).Set(float64(n))
 	expired := 0
 	for _, x := range rs.rule.Exceptions {
 		if !x.Expires.IsZero() && !now.Before(x.Expires) {
@@ -104,5 +104,5 @@ func (e *Engine) updateGauges(rs *ruleState, now time.Time) {
 		}
 	}
 	rs.expiredSeen = expired
-	rs.gauges.expired.Set(float64(expired))
+	e.m.expired.WithLabelValues(name).Set(float64(expired))
 }
