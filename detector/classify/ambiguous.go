@@ -70,6 +70,7 @@ func (a *analyzer) analyzeAs(b binding, stmts []*pg_query.RawStmt) {
 	alt.binding = &b
 	alt.steps = a.steps
 	alt.statements(stmts)
+	alt.injectionShapes(stmts)
 	alt.judge()
 	alt.catalogShapes()
 	a.steps = alt.steps

@@ -72,7 +72,10 @@
 //     (shape.go): folding aggregates and ARRAY(subquery) over sensitive
 //     columns that are read, server file functions and COPY to or from a
 //     file or program, unpinned reads of the catalog's column and role
-//     relations, dynamic SQL.
+//     relations, dynamic SQL. The shapes SQL injection leaves are judged in
+//     the text itself, not in view definitions or function bodies
+//     (injection.go); a cast that fails on a sensitive value returns it in
+//     its error message, so its columns are read.
 //
 // It is the only package that sees pg_query: callers get plain Go values. It
 // never deparses input and never reports literals or SQL text. It is not a
@@ -187,10 +190,14 @@ const (
 	// extraction tools wrap what they pull out to find it in the page.
 	ShapeInjectionMarkers = "injection_markers"
 	// ShapeInjectionSleep: a sleep function (pg_sleep and kin) in a predicate or
-	// conditional expression (time-blind extraction).
+	// conditional expression, a subquery, a target list beside other work, or a
+	// stacked text (time-blind extraction); not a sleep alone (SELECT pg_sleep(1)).
 	ShapeInjectionSleep = "injection_sleep"
 	// ShapeStacked: more than one statement in one text, the last ones after a
-	// statement an application would run alone (stacked queries).
+	// statement an application would run alone (stacked queries): a query or data
+	// change first, then anything but transaction control. Textual: a script of
+	// queries run by a person is stacked too, so rules scope it to application
+	// roles.
 	ShapeStacked = "stacked"
 )
 
@@ -293,6 +300,7 @@ func Classify(sql string, cat *catalog.Snapshot, searchPath []string, role strin
 		return a.unparsable(sql, err)
 	}
 	op, name := a.statements(tree.GetStmts())
+	a.injectionShapes(tree.GetStmts())
 	a.judge()
 	a.catalogShapes()
 	a.ambiguousNames(tree.GetStmts())
@@ -395,6 +403,15 @@ type analyzer struct {
 	// by an aggregate or array constructor, a shape once they are read.
 	shapes shapeSet
 	folded lineage
+
+	// Injection shapes (injection.go): facts about the text's own nodes,
+	// nil until one is recorded, and the capture of the sensitive columns
+	// a scalar subquery's target list uses.
+	inj         *injectionFacts
+	capture     lineage
+	capturing   bool
+	captureNext bool
+	lastUses    lineage
 }
 
 func newAnalyzer(cat *catalog.Snapshot, searchPath []string, role string) *analyzer {
@@ -464,7 +481,19 @@ func (a *analyzer) write(target string, src lineage) {
 	}
 }
 
-func (a *analyzer) refer(src lineage) { addAll(a.referenced, src) }
+func (a *analyzer) refer(src lineage) {
+	addAll(a.referenced, src)
+	if a.capturing && len(src) > 0 {
+		if a.capture == nil {
+			a.capture = make(lineage, len(src))
+		}
+		addAll(a.capture, src)
+	}
+}
+
+func (a *analyzer) restoreCapture(capture lineage, capturing bool) {
+	a.capture, a.capturing = capture, capturing
+}
 
 func (a *analyzer) result(op, name string) Result {
 	res := Result{

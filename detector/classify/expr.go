@@ -33,8 +33,15 @@ func (a *analyzer) expr(n *pg_query.Node, sc *scope) lineage {
 		*pg_query.Node_Boolean, *pg_query.Node_BitString, *pg_query.Node_AStar:
 		return nil
 	case *pg_query.Node_TypeCast:
-		return a.expr(e.TypeCast.GetArg(), sc)
+		src := a.expr(e.TypeCast.GetArg(), sc)
+		if len(src) > 0 && failingCast(e.TypeCast.GetTypeName()) {
+			a.injFacts().casts[e.TypeCast] = src
+		}
+		return src
 	case *pg_query.Node_AExpr:
+		if isConcat(e.AExpr) {
+			return a.concat(n, sc)
+		}
 		src := union(a.expr(e.AExpr.GetLexpr(), sc), a.expr(e.AExpr.GetRexpr(), sc))
 		if isPredicate(e.AExpr) {
 			a.refer(src)
@@ -299,9 +306,23 @@ func (a *analyzer) funcCall(fc *pg_query.FuncCall, sc *scope) lineage {
 	if cols, ok := a.call(fc, sc); ok {
 		return columnsLineage(cols)
 	}
+	name, schema := lastName(fc.GetFuncname()), schemaName(fc.GetFuncname())
+	if name == "concat" && (schema == "" || schema == "pg_catalog") {
+		return a.concat(&pg_query.Node{Node: &pg_query.Node_FuncCall{FuncCall: fc}}, sc)
+	}
 	args := a.exprs(fc.GetArgs(), sc)
 	a.shapeOfCall(fc, sc, args)
-	if name, schema := lastName(fc.GetFuncname()), schemaName(fc.GetFuncname()); valueFreeFunctions[name] && (schema == "" || schema == "pg_catalog") {
+	a.castCall(fc, name, args)
+	if sleepFunctions[name] {
+		a.injFacts().sleep = true
+	}
+	if valueFreeFunctions[name] && (schema == "" || schema == "pg_catalog") {
+		if name == "count" {
+			// How many rows have a value tells nothing of the value: not a
+			// use by a scalar subquery's target list (injection.go).
+			addAll(a.referenced, args)
+			return nil
+		}
 		a.refer(args)
 		return nil
 	}
@@ -336,8 +357,14 @@ func schemaName(names []*pg_query.Node) string {
 // test the subquery's rows; scalar and ARRAY subqueries return its values.
 func (a *analyzer) subLink(sl *pg_query.SubLink, sc *scope) lineage {
 	a.lastLevel = nil
+	scalar := sl.GetSubLinkType() == pg_query.SubLinkType_EXPR_SUBLINK
+	a.captureNext, a.lastUses = scalar, nil
 	sub := columnsLineage(a.query(sl.GetSubselect(), sc))
+	a.captureNext = false
 	a.sublinks[sl] = a.takeLevel()
+	if scalar && (len(sub) > 0 || len(a.lastUses) > 0) {
+		a.scalarSubquery(sl, sub)
+	}
 	switch sl.GetSubLinkType() {
 	case pg_query.SubLinkType_ARRAY_SUBLINK:
 		// ARRAY(SELECT email FROM users): every row in one value.

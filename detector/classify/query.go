@@ -53,6 +53,11 @@ func (a *analyzer) query(n *pg_query.Node, parent *scope) []column {
 // selectStmt analyzes a SELECT, VALUES or set operation.
 func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 	a.lastLevel = nil
+	// The target list of the query of a scalar subquery is captured
+	// (injection.go); nothing else is, nested levels included.
+	capture, savedCapture, savedCapturing := a.captureNext, a.capture, a.capturing
+	a.captureNext, a.capture, a.capturing = false, nil, false
+	defer a.restoreCapture(savedCapture, savedCapturing)
 	if s == nil || !a.enter() {
 		return nil
 	}
@@ -64,15 +69,23 @@ func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 	}
 	lv := a.beginLevel(sc)
 
-	var out []column
+	var (
+		out  []column
+		uses lineage
+	)
 	switch {
 	case s.GetOp() == pg_query.SetOperation_SETOP_UNION ||
 		s.GetOp() == pg_query.SetOperation_SETOP_INTERSECT ||
 		s.GetOp() == pg_query.SetOperation_SETOP_EXCEPT:
+		a.captureNext, a.lastUses = capture, nil
 		left := a.selectStmt(s.GetLarg(), sc)
+		uses = a.lastUses
 		lv.node.members = append(lv.node.members, a.takeLevel())
+		a.captureNext, a.lastUses = capture, nil
 		right := a.selectStmt(s.GetRarg(), sc)
+		uses = union(uses, a.lastUses)
 		lv.node.members = append(lv.node.members, a.takeLevel())
+		a.setOperationArms(s, left, right)
 		if s.GetOp() == pg_query.SetOperation_SETOP_EXCEPT {
 			// Only the left side's rows are returned; the right one filters.
 			a.refer(columnsLineage(right))
@@ -108,7 +121,9 @@ func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 			}
 		}
 		a.refer(a.expr(s.GetWhereClause(), sc))
+		a.capturing = capture
 		out = a.targetList(s.GetTargetList(), sc)
+		uses, a.capture, a.capturing = a.capture, nil, false
 		for _, g := range s.GetGroupClause() {
 			a.refer(a.sortExpr(g, sc, out, false))
 		}
@@ -132,6 +147,9 @@ func (a *analyzer) selectStmt(s *pg_query.SelectStmt, parent *scope) []column {
 	a.refer(a.expr(s.GetLimitCount(), sc))
 	a.refer(a.expr(s.GetLimitOffset(), sc))
 	a.endSelect(lv, s, sc)
+	if capture {
+		a.lastUses = uses
+	}
 	return out
 }
 

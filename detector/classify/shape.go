@@ -7,7 +7,7 @@ import (
 )
 
 // shapeSet holds the shapes recognised in a text (Result.Shapes).
-type shapeSet uint8
+type shapeSet uint16
 
 const (
 	shapeFolded shapeSet = 1 << iota
@@ -15,6 +15,12 @@ const (
 	shapeCatalogColumns
 	shapeCatalogRoles
 	shapeDynamicSQL
+	shapeInjectionUnion
+	shapeInjectionSubquery
+	shapeInjectionCast
+	shapeInjectionMarkers
+	shapeInjectionSleep
+	shapeStacked
 )
 
 // shapeNames in the order Result.Shapes sorts them.
@@ -26,7 +32,13 @@ var shapeNames = []struct {
 	{shapeCatalogRoles, ShapeCatalogRoles},
 	{shapeDynamicSQL, ShapeDynamicSQL},
 	{shapeFolded, ShapeFolded},
+	{shapeInjectionCast, ShapeInjectionCast},
+	{shapeInjectionMarkers, ShapeInjectionMarkers},
+	{shapeInjectionSleep, ShapeInjectionSleep},
+	{shapeInjectionSubquery, ShapeInjectionSubquery},
+	{shapeInjectionUnion, ShapeInjectionUnion},
 	{shapeServerFile, ShapeServerFile},
+	{shapeStacked, ShapeStacked},
 }
 
 func (s shapeSet) names() []string {

@@ -41,8 +41,9 @@ type journalRecord[T any] struct {
 const compactAfter = 1000
 
 // openJournal loads the set kept at path and opens its journal for appending. A
-// snapshot damaged beyond its previous generation is reported through lost (the set
-// starts from what the journal holds); unreadable files are errors. what names the set
+// snapshot damaged beyond its previous generation, or a journal damaged before its end,
+// is reported through lost (the set keeps what could be read); unreadable files are
+// errors. what names the set
 // in errors ("Alertmanager active alerts").
 func openJournal[T any](path, what string) (j *journal[T], set map[string]*T, lost error, err error) {
 	set = make(map[string]*T)
@@ -63,9 +64,11 @@ func openJournal[T any](path, what string) (j *journal[T], set map[string]*T, lo
 		}
 	}
 	j = &journal[T]{path: path, what: what}
-	if err := j.replay(set); err != nil {
+	damaged, err := j.replay(set)
+	if err != nil {
 		return nil, nil, nil, err
 	}
+	lost = errors.Join(lost, damaged)
 	j.file, err = os.OpenFile(path+".journal", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("open %s journal: %w", what, err)
@@ -78,20 +81,26 @@ func openJournal[T any](path, what string) (j *journal[T], set map[string]*T, lo
 	return j, set, lost, nil
 }
 
-// replay applies the journal's records to set, in order, up to its first torn line.
-func (j *journal[T]) replay(set map[string]*T) error {
+// replay applies the journal's records to set, in order, up to its first bad line. A
+// bad last line is the tear of a crash mid-append, never acknowledged; a bad line with
+// records after it is damage, and what follows it is lost: damaged says so.
+func (j *journal[T]) replay(set map[string]*T) (damaged, err error) {
 	data, err := os.ReadFile(j.path + ".journal")
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("read %s journal: %w", j.what, err)
+		return nil, fmt.Errorf("read %s journal: %w", j.what, err)
 	}
 	for len(data) > 0 {
 		line, rest, complete := bytes.Cut(data, []byte("\n"))
 		var r journalRecord[T]
 		if !complete || json.Unmarshal(line, &r) != nil || r.Key == "" {
-			break // torn by a crash: what follows was never acknowledged
+			if complete && len(bytes.TrimSpace(rest)) > 0 {
+				return fmt.Errorf("%s.journal damaged at byte %d: the %d bytes after it are ignored",
+					j.path, j.size, len(data)), nil
+			}
+			break // torn by a crash: never acknowledged
 		}
 		if r.Value == nil {
 			delete(set, r.Key)
@@ -102,7 +111,7 @@ func (j *journal[T]) replay(set map[string]*T) error {
 		j.size += int64(len(line)) + 1
 		data = rest
 	}
-	return nil
+	return nil, nil
 }
 
 // append records the current values in set of keys (absent: removed) and, when sync,

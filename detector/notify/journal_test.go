@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -174,5 +175,41 @@ func TestFiringAlertsSurviveALostActiveSet(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	if _, ok := am.Find(t, map[string]string{"role": "mallory"}); !ok {
 		t.Fatal("the alert the rule state holds firing was dropped by Alertmanager after the restart")
+	}
+}
+
+// A journal damaged before its last line is not taken for a crash's tear: the records
+// after the damage are lost, and openJournal says so.
+func TestJournalDamagedInTheMiddleIsLost(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "alertmanager-active.json")
+	j, active, _, err := openJournal[activeAlert](path, "active")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, role := range []string{"a", "b", "c"} {
+		a := activeFor(role, now)
+		active[a.Alert.Fingerprint] = a
+		if err := j.append(active, true, a.Alert.Fingerprint); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.close()
+	data, err := os.ReadFile(path + ".journal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := bytes.IndexByte(data, '\n') + 1
+	data[second+3] = 0xff // inside the second record
+	if err := os.WriteFile(path+".journal", data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j, active, lost, err := openJournal[activeAlert](path, "active")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.close()
+	if lost == nil || len(active) != 1 {
+		t.Errorf("after damage in the middle: lost %v, %d alerts restored; want it said, and the first alert", lost, len(active))
 	}
 }

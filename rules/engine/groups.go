@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
 	"maps"
 	"time"
 
@@ -30,6 +31,12 @@ type ruleState struct {
 	evals, matches, excepted, errs, overflowed, shadow uint64
 	lastErrLog                                         time.Time
 	expiredSeen                                        int
+	// gauges are the rule's series, looked up once: Tick sets them every second.
+	gauges *ruleGauges
+}
+
+type ruleGauges struct {
+	pending, firing, groups, expired prometheus.Gauge
 }
 
 // adopt takes over what the rule o of the same definition learned: on

@@ -27,7 +27,8 @@ const stateVersion = 1
 //	                        "baseline": {...}, "alert": {...}, "value", "last_true"}],
 //	            "overflow": {group}, "seen": [{"key": [...], "last_seen"}],
 //	            "scopes": [{"key": [...], "first_seen", "last_seen"}]}],
-//	 "overflow": [{"rule", "last", "fired"}]}
+//	 "overflow": [{"rule", "last", "fired"}],
+//	 "adopted": [{"alert", "until"}]}
 //
 // Rules are matched by name and definition hash: the state of a rule whose
 // match, aggregate or condition changed is not restored.
@@ -36,6 +37,14 @@ type stateFile struct {
 	SavedAt  time.Time       `json:"saved_at"`
 	Rules    []ruleSnapshot  `json:"rules"`
 	Overflow []overflowState `json:"overflow,omitempty"`
+	// Adopted are the alerts taken over from the alert log (see Adopt), kept so that a
+	// second restart resolves them when the first would have, not later.
+	Adopted []adoptedState `json:"adopted,omitempty"`
+}
+
+type adoptedState struct {
+	Alert model.Alert `json:"alert"`
+	Until time.Time   `json:"until"`
 }
 
 type ruleSnapshot struct {
@@ -224,6 +233,9 @@ func (e *Engine) snapshotLocked(now time.Time) stateFile {
 	for rule, o := range e.overflow {
 		sf.Overflow = append(sf.Overflow, overflowState{Rule: rule, Last: o.last, Fired: o.fired})
 	}
+	for _, ad := range e.adopted {
+		sf.Adopted = append(sf.Adopted, adoptedState{Alert: ad.alert, Until: ad.until})
+	}
 	return sf
 }
 
@@ -284,6 +296,7 @@ func (e *Engine) load() error {
 			rs.seen, rs.scopes = newKeySet(), newKeySet()
 		}
 		e.overflow = map[string]*overflowAlert{}
+		e.adopted = map[string]*adoptedAlert{}
 		e.queued = nil
 		e.lost = err
 		return nil
@@ -360,6 +373,9 @@ func (e *Engine) restore(sf stateFile) error {
 	}
 	for _, o := range sf.Overflow {
 		e.overflow[o.Rule] = &overflowAlert{last: o.Last, fired: o.Fired}
+	}
+	for _, ad := range sf.Adopted {
+		e.adopted[ad.Alert.Fingerprint] = &adoptedAlert{alert: ad.Alert, until: ad.Until}
 	}
 	return nil
 }

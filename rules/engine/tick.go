@@ -86,13 +86,17 @@ func (e *Engine) updateGauges(rs *ruleState, now time.Time) {
 		}
 	})
 	name := rs.rule.Name
-	e.m.alerts.WithLabelValues(name, "pending").Set(float64(pending))
-	e.m.alerts.WithLabelValues(name, "firing").Set(float64(firing))
+	if rs.gauges == nil {
+		rs.gauges = &ruleGauges{pending: e.m.alerts.WithLabelValues(name, "pending"), firing: e.m.alerts.WithLabelValues(name, "firing"),
+			groups: e.m.groups.WithLabelValues(name), expired: e.m.expired.WithLabelValues(name)}
+	}
+	rs.gauges.pending.Set(float64(pending))
+	rs.gauges.firing.Set(float64(firing))
 	n := rs.n + rs.seen.n + rs.scopes.n
 	if rs.over != nil {
 		n++
 	}
-	e.m.groups.WithLabelValues(name).Set(float64(n))
+	rs.gauges.groups.Set(float64(n))
 	expired := 0
 	for _, x := range rs.rule.Exceptions {
 		if !x.Expires.IsZero() && !now.Before(x.Expires) {
@@ -104,5 +108,5 @@ func (e *Engine) updateGauges(rs *ruleState, now time.Time) {
 		}
 	}
 	rs.expiredSeen = expired
-	e.m.expired.WithLabelValues(name).Set(float64(expired))
+	rs.gauges.expired.Set(float64(expired))
 }

@@ -49,6 +49,7 @@ func (e *Engine) Adopt(alerts []model.Alert, now time.Time) {
 		}
 		a.Labels, a.Annotations = maps.Clone(a.Labels), maps.Clone(a.Annotations)
 		e.adopted[a.Fingerprint] = &adoptedAlert{alert: a, until: now.Add(e.opts.ResolveAfter)}
+		e.dirty = true
 	}
 }
 
