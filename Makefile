@@ -27,9 +27,10 @@ build:
 # Every package, race detector on, real PostgreSQL clusters, Prometheus and Alertmanager
 # started by the tests, on one PostgreSQL version (the machine's, 15 in CI); then the
 # compatibility suite on every supported version. Installs what is missing first
-# (scripts/install-deps.sh).
+# (scripts/install-deps.sh). sqlmap too: PGTRIPWIRE_REQUIRE_SQLMAP makes its absence a
+# failure, not a skip.
 test: deps
-	$(GO) test -race -count=1 -timeout 20m ./...
+	PGTRIPWIRE_REQUIRE_SQLMAP=1 $(GO) test -race -count=1 -timeout 20m ./...
 	GO=$(GO) ./scripts/compat-test.sh $(COMPAT_VERSIONS)
 
 # The compatibility suite alone (scripts/compat-tests.txt): setup, doctor, each source,

@@ -4,7 +4,9 @@
 #   compatibility suite a build of every supported major version (14 to 18,
 #   scripts/install-postgres.sh: into .postgresql/ of the project);
 # - Prometheus' promtool (package prometheus) and Alertmanager with amtool (package
-#   prometheus-alertmanager), which the delivery and alerting-rule tests run for real.
+#   prometheus-alertmanager), which the delivery and alerting-rule tests run for real;
+# - sqlmap (package sqlmap), which the SQL-injection end-to-end test drives against a
+#   test application (`make test` sets PGTRIPWIRE_REQUIRE_SQLMAP, so it must be there).
 # With --demo, only what `make demo` needs: the PostgreSQL server binaries, of the
 # version $PGTRIPWIRE_PG_VERSION names when it is set (make demo PG=17).
 # Idempotent; does nothing when everything is there. Debian/Ubuntu only (apt-get);
@@ -42,6 +44,7 @@ have_server || packages+=(postgresql postgresql-contrib)
 if ! $demo_only; then
 	command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 	{ have_alertmanager && command -v amtool >/dev/null 2>&1; } || packages+=(prometheus-alertmanager)
+	command -v sqlmap >/dev/null 2>&1 || packages+=(sqlmap)
 fi
 
 # install_versions installs the project's own server builds: every supported version
@@ -61,7 +64,7 @@ fi
 if ! command -v apt-get >/dev/null 2>&1; then
 	echo "install-deps: missing ${packages[*]}: install PostgreSQL 14+ server binaries with" \
 		"pg_stat_statements (or set PGTRIPWIRE_PG_BINDIR), Prometheus' promtool, Alertmanager" \
-		"and amtool (or set PGTRIPWIRE_ALERTMANAGER)" >&2
+		"and amtool (or set PGTRIPWIRE_ALERTMANAGER), sqlmap" >&2
 	exit 1
 fi
 sudo=""
@@ -76,4 +79,5 @@ install_versions
 $demo_only && { echo "install-deps: done"; exit 0; }
 command -v promtool >/dev/null 2>&1 || { echo "install-deps: promtool still missing" >&2; exit 1; }
 have_alertmanager || { echo "install-deps: Alertmanager still missing" >&2; exit 1; }
+command -v sqlmap >/dev/null 2>&1 || { echo "install-deps: sqlmap still missing" >&2; exit 1; }
 echo "install-deps: done"

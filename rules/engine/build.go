@@ -55,9 +55,20 @@ func newRuleState(r *rulefmt.Rule, opts Options) (*ruleState, error) {
 	if err != nil {
 		return nil, err
 	}
-	rs := &ruleState{rule: r, kind: k, groups: map[uint64]*group{}, seen: keySet{m: map[uint64]*seenKey{}}}
+	rs := &ruleState{rule: r, kind: k, groups: map[uint64]*group{}, seen: newKeySet(), scopes: newKeySet()}
 	if rs.by, err = groupFields(by); err != nil {
 		return nil, fmt.Errorf("group: %w", err)
+	}
+	if fs := r.Condition.FirstSeen; fs != nil {
+		if rs.seenBy, err = groupFields(fs.Key); err != nil {
+			return nil, fmt.Errorf("first_seen key: %w", err)
+		}
+		if rs.scopeBy, err = groupFields(fs.LearnPer); err != nil {
+			return nil, fmt.Errorf("first_seen learn_per: %w", err)
+		}
+		if len(rs.scopeBy) == 0 {
+			rs.scopeBy = nil
+		}
 	}
 	rs.fixed = map[string]string{}
 	if src := r.Sources(); len(src) == 1 && !slices.Contains(by, "source") {
@@ -86,6 +97,8 @@ func newKind(r *rulefmt.Rule, opts Options) (kind, []string, error) {
 			return nil, nil, errors.New("an aggregate needs a threshold or baseline condition")
 		case err != nil:
 			return nil, nil, err
+		case c.FirstSeen != nil && c.Threshold != nil:
+			return &newKeysRule{thresholdRule: thresholdRule{windowed: w, cond: *c.Threshold}, newKeys: newKeys{cond: *c.FirstSeen}}, a.By, nil
 		case c.Baseline != nil:
 			// α = 2/(N+1) with N = learn_for / window periods: an EWMA
 			// that remembers about learn_for of history.
@@ -95,7 +108,7 @@ func newKind(r *rulefmt.Rule, opts Options) (kind, []string, error) {
 		return &thresholdRule{windowed: w, cond: *c.Threshold}, a.By, nil
 	}
 	if c.FirstSeen != nil {
-		return &firstSeenRule{held: held{hold: hold}, cond: *c.FirstSeen}, c.FirstSeen.Key, nil
+		return &firstSeenRule{held: held{hold: hold}, newKeys: newKeys{cond: *c.FirstSeen}}, c.FirstSeen.Key, nil
 	}
 	k := &eventRule{held: held{hold: hold}, threshold: c.Threshold}
 	name := "rows"

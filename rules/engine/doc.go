@@ -60,7 +60,17 @@
 //     filled in.
 //   - first_seen: keys seen during learn_for (from the rule's first
 //     evaluation) are normal; after it, an event with a key not seen, or not
-//     seen within forget_after, fires, and the key is remembered.
+//     seen within forget_after, fires, and the key is remembered. With
+//     learn_per (fields of the key), each value of those fields has its own
+//     learning period, from its first matching event (a role deployed late
+//     learns its own first minutes); the values and their starts are kept
+//     like keys (at most MaxGroups, forgotten after forget_after without an
+//     event). With remember: learning, only keys seen while learning are
+//     remembered: any other key is new at every event.
+//   - first_seen beside an aggregate and a threshold: the events whose key
+//     is new (as above) are counted in the windows of aggregate.by, and the
+//     threshold fires: one alert per group (a role), whose value is, say,
+//     how many new statements it ran, rather than one per key.
 //   - no aggregate: every matching event (passing threshold.field op value
 //     when there is a threshold) is a value; the alert's value is the
 //     largest since it became active.

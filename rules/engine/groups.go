@@ -17,12 +17,16 @@ type ruleState struct {
 
 	by    []model.EventField // the group key: aggregate.by, first_seen.key or the contract labels
 	fixed map[string]string  // labels of every group (the source the match pins)
+	// seenBy is the first_seen key, scopeBy its learn_per fields (nil
+	// without): what seen and scopes are keyed by.
+	seenBy, scopeBy []model.EventField
 
 	startedAt time.Time // first evaluation: the learning period starts here
 	groups    map[uint64]*group
 	n         int
 	over      *group // the overflow group, when the rule had too many
 	seen      keySet // first_seen rules: the keys seen
+	scopes    keySet // first_seen with learn_per: each value's first (learning start) and last event
 
 	evals, matches, excepted, errs, overflowed, shadow uint64
 	lastErrLog                                         time.Time
@@ -38,7 +42,7 @@ type ruleGauges struct {
 // adopt takes over what the rule o of the same definition learned: on
 // Reload, a rule whose state depends on nothing that changed goes on.
 func (rs *ruleState) adopt(o *ruleState) {
-	rs.startedAt, rs.groups, rs.n, rs.over, rs.seen = o.startedAt, o.groups, o.n, o.over, o.seen
+	rs.startedAt, rs.groups, rs.n, rs.over, rs.seen, rs.scopes = o.startedAt, o.groups, o.n, o.over, o.seen, o.scopes
 	rs.lastErrLog = o.lastErrLog
 }
 
@@ -150,9 +154,11 @@ type keySet struct {
 }
 
 type seenKey struct {
-	key      []keyVal
-	lastSeen time.Time
-	next     *seenKey
+	key []keyVal
+	// firstSeen is kept for learn_per values (their learning start); keys
+	// restored from a state file of an older version have none.
+	firstSeen, lastSeen time.Time
+	next                *seenKey
 }
 
 // find returns the key of ev, whose hash is h, or nil.
@@ -165,8 +171,10 @@ func (s *keySet) find(h uint64, by []model.EventField, ev *model.Event) *seenKey
 	return nil
 }
 
-func (s *keySet) add(h uint64, key []keyVal, lastSeen time.Time) {
-	s.m[h] = &seenKey{key: key, lastSeen: lastSeen, next: s.m[h]}
+func newKeySet() keySet { return keySet{m: map[uint64]*seenKey{}} }
+
+func (s *keySet) add(h uint64, key []keyVal, firstSeen, lastSeen time.Time) {
+	s.m[h] = &seenKey{key: key, firstSeen: firstSeen, lastSeen: lastSeen, next: s.m[h]}
 	s.n++
 }
 

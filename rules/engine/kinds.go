@@ -223,7 +223,7 @@ func (k *eventRule) observe(e *Engine, rs *ruleState, ev *model.Event, now time.
 // nor within forget_after since.
 type firstSeenRule struct {
 	held
-	cond rulefmt.FirstSeen
+	newKeys
 }
 
 func (k *firstSeenRule) observe(e *Engine, rs *ruleState, ev *model.Event, now time.Time) {
@@ -235,31 +235,102 @@ func (k *firstSeenRule) observe(e *Engine, rs *ruleState, ev *model.Event, now t
 
 func (k *firstSeenRule) tick(e *Engine, rs *ruleState, now time.Time) {
 	k.held.tick(e, rs, now)
-	if k.cond.ForgetAfter > 0 {
-		rs.seen.forgetSeenBefore(now.Add(-k.cond.ForgetAfter))
-	}
+	k.forget(rs, now)
 }
 
-// isNew records the event's key and reports whether it is new: not seen
-// before (or not within forget_after) and past the learning period.
-func (k *firstSeenRule) isNew(e *Engine, rs *ruleState, ev *model.Event, now time.Time) bool {
-	learned := now.Sub(rs.startedAt) >= k.cond.LearnFor
-	h := hashEvent(&e.h, rs.by, ev)
-	if s := rs.seen.find(h, rs.by, ev); s != nil {
+// newKeysRule is a first_seen condition beside an aggregate and a
+// threshold: the events whose key is new are counted in the windows of
+// aggregate.by, and the threshold fires. Its alerts are per group, not per
+// key: one alert for the new statements of a role, however many there are.
+type newKeysRule struct {
+	thresholdRule
+	newKeys
+}
+
+func (k *newKeysRule) observe(e *Engine, rs *ruleState, ev *model.Event, now time.Time) {
+	if !k.isNew(e, rs, ev, now) {
+		return
+	}
+	k.thresholdRule.observe(e, rs, ev, now)
+}
+
+func (k *newKeysRule) tick(e *Engine, rs *ruleState, now time.Time) {
+	k.thresholdRule.tick(e, rs, now)
+	k.forget(rs, now)
+}
+
+// newKeys is what a first_seen condition keeps and decides: the keys seen
+// (rs.seen, by rs.seenBy) and, with learn_per, when each value of those
+// fields started learning (rs.scopes, by rs.scopeBy).
+type newKeys struct {
+	cond rulefmt.FirstSeen
+}
+
+// isNew records the event's key and reports whether it is new: past the
+// learning period of the rule (or of the event's learn_per value) and not
+// seen before, or not within forget_after. With remember: learning, a key
+// first seen after learning is not recorded, so it stays new.
+func (k *newKeys) isNew(e *Engine, rs *ruleState, ev *model.Event, now time.Time) bool {
+	learning := now.Sub(k.learningStart(e, rs, ev, now)) < k.cond.LearnFor
+	keepAll := k.cond.Remember != rulefmt.RememberLearning
+	h := hashEvent(&e.h, rs.seenBy, ev)
+	if s := rs.seen.find(h, rs.seenBy, ev); s != nil {
 		forgotten := k.cond.ForgetAfter > 0 && now.Sub(s.lastSeen) > k.cond.ForgetAfter
+		if forgotten && !learning && !keepAll {
+			// No longer learned, and nothing is learned after learning.
+			rs.seen.remove(h, s)
+			return true
+		}
 		if now.After(s.lastSeen) {
 			s.lastSeen = now
 		}
-		return forgotten && learned
+		return forgotten && !learning
 	}
-	if rs.seen.n >= e.opts.MaxGroups {
-		// Forgetting is the failure that pages (the key alerts again when
-		// it comes back) rather than the one that hides (not learning new
-		// keys).
-		rs.seen.forgetOldest()
+	if learning || keepAll {
+		k.remember(e, rs, &rs.seen, h, rs.seenBy, ev, now)
+	}
+	return !learning
+}
+
+// learningStart returns when the event's learning period started: the
+// rule's first evaluation, or with learn_per the first matching event of its
+// learn_per value, which it records.
+func (k *newKeys) learningStart(e *Engine, rs *ruleState, ev *model.Event, now time.Time) time.Time {
+	if len(rs.scopeBy) == 0 {
+		return rs.startedAt
+	}
+	h := hashEvent(&e.h, rs.scopeBy, ev)
+	if s := rs.scopes.find(h, rs.scopeBy, ev); s != nil {
+		// Seen now, so that forget_after counts from its last event, as its
+		// keys' does: a value whose keys are still known keeps its start.
+		if now.After(s.lastSeen) {
+			s.lastSeen = now
+		}
+		return s.firstSeen
+	}
+	k.remember(e, rs, &rs.scopes, h, rs.scopeBy, ev, now)
+	return now
+}
+
+// remember adds the event's key (of fields fs, hash h) to set, forgetting the
+// one seen longest ago when the rule already holds MaxGroups. For keys that
+// is the failure that pages (the key is new again when it comes back) rather
+// than the one that hides (not learning new keys); a learn_per value
+// forgotten learns again if it comes back, which the overflow alert reports.
+func (k *newKeys) remember(e *Engine, rs *ruleState, set *keySet, h uint64, fs []model.EventField, ev *model.Event, now time.Time) {
+	if set.n >= e.opts.MaxGroups {
+		set.forgetOldest()
 		rs.overflowed++
 		e.noteOverflow(rs, now)
 	}
-	rs.seen.add(h, keyOf(rs.by, ev), now)
-	return learned
+	set.add(h, keyOf(fs, ev), now, now)
+}
+
+// forget forgets the keys, and the learn_per values, not seen within
+// forget_after.
+func (k *newKeys) forget(rs *ruleState, now time.Time) {
+	if k.cond.ForgetAfter > 0 {
+		rs.seen.forgetSeenBefore(now.Add(-k.cond.ForgetAfter))
+		rs.scopes.forgetSeenBefore(now.Add(-k.cond.ForgetAfter))
+	}
 }

@@ -25,7 +25,8 @@ const stateVersion = 1
 //	 "rules": [{"name", "definition", "started_at",
 //	            "groups": [{"key": [...], "window": {"head", "buckets": {"i": v}}, "distinct": {...},
 //	                        "baseline": {...}, "alert": {...}, "value", "last_true"}],
-//	            "overflow": {group}, "seen": [{"key": [...], "last_seen"}]}],
+//	            "overflow": {group}, "seen": [{"key": [...], "last_seen"}],
+//	            "scopes": [{"key": [...], "first_seen", "last_seen"}]}],
 //	 "overflow": [{"rule", "last", "fired"}],
 //	 "adopted": [{"alert", "until"}]}
 //
@@ -53,6 +54,9 @@ type ruleSnapshot struct {
 	Groups     []groupSnapshot `json:"groups,omitempty"`
 	Overflow   *groupSnapshot  `json:"overflow,omitempty"`
 	Seen       []seenSnapshot  `json:"seen,omitempty"`
+	// Scopes are the learn_per values of a first_seen rule, each with its
+	// learning start (first_seen).
+	Scopes []seenSnapshot `json:"scopes,omitempty"`
 }
 
 type groupSnapshot struct {
@@ -86,8 +90,9 @@ type alertSnapshot struct {
 }
 
 type seenSnapshot struct {
-	Key      []string  `json:"key"`
-	LastSeen time.Time `json:"last_seen"`
+	Key       []string  `json:"key"`
+	FirstSeen time.Time `json:"first_seen,omitzero"`
+	LastSeen  time.Time `json:"last_seen"`
 }
 
 type overflowState struct {
@@ -218,7 +223,10 @@ func (e *Engine) snapshotLocked(now time.Time) stateFile {
 			r.Overflow = &s
 		}
 		rs.seen.each(func(k *seenKey) {
-			r.Seen = append(r.Seen, seenSnapshot{Key: encodeKey(rs.by, k.key), LastSeen: k.lastSeen})
+			r.Seen = append(r.Seen, seenSnapshot{Key: encodeKey(rs.seenBy, k.key), LastSeen: k.lastSeen})
+		})
+		rs.scopes.each(func(k *seenKey) {
+			r.Scopes = append(r.Scopes, seenSnapshot{Key: encodeKey(rs.scopeBy, k.key), FirstSeen: k.firstSeen, LastSeen: k.lastSeen})
 		})
 		sf.Rules = append(sf.Rules, r)
 	}
@@ -284,7 +292,8 @@ func (e *Engine) load() error {
 		e.log.Error("rule state lost; starting with no baselines, first-seen keys or firing alerts",
 			zap.String("path", path), zap.String("moved_to", aside), zap.Error(err))
 		for _, rs := range e.rules {
-			rs.startedAt, rs.groups, rs.n, rs.over, rs.seen = time.Time{}, map[uint64]*group{}, 0, nil, keySet{m: map[uint64]*seenKey{}}
+			rs.startedAt, rs.groups, rs.n, rs.over = time.Time{}, map[uint64]*group{}, 0, nil
+			rs.seen, rs.scopes = newKeySet(), newKeySet()
 		}
 		e.overflow = map[string]*overflowAlert{}
 		e.adopted = map[string]*adoptedAlert{}
@@ -345,11 +354,21 @@ func (e *Engine) restore(sf stateFile) error {
 			rs.over = g
 		}
 		for _, s := range r.Seen {
-			key, err := decodeKey(rs.by, s.Key)
+			key, err := decodeKey(rs.seenBy, s.Key)
 			if err != nil {
 				return fmt.Errorf("rule %s: first-seen key: %w", r.Name, err)
 			}
-			rs.seen.add(hashKey(&e.h, rs.by, key), key, s.LastSeen)
+			rs.seen.add(hashKey(&e.h, rs.seenBy, key), key, s.FirstSeen, s.LastSeen)
+		}
+		for _, s := range r.Scopes {
+			key, err := decodeKey(rs.scopeBy, s.Key)
+			if err != nil {
+				return fmt.Errorf("rule %s: learn_per value: %w", r.Name, err)
+			}
+			if s.FirstSeen.IsZero() {
+				return fmt.Errorf("rule %s: learn_per value without its learning start", r.Name)
+			}
+			rs.scopes.add(hashKey(&e.h, rs.scopeBy, key), key, s.FirstSeen, s.LastSeen)
 		}
 	}
 	for _, o := range sf.Overflow {

@@ -92,7 +92,7 @@ func (e *Engine) updateGauges(rs *ruleState, now time.Time) {
 	}
 	rs.gauges.pending.Set(float64(pending))
 	rs.gauges.firing.Set(float64(firing))
-	n := rs.n + rs.seen.n
+	n := rs.n + rs.seen.n + rs.scopes.n
 	if rs.over != nil {
 		n++
 	}

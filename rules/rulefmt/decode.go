@@ -320,11 +320,19 @@ func (d *decoder) condition(where string, n *yaml.Node, aggregated bool) Conditi
 		return Condition{}
 	}
 	var c Condition
-	if len(m) != 1 {
-		d.Errorf(n, "%s: want exactly one of threshold, baseline, first_seen, got %d", where, len(m))
+	fs, _ := m.Get("first_seen")
+	_, hasThreshold := m.Get("threshold")
+	// first_seen and a threshold go together with an aggregate: the threshold
+	// applies to the aggregate of the events whose key is new.
+	newKeys := fs.Value != nil && hasThreshold && len(m) == 2
+	if len(m) != 1 && !newKeys {
+		d.Errorf(n, "%s: want exactly one of threshold, baseline, first_seen (or first_seen with a threshold), got %d", where, len(m))
 	}
 	if v := m.Value("threshold"); v != nil {
-		c.Threshold = d.threshold(where+".threshold", v, aggregated)
+		if newKeys && !aggregated {
+			d.Errorf(n, "%s: a threshold beside first_seen applies to the aggregate of the events of new keys: add an aggregate", where)
+		}
+		c.Threshold = d.threshold(where+".threshold", v, aggregated || newKeys)
 	}
 	if e, _ := m.Get("baseline"); e.Value != nil {
 		if !aggregated {
@@ -332,11 +340,11 @@ func (d *decoder) condition(where string, n *yaml.Node, aggregated bool) Conditi
 		}
 		c.Baseline = d.baseline(where+".baseline", e.Value)
 	}
-	if e, _ := m.Get("first_seen"); e.Value != nil {
-		if aggregated {
-			d.Errorf(e.Key, "%s: first_seen fires on a new key, not on a value: remove the aggregate", where)
+	if fs.Value != nil {
+		if aggregated && len(m) == 1 {
+			d.Errorf(fs.Key, "%s: first_seen with an aggregate counts the events of new keys: add a threshold on that count, or remove the aggregate", where)
 		}
-		c.FirstSeen = d.firstSeen(where+".first_seen", e.Value)
+		c.FirstSeen = d.firstSeen(where+".first_seen", fs.Value)
 	}
 	return c
 }
@@ -410,7 +418,7 @@ func (d *decoder) baseline(where string, n *yaml.Node) *Baseline {
 }
 
 func (d *decoder) firstSeen(where string, n *yaml.Node) *FirstSeen {
-	m, ok := d.Mapping(n, where, "key", "learn_for", "forget_after")
+	m, ok := d.Mapping(n, where, "key", "learn_for", "forget_after", "learn_per", "remember")
 	if !ok {
 		return nil
 	}
@@ -432,6 +440,31 @@ func (d *decoder) firstSeen(where string, n *yaml.Node) *FirstSeen {
 				d.Errorf(v, "%s.forget_after: must be longer than learn_for", where)
 			}
 			f.ForgetAfter = fa
+		}
+	}
+	if e, _ := m.Get("learn_per"); e.Value != nil {
+		f.LearnPer = d.fieldList(where+".learn_per", e.Value)
+		els, _ := d.Sequence(e.Value, where+".learn_per")
+		for i, el := range els {
+			if name := el.Value; slices.Contains(f.LearnPer, name) && !slices.Contains(f.Key, name) {
+				d.Errorf(el, "%s.learn_per[%d]: %s is not a field of the key: each value of the key's fields listed here learns for itself", where, i, quote(name))
+			}
+		}
+		if f.LearnFor <= 0 {
+			d.Errorf(e.Key, "%s: learn_per needs a learn_for", where)
+		}
+	}
+	if e, _ := m.Get("remember"); e.Value != nil {
+		if s, ok := d.String(e.Value, where+".remember"); ok {
+			f.Remember = Remember(s)
+			switch {
+			case f.Remember != RememberAlways && f.Remember != RememberLearning:
+				d.Errorf(e.Value, "%s: remember %s is not one of always, learning", where, quote(s))
+			case f.Remember == RememberLearning && f.LearnFor <= 0:
+				d.Errorf(e.Key, "%s: remember: learning keeps what was seen while learning: it needs a learn_for", where)
+			case f.Remember == RememberAlways:
+				f.Remember = "" // the default: the rule's definition (and state) as if it were left out
+			}
 		}
 	}
 	return f

@@ -69,7 +69,9 @@ type Aggregate struct {
 }
 
 // Condition is what makes a rule fire; exactly one of its fields is set,
-// or none for a rule without aggregate that fires on every matching event.
+// or none for a rule without aggregate that fires on every matching event,
+// or FirstSeen and Threshold together with an aggregate (the threshold on
+// the aggregate of the events whose key is new).
 type Condition struct {
 	Threshold *Threshold
 	Baseline  *Baseline
@@ -127,12 +129,37 @@ type Baseline struct {
 
 // FirstSeen fires on a key (a tuple of event field values) not seen during
 // the learning period, nor in the ForgetAfter before the event (0: never
-// forget).
+// forget). Beside an aggregate and a threshold, it is a filter instead: the
+// aggregate counts the events whose key is new, grouped by aggregate.by, and
+// the threshold fires (Condition.Threshold is then set too).
 type FirstSeen struct {
 	Key         []string
 	LearnFor    time.Duration
 	ForgetAfter time.Duration
+	// LearnPer lists fields of Key whose every value learns for itself: its
+	// learning period starts at its first matching event, not at the rule's
+	// first evaluation (a role deployed after the detector started learns
+	// its own first minutes). Empty: one learning period for the rule.
+	LearnPer []string `json:",omitempty"`
+	// Remember says which keys are remembered; "" is RememberAlways.
+	Remember Remember `json:",omitempty"`
 }
+
+// Remember says which keys a first_seen condition remembers. The omitempty
+// tags above keep the definition hash of rules that set neither field what
+// it was before they existed: their learned keys survive an upgrade.
+type Remember string
+
+// What first_seen remembers.
+const (
+	// RememberAlways remembers every key seen: a key is new once, the first
+	// time it is seen after learning (or after ForgetAfter without it).
+	RememberAlways Remember = "always"
+	// RememberLearning remembers only the keys seen while learning: every
+	// event of another key is new, however often it comes. What was learned
+	// is an allow-list; what comes after never joins it.
+	RememberLearning Remember = "learning"
+)
 
 // Exception is an allow-list tuple: an event matching every field that is set
 // does not count towards the rule. A zero field matches anything; an

@@ -307,6 +307,12 @@ func TestFullFile(t *testing.T) {
 	if fs == nil || fs.LearnFor != 7*24*time.Hour || fs.ForgetAfter != 90*24*time.Hour {
 		t.Errorf("first_seen: got %+v", fs)
 	}
+	nk := f.Groups[0].Rules[3]
+	if c := nk.Condition; c.FirstSeen == nil || c.Threshold == nil || c.Threshold.Value != 1 ||
+		strings.Join(c.FirstSeen.LearnPer, ",") != "database,role" || c.FirstSeen.Remember != RememberLearning ||
+		nk.Aggregate == nil || strings.Join(nk.Aggregate.By, ",") != "database,role" {
+		t.Errorf("first_seen with a threshold: got %+v, %+v", c.FirstSeen, c.Threshold)
+	}
 	if m := f.Groups[0].Rules[1].Mode; m != ModeShadow {
 		t.Errorf("mode: got %q", m)
 	}

@@ -584,11 +584,15 @@ func (s *Source) touchedOnly(res classify.Result, used []string) []string {
 }
 
 // shapedForRules reports whether a statement that touches no sensitive table still
-// makes an event: rules page on these shapes whatever table they read.
+// makes an event: rules page on these shapes whatever table they read. An injection
+// shape is among them: a time-blind probe (pg_sleep in a predicate) or stacked
+// statements through an application's query are the injection itself before any
+// sensitive value is read.
 func shapedForRules(res classify.Result) bool {
 	for _, sh := range res.Shapes {
-		switch sh {
-		case classify.ShapeServerFile, classify.ShapeCatalogColumns, classify.ShapeCatalogRoles, classify.ShapeDynamicSQL:
+		switch {
+		case sh == classify.ShapeServerFile, sh == classify.ShapeCatalogColumns, sh == classify.ShapeCatalogRoles,
+			sh == classify.ShapeDynamicSQL, classify.InjectionShape(sh):
 			return true
 		}
 	}
