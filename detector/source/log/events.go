@@ -148,6 +148,11 @@ func (c *classifier) load(ctx context.Context) (*catalog.Snapshot, error) {
 	return catalog.Load(ctx, conn, c.sensitive)
 }
 
+// unparsable reports whether res is incomplete because the parser refused the text.
+func unparsable(res classify.Result) bool {
+	return !res.Complete && slices.ContainsFunc(res.Problems, func(p string) bool { return strings.HasPrefix(p, "parse error") })
+}
+
 // redactStatement is redact.Statement, remembered for the texts seen recently (a burst
 // repeats one text).
 func (c *classifier) redactStatement(sql string) string {
@@ -210,6 +215,12 @@ func (c *classifier) events(ctx context.Context, r *Record, received time.Time) 
 			names = slices.Sorted(maps.Keys(c.sensitive))
 		}
 		res = c.cache.Classify(text, cat, c.searchPath, r.User)
+		if text != r.Statement && unparsable(res) {
+			// Redaction can make a statement the parser refuses: a type modifier
+			// (CAST(email AS varchar(10000)), as sqlmap's error-based payloads write it)
+			// becomes a placeholder. Classified from the text as logged, in memory only.
+			res = c.cache.Classify(r.Statement, cat, c.searchPath, r.User)
+		}
 		if cat == nil {
 			res.Complete = false
 		}
