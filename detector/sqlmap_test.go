@@ -129,10 +129,9 @@ func mergeLabels(ms ...map[string]string) map[string]string {
 // shapedPayloads reads the requests of sqlmap's traffic file (-t) and returns the first
 // statement of the product page the classifier names an injection shape in, and how
 // many there are. With failed, the statements failed and the detector sees them through
-// the server log, which classifies their redacted text (every literal a $n): so does
-// this. (A literal inside a type modifier, as in sqlmap's CAST(email AS VARCHAR(10000)),
-// becomes VARCHAR($5), which the classifier cannot resolve: such a statement is
-// incomplete, never shaped, and only ErrorBasedExtraction pages on it.)
+// the server log, which classifies their redacted text (every literal a $n), or the text
+// as logged when redaction made it unparsable (sqlmap's CAST(email AS VARCHAR(10000))
+// becomes VARCHAR($5)): the shapes are the text's own either way.
 func (s *shop) shapedPayloads(t *testing.T, traffic string, failed bool) (first string, n int) {
 	t.Helper()
 	b, err := os.ReadFile(traffic)
@@ -147,10 +146,7 @@ func (s *shop) shapedPayloads(t *testing.T, traffic string, failed bool) (first 
 		}
 		seen[id] = true
 		sql := "SELECT id, name, price FROM products WHERE id = " + id
-		if failed {
-			sql = redact.Statement(sql)
-		}
-		if s.classifierNames(t, sql) {
+		if s.classifierNames(t, sql) || failed && s.classifierNames(t, redact.Statement(sql)) {
 			if n == 0 {
 				first = sql
 			}
