@@ -16,9 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/pgtripwire/pgtripwire/detector/classify"
 	"github.com/pgtripwire/pgtripwire/detector/health"
 	"github.com/pgtripwire/pgtripwire/internal/pgserver"
-	"github.com/pgtripwire/pgtripwire/detector/classify"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/sourcetest"
 	"github.com/pgtripwire/pgtripwire/model"
