@@ -484,7 +484,6 @@ func findRef(parts []string, sc *scope) (it *rte, j int, name string, at *scope)
 		}
 		return nil, -1, "", nil
 	}
-	name = parts[len(parts)-1]
 	for _, q := range [][]string{parts[:len(parts)-1], parts[:1]} {
 		if len(q) == len(parts)-1 || len(parts) >= 3 {
 			for l := sc; l != nil; l = l.parent {

@@ -115,7 +115,7 @@ func openSpool(cfg Config, sinks []Sink, reg prometheus.Registerer, log *zap.Log
 	}
 	legacy, legacyKeys, err := s.readLegacy(lost)
 	if err != nil {
-		j.close()
+		_ = j.close()
 		return nil, err
 	}
 	var changed []string
@@ -156,7 +156,7 @@ func openSpool(cfg Config, sinks []Sink, reg prometheus.Registerer, log *zap.Log
 		slices.Sort(changed)
 		changed = slices.Compact(changed)
 		if err := j.append(set, true, changed...); err != nil {
-			j.close()
+			_ = j.close()
 			return nil, fmt.Errorf("open alert spool: %w", err)
 		}
 	}

@@ -168,7 +168,8 @@ func ReadChecked(path string) (data []byte, gen Generation, damage error, err er
 	if errors.Is(cerr, fs.ErrNotExist) && errors.Is(perr, fs.ErrNotExist) {
 		return nil, Current, nil, cerr
 	}
-	return nil, Current, nil, fmt.Errorf("%w: %s: %v; %s: %v", ErrNoGoodGeneration, path, cerr, path+PrevSuffix, perr)
+	// Not wrapped: a missing current file must not make the whole say fs.ErrNotExist.
+	return nil, Current, nil, fmt.Errorf("%w: %s: %s; %s: %s", ErrNoGoodGeneration, path, cerr.Error(), path+PrevSuffix, perr.Error())
 }
 
 // unseal verifies a sealed file and returns its content.
@@ -183,7 +184,7 @@ func unseal(b []byte) ([]byte, error) {
 	var n int
 	var sum string
 	if _, err := fmt.Sscanf(string(line[len(sealPrefix):]), "len=%d sha256=%s", &n, &sum); err != nil {
-		return nil, fmt.Errorf("unreadable seal: %v", err)
+		return nil, fmt.Errorf("unreadable seal: %w", err)
 	}
 	if n != len(rest) {
 		return nil, fmt.Errorf("truncated or extended: %d bytes, the seal says %d", len(rest), n)

@@ -183,7 +183,7 @@ func listenSyslog(ctx context.Context, addr string, out chan<- syslogMessage, m 
 	tcpAddr := pc.LocalAddr().String()
 	l, err := lc.Listen(ctx, "tcp", tcpAddr)
 	if err != nil {
-		pc.Close()
+		_ = pc.Close()
 		return nil, fmt.Errorf("syslog: listen tcp %s: %w", tcpAddr, err)
 	}
 	return &syslogReceiver{udp: pc.(*net.UDPConn), tcp: l, out: out, m: m, now: now}, nil
@@ -222,7 +222,7 @@ func (s *syslogReceiver) run(ctx context.Context) {
 					mu.Lock()
 					delete(conns, c)
 					mu.Unlock()
-					c.Close()
+					_ = c.Close()
 				}()
 				if err := readFrames(c, func(b []byte) { s.handle(ctx, b, "tcp") }); err != nil {
 					s.m.syslogMalformed.WithLabelValues("tcp").Inc()
@@ -231,11 +231,11 @@ func (s *syslogReceiver) run(ctx context.Context) {
 		}
 	})
 	<-ctx.Done()
-	s.udp.Close()
-	s.tcp.Close()
+	_ = s.udp.Close()
+	_ = s.tcp.Close()
 	mu.Lock()
 	for c := range conns {
-		c.Close()
+		_ = c.Close()
 	}
 	mu.Unlock()
 	wg.Wait()

@@ -2,6 +2,7 @@ package log
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"testing"
@@ -31,7 +32,7 @@ func TestSyslogReceiver(t *testing.T) {
 	go func() { done <- src.Run(ctx) }()
 	defer func() {
 		cancel()
-		if err := <-done; err != context.Canceled {
+		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Errorf("Run: %v", err)
 		}
 	}()
@@ -49,7 +50,7 @@ func TestSyslogReceiver(t *testing.T) {
 	defer udp.Close()
 	for _, m := range []string{
 		msg(10, 1, `FATAL:  password authentication failed for user "mallory"`),
-		fmt.Sprintf("<11>1 2024-05-01T10:00:00Z db1 postgres 10 - - [1-2] DETAIL:  Connection matched pg_hba.conf line 1"),
+		"<11>1 2024-05-01T10:00:00Z db1 postgres 10 - - [1-2] DETAIL:  Connection matched pg_hba.conf line 1",
 	} {
 		if _, err := udp.Write([]byte(m)); err != nil {
 			t.Fatal(err)
@@ -61,7 +62,7 @@ func TestSyslogReceiver(t *testing.T) {
 	}
 	defer tcp.Close()
 	octet := msg(11, 1, `ERROR:  syntax error at or near "SELEC" at character 1`)
-	lf := fmt.Sprintf("<11>1 2024-05-01T10:00:00Z db1 postgres 11 - - [1-2] STATEMENT:  SELEC email FROM users\n")
+	lf := "<11>1 2024-05-01T10:00:00Z db1 postgres 11 - - [1-2] STATEMENT:  SELEC email FROM users\n"
 	if _, err := fmt.Fprintf(tcp, "%d %s%s", len(octet), octet, lf); err != nil {
 		t.Fatal(err)
 	}
