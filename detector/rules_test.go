@@ -27,13 +27,7 @@ func readAs(t *testing.T, db *pgtest.Database, role, query string) {
 
 // firingLines returns the firing lines of rule whose role label is role.
 func firingLines(lines []model.Alert, rule, role string) []model.Alert {
-	var got []model.Alert
-	for _, a := range lines {
-		if a.State == model.StateFiring && a.Rule == rule && a.Labels["role"] == role {
-			got = append(got, a)
-		}
-	}
-	return got
+	return linesOf(lines, rule, role, model.StateFiring)
 }
 
 // #5 acceptance 3: a restart during a firing alert writes no second firing line, and
