@@ -1,7 +1,9 @@
 package log
 
 import (
+	"cmp"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -26,6 +28,7 @@ type assembler struct {
 	prefix  *linePrefix
 	csv     csvParser
 	pending map[string]*pendingEntry
+	started uint64 // entries begun so far: their order
 	// wait is how long an entry waits for more lines after its last one.
 	wait time.Duration
 }
@@ -34,6 +37,7 @@ type pendingEntry struct {
 	entry stderrEntry
 	seq   string
 	last  time.Time
+	order uint64 // when it began among the assembler's entries
 }
 
 func newAssembler(format string) *assembler {
@@ -70,7 +74,8 @@ func (a *assembler) add(m syslogMessage, out []Record) ([]Record, error) {
 			if p != nil {
 				out = append(out, p.record(m))
 			}
-			p = &pendingEntry{seq: seq}
+			a.started++
+			p = &pendingEntry{seq: seq, order: a.started}
 			p.entry.first = l
 			p.entry.add(l)
 			a.pending[key] = p
@@ -98,13 +103,19 @@ func (p *pendingEntry) record(m syslogMessage) Record {
 
 // flush finishes the entries that got no line for a.wait before now (all of them when
 // now is zero).
+// Entries finish in the order they began, whatever the map's order.
 func (a *assembler) flush(now time.Time, out []Record) []Record {
+	var due []string
 	for key, p := range a.pending {
 		if now.IsZero() || now.Sub(p.last) >= a.wait {
-			_, procID, _ := strings.Cut(key, "\x00")
-			out = append(out, p.record(syslogMessage{ProcID: procID}))
-			delete(a.pending, key)
+			due = append(due, key)
 		}
+	}
+	slices.SortFunc(due, func(x, y string) int { return cmp.Compare(a.pending[x].order, a.pending[y].order) })
+	for _, key := range due {
+		_, procID, _ := strings.Cut(key, "\x00")
+		out = append(out, a.pending[key].record(syslogMessage{ProcID: procID}))
+		delete(a.pending, key)
 	}
 	return out
 }
