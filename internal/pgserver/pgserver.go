@@ -69,6 +69,10 @@ var defaultSettings = map[string]string{
 	"max_replication_slots": "20",
 	"max_wal_senders":       "20",
 	"max_connections":       "200",
+	// The tests sharing a cluster run thousands of distinct statements (sqlmap's
+	// payloads alone); at the default 5,000 entries pg_stat_statements evicts the
+	// one-call entry of a test's read before the detector polls it.
+	"pg_stat_statements.max": "20000",
 
 	"fsync":              "off",
 	"synchronous_commit": "off",
