@@ -195,11 +195,11 @@ func (e *Engine) Firing() []model.Alert {
 	defer e.mu.Unlock()
 	var out []model.Alert
 	for _, rs := range e.rules {
-		for _, g := range rs.groups {
+		rs.eachGroup(func(g *group) {
 			if g.st.state == model.StateFiring && g.st.delivered && g.st.fired != nil {
 				out = append(out, *g.st.fired)
 			}
-		}
+		})
 	}
 	for _, o := range e.overflow {
 		if o.fired != nil {

@@ -765,3 +765,20 @@ func TestAdoptedAlerts(t *testing.T) {
 		t.Fatalf("transitions: %q, want one resolution of each adopted alert", summaries(h2.got))
 	}
 }
+
+// Firing lists every firing alert the engine holds, the overflow group's included: a
+// restart restores them all to the gauges and to Alertmanager's re-send list.
+func TestFiringListsTheOverflowGroup(t *testing.T) {
+	h := newHarness(t, sweepRule, Options{MaxGroups: 1})
+	h.eval(0, page("a", 20000))
+	h.eval(time.Second, page("b", 20000)) // past MaxGroups: into the overflow group
+	var rules []string
+	for _, a := range h.e.Firing() {
+		rules = append(rules, a.Rule)
+	}
+	slices.Sort(rules)
+	want := []string{OverflowRuleName, "Sweep", "Sweep"}
+	if !slices.Equal(rules, want) {
+		t.Errorf("Firing: %v (transitions %q), want %v", rules, summaries(h.got), want)
+	}
+}

@@ -158,13 +158,11 @@ func (e *Engine) Held() map[string]bool {
 	defer e.mu.Unlock()
 	held := make(map[string]bool)
 	for _, rs := range e.rules {
-		for _, head := range rs.groups {
-			for g := head; g != nil; g = g.next {
-				if g.st.state == model.StateFiring && g.st.fired != nil {
-					held[g.st.fired.Fingerprint] = true
-				}
+		rs.eachGroup(func(g *group) {
+			if g.st.state == model.StateFiring && g.st.fired != nil {
+				held[g.st.fired.Fingerprint] = true
 			}
-		}
+		})
 	}
 	for _, o := range e.overflow {
 		if o.fired != nil {
@@ -188,14 +186,12 @@ func (e *Engine) Forget(fingerprints map[string]bool) int {
 	defer e.mu.Unlock()
 	n := 0
 	for _, rs := range e.rules {
-		for _, head := range rs.groups {
-			for g := head; g != nil; g = g.next {
-				if g.st.state == model.StateFiring && g.st.fired != nil && fingerprints[g.st.fired.Fingerprint] {
-					g.st = alertState{}
-					n++
-				}
+		rs.eachGroup(func(g *group) {
+			if g.st.state == model.StateFiring && g.st.fired != nil && fingerprints[g.st.fired.Fingerprint] {
+				g.st = alertState{}
+				n++
 			}
-		}
+		})
 	}
 	for rule, o := range e.overflow {
 		if o.fired != nil && fingerprints[o.fired.Fingerprint] {
