@@ -7,12 +7,13 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// probeQuery changes whenever DDL touches a relation, a column, a view's rules or a
+// ProbeQuery changes whenever DDL touches a relation, a column, a view's rules or a
 // function outside the system schemas: every such change writes a new version of the
 // catalog row, with a new xmin. It reads four catalogs' tuple headers only, so it is
 // cheap enough to run before every decision that a stale snapshot could get wrong,
-// unlike Load with its view definitions.
-const probeQuery = `SELECT
+// unlike Load with its view definitions. Probe runs it; a poller may queue it in a
+// batch of its own.
+const ProbeQuery = `SELECT
   (SELECT coalesce(sum(hashtext(c.oid::text || '/' || c.xmin::text)), 0)
      FROM pg_catalog.pg_class c
     WHERE c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace))
@@ -30,7 +31,7 @@ const probeQuery = `SELECT
 // columns, view definitions or functions a snapshot holds change. Equal values read
 // before a Load and later mean the snapshot Load returned still describes the database.
 func Probe(ctx context.Context, q Querier) (int64, error) {
-	rows, err := q.Query(ctx, probeQuery)
+	rows, err := q.Query(ctx, ProbeQuery)
 	if err != nil {
 		return 0, fmt.Errorf("probe the catalog: %w", err)
 	}

@@ -73,7 +73,7 @@ type Source struct {
 	roles           map[uint32]string
 	catalog         *catalog.Snapshot
 	catalogAt       time.Time
-	schemaProbe     int64 // last value of schemaProbeQuery
+	schemaProbe     int64 // last value of catalog.ProbeQuery
 	schemaProbedAt  time.Time
 	sensitive       []string // the snapshot's sensitive tables, sorted
 	entries         []entry  // the last poll's, reused by the next one
@@ -159,7 +159,7 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 	batch.Queue(pollQuery, dbID)
 	var probe int64
 	if probeInBatch {
-		batch.Queue(schemaProbeQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&probe) })
+		batch.Queue(catalog.ProbeQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&probe) })
 	}
 	results := conn.SendBatch(ctx, batch)
 	var dealloc int64
@@ -351,24 +351,6 @@ func (s *Source) resolveRoles(ctx context.Context, conn *pgx.Conn, deltas []delt
 	return nil
 }
 
-// schemaProbeQuery changes whenever DDL touches a relation, a column, a view's rules or a
-// function outside the system schemas (every such change writes a new version of the
-// catalog row, with a new xmin). It reads four catalogs' tuple headers only, so it is
-// cheap enough to run every few seconds, unlike a full catalog load with view definitions.
-const schemaProbeQuery = `SELECT
-  (SELECT coalesce(sum(hashtext(c.oid::text || '/' || c.xmin::text)), 0)
-     FROM pg_catalog.pg_class c
-    WHERE c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace))
-+ (SELECT coalesce(sum(hashtext(a.attrelid::text || '/' || a.attnum::text || '/' || a.xmin::text)), 0)
-     FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid >= 16384)
-+ (SELECT coalesce(sum(hashtext(r.oid::text || '/' || r.xmin::text)), 0)
-     FROM pg_catalog.pg_rewrite r
-    WHERE r.ev_class >= 16384)
-+ (SELECT coalesce(sum(hashtext(p.oid::text || '/' || p.xmin::text)), 0)
-     FROM pg_catalog.pg_proc p
-    WHERE p.oid >= 16384)`
-
 // schemaProbeEvery is how often the schema probe runs: a table, view or function
 // created or changed is seen within seconds, not at the next full refresh.
 const schemaProbeEvery = 5 * time.Second
@@ -378,7 +360,7 @@ func (s *Source) refreshCatalogIfDue(ctx context.Context, conn *pgx.Conn, now ti
 	if due || s.probeDue(now) {
 		// Probed before loading: a change made during the load shows at the next probe.
 		var probe int64
-		if err := conn.QueryRow(ctx, schemaProbeQuery).Scan(&probe); err != nil {
+		if err := conn.QueryRow(ctx, catalog.ProbeQuery).Scan(&probe); err != nil {
 			return fmt.Errorf("probe schema changes: %w", err)
 		}
 		due = s.noteProbe(probe, now) || due
@@ -391,7 +373,7 @@ func (s *Source) refreshCatalogIfDue(ctx context.Context, conn *pgx.Conn, now ti
 
 func (s *Source) probeDue(now time.Time) bool { return now.Sub(s.schemaProbedAt) >= schemaProbeEvery }
 
-// noteProbe records a value of schemaProbeQuery read at now and reports whether the
+// noteProbe records a value of catalog.ProbeQuery read at now and reports whether the
 // schema changed since the previous one.
 func (s *Source) noteProbe(probe int64, now time.Time) (changed bool) {
 	changed = probe != s.schemaProbe
