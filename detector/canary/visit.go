@@ -187,11 +187,8 @@ func (c *Classifier) judge(ctx context.Context, visit model.Event, statement str
 // sensitive: a table that is not would make every visit look harmless.
 func (c *Classifier) verdict(visit model.Event, statement string, snap *catalog.Snapshot) model.Event {
 	res := c.cache.Classify(statement, snap, c.cfg.SearchPath, visit.Role)
-	ev := visit
+	ev := res.About(visit, visit.Relation)
 	ev.Operation = res.Operation
-	ev.SensitiveRead = classify.ColumnsOf(ev.Relation, res.SensitiveRead)
-	ev.SensitiveReferenced = classify.ColumnsOf(ev.Relation, res.SensitiveReferenced)
-	ev.Access = res.Access[ev.Relation]
 	ev.Shapes = slices.Clone(res.Shapes)
 	ev.Complete = res.Complete && snap.HasSensitive(ev.Relation)
 	ev.Statement = redact.Statement(statement)

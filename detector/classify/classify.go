@@ -86,6 +86,7 @@ package classify
 import (
 	"errors"
 	"fmt"
+	"github.com/pgtripwire/pgtripwire/model"
 	"slices"
 	"sort"
 	"strings"
@@ -593,6 +594,17 @@ func (r Result) SensitiveRelations(sensitive []string) []string {
 		}
 	}
 	return rels
+}
+
+// About returns base as the event about one relation rel of the statement: its
+// sensitive columns read and referenced there, and how the statement reaches it. Every
+// source that classifies a statement makes its events so.
+func (r Result) About(base model.Event, rel string) model.Event {
+	base.Relation = rel
+	base.SensitiveRead = ColumnsOf(rel, r.SensitiveRead)
+	base.SensitiveReferenced = ColumnsOf(rel, r.SensitiveReferenced)
+	base.Access = r.Access[rel]
+	return base
 }
 
 // ColumnsOf returns the column names of rel among qualified "schema.table.column" names

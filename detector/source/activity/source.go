@@ -187,12 +187,7 @@ func (l *live) events(now time.Time, b backend, res classify.Result, rels []stri
 	}
 	var events []model.Event
 	for _, rel := range rels {
-		ev := base
-		ev.Relation = rel
-		ev.SensitiveRead = classify.ColumnsOf(rel, res.SensitiveRead)
-		ev.SensitiveReferenced = classify.ColumnsOf(rel, res.SensitiveReferenced)
-		ev.Access = res.Access[rel]
-		events = append(events, ev)
+		events = append(events, res.About(base, rel))
 	}
 	if len(rels) == 0 {
 		events = append(events, base)

@@ -243,12 +243,7 @@ func (c *classifier) events(ctx context.Context, r *Record, received time.Time) 
 	}
 	events := make([]model.Event, 0, len(rels))
 	for _, rel := range rels {
-		ev := base
-		ev.Relation = rel
-		ev.SensitiveRead = classify.ColumnsOf(rel, res.SensitiveRead)
-		ev.SensitiveReferenced = classify.ColumnsOf(rel, res.SensitiveReferenced)
-		ev.Access = res.Access[rel]
-		events = append(events, ev)
+		events = append(events, res.About(base, rel))
 	}
 	return events
 }

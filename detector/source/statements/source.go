@@ -499,11 +499,7 @@ func (s *Source) events(now time.Time, dbName string, deltas []delta) (events []
 		}
 		isFolded := slices.Contains(res.Shapes, classify.ShapeFolded)
 		for _, rel := range append(rels, touched...) {
-			ev := base
-			ev.Relation = rel
-			ev.SensitiveRead = classify.ColumnsOf(rel, res.SensitiveRead)
-			ev.SensitiveReferenced = classify.ColumnsOf(rel, res.SensitiveReferenced)
-			ev.Access = res.Access[rel]
+			ev := res.About(base, rel)
 			ev.Visited = d.rows
 			key := read{d.userID, rel}
 			if d.topLevel {
