@@ -180,7 +180,15 @@ func TestWALChangeWhileKilledIsAlertedOnce(t *testing.T) {
 	}
 	third.kill()
 
-	// A crash of the server before a checkpoint puts the slot back; so does this.
+	// A crash of the server before a checkpoint puts the slot back; so does this, once
+	// the killed detector's walsender has noticed and released the slot.
+	waitFor(t, 10*time.Second, "the killed detector's walsender gone", third, func() bool {
+		var active bool
+		if err := conn.QueryRow(t.Context(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active); err != nil {
+			t.Fatal(err)
+		}
+		return !active
+	})
 	db.Exec(t, `SELECT pg_drop_replication_slot($1)`, slot)
 	db.Exec(t, `SELECT pg_copy_logical_replication_slot($1, $2)`, before, slot)
 	db.Exec(t, `SELECT pg_drop_replication_slot($1)`, before)
