@@ -334,7 +334,7 @@ func TestLoginLookupsDoNotAlert(t *testing.T) {
 	// The lookups do read password_hash: wait until the detector has seen all of them,
 	// so that "no alert" means judged and let go, not not yet seen.
 	appRows := map[string]string{"source": "statements", "table": "public.users", "role": "app"}
-	eventually(t, 10*time.Second, "2000 rows of app's lookups counted", func() bool {
+	eventually(t, 30*time.Second, "2000 rows of app's lookups counted", func() bool {
 		return r.Counter(t, "pgtripwire_sensitive_rows_read_total", appRows) == 2000
 	})
 	if got := r.Lines(t); len(got) != 0 {
