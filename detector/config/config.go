@@ -50,6 +50,10 @@ import (
 // database.dsn.
 const EnvDSN = "PGTRIPWIRE_DSN"
 
+// EnvResponseDSN is the environment variable that, when set and non-empty,
+// replaces response.dsn.
+const EnvResponseDSN = "PGTRIPWIRE_RESPONSE_DSN"
+
 // Defaults and limits, in one place so that Defaults, validation and the
 // documentation cannot drift apart.
 const (
@@ -60,6 +64,9 @@ const (
 	defaultResolveAfter        = 5 * time.Minute
 	defaultStateDir            = "./state"
 	defaultBulkReadMinRowsCall = 1000
+	defaultEvidenceRetain      = 7 * 24 * time.Hour
+	minEvidenceRetain          = time.Hour
+	defaultEvidenceMaxAlerts   = 1000
 )
 
 // Config is pgtripwire's configuration. A *Config returned by Load or Parse
@@ -94,6 +101,57 @@ type Config struct {
 	Roles Roles `yaml:"roles"`
 	// Replication (replication) declares who may open replication connections.
 	Replication Replication `yaml:"replication"`
+	// Evidence (evidence) is what is captured when an alert fires, and for how
+	// long it is kept.
+	Evidence Evidence `yaml:"evidence"`
+	// Response (response) is how pgtripwire stops a read: the responder's
+	// connection, and whether precise rules act on their own.
+	Response Response `yaml:"response"`
+}
+
+// Evidence is the evidence section.
+type Evidence struct {
+	// Enabled (evidence.enabled) captures evidence when an alert fires: the
+	// sessions of its role and client, the statement and its counters, the
+	// role's privileges on the table, its other recent alerts. Stored in
+	// state_dir/evidence, linked from the alert's evidence_url annotation.
+	// Default true.
+	Enabled bool `yaml:"enabled"`
+	// Retain (evidence.retain) is how long evidence is kept. Default 168h
+	// (7 days), minimum 1h.
+	Retain time.Duration `yaml:"retain"`
+	// MaxAlerts (evidence.max_alerts) bounds how many alerts' evidence is
+	// kept; beyond it the oldest goes first. Default 1000, minimum 1.
+	MaxAlerts int64 `yaml:"max_alerts"`
+}
+
+// ResponseMode says whether precise rules with a response act on their own.
+type ResponseMode string
+
+// Response modes.
+const (
+	// ResponseOff: no automatic response; `pgtripwire respond` is the only way.
+	ResponseOff ResponseMode = "off"
+	// ResponseShadow: record what the automatic response would have done, do nothing.
+	ResponseShadow ResponseMode = "shadow"
+	// ResponseOn: precise rules with a response act on their own.
+	ResponseOn ResponseMode = "on"
+)
+
+// Response is the response section.
+type Response struct {
+	// DSN (response.dsn) is the responder's connection string: its own role,
+	// with only what the actions need (pg_signal_backend to terminate,
+	// CREATEROLE to lock a role, the grant option or ownership to revoke;
+	// docs/response.md). PGTRIPWIRE_RESPONSE_DSN, when set and non-empty,
+	// replaces it. Default empty: nothing can respond, and `pgtripwire
+	// respond --apply` and response.automatic other than off are refused.
+	DSN string `yaml:"dsn"`
+	// Automatic (response.automatic) is whether the rules marked precise that
+	// carry a response (the default pack's CanaryRowRead) terminate the
+	// reading session on their own: off, shadow (write what would have been
+	// done, do nothing) or on. Default off.
+	Automatic ResponseMode `yaml:"automatic"`
 }
 
 // Roles is the roles section.
@@ -191,6 +249,11 @@ type HTTP struct {
 	// endpoint, read with exporter-toolkit. Default "": plain HTTP, no
 	// authentication. Relative to the config file's directory.
 	WebConfigFile string `yaml:"web_config_file"`
+	// ExternalURL (http.external_url) is the URL on-call engineers reach this
+	// detector at (through a proxy or load balancer), the base of the
+	// evidence_url annotation: http or https, absolute, no query. Default "":
+	// http://HOSTNAME:PORT/ of http.listen, as Prometheus derives its own.
+	ExternalURL string `yaml:"external_url"`
 }
 
 // Alerts is the alerts section.
@@ -258,6 +321,8 @@ func Defaults() *Config {
 		StateDir: defaultStateDir,
 		Sources:  mustSources(registry.Sources),
 		Rules:    Rules{DefaultPack: true},
+		Evidence: Evidence{Enabled: true, Retain: defaultEvidenceRetain, MaxAlerts: defaultEvidenceMaxAlerts},
+		Response: Response{Automatic: ResponseOff},
 	}
 }
 

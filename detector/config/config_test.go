@@ -121,6 +121,8 @@ func TestParse_Defaults(t *testing.T) {
 		},
 		StateDir: "/etc/pgtripwire/state",
 		Rules:    Rules{DefaultPack: true},
+		Evidence: Evidence{Enabled: true, Retain: 7 * 24 * time.Hour, MaxAlerts: 1000},
+		Response: Response{Automatic: ResponseOff},
 	}
 	wantSources := sourcesFile{
 		"wal":         {"enabled": wal.Auto, "slot": "pgtripwire", "publication": "pgtripwire", "status_interval": 10 * time.Second},
@@ -216,6 +218,8 @@ func TestParse_FullFile(t *testing.T) {
 		},
 		StateDir: "var/state", // ../var/state from testdata/
 		Rules:    Rules{Files: []string{"testdata/rules/*.yml"}, Disable: []string{"SensitiveBulkRead"}},
+		Evidence: Evidence{Enabled: true, Retain: 7 * 24 * time.Hour, MaxAlerts: 1000},
+		Response: Response{Automatic: ResponseOff},
 	}
 	checkConfig(t, "Load(full.good.yaml)", got, want, sourcesFile{
 		"wal":         {"enabled": wal.Auto, "slot": "pgtripwire", "publication": "pgtripwire", "status_interval": 10 * time.Second},

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -42,6 +43,63 @@ func (v *validator) validate() {
 	v.rules()
 	v.roles()
 	v.replication()
+	v.externalURL()
+	v.evidence()
+	v.response()
+}
+
+func (v *validator) externalURL() {
+	const path = "http.external_url"
+	raw := strings.TrimSpace(v.cfg.HTTP.ExternalURL)
+	v.cfg.HTTP.ExternalURL = raw
+	if raw == "" {
+		if v.set(path) {
+			v.errorf(path, "empty; remove the key to use http://HOSTNAME:PORT/ of http.listen")
+		}
+		return
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		v.errorf(path, "not a URL (the value is not shown: it may hold a password)")
+	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+		v.errorf(path, "want an absolute http or https URL, e.g. %q", "https://pgtripwire.example.com/")
+	case u.RawQuery != "" || u.Fragment != "":
+		v.errorf(path, "must have no query or fragment: evidence paths are appended to it")
+	case u.User != nil:
+		v.errorf(path, "must not hold a user or password: it is written into every alert")
+	}
+}
+
+func (v *validator) evidence() {
+	e := &v.cfg.Evidence
+	v.atLeast("evidence.retain", e.Retain, minEvidenceRetain)
+	if e.MaxAlerts < 1 {
+		v.errorf("evidence.max_alerts", "%d is below the minimum of 1; set evidence.enabled: false to keep none", e.MaxAlerts)
+	}
+}
+
+func (v *validator) response() {
+	r := &v.cfg.Response
+	if env := strings.TrimSpace(v.getenv(EnvResponseDSN)); env != "" {
+		r.DSN = env
+		if !dsnParses(env) {
+			v.errorAt(0, 0, "%s (replaces response.dsn): %s", EnvResponseDSN, dsnUnparsable)
+		}
+	} else if r.DSN = strings.TrimSpace(r.DSN); r.DSN == "" && v.set("response.dsn") {
+		v.errorf("response.dsn", "empty; remove the key (nothing can respond) or set %s", EnvResponseDSN)
+	} else if r.DSN != "" && !dsnParses(r.DSN) {
+		v.errorf("response.dsn", "%s", dsnUnparsable)
+	}
+	switch r.Automatic {
+	case ResponseOff, ResponseShadow:
+	case ResponseOn:
+		if r.DSN == "" {
+			v.errorf("response.automatic", "on needs response.dsn (or %s): the responder's own connection", EnvResponseDSN)
+		}
+	default:
+		v.errorf("response.automatic", "%s is not one of off, shadow, on", quote(string(r.Automatic)))
+	}
 }
 
 func (v *validator) roles() {
