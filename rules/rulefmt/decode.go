@@ -137,7 +137,7 @@ func (d *decoder) group(i int, n *yaml.Node, seen map[string]*yaml.Node) (Group,
 	return g, true
 }
 
-var ruleKeys = []string{"name", "description", "severity", "tags", "mode", "match", "aggregate", "condition", "for", "keep_firing_for", "exceptions", "labels", "annotations"}
+var ruleKeys = []string{"name", "description", "severity", "tags", "mode", "match", "aggregate", "condition", "for", "keep_firing_for", "exceptions", "labels", "annotations", "precise", "response"}
 
 func (d *decoder) rule(where string, n *yaml.Node, names map[string]*yaml.Node) (*Rule, bool) {
 	index := where
@@ -230,7 +230,34 @@ func (d *decoder) rule(where string, n *yaml.Node, names map[string]*yaml.Node) 
 	if v := m.Value("annotations"); v != nil {
 		r.Annotations, r.annotations = d.templates(where+".annotations", v, false)
 	}
+	if v := m.Value("precise"); v != nil {
+		r.Precise, _ = d.Bool(v, where+".precise")
+	}
+	if v := m.Value("response"); v != nil {
+		r.Response = d.response(where+".response", v, r.Precise)
+	}
 	return r, len(d.Errs) == before
+}
+
+// response decodes a rule's automatic response; precise is the rule's claim that it
+// cannot be wrong, without which no response is allowed.
+func (d *decoder) response(where string, n *yaml.Node, precise bool) *Response {
+	m, ok := d.Mapping(n, where, "terminate")
+	if !ok {
+		return nil
+	}
+	r := &Response{}
+	if v := m.Value("terminate"); v != nil {
+		r.Terminate, _ = d.Bool(v, where+".terminate")
+	}
+	switch {
+	case !r.Terminate:
+		d.Errorf(n, "%s: names no action (terminate: true is the one there is)", where)
+	case !precise:
+		d.Errorf(n, "%s: only a rule marked precise: true may act on its own; an automatic response to a rule that can be wrong "+
+			"terminates legitimate work (use `pgtripwire respond` for the others)", where)
+	}
+	return r
 }
 
 func (d *decoder) aggregate(where string, n *yaml.Node) *Aggregate {

@@ -191,12 +191,26 @@ type Rule struct {
 	Exceptions    []Exception
 	Labels        map[string]string
 	Annotations   map[string]string
+	// Precise says the rule cannot be wrong: what matches it is an intrusion, never
+	// legitimate work (a canary row returned to a role). Only a precise rule may carry
+	// a Response.
+	Precise bool
+	// Response is what the detector does on its own when the rule fires, if the
+	// configuration's response.automatic allows it; nil for none.
+	Response *Response
 	// Pos is the position of the rule's name.
 	Pos Pos
 
 	match       *compiledMatch
 	labels      map[string]*template.Template
 	annotations map[string]*template.Template
+}
+
+// Response is a rule's automatic response.
+type Response struct {
+	// Terminate ends the session that made the rule fire (the triggering event's
+	// pid), and only it.
+	Terminate bool
 }
 
 // ParseFile reads, parses and compiles one rule file. On failure the File is

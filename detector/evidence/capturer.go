@@ -1,0 +1,211 @@
+package evidence
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/model"
+)
+
+// Bounds of the capturer.
+const (
+	// queueSize is how many firing alerts may wait for their capture: an alert storm
+	// beyond it keeps the alerts (they are delivered regardless) and counts the
+	// evidence it could not capture.
+	queueSize = 1024
+	// relatedWindow is how far back the other alerts of a role are looked for.
+	relatedWindow = time.Hour
+	// maxHistory bounds the firing alerts remembered for relatedWindow.
+	maxHistory = 10_000
+	// maxRelated bounds the related alerts one piece of evidence lists.
+	maxRelated = 20
+	// captureTimeout bounds the server's part of one capture.
+	captureTimeout = 15 * time.Second
+	// pruneEvery is how often expired evidence is removed.
+	pruneEvery = 10 * time.Minute
+)
+
+// Options configure a Capturer.
+type Options struct {
+	// Connect opens the capturer's own connection, kept open between captures and
+	// opened again after a failure.
+	Connect func(ctx context.Context) (*pgx.Conn, error)
+	Store   *Store
+	Now     func() time.Time
+	Logger  *zap.Logger
+	// Registerer receives the capturer's metrics.
+	Registerer prometheus.Registerer
+	// After, when set, is called in the capturer's goroutine once an urgent alert's
+	// evidence is saved (or could not be): the automatic response acts on it.
+	After func(ctx context.Context, e *Evidence, in Input)
+}
+
+type request struct {
+	in     Input
+	urgent bool
+}
+
+// Capturer captures the evidence of firing alerts in its own goroutine (Run), so that
+// asking the server never delays evaluation or delivery. Fired is safe for concurrent
+// use and never blocks.
+type Capturer struct {
+	opts            Options
+	log             *zap.Logger
+	urgent, pending chan request
+
+	mu      sync.Mutex
+	history []Related
+	roles   []string // history[i]'s role
+
+	captured *prometheus.CounterVec
+	dropped  prometheus.Counter
+}
+
+// NewCapturer returns a capturer; Run starts it.
+func NewCapturer(o Options) *Capturer {
+	f := promauto.With(o.Registerer)
+	c := &Capturer{
+		opts:    o,
+		log:     o.Logger.Named("evidence"),
+		urgent:  make(chan request, queueSize),
+		pending: make(chan request, queueSize),
+		captured: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgtripwire_evidence_captured_total",
+			Help: "Evidence captured for firing alerts, by result: complete, partial (some part could not be read; the file says why), unsaved.",
+		}, []string{"result"}),
+		dropped: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_evidence_dropped_total",
+			Help: "Firing alerts whose evidence was not captured because too many were waiting (an alert storm).",
+		}),
+	}
+	for _, r := range []string{"complete", "partial", "unsaved"} {
+		c.captured.WithLabelValues(r)
+	}
+	return c
+}
+
+// Fired records a firing alert and queues its capture; trigger is the event that made
+// it fire, nil when none did. An urgent capture (a rule with an automatic response)
+// goes before the others.
+func (c *Capturer) Fired(a model.Alert, trigger *model.Event, urgent bool) {
+	in := Input{Alert: a, Trigger: trigger, Related: c.remember(a)}
+	q := c.pending
+	if urgent {
+		q = c.urgent
+	}
+	select {
+	case q <- request{in: in, urgent: urgent}:
+	default:
+		c.dropped.Inc()
+	}
+}
+
+// remember adds a to the history and returns the other alerts of its role in the hour
+// before it, newest first.
+func (c *Capturer) remember(a model.Alert) []Related {
+	role := a.Labels[model.LabelRole]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cut := 0
+	for cut < len(c.history) && a.Time.Sub(c.history[cut].Time) > relatedWindow {
+		cut++
+	}
+	if len(c.history)-cut >= maxHistory {
+		cut = len(c.history) - maxHistory + 1
+	}
+	c.history, c.roles = slices.Delete(c.history, 0, cut), slices.Delete(c.roles, 0, cut)
+	var related []Related
+	if role != "" {
+		for i := len(c.history) - 1; i >= 0 && len(related) < maxRelated; i-- {
+			if c.roles[i] == role && c.history[i].Fingerprint != a.Fingerprint {
+				related = append(related, c.history[i])
+			}
+		}
+	}
+	c.history = append(c.history, Related{Fingerprint: a.Fingerprint, Rule: a.Rule, Severity: a.Severity,
+		Time: a.Time, Summary: a.Annotations[model.AnnotationSummary]})
+	c.roles = append(c.roles, role)
+	return related
+}
+
+// Run captures queued evidence until ctx is done, and removes expired evidence every
+// pruneEvery. It returns ctx's error.
+func (c *Capturer) Run(ctx context.Context) error {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = conn.Close(closeCtx)
+			cancel()
+		}
+	}()
+	c.prune()
+	prune := time.NewTicker(pruneEvery)
+	defer prune.Stop()
+	for {
+		var r request
+		select {
+		case r = <-c.urgent:
+		default:
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-prune.C:
+				c.prune()
+				continue
+			case r = <-c.urgent:
+			case r = <-c.pending:
+			}
+		}
+		conn = c.capture(ctx, conn, r)
+	}
+}
+
+// capture captures and saves one alert's evidence on conn (opened when nil) and
+// returns the connection to use next: nil after it broke.
+func (c *Capturer) capture(ctx context.Context, conn *pgx.Conn, r request) *pgx.Conn {
+	e := New(r.in, c.opts.Now())
+	cctx, cancel := context.WithTimeout(ctx, captureTimeout)
+	defer cancel()
+	if conn == nil {
+		var err error
+		if conn, err = c.opts.Connect(cctx); err != nil {
+			conn = nil
+			e.Problems = append(e.Problems, "connect: "+err.Error())
+		}
+	}
+	if conn != nil {
+		Capture(cctx, conn, e)
+		if conn.IsClosed() {
+			conn = nil
+		}
+	}
+	result := "complete"
+	if len(e.Problems) > 0 {
+		result = "partial"
+	}
+	if err := c.opts.Store.Save(e); err != nil {
+		result = "unsaved"
+		c.log.Error("evidence not saved", zap.String("fingerprint", e.Fingerprint), zap.Error(err))
+	}
+	c.captured.WithLabelValues(result).Inc()
+	if r.urgent && c.opts.After != nil {
+		c.opts.After(ctx, e, r.in)
+	}
+	return conn
+}
+
+func (c *Capturer) prune() {
+	if n, err := c.opts.Store.Prune(c.opts.Now()); err != nil {
+		c.log.Warn("expired evidence not removed", zap.Error(err))
+	} else if n > 0 {
+		c.log.Info("expired evidence removed", zap.Int("alerts", n))
+	}
+}
