@@ -26,12 +26,14 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/buildinfo"
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/evidence"
 	"github.com/pgtripwire/pgtripwire/detector/health"
 	"github.com/pgtripwire/pgtripwire/detector/notify"
 	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/detector/web"
 	"github.com/pgtripwire/pgtripwire/model"
 	"github.com/pgtripwire/pgtripwire/rules/engine"
+	"github.com/pgtripwire/pgtripwire/rules/rulefmt"
 )
 
 // Event is the one value that flows from sources to rules.
@@ -64,6 +66,9 @@ type Detector struct {
 	metrics  detectorMetrics
 	now      func() time.Time
 	sources  []source.Runner
+	// capturer captures the evidence of firing alerts; nil when evidence.enabled is
+	// false.
+	capturer *evidence.Capturer
 }
 
 // ConfigError marks an error caused by the configuration rather than by the runtime
@@ -134,7 +139,24 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	if d.notifier, d.pipeline, err = newAlerting(cfg, deps, d.health, eval, d.engine.Firing()); err != nil {
 		return nil, err
 	}
-	if err := d.notifier.Firing(d.engine.Firing()); err != nil {
+	if err := web.ValidateConfigFile(cfg.HTTP.WebConfigFile); err != nil {
+		_ = d.notifier.Close()
+		return nil, &ConfigError{Err: fmt.Errorf("http.web_config_file: %w", err)}
+	}
+	d.listener, err = net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		_ = d.notifier.Close()
+		return nil, fmt.Errorf("listen on http.listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	if cfg.Evidence.Enabled {
+		if err := d.startEvidence(groups, connConfig); err != nil {
+			_ = d.listener.Close()
+			_ = d.notifier.Close()
+			return nil, err
+		}
+	}
+	if err := d.notifier.Firing(d.pipeline.links.annotate(d.engine.Firing())); err != nil {
+		_ = d.listener.Close()
 		_ = d.notifier.Close()
 		return nil, fmt.Errorf("restore the alerts firing in Alertmanager: %w", err)
 	}
@@ -145,6 +167,7 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 
 	declared, err := declarations(cfg)
 	if err != nil {
+		_ = d.listener.Close()
 		_ = d.notifier.Close()
 		return nil, err
 	}
@@ -166,20 +189,33 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		Now:            deps.Now,
 	}, d.health)
 	if err != nil {
+		_ = d.listener.Close()
 		_ = d.notifier.Close()
 		return nil, err
 	}
-
-	if err := web.ValidateConfigFile(cfg.HTTP.WebConfigFile); err != nil {
-		_ = d.notifier.Close()
-		return nil, &ConfigError{Err: fmt.Errorf("http.web_config_file: %w", err)}
-	}
-	d.listener, err = net.Listen("tcp", cfg.HTTP.Listen)
-	if err != nil {
-		_ = d.notifier.Close()
-		return nil, fmt.Errorf("listen on http.listen %s: %w", cfg.HTTP.Listen, err)
-	}
 	return d, nil
+}
+
+// startEvidence prepares the capture of every firing alert's evidence and the
+// evidence_url annotation that links to it.
+func (d *Detector) startEvidence(groups []rulefmt.Group, connConfig *pgx.ConnConfig) error {
+	base, err := externalURL(d.cfg, d.listener.Addr())
+	if err != nil {
+		return err
+	}
+	urgent := map[string]bool{}
+	for name := range respondingRules(d.cfg, groups) {
+		urgent[name] = true
+	}
+	d.capturer = evidence.NewCapturer(evidence.Options{
+		Connect:    connectFunc(connConfig, "pgtripwire evidence"),
+		Store:      evidenceStore(d.cfg),
+		Now:        d.now,
+		Logger:     d.log,
+		Registerer: d.registry,
+	})
+	d.pipeline.links = &evidenceLinks{capturer: d.capturer, base: base, urgent: urgent}
+	return nil
 }
 
 // Addr is the address the HTTP endpoints listen on (useful with port 0).
@@ -212,8 +248,13 @@ func (d *Detector) Run(ctx context.Context) error {
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
+	mux := web.Handler(d.registry, d.health.Ready)
+	if d.capturer != nil {
+		mux.Handle("GET "+EvidencePath+"{fingerprint}", evidence.Handler(evidenceStore(d.cfg)))
+		g.Go(func() error { return d.capturer.Run(ctx) })
+	}
 	g.Go(func() error {
-		return web.Serve(ctx, d.listener, web.Handler(d.registry, d.health.Ready), web.Options{
+		return web.Serve(ctx, d.listener, mux, web.Options{
 			WebConfigFile: d.cfg.HTTP.WebConfigFile,
 			Logger:        d.log,
 		})

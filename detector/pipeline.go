@@ -50,6 +50,9 @@ type pipeline struct {
 	// applicationRoles are the configuration's roles.application: events of these
 	// roles are marked before evaluation.
 	applicationRoles map[string]bool
+	// links, when evidence is on, annotate every transition with its evidence_url and
+	// queue the capture of each firing alert's evidence.
+	links *evidenceLinks
 
 	events     *prometheus.CounterVec
 	rowsRead   *prometheus.CounterVec
@@ -103,7 +106,11 @@ func (p *pipeline) HandleEvents(ctx context.Context, events []model.Event) error
 				p.columnRows.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, c).Add(float64(rows))
 			}
 		}
-		transitions = append(transitions, p.eval.Eval(now, ev)...)
+		ts := p.eval.Eval(now, ev)
+		for i := range ts {
+			p.links.link(&ts[i], &ev)
+		}
+		transitions = append(transitions, ts...)
 	}
 	p.notifyLocked(ctx, transitions)
 	return nil
@@ -127,7 +134,11 @@ func (p *pipeline) Run(ctx context.Context) error {
 func (p *pipeline) tick(ctx context.Context) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.notifyLocked(ctx, p.eval.Tick(p.now()))
+	ts := p.eval.Tick(p.now())
+	for i := range ts {
+		p.links.link(&ts[i], nil)
+	}
+	p.notifyLocked(ctx, ts)
 }
 
 // notifyLocked hands transitions to the notify stage. The lock keeps them in the order

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -137,4 +138,33 @@ func (s *Store) Prune(now time.Time) (int, error) {
 		return removed, fmt.Errorf("prune evidence: %w", errors.Join(errs...))
 	}
 	return removed, nil
+}
+
+// Handler serves the evidence of the fingerprint in the request's path value
+// "fingerprint" as JSON, or as text with ?format=text: 400 for what is not a
+// fingerprint, 404 when there is no evidence.
+func Handler(s *Store) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e, err := s.Load(r.PathValue("fingerprint"))
+		switch {
+		case errors.Is(err, ErrNotFound):
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		case err != nil && CheckFingerprint(r.PathValue("fingerprint")) != nil:
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		case err != nil:
+			http.Error(w, "evidence unreadable: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if r.URL.Query().Get("format") == "text" {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_ = WriteText(w, e)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(e)
+	})
 }

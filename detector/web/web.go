@@ -4,7 +4,8 @@
 // bcrypt basic auth), read by exporter-toolkit exactly as Prometheus' own exporters
 // read it.
 //
-// It is not an API for alerts or configuration.
+// It is not an API for alerts or configuration: the detector adds the evidence
+// endpoint (/api/v1/evidence) to the mux Handler returns, behind the same protection.
 package web
 
 import (
@@ -26,8 +27,8 @@ import (
 // ReadyFunc reports readiness and, when unready, why, per component.
 type ReadyFunc func() (ready bool, problems map[string]string)
 
-// Handler returns the endpoints' mux.
-func Handler(gatherer prometheus.Gatherer, ready ReadyFunc) http.Handler {
+// Handler returns the endpoints' mux, to which the caller may add its own.
+func Handler(gatherer prometheus.Gatherer, ready ReadyFunc) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -1,0 +1,131 @@
+package detector
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/evidence"
+	"github.com/pgtripwire/pgtripwire/model"
+	"github.com/pgtripwire/pgtripwire/rules/rulefmt"
+)
+
+// AnnotationEvidenceURL is the annotation linking an alert to its evidence.
+const AnnotationEvidenceURL = "evidence_url"
+
+// EvidencePath is where the HTTP server serves an alert's evidence; the fingerprint
+// follows it.
+const EvidencePath = "/api/v1/evidence/"
+
+// evidenceLinks is how the pipeline hands firing alerts to the evidence capturer and
+// links every alert line to its evidence.
+type evidenceLinks struct {
+	capturer *evidence.Capturer
+	// base is the external URL the evidence paths are appended to, without a
+	// trailing slash.
+	base string
+	// urgent are the rules whose capture is followed by an automatic response: they
+	// go before the others.
+	urgent map[string]bool
+}
+
+// link adds the evidence_url annotation to a (firing or resolved: every line of the
+// alert points to its evidence) and, for a firing alert, queues its capture. trigger is
+// the event that caused the transition, nil for one due to the clock.
+func (l *evidenceLinks) link(a *model.Alert, trigger *model.Event) {
+	if l == nil {
+		return
+	}
+	ann := maps.Clone(a.Annotations)
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[AnnotationEvidenceURL] = l.base + EvidencePath + a.Fingerprint
+	a.Annotations = ann
+	if a.State == model.StateFiring {
+		var t *model.Event
+		if trigger != nil {
+			ev := *trigger
+			t = &ev
+		}
+		l.capturer.Fired(*a, t, l.urgent[a.Rule])
+	}
+}
+
+// annotate adds the evidence_url annotation to alerts restored at start, without
+// capturing anything: their evidence, if any, was captured when they fired.
+func (l *evidenceLinks) annotate(alerts []model.Alert) []model.Alert {
+	if l == nil {
+		return alerts
+	}
+	out := make([]model.Alert, len(alerts))
+	for i, a := range alerts {
+		a.Annotations = maps.Clone(a.Annotations)
+		if a.Annotations == nil {
+			a.Annotations = map[string]string{}
+		}
+		a.Annotations[AnnotationEvidenceURL] = l.base + EvidencePath + a.Fingerprint
+		out[i] = a
+	}
+	return out
+}
+
+// externalURL is http.external_url without its trailing slash or, when it is not set,
+// http://HOSTNAME:PORT of the address the HTTP server listens on, as Prometheus derives
+// its own external URL.
+func externalURL(cfg *config.Config, listen net.Addr) (string, error) {
+	if cfg.HTTP.ExternalURL != "" {
+		return strings.TrimRight(cfg.HTTP.ExternalURL, "/"), nil
+	}
+	_, port, err := net.SplitHostPort(listen.String())
+	if err != nil {
+		return "", fmt.Errorf("external URL from %s: %w", listen, err)
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, port)}
+	return u.String(), nil
+}
+
+// evidenceStore is the evidence directory of cfg.
+func evidenceStore(cfg *config.Config) *evidence.Store {
+	return evidence.NewStore(filepath.Join(cfg.StateDir, evidence.Dir), cfg.Evidence.Retain, int(cfg.Evidence.MaxAlerts))
+}
+
+// EvidenceStore is the evidence directory of cfg, for the commands that read it.
+func EvidenceStore(cfg *config.Config) *evidence.Store { return evidenceStore(cfg) }
+
+// respondingRules are the rules that respond on their own under cfg: none when
+// response.automatic is off.
+func respondingRules(cfg *config.Config, groups []rulefmt.Group) map[string]*rulefmt.Rule {
+	out := map[string]*rulefmt.Rule{}
+	if cfg.Response.Automatic == config.ResponseOff {
+		return out
+	}
+	for _, g := range groups {
+		for _, r := range g.Rules {
+			if r.Precise && r.Response != nil {
+				out[r.Name] = r
+			}
+		}
+	}
+	return out
+}
+
+// connectFunc returns a function opening a new connection with c, named for what it is
+// for in pg_stat_activity.
+func connectFunc(c *pgx.ConnConfig, application string) func(ctx context.Context) (*pgx.Conn, error) {
+	c = c.Copy()
+	c.RuntimeParams["application_name"] = application
+	return func(ctx context.Context) (*pgx.Conn, error) { return pgx.ConnectConfig(ctx, c) }
+}
