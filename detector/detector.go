@@ -214,7 +214,7 @@ func (d *Detector) startEvidence(groups []rulefmt.Group, connConfig *pgx.ConnCon
 		Logger:     d.log,
 		Registerer: d.registry,
 	})
-	d.pipeline.links = &evidenceLinks{capturer: d.capturer, base: base, urgent: urgent}
+	d.pipeline.links = &evidenceLinks{capturer: d.capturer, base: base, urgent: urgent, info: newEvidenceInfo(d.registry)}
 	return nil
 }
 

@@ -450,6 +450,10 @@ func TestBulkReadReachesAlertmanager(t *testing.T) {
 	}
 	line := r.WaitFiring(t, time.Second)
 	// Alertmanager keeps times to the millisecond.
+	if got.Annotations["evidence_url"] == "" || got.Annotations["evidence_url"] != line.Annotations["evidence_url"] {
+		t.Errorf("evidence_url: got %q in Alertmanager, %q in the alert log, want the same link in both",
+			got.Annotations["evidence_url"], line.Annotations["evidence_url"])
+	}
 	if got.StartsAt.Sub(line.Time).Abs() >= time.Millisecond || got.Annotations["summary"] != line.Annotations["summary"] {
 		t.Errorf("got startsAt %v summary %q, want the alert line's %v %q",
 			got.StartsAt, got.Annotations["summary"], line.Time, line.Annotations["summary"])

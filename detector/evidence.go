@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/evidence"
@@ -35,6 +37,46 @@ type evidenceLinks struct {
 	// urgent are the rules whose capture is followed by an automatic response: they
 	// go before the others.
 	urgent map[string]bool
+	// info is pgtripwire_alert_evidence_info: one series per firing alert (at most
+	// maxEvidenceInfo), so that a dashboard can list a role's alerts with their
+	// evidence links; a resolved alert's series is deleted.
+	info      *prometheus.GaugeVec
+	infoCount int
+}
+
+// maxEvidenceInfo bounds pgtripwire_alert_evidence_info's series: beyond it (an alert
+// storm) alerts are delivered and their evidence captured, but not listed on the
+// dashboard.
+const maxEvidenceInfo = 1000
+
+func newEvidenceInfo(reg prometheus.Registerer) *prometheus.GaugeVec {
+	return promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pgtripwire_alert_evidence_info",
+		Help: "One series per alert firing now (at most 1000), valued at its firing time (Unix seconds), labelled with its evidence_url: how a dashboard links a role's alerts to their evidence.",
+	}, []string{"rule", "severity", "fingerprint", "database", "table", "role", "evidence_url"})
+}
+
+// setInfo adds or, for a resolved alert, removes a's evidence info series.
+func (l *evidenceLinks) setInfo(a *model.Alert) {
+	labels := prometheus.Labels{
+		"rule": a.Rule, "severity": string(a.Severity), "fingerprint": a.Fingerprint,
+		"database": a.Labels[model.LabelDatabase], "table": a.Labels[model.LabelTable], "role": a.Labels[model.LabelRole],
+		"evidence_url": a.Annotations[AnnotationEvidenceURL],
+	}
+	if a.State != model.StateFiring {
+		if l.info.Delete(labels) {
+			l.infoCount--
+		}
+		return
+	}
+	if l.infoCount >= maxEvidenceInfo {
+		return
+	}
+	if l.info.Delete(labels) {
+		l.infoCount--
+	}
+	l.info.With(labels).Set(float64(a.Time.Unix()))
+	l.infoCount++
 }
 
 // link adds the evidence_url annotation to a (firing or resolved: every line of the
@@ -50,6 +92,7 @@ func (l *evidenceLinks) link(a *model.Alert, trigger *model.Event) {
 	}
 	ann[AnnotationEvidenceURL] = l.base + EvidencePath + a.Fingerprint
 	a.Annotations = ann
+	l.setInfo(a)
 	if a.State == model.StateFiring {
 		var t *model.Event
 		if trigger != nil {
@@ -73,6 +116,7 @@ func (l *evidenceLinks) annotate(alerts []model.Alert) []model.Alert {
 			a.Annotations = map[string]string{}
 		}
 		a.Annotations[AnnotationEvidenceURL] = l.base + EvidencePath + a.Fingerprint
+		l.setInfo(&a)
 		out[i] = a
 	}
 	return out
