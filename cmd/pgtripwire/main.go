@@ -117,6 +117,7 @@ func newRootCommand(stdout, stderr io.Writer, hup chan os.Signal) *cobra.Command
 		newCanaryCommand(stdout),
 		newSetupCommand(stdout),
 		newDoctorCommand(stdout),
+		newRespondCommand(stdout),
 	)
 	return root
 }

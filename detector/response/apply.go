@@ -237,3 +237,17 @@ func serverError(err error) string {
 	}
 	return err.Error()
 }
+
+// NotApplied is the result of a plan that could not be applied at all (the responder
+// could not connect): every step failed with err, and the refusals stand.
+func NotApplied(p *Plan, err error) *Result {
+	res := &Result{}
+	for _, st := range p.Steps {
+		res.Steps = append(res.Steps, StepResult{Action: st.Action, Target: st.Target, SQL: st.SQL, Outcome: Failed,
+			Detail: "not run: " + serverError(err), Err: err})
+	}
+	for _, rf := range p.Refused {
+		res.Steps = append(res.Steps, StepResult{Action: rf.Action, Target: rf.Target, Outcome: Refused, Detail: rf.Reason})
+	}
+	return res
+}
