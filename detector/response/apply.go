@@ -194,7 +194,7 @@ func revokeMembership(ctx context.Context, conn *pgx.Conn, st Step) (Outcome, st
 		return NothingToDo, "not a member (any more)", nil
 	}
 	return change(ctx, conn, st, direct, []any{st.member, st.role},
-		"revoked", "not a member (any more)", "still a member (only a role with ADMIN OPTION on "+st.member+" can revoke it)")
+		"revoked", "not a member (any more)", "still a member (it takes ADMIN OPTION on "+st.member+"; on 16+ only the membership's grantor, or a role acting as it, can revoke it)")
 }
 
 // terminate runs the guarded pg_terminate_backend. No row means no session has that
