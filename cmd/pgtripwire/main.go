@@ -118,6 +118,7 @@ func newRootCommand(stdout, stderr io.Writer, hup chan os.Signal) *cobra.Command
 		newSetupCommand(stdout),
 		newDoctorCommand(stdout),
 		newEvidenceCommand(stdout),
+		newRespondCommand(stdout),
 	)
 	return root
 }

@@ -141,8 +141,9 @@ const (
 // Response is the response section.
 type Response struct {
 	// DSN (response.dsn) is the responder's connection string: its own role,
-	// with only what the actions need (pg_signal_backend to terminate,
-	// CREATEROLE to lock a role, the grant option or ownership to revoke;
+	// with only what the actions need (pg_signal_backend and
+	// pg_read_all_stats to terminate, CREATEROLE to lock a role, the grant
+	// option or ownership to revoke;
 	// docs/response.md). PGTRIPWIRE_RESPONSE_DSN, when set and non-empty,
 	// replaces it. Default empty: nothing can respond, and `pgtripwire
 	// respond --apply` and response.automatic other than off are refused.

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
+
+	"github.com/pgtripwire/pgtripwire/detector/evidence"
+	"github.com/pgtripwire/pgtripwire/detector/notify"
+	"github.com/pgtripwire/pgtripwire/detector/response"
+)
+
+const respondHelp = `Stop a read an alert reported, from the evidence captured when it fired
+(state_dir/evidence/FINGERPRINT.json): terminate the role's sessions that are
+still the captured ones (pid and backend_start), lock the role (NOLOGIN: its
+open sessions stay until terminated, so give --terminate --lock-role together),
+revoke the ways it holds SELECT on the table that can be taken from it alone.
+
+Without --apply it prints the exact SQL and changes nothing: a dry run is not a
+response, and writes no line. With --apply it runs the SQL as the role of
+response.dsn (PGTRIPWIRE_RESPONSE_DSN), prints each step's outcome and appends a
+ResponseTaken firing line and its resolved line to alerts.file.
+
+Refused, with the reason: superusers, the detector's role (database.dsn), the
+responder's own role, roles.application unless --force, grants to PUBLIC and
+ownership. See docs/response.md.
+
+Exit status: 0 when every step was done or had nothing to do (or a dry run), 1
+when a step failed or was refused, or the evidence cannot be read, 2 for bad
+usage, a bad configuration or no response.dsn with --apply.`
+
+type respondFlags struct {
+	config                      string
+	terminate, lockRole, revoke bool
+	apply, force                bool
+}
+
+func newRespondCommand(stdout io.Writer) *cobra.Command {
+	f := &respondFlags{}
+	cmd := &cobra.Command{
+		Use:   "respond FINGERPRINT --config FILE [--terminate] [--lock-role] [--revoke] [--apply] [--force]",
+		Short: "Terminate, lock or revoke from the role of an alert: print the SQL, or run it with --apply",
+		Long:  respondHelp,
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return respond(cmd.Context(), stdout, args[0], f)
+		},
+	}
+	cmd.Flags().StringVar(&f.config, "config", "", "path to the YAML configuration file")
+	cmd.Flags().BoolVar(&f.terminate, "terminate", false, "terminate the role's captured sessions")
+	cmd.Flags().BoolVar(&f.lockRole, "lock-role", false, "make the role NOLOGIN")
+	cmd.Flags().BoolVar(&f.revoke, "revoke", false, "revoke the role's SELECT on the alert's table")
+	cmd.Flags().BoolVar(&f.apply, "apply", false, "run the SQL as response.dsn's role and record the response (default: print it only)")
+	cmd.Flags().BoolVar(&f.force, "force", false, "act on a role of roles.application")
+	return cmd
+}
+
+func respond(ctx context.Context, stdout io.Writer, fingerprint string, f *respondFlags) error {
+	if err := requireConfigFlag(f.config); err != nil {
+		return err
+	}
+	var actions []response.Action
+	for a, on := range map[response.Action]bool{response.Terminate: f.terminate, response.LockRole: f.lockRole, response.Revoke: f.revoke} {
+		if on {
+			actions = append(actions, a)
+		}
+	}
+	if len(actions) == 0 {
+		return usageError{errors.New("no action: give --terminate, --lock-role and/or --revoke")}
+	}
+	if err := evidence.CheckFingerprint(fingerprint); err != nil {
+		return usageError{err}
+	}
+	cfg, err := loadConfig(f.config)
+	if err != nil {
+		return err
+	}
+	if f.apply && cfg.Response.DSN == "" {
+		return usageError{fmt.Errorf("response.dsn is not set (nor %s): --apply needs the responder's own connection (docs/response.md)", "PGTRIPWIRE_RESPONSE_DSN")}
+	}
+	store := evidence.NewStore(filepath.Join(cfg.StateDir, evidence.Dir), cfg.Evidence.Retain, int(cfg.Evidence.MaxAlerts))
+	ev, err := store.Load(fingerprint)
+	if err != nil {
+		return fmt.Errorf("evidence of alert %s: %w", fingerprint, err)
+	}
+	guard := response.Guard{ApplicationRoles: cfg.Roles.Application, Force: f.force}
+	if c, err := pgx.ParseConfig(cfg.Database.DSN); err == nil {
+		guard.DetectorRole = c.User
+	}
+	plan, err := response.NewPlan(ev, actions, guard)
+	if err != nil {
+		return err
+	}
+	if _, err := plan.WriteTo(stdout); err != nil {
+		return err
+	}
+	if !f.apply {
+		fmt.Fprintln(stdout, "-- dry run: nothing was changed or recorded; add --apply to respond")
+		return nil
+	}
+
+	res := applyPlan(ctx, cfg.Response.DSN, plan)
+	for _, s := range res.Steps {
+		fmt.Fprintf(stdout, "%s %s: %s: %s\n", s.Action, s.Target, s.Outcome, s.Detail)
+	}
+	alerts := response.Record(plan, res, response.Origin{By: response.ByRespond, Actor: actor(), Time: time.Now()})
+	if err := notify.AppendAlertLines(cfg.Alerts.File, alerts...); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "recorded in %s: %s %s, outcome %s\n", cfg.Alerts.File, response.Rule, alerts[0].Fingerprint, res.Outcome())
+	if o := res.Outcome(); o != response.OutcomeApplied {
+		return fmt.Errorf("response %s: a step failed or was refused (above)", o)
+	}
+	return nil
+}
+
+// applyPlan connects as the responder and applies the plan; a failed connection fails
+// every step, and is recorded like any other failure.
+func applyPlan(ctx context.Context, dsn string, plan *response.Plan) *response.Result {
+	connConfig, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		// pgx's message may quote the DSN: never print it.
+		return response.NotApplied(plan, errors.New("response.dsn is not a valid connection string"))
+	}
+	if connConfig.ConnectTimeout == 0 {
+		connConfig.ConnectTimeout = connectTimeout
+	}
+	connConfig.RuntimeParams["application_name"] = "pgtripwire respond"
+	conn, err := pgx.ConnectConfig(ctx, connConfig)
+	if err != nil {
+		return response.NotApplied(plan, fmt.Errorf("connect as the responder: %w", err))
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return response.Apply(ctx, conn, plan)
+}
+
+// actor is who ran the command: OS user@host.
+func actor() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
+	return name + "@" + host
+}
