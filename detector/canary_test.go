@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgtripwire/pgtripwire/detector/canary"
+	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/setup"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
@@ -20,8 +21,9 @@ import (
 
 // startWithCanaries prepares db as an operator would — setup (publication, slot, DDL
 // event trigger) and canary plant in public.users — and starts a detector streaming
-// from the slot with the default pack.
-func startWithCanaries(t *testing.T, db *pgtest.Database) *detectortest.Detector {
+// from the slot with the default pack; configure changes the detector's configuration
+// first.
+func startWithCanaries(t *testing.T, db *pgtest.Database, configure ...func(*config.Config)) *detectortest.Detector {
 	t.Helper()
 	ctx := t.Context()
 	slot := db.Name
@@ -41,6 +43,9 @@ func startWithCanaries(t *testing.T, db *pgtest.Database) *detectortest.Detector
 	}
 	if _, err := canary.Plant(ctx, super, canary.Options{Table: "public.users", Count: 3, Domain: "canary.example"}); err != nil {
 		t.Fatalf("canary plant: %v", err)
+	}
+	for _, c := range configure {
+		c(cfg)
 	}
 	return detectortest.Start(t, cfg)
 }

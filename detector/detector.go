@@ -69,6 +69,9 @@ type Detector struct {
 	// capturer captures the evidence of firing alerts; nil when evidence.enabled is
 	// false.
 	capturer *evidence.Capturer
+	// responder is the automatic response of precise rules; nil when
+	// response.automatic is off or no rule has a response.
+	responder *autoResponder
 }
 
 // ConfigError marks an error caused by the configuration rather than by the runtime
@@ -207,13 +210,23 @@ func (d *Detector) startEvidence(groups []rulefmt.Group, connConfig *pgx.ConnCon
 	for name := range respondingRules(d.cfg, groups) {
 		urgent[name] = true
 	}
-	d.capturer = evidence.NewCapturer(evidence.Options{
+	opts := evidence.Options{
 		Connect:    connectFunc(connConfig, "pgtripwire evidence"),
 		Store:      evidenceStore(d.cfg),
 		Now:        d.now,
 		Logger:     d.log,
 		Registerer: d.registry,
-	})
+	}
+	if len(urgent) > 0 {
+		responderConn, err := responderConfig(d.cfg)
+		if err != nil {
+			return err
+		}
+		d.responder = newAutoResponder(d.cfg, connectFunc(responderConn, "pgtripwire responder"), connConfig.User,
+			d.pipeline.record, d.now, d.log, d.registry)
+		opts.After = d.responder.respond
+	}
+	d.capturer = evidence.NewCapturer(opts)
 	d.pipeline.links = &evidenceLinks{capturer: d.capturer, base: base, urgent: urgent, info: newEvidenceInfo(d.registry)}
 	return nil
 }
@@ -268,6 +281,9 @@ func (d *Detector) Run(ctx context.Context) error {
 		g.Go(func() error { return s.Run(ctx) })
 	}
 	err := g.Wait()
+	if d.responder != nil {
+		d.responder.close(ctx)
+	}
 	// The pipeline has stopped: save the rules' state (firing alerts, baselines,
 	// first-seen sets) so that a restart neither re-fires nor forgets.
 	if cerr := d.engine.Close(d.now()); cerr != nil {

@@ -164,3 +164,11 @@ func (p *pipeline) notifyLocked(ctx context.Context, alerts []model.Alert) {
 func (p *pipeline) WaitWritten(ctx context.Context) error {
 	return p.stage.WaitWritten(ctx)
 }
+
+// record hands alert lines that no rule evaluated (the ResponseTaken lines of an
+// automatic response) to the notify stage, in order with the evaluated ones.
+func (p *pipeline) record(ctx context.Context, alerts []model.Alert) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.notifyLocked(ctx, alerts)
+}
