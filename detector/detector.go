@@ -206,10 +206,7 @@ func (d *Detector) startEvidence(groups []rulefmt.Group, connConfig *pgx.ConnCon
 	if err != nil {
 		return err
 	}
-	urgent := map[string]bool{}
-	for name := range respondingRules(d.cfg, groups) {
-		urgent[name] = true
-	}
+	urgent := respondingRules(d.cfg, groups)
 	opts := evidence.Options{
 		Connect:    connectFunc(connConfig, "pgtripwire evidence"),
 		Store:      evidenceStore(d.cfg),
@@ -217,7 +214,7 @@ func (d *Detector) startEvidence(groups []rulefmt.Group, connConfig *pgx.ConnCon
 		Logger:     d.log,
 		Registerer: d.registry,
 	}
-	if len(urgent) > 0 {
+	if d.cfg.Response.Automatic != config.ResponseOff {
 		responderConn, err := responderConfig(d.cfg)
 		if err != nil {
 			return err

@@ -149,17 +149,17 @@ func evidenceStore(cfg *config.Config) *evidence.Store {
 // EvidenceStore is the evidence directory of cfg, for the commands that read it.
 func EvidenceStore(cfg *config.Config) *evidence.Store { return evidenceStore(cfg) }
 
-// respondingRules are the rules that respond on their own under cfg: none when
+// respondingRules names the rules that respond on their own under cfg: none when
 // response.automatic is off.
-func respondingRules(cfg *config.Config, groups []rulefmt.Group) map[string]*rulefmt.Rule {
-	out := map[string]*rulefmt.Rule{}
+func respondingRules(cfg *config.Config, groups []rulefmt.Group) map[string]bool {
+	out := map[string]bool{}
 	if cfg.Response.Automatic == config.ResponseOff {
 		return out
 	}
 	for _, g := range groups {
 		for _, r := range g.Rules {
-			if r.Precise && r.Response != nil {
-				out[r.Name] = r
+			if r.Precise && r.Response != nil && r.Response.Terminate {
+				out[r.Name] = true
 			}
 		}
 	}

@@ -172,3 +172,13 @@ func (p *pipeline) record(ctx context.Context, alerts []model.Alert) {
 	defer p.mu.Unlock()
 	p.notifyLocked(ctx, alerts)
 }
+
+// setResponding replaces the rules whose firing alerts are followed by an automatic
+// response (after a reload of the rule files).
+func (p *pipeline) setResponding(rules map[string]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.links != nil {
+		p.links.urgent = rules
+	}
+}

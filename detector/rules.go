@@ -167,6 +167,7 @@ func (d *Detector) Reload() error {
 		d.log.Error("rules not reloaded: the rules already running keep running", zap.Error(err))
 		return err
 	}
+	d.pipeline.setResponding(respondingRules(d.cfg, groups))
 	d.metrics.reloads.WithLabelValues("success").Inc()
 	d.log.Info("rules reloaded", zap.Int("rules", countRules(groups)))
 	return nil
