@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/doctor"
 	"github.com/pgtripwire/pgtripwire/detector/source"
 	logsource "github.com/pgtripwire/pgtripwire/detector/source/log"
@@ -68,6 +69,16 @@ func newDoctorCommand(stdout io.Writer) *cobra.Command {
 			}
 			if l, ok := source.Lookup[*logsource.Settings](cfg.Sources, logsource.Name); ok && l.On() {
 				opts.Log = &doctor.LogOptions{Directory: l.Directory, Format: l.Format, SyslogListen: l.Syslog.Listen}
+			}
+			opts.Automatic = cfg.Response.Automatic == config.ResponseOn
+			if cfg.Response.DSN != "" {
+				rc, err := responderConn(cmd.Context(), cfg, "pgtripwire doctor")
+				if err != nil {
+					opts.ResponderErr = err
+				} else {
+					defer rc.Close(context.WithoutCancel(cmd.Context()))
+					opts.Responder = rc
+				}
 			}
 			rep, err := doctor.Run(cmd.Context(), conn, opts)
 			if werr := rep.Write(stdout); werr != nil && err == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/evidence"
 	"github.com/pgtripwire/pgtripwire/detector/notify"
 	"github.com/pgtripwire/pgtripwire/detector/response"
@@ -107,7 +108,7 @@ func respond(ctx context.Context, stdout io.Writer, fingerprint string, f *respo
 		return nil
 	}
 
-	res := applyPlan(ctx, cfg.Response.DSN, plan)
+	res := applyPlan(ctx, cfg, plan)
 	for _, s := range res.Steps {
 		fmt.Fprintf(stdout, "%s %s: %s: %s\n", s.Action, s.Target, s.Outcome, s.Detail)
 	}
@@ -124,22 +125,31 @@ func respond(ctx context.Context, stdout io.Writer, fingerprint string, f *respo
 
 // applyPlan connects as the responder and applies the plan; a failed connection fails
 // every step, and is recorded like any other failure.
-func applyPlan(ctx context.Context, dsn string, plan *response.Plan) *response.Result {
-	connConfig, err := pgx.ParseConfig(dsn)
+func applyPlan(ctx context.Context, cfg *config.Config, plan *response.Plan) *response.Result {
+	conn, err := responderConn(ctx, cfg, "pgtripwire respond")
+	if err != nil {
+		return response.NotApplied(plan, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return response.Apply(ctx, conn, plan)
+}
+
+// responderConn connects with response.dsn, as application.
+func responderConn(ctx context.Context, cfg *config.Config, application string) (*pgx.Conn, error) {
+	connConfig, err := pgx.ParseConfig(cfg.Response.DSN)
 	if err != nil {
 		// pgx's message may quote the DSN: never print it.
-		return response.NotApplied(plan, errors.New("response.dsn is not a valid connection string"))
+		return nil, errors.New("response.dsn is not a valid connection string")
 	}
 	if connConfig.ConnectTimeout == 0 {
 		connConfig.ConnectTimeout = connectTimeout
 	}
-	connConfig.RuntimeParams["application_name"] = "pgtripwire respond"
+	connConfig.RuntimeParams["application_name"] = application
 	conn, err := pgx.ConnectConfig(ctx, connConfig)
 	if err != nil {
-		return response.NotApplied(plan, fmt.Errorf("connect as the responder: %w", err))
+		return nil, fmt.Errorf("connect as the responder: %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	return response.Apply(ctx, conn, plan)
+	return conn, nil
 }
 
 // actor is who ran the command: OS user@host.

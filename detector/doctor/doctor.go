@@ -98,6 +98,12 @@ type Options struct {
 	// Log is what sources.log reads when it is on; nil when it is off (the server's
 	// logging is then not checked).
 	Log *LogOptions
+	// Responder is response.dsn's connection, nil when response.dsn is not set;
+	// ResponderErr why it could not be opened. Automatic is response.automatic on:
+	// a responder that cannot terminate is then a failure, not a warning.
+	Responder    *pgx.Conn
+	ResponderErr error
+	Automatic    bool
 }
 
 // walMissing is the status of something the WAL source needs and lacks, and what it
@@ -130,7 +136,7 @@ func Run(ctx context.Context, conn *pgx.Conn, opts Options) (*Report, error) {
 	for _, check := range []func(context.Context) error{
 		d.version, d.walLevel, d.pgss, d.computeQueryID, d.pgssTrack, d.trackUtility,
 		d.trackActivityQuerySize, d.maxSlotWALKeepSize, d.role, d.tables, d.slot, d.publication,
-		d.replicaIdentity, d.eventTriggers, d.logChecks,
+		d.replicaIdentity, d.eventTriggers, d.logChecks, d.responder,
 	} {
 		if err := check(ctx); err != nil {
 			if conn.IsClosed() || ctx.Err() != nil {
@@ -406,6 +412,58 @@ FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&super, &repl, &sta
 	case d.opts.WAL:
 		status, why := d.walMissing()
 		d.add(status, name+" replication", "no REPLICATION: "+why, "as a superuser: ALTER ROLE "+r+" REPLICATION;")
+	}
+	return nil
+}
+
+// responder checks the role of response.dsn: it must be able to terminate another
+// role's session (pg_signal_backend, and pg_read_all_stats for the backend start that
+// guards against a reused pid), and should not be the detector's role or a superuser.
+func (d *doctor) responder(ctx context.Context) error {
+	missing := Warn
+	if d.opts.Automatic {
+		missing = Fail
+	}
+	switch {
+	case d.opts.ResponderErr != nil:
+		d.add(missing, "responder", "cannot connect with response.dsn: "+d.opts.ResponderErr.Error(),
+			"check response.dsn (or PGTRIPWIRE_RESPONSE_DSN): docs/response.md")
+		return nil
+	case d.opts.Responder == nil:
+		if d.opts.Automatic {
+			d.add(Fail, "responder", "response.automatic is on but response.dsn is not set", "set response.dsn: docs/response.md")
+		}
+		return nil
+	}
+	var user string
+	var super, signal, stats, createRole bool
+	if err := d.opts.Responder.QueryRow(ctx, `SELECT current_user::text, rolsuper,
+  pg_catalog.pg_has_role(current_user, 'pg_signal_backend', 'USAGE'), pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'),
+  rolcreaterole
+FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&user, &super, &signal, &stats, &createRole); err != nil {
+		d.add(missing, "responder", "cannot read the responder role's attributes: "+err.Error())
+		return nil
+	}
+	name, r := "responder "+user, model.QuoteIdent(user)
+	switch {
+	case user == d.currentUser(ctx):
+		d.add(Warn, name, "is the detector's own role: the detector's password could then terminate sessions and lock roles",
+			"give response.dsn a role of its own: docs/response.md")
+	case super:
+		d.add(Warn, name, "is a superuser: terminating needs pg_signal_backend and pg_read_all_stats only",
+			"CREATE ROLE pgtripwire_responder LOGIN; GRANT pg_signal_backend, pg_read_all_stats TO pgtripwire_responder;")
+		return nil
+	}
+	if signal && stats {
+		d.add(OK, name+" terminate", "member of pg_signal_backend and pg_read_all_stats: can terminate a captured session")
+	} else {
+		d.add(missing, name+" terminate", "cannot terminate another role's session: needs pg_signal_backend and pg_read_all_stats",
+			"as a superuser: GRANT pg_signal_backend, pg_read_all_stats TO "+r+";")
+	}
+	if createRole {
+		d.add(OK, name+" lock", "CREATEROLE: can lock a role (16+: those it has ADMIN OPTION on)")
+	} else {
+		d.add(Warn, name+" lock", "no CREATEROLE: `respond --lock-role` will fail", "as a superuser: ALTER ROLE "+r+" CREATEROLE;")
 	}
 	return nil
 }

@@ -252,3 +252,55 @@ func TestVersionAndFeatures(t *testing.T) {
 		}
 	}
 }
+
+// TestResponder: the role of response.dsn is told what it lacks to terminate and lock,
+// a failure only when the automatic response depends on it.
+func TestResponder(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	weak, able := db.Name+"_weak", db.Name+"_able"
+	db.CreateRole(t, weak)
+	db.CreateRole(t, able, "CREATEROLE")
+	db.Exec(t, `GRANT pg_signal_backend, pg_read_all_stats TO `+able)
+	detector := db.Conn(t, "postgres")
+	for _, tc := range []struct {
+		name      string
+		responder string
+		automatic bool
+		failed    bool
+		want      []string
+	}{
+		{"weak, by hand", weak, false, false, []string{
+			"! responder " + weak + " terminate: cannot terminate another role's session",
+			"fix: as a superuser: GRANT pg_signal_backend, pg_read_all_stats TO " + weak + ";",
+			"! responder " + weak + " lock: no CREATEROLE",
+		}},
+		{"weak, automatic", weak, true, true, []string{"✗ responder " + weak + " terminate"}},
+		{"able", able, true, false, []string{"✓ responder " + able + " terminate", "✓ responder " + able + " lock"}},
+		{"superuser", "postgres", true, false, []string{"! responder postgres: is the detector's own role"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := doctor.Run(t.Context(), detector, doctor.Options{
+				Tables: []config.SensitiveTable{mustTable(t, "public.missing")}, Responder: db.Conn(t, tc.responder), Automatic: tc.automatic,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := written(t, rep)
+			for _, want := range tc.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("report lacks %q", want)
+				}
+			}
+			if got := strings.Contains(out, "✗ responder"); got != tc.failed {
+				t.Errorf("a responder check failed: got %v, want %v", got, tc.failed)
+			}
+		})
+	}
+	rep, err := doctor.Run(t.Context(), detector, doctor.Options{Tables: []config.SensitiveTable{mustTable(t, "public.missing")}, Automatic: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := written(t, rep); !strings.Contains(out, "✗ responder: response.automatic is on but response.dsn is not set") {
+		t.Error("report lacks the missing response.dsn")
+	}
+}
