@@ -274,18 +274,29 @@ func TestResponseWithoutPrivileges(t *testing.T) {
 	}
 	res := Apply(t.Context(), f.db.Conn(t, "rsp_weak"), p)
 	got := outcomes(res)
-	for key, wantDetail := range map[string]string{
+	wantFailed := map[string]string{
 		"terminate session pid " + itoa(int32(d.conn.PgConn().PID())): "grant it pg_read_all_stats",
 		"lock_role role rsp_mallory":                                  "permission denied",
 		"revoke SELECT on public.users":                               "permission denied",
 		"revoke membership of rsp_reporting":                          "admin option",
-	} {
+	}
+	wantOutcome := OutcomeFailed
+	if f.version >= 16 {
+		// The fixture made the responder the membership's grantor, with ADMIN OPTION
+		// (16+ lets only the grantor revoke it): that step is done, the rest fail.
+		delete(wantFailed, "revoke membership of rsp_reporting")
+		if o := got["revoke membership of rsp_reporting"].Outcome; o != Done {
+			t.Errorf("revoke membership of rsp_reporting: got %q, want done by its grantor", o)
+		}
+		wantOutcome = OutcomePartial
+	}
+	for key, wantDetail := range wantFailed {
 		if got[key].Outcome != Failed || !strings.Contains(got[key].Detail, wantDetail) {
 			t.Errorf("%s: got %q (%s), want failed saying %q", key, got[key].Outcome, got[key].Detail, wantDetail)
 		}
 	}
-	if len(res.Steps) != len(p.Steps)+len(p.Refused) || res.Outcome() != OutcomeFailed || !res.Failed() {
-		t.Errorf("got %d outcomes, outcome %s; want %d, failed", len(res.Steps), res.Outcome(), len(p.Steps)+len(p.Refused))
+	if len(res.Steps) != len(p.Steps)+len(p.Refused) || res.Outcome() != wantOutcome || !res.Failed() {
+		t.Errorf("got %d outcomes, outcome %s; want %d, %s", len(res.Steps), res.Outcome(), len(p.Steps)+len(p.Refused), wantOutcome)
 	}
 	select {
 	case err := <-d.done:
