@@ -2,6 +2,7 @@ package evidence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -143,7 +144,7 @@ func statement(ctx context.Context, conn *pgx.Conn, e *Evidence, queryID int64, 
 	st := Statement{QueryID: queryID, Text: e.Trigger.Statement}
 	err := conn.QueryRow(ctx, statementQuery, queryID, role, database).Scan(
 		&st.Calls, &st.Rows, &st.TotalExecMS, &st.MeanExecMS, &st.SharedBlksHit, &st.SharedBlksRead)
-	if err == pgx.ErrNoRows {
+	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("no pg_stat_statements entry for query id %d of %s in %s (evicted, or reset)", queryID, role, database)
 	}
 	if err != nil {
@@ -197,7 +198,7 @@ func privileges(ctx context.Context, conn *pgx.Conn, e *Evidence, role, table, d
 	var ownsIt, readAll bool
 	err := conn.QueryRow(ctx, privilegesQuery, role, table).Scan(&p.Superuser, &p.BypassRLS, &p.CanLogin,
 		&p.Effective, &owner, &ownsIt, &readAll)
-	if err == pgx.ErrNoRows {
+	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("no role %s or no table %s any more", role, table)
 	}
 	if err != nil {
