@@ -81,16 +81,7 @@ func (v *validator) evidence() {
 
 func (v *validator) response() {
 	r := &v.cfg.Response
-	if env := strings.TrimSpace(v.getenv(EnvResponseDSN)); env != "" {
-		r.DSN = env
-		if !dsnParses(env) {
-			v.errorAt(0, 0, "%s (replaces response.dsn): %s", EnvResponseDSN, dsnUnparsable)
-		}
-	} else if r.DSN = strings.TrimSpace(r.DSN); r.DSN == "" && v.set("response.dsn") {
-		v.errorf("response.dsn", "empty; remove the key (nothing can respond) or set %s", EnvResponseDSN)
-	} else if r.DSN != "" && !dsnParses(r.DSN) {
-		v.errorf("response.dsn", "%s", dsnUnparsable)
-	}
+	v.dsn("response.dsn", &r.DSN, EnvResponseDSN, "remove the key (nothing can respond)")
 	switch r.Automatic {
 	case ResponseOff, ResponseShadow:
 	case ResponseOn:
@@ -227,19 +218,25 @@ func parentPath(p string) string {
 
 func (v *validator) set(path string) bool { return v.fields[path].set }
 
+// dsn checks the connection string at path, which the environment variable env
+// replaces when it is set and non-empty; removeHint says what removing the key does.
+func (v *validator) dsn(path string, dsn *string, env, removeHint string) {
+	if e := strings.TrimSpace(v.getenv(env)); e != "" {
+		// The file's value, valid or not, is not used: say nothing about it.
+		*dsn = e
+		if !dsnParses(e) {
+			v.errorAt(0, 0, "%s (replaces %s): %s", env, path, dsnUnparsable)
+		}
+	} else if *dsn = strings.TrimSpace(*dsn); *dsn == "" && v.set(path) {
+		v.errorf(path, "empty; %s, or set %s", removeHint, env)
+	} else if *dsn != "" && !dsnParses(*dsn) {
+		v.errorf(path, "%s", dsnUnparsable)
+	}
+}
+
 func (v *validator) database() {
 	db := &v.cfg.Database
-	if env := strings.TrimSpace(v.getenv(EnvDSN)); env != "" {
-		// The file's value, valid or not, is not used: say nothing about it.
-		db.DSN = env
-		if !dsnParses(env) {
-			v.errorAt(0, 0, "%s (replaces database.dsn): %s", EnvDSN, dsnUnparsable)
-		}
-	} else if db.DSN = strings.TrimSpace(db.DSN); db.DSN == "" && v.set("database.dsn") {
-		v.errorf("database.dsn", "empty; remove the key to connect with the PG* environment variables, or set %s", EnvDSN)
-	} else if db.DSN != "" && !dsnParses(db.DSN) {
-		v.errorf("database.dsn", "%s", dsnUnparsable)
-	}
+	v.dsn("database.dsn", &db.DSN, EnvDSN, "remove the key to connect with the PG* environment variables")
 
 	for i, s := range db.SearchPath {
 		if s == "$user" {

@@ -1,14 +1,11 @@
 package evidence
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
@@ -35,7 +32,7 @@ func TestCapturePrivilegesSaysHowTheRoleHoldsSelect(t *testing.T) {
 		ALTER TABLE public.users OWNER TO %[1]sowner;
 		GRANT pg_read_all_data TO %[1]sreader;
 		GRANT SELECT ON public.open_table TO PUBLIC`, p))
-	conn := superuserConn(t, db)
+	conn := db.Conn(t, "postgres")
 
 	for _, tc := range []struct {
 		role, table string
@@ -78,7 +75,7 @@ func TestCapturePrivilegesSaysHowTheRoleHoldsSelect(t *testing.T) {
 // What cannot be captured is said, and the rest is kept.
 func TestCaptureSaysWhatItCouldNotLearn(t *testing.T) {
 	db := pgtest.NewDatabase(t)
-	conn := superuserConn(t, db)
+	conn := db.Conn(t, "postgres")
 	e := New(Input{
 		Alert: model.Alert{Fingerprint: "0123456789abcdef", Rule: "R", Labels: map[string]string{
 			model.LabelRole: "nobody_" + db.Name, model.LabelTable: "public.users", model.LabelDatabase: "elsewhere"}},
@@ -95,14 +92,4 @@ func TestCaptureSaysWhatItCouldNotLearn(t *testing.T) {
 	if e.Trigger.Statement != "SELECT email FROM users" || len(e.Sessions) != 0 {
 		t.Errorf("got trigger %+v sessions %+v, want the trigger kept and no session", e.Trigger, e.Sessions)
 	}
-}
-
-func superuserConn(t *testing.T, db *pgtest.Database) *pgx.Conn {
-	t.Helper()
-	conn, err := pgx.Connect(t.Context(), db.SuperuserDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	return conn
 }
