@@ -51,6 +51,7 @@ $(BIN)/golangci-lint:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./detector/source/statements/
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./detector/classify/ ./detector/redact/ ./rules/...
+	$(GO) test -run '^$$' -bench . -benchtime 200x -count 1 ./detector/evidence/
 
 # Overhead of the detector (every source at 1 s) on pgbench select-only and tpcb-like,
 # 2 clients, alternating runs with and without it on one server (issue #6, acceptance 4).
