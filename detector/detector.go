@@ -125,8 +125,10 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		StatePath:    filepath.Join(cfg.StateDir, ruleStateFile),
 		ResolveAfter: cfg.Alerts.ResolveAfter,
 		OnSave:       func(err error) { d.health.Set(ruleStateComponent, err) },
-		Logger:       deps.Logger.Named("rules"),
-		Registerer:   deps.Registry,
+		// Eval runs under the pipeline's lock, which guards its links.
+		Again:      func(a model.Alert, ev *model.Event) { d.pipeline.links.again(a, ev) },
+		Logger:     deps.Logger.Named("rules"),
+		Registerer: deps.Registry,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start the rule engine: %w", err)

@@ -103,6 +103,16 @@ func (l *evidenceLinks) link(a *model.Alert, trigger *model.Event) {
 	}
 }
 
+// again hands the capturer a new event in the episode of a firing alert of a rule that
+// responds on its own: the automatic response acts on its session too.
+func (l *evidenceLinks) again(a model.Alert, trigger *model.Event) {
+	if l == nil || !l.urgent[a.Rule] {
+		return
+	}
+	ev := *trigger
+	l.capturer.Again(a, &ev)
+}
+
 // annotate adds the evidence_url annotation to alerts restored at start, without
 // capturing anything: their evidence, if any, was captured when they fired.
 func (l *evidenceLinks) annotate(alerts []model.Alert) []model.Alert {

@@ -50,6 +50,9 @@ type Options struct {
 type request struct {
 	in     Input
 	urgent bool
+	// again: a new event in an episode whose evidence is saved already; it is captured
+	// for the response only, and the saved evidence (the firing's) is kept.
+	again bool
 }
 
 // Capturer captures the evidence of firing alerts in its own goroutine (Run), so that
@@ -102,6 +105,17 @@ func (c *Capturer) Fired(a model.Alert, trigger *model.Event, urgent bool) {
 	}
 	select {
 	case q <- request{in: in, urgent: urgent}:
+	default:
+		c.dropped.Inc()
+	}
+}
+
+// Again queues the capture, for the automatic response only, of a new triggering event
+// in the episode of a, which fired earlier: a second session reading canary rows while
+// the alert still fires. The evidence saved when a fired is kept.
+func (c *Capturer) Again(a model.Alert, trigger *model.Event) {
+	select {
+	case c.urgent <- request{in: Input{Alert: a, Trigger: trigger}, urgent: true, again: true}:
 	default:
 		c.dropped.Inc()
 	}
@@ -187,6 +201,17 @@ func (c *Capturer) capture(ctx context.Context, conn *pgx.Conn, r request) *pgx.
 			conn = nil
 		}
 	}
+	if !r.again {
+		c.save(e)
+	}
+	if r.urgent && c.opts.After != nil {
+		c.opts.After(ctx, e, r.in)
+	}
+	return conn
+}
+
+// save stores e and counts it.
+func (c *Capturer) save(e *Evidence) {
 	result := "complete"
 	if len(e.Problems) > 0 {
 		result = "partial"
@@ -196,10 +221,6 @@ func (c *Capturer) capture(ctx context.Context, conn *pgx.Conn, r request) *pgx.
 		c.log.Error("evidence not saved", zap.String("fingerprint", e.Fingerprint), zap.Error(err))
 	}
 	c.captured.WithLabelValues(result).Inc()
-	if r.urgent && c.opts.After != nil {
-		c.opts.After(ctx, e, r.in)
-	}
-	return conn
 }
 
 func (c *Capturer) prune() {

@@ -43,7 +43,13 @@ type Options struct {
 	ResolveAfter time.Duration
 	// OnSave, when set, is told the outcome of every save of the state: nil,
 	// or why it failed (the detector is unready until a save succeeds again).
-	OnSave     func(err error)
+	OnSave func(err error)
+	// Again, when set, is called during Eval for each event counted by a rule with a
+	// response (rulefmt.Rule.Response) whose alert was already firing, and delivered,
+	// before the event: a, the firing alert, continues its episode without a new
+	// transition, but the event is a new reading session the detector may respond to
+	// as it responded to the one that fired. It must not block or call the engine.
+	Again      func(a model.Alert, ev *model.Event)
 	Logger     *zap.Logger
 	Registerer prometheus.Registerer
 }
@@ -257,7 +263,22 @@ func (e *Engine) evalRule(rs *ruleState, now time.Time, ev *model.Event) {
 		rs.excepted++
 		return
 	}
+	if rs.rule.Response == nil || e.opts.Again == nil {
+		rs.kind.observe(e, rs, ev, now)
+		return
+	}
+	out := len(e.out)
 	rs.kind.observe(e, rs, ev, now)
+	g := e.groupOf(rs, ev)
+	if g == nil || g.st.state != model.StateFiring || g.st.fired == nil || !g.st.delivered {
+		return
+	}
+	for _, a := range e.out[out:] {
+		if a.Fingerprint == g.st.fired.Fingerprint {
+			return // this event made it fire: the firing transition says so
+		}
+	}
+	e.opts.Again(*g.st.fired, ev)
 }
 
 // excepted reports whether an unexpired exception of the rule allows ev.

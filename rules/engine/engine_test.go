@@ -782,3 +782,58 @@ func TestFiringListsTheOverflowGroup(t *testing.T) {
 		t.Errorf("Firing: %v (transitions %q), want %v", rules, summaries(h.got), want)
 	}
 }
+
+// TestAgain: an event counted by a rule with a response whose alert already fired is
+// handed to Again with the firing alert — a second reading session in the same episode
+// — but not the event that made it fire, nor events of rules without a response or in
+// shadow mode.
+func TestAgain(t *testing.T) {
+	const rules = `
+      - name: Respond
+        description: d
+        severity: critical
+        precise: true
+        response: {terminate: true}
+        match: event.source == "canary"
+        aggregate: {function: count, window: 10m, by: [role]}
+        condition: {threshold: {op: ">=", value: 1}}
+      - name: ShadowRespond
+        description: d
+        severity: critical
+        mode: shadow
+        precise: true
+        response: {terminate: true}
+        match: event.source == "canary"
+        aggregate: {function: count, window: 10m, by: [role]}
+        condition: {threshold: {op: ">=", value: 1}}
+      - name: NoResponse
+        description: d
+        severity: critical
+        match: event.source == "canary"
+        aggregate: {function: count, window: 10m, by: [role]}
+        condition: {threshold: {op: ">=", value: 1}}
+`
+	type again struct {
+		rule, fingerprint string
+		pid               int32
+	}
+	var got []again
+	h := newHarness(t, rules, Options{Again: func(a model.Alert, ev *model.Event) {
+		got = append(got, again{a.Rule, a.Fingerprint, ev.PID})
+	}})
+	read := func(role string, pid int32) model.Event {
+		return model.Event{Source: "canary", Role: role, PID: pid, Rows: 1, Calls: 1, Complete: true}
+	}
+	fired := h.eval(0, read("mallory", 1))
+	checkTransitions(t, fired, "firing Respond @0s {role=mallory,source=canary} 1", "firing NoResponse @0s {role=mallory,source=canary} 1")
+	if len(got) != 0 {
+		t.Fatalf("the event that fired: got Again %+v, want none", got)
+	}
+	h.eval(time.Second, read("mallory", 2))
+	h.eval(2*time.Second, read("eve", 3)) // a group of its own: fires
+	h.eval(3*time.Second, read("mallory", 4))
+	want := []again{{"Respond", fired[0].Fingerprint, 2}, {"Respond", fired[0].Fingerprint, 4}}
+	if !slices.Equal(got, want) {
+		t.Errorf("got Again %+v, want %+v", got, want)
+	}
+}

@@ -62,14 +62,22 @@ type group struct {
 	lastTrue time.Time
 }
 
-// groupFor returns the group of ev, creating it, or the overflow group when
-// the rule already has MaxGroups.
-func (e *Engine) groupFor(rs *ruleState, ev *model.Event, now time.Time) *group {
-	h := hashEvent(&e.h, rs.by, ev)
-	for g := rs.groups[h]; g != nil; g = g.next {
+// groupOf returns the group of ev if it has one (not the overflow group), without
+// creating it.
+func (e *Engine) groupOf(rs *ruleState, ev *model.Event) *group {
+	for g := rs.groups[hashEvent(&e.h, rs.by, ev)]; g != nil; g = g.next {
 		if keyEquals(rs.by, g.key, ev) {
 			return g
 		}
+	}
+	return nil
+}
+
+// groupFor returns the group of ev, creating it, or the overflow group when
+// the rule already has MaxGroups.
+func (e *Engine) groupFor(rs *ruleState, ev *model.Event, now time.Time) *group {
+	if g := e.groupOf(rs, ev); g != nil {
+		return g
 	}
 	if rs.n >= e.opts.MaxGroups {
 		rs.overflowed++
@@ -79,6 +87,7 @@ func (e *Engine) groupFor(rs *ruleState, ev *model.Event, now time.Time) *group 
 		e.noteOverflow(rs, now)
 		return rs.over
 	}
+	h := hashEvent(&e.h, rs.by, ev)
 	g := rs.newGroup(keyOf(rs.by, ev), now)
 	g.next = rs.groups[h]
 	rs.groups[h] = g
