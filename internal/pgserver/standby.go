@@ -230,16 +230,21 @@ func (s *Server) Promote(ctx context.Context) error {
 	return nil
 }
 
-// WaitReplay returns once standby s has replayed the WAL primary had written
-// when it was called (pg_current_wal_lsn()), so that what was committed on
-// primary before the call, a CREATE DATABASE included, is visible on s. It
-// gives up when ctx ends or after 30 s.
+// WaitReplay returns once standby s has replayed the WAL primary had
+// inserted when it was called, so that what was committed on primary before
+// the call, a CREATE DATABASE included, is visible on s. It gives up when ctx
+// ends or after 30 s.
+//
+// The target is pg_current_wal_insert_lsn(), not pg_current_wal_lsn(): the
+// harness runs with synchronous_commit off, so a commit that has returned may
+// still be in the WAL buffers, behind the write position; the WAL writer
+// sends it on within wal_writer_delay.
 func (s *Server) WaitReplay(ctx context.Context, primary *Server) error {
 	ctx, cancel := context.WithTimeout(ctx, replayTimeout)
 	defer cancel()
 	var target, replayed string
 	if err := primary.poll(ctx, replayTimeout, func(ctx context.Context, conn *pgx.Conn) (bool, error) {
-		return true, conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&target)
+		return true, conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&target)
 	}); err != nil {
 		return fmt.Errorf("wait for replay on port %d: read the WAL position of port %d: %w", s.port, primary.port, err)
 	}
