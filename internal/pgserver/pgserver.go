@@ -1,9 +1,10 @@
 // Package pgserver starts and owns throwaway PostgreSQL clusters: a fresh
 // data directory made by initdb in a temporary directory, a postmaster run as
 // a child process on a free loopback port, configured the way pgtripwire
-// needs its database (logical WAL, pg_stat_statements, query ids). The
-// integration tests use it through package pgtest, and `make demo` uses it
-// directly.
+// needs its database (logical WAL, pg_stat_statements, query ids), and
+// streaming hot standbys of them (StartStandby) for tests of read replicas
+// and failover. The integration tests use it through package pgtest, and
+// `make demo` uses it directly.
 //
 // It is not a way to manage a real database: clusters trust every local
 // connection, run with fsync off, and are deleted by Close. It does not use

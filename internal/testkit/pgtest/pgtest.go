@@ -1,8 +1,8 @@
 // Package pgtest gives integration tests a real PostgreSQL: one cluster
 // shared by a test package (started on first use, closed after the last
-// test), a fresh database per test in it, and dedicated clusters for tests
-// that stop or reconfigure the server. Every package that uses it calls Main
-// from TestMain.
+// test), a fresh database per test in it, dedicated clusters for tests that
+// stop or reconfigure the server, and streaming standbys of those for tests
+// of read replicas. Every package that uses it calls Main from TestMain.
 //
 // It is for tests only; programs (the demo) use package pgserver directly.
 // Missing PostgreSQL binaries fail the test binary rather than skip tests:
