@@ -1,9 +1,10 @@
 // Package pgserver starts and owns throwaway PostgreSQL clusters: a fresh
 // data directory made by initdb in a temporary directory, a postmaster run as
 // a child process on a free loopback port, configured the way pgtripwire
-// needs its database (logical WAL, pg_stat_statements, query ids). The
-// integration tests use it through package pgtest, and `make demo` uses it
-// directly.
+// needs its database (logical WAL, pg_stat_statements, query ids), and
+// streaming hot standbys of them (StartStandby) for tests of read replicas
+// and failover. The integration tests use it through package pgtest, and
+// `make demo` uses it directly.
 //
 // It is not a way to manage a real database: clusters trust every local
 // connection, run with fsync off, and are deleted by Close. It does not use
@@ -21,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -121,10 +123,18 @@ type Server struct {
 	sockDir string
 	logPath string
 	port    int
+	// settings are the caller's Options.Settings, which a standby inherits.
+	settings map[string]string
 
-	mu     sync.Mutex
-	proc   *process // nil while stopped
-	closed bool
+	// primary and slot are set on a standby (StartStandby): the server it
+	// streams from and its physical replication slot there.
+	primary *Server
+	slot    string
+
+	mu       sync.Mutex
+	proc     *process // nil while stopped
+	closed   bool
+	promoted bool // a standby made a primary by Promote
 }
 
 // Start creates a cluster in a new temporary directory and starts it. ctx
@@ -175,54 +185,20 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 
-	removeStaleDirs(os.TempDir(), log)
-	dir, err := os.MkdirTemp("", dirPrefix)
+	s, err := newServer(log, binDir, version, as, opts.Settings)
 	if err != nil {
-		return nil, fmt.Errorf("create cluster directory: %w", err)
-	}
-	s := &Server{
-		log:     log,
-		binDir:  binDir,
-		version: version,
-		as:      as,
-		dir:     dir,
-		dataDir: filepath.Join(dir, "data"),
-		sockDir: filepath.Join(dir, "socket"),
-		logPath: filepath.Join(dir, logFile),
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			_ = s.Close() // the startup error is the one worth reporting
 		}
 	}()
-	if err := s.layOut(); err != nil {
-		return nil, err
-	}
 	if err := s.initdb(ctx); err != nil {
 		return nil, err
 	}
-
-	pickPort := opts.pickPort
-	if pickPort == nil {
-		pickPort = freePort
-	}
-	for attempt := 1; ; attempt++ {
-		if s.port, err = pickPort(); err != nil {
-			return nil, err
-		}
-		if err := s.writeConf(conf); err != nil {
-			return nil, err
-		}
-		s.mu.Lock()
-		err = s.startLocked(ctx)
-		s.mu.Unlock()
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, errPortInUse) || attempt == portAttempts {
-			return nil, err
-		}
-		log.Debug("port taken during startup, trying another", zap.Int("port", s.port))
+	if err := s.startOnFreePort(ctx, conf, opts.pickPort); err != nil {
+		return nil, err
 	}
 
 	// The detector reads pg_stat_statements from the database it connects
@@ -234,8 +210,63 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	}
 	log.Info("PostgreSQL started",
 		zap.Int("port", s.port), zap.Int("version", version),
-		zap.String("dir", dir), zap.String("user", s.userName()))
+		zap.String("dir", s.dir), zap.String("user", s.userName()))
 	return s, nil
+}
+
+// newServer creates a cluster directory, laid out for the server's user,
+// with an empty data directory. On error nothing is left behind; once it has
+// returned a server, the caller closes it on error.
+func newServer(log *zap.Logger, binDir string, version int, as *runAs, settings map[string]string) (*Server, error) {
+	removeStaleDirs(os.TempDir(), log)
+	dir, err := os.MkdirTemp("", dirPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("create cluster directory: %w", err)
+	}
+	s := &Server{
+		log:      log,
+		binDir:   binDir,
+		version:  version,
+		as:       as,
+		settings: maps.Clone(settings),
+		dir:      dir,
+		dataDir:  filepath.Join(dir, "data"),
+		sockDir:  filepath.Join(dir, "socket"),
+		logPath:  filepath.Join(dir, logFile),
+	}
+	if err := s.layOut(); err != nil {
+		_ = s.Close() // the layout error is the one worth reporting
+		return nil, err
+	}
+	return s, nil
+}
+
+// startOnFreePort writes the configuration (conf plus the managed settings)
+// for a free port and starts the postmaster there, trying another port when
+// another process takes it first. pickPort nil means freePort.
+func (s *Server) startOnFreePort(ctx context.Context, conf []string, pickPort func() (int, error)) error {
+	if pickPort == nil {
+		pickPort = freePort
+	}
+	for attempt := 1; ; attempt++ {
+		var err error
+		if s.port, err = pickPort(); err != nil {
+			return err
+		}
+		if err := s.writeConf(conf); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		err = s.startLocked(ctx)
+		s.mu.Unlock()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errPortInUse) || attempt == portAttempts {
+			return err
+		}
+		s.log.Debug("port taken during startup, trying another", zap.Int("port", s.port))
+	}
 }
 
 // layOut writes the owner file and creates the socket directory, then hands
@@ -564,13 +595,14 @@ func (s *Server) Restart(ctx context.Context) error {
 	return s.StartAgain(ctx)
 }
 
-// Close shuts the server down immediately and deletes its directory. It is
-// safe to call more than once; later calls return nil. The server cannot be
-// started again.
+// Close shuts the server down immediately and deletes its directory. A
+// standby (StartStandby) then drops its replication slot on its primary, if
+// the primary runs. It is safe to call more than once; later calls return
+// nil. The server cannot be started again.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
@@ -578,11 +610,18 @@ func (s *Server) Close() error {
 		s.proc.kill()
 		s.proc = nil
 	}
-	if err := os.RemoveAll(s.dir); err != nil {
-		return fmt.Errorf("remove cluster directory: %w", err)
+	err := os.RemoveAll(s.dir)
+	s.mu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("remove cluster directory: %w", err)
 	}
-	s.log.Debug("PostgreSQL closed", zap.String("dir", s.dir))
-	return nil
+	if s.slot != "" {
+		err = errors.Join(err, s.dropSlot())
+	}
+	if err == nil {
+		s.log.Debug("PostgreSQL closed", zap.String("dir", s.dir))
+	}
+	return err
 }
 
 // Running reports whether the server is started and has not exited.

@@ -1,8 +1,8 @@
 // Package pgtest gives integration tests a real PostgreSQL: one cluster
 // shared by a test package (started on first use, closed after the last
-// test), a fresh database per test in it, and dedicated clusters for tests
-// that stop or reconfigure the server. Every package that uses it calls Main
-// from TestMain.
+// test), a fresh database per test in it, dedicated clusters for tests that
+// stop or reconfigure the server, and streaming standbys of those for tests
+// of read replicas. Every package that uses it calls Main from TestMain.
 //
 // It is for tests only; programs (the demo) use package pgserver directly.
 // Missing PostgreSQL binaries fail the test binary rather than skip tests:
@@ -153,6 +153,44 @@ func NewServer(t testing.TB, settings map[string]string) *pgserver.Server {
 		}
 	})
 	return srv
+}
+
+// NewStandby starts a streaming hot standby of primary, a cluster of t's own
+// from NewServer, and closes it when t ends (dropping its slot on primary).
+// The standby may be promoted, and primary stopped, during the test. It
+// fails the test on error, and skips it, saying why, when primary's build has
+// no pg_basebackup (the server-only builds; see Program). Use WaitReplay to
+// see on the standby what was committed on primary.
+func NewStandby(t testing.TB, primary *pgserver.Server) *pgserver.Server {
+	t.Helper()
+	if primary == shared.srv {
+		// Every test of the package would see its slot and pay for its WAL.
+		t.Fatalf("pgtest: make a standby of a cluster from NewServer, not of the shared one")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), startTimeout)
+	defer cancel()
+	sb, err := primary.StartStandby(ctx, pgserver.Options{Logger: zaptest.NewLogger(t)})
+	switch {
+	case errors.Is(err, pgserver.ErrServerOnlyBuild):
+		t.Skipf("pgtest: needs a standby: %v", err)
+	case err != nil:
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := sb.Close(); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+	})
+	return sb
+}
+
+// WaitReplay waits until standby has replayed what primary had written, a
+// CREATE DATABASE included, failing the test if it does not within 30 s.
+func WaitReplay(t testing.TB, standby, primary *pgserver.Server) {
+	t.Helper()
+	if err := standby.WaitReplay(t.Context(), primary); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
 }
 
 // Database is a database made for one test.

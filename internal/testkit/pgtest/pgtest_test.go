@@ -177,3 +177,38 @@ func TestMainFailsWithoutServerBinaries(t *testing.T) {
 		t.Errorf("output does not say what is missing:\n%s", out)
 	}
 }
+
+// TestStandbyOfNewServer is the pattern for tests of read replicas: a
+// database made on a cluster of the test's own, read on its standby.
+func TestStandbyOfNewServer(t *testing.T) {
+	t.Parallel()
+	primary := pgtest.NewServer(t, nil)
+	db := pgtest.NewDatabaseIn(t, primary)
+	db.Exec(t, "CREATE TABLE accounts (id int); INSERT INTO accounts VALUES (1), (2)")
+	standby := pgtest.NewStandby(t, primary)
+	db.Exec(t, "INSERT INTO accounts VALUES (3)")
+	pgtest.WaitReplay(t, standby, primary)
+
+	conn, err := pgx.Connect(t.Context(), standby.SuperuserDSN(db.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if got := scalar[int](t, conn, "SELECT count(*) FROM accounts"); got != 3 {
+		t.Errorf("standby has %d accounts, want the primary's 3", got)
+	}
+	if !standby.IsStandby() || standby.Primary() != primary {
+		t.Errorf("NewStandby returned a server that is not a standby of the primary")
+	}
+}
+
+func TestNoStandbyOfTheSharedServer(t *testing.T) {
+	t.Parallel()
+	rec := &fatalRecorder{TB: t}
+	var wg sync.WaitGroup
+	wg.Go(func() { pgtest.NewStandby(rec, pgtest.Shared(t)) })
+	wg.Wait()
+	if !strings.Contains(rec.msg, "not of the shared one") {
+		t.Errorf("NewStandby of the shared cluster did not fail the test (message %q)", rec.msg)
+	}
+}
