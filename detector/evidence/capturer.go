@@ -163,6 +163,9 @@ func (c *Capturer) Run(ctx context.Context) error {
 	c.prune()
 	prune := time.NewTicker(pruneEvery)
 	defer prune.Stop()
+	// rest is closed when the server has rested enough since the last capture for the
+	// next pending one (see capturePace); urgent captures never wait for it.
+	rest := closedChan
 	for {
 		var r request
 		select {
@@ -175,12 +178,42 @@ func (c *Capturer) Run(ctx context.Context) error {
 				c.prune()
 				continue
 			case r = <-c.urgent:
-			case r = <-c.pending:
+			case <-rest:
+				select {
+				case r = <-c.pending:
+				default:
+					// Nothing pending: wait for either queue without the rest.
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-prune.C:
+						c.prune()
+						continue
+					case r = <-c.urgent:
+					case r = <-c.pending:
+					}
+				}
 			}
 		}
+		start := time.Now()
 		conn = c.capture(ctx, conn, r)
+		rest = time.After(capturePace * time.Since(start))
 	}
 }
+
+// capturePace is how long the capturer lets the server rest after a capture, as a
+// multiple of the capture's duration, before the next pending one: the captures of an
+// alert storm (thousands of roles) then take at most a fifth of the evidence
+// connection's time, and the server's CPU goes to its clients and to detection rather
+// than to evidence. Urgent captures (an automatic response waits on them) do not wait.
+const capturePace = 4
+
+// closedChan is a closed channel: a rest already over.
+var closedChan = func() <-chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
 
 // capture captures and saves one alert's evidence on conn (opened when nil) and
 // returns the connection to use next: nil after it broke.
