@@ -134,3 +134,43 @@ func TestBulkReadEvidence(t *testing.T) {
 		}
 	}
 }
+
+// The evidence endpoint is behind the web configuration's authentication, as /metrics
+// is: it names sessions, clients and privileges.
+func TestEvidenceEndpointIsBehindTheWebConfig(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDatabase(t)
+	seedUsers(t, db, 10)
+	cfg := detectortest.Config(t, db)
+	// bcrypt("evidence-s3cret", cost 10)
+	web := filepath.Join(t.TempDir(), "web.yml")
+	if err := os.WriteFile(web, []byte("basic_auth_users:\n  oncall: $2a$10$TL7XMpOyXJYTt7aOPsosXOAMrgIZMXBY8IZhwR5LZhe6TRh11ix6y\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTP.WebConfigFile = web
+	const fp = "0123456789abcdef"
+	if err := detector.EvidenceStore(cfg).Save(&evidence.Evidence{Fingerprint: fp, Rule: "SensitiveBulkRead"}); err != nil {
+		t.Fatal(err)
+	}
+	r := detectortest.Run(t, cfg)
+	get := func(user, password string) int {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, r.URL(detector.EvidencePath+fp), nil)
+		if user != "" {
+			req.SetBasicAuth(user, password)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	eventually(t, 30*time.Second, "the evidence served with the right password", func() bool {
+		return get("oncall", "evidence-s3cret") == http.StatusOK
+	})
+	for _, c := range []struct{ user, password string }{{"", ""}, {"oncall", "wrong"}} {
+		if got := get(c.user, c.password); got != http.StatusUnauthorized {
+			t.Errorf("GET evidence as %q/%q: got %d, want 401", c.user, c.password, got)
+		}
+	}
+}
