@@ -3,6 +3,7 @@ package detector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -34,6 +35,7 @@ type autoResponder struct {
 	log     *zap.Logger
 
 	conn      *pgx.Conn // the responder's connection; nil until needed, or after it broke
+	retryAt   time.Time // after a failed connection, when to try again
 	responses *prometheus.CounterVec
 }
 
@@ -59,16 +61,7 @@ func newAutoResponder(cfg *config.Config, connect func(ctx context.Context) (*pg
 
 // respond acts on one captured alert of a rule with a response.
 func (r *autoResponder) respond(ctx context.Context, e *evidence.Evidence, in evidence.Input) {
-	only := *e
-	only.Sessions = nil
-	if in.Trigger != nil && in.Trigger.PID != 0 {
-		for _, s := range e.Sessions {
-			if s.PID == in.Trigger.PID {
-				only.Sessions = append(only.Sessions, s)
-			}
-		}
-	}
-	p, err := response.NewPlan(&only, []response.Action{response.Terminate}, r.guard)
+	p, err := r.plan(e, in)
 	if err != nil {
 		r.log.Error("automatic response not planned", zap.String("fingerprint", e.Fingerprint), zap.Error(err))
 		r.responses.WithLabelValues(e.Rule, response.OutcomeFailed).Inc()
@@ -76,10 +69,13 @@ func (r *autoResponder) respond(ctx context.Context, e *evidence.Evidence, in ev
 	}
 	origin := response.Origin{By: response.ByAutomatic, Actor: "pgtripwire", Time: r.now()}
 	var res *response.Result
-	if r.mode == config.ResponseOn && len(p.Steps) > 0 {
+	switch {
+	case r.mode != config.ResponseOn:
+		// shadow: Record(p, nil) says what would have been done.
+	case len(p.Steps) > 0:
 		res = r.apply(ctx, p)
-	} else if r.mode == config.ResponseOn {
-		// Nothing to run (the session was gone, or refused): recorded as such.
+	default:
+		// Nothing to run (the session is gone, or refused): recorded as such.
 		res = &response.Result{}
 		for _, rf := range p.Refused {
 			res.Steps = append(res.Steps, response.StepResult{Action: rf.Action, Target: rf.Target, Outcome: response.Refused, Detail: rf.Reason})
@@ -93,14 +89,73 @@ func (r *autoResponder) respond(ctx context.Context, e *evidence.Evidence, in ev
 	r.record(ctx, alerts)
 }
 
-// apply runs p on the responder's connection, opening it when needed.
+// clockSkew is how far the server's clock (backend_start) may be ahead of the
+// detector's (the event's time) without a session being taken for a later one.
+const clockSkew = 2 * time.Second
+
+// plan is the termination of the triggering session alone, or a refusal saying why
+// there is none: the event names no session, its statement was not classified as
+// returning sensitive columns (a human decides: a canary visit by a statement the
+// detector could not read may be a count), or the pid now belongs to a session that
+// started after the read.
+func (r *autoResponder) plan(e *evidence.Evidence, in evidence.Input) (*response.Plan, error) {
+	refuse := func(target, reason string) (*response.Plan, error) {
+		p := &response.Plan{Fingerprint: e.Fingerprint, Rule: e.Rule, Role: e.Labels[model.LabelRole],
+			Database: e.Labels[model.LabelDatabase], Actions: []response.Action{response.Terminate}}
+		if in.Trigger != nil && p.Role == "" {
+			p.Role = in.Trigger.Role
+		}
+		p.Refused = []response.Refusal{{Action: response.Terminate, Target: target, Reason: reason}}
+		return p, nil
+	}
+	ev := in.Trigger
+	switch {
+	case ev == nil || ev.PID == 0:
+		return refuse("the triggering session", "the event names no session (it fired on the clock): a human decides, with pgtripwire respond")
+	case !ev.Complete || len(ev.SensitiveRead) == 0:
+		return refuse(fmt.Sprintf("session pid %d", ev.PID), "the statement could not be classified as returning sensitive columns: "+
+			"the automatic response acts only on a read it is sure of; a human decides, with pgtripwire respond")
+	}
+	only := *e
+	only.Sessions = nil
+	for _, s := range e.Sessions {
+		if s.PID == ev.PID && !s.BackendStart.After(ev.Time.Add(clockSkew)) {
+			only.Sessions = append(only.Sessions, s)
+		}
+	}
+	if len(only.Sessions) == 0 {
+		return refuse(fmt.Sprintf("session pid %d", ev.PID), "the session is gone (or its pid is another, later session's)")
+	}
+	return response.NewPlan(&only, []response.Action{response.Terminate}, r.guard)
+}
+
+// unreachableBackoff is how long after a failed connection the responder records its
+// responses as failed without trying again: a responder that cannot connect must not
+// hold every capture behind a connect timeout.
+const unreachableBackoff = 30 * time.Second
+
+// apply runs p on the responder's connection, opening it when needed; an idle one is
+// pinged first (it may have died since the last response).
 func (r *autoResponder) apply(ctx context.Context, p *response.Plan) *response.Result {
 	actx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
+	if r.conn != nil {
+		pctx, pcancel := context.WithTimeout(actx, 2*time.Second)
+		if err := r.conn.Ping(pctx); err != nil {
+			_ = r.conn.Close(pctx)
+			r.conn = nil
+		}
+		pcancel()
+	}
 	if r.conn == nil {
+		if r.now().Before(r.retryAt) {
+			return response.NotApplied(p, errUnreachable)
+		}
 		conn, err := r.connect(actx)
 		if err != nil {
-			return response.NotApplied(p, err)
+			r.retryAt = r.now().Add(unreachableBackoff)
+			r.log.Error("responder connection not opened (response.dsn)", zap.Error(err))
+			return response.NotApplied(p, errUnreachable)
 		}
 		r.conn = conn
 	}
@@ -110,6 +165,10 @@ func (r *autoResponder) apply(ctx context.Context, p *response.Plan) *response.R
 	}
 	return res
 }
+
+// errUnreachable is what a response line says of a responder that cannot connect: the
+// line goes to Alertmanager and webhooks, the host and user only to the log.
+var errUnreachable = errors.New("the responder's connection (response.dsn) could not be opened: the detector's log says why")
 
 // close closes the responder's connection.
 func (r *autoResponder) close(ctx context.Context) {

@@ -98,6 +98,10 @@ func TestCanaryReadIsTerminatedAutomatically(t *testing.T) {
 			if firing != 1 {
 				t.Errorf("got %d CanaryRowRead firing lines, want 1: the retry continues the episode", firing)
 			}
+			// Each session visits three canary rows: one response per session.
+			if got := responses(r.Lines(t), map[string]string{"role": reader}); len(got) != 2 {
+				t.Errorf("got %d ResponseTaken lines, want 2 (one per reading session): %+v", len(got), got)
+			}
 		})
 	}
 }

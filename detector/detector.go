@@ -70,7 +70,8 @@ type Detector struct {
 	// false.
 	capturer *evidence.Capturer
 	// responder is the automatic response of precise rules; nil when
-	// response.automatic is off or no rule has a response.
+	// response.automatic is off (or evidence.enabled is false, which the
+	// configuration refuses with it on).
 	responder *autoResponder
 }
 

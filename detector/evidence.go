@@ -42,6 +42,34 @@ type evidenceLinks struct {
 	// evidence links; a resolved alert's series is deleted.
 	info      *prometheus.GaugeVec
 	infoCount int
+	// responded holds, per firing alert of a responding rule, the pids already handed
+	// to the response (the one that fired it, and the later ones): a session visits
+	// several canary rows, and is responded to once.
+	responded map[string]map[int32]bool
+}
+
+// maxRespondedPIDs bounds the pids remembered per alert; beyond, a session may be
+// responded to twice (a second, refused "session gone" line), never missed.
+const maxRespondedPIDs = 10_000
+
+// firstResponse reports whether the session of pid was not yet handed to the response
+// of alert fp, and remembers it.
+func (l *evidenceLinks) firstResponse(fp string, pid int32) bool {
+	if l.responded == nil {
+		l.responded = map[string]map[int32]bool{}
+	}
+	pids := l.responded[fp]
+	if pids == nil {
+		pids = map[int32]bool{}
+		l.responded[fp] = pids
+	}
+	if pids[pid] {
+		return false
+	}
+	if len(pids) < maxRespondedPIDs {
+		pids[pid] = true
+	}
+	return true
 }
 
 // maxEvidenceInfo bounds pgtripwire_alert_evidence_info's series: beyond it (an alert
@@ -93,20 +121,25 @@ func (l *evidenceLinks) link(a *model.Alert, trigger *model.Event) {
 	ann[AnnotationEvidenceURL] = l.base + EvidencePath + a.Fingerprint
 	a.Annotations = ann
 	l.setInfo(a)
-	if a.State == model.StateFiring {
-		var t *model.Event
-		if trigger != nil {
-			ev := *trigger
-			t = &ev
-		}
-		l.capturer.Fired(*a, t, l.urgent[a.Rule])
+	if a.State != model.StateFiring {
+		delete(l.responded, a.Fingerprint)
+		return
 	}
+	var t *model.Event
+	if trigger != nil {
+		ev := *trigger
+		t = &ev
+		if l.urgent[a.Rule] && ev.PID != 0 {
+			l.firstResponse(a.Fingerprint, ev.PID)
+		}
+	}
+	l.capturer.Fired(*a, t, l.urgent[a.Rule])
 }
 
 // again hands the capturer a new event in the episode of a firing alert of a rule that
 // responds on its own: the automatic response acts on its session too.
 func (l *evidenceLinks) again(a model.Alert, trigger *model.Event) {
-	if l == nil || !l.urgent[a.Rule] {
+	if l == nil || !l.urgent[a.Rule] || !l.firstResponse(a.Fingerprint, trigger.PID) {
 		return
 	}
 	ev := *trigger

@@ -82,6 +82,9 @@ func (v *validator) evidence() {
 func (v *validator) response() {
 	r := &v.cfg.Response
 	v.dsn("response.dsn", &r.DSN, EnvResponseDSN, "remove the key (nothing can respond)")
+	if r.Automatic != ResponseOff && !v.cfg.Evidence.Enabled {
+		v.errorf("response.automatic", "%s needs evidence.enabled: the response acts on the session the evidence captures", r.Automatic)
+	}
 	switch r.Automatic {
 	case ResponseOff, ResponseShadow:
 	case ResponseOn:

@@ -28,6 +28,8 @@ const (
 	maxRelated = 20
 	// captureTimeout bounds the server's part of one capture.
 	captureTimeout = 15 * time.Second
+	// pingTimeout bounds the check of an idle connection before an urgent capture.
+	pingTimeout = 2 * time.Second
 	// pruneEvery is how often expired evidence is removed.
 	pruneEvery = 10 * time.Minute
 )
@@ -107,6 +109,10 @@ func (c *Capturer) Fired(a model.Alert, trigger *model.Event, urgent bool) {
 	case q <- request{in: in, urgent: urgent}:
 	default:
 		c.dropped.Inc()
+		if urgent {
+			c.log.Warn("alert not captured, so not responded to: too many captures waiting",
+				zap.String("rule", a.Rule), zap.String("fingerprint", a.Fingerprint))
+		}
 	}
 }
 
@@ -118,6 +124,8 @@ func (c *Capturer) Again(a model.Alert, trigger *model.Event) {
 	case c.urgent <- request{in: Input{Alert: a, Trigger: trigger}, urgent: true, again: true}:
 	default:
 		c.dropped.Inc()
+		c.log.Warn("new reading session not captured, so not responded to: too many captures waiting",
+			zap.String("rule", a.Rule), zap.String("fingerprint", a.Fingerprint))
 	}
 }
 
@@ -167,6 +175,9 @@ func (c *Capturer) Run(ctx context.Context) error {
 	// next pending one (see capturePace); urgent captures never wait for it.
 	rest := closedChan
 	for {
+		if ctx.Err() != nil {
+			return ctx.Err() // not another capture, urgent or not, with a cancelled context
+		}
 		var r request
 		select {
 		case r = <-c.urgent:
@@ -196,8 +207,12 @@ func (c *Capturer) Run(ctx context.Context) error {
 			}
 		}
 		start := time.Now()
-		conn = c.capture(ctx, conn, r)
+		var e *Evidence
+		conn, e = c.capture(ctx, conn, r)
 		rest = time.After(capturePace * time.Since(start))
+		if r.urgent && c.opts.After != nil {
+			c.opts.After(ctx, e, r.in)
+		}
 	}
 }
 
@@ -215,17 +230,31 @@ var closedChan = func() <-chan time.Time {
 	return c
 }()
 
-// capture captures and saves one alert's evidence on conn (opened when nil) and
-// returns the connection to use next: nil after it broke.
-func (c *Capturer) capture(ctx context.Context, conn *pgx.Conn, r request) *pgx.Conn {
+// capture captures and, unless it is one again, saves one alert's evidence on conn
+// (opened when nil), and returns the connection to use next (nil after it broke) and
+// the evidence. Before an urgent capture an open connection is pinged: one that died
+// while idle (a server restart, a failover, idle_session_timeout) would otherwise cost
+// the response its sessions.
+func (c *Capturer) capture(ctx context.Context, conn *pgx.Conn, r request) (*pgx.Conn, *Evidence) {
 	e := New(r.in, c.opts.Now())
 	cctx, cancel := context.WithTimeout(ctx, captureTimeout)
 	defer cancel()
+	if conn != nil && r.urgent {
+		pctx, pcancel := context.WithTimeout(cctx, pingTimeout)
+		if err := conn.Ping(pctx); err != nil {
+			_ = conn.Close(pctx)
+			conn = nil
+		}
+		pcancel()
+	}
 	if conn == nil {
 		var err error
 		if conn, err = c.opts.Connect(cctx); err != nil {
 			conn = nil
-			e.Problems = append(e.Problems, "connect: "+err.Error())
+			// The evidence is served and shown: its problem says what, the log says why
+			// (hosts, users and addresses stay in the log).
+			e.Problems = append(e.Problems, "connect: the evidence connection could not be opened (the detector's log says why)")
+			c.log.Warn("evidence connection not opened", zap.String("fingerprint", e.Fingerprint), zap.Error(err))
 		}
 	}
 	if conn != nil {
@@ -237,10 +266,7 @@ func (c *Capturer) capture(ctx context.Context, conn *pgx.Conn, r request) *pgx.
 	if !r.again {
 		c.save(e)
 	}
-	if r.urgent && c.opts.After != nil {
-		c.opts.After(ctx, e, r.in)
-	}
-	return conn
+	return conn, e
 }
 
 // save stores e and counts it.

@@ -5,16 +5,25 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 )
 
 // WriteText writes e for people: what fired, the trigger, the sessions, the statement,
 // the privileges and the related alerts, each section only when it has something.
 func WriteText(w io.Writer, e *Evidence) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	p := func(format string, args ...any) { fmt.Fprintf(tw, format, args...) }
+	p := func(format string, args ...any) {
+		for i, a := range args {
+			if s, ok := a.(string); ok {
+				args[i] = Printable(s)
+			}
+		}
+		fmt.Fprintf(tw, format, args...)
+	}
 	p("Alert\t%s %s (%s)\n", e.Rule, e.Fingerprint, e.Severity)
 	if e.Summary != "" {
 		p("Summary\t%s\n", e.Summary)
@@ -98,4 +107,16 @@ func WriteText(w io.Writer, e *Evidence) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// Printable returns s with every control character (a newline, a carriage return, an
+// escape sequence) written as Go escapes it (\n, \x1b): a name is the client's choice,
+// and a role called "x\nDROP TABLE users; --" must not become a line of its own in
+// a comment of printed SQL, nor move a terminal's cursor.
+func Printable(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
 }

@@ -59,8 +59,9 @@ func ParseAction(s string) (Action, error) {
 	return "", fmt.Errorf("%q is not an action (terminate, lock_role, revoke)", s)
 }
 
-// Guard is who a response must not act on. Superusers, the detector's role and (at
-// apply time) the responder's own role are always refused.
+// Guard is who a response must not act on. The detector's role and (at apply time)
+// the responder's own role are always refused; a superuser is never locked nor
+// revoked from (its sessions may be terminated, which only a superuser responder can).
 type Guard struct {
 	// ApplicationRoles (roles.application) are refused unless Force: a compromised
 	// application credential is a real case, but acting on it takes the application
@@ -295,17 +296,20 @@ func (p *Plan) planRevoke(pr *evidence.Privileges, g Guard) {
 // WriteTo prints the plan: each step's SQL, after a comment naming its target, and
 // each refusal as a comment, so that the output can be read, or pasted into psql.
 func (p *Plan) WriteTo(w io.Writer) (int64, error) {
+	// Names in comments are the clients' choice: no control character may end a
+	// comment line early (the statements' own quoting covers the SQL).
+	c := evidence.Printable
 	var b strings.Builder
-	fmt.Fprintf(&b, "-- Response to alert %s (%s): role %s", p.Fingerprint, p.Rule, p.Role)
+	fmt.Fprintf(&b, "-- Response to alert %s (%s): role %s", c(p.Fingerprint), c(p.Rule), c(p.Role))
 	if p.Database != "" {
-		fmt.Fprintf(&b, ", database %s", p.Database)
+		fmt.Fprintf(&b, ", database %s", c(p.Database))
 	}
 	b.WriteString("\n")
 	for _, s := range p.Steps {
-		fmt.Fprintf(&b, "-- %s: %s\n%s;\n", s.Action, s.Target, s.SQL)
+		fmt.Fprintf(&b, "-- %s: %s\n%s;\n", s.Action, c(s.Target), s.SQL)
 	}
 	for _, r := range p.Refused {
-		fmt.Fprintf(&b, "-- refused %s: %s: %s\n", r.Action, r.Target, r.Reason)
+		fmt.Fprintf(&b, "-- refused %s: %s: %s\n", r.Action, c(r.Target), c(r.Reason))
 	}
 	n, err := io.WriteString(w, b.String())
 	return int64(n), err

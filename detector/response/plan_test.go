@@ -185,3 +185,36 @@ func TestRecordEachResponseIsItsOwnAlert(t *testing.T) {
 		t.Errorf("shadow: got %+v", shadow)
 	}
 }
+
+// A role name is the client's choice: printed in a comment, its control characters
+// are escaped, so that no name can end the comment and start a statement of its own
+// in what an operator pastes into psql; the statements quote it.
+func TestPlanPrintsNoNameAsALineOfItsOwn(t *testing.T) {
+	const evil = "x\nDROP TABLE public.users; --"
+	ev := testEvidence()
+	ev.Labels[model.LabelRole] = evil
+	ev.Labels[model.LabelDatabase] = "app\r\nDROP DATABASE app; --"
+	ev.Sessions[0].Role = evil
+	ev.Sessions[1].Role = "bob\nDROP ROLE bob; --"
+	ev.Privileges.Role = evil
+	p, err := NewPlan(ev, []Action{Terminate, LockRole}, Guard{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if _, err := p.WriteTo(&b); err != nil {
+		t.Fatal(err)
+	}
+	// A quoted name may span lines inside a statement (it is one token there); after a
+	// comment line, only a statement the plan wrote may start.
+	lines := strings.Split(b.String(), "\n")
+	for i := 1; i < len(lines); i++ {
+		if strings.HasPrefix(lines[i-1], "--") && !strings.HasPrefix(lines[i], "--") &&
+			!strings.HasPrefix(lines[i], "SELECT pg_terminate_backend") && !strings.HasPrefix(lines[i], "ALTER ROLE") && lines[i] != "" {
+			t.Errorf("a name in a comment became a line of its own: %q in\n%s", lines[i], b.String())
+		}
+	}
+	if !strings.Contains(b.String(), `ALTER ROLE "x`) {
+		t.Errorf("the lock statement is missing:\n%s", b.String())
+	}
+}
