@@ -85,8 +85,10 @@ for v in "${versions[@]}"; do
 			if grep -q -- "^--- PASS: $name (" "$log"; then
 				passed=$((passed + 1))
 			elif grep -q -- "^--- SKIP: $name (" "$log"; then
-				# -v prints the reason just before the verdict.
-				reason=$(grep -B1 -- "^--- SKIP: $name (" "$log" | sed -n '1s/^ *//p')
+				# -v prints the reason before the verdict, and the test's cleanups may log
+				# after it: the last line of a test file (not the harness's logger) before it.
+				reason=$(grep -B30 -- "^--- SKIP: $name (" "$log" | grep -E '^ +[A-Za-z0-9_]+\.go:[0-9]+: ' |
+					grep -v '^ *logger\.go:' | tail -1 | sed 's/^ *//')
 				skipped+=("$pkg $name: $reason")
 			elif grep -q -- "^--- FAIL: $name (" "$log"; then
 				problems+=("$pkg $name: FAIL")
