@@ -54,6 +54,10 @@ type Options struct {
 
 	// pickPort replaces freePort in tests that force a port clash.
 	pickPort func() (int, error)
+	// sqlBaseBackup makes StartStandby take its base backup through SQL
+	// even when the build has pg_basebackup, so that a build with it tests
+	// both ways.
+	sqlBaseBackup bool
 }
 
 // defaultSettings is what every cluster runs with. The first group is what

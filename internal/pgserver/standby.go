@@ -35,19 +35,20 @@ const (
 var standbySettings = []string{"hot_standby"}
 
 // StartStandby makes a streaming hot standby of s, which must be running: a
-// base backup of s taken by the build's pg_basebackup (-X stream, -R) into a
-// new temporary directory, holding a physical replication slot of its own on
-// s so that s keeps the WAL it has not received, started on a free port of
-// its own. It returns once the standby accepts read-only connections and
-// streams from s.
+// base backup of s into a new temporary directory, holding a physical
+// replication slot of its own on s so that s keeps the WAL it has not
+// received, started on a free port of its own. It returns once the standby
+// accepts read-only connections and streams from s. The backup is taken by
+// the build's pg_basebackup (-X stream, -R) when it has one, and otherwise
+// (the server-only builds) through SQL and a copy of s's files, which needs
+// nothing but the server.
 //
 // The standby runs s's build (opts.BinDir must be empty or s's) with the
 // harness's defaults, then s's own Options.Settings, then opts.Settings: a
 // standby needs max_connections, max_wal_senders and the like at least as
 // high as its primary's. Everything else is as for Start: the same user, the
 // same tie to this process's life, nothing left behind on error (the slot
-// included), the server log's tail in a startup error. It wraps
-// ErrServerOnlyBuild when s's build has no pg_basebackup.
+// included), the server log's tail in a startup error.
 //
 // Close removes the standby's directory and drops its slot on s if s still
 // runs. Promote makes it a primary.
@@ -75,9 +76,10 @@ func (s *Server) StartStandby(ctx context.Context, opts Options) (_ *Server, err
 		return nil, err
 	}
 	conf = append(conf, "hot_standby = 'on'")
+	// Without pg_basebackup (or when a test asks for it), the SQL base backup.
 	basebackup, err := s.Program("pg_basebackup")
-	if err != nil {
-		return nil, err
+	if err != nil || opts.sqlBaseBackup {
+		basebackup = ""
 	}
 	if !s.Running() {
 		return nil, errors.New("the primary is not running")
@@ -99,10 +101,15 @@ func (s *Server) StartStandby(ctx context.Context, opts Options) (_ *Server, err
 			_ = sb.Close() // the startup error is the one worth reporting
 		}
 	}()
-	// Set before pg_basebackup creates the slot, so that Close drops it
+	// Set before the backup creates the slot, so that Close drops it
 	// whatever goes wrong from here on.
 	sb.slot = slotPrefix + strings.TrimPrefix(filepath.Base(sb.dir), dirPrefix)
-	if err := sb.baseBackup(ctx, basebackup); err != nil {
+	if basebackup != "" {
+		err = sb.baseBackup(ctx, basebackup)
+	} else {
+		err = sb.sqlBaseBackup(ctx)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := sb.startOnFreePort(ctx, conf, opts.pickPort); err != nil {
@@ -114,7 +121,7 @@ func (s *Server) StartStandby(ctx context.Context, opts Options) (_ *Server, err
 	log.Info("PostgreSQL standby started",
 		zap.Int("port", sb.port), zap.Int("primary_port", s.port), zap.String("slot", sb.slot),
 		zap.Int("version", sb.version), zap.String("dir", sb.dir), zap.String("user", sb.userName()),
-		zap.Duration("took", time.Since(started)))
+		zap.Bool("pg_basebackup", basebackup != ""), zap.Duration("took", time.Since(started)))
 	return sb, nil
 }
 

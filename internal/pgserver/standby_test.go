@@ -3,7 +3,9 @@ package pgserver
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,8 +14,35 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
+// backupMethod is one way StartStandby takes its base backup.
+type backupMethod struct {
+	name string
+	sql  bool // Options.sqlBaseBackup
+}
+
+// backupMethods are the ways a standby can be made. On a build without
+// pg_basebackup both take the SQL base backup; the first skips there, so that
+// the same test does not run twice.
+var backupMethods = []backupMethod{{name: "pg_basebackup"}, {name: "SQL", sql: true}}
+
+// use sets opts for m, skipping t, before it starts a server, when m is
+// pg_basebackup and the build the harness finds lacks it.
+func (m backupMethod) use(t *testing.T, opts Options) Options {
+	t.Helper()
+	if !m.sql {
+		dir, err := FindBinDir()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := hasProgram(filepath.Join(dir, "pg_basebackup")); err != nil {
+			t.Skipf("the build's standbys are made through SQL: %v", err)
+		}
+	}
+	opts.sqlBaseBackup = m.sql
+	return opts
+}
+
 // startStandby starts a standby of primary for t and closes it when t ends.
-// A build without pg_basebackup skips the test.
 func startStandby(t *testing.T, primary *Server, opts Options) *Server {
 	t.Helper()
 	if opts.Logger == nil {
@@ -21,19 +50,26 @@ func startStandby(t *testing.T, primary *Server, opts Options) *Server {
 	}
 	started := time.Now()
 	sb, err := primary.StartStandby(t.Context(), opts)
-	if errors.Is(err, ErrServerOnlyBuild) {
-		t.Skip(err)
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("standby of PostgreSQL %d started in %v", sb.Version(), time.Since(started).Round(time.Millisecond))
+	t.Logf("standby of PostgreSQL %d started in %v (SQL base backup: %v)",
+		sb.Version(), time.Since(started).Round(time.Millisecond), opts.sqlBaseBackup)
 	t.Cleanup(func() {
 		if err := sb.Close(); err != nil {
 			t.Error(err)
 		}
 	})
 	return sb
+}
+
+func stat(t *testing.T, path string) os.FileInfo {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi
 }
 
 func count(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {
@@ -51,6 +87,16 @@ func count(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {
 // and no slot left on the primary once it is closed.
 func TestStandbyReplicatesAndPromotes(t *testing.T) {
 	t.Parallel()
+	for _, m := range backupMethods {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			testStandbyReplicatesAndPromotes(t, m)
+		})
+	}
+}
+
+func testStandbyReplicatesAndPromotes(t *testing.T, m backupMethod) {
+	opts := m.use(t, Options{})
 	primary := startServer(t, Options{})
 	if err := primary.CreateDatabase(t.Context(), "app"); err != nil {
 		t.Fatal(err)
@@ -61,7 +107,22 @@ func TestStandbyReplicatesAndPromotes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sb := startStandby(t, primary, Options{})
+	sb := startStandby(t, primary, opts)
+	// The standby keeps the label of the backup it was made from.
+	label, err := os.ReadFile(filepath.Join(sb.DataDir(), "backup_label.old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Contains(string(label), "LABEL: "+sqlBackupLabelPrefix+sb.Slot()+"\n"), m.sql; got != want {
+		t.Errorf("made by the SQL base backup = %v, want %v; backup_label:\n%s", got, want, label)
+	}
+	// As initdb leaves it: the server's user's, private (PostgreSQL refuses
+	// a data directory of another user, or one others may read).
+	sbInfo, pInfo := stat(t, sb.DataDir()), stat(t, primary.DataDir())
+	if sbInfo.Mode().Perm() != 0o700 || sbInfo.Sys().(*syscall.Stat_t).Uid != pInfo.Sys().(*syscall.Stat_t).Uid {
+		t.Errorf("standby data directory mode %v uid %d, want 0700 and the primary's uid %d", sbInfo.Mode().Perm(),
+			sbInfo.Sys().(*syscall.Stat_t).Uid, pInfo.Sys().(*syscall.Stat_t).Uid)
+	}
 	if !sb.IsStandby() || primary.IsStandby() {
 		t.Errorf("IsStandby: standby %v, primary %v; want true, false", sb.IsStandby(), primary.IsStandby())
 	}
@@ -83,7 +144,7 @@ func TestStandbyReplicatesAndPromotes(t *testing.T) {
 	if n := count(t, app, "SELECT count(*) FROM users"); n != 3 {
 		t.Errorf("standby has %d users, want the primary's 3", n)
 	}
-	_, err := app.Exec(t.Context(), "INSERT INTO users VALUES ('intruder@example.com')")
+	_, err = app.Exec(t.Context(), "INSERT INTO users VALUES ('intruder@example.com')")
 	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "25006" {
 		t.Errorf("write on the standby: %v, want SQLSTATE 25006 (read_only_sql_transaction)", err)
 	}
@@ -146,15 +207,19 @@ func TestStandbyReplicatesAndPromotes(t *testing.T) {
 // leaves neither its directory nor its slot on the primary, and its error
 // says why. Not parallel: it counts this process's cluster directories.
 func TestStandbyStartFailureLeavesNothing(t *testing.T) {
-	primary := startServer(t, Options{})
-	before := ourDirs(t)
-	_, err := primary.StartStandby(t.Context(), Options{
+	for _, m := range backupMethods {
+		t.Run(m.name, func(t *testing.T) { testStandbyStartFailureLeavesNothing(t, m) })
+	}
+}
+
+func testStandbyStartFailureLeavesNothing(t *testing.T, m backupMethod) {
+	opts := m.use(t, Options{
 		Logger:   zaptest.NewLogger(t),
 		Settings: map[string]string{"shared_buffers": "lots"},
 	})
-	if errors.Is(err, ErrServerOnlyBuild) {
-		t.Skip(err)
-	}
+	primary := startServer(t, Options{})
+	before := ourDirs(t)
+	_, err := primary.StartStandby(t.Context(), opts)
 	if err == nil {
 		t.Fatal("StartStandby with an invalid setting succeeded")
 	}

@@ -158,9 +158,9 @@ func NewServer(t testing.TB, settings map[string]string) *pgserver.Server {
 // NewStandby starts a streaming hot standby of primary, a cluster of t's own
 // from NewServer, and closes it when t ends (dropping its slot on primary).
 // The standby may be promoted, and primary stopped, during the test. It
-// fails the test on error, and skips it, saying why, when primary's build has
-// no pg_basebackup (the server-only builds; see Program). Use WaitReplay to
-// see on the standby what was committed on primary.
+// fails the test on error; every build can make one (the server-only builds
+// through SQL, see pgserver's StartStandby). Use WaitReplay to see on the
+// standby what was committed on primary.
 func NewStandby(t testing.TB, primary *pgserver.Server) *pgserver.Server {
 	t.Helper()
 	if primary == shared.srv {
@@ -170,10 +170,7 @@ func NewStandby(t testing.TB, primary *pgserver.Server) *pgserver.Server {
 	ctx, cancel := context.WithTimeout(t.Context(), startTimeout)
 	defer cancel()
 	sb, err := primary.StartStandby(ctx, pgserver.Options{Logger: zaptest.NewLogger(t)})
-	switch {
-	case errors.Is(err, pgserver.ErrServerOnlyBuild):
-		t.Skipf("pgtest: needs a standby: %v", err)
-	case err != nil:
+	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(func() {
