@@ -71,16 +71,19 @@ type Capturer struct {
 
 	captured *prometheus.CounterVec
 	dropped  prometheus.Counter
+	// pruneEvery is the package's pruneEvery; tests shorten it.
+	pruneEvery time.Duration
 }
 
 // NewCapturer returns a capturer; Run starts it.
 func NewCapturer(o Options) *Capturer {
 	f := promauto.With(o.Registerer)
 	c := &Capturer{
-		opts:    o,
-		log:     o.Logger.Named("evidence"),
-		urgent:  make(chan request, queueSize),
-		pending: make(chan request, queueSize),
+		opts:       o,
+		pruneEvery: pruneEvery,
+		log:        o.Logger.Named("evidence"),
+		urgent:     make(chan request, queueSize),
+		pending:    make(chan request, queueSize),
 		captured: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgtripwire_evidence_captured_total",
 			Help: "Evidence captured for firing alerts, by result: complete, partial (some part could not be read; the file says why), unsaved.",
@@ -169,7 +172,7 @@ func (c *Capturer) Run(ctx context.Context) error {
 		}
 	}()
 	c.prune()
-	prune := time.NewTicker(pruneEvery)
+	prune := time.NewTicker(c.pruneEvery)
 	defer prune.Stop()
 	// rest is closed when the server has rested enough since the last capture for the
 	// next pending one (see capturePace); urgent captures never wait for it.
@@ -190,6 +193,7 @@ func (c *Capturer) Run(ctx context.Context) error {
 				continue
 			case r = <-c.urgent:
 			case <-rest:
+				rest = closedChan // over: a timer's channel fires once
 				select {
 				case r = <-c.pending:
 				default:

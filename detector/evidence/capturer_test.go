@@ -1,0 +1,50 @@
+package evidence
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/model"
+)
+
+// An idle capturer keeps capturing: the rest after a capture, once over, must not be
+// waited for again (a timer's channel fires once) after a prune while nothing was
+// pending. The server is unreachable here: the evidence is saved with the problem.
+func TestCapturerKeepsCapturingAfterAnIdlePrune(t *testing.T) {
+	store := NewStore(t.TempDir(), time.Hour, 10)
+	c := NewCapturer(Options{
+		Connect: func(context.Context) (*pgx.Conn, error) { return nil, errors.New("no server here") },
+		Store:   store, Now: time.Now, Logger: zap.NewNop(), Registerer: prometheus.NewRegistry(),
+	})
+	c.pruneEvery = 20 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	saved := func(fp string) bool {
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if _, err := store.Load(fp); err == nil {
+				return true
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return false
+	}
+	for _, fp := range []string{"000000000000000a", "000000000000000b"} {
+		c.Fired(model.Alert{Fingerprint: fp, Rule: "R", Time: time.Now(), Labels: map[string]string{}}, nil, false)
+		if !saved(fp) {
+			t.Fatalf("the evidence of %s was never captured", fp)
+		}
+		time.Sleep(100 * time.Millisecond) // idle, through a few prunes
+	}
+}
