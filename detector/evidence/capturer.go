@@ -174,12 +174,17 @@ func (c *Capturer) Run(ctx context.Context) error {
 	c.prune()
 	prune := time.NewTicker(c.pruneEvery)
 	defer prune.Stop()
-	// rest is closed when the server has rested enough since the last capture for the
-	// next pending one (see capturePace); urgent captures never wait for it.
-	rest := closedChan
+	// rest, while the server rests after a capture (see capturePace), fires when the
+	// rest is over; nil when there is none. Pending captures wait for it, urgent ones
+	// never do.
+	var rest <-chan time.Time
 	for {
 		if ctx.Err() != nil {
 			return ctx.Err() // not another capture, urgent or not, with a cancelled context
+		}
+		pending := c.pending
+		if rest != nil {
+			pending = nil // a nil channel is never ready: no pending capture while resting
 		}
 		var r request
 		select {
@@ -191,23 +196,11 @@ func (c *Capturer) Run(ctx context.Context) error {
 			case <-prune.C:
 				c.prune()
 				continue
-			case r = <-c.urgent:
 			case <-rest:
-				rest = closedChan // over: a timer's channel fires once
-				select {
-				case r = <-c.pending:
-				default:
-					// Nothing pending: wait for either queue without the rest.
-					select {
-					case <-ctx.Done():
-						return ctx.Err()
-					case <-prune.C:
-						c.prune()
-						continue
-					case r = <-c.urgent:
-					case r = <-c.pending:
-					}
-				}
+				rest = nil
+				continue
+			case r = <-c.urgent:
+			case r = <-pending:
 			}
 		}
 		start := time.Now()
@@ -226,13 +219,6 @@ func (c *Capturer) Run(ctx context.Context) error {
 // connection's time, and the server's CPU goes to its clients and to detection rather
 // than to evidence. Urgent captures (an automatic response waits on them) do not wait.
 const capturePace = 4
-
-// closedChan is a closed channel: a rest already over.
-var closedChan = func() <-chan time.Time {
-	c := make(chan time.Time)
-	close(c)
-	return c
-}()
 
 // capture captures and, unless it is one again, saves one alert's evidence on conn
 // (opened when nil), and returns the connection to use next (nil after it broke) and
