@@ -75,11 +75,7 @@ func (r *autoResponder) respond(ctx context.Context, e *evidence.Evidence, in ev
 	case len(p.Steps) > 0:
 		res = r.apply(ctx, p)
 	default:
-		// Nothing to run (the session is gone, or refused): recorded as such.
-		res = &response.Result{}
-		for _, rf := range p.Refused {
-			res.Steps = append(res.Steps, response.StepResult{Action: rf.Action, Target: rf.Target, Outcome: response.Refused, Detail: rf.Reason})
-		}
+		res = response.Refusals(p) // nothing to run (the session is gone, or refused)
 	}
 	alerts := response.Record(p, res, origin)
 	outcome := alerts[0].Labels[response.LabelOutcome]

@@ -69,6 +69,7 @@ type Detector struct {
 	// capturer captures the evidence of firing alerts; nil when evidence.enabled is
 	// false.
 	capturer *evidence.Capturer
+	evidence *evidence.Store // the capturer's, served at EvidencePath
 	// responder is the automatic response of precise rules; nil when
 	// response.automatic is off (or evidence.enabled is false, which the
 	// configuration refuses with it on).
@@ -210,9 +211,10 @@ func (d *Detector) startEvidence(groups []rulefmt.Group, connConfig *pgx.ConnCon
 		return err
 	}
 	urgent := respondingRules(d.cfg, groups)
+	d.evidence = EvidenceStore(d.cfg)
 	opts := evidence.Options{
 		Connect:    connectFunc(connConfig, "pgtripwire evidence"),
-		Store:      evidenceStore(d.cfg),
+		Store:      d.evidence,
 		Now:        d.now,
 		Logger:     d.log,
 		Registerer: d.registry,
@@ -263,7 +265,7 @@ func (d *Detector) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	mux := web.Handler(d.registry, d.health.Ready)
 	if d.capturer != nil {
-		mux.Handle("GET "+EvidencePath+"{fingerprint}", evidence.Handler(evidenceStore(d.cfg)))
+		mux.Handle("GET "+EvidencePath+"{fingerprint}", evidence.Handler(d.evidence))
 		g.Go(func() error { return d.capturer.Run(ctx) })
 	}
 	g.Go(func() error {

@@ -114,12 +114,7 @@ func (l *evidenceLinks) link(a *model.Alert, trigger *model.Event) {
 	if l == nil {
 		return
 	}
-	ann := maps.Clone(a.Annotations)
-	if ann == nil {
-		ann = map[string]string{}
-	}
-	ann[AnnotationEvidenceURL] = l.base + EvidencePath + a.Fingerprint
-	a.Annotations = ann
+	l.addURL(a)
 	l.setInfo(a)
 	if a.State != model.StateFiring {
 		delete(l.responded, a.Fingerprint)
@@ -154,15 +149,22 @@ func (l *evidenceLinks) annotate(alerts []model.Alert) []model.Alert {
 	}
 	out := make([]model.Alert, len(alerts))
 	for i, a := range alerts {
-		a.Annotations = maps.Clone(a.Annotations)
-		if a.Annotations == nil {
-			a.Annotations = map[string]string{}
-		}
-		a.Annotations[AnnotationEvidenceURL] = l.base + EvidencePath + a.Fingerprint
+		l.addURL(&a)
 		l.setInfo(&a)
 		out[i] = a
 	}
 	return out
+}
+
+// addURL sets a's evidence_url annotation, on a copy of its annotations: the engine
+// keeps the map it rendered.
+func (l *evidenceLinks) addURL(a *model.Alert) {
+	ann := maps.Clone(a.Annotations)
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[AnnotationEvidenceURL] = l.base + EvidencePath + a.Fingerprint
+	a.Annotations = ann
 }
 
 // externalURL is http.external_url without its trailing slash or, when it is not set,
@@ -184,13 +186,11 @@ func externalURL(cfg *config.Config, listen net.Addr) (string, error) {
 	return u.String(), nil
 }
 
-// evidenceStore is the evidence directory of cfg.
-func evidenceStore(cfg *config.Config) *evidence.Store {
+// EvidenceStore is the evidence directory of cfg: where the detector saves evidence,
+// and the commands read it.
+func EvidenceStore(cfg *config.Config) *evidence.Store {
 	return evidence.NewStore(filepath.Join(cfg.StateDir, evidence.Dir), cfg.Evidence.Retain, int(cfg.Evidence.MaxAlerts))
 }
-
-// EvidenceStore is the evidence directory of cfg, for the commands that read it.
-func EvidenceStore(cfg *config.Config) *evidence.Store { return evidenceStore(cfg) }
 
 // respondingRules names the rules that respond on their own under cfg: none when
 // response.automatic is off.

@@ -7,12 +7,12 @@ import (
 	"io"
 	"os"
 	"os/user"
-	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/pgtripwire/pgtripwire/detector"
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/evidence"
 	"github.com/pgtripwire/pgtripwire/detector/notify"
@@ -87,7 +87,7 @@ func respond(ctx context.Context, stdout io.Writer, fingerprint string, f *respo
 	if f.apply && cfg.Response.DSN == "" {
 		return usageError{fmt.Errorf("response.dsn is not set (nor %s): --apply needs the responder's own connection (docs/response.md)", "PGTRIPWIRE_RESPONSE_DSN")}
 	}
-	store := evidence.NewStore(filepath.Join(cfg.StateDir, evidence.Dir), cfg.Evidence.Retain, int(cfg.Evidence.MaxAlerts))
+	store := detector.EvidenceStore(cfg)
 	ev, err := store.Load(fingerprint)
 	if err != nil {
 		return fmt.Errorf("evidence of alert %s: %w", fingerprint, err)

@@ -116,9 +116,7 @@ func Apply(ctx context.Context, conn *pgx.Conn, p *Plan) *Result {
 		}
 		res.Steps = append(res.Steps, r)
 	}
-	for _, rf := range p.Refused {
-		res.Steps = append(res.Steps, StepResult{Action: rf.Action, Target: rf.Target, Outcome: Refused, Detail: rf.Reason})
-	}
+	res.Steps = append(res.Steps, Refusals(p).Steps...)
 	return res
 }
 
@@ -246,6 +244,14 @@ func NotApplied(p *Plan, err error) *Result {
 		res.Steps = append(res.Steps, StepResult{Action: st.Action, Target: st.Target, SQL: st.SQL, Outcome: Failed,
 			Detail: "not run: " + serverError(err), Err: err})
 	}
+	res.Steps = append(res.Steps, Refusals(p).Steps...)
+	return res
+}
+
+// Refusals is the result of a plan that runs nothing: its refusals, each with its
+// reason (a plan with no step, applied).
+func Refusals(p *Plan) *Result {
+	res := &Result{}
 	for _, rf := range p.Refused {
 		res.Steps = append(res.Steps, StepResult{Action: rf.Action, Target: rf.Target, Outcome: Refused, Detail: rf.Reason})
 	}

@@ -99,10 +99,7 @@ func shadowSteps(p *Plan) []StepResult {
 	for _, s := range p.Steps {
 		steps = append(steps, StepResult{Action: s.Action, Target: s.Target, Outcome: NothingToDo, Detail: "would have run"})
 	}
-	for _, r := range p.Refused {
-		steps = append(steps, StepResult{Action: r.Action, Target: r.Target, Outcome: Refused, Detail: r.Reason})
-	}
-	return steps
+	return append(steps, Refusals(p).Steps...)
 }
 
 // responseID is the response's time to the microsecond and 32 random bits: unique
