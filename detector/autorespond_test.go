@@ -102,6 +102,30 @@ func TestCanaryReadIsTerminatedAutomatically(t *testing.T) {
 			if got := responses(r.Lines(t), map[string]string{"role": reader}); len(got) != 2 {
 				t.Errorf("got %d ResponseTaken lines, want 2 (one per reading session): %+v", len(got), got)
 			}
+
+			// The same read folded into one value: no row reaches the client until the
+			// end, and the session is cut while it aggregates.
+			folder := db.Name + "_folder"
+			db.CreateRole(t, folder)
+			db.Exec(t, fmt.Sprintf(`GRANT SELECT ON users TO %s`, folder))
+			fconn := db.Conn(t, folder)
+			if _, err := fconn.Exec(t.Context(), `SET enable_seqscan = off`); err != nil {
+				t.Fatal(err)
+			}
+			var folded string
+			err := fconn.QueryRow(context.Background(), `SELECT string_agg(email || ':' || password_hash, ',')
+				FROM (SELECT email, password_hash, pg_sleep(0.0005) FROM users ORDER BY id) s`).Scan(&folded)
+			var pgErr *pgconn.PgError
+			want := map[string]string{"role": folder, response.LabelBy: response.ByAutomatic, response.LabelOutcome: response.OutcomeShadow}
+			if mode == config.ResponseOn {
+				if !errors.As(err, &pgErr) || pgErr.Code != "57P01" {
+					t.Fatalf("the folded read ended with %v, want it terminated (57P01)", err)
+				}
+				want[response.LabelOutcome] = response.OutcomeApplied
+			} else if err != nil || !strings.Contains(folded, "@canary.example") {
+				t.Fatalf("the folded read ended with %v, want it to run to its end", err)
+			}
+			eventually(t, 5*time.Second, "the folded read's response", func() bool { return len(responses(r.Lines(t), want)) == 1 })
 		})
 	}
 }
