@@ -2,6 +2,7 @@ package evidence
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -22,8 +23,8 @@ const (
 	queueSize = 1024
 	// relatedWindow is how far back the other alerts of a role are looked for.
 	relatedWindow = time.Hour
-	// maxHistory bounds the firing alerts remembered for relatedWindow.
-	maxHistory = 10_000
+	// maxRoles bounds the roles whose recent alerts are remembered.
+	maxRoles = 10_000
 	// maxRelated bounds the related alerts one piece of evidence lists.
 	maxRelated = 20
 	// captureTimeout bounds the server's part of one capture.
@@ -65,9 +66,10 @@ type Capturer struct {
 	log             *zap.Logger
 	urgent, pending chan request
 
-	mu      sync.Mutex
-	history []Related
-	roles   []string // history[i]'s role
+	mu sync.Mutex
+	// recent holds each role's last alerts (at most maxRelated+1, oldest first) of the
+	// last relatedWindow, for the related alerts of its next one.
+	recent map[string][]Related
 
 	captured *prometheus.CounterVec
 	dropped  prometheus.Counter
@@ -81,6 +83,7 @@ func NewCapturer(o Options) *Capturer {
 	c := &Capturer{
 		opts:       o,
 		pruneEvery: pruneEvery,
+		recent:     map[string][]Related{},
 		log:        o.Logger.Named("evidence"),
 		urgent:     make(chan request, queueSize),
 		pending:    make(chan request, queueSize),
@@ -132,31 +135,39 @@ func (c *Capturer) Again(a model.Alert, trigger *model.Event) {
 	}
 }
 
-// remember adds a to the history and returns the other alerts of its role in the hour
-// before it, newest first.
+// remember adds a to its role's recent alerts and returns the role's other alerts of
+// the hour before it, newest first.
 func (c *Capturer) remember(a model.Alert) []Related {
 	role := a.Labels[model.LabelRole]
+	if role == "" {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cut := 0
-	for cut < len(c.history) && a.Time.Sub(c.history[cut].Time) > relatedWindow {
-		cut++
+	recent := c.recent[role]
+	for len(recent) > 0 && a.Time.Sub(recent[0].Time) > relatedWindow {
+		recent = recent[1:]
 	}
-	if len(c.history)-cut >= maxHistory {
-		cut = len(c.history) - maxHistory + 1
-	}
-	c.history, c.roles = slices.Delete(c.history, 0, cut), slices.Delete(c.roles, 0, cut)
 	var related []Related
-	if role != "" {
-		for i := len(c.history) - 1; i >= 0 && len(related) < maxRelated; i-- {
-			if c.roles[i] == role && c.history[i].Fingerprint != a.Fingerprint {
-				related = append(related, c.history[i])
-			}
+	for i := len(recent) - 1; i >= 0 && len(related) < maxRelated; i-- {
+		if recent[i].Fingerprint != a.Fingerprint {
+			related = append(related, recent[i])
 		}
 	}
-	c.history = append(c.history, Related{Fingerprint: a.Fingerprint, Rule: a.Rule, Severity: a.Severity,
+	recent = append(recent, Related{Fingerprint: a.Fingerprint, Rule: a.Rule, Severity: a.Severity,
 		Time: a.Time, Summary: a.Annotations[model.AnnotationSummary]})
-	c.roles = append(c.roles, role)
+	if len(recent) > maxRelated+1 {
+		recent = slices.Clone(recent[len(recent)-maxRelated-1:])
+	}
+	c.recent[role] = recent
+	if len(c.recent) > maxRoles {
+		// Forget the roles without an alert in the hour; if that is not enough (an
+		// alert storm across more roles), forget them all rather than grow.
+		maps.DeleteFunc(c.recent, func(_ string, rs []Related) bool { return a.Time.Sub(rs[len(rs)-1].Time) > relatedWindow })
+		if len(c.recent) > maxRoles {
+			clear(c.recent)
+		}
+	}
 	return related
 }
 

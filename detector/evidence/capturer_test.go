@@ -3,6 +3,7 @@ package evidence
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -46,5 +47,31 @@ func TestCapturerKeepsCapturingAfterAnIdlePrune(t *testing.T) {
 			t.Fatalf("the evidence of %s was never captured", fp)
 		}
 		time.Sleep(100 * time.Millisecond) // idle, through a few prunes
+	}
+}
+
+// The related alerts are the role's others of the hour before, newest first: not
+// another role's, not the alert itself fired again, not older than the hour.
+func TestRelatedAlertsAreTheRolesOwnOfTheHour(t *testing.T) {
+	c := NewCapturer(Options{Store: NewStore(t.TempDir(), time.Hour, 10), Now: time.Now, Logger: zap.NewNop(),
+		Registerer: prometheus.NewRegistry()})
+	t0 := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	fire := func(fp, role string, at time.Duration) []Related {
+		return c.remember(model.Alert{Fingerprint: fp, Rule: "R" + fp, Time: t0.Add(at), Labels: map[string]string{model.LabelRole: role}})
+	}
+	fire("a", "mallory", 0)
+	fire("b", "mallory", 10*time.Minute)
+	fire("c", "eve", 20*time.Minute)
+	fire("d", "mallory", 30*time.Minute)
+	got := fire("d", "mallory", 65*time.Minute) // the same alert again, an hour after a
+	var fps []string
+	for _, r := range got {
+		fps = append(fps, r.Fingerprint)
+	}
+	if want := []string{"b"}; !slices.Equal(fps, want) {
+		t.Errorf("got related %v, want %v (newest first, the hour before, mallory's, not itself)", fps, want)
+	}
+	if got := fire("e", "", 66*time.Minute); got != nil {
+		t.Errorf("an alert without a role: got related %+v, want none", got)
 	}
 }
