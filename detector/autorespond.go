@@ -27,8 +27,11 @@ import (
 // It runs in the evidence capturer's goroutine (evidence.Options.After), which takes
 // urgent captures first.
 type autoResponder struct {
-	mode    config.ResponseMode
-	guard   response.Guard
+	mode  config.ResponseMode
+	guard response.Guard
+	// instance is the server response.dsn connects to, as alerts name it (the first
+	// cluster's primary): a session on another server is not the responder's to end.
+	instance string
 	connect func(ctx context.Context) (*pgx.Conn, error)
 	record  func(ctx context.Context, alerts []model.Alert)
 	now     func() time.Time
@@ -106,6 +109,9 @@ func (r *autoResponder) plan(e *evidence.Evidence, in evidence.Input) (*response
 	}
 	ev := in.Trigger
 	switch {
+	case r.instance != "" && e.Labels[model.LabelInstance] != "" && e.Labels[model.LabelInstance] != r.instance:
+		return refuse("the triggering session", fmt.Sprintf("the read ran on %s, and response.dsn connects to %s: "+
+			"a pid is one server's; a human decides, with pgtripwire respond and that server's response.dsn", e.Labels[model.LabelInstance], r.instance))
 	case ev == nil || ev.PID == 0:
 		return refuse("the triggering session", "the event names no session (it fired on the clock): a human decides, with pgtripwire respond")
 	case !ev.Complete || len(ev.SensitiveRead) == 0:

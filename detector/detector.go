@@ -66,6 +66,10 @@ type Detector struct {
 	metrics  detectorMetrics
 	now      func() time.Time
 	sources  []source.Runner
+	// servers are the servers the detector watches; shared their statistics
+	// readers, closed when the sources have stopped.
+	servers []*server
+	shared  []*source.Server
 	// capturer captures the evidence of firing alerts; nil when evidence.enabled is
 	// false.
 	capturer *evidence.Capturer
@@ -178,27 +182,34 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		_ = d.notifier.Close()
 		return nil, err
 	}
-	d.sources, err = buildSources(cfg.Sources, source.Env{
-		Conn:           connConfig,
-		SearchPath:     cfg.Database.SearchPath,
-		CatalogRefresh: cfg.Database.CatalogRefresh,
-		Sensitive:      sensitiveMap(cfg.Sensitive),
-		StateDir:       cfg.StateDir,
-		Sink:           d.pipeline,
-		Health:         d.health,
-		Logger:         deps.Logger,
-		Registerer:     deps.Registry,
-		Metrics:        source.NewMetrics(deps.Registry),
-		Attribution:    source.NewAttribution(0, deps.Now),
-		Readers:        source.NewReaders(0),
-		OwnStreams:     source.NewOwnStreams(),
-		Declared:       declared,
-		Now:            deps.Now,
-	}, d.health)
+	servers, err := estate(context.Background(), cfg, connConfig)
 	if err != nil {
 		_ = d.listener.Close()
 		_ = d.notifier.Close()
 		return nil, err
+	}
+	d.servers = servers
+	if d.responder != nil {
+		d.responder.instance = servers[0].instance
+	}
+	var skipped []string
+	d.sources, d.shared, skipped, err = buildEstate(cfg.Sources, source.Env{
+		SearchPath:     cfg.Database.SearchPath,
+		CatalogRefresh: cfg.Database.CatalogRefresh,
+		StateDir:       cfg.StateDir,
+		Sink:           d.pipeline,
+		Logger:         deps.Logger,
+		Declared:       declared,
+		Now:            deps.Now,
+	}, servers, deps.Registry, d.health, servers[0].cluster == "")
+	if err != nil {
+		_ = d.listener.Close()
+		_ = d.notifier.Close()
+		return nil, err
+	}
+	if len(skipped) > 0 {
+		deps.Logger.Warn("sources not run on the servers watched with several databases: each database would need a replication slot of its own",
+			zap.Strings("sources", skipped))
 	}
 	return d, nil
 }
@@ -213,7 +224,8 @@ func (d *Detector) startEvidence(groups []rulefmt.Group, connConfig *pgx.ConnCon
 	urgent := respondingRules(d.cfg, groups)
 	d.evidence = EvidenceStore(d.cfg)
 	opts := evidence.Options{
-		Connect:    connectFunc(connConfig, "pgtripwire evidence"),
+		Connect:    d.evidenceConnect(connConfig),
+		Where:      where,
 		Store:      d.evidence,
 		Now:        d.now,
 		Logger:     d.log,
@@ -283,6 +295,9 @@ func (d *Detector) Run(ctx context.Context) error {
 		g.Go(func() error { return s.Run(ctx) })
 	}
 	err := g.Wait()
+	for _, s := range d.shared {
+		s.Close()
+	}
 	if d.responder != nil {
 		d.responder.close(ctx)
 	}

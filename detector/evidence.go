@@ -81,14 +81,14 @@ func newEvidenceInfo(reg prometheus.Registerer) *prometheus.GaugeVec {
 	return promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
 		Name: "pgtripwire_alert_evidence_info",
 		Help: "One series per alert firing now (at most 1000), valued at its firing time (Unix seconds), labelled with its evidence_url: how a dashboard links a role's alerts to their evidence.",
-	}, []string{"rule", "severity", "fingerprint", "database", "table", "role", "evidence_url"})
+	}, []string{"rule", "severity", "fingerprint", "cluster", "server", "database", "table", "role", "evidence_url"})
 }
 
 // setInfo adds or, for a resolved alert, removes a's evidence info series.
 func (l *evidenceLinks) setInfo(a *model.Alert) {
 	labels := prometheus.Labels{
 		"rule": a.Rule, "severity": string(a.Severity), "fingerprint": a.Fingerprint,
-		"database": a.Labels[model.LabelDatabase], "table": a.Labels[model.LabelTable], "role": a.Labels[model.LabelRole],
+		"cluster": a.Labels[model.LabelCluster], "server": a.Labels[model.LabelInstance], "database": a.Labels[model.LabelDatabase], "table": a.Labels[model.LabelTable], "role": a.Labels[model.LabelRole],
 		"evidence_url": a.Annotations[AnnotationEvidenceURL],
 	}
 	if a.State != model.StateFiring {
@@ -211,6 +211,32 @@ func respondingRules(cfg *config.Config, groups []rulefmt.Group) map[string]bool
 
 // connectFunc returns a function opening a new connection with c, named for what it is
 // for in pg_stat_activity.
+// where is the place an alert's evidence is captured on (evidence.Options.Where): its
+// server and database.
+func where(a model.Alert) string {
+	return a.Labels[model.LabelCluster] + "\x00" + a.Labels[model.LabelInstance] + "\x00" + a.Labels[model.LabelDatabase]
+}
+
+// evidenceConnect connects the evidence capturer to the server and database of an
+// alert (where's), or with def for an alert that names no server the detector
+// watches (its own alerts: a state file lost).
+func (d *Detector) evidenceConnect(def *pgx.ConnConfig) func(ctx context.Context, at string) (*pgx.Conn, error) {
+	return func(ctx context.Context, at string) (*pgx.Conn, error) {
+		c := def
+		parts := strings.SplitN(at, "\x00", 3)
+		for _, srv := range d.servers {
+			if len(parts) == 3 && srv.cluster == parts[0] && srv.instance == parts[1] {
+				c = srv.conn.Copy()
+				if parts[2] != "" {
+					c.Database = parts[2]
+				}
+				break
+			}
+		}
+		return connectFunc(c, "pgtripwire evidence")(ctx)
+	}
+}
+
 func connectFunc(c *pgx.ConnConfig, application string) func(ctx context.Context) (*pgx.Conn, error) {
 	c = c.Copy()
 	c.RuntimeParams["application_name"] = application

@@ -73,12 +73,12 @@ func newPipeline(eval Evaluator, stage alertStage, now func() time.Time, logger 
 		}, []string{"source"}),
 		rowsRead: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgtripwire_sensitive_rows_read_total",
-			Help: "Rows returned by statements that read sensitive columns, by source, database, table and role.",
-		}, []string{"source", "database", "table", "role"}),
+			Help: "Rows returned by statements that read sensitive columns, by source, cluster, server, database, table and role.",
+		}, []string{"source", "cluster", "server", "database", "table", "role"}),
 		columnRows: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgtripwire_sensitive_column_rows_read_total",
-			Help: "Rows returned by statements that read each sensitive column, by source, database, table and column.",
-		}, []string{"source", "database", "table", "column"}),
+			Help: "Rows returned by statements that read each sensitive column, by source, cluster, server, database, table and column.",
+		}, []string{"source", "cluster", "server", "database", "table", "column"}),
 		evalTicks: time.Second,
 	}
 	return p
@@ -101,9 +101,9 @@ func (p *pipeline) HandleEvents(ctx context.Context, events []model.Event) error
 		// statement ends.
 		if len(ev.SensitiveRead) > 0 && ev.Running == 0 {
 			rows := ev.ReadRows() // what a folding statement read, not the one row it returned
-			p.rowsRead.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, ev.Role).Add(float64(rows))
+			p.rowsRead.WithLabelValues(string(ev.Source), ev.Cluster, ev.Instance, ev.Database, ev.Relation, ev.Role).Add(float64(rows))
 			for _, c := range ev.SensitiveRead {
-				p.columnRows.WithLabelValues(string(ev.Source), ev.Database, ev.Relation, c).Add(float64(rows))
+				p.columnRows.WithLabelValues(string(ev.Source), ev.Cluster, ev.Instance, ev.Database, ev.Relation, c).Add(float64(rows))
 			}
 		}
 		ts := p.eval.Eval(now, ev)

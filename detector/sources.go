@@ -2,40 +2,45 @@ package detector
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"slices"
 
-	"github.com/pgtripwire/pgtripwire/detector/health"
 	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
-// buildSources builds every source of set that is on, with env as the base of each
-// one's Env, and returns what to run: the Runners of the sources that own their
-// connections, and one polling loop per connection (pollers sharing a Connection share
-// one). Each source's health component is registered, and the sources that observe the
-// others' events (source.Observer) are shown every batch env.Sink accepts.
-func buildSources(set source.Set, env source.Env, h *health.Status) ([]source.Runner, error) {
-	on := 0
+// registrar is where a built source's health component is registered.
+type registrar interface {
+	source.Health
+	Register(component string)
+}
+
+// buildSources builds every source of set that is on and of one of scopes, with env
+// (whose Health is h) as the base of each one's Env, and returns what to run: the
+// Runners of the sources that own their connections, and one polling loop per
+// connection (pollers sharing a Connection share one). When connection is not "",
+// every poller shares that one connection instead of the one it names: a database of
+// a server watched with many (the connection budget of docs/deployment.md). Each
+// source's health component is registered, and the sources that observe the others'
+// events (source.Observer) are shown every batch env.Sink (an *observing) accepts.
+// skip names sources not to build here, with why, for the log.
+func buildSources(set source.Set, env source.Env, h registrar, scopes []source.Scope, connection string,
+	skip func(c source.Configured) bool) ([]source.Runner, error) {
+	env.Health = h
 	for _, c := range set.All() {
 		if c.Settings.On() {
-			on++
 			if r, ok := c.Settings.(source.Replicator); ok {
-				if slot, publication, ok := r.Replication(); ok {
+				if slot, publication, ok := r.Replication(); ok && !skip(c) {
 					env.Replication = source.Replication{Slot: slot, Publication: publication}
 				}
 			}
 		}
 	}
-	if on == 0 {
-		return nil, &ConfigError{Err: errors.New("sources: every source is disabled; the detector would watch nothing")}
-	}
-	sink := &observing{next: env.Sink}
-	env.Sink = sink
+	sink, _ := env.Sink.(*observing)
 	var runners []source.Runner
 	shared := map[string]*source.Loop{}
 	for _, c := range set.All() {
-		if !c.Settings.On() {
+		if !c.Settings.On() || !slices.Contains(scopes, c.Scope) || skip(c) {
 			continue
 		}
 		e := env
@@ -49,7 +54,7 @@ func buildSources(set source.Set, env source.Env, h *health.Status) ([]source.Ru
 		}
 		h.Register(c.Name)
 		for _, p := range []any{part.Runner, part.Poller} {
-			if o, ok := p.(source.Observer); ok {
+			if o, ok := p.(source.Observer); ok && sink != nil {
 				sink.observers = append(sink.observers, o)
 			}
 		}
@@ -58,6 +63,9 @@ func buildSources(set source.Set, env source.Env, h *health.Status) ([]source.Ru
 			continue
 		}
 		polled := source.Polled{Name: c.Name, Poller: part.Poller, Interval: part.Interval}
+		if connection != "" {
+			part.Connection = connection
+		}
 		if l := shared[part.Connection]; l != nil && part.Connection != "" {
 			l.Pollers = append(l.Pollers, polled)
 			continue
@@ -66,7 +74,7 @@ func buildSources(set source.Set, env source.Env, h *health.Status) ([]source.Ru
 		if conn == nil {
 			conn = env.Conn
 		}
-		l := &source.Loop{Conn: conn, Pollers: []source.Polled{polled}, Health: env.Health, Metrics: env.Metrics,
+		l := &source.Loop{Conn: conn, Pollers: []source.Polled{polled}, Health: h, Metrics: env.Metrics,
 			Logger: env.Logger}
 		if part.Connection != "" {
 			shared[part.Connection] = l

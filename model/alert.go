@@ -31,6 +31,8 @@ const (
 
 // Label names of the alert contract. Labels whose value is unknown are omitted.
 const (
+	LabelCluster     = "cluster"
+	LabelInstance    = "instance"
 	LabelDatabase    = "database"
 	LabelTable       = "table"
 	LabelColumns     = "columns"

@@ -26,6 +26,14 @@ type Event struct {
 	Time   time.Time
 	Source Source
 
+	// Cluster and Instance name the server the event was observed on: the
+	// configuration's targets[].cluster ("" for the minimal configuration) and the
+	// server's name or host:port. The detector stamps them on every event of a
+	// target's sources; sources leave them alone. Every alert carries them as the
+	// cluster and instance labels (rules group by them implicitly: ServerFields).
+	Cluster  string
+	Instance string
+
 	Database string
 	Role     string
 	// ApplicationRole is true when Role is one of the configuration's

@@ -90,6 +90,10 @@ var eventFields = []EventField{
 		Time: func(e *Event) time.Time { return e.Time }},
 	{Name: "source", Type: FieldString, Use: UseGroup, Label: LabelSource, Optional: true,
 		String: func(e *Event) string { return string(e.Source) }},
+	{Name: "cluster", Type: FieldString, Use: UseGroup, Label: LabelCluster, Optional: true,
+		String: func(e *Event) string { return e.Cluster }},
+	{Name: "instance", Type: FieldString, Use: UseGroup, Label: LabelInstance, Optional: true,
+		String: func(e *Event) string { return e.Instance }},
 	{Name: "database", Type: FieldString, Use: UseGroup, Label: LabelDatabase, Optional: true,
 		String: func(e *Event) string { return e.Database }},
 	{Name: "role", Type: FieldString, Use: UseGroup, Label: LabelRole, Optional: true,
@@ -146,6 +150,12 @@ var eventFields = []EventField{
 	{Name: "running_seconds", Type: FieldInt, Use: UseValue,
 		Int: func(e *Event) int64 { return int64(e.Running / time.Second) }},
 }
+
+// ServerFields are the fields every rule groups by besides those it lists: the server
+// an event was observed on. Reads on a primary and on its standby, or in two
+// clusters, are different alerts, each naming where the read ran; a rule's window
+// therefore counts one server's reads (docs/rules.md says so).
+var ServerFields = []string{"cluster", "instance"}
 
 // ColumnsField is the alert contract's columns label as a group field: the sensitive
 // columns read, or for a WAL change (which reads none) those changed. It is the

@@ -223,23 +223,29 @@ func (v *validator) set(path string) bool { return v.fields[path].set }
 
 // dsn checks the connection string at path, which the environment variable env
 // replaces when it is set and non-empty; removeHint says what removing the key does.
-func (v *validator) dsn(path string, dsn *string, env, removeHint string) {
+// It reports whether the DSN is usable (an empty one is: PG* variables).
+func (v *validator) dsn(path string, dsn *string, env, removeHint string) bool {
 	if e := strings.TrimSpace(v.getenv(env)); e != "" {
 		// The file's value, valid or not, is not used: say nothing about it.
 		*dsn = e
 		if !dsnParses(e) {
 			v.errorAt(0, 0, "%s (replaces %s): %s", env, path, dsnUnparsable)
+			return false
 		}
 	} else if *dsn = strings.TrimSpace(*dsn); *dsn == "" && v.set(path) {
 		v.errorf(path, "empty; %s, or set %s", removeHint, env)
+		return false
 	} else if *dsn != "" && !dsnParses(*dsn) {
 		v.errorf(path, "%s", dsnUnparsable)
+		return false
 	}
+	return true
 }
 
 func (v *validator) database() {
 	db := &v.cfg.Database
-	v.dsn("database.dsn", &db.DSN, EnvDSN, "remove the key to connect with the PG* environment variables")
+	ok := v.dsn("database.dsn", &db.DSN, EnvDSN, "remove the key to connect with the PG* environment variables")
+	v.standbys(ok)
 
 	for i, s := range db.SearchPath {
 		if s == "$user" {
@@ -262,13 +268,19 @@ func (v *validator) sensitive() {
 			"e.g. %q", "sensitive: [{table: public.users, columns: [email, password_hash]}]")
 		return
 	}
+	v.sensitiveTables("sensitive", tables)
+}
+
+// sensitiveTables checks and normalizes the sensitive list at path (the
+// top-level one, or a target's or a database's): every list is read alike.
+func (v *validator) sensitiveTables(path string, tables []SensitiveTable) {
 	type listed struct {
 		index     int
 		line, col int
 	}
 	seen := make(map[[2]string]listed, len(tables))
 	for i := range tables {
-		t, base := &tables[i], fmt.Sprintf("sensitive[%d]", i)
+		t, base := &tables[i], fmt.Sprintf("%s[%d]", path, i)
 		if v.failed[base] {
 			continue
 		}
@@ -284,8 +296,8 @@ func (v *validator) sensitive() {
 			valid = true
 			line, col := v.position(tablePath)
 			if first, dup := seen[[2]string{schema, name}]; dup {
-				v.errorf(tablePath, "%s is already listed in sensitive[%d] (first at %d:%d); list each table once, with all its columns",
-					t.Table, first.index, first.line, first.col)
+				v.errorf(tablePath, "%s is already listed in %s[%d] (first at %d:%d); list each table once, with all its columns",
+					t.Table, path, first.index, first.line, first.col)
 			} else {
 				seen[[2]string{schema, name}] = listed{index: i, line: line, col: col}
 			}

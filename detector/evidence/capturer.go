@@ -37,9 +37,14 @@ const (
 
 // Options configure a Capturer.
 type Options struct {
-	// Connect opens the capturer's own connection, kept open between captures and
-	// opened again after a failure.
-	Connect func(ctx context.Context) (*pgx.Conn, error)
+	// Connect opens the capturer's own connection to the server and database of an
+	// alert (where, as Where names them), kept open between captures of the same
+	// place and opened again after a failure or for another place.
+	Connect func(ctx context.Context, where string) (*pgx.Conn, error)
+	// Where names the server and database an alert's evidence is captured on (its
+	// sessions are that server's, its privileges that database's); nil captures every
+	// alert's on one connection (where "").
+	Where func(a model.Alert) string
 	Store   *Store
 	Now     func() time.Time
 	Logger  *zap.Logger
@@ -174,14 +179,8 @@ func (c *Capturer) remember(a model.Alert) []Related {
 // Run captures queued evidence until ctx is done, and removes expired evidence every
 // pruneEvery. It returns ctx's error.
 func (c *Capturer) Run(ctx context.Context) error {
-	var conn *pgx.Conn
-	defer func() {
-		if conn != nil {
-			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			_ = conn.Close(closeCtx)
-			cancel()
-		}
-	}()
+	conn := &placed{}
+	defer conn.close(ctx)
 	c.prune()
 	prune := time.NewTicker(c.pruneEvery)
 	defer prune.Stop()
@@ -215,8 +214,7 @@ func (c *Capturer) Run(ctx context.Context) error {
 			}
 		}
 		start := time.Now()
-		var e *Evidence
-		conn, e = c.capture(ctx, conn, r)
+		e := c.capture(ctx, conn, r)
 		rest = time.After(capturePace * time.Since(start))
 		if r.urgent && c.opts.After != nil {
 			c.opts.After(ctx, e, r.in)
@@ -236,10 +234,18 @@ const capturePace = 4
 // the evidence. Before an urgent capture an open connection is pinged: one that died
 // while idle (a server restart, a failover, idle_session_timeout) would otherwise cost
 // the response its sessions.
-func (c *Capturer) capture(ctx context.Context, conn *pgx.Conn, r request) (*pgx.Conn, *Evidence) {
+func (c *Capturer) capture(ctx context.Context, pc *placed, r request) *Evidence {
 	e := New(r.in, c.opts.Now())
 	cctx, cancel := context.WithTimeout(ctx, captureTimeout)
 	defer cancel()
+	where := ""
+	if c.opts.Where != nil {
+		where = c.opts.Where(r.in.Alert)
+	}
+	if pc.conn != nil && pc.where != where {
+		pc.close(cctx)
+	}
+	conn := pc.conn
 	if conn != nil && r.urgent {
 		pctx, pcancel := context.WithTimeout(cctx, pingTimeout)
 		if err := conn.Ping(pctx); err != nil {
@@ -250,7 +256,7 @@ func (c *Capturer) capture(ctx context.Context, conn *pgx.Conn, r request) (*pgx
 	}
 	if conn == nil {
 		var err error
-		if conn, err = c.opts.Connect(cctx); err != nil {
+		if conn, err = c.opts.Connect(cctx, where); err != nil {
 			conn = nil
 			// The evidence is served and shown: its problem says what, the log says why
 			// (hosts, users and addresses stay in the log).
@@ -267,7 +273,24 @@ func (c *Capturer) capture(ctx context.Context, conn *pgx.Conn, r request) (*pgx
 	if !r.again {
 		c.save(e)
 	}
-	return conn, e
+	pc.conn, pc.where = conn, where
+	return e
+}
+
+// placed is the capturer's connection and the place it is connected to.
+type placed struct {
+	conn  *pgx.Conn
+	where string
+}
+
+func (p *placed) close(ctx context.Context) {
+	if p.conn == nil {
+		return
+	}
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	_ = p.conn.Close(closeCtx)
+	cancel()
+	p.conn = nil
 }
 
 // save stores e and counts it.

@@ -20,7 +20,7 @@ import (
 func TestCapturerKeepsCapturingAfterAnIdlePrune(t *testing.T) {
 	store := NewStore(t.TempDir(), time.Hour, 10)
 	c := NewCapturer(Options{
-		Connect: func(context.Context) (*pgx.Conn, error) { return nil, errors.New("no server here") },
+		Connect: func(context.Context, string) (*pgx.Conn, error) { return nil, errors.New("no server here") },
 		Store:   store, Now: time.Now, Logger: zap.NewNop(), Registerer: prometheus.NewRegistry(),
 	})
 	c.pruneEvery = 20 * time.Millisecond

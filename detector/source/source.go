@@ -76,6 +76,9 @@ type Observer interface {
 // source label.
 type Definition struct {
 	Name string
+	// Scope says where the source runs when the detector watches several databases
+	// or servers; the zero Scope is EachDatabase.
+	Scope Scope
 	// Settings returns new settings holding the source's defaults, into which the
 	// configuration file's sources.<Name> section is decoded: a pointer to a struct
 	// whose fields carry yaml tags (strict: unknown keys are errors).
@@ -143,6 +146,13 @@ type Env struct {
 	// Conn is the parsed connection configuration, with the detector's
 	// application_name and connect timeout set. Copy it before changing it.
 	Conn *pgx.ConnConfig
+	// Target is the server and database Conn connects to.
+	Target Target
+	// Server, when not nil, reads the cluster-wide statistics views once for every
+	// database the detector watches on Conn's server: the sources that read them
+	// take their database's rows from it (Shared) instead of reading them over Conn.
+	// Nil when the detector watches one database of the server.
+	Server *Server
 	// SearchPath resolves unqualified relation names; "$user" is the statement's role.
 	SearchPath []string
 	// CatalogRefresh is how often a catalog snapshot is reloaded.
@@ -264,6 +274,7 @@ func (s *PollSettings) Build(env Env) (Part, error) {
 // Configured is one source of a Set with its settings.
 type Configured struct {
 	Name     string
+	Scope    Scope
 	Settings Settings
 }
 
@@ -286,7 +297,7 @@ func NewSet(defs []Definition) (Set, error) {
 		if _, dup := set.Lookup(d.Name); dup || d.Name == "" {
 			return Set{}, fmt.Errorf("source %q: the name is empty or listed twice", d.Name)
 		}
-		set.all = append(set.All(), Configured{Name: d.Name, Settings: s})
+		set.all = append(set.All(), Configured{Name: d.Name, Scope: d.Scope, Settings: s})
 	}
 	return set, nil
 }

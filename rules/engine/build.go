@@ -56,7 +56,7 @@ func newRuleState(r *rulefmt.Rule, opts Options) (*ruleState, error) {
 		return nil, err
 	}
 	rs := &ruleState{rule: r, kind: k, groups: map[uint64]*group{}, seen: newKeySet(), scopes: newKeySet()}
-	if rs.by, err = groupFields(by); err != nil {
+	if rs.by, err = groupFields(withServer(by)); err != nil {
 		return nil, fmt.Errorf("group: %w", err)
 	}
 	if fs := r.Condition.FirstSeen; fs != nil {
@@ -76,6 +76,19 @@ func newRuleState(r *rulefmt.Rule, opts Options) (*ruleState, error) {
 	}
 	rs.def = definition(r)
 	return rs, nil
+}
+
+// withServer appends to a group key the server fields it does not list
+// (model.ServerFields), at its end: a state file written before they existed
+// decodes with them empty (decodeKey).
+func withServer(by []string) []string {
+	out := slices.Clip(by)
+	for _, f := range model.ServerFields {
+		if !slices.Contains(by, f) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // newKind returns the kind of rule r is, from its aggregate and condition,

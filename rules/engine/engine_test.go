@@ -837,3 +837,56 @@ func TestAgain(t *testing.T) {
 		t.Errorf("got Again %+v, want %+v", got, want)
 	}
 }
+
+// Every alert names the server its events were observed on, whether the rule lists
+// the server fields or not, and reads on two servers are two alerts.
+func TestAlertsNameTheirServer(t *testing.T) {
+	h := newHarness(t, `      - name: Bulk
+        description: d
+        severity: critical
+        match: event.rows > 0
+        aggregate: {function: sum, field: rows, window: 1m, by: [database, role]}
+        condition: {threshold: {op: ">=", value: 100}}`, Options{})
+	primary := model.Event{Source: "statements", Cluster: "eu", Instance: "db1:5432", Database: "app", Role: "analyst", Rows: 60, Calls: 1}
+	standby := primary
+	standby.Instance = "db1r:5432"
+	early := append(h.eval(0, primary), h.eval(time.Second, standby)...)
+	if got := append(early, h.tickTo(2*time.Second, 2*time.Second)...); len(got) != 0 {
+		t.Fatalf("60 rows on each of two servers: got %v, want no alert (each server's window has 60)", got)
+	}
+	got := h.eval(3*time.Second, standby)
+	got = append(got, h.tickTo(4*time.Second, 4*time.Second)...)
+	if len(got) != 1 {
+		t.Fatalf("got %d transitions, want one alert for the standby: %v", len(got), got)
+	}
+	want := map[string]string{"cluster": "eu", "instance": "db1r:5432", "database": "app", "role": "analyst"}
+	for k, v := range want {
+		if got[0].Labels[k] != v {
+			t.Errorf("label %s = %q, want %q (labels %v)", k, got[0].Labels[k], v, got[0].Labels)
+		}
+	}
+}
+
+// A state file written before groups had the server fields restores: its groups are
+// those of the one server the detector watched, with the fields empty.
+func TestStateWithoutServerFieldsRestores(t *testing.T) {
+	got, err := decodeKey(mustGroupFields(t, withServer([]string{"database", "role"})), []string{"app", "analyst"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || got[0].s != "app" || got[1].s != "analyst" || got[2].s != "" || got[3].s != "" {
+		t.Errorf("got %+v, want app, analyst and two empty server fields", got)
+	}
+	if _, err := decodeKey(mustGroupFields(t, withServer([]string{"database", "role", "relation"})), []string{"app", "analyst"}); err == nil {
+		t.Error("a key missing a field that is not a server field decoded; want an error")
+	}
+}
+
+func mustGroupFields(t *testing.T, names []string) []model.EventField {
+	t.Helper()
+	fs, err := groupFields(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}

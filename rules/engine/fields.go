@@ -200,6 +200,12 @@ func encodeKey(fs []model.EventField, key []keyVal) []string {
 }
 
 func decodeKey(fs []model.EventField, enc []string) ([]keyVal, error) {
+	if missing := len(fs) - len(enc); missing > 0 && missing <= len(model.ServerFields) &&
+		isServerTail(fs[len(enc):]) {
+		// Written before every group had the server fields: the groups of a
+		// detector that watched one server, whose events had none.
+		enc = append(slices.Clip(enc), make([]string, missing)...)
+	}
 	if len(enc) != len(fs) {
 		return nil, fmt.Errorf("key has %d values, want %d", len(enc), len(fs))
 	}
@@ -221,6 +227,16 @@ func decodeKey(fs []model.EventField, enc []string) ([]keyVal, error) {
 		}
 	}
 	return key, nil
+}
+
+// isServerTail reports whether fs are server fields only (model.ServerFields).
+func isServerTail(fs []model.EventField) bool {
+	for _, f := range fs {
+		if !slices.Contains(model.ServerFields, f.Name) {
+			return false
+		}
+	}
+	return true
 }
 
 // distinctValue is the value count_distinct counts: a list comma-joined, a

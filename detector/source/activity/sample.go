@@ -127,17 +127,20 @@ func (a *Activity) Poll(ctx context.Context, conn *pgx.Conn) error {
 		clear(a.running) // classified against the old catalog
 	}
 	batch := &pgx.Batch{}
-	batch.Queue(activityQuery, a.cfg.MinRunning.Seconds()).Query(func(rows pgx.Rows) error {
-		var b backend
-		var running float64
+	if a.cfg.Server != nil {
+		sample, err := a.shared(ctx)
+		if err != nil {
+			return err
+		}
 		a.rows = a.rows[:0]
-		_, err := pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text}, func() error {
-			b.running = secondsToDuration(running)
-			a.rows = append(a.rows, b)
-			return nil
-		})
-		return err
-	})
+		for _, b := range sample.activity {
+			if b.database == a.sess.database {
+				a.rows = append(a.rows, b.backend)
+			}
+		}
+	} else {
+		batch.Queue(activityQuery, a.cfg.MinRunning.Seconds()).Query(a.scanActivity)
+	}
 	sampleReaders := a.cfg.Readers != nil && len(a.tables.Tables()) > 0
 	if sampleReaders {
 		batch.Queue(readersQuery, a.tables.Args()...).Query(func(rows pgx.Rows) error {
@@ -157,8 +160,10 @@ func (a *Activity) Poll(ctx context.Context, conn *pgx.Conn) error {
 			return nil
 		})
 	}
-	if err := conn.SendBatch(ctx, batch).Close(); err != nil {
-		return fmt.Errorf("sample pg_stat_activity: %w", err)
+	if batch.Len() > 0 {
+		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
+			return fmt.Errorf("sample pg_stat_activity: %w", err)
+		}
 	}
 	now := a.cfg.Now()
 	if sampleReaders {
@@ -166,6 +171,19 @@ func (a *Activity) Poll(ctx context.Context, conn *pgx.Conn) error {
 		a.tableReaders.Set(float64(len(a.readers)))
 	}
 	return a.handle(ctx, now, a.rows)
+}
+
+// scanActivity reads the rows of activityQuery into a.rows.
+func (a *Activity) scanActivity(rows pgx.Rows) error {
+	var b backend
+	var running float64
+	a.rows = a.rows[:0]
+	_, err := pgx.ForEachRow(rows, []any{&b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start, &running, &b.text}, func() error {
+		b.running = secondsToDuration(running)
+		a.rows = append(a.rows, b)
+		return nil
+	})
+	return err
 }
 
 // handle turns one pg_stat_activity sample into events and hands them over.
@@ -216,6 +234,7 @@ type Copy struct {
 	live
 	copies map[backendStatement]int64 // tuples processed at the previous sample
 	rows   []backend                  // reused from sample to sample
+	relids []uint32                   // with a source.Server: the relation of each of rows
 }
 
 // NewCopy returns the COPY sampler, handing its events to sink.
@@ -239,6 +258,27 @@ WHERE p.command = 'COPY TO' AND p.datname = current_database() AND a.query_start
 // Poll takes one sample of pg_stat_progress_copy and hands its events over. The catalog
 // snapshot is loaded only while a COPY runs: on most polls there is nothing to classify.
 func (c *Copy) Poll(ctx context.Context, conn *pgx.Conn) error {
+	if c.cfg.Server != nil {
+		sample, err := c.shared(ctx)
+		if err != nil {
+			return err
+		}
+		c.rows, c.relids = c.rows[:0], c.relids[:0]
+		for _, b := range sample.copies {
+			if b.database == c.sess.database {
+				c.rows, c.relids = append(c.rows, b.backend), append(c.relids, b.relid)
+			}
+		}
+		if len(c.rows) > 0 {
+			if err := c.nameRelations(ctx, conn); err != nil {
+				return err
+			}
+			if _, err := c.refreshCatalogIfDue(ctx, conn); err != nil {
+				return err
+			}
+		}
+		return c.handle(ctx, c.rows)
+	}
 	rows, err := conn.Query(ctx, copyQuery)
 	if err != nil {
 		return fmt.Errorf("sample pg_stat_progress_copy: %w", err)

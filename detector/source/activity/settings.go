@@ -15,8 +15,10 @@ var Definition = source.Definition{Name: Name, Settings: func() source.Settings 
 // default 1s), for the registry.
 var CopyDefinition = source.Definition{Name: CopyName, Settings: func() source.Settings {
 	return &source.PollSettings{Enabled: true, Interval: time.Second, Connection: Connection,
-		New: func(env source.Env, _ time.Duration) (source.Poller, error) {
-			return NewCopy(config(env), env.Sink, env.Logger), nil
+		New: func(env source.Env, interval time.Duration) (source.Poller, error) {
+			cfg := config(env)
+			cfg.Interval = interval
+			return NewCopy(cfg, env.Sink, env.Logger), nil
 		}}
 }}
 
@@ -48,6 +50,7 @@ func (s *Settings) Check(c source.Checker) {
 func (s *Settings) Build(env source.Env) (source.Part, error) {
 	cfg := config(env)
 	cfg.MinRunning = s.MinRunning
+	cfg.Interval = s.Interval
 	cfg.Attribution = env.Attribution
 	cfg.Readers = env.Readers
 	return source.Part{Poller: NewActivity(cfg, env.Sink, env.Logger, env.Registerer), Interval: s.Interval,
@@ -55,5 +58,6 @@ func (s *Settings) Build(env source.Env) (source.Part, error) {
 }
 
 func config(env source.Env) Config {
-	return Config{CatalogRefresh: env.CatalogRefresh, SearchPath: env.SearchPath, Sensitive: env.Sensitive, Now: env.Now}
+	return Config{CatalogRefresh: env.CatalogRefresh, SearchPath: env.SearchPath, Sensitive: env.Sensitive, Now: env.Now,
+		Server: env.Server}
 }

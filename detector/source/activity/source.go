@@ -76,6 +76,13 @@ type Config struct {
 	Readers *source.Readers
 	// Now is the clock that stamps events; nil means time.Now.
 	Now func() time.Time
+	// Server, when set, samples pg_stat_activity and pg_stat_progress_copy once per
+	// interval for every database the detector watches on the server
+	// (source.Env.Server): each sampler takes its database's rows.
+	Server *source.Server
+	// Interval is the sampler's interval: a sample of Server younger than half of it
+	// is shared.
+	Interval time.Duration
 }
 
 // live is what both samplers share: the session's facts, and classification against a

@@ -292,7 +292,7 @@ func compareFindings(a, b finding) int {
 
 // Definition is the canary source (sources.canary: enabled, default true; interval,
 // default 1s), for the registry.
-var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
+var Definition = source.Definition{Name: Name, Scope: source.PrimaryDatabases, Settings: func() source.Settings {
 	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, _ time.Duration) (source.Poller, error) {
 		// The flush only matters to canary reads arriving through the WAL source.
 		return New(Config{Now: env.Now, NoFlush: !env.Replication.Streaming()}, env.Sink, env.Logger, env.Registerer), nil

@@ -228,7 +228,7 @@ func (s *Source) isSensitive(schema, name string) (string, bool) {
 
 // Definition is the catalog source (sources.catalog: enabled, default true; interval,
 // default 1s; a change is reported within about two intervals), for the registry.
-var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
+var Definition = source.Definition{Name: Name, Scope: source.EachServer, Settings: func() source.Settings {
 	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, _ time.Duration) (source.Poller, error) {
 		cfg := Config{Sensitive: env.Sensitive, Now: env.Now, Allowed: env.Declared.Replication, OwnStreams: env.OwnStreams,
 			OwnUser: env.Conn.User, OwnApplication: env.Conn.RuntimeParams["application_name"]}

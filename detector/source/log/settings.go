@@ -19,7 +19,7 @@ const (
 )
 
 // Definition is the log source, for the registry.
-var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
+var Definition = source.Definition{Name: Name, Scope: source.PrimaryServer, Settings: func() source.Settings {
 	return &Settings{Format: FormatJSON}
 }}
 

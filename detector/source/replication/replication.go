@@ -157,7 +157,7 @@ func blindSpot(privileged bool, senders []walsender) error {
 // Definition is the replication source (sources.replication: enabled, default true;
 // interval, default 1s), for the registry. It polls on a connection of its own: a
 // lock wait or failure of another source's queries never blinds it.
-var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
+var Definition = source.Definition{Name: Name, Scope: source.EachServer, Settings: func() source.Settings {
 	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, _ time.Duration) (source.Poller, error) {
 		cfg := Config{OwnUser: env.Conn.User, OwnApplication: env.Conn.RuntimeParams["application_name"],
 			OwnSlot: env.Replication.Slot, Allowed: env.Declared.Replication, Now: env.Now}

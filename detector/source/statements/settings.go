@@ -12,7 +12,7 @@ var Definition = source.Definition{Name: Name, Settings: func() source.Settings 
 	return &source.PollSettings{Enabled: true, Interval: time.Second, New: build}
 }}
 
-func build(env source.Env, _ time.Duration) (source.Poller, error) {
+func build(env source.Env, interval time.Duration) (source.Poller, error) {
 	return New(Config{
 		CatalogRefresh: env.CatalogRefresh,
 		SearchPath:     env.SearchPath,
@@ -20,5 +20,7 @@ func build(env source.Env, _ time.Duration) (source.Poller, error) {
 		Now:            env.Now,
 		Attribution:    env.Attribution,
 		StateDir:       env.StateDir,
+		Server:         env.Server,
+		Interval:       interval,
 	}, env.Sink, env.Logger, env.Registerer), nil
 }

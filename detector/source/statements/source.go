@@ -49,6 +49,14 @@ type Config struct {
 	// StateDir, when set, keeps the last counters (statements/DBOID.counters) so that a
 	// restart counts what ran while the detector was down (see resume.go).
 	StateDir string
+	// Server, when set, reads pg_stat_statements once per interval for every database
+	// the detector watches on the server (source.Env.Server): the source takes its
+	// database's entries, and fetches texts over the server's connection, so that
+	// only the server's own database needs the extension installed.
+	Server *source.Server
+	// Interval is the source's polling interval: a read of Server younger than half
+	// of it is shared.
+	Interval time.Duration
 }
 
 // Source polls pg_stat_statements: a source.Poller. Create it with New.
@@ -147,11 +155,30 @@ WHERE dbid = $1 AND queryid = ANY($2)`
 func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName string) error {
 	now := s.now()
 	// When only the schema probe is due, it rides in the poll's round trip.
-	probeInBatch := s.catalog != nil && now.Sub(s.catalogAt) < s.cfg.CatalogRefresh && s.probeDue(now)
+	probeInBatch := s.catalog != nil && now.Sub(s.catalogAt) < s.cfg.CatalogRefresh && s.probeDue(now) &&
+		s.cfg.Server == nil
 	if !probeInBatch {
 		if err := s.refreshCatalogIfDue(ctx, conn, now); err != nil {
 			return err
 		}
+	}
+	if s.cfg.Server != nil {
+		read, _, err := source.Shared(ctx, s.cfg.Server, Name, s.cfg.Interval/2, readServer(s.cfg.Server))
+		if err != nil {
+			return err
+		}
+		s.entries = s.entries[:0]
+		hidden := 0
+		for _, e := range read.entries {
+			switch {
+			case e.dbID != dbID:
+			case e.hidden:
+				hidden++
+			default:
+				s.entries = append(s.entries, e.entry)
+			}
+		}
+		return s.handle(ctx, conn, now, dbID, dbName, s.entries, hidden, read.dealloc, read.statsReset)
 	}
 
 	batch := &pgx.Batch{}
@@ -198,6 +225,12 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 			return err
 		}
 	}
+	return s.handle(ctx, conn, now, dbID, dbName, snapshot, hidden, dealloc, statsReset)
+}
+
+// handle turns one poll's entries of the database into events and hands them over.
+func (s *Source) handle(ctx context.Context, conn *pgx.Conn, now time.Time, dbID uint32, dbName string,
+	snapshot []entry, hidden int, dealloc int64, statsReset time.Time) error {
 	s.metrics.entries.Set(float64(len(snapshot)))
 	s.metrics.hidden.Set(float64(hidden))
 	s.hidden = hidden
@@ -237,6 +270,48 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 	s.persist(now, len(deltas) > 0)
 	s.prune()
 	return nil
+}
+
+// serverRead is one read of pg_stat_statements for every database the detector
+// watches on a server.
+type serverRead struct {
+	entries    []serverEntry
+	dealloc    int64
+	statsReset time.Time
+}
+
+type serverEntry struct {
+	entry
+	hidden bool // the queryid is hidden from the detector's role
+}
+
+// serverQuery is pollQuery for the databases of a source.Server.
+const serverQuery = `SELECT userid, dbid, toplevel, queryid, calls, rows, shared_blks_hit + shared_blks_read
+FROM pg_stat_statements(false)
+WHERE dbid IN (SELECT oid FROM pg_database WHERE datname = ANY($1))`
+
+// readServer reads pg_stat_statements_info and the entries of the server's watched
+// databases in one round trip.
+func readServer(server *source.Server) func(context.Context, *pgx.Conn) (*serverRead, error) {
+	return func(ctx context.Context, conn *pgx.Conn) (*serverRead, error) {
+		r := &serverRead{}
+		batch := &pgx.Batch{}
+		batch.Queue(infoQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&r.dealloc, &r.statsReset) })
+		batch.Queue(serverQuery, server.Databases()).Query(func(rows pgx.Rows) error {
+			var e serverEntry
+			var queryID pgtype.Int8
+			_, err := pgx.ForEachRow(rows, []any{&e.userID, &e.dbID, &e.topLevel, &queryID, &e.calls, &e.rows, &e.blocks}, func() error {
+				e.queryID, e.hidden = queryID.Int64, !queryID.Valid
+				r.entries = append(r.entries, e)
+				return nil
+			})
+			return err
+		})
+		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
+			return nil, fmt.Errorf("poll pg_stat_statements of the server: %w", explainMissingExtension(err))
+		}
+		return r, nil
+	}
 }
 
 // BlindSpot reports, as a health problem, statements the detector's role may not see:
@@ -286,21 +361,30 @@ func (s *Source) fetchTexts(ctx context.Context, conn *pgx.Conn, dbID uint32, de
 	if len(missing) == 0 {
 		return nil
 	}
-	rows, err := conn.Query(ctx, textQuery, dbID, missing)
-	if err != nil {
-		return fmt.Errorf("fetch statement texts: %w", err)
-	}
-	var id int64
-	var text *string
-	_, err = pgx.ForEachRow(rows, []any{&id, &text}, func() error {
-		if text != nil {
-			s.texts[id] = text
-			delete(s.shown, id)
-			delete(s.textAttempts, id)
-			delete(s.results, id) // classified without its text before
+	fetch := func(ctx context.Context, conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, textQuery, dbID, missing)
+		if err != nil {
+			return err
 		}
-		return nil
-	})
+		var id int64
+		var text *string
+		_, err = pgx.ForEachRow(rows, []any{&id, &text}, func() error {
+			if text != nil {
+				s.texts[id] = text
+				delete(s.shown, id)
+				delete(s.textAttempts, id)
+				delete(s.results, id) // classified without its text before
+			}
+			return nil
+		})
+		return err
+	}
+	var err error
+	if s.cfg.Server != nil {
+		err = s.cfg.Server.Use(ctx, fetch)
+	} else {
+		err = fetch(ctx, conn)
+	}
 	if err != nil {
 		return fmt.Errorf("fetch statement texts: %w", err)
 	}

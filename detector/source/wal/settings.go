@@ -9,7 +9,7 @@ import (
 )
 
 // Definition is the WAL source, for the registry.
-var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
+var Definition = source.Definition{Name: Name, Scope: source.PrimaryDatabases, Settings: func() source.Settings {
 	return &Settings{Enabled: Auto, Slot: "pgtripwire", Publication: "pgtripwire", StatusInterval: 10 * time.Second}
 }}
 

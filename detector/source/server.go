@@ -1,0 +1,152 @@
+package source
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Target is where a source watches: one database of one server of one cluster, as the
+// configuration names them (config.Watch).
+type Target struct {
+	// Cluster is targets[].cluster, "" for the minimal configuration.
+	Cluster string
+	// Instance is the server's name, or host:port of its DSN.
+	Instance string
+	// Database is the database the source's connection is to.
+	Database string
+	// Standby is true for a hot standby: read-only, so the sources that write (the
+	// canary's WAL flush) or stream from a slot do not run there.
+	Standby bool
+}
+
+// Describe names the target in messages: "cluster/instance/database", or
+// "instance/database" without a cluster.
+func (t Target) Describe() string {
+	if t.Cluster == "" {
+		return t.Instance + "/" + t.Database
+	}
+	return t.Cluster + "/" + t.Instance + "/" + t.Database
+}
+
+// Scope says where a source runs when the detector watches several databases or
+// servers: once per server for what is cluster-wide, on each database for what is not.
+type Scope uint8
+
+// Scopes.
+const (
+	// EachDatabase: every watched database of every server, primaries and standbys
+	// (statements, activity, copy, tables).
+	EachDatabase Scope = iota
+	// EachServer: once per server, primaries and standbys, on the server's own
+	// database (its DSN's): cluster-wide state (the catalog watch, the replication
+	// watch).
+	EachServer
+	// PrimaryDatabases: every watched database of a primary (the WAL source and its
+	// slot, the canaries, which write).
+	PrimaryDatabases
+	// PrimaryServer: once, on a primary, for what reads one server's files (the log).
+	PrimaryServer
+)
+
+// Server shares the reads of one server's cluster-wide statistics views
+// (pg_stat_statements, pg_stat_activity, pg_stat_progress_copy) among the sources of
+// the databases the detector watches on it: each view is read once per interval for
+// all of them, over the server's own connection, and each database's source takes its
+// rows. Without it, a hundred databases would read the same views a hundred times a
+// poll (docs/deployment.md: the fleet). Server is safe for concurrent use; Close
+// closes its connection.
+type Server struct {
+	conn      *pgx.ConnConfig
+	databases []string
+
+	mu    sync.Mutex // held during a read: one query on the connection at a time
+	c     *pgx.Conn
+	reads map[string]sharedRead
+}
+
+type sharedRead struct {
+	value any
+	at    time.Time
+}
+
+// NewServer returns a Server that connects with conn (to the server's own database,
+// in which pg_stat_statements is installed) when it first reads, for the sources of
+// databases.
+func NewServer(conn *pgx.ConnConfig, databases []string) *Server {
+	return &Server{conn: conn, databases: databases, reads: map[string]sharedRead{}}
+}
+
+// Databases are the databases whose sources share the server's reads: what a read
+// must cover.
+func (s *Server) Databases() []string { return s.databases }
+
+// Use runs f on the server's connection, alone, connecting first if needed. An error
+// of f that leaves the connection broken closes it: the next Use reconnects.
+func (s *Server) Use(ctx context.Context, f func(ctx context.Context, conn *pgx.Conn) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.useLocked(ctx, f)
+}
+
+func (s *Server) useLocked(ctx context.Context, f func(ctx context.Context, conn *pgx.Conn) error) error {
+	if s.c == nil || s.c.IsClosed() {
+		c, err := pgx.ConnectConfig(ctx, s.conn.Copy())
+		if err != nil {
+			return fmt.Errorf("connect the server's statistics connection: %w", err)
+		}
+		s.c = c
+	}
+	err := f(ctx, s.c)
+	if err != nil && (s.c.IsClosed() || ctx.Err() != nil) {
+		s.closeLocked()
+	}
+	return err
+}
+
+// Close closes the server's connection.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked()
+}
+
+func (s *Server) closeLocked() {
+	if s.c == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeBudget)
+	defer cancel()
+	_ = s.c.Close(ctx)
+	s.c = nil
+}
+
+// Shared returns the value of the read called name that is at most maxAge old, reading
+// it with read on s's connection when the last one is older (or failed): the first
+// source of a poll round reads for every database, the others take its result. Every
+// source sharing a name must pass a read of the same thing (one that covers
+// s.Databases()). The value is shared: callers must not modify it.
+func Shared[T any](ctx context.Context, s *Server, name string, maxAge time.Duration,
+	read func(ctx context.Context, conn *pgx.Conn) (T, error)) (T, time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.reads[name]; ok && time.Since(r.at) < maxAge {
+		return r.value.(T), r.at, nil
+	}
+	var v T
+	at := time.Now()
+	err := s.useLocked(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		v, err = read(ctx, conn)
+		return err
+	})
+	if err != nil {
+		delete(s.reads, name)
+		return v, time.Time{}, err
+	}
+	s.reads[name] = sharedRead{value: v, at: at}
+	return v, at, nil
+}
