@@ -32,10 +32,10 @@ type autoResponder struct {
 	// instance is the server response.dsn connects to, as alerts name it (the first
 	// cluster's primary): a session on another server is not the responder's to end.
 	instance string
-	connect func(ctx context.Context) (*pgx.Conn, error)
-	record  func(ctx context.Context, alerts []model.Alert)
-	now     func() time.Time
-	log     *zap.Logger
+	connect  func(ctx context.Context) (*pgx.Conn, error)
+	record   func(ctx context.Context, alerts []model.Alert)
+	now      func() time.Time
+	log      *zap.Logger
 
 	conn      *pgx.Conn // the responder's connection; nil until needed, or after it broke
 	retryAt   time.Time // after a failed connection, when to try again

@@ -44,10 +44,10 @@ type Options struct {
 	// Where names the server and database an alert's evidence is captured on (its
 	// sessions are that server's, its privileges that database's); nil captures every
 	// alert's on one connection (where "").
-	Where func(a model.Alert) string
-	Store   *Store
-	Now     func() time.Time
-	Logger  *zap.Logger
+	Where  func(a model.Alert) string
+	Store  *Store
+	Now    func() time.Time
+	Logger *zap.Logger
 	// Registerer receives the capturer's metrics.
 	Registerer prometheus.Registerer
 	// After, when set, is called in the capturer's goroutine once an urgent alert's
