@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/internal/pgserver"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
@@ -69,6 +70,108 @@ func TestStandbyReadPagesNamingTheStandby(t *testing.T) {
 	for _, inst := range []string{"replica-1", primaryInstance} {
 		if up := r.Gauge(t, "pgtripwire_source_up", map[string]string{"source": "statements", "server": inst, "database": db.Name}); up != 1 {
 			t.Errorf("pgtripwire_source_up{source=statements, server=%s}: got %v, want 1", inst, up)
+		}
+	}
+}
+
+// One detector watches two clusters of three databases each: a read in one database
+// of each pages once, naming its cluster, server and database, and the databases of a
+// server cost one connection each plus the server's two (docs/deployment.md).
+func TestOneDetectorWatchesTwoClustersOfThreeDatabases(t *testing.T) {
+	t.Parallel()
+	users, err := config.NewSensitiveTable("public.users", "email", "username", "password_hash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Defaults()
+	detectortest.Local(t, cfg)
+	detectortest.EverySource(t, cfg, time.Second)
+	type cluster struct {
+		srv *pgserver.Server
+		dbs []*pgtest.Database
+	}
+	clusters := map[string]*cluster{}
+	for _, name := range []string{"eu", "us"} {
+		c := &cluster{srv: pgtest.NewServer(t, nil)}
+		for range 3 {
+			db := pgtest.NewDatabaseIn(t, c.srv)
+			seedUsers(t, db, 5_000)
+			c.dbs = append(c.dbs, db)
+		}
+		clusters[name] = c
+	}
+	eu, us := clusters["eu"], clusters["us"]
+	var euDatabases []config.TargetDatabase
+	for _, db := range eu.dbs {
+		euDatabases = append(euDatabases, config.TargetDatabase{Name: db.Name})
+	}
+	cfg.Targets = []config.Target{
+		{Cluster: "eu", Primary: config.Server{Name: "eu-1", DSN: eu.srv.SuperuserDSN("postgres")},
+			Databases: config.TargetDatabases{List: euDatabases}, Sensitive: []config.SensitiveTable{users}},
+		// Every database of us, found at start: its three and postgres.
+		{Cluster: "us", Primary: config.Server{DSN: us.srv.SuperuserDSN("postgres")},
+			Databases: config.TargetDatabases{All: true}, Sensitive: []config.SensitiveTable{users}},
+	}
+	r := detectortest.Start(t, cfg)
+	usInstance := fmt.Sprintf("%s:%d", us.srv.Host(), us.srv.Port())
+
+	// Dashboards' counts and logins page nowhere.
+	for _, c := range clusters {
+		for _, db := range c.dbs {
+			conn := db.Conn(t, "app")
+			for _, q := range []string{`SELECT count(*) FROM users`, `SELECT id, password_hash FROM users WHERE username = 'user9'`} {
+				if _, err := conn.Exec(t.Context(), q); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+
+	bulkRead(t, eu.dbs[1])
+	bulkRead(t, us.dbs[2])
+	got := map[string]model.Alert{
+		"eu": r.WaitAlert(t, 5*time.Second, "SensitiveBulkRead", map[string]string{model.LabelDatabase: eu.dbs[1].Name}),
+		"us": r.WaitAlert(t, 5*time.Second, "SensitiveBulkRead", map[string]string{model.LabelDatabase: us.dbs[2].Name}),
+	}
+	want := map[string]map[string]string{
+		"eu": {model.LabelCluster: "eu", model.LabelInstance: "eu-1", "role": "mallory", "table": "public.users"},
+		"us": {model.LabelCluster: "us", model.LabelInstance: usInstance, "role": "mallory", "table": "public.users"},
+	}
+	for c, labels := range want {
+		for k, v := range labels {
+			if got[c].Labels[k] != v {
+				t.Errorf("%s's alert: label %s = %q, want %q (labels %v)", c, k, got[c].Labels[k], v, got[c].Labels)
+			}
+		}
+		if got[c].Value != 5_000 {
+			t.Errorf("%s's alert: value %v, want 5000", c, got[c].Value)
+		}
+	}
+	// A second poll round: nothing else fired (no other database, no double count).
+	time.Sleep(2 * time.Second)
+	for _, a := range r.Lines(t) {
+		if a.State != model.StateFiring {
+			continue
+		}
+		if a.Fingerprint != got["eu"].Fingerprint && a.Fingerprint != got["us"].Fingerprint {
+			t.Errorf("%s fired with %v: only the two reads should page", a.Rule, a.Labels)
+		}
+	}
+	// The connection budget: per server, one per database and two of its own (the
+	// statistics reader, the cluster-wide sources).
+	for name, c := range clusters {
+		want := len(c.dbs) + 2
+		if name == "us" {
+			want++ // its postgres database, found by databases: all
+		}
+		var n int
+		conn := (&pgtest.Database{Name: "postgres", Server: c.srv}).Conn(t, "postgres")
+		if err := conn.QueryRow(t.Context(),
+			`SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgtripwire'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Errorf("%s: %d connections of the detector, want %d", name, n, want)
 		}
 	}
 }

@@ -140,7 +140,7 @@ func TestPipelineCountsRowsReadOncePerCopy(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if got := testutil.ToFloat64(p.rowsRead.WithLabelValues("statements", "app", "public.users", "r")); got != 2000 {
+	if got := testutil.ToFloat64(p.rowsRead.WithLabelValues("statements", "", "", "app", "public.users", "r")); got != 2000 {
 		t.Errorf("rows read from the statement: got %v, want 2000", got)
 	}
 	if n := testutil.CollectAndCount(p.rowsRead); n != 1 {
