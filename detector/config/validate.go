@@ -262,13 +262,19 @@ func (v *validator) sensitive() {
 			"e.g. %q", "sensitive: [{table: public.users, columns: [email, password_hash]}]")
 		return
 	}
+	v.sensitiveTables("sensitive", tables)
+}
+
+// sensitiveTables checks and normalizes the sensitive list at path (the
+// top-level one, or a target's or a database's): every list is read alike.
+func (v *validator) sensitiveTables(path string, tables []SensitiveTable) {
 	type listed struct {
 		index     int
 		line, col int
 	}
 	seen := make(map[[2]string]listed, len(tables))
 	for i := range tables {
-		t, base := &tables[i], fmt.Sprintf("sensitive[%d]", i)
+		t, base := &tables[i], fmt.Sprintf("%s[%d]", path, i)
 		if v.failed[base] {
 			continue
 		}
@@ -284,8 +290,8 @@ func (v *validator) sensitive() {
 			valid = true
 			line, col := v.position(tablePath)
 			if first, dup := seen[[2]string{schema, name}]; dup {
-				v.errorf(tablePath, "%s is already listed in sensitive[%d] (first at %d:%d); list each table once, with all its columns",
-					t.Table, first.index, first.line, first.col)
+				v.errorf(tablePath, "%s is already listed in %s[%d] (first at %d:%d); list each table once, with all its columns",
+					t.Table, path, first.index, first.line, first.col)
 			} else {
 				seen[[2]string{schema, name}] = listed{index: i, line: line, col: col}
 			}
