@@ -203,6 +203,12 @@ type Database struct {
 	// variable that was not filled in); remove it to use PG* variables.
 	// Never log it: use Config.RedactedDSN.
 	DSN string `yaml:"dsn"`
+	// Standbys (database.standbys) are hot standbys of the DSN's primary,
+	// watched with it as one cluster: each a connection string, or a mapping
+	// with a name (see Server). The database a standby's DSN names is
+	// ignored: the detector watches the same database on every server of
+	// the cluster. PGTRIPWIRE_DSN replaces only database.dsn. Default none.
+	Standbys []Server `yaml:"standbys"`
 	// SearchPath (database.search_path) is how unqualified names in SQL are
 	// resolved to schemas, as PostgreSQL's search_path setting. Default
 	// ["$user", "public"]. Entries are identifiers (quote mixed-case ones:

@@ -223,23 +223,29 @@ func (v *validator) set(path string) bool { return v.fields[path].set }
 
 // dsn checks the connection string at path, which the environment variable env
 // replaces when it is set and non-empty; removeHint says what removing the key does.
-func (v *validator) dsn(path string, dsn *string, env, removeHint string) {
+// It reports whether the DSN is usable (an empty one is: PG* variables).
+func (v *validator) dsn(path string, dsn *string, env, removeHint string) bool {
 	if e := strings.TrimSpace(v.getenv(env)); e != "" {
 		// The file's value, valid or not, is not used: say nothing about it.
 		*dsn = e
 		if !dsnParses(e) {
 			v.errorAt(0, 0, "%s (replaces %s): %s", env, path, dsnUnparsable)
+			return false
 		}
 	} else if *dsn = strings.TrimSpace(*dsn); *dsn == "" && v.set(path) {
 		v.errorf(path, "empty; %s, or set %s", removeHint, env)
+		return false
 	} else if *dsn != "" && !dsnParses(*dsn) {
 		v.errorf(path, "%s", dsnUnparsable)
+		return false
 	}
+	return true
 }
 
 func (v *validator) database() {
 	db := &v.cfg.Database
-	v.dsn("database.dsn", &db.DSN, EnvDSN, "remove the key to connect with the PG* environment variables")
+	ok := v.dsn("database.dsn", &db.DSN, EnvDSN, "remove the key to connect with the PG* environment variables")
+	v.standbys(ok)
 
 	for i, s := range db.SearchPath {
 		if s == "$user" {

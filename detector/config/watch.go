@@ -1,0 +1,75 @@
+package config
+
+import "github.com/pgtripwire/pgtripwire/internal/yamlfile"
+
+// Watch is one cluster the detector watches: a targets: entry, or the minimal
+// configuration (database.dsn, database.standbys, sensitive) as one cluster named "".
+type Watch struct {
+	Cluster  string // "" for the minimal configuration
+	Primary  WatchedServer
+	Standbys []WatchedServer
+	// AllDatabases: watch every database of the primary that allows connections,
+	// templates excluded (discovered by the detector); Databases then is empty.
+	AllDatabases bool
+	Databases    []WatchedDatabase // in file order; for the minimal config: the DSN's database
+	// Sensitive is the target's list (or the top-level one): for databases without their own,
+	// and every database found by AllDatabases.
+	Sensitive []SensitiveTable
+}
+
+// WatchedServer is one server of a cluster.
+type WatchedServer struct {
+	Instance string // name, or host:port of the DSN
+	DSN      string // never log it: RedactedDSN
+}
+
+// RedactedDSN returns the server's DSN with every password replaced by
+// xxxxx, as Config.RedactedDSN does.
+func (s WatchedServer) RedactedDSN() string { return yamlfile.RedactDSN(s.DSN) }
+
+// WatchedDatabase is one database of a cluster with its sensitive tables.
+type WatchedDatabase struct {
+	Name      string
+	Sensitive []SensitiveTable // the database's own, else the Watch's
+}
+
+// Watches returns the clusters the detector watches, in file order: the targets,
+// or one Watch built from database: and sensitive:. Never empty for a loaded Config.
+//
+// It is computed from the Config's fields at each call, so it works as well
+// on a Config built in code from Defaults. Instance names are the servers'
+// names, else host:port of their DSN as pgx resolves it (the PG* variables
+// and libpq's defaults fill in what the DSN leaves out; a Unix socket gives
+// its directory: /var/run/postgresql:5432); a DSN pgx cannot parse, which
+// Load refuses, gives "local". A database that no DSN names is the one the
+// server defaults to: the user name. The Watches share their sensitive lists
+// with the Config: do not modify them.
+func (c *Config) Watches() []Watch {
+	db := c.Database
+	w := Watch{
+		Primary:   WatchedServer{Instance: instanceOf(db.DSN), DSN: db.DSN},
+		Standbys:  watchedServers(db.Standbys),
+		Databases: []WatchedDatabase{{Name: databaseOf(db.DSN), Sensitive: c.Sensitive}},
+		Sensitive: c.Sensitive,
+	}
+	return []Watch{w}
+}
+
+// watchedServers returns the servers with their instance names.
+func watchedServers(servers []Server) []WatchedServer {
+	if len(servers) == 0 {
+		return nil
+	}
+	out := make([]WatchedServer, len(servers))
+	for i, s := range servers {
+		out[i] = watchedServer(s)
+	}
+	return out
+}
+
+func watchedServer(s Server) WatchedServer {
+	if s.Name != "" {
+		return WatchedServer{Instance: s.Name, DSN: s.DSN}
+	}
+	return WatchedServer{Instance: instanceOf(s.DSN), DSN: s.DSN}
+}
