@@ -650,6 +650,8 @@ func TestDocs_NameEveryKey(t *testing.T) {
 					}
 					walk(sub+".", reflect.TypeOf(c.Settings).Elem())
 				}
+			case ft == targetDatabasesType: // a list of databases, or all
+				walk(key+"[].", targetDatabaseType)
 			case ft.Kind() == reflect.Struct:
 				walk(key+".", ft)
 			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse_Standbys(t *testing.T) {
@@ -155,5 +156,158 @@ func TestWatchedServer_RedactedDSN(t *testing.T) {
 	s := WatchedServer{Instance: "db:5432", DSN: "postgres://u:s3cr3t@db:5432/app"}
 	if got, want := s.RedactedDSN(), "postgres://u:xxxxx@db:5432/app"; got != want {
 		t.Errorf("RedactedDSN() = %q, want %q", got, want)
+	}
+}
+
+func TestLoad_Fleet(t *testing.T) {
+	cfg, err := Load("testdata/fleet.good.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Fleet() {
+		t.Error("Fleet() = false for a configuration with targets")
+	}
+	users := SensitiveTable{Table: "public.users", Columns: []string{"email", "password_hash"}, Schema: "public", Name: "users"}
+	user := SensitiveTable{Table: `public."user"`, Columns: []string{"email"}, Schema: "public", Name: "user"}
+	customers := SensitiveTable{Table: "shop.customers", Columns: []string{"email"}, Schema: "shop", Name: "customers"}
+	top, crm, shop := []SensitiveTable{users}, []SensitiveTable{user}, []SensitiveTable{customers}
+	want := []Watch{
+		{
+			Cluster: "eu-main",
+			Primary: WatchedServer{Instance: "eu-main-1", DSN: "postgres://pgtripwire@db1:5432/postgres"},
+			Standbys: []WatchedServer{
+				{Instance: "db1r:5432", DSN: "postgres://pgtripwire@db1r:5432/postgres"},
+				{Instance: "eu-main-r2", DSN: "host=db1r2 user=pgtripwire dbname=ignored"},
+			},
+			Databases: []WatchedDatabase{{Name: "app", Sensitive: top}, {Name: "Billing", Sensitive: top}, {Name: "crm", Sensitive: crm}},
+			Sensitive: top,
+		},
+		{
+			Cluster:   "us-main.2",
+			Primary:   WatchedServer{Instance: "db2:6432", DSN: "postgres://pgtripwire@db2:6432/shop"},
+			Databases: []WatchedDatabase{{Name: "shop", Sensitive: shop}},
+			Sensitive: shop,
+		},
+		{
+			Cluster:      "analytics",
+			Primary:      WatchedServer{Instance: "/var/run/postgresql:5432", DSN: "host=/var/run/postgresql user=warehouse"},
+			AllDatabases: true,
+			Sensitive:    top,
+		},
+	}
+	if got := cfg.Watches(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Watches() =\n%+v\nwant\n%+v", got, want)
+	}
+	if cfg.Database.DSN != "" || cfg.Database.CatalogRefresh != 30*time.Second {
+		t.Errorf("database = %+v, want no DSN and catalog_refresh 30s for every target", cfg.Database)
+	}
+}
+
+// Watches works on targets built in code too, and keeps a database's own list
+// over its target's and the top-level one.
+func TestWatches_TargetsInCode(t *testing.T) {
+	a, _ := NewSensitiveTable("s.a", "c")
+	b, _ := NewSensitiveTable("s.b", "c")
+	c := Defaults()
+	c.Sensitive = []SensitiveTable{a}
+	c.Targets = []Target{{
+		Cluster: "x",
+		Primary: Server{DSN: "postgres://u@p/d"},
+		Databases: TargetDatabases{List: []TargetDatabase{
+			{Name: "one"},
+			{Name: "two", Sensitive: []SensitiveTable{b}},
+		}},
+	}}
+	got := c.Watches()
+	want := []Watch{{
+		Cluster:   "x",
+		Primary:   WatchedServer{Instance: "p:5432", DSN: "postgres://u@p/d"},
+		Databases: []WatchedDatabase{{Name: "one", Sensitive: c.Sensitive}, {Name: "two", Sensitive: []SensitiveTable{b}}},
+		Sensitive: c.Sensitive,
+	}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Watches() =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+// Each case is a whole file with targets, and the whole error text ("" for a
+// file that loads).
+func TestParse_Targets(t *testing.T) {
+	const (
+		users = "sensitive: [{table: public.users, columns: [email]}]\n"
+		one   = "targets:\n  - {cluster: a, primary: postgres://db1/app}\n"
+		two   = one + "  - {cluster: b, primary: postgres://db2/app}\n"
+		logOn = "sources: {log: {enabled: true, directory: /var/log/postgresql}}\n"
+	)
+	tests := []struct {
+		name string
+		yaml string
+		env  string // PGTRIPWIRE_DSN
+		want string
+	}{
+		{"one target, top-level list", users + one, "", ""},
+		{"no top-level list: every database has one", "targets:\n  - cluster: a\n    primary: postgres://db1/app\n" +
+			"    databases: [{name: x, sensitive: [{table: s.t, columns: [c]}]}]\n", "", ""},
+		{"no top-level list: the target's", "targets:\n  - {cluster: a, primary: postgres://db1/app, databases: all,\n" +
+			"     sensitive: [{table: s.t, columns: [c]}]}\n", "", ""},
+		{"no list at all", one, "",
+			`f.yaml:2:5: targets[0]: no sensitive list for the database of the primary's DSN; add sensitive: to the target or at the top level`},
+		{"an empty top-level list", "sensitive: []\n" + one, "",
+			`f.yaml:1:12: sensitive: empty; remove the key, and give each target or database a list of its own`},
+		{"a quoted all", users + "targets: [{cluster: a, primary: postgres://db1/app, databases: 'all'}]\n", "", ""},
+		{"empty list of targets", users + "targets: []\n", "",
+			`f.yaml:2:10: targets: empty; list the clusters to watch, or remove the key to watch database.dsn`},
+		{"null targets: the minimal configuration", "targets:\n", "",
+			`f.yaml:1:1: sensitive: no tables listed, so nothing would be watched; add the tables that hold credentials, e.g. "sensitive: [{table: public.users, columns: [email, password_hash]}]"`},
+		{"PGTRIPWIRE_DSN would be ignored", users + one, "postgres://u:pw@db/app",
+			`f.yaml: PGTRIPWIRE_DSN (replaces database.dsn): set, but targets (at 3:3) give every server its own DSN, so it would be ignored; unset it`},
+		{"a blank PGTRIPWIRE_DSN is unset", users + one, "  ", ""},
+		{"database.dsn after targets", users + one + "database: {dsn: postgres://db0/app}\n", "",
+			`f.yaml:4:17: database.dsn: cannot be used with targets (at 3:3); targets name their own primaries: move the DSN to a target's primary`},
+		{"an empty database.dsn still names the database", users + one + "database: {dsn: ''}\n", "",
+			`f.yaml:4:17: database.dsn: cannot be used with targets (at 3:3); targets name their own primaries: move the DSN to a target's primary`},
+		{"search_path and catalog_refresh apply to targets", users + one + "database: {search_path: [app], catalog_refresh: 5s}\n", "", ""},
+		{"the log source with one target and standbys", users + "targets:\n  - {cluster: a, primary: postgres://db1/app, standbys: [postgres://db1r/app]}\n" + logOn, "", ""},
+		{"the log source with standbys of database.dsn", users + "database: {dsn: postgres://db1/app, standbys: [postgres://db1r/app]}\n" + logOn, "", ""},
+		{"the log source with two targets", users + two + logOn, "",
+			`f.yaml:5:26: sources.log.enabled: the log source reads one server's log file: run it in a detector of its own per server`},
+		{"the log source off with two targets", users + two, "", ""},
+		{"one instance name in two clusters", users + "targets:\n  - {cluster: a, primary: {name: n, dsn: postgres://db1/app}}\n" +
+			"  - {cluster: b, primary: {name: n, dsn: postgres://db2/app}}\n", "", ""},
+		{"the primary's address for a standby", users + "targets:\n  - {cluster: a, primary: postgres://db1/app, standbys: ['host=db1 port=5432']}\n", "",
+			`f.yaml:3:58: targets[0].standbys[0]: its instance name "db1:5432" (host:port of its DSN) is already that of targets[0].primary (at 3:27); set name, or check that the DSN names another server`},
+		{"a database name too long", users + "targets: [{cluster: a, primary: postgres://db1/app, databases: [" + strings.Repeat("d", 64) + "]}]\n", "",
+			`f.yaml:2:65: targets[0].databases[0].name: cannot use "dddddddddddddddddddddddddddddddddddddddd…": longer than 63 bytes, which no database name is (PostgreSQL truncates it)`},
+		{"a cluster name too long", users + "targets: [{cluster: " + strings.Repeat("c", 64) + ", primary: postgres://db1/app}]\n", "",
+			`f.yaml:2:21: targets[0].cluster: cannot use "cccccccccccccccccccccccccccccccccccccccc…": start with a letter or digit, then use only letters, digits, '_', '.' and '-', at most 63 characters (it becomes a label value)`},
+		{"a database's sensitive as a number", users + "targets: [{cluster: a, primary: postgres://db1/app, databases: [{name: x, sensitive: 5}]}]\n", "",
+			`f.yaml:2:86: targets[0].databases[0].sensitive: want a list, got "5"`},
+		{"databases as a mapping", users + "targets: [{cluster: a, primary: postgres://db1/app, databases: {name: x}}]\n", "",
+			`f.yaml:2:64: targets[0].databases: want a list of databases or all, got a mapping`},
+		{"a database as a list", users + "targets: [{cluster: a, primary: postgres://db1/app, databases: [[x]]}]\n", "",
+			`f.yaml:2:65: targets[0].databases[0]: want a database name or a mapping (name, sensitive), got a list`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("f.yaml", []byte(tt.yaml), env(map[string]string{EnvDSN: tt.env}))
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Parse:\n%v", err)
+				}
+				if len(cfg.Watches()) == 0 {
+					t.Error("Watches() is empty")
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Parse succeeded, want an error")
+			}
+			if got := err.Error(); got != tt.want {
+				t.Errorf("error:\n got %s\nwant %s", got, tt.want)
+			}
+			if strings.Contains(err.Error(), "pw@") {
+				t.Errorf("error shows the password: %v", err)
+			}
+		})
 	}
 }
