@@ -30,7 +30,9 @@ func dsnParses(dsn string) bool {
 // sslpassword= query parameters, and password= and sslpassword= in the
 // keyword/value form (keys matched case-insensitively). When the DSN is too
 // malformed to tell where a password could be, everything but the URL scheme
-// is hidden. An empty DSN (connect with PG* variables) gives "".
+// is hidden. An empty DSN (connect with PG* variables) gives "", and so does
+// a configuration with targets, whose DSNs are its servers': see
+// WatchedServer.RedactedDSN.
 func (c *Config) RedactedDSN() string {
 	return yamlfile.RedactDSN(c.Database.DSN)
 }
