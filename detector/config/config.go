@@ -25,7 +25,8 @@
 //   - The environment variable PGTRIPWIRE_DSN, when set and non-empty,
 //     replaces database.dsn, so that a password can stay out of the file.
 //     Since it is not in the file, an error about it has no line:
-//     "file: PGTRIPWIRE_DSN (replaces database.dsn): ...".
+//     "file: PGTRIPWIRE_DSN (replaces database.dsn): ...". With targets it
+//     is an error: it would be ignored.
 //   - A password is never printed: errors about the DSN do not quote it, and
 //     [Config.RedactedDSN] is the form to log. Neither are the secrets of
 //     alert delivery (basic auth passwords, bearer tokens, webhook secrets)
@@ -75,10 +76,19 @@ type Config struct {
 	// Database (database) says how to reach PostgreSQL and how to resolve
 	// names in the SQL it runs.
 	Database Database `yaml:"database"`
+	// Targets (targets) are the clusters watched, for a fleet: each with its
+	// primary, standbys, databases and sensitive tables (see Target).
+	// Excludes database.dsn, database.standbys and PGTRIPWIRE_DSN;
+	// database.search_path and database.catalog_refresh apply to every
+	// target. Default none: the one cluster of database.dsn. Watches is the
+	// resolved view of both forms.
+	Targets []Target `yaml:"targets"`
 	// Sensitive (sensitive) lists the tables and columns whose bulk reads or
 	// mass changes page the on-call engineer. Required: at least one table,
-	// because a detector watching nothing is a misconfiguration. A table
-	// appears at most once.
+	// because a detector watching nothing is a misconfiguration; with
+	// targets, required only for the databases that have no list of their
+	// own nor their target's (empty when none needs it). A table appears at
+	// most once.
 	Sensitive []SensitiveTable `yaml:"sensitive"`
 	// HTTP (http) is the server for /metrics, /healthz and /readyz.
 	HTTP HTTP `yaml:"http"`

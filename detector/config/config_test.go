@@ -183,7 +183,11 @@ func TestParse_FullFile(t *testing.T) {
 	}
 	want := &Config{
 		Database: Database{
-			DSN:            "host=db.internal port=5433 dbname=app user=pgtripwire sslmode=require",
+			DSN: "host=db.internal port=5433 dbname=app user=pgtripwire sslmode=require",
+			Standbys: []Server{
+				{DSN: "host=db-replica.internal port=5433 user=pgtripwire sslmode=require"},
+				{Name: "db-dr", DSN: "host=db-dr.internal port=5433 user=pgtripwire sslmode=require"},
+			},
 			SearchPath:     []string{"$user", "app", "Sales"},
 			CatalogRefresh: 30 * time.Second,
 		},
@@ -646,6 +650,8 @@ func TestDocs_NameEveryKey(t *testing.T) {
 					}
 					walk(sub+".", reflect.TypeOf(c.Settings).Elem())
 				}
+			case ft == targetDatabasesType: // a list of databases, or all
+				walk(key+"[].", targetDatabaseType)
 			case ft.Kind() == reflect.Struct:
 				walk(key+".", ft)
 			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:

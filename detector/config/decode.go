@@ -89,6 +89,10 @@ func (d *decoder) value(path string, n *yaml.Node, v reflect.Value) (ok bool) {
 		}
 	case v.Type() == sourceSetType:
 		return d.sources(path, n, v.Interface().(source.Set))
+	case v.Type() == targetDatabasesType:
+		return d.targetDatabases(path, n, v)
+	case v.Type() == targetDatabaseType:
+		return d.targetDatabase(path, n, v)
 	case v.Type() == serverType:
 		return d.scalarOr(path, n, v, "dsn", "a connection string or a mapping (name, dsn)")
 	case v.Kind() == reflect.Struct:

@@ -1,7 +1,7 @@
 package config
 
 import (
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtripwire/pgtripwire/internal/yamlfile"
 )
@@ -16,9 +16,12 @@ const dsnUnparsable = "not a valid PostgreSQL connection string (a postgres:// U
 
 // dsnParses reports whether pgx can build a connection config from dsn. Like
 // libpq, pgx merges the PG* variables of the process environment and reads a
-// service file the DSN names, so those can make it fail too.
+// service file the DSN names, so those can make it fail too. It is pgx's
+// ParseConfig, not pgconn's, because that is what the detector connects with
+// (it also reads pgx's own keys, such as statement_cache_capacity), and what
+// Watches derives instance and database names with.
 func dsnParses(dsn string) bool {
-	_, err := pgconn.ParseConfig(dsn)
+	_, err := pgx.ParseConfig(dsn)
 	return err == nil
 }
 
@@ -27,7 +30,9 @@ func dsnParses(dsn string) bool {
 // sslpassword= query parameters, and password= and sslpassword= in the
 // keyword/value form (keys matched case-insensitively). When the DSN is too
 // malformed to tell where a password could be, everything but the URL scheme
-// is hidden. An empty DSN (connect with PG* variables) gives "".
+// is hidden. An empty DSN (connect with PG* variables) gives "", and so does
+// a configuration with targets, whose DSNs are its servers': see
+// WatchedServer.RedactedDSN.
 func (c *Config) RedactedDSN() string {
 	return yamlfile.RedactDSN(c.Database.DSN)
 }

@@ -31,6 +31,7 @@ type validator struct {
 func (v *validator) validate() {
 	v.database()
 	v.sensitive()
+	v.targets()
 	v.listen()
 	v.path("alerts.file", &v.cfg.Alerts.File, defaultAlertsFile)
 	v.path("state_dir", &v.cfg.StateDir, defaultStateDir)
@@ -244,8 +245,10 @@ func (v *validator) dsn(path string, dsn *string, env, removeHint string) bool {
 
 func (v *validator) database() {
 	db := &v.cfg.Database
-	ok := v.dsn("database.dsn", &db.DSN, EnvDSN, "remove the key to connect with the PG* environment variables")
-	v.standbys(ok)
+	if !v.set("targets") { // else targets() reports database.dsn and database.standbys
+		ok := v.dsn("database.dsn", &db.DSN, EnvDSN, "remove the key to connect with the PG* environment variables")
+		v.standbys(ok)
+	}
 
 	for i, s := range db.SearchPath {
 		if s == "$user" {
@@ -263,6 +266,11 @@ func (v *validator) database() {
 
 func (v *validator) sensitive() {
 	tables := v.cfg.Sensitive
+	if v.set("targets") {
+		// Optional: targets() reports each database left without a list, where it is.
+		v.ownSensitive("sensitive", tables, "remove the key, and give each target or database a list of its own")
+		return
+	}
 	if len(tables) == 0 {
 		v.errorf("sensitive", "no tables listed, so nothing would be watched; add the tables that hold credentials, "+
 			"e.g. %q", "sensitive: [{table: public.users, columns: [email, password_hash]}]")

@@ -45,15 +45,48 @@ type WatchedDatabase struct {
 // server defaults to: the user name. The Watches share their sensitive lists
 // with the Config: do not modify them.
 func (c *Config) Watches() []Watch {
-	db := c.Database
-	w := Watch{
-		Primary:   WatchedServer{Instance: instanceOf(db.DSN), DSN: db.DSN},
-		Standbys:  watchedServers(db.Standbys),
-		Databases: []WatchedDatabase{{Name: databaseOf(db.DSN), Sensitive: c.Sensitive}},
-		Sensitive: c.Sensitive,
+	if len(c.Targets) == 0 {
+		db := c.Database
+		return []Watch{{
+			Primary:   WatchedServer{Instance: instanceOf(db.DSN), DSN: db.DSN},
+			Standbys:  watchedServers(db.Standbys),
+			Databases: []WatchedDatabase{{Name: databaseOf(db.DSN), Sensitive: c.Sensitive}},
+			Sensitive: c.Sensitive,
+		}}
 	}
-	return []Watch{w}
+	out := make([]Watch, len(c.Targets))
+	for i, t := range c.Targets {
+		sensitive := t.Sensitive
+		if len(sensitive) == 0 {
+			sensitive = c.Sensitive
+		}
+		w := Watch{
+			Cluster:      t.Cluster,
+			Primary:      watchedServer(t.Primary),
+			Standbys:     watchedServers(t.Standbys),
+			AllDatabases: t.Databases.All,
+			Sensitive:    sensitive,
+		}
+		switch {
+		case t.Databases.All:
+		case len(t.Databases.List) == 0:
+			w.Databases = []WatchedDatabase{{Name: databaseOf(t.Primary.DSN), Sensitive: sensitive}}
+		default:
+			w.Databases = make([]WatchedDatabase, len(t.Databases.List))
+			for j, db := range t.Databases.List {
+				w.Databases[j] = WatchedDatabase(db)
+				if len(db.Sensitive) == 0 {
+					w.Databases[j].Sensitive = sensitive
+				}
+			}
+		}
+		out[i] = w
+	}
+	return out
 }
+
+// Fleet reports whether the configuration uses targets: (so labels cluster is set).
+func (c *Config) Fleet() bool { return len(c.Targets) > 0 }
 
 // watchedServers returns the servers with their instance names.
 func watchedServers(servers []Server) []WatchedServer {
