@@ -258,10 +258,10 @@ func (d *Detector) Run(ctx context.Context) error {
 	}()
 	d.log.Info("pgtripwire running",
 		zap.String("version", buildinfo.VersionString()),
-		zap.String("database", d.cfg.RedactedDSN()),
+		zap.Strings("servers", d.serverNames()),
+		zap.Int("databases", d.databases()),
 		zap.String("http", d.listener.Addr().String()),
-		zap.String("alert_log", d.cfg.Alerts.File),
-		zap.Int("sensitive_tables", len(d.cfg.Sensitive)))
+		zap.String("alert_log", d.cfg.Alerts.File))
 
 	// Before any source: what the state lost is said.
 	var lost []model.Event
@@ -311,6 +311,28 @@ func (d *Detector) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// serverNames names the watched servers as alerts do: cluster/instance, or the
+// instance alone without a cluster. Never a DSN.
+func (d *Detector) serverNames() []string {
+	names := make([]string, len(d.servers))
+	for i, s := range d.servers {
+		names[i] = s.instance
+		if s.cluster != "" {
+			names[i] = s.cluster + "/" + s.instance
+		}
+	}
+	return names
+}
+
+// databases counts the watched databases, on every server.
+func (d *Detector) databases() int {
+	n := 0
+	for _, s := range d.servers {
+		n += len(s.databases)
+	}
+	return n
 }
 
 // Run is New followed by Run.

@@ -54,7 +54,7 @@ func seedUsers(t *testing.T, db *pgtest.Database, n int) {
 	}
 }
 
-func bulkRead(t *testing.T, db *pgtest.Database) {
+func bulkRead(t testing.TB, db *pgtest.Database) {
 	t.Helper()
 	conn := db.Conn(t, "mallory")
 	rows, err := conn.Query(t.Context(), `SELECT email, username, password_hash FROM users`)

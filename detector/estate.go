@@ -143,7 +143,8 @@ func (p place) target() source.Target {
 // env is base made for the sources watching p: its connection, sensitive tables,
 // state directory, labels, health, and a sink that stamps the server on every event
 // and shows them to p's observers only.
-func (p place) env(base source.Env, reg prometheus.Registerer, sink *observing, stateDir string) source.Env {
+func (p place) env(base source.Env, reg prometheus.Registerer, metrics func(prometheus.Registerer, source.Target) *source.Metrics,
+	sink *observing, stateDir string) source.Env {
 	e := base
 	e.Conn = p.srv.conn.Copy()
 	e.Conn.Database = p.database.Name
@@ -154,7 +155,7 @@ func (p place) env(base source.Env, reg prometheus.Registerer, sink *observing, 
 	e.Sink = sink
 	e.Registerer = prometheus.WrapRegistererWith(prometheus.Labels{
 		"cluster": p.srv.cluster, "server": p.srv.instance, "database": p.database.Name}, reg)
-	e.Metrics = source.NewMetrics(e.Registerer)
+	e.Metrics = metrics(e.Registerer, p.target())
 	e.Attribution = source.NewAttribution(0, base.Now)
 	e.Readers = source.NewReaders(0)
 	return e
@@ -189,6 +190,9 @@ func safeName(s string) string {
 func buildEstate(set source.Set, base source.Env, servers []*server, reg prometheus.Registerer, h *health.Status,
 	minimal bool) (runners []source.Runner, shared []*source.Server, skippedNames []string, err error) {
 	skipped := map[string]bool{}
+	// The sources' shared metrics, one per place: a server's own database may be one
+	// of its watched databases too, whose sources then share them.
+	sharedMetrics := map[source.Target]*source.Metrics{}
 	for _, srv := range servers {
 		var stats *source.Server
 		if srv.shares() {
@@ -203,7 +207,12 @@ func buildEstate(set source.Set, base source.Env, servers []*server, reg prometh
 		ownStreams := source.NewOwnStreams()
 		build := func(p place, scopes []source.Scope, connection string) error {
 			sink := &observing{next: stamping{next: base.Sink, cluster: srv.cluster, instance: srv.instance}}
-			env := p.env(base, reg, sink, stateDir(base.StateDir, p, minimal && !srv.standby))
+			env := p.env(base, reg, func(r prometheus.Registerer, t source.Target) *source.Metrics {
+				if sharedMetrics[t] == nil {
+					sharedMetrics[t] = source.NewMetrics(r)
+				}
+				return sharedMetrics[t]
+			}, sink, stateDir(base.StateDir, p, minimal && !srv.standby))
 			env.OwnStreams = ownStreams
 			scoped := h.At(health.Server{Cluster: srv.cluster, Server: srv.instance, Database: p.database.Name})
 			rs, err := buildSources(set, env, scoped, scopes, connection, func(c source.Configured) bool {
