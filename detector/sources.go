@@ -75,7 +75,7 @@ func buildSources(set source.Set, env source.Env, h registrar, scopes []source.S
 			conn = env.Conn
 		}
 		l := &source.Loop{Conn: conn, Pollers: []source.Polled{polled}, Health: h, Metrics: env.Metrics,
-			Logger: env.Logger}
+			Logger: env.Logger, Aligned: connection != ""}
 		if part.Connection != "" {
 			shared[part.Connection] = l
 		}

@@ -124,3 +124,59 @@ func TestTamperCheck(t *testing.T) {
 		})
 	}
 }
+
+// On a server watched with many databases (Config.AbsentProbeEvery), a database
+// without canaries is probed for the registry once in that time, not every poll; once
+// canaries are planted, every poll checks them, and a tripwire disarmed is seen at the
+// next one.
+func TestAbsentRegistryIsProbedSparsely(t *testing.T) {
+	t.Parallel()
+	db := newUsers(t, 50)
+	conn := db.Conn(t, "postgres")
+	now := time.Unix(1_700_000_000, 0)
+	reg := prometheus.NewRegistry()
+	sink := &sourcetest.Recorder{}
+	src := canarysrc.New(canarysrc.Config{NoFlush: true, AbsentProbeEvery: 10 * time.Second, Now: func() time.Time { return now }},
+		sink, zaptest.NewLogger(t), reg)
+	if err := src.Start(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
+	checks := func() float64 {
+		t.Helper()
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "pgtripwire_canary_checks_total" {
+				return f.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	poll := func(after time.Duration) {
+		t.Helper()
+		now = now.Add(after)
+		if err := src.Poll(t.Context(), conn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll(0)
+	for range 9 {
+		poll(time.Second)
+	}
+	if got := checks(); got != 1 {
+		t.Fatalf("checks over 9 s without a registry: got %v, want 1 (the first)", got)
+	}
+	plant(t, db, 1)
+	poll(time.Second) // 10 s after the first probe: it finds the registry
+	poll(time.Second)
+	if got := checks(); got != 3 {
+		t.Fatalf("checks once planted: got %v, want 3 (one a poll from the probe that found the registry)", got)
+	}
+	db.Exec(t, `ALTER TABLE public.users DISABLE ROW LEVEL SECURITY`)
+	poll(time.Second)
+	if got := sink.Events(); len(got) != 1 || got[0].Object != canarysrc.ObjectRowSecurity {
+		t.Errorf("got %+v, want the disabled row security at the next poll", got)
+	}
+}

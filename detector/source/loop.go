@@ -55,6 +55,12 @@ type Loop struct {
 	Logger  *zap.Logger
 
 	ReconnectInitial, ReconnectMax time.Duration
+	// Aligned starts the polls on multiples of the shortest interval of the wall
+	// clock, so that the loops of many databases poll together: on a server watched
+	// with a hundred, their round trips then come in one burst a second, which costs
+	// the process (and the server) less than a hundred wake-ups spread over it, and
+	// the first of them reads the server's shared views for all (source.Server).
+	Aligned bool
 }
 
 // pollTimeout bounds one poll: a poll that hangs (a partitioned network, a server that
@@ -108,6 +114,13 @@ func (l *Loop) session(ctx context.Context, bo *backoff.Backoff) error {
 	// every tick rather than every other one.
 	slack := tick / 10
 	last := make([]time.Time, len(l.Pollers))
+	if l.Aligned {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Until(time.Now().Truncate(tick).Add(tick))):
+		}
+	}
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
 	for {

@@ -1,7 +1,10 @@
 package source
 
 import (
+	"fmt"
 	"slices"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtripwire/pgtripwire/detector/catalog"
 )
@@ -63,3 +66,39 @@ func (s SensitiveTables) Table(idx int32) (string, bool) {
 
 // Args returns the arguments $1, $2 and $3 of SensitiveRelationsCTE.
 func (s SensitiveTables) Args() []any { return []any{s.indexes, s.schemas, s.names} }
+
+// ReadersQuery lists the sessions of the connection's database holding a granted lock on
+// a sensitive table, one of its partitions or inheritance children (any mode: a reading
+// transaction holds AccessShareLock until it ends, whatever SQL it ran), other than the
+// sampling session. Autovacuum is left out (its reads are not counted as tuples read),
+// and so are parallel workers (their leader holds the same locks). Since is the
+// transaction's start, which tells the transactions of one session apart. It takes
+// SensitiveTables.Args; ScanReaders reads its rows.
+const ReadersQuery = `WITH RECURSIVE ` + SensitiveRelationsCTE + `
+SELECT DISTINCT s.idx, l.pid, coalesce(pg_get_userbyid(a.usesysid)::text, ''),
+  CASE WHEN a.client_port = -1 THEN 'local' ELSE coalesce(host(a.client_addr), '') END,
+  coalesce(a.application_name, ''), coalesce(a.xact_start, a.backend_start, 'epoch')
+FROM pg_locks l
+JOIN sensitive s ON s.relid = l.relation
+CROSS JOIN LATERAL pg_stat_get_activity(l.pid) a
+WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND a.backend_type NOT IN ('autovacuum worker', 'parallel worker')`
+
+// ScanReaders reads the rows of ReadersQuery run with tables' arguments into into[:0].
+func ScanReaders(rows pgx.Rows, tables SensitiveTables, into []Reader) ([]Reader, error) {
+	var r Reader
+	var idx int32
+	into = into[:0]
+	_, err := pgx.ForEachRow(rows, []any{&idx, &r.PID, &r.Role, &r.ClientAddr, &r.Application, &r.Since}, func() error {
+		if table, ok := tables.Table(idx); ok {
+			r.Relation = table
+			into = append(into, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return into, fmt.Errorf("sample pg_locks: %w", err)
+	}
+	return into, nil
+}

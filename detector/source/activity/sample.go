@@ -60,7 +60,7 @@ func NewActivity(cfg Config, sink source.Sink, log *zap.Logger, reg prometheus.R
 }
 
 // Start prepares the shared connection (live.Start) and makes its session plan
-// readersQuery once: see source.SensitiveRelationsCTE. The other queries of the session
+// source.ReadersQuery once: see source.SensitiveRelationsCTE. The other queries of the session
 // plan the same either way.
 func (a *Activity) Start(ctx context.Context, conn *pgx.Conn) error {
 	if err := a.live.Start(ctx, conn); err != nil {
@@ -83,23 +83,6 @@ const activityQuery = `SELECT a.pid, coalesce(a.usename::text, ''), CASE WHEN a.
 FROM pg_stat_activity a
 WHERE a.datname = current_database() AND a.state = 'active' AND a.backend_type = 'client backend'
   AND a.pid <> pg_backend_pid() AND a.query_start IS NOT NULL`
-
-// readersQuery lists the sessions of the monitored database holding a granted lock on a
-// sensitive table, one of its partitions or inheritance children (any mode: a reading
-// transaction holds AccessShareLock until it ends, whatever SQL it ran), other than the
-// detector's own sample. Autovacuum is left out (its reads are not counted as tuples
-// read), and so are parallel workers (their leader holds the same locks). Since is the
-// transaction's start, which tells the transactions of one session apart.
-const readersQuery = `WITH RECURSIVE ` + source.SensitiveRelationsCTE + `
-SELECT DISTINCT s.idx, l.pid, coalesce(pg_get_userbyid(a.usesysid)::text, ''),
-  CASE WHEN a.client_port = -1 THEN 'local' ELSE coalesce(host(a.client_addr), '') END,
-  coalesce(a.application_name, ''), coalesce(a.xact_start, a.backend_start, 'epoch')
-FROM pg_locks l
-JOIN sensitive s ON s.relid = l.relation
-CROSS JOIN LATERAL pg_stat_get_activity(l.pid) a
-WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND a.backend_type NOT IN ('autovacuum worker', 'parallel worker')`
 
 type backend struct {
 	pid                 int32
@@ -141,23 +124,15 @@ func (a *Activity) Poll(ctx context.Context, conn *pgx.Conn) error {
 	} else {
 		batch.Queue(activityQuery, a.cfg.MinRunning.Seconds()).Query(a.scanActivity)
 	}
-	sampleReaders := a.cfg.Readers != nil && len(a.tables.Tables()) > 0
+	// On a server shared by many databases the table counters sample the locks, in
+	// their own round trip (tables.Config.SampleReaders): this one would cost each
+	// database a round trip a second of its own.
+	sampleReaders := a.cfg.Readers != nil && len(a.tables.Tables()) > 0 && a.cfg.Server == nil
 	if sampleReaders {
-		batch.Queue(readersQuery, a.tables.Args()...).Query(func(rows pgx.Rows) error {
-			var r source.Reader
-			var idx int32
-			a.readers = a.readers[:0]
-			_, err := pgx.ForEachRow(rows, []any{&idx, &r.PID, &r.Role, &r.ClientAddr, &r.Application, &r.Since}, func() error {
-				if table, ok := a.tables.Table(idx); ok {
-					r.Relation = table
-					a.readers = append(a.readers, r)
-				}
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("sample pg_locks: %w", err)
-			}
-			return nil
+		batch.Queue(source.ReadersQuery, a.tables.Args()...).Query(func(rows pgx.Rows) error {
+			var err error
+			a.readers, err = source.ScanReaders(rows, a.tables, a.readers)
+			return err
 		})
 	}
 	if batch.Len() > 0 {

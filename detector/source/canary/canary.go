@@ -71,6 +71,13 @@ type Config struct {
 	// such a server with little write traffic a canary message can wait seconds before
 	// the WAL source sees it.
 	NoFlush bool
+	// AbsentProbeEvery, when positive, is how often a database without the canary
+	// registry (nothing planted, nothing known) is probed for it when no flush is due,
+	// instead of every poll: on a server watched with many databases, most of which
+	// never get canaries, a probe a second each is most of the detector's round trips.
+	// Tables with canaries are checked every poll whatever it is; a registry planted
+	// meanwhile is seen within it.
+	AbsentProbeEvery time.Duration
 }
 
 // Source checks periodically that every table with canaries still has its tripwire
@@ -90,6 +97,8 @@ type Source struct {
 	// The findings and tables of the last check handed over.
 	reported map[finding]bool
 	known    map[string]bool
+	// absentAt is when the last probe found no registry; zero when it found one.
+	absentAt time.Time
 }
 
 // finding is one way a table's tripwire differs from what Plant recorded.
@@ -185,6 +194,10 @@ const policyHashForRowSQL = `(SELECT md5(concat_ws('|', p2.polcmd, p2.polpermiss
 
 // Poll checks the tripwires once and hands over what changed.
 func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
+	if e := s.cfg.AbsentProbeEvery; e > 0 && !s.flush && len(s.known) == 0 && !s.absentAt.IsZero() &&
+		s.cfg.Now().Sub(s.absentAt) < e {
+		return nil
+	}
 	var registry bool
 	var database string
 	probe, dest := probeSQL, []any{&registry, &database}
@@ -263,6 +276,10 @@ func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
 			zap.String("object", ev.Object), zap.String("operation", ev.Operation))
 	}
 	s.reported, s.known = cur, tables
+	s.absentAt = time.Time{}
+	if !registry {
+		s.absentAt = now
+	}
 	s.metrics.checks.Inc()
 	s.metrics.tables.Set(float64(len(tables)))
 	return nil
@@ -290,11 +307,18 @@ func compareFindings(a, b finding) int {
 	return 0
 }
 
+// absentProbeEvery is Config.AbsentProbeEvery on a server watched with many databases.
+const absentProbeEvery = 10 * time.Second
+
 // Definition is the canary source (sources.canary: enabled, default true; interval,
 // default 1s), for the registry.
 var Definition = source.Definition{Name: Name, Scope: source.PrimaryDatabases, Settings: func() source.Settings {
 	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, _ time.Duration) (source.Poller, error) {
 		// The flush only matters to canary reads arriving through the WAL source.
-		return New(Config{Now: env.Now, NoFlush: !env.Replication.Streaming()}, env.Sink, env.Logger, env.Registerer), nil
+		cfg := Config{Now: env.Now, NoFlush: !env.Replication.Streaming()}
+		if env.Server != nil {
+			cfg.AbsentProbeEvery = absentProbeEvery
+		}
+		return New(cfg, env.Sink, env.Logger, env.Registerer), nil
 	}}
 }}

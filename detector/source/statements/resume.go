@@ -14,15 +14,20 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // The counters of the last poll are kept in the state directory, so that a restarted
 // detector counts from them instead of taking a fresh baseline: a read that ran while
 // the detector was down (a crash, kill -9, a rolling restart) is paged after the start,
-// not taken for history. They are written after every poll that saw something (every
-// persistEvery at most) and when the source stops: what a crash loses since is counted
-// again after the restart, never missed (the rule state and the alert log absorb a read
-// evaluated twice: an alert already firing does not fire again).
+// not taken for history. They are written after every poll that saw a read of
+// sensitive columns (or one it could not classify), every persistEvery at most, after
+// any other growth every lazyPersistEvery, and when the source stops: what a crash loses
+// since is counted again after the restart, never missed (the rule state and the alert
+// log absorb a read evaluated twice: an alert already firing does not fire again).
+// Growth that read nothing sensitive (the detector's own polls and catalog probes, an
+// application's other tables) changes nothing when it is counted again: writing it
+// every second would be a checked file a second for nothing.
 //
 // They are used only when they are of the same database and the same
 // pg_stat_statements (its stats_reset unchanged) and at most maxResumeAge old: after a
@@ -30,9 +35,17 @@ import (
 // rules compare with their baselines; the detector then starts from a fresh baseline and
 // says so.
 
+//
+// A source that shares its server's reads with many databases' (Config.Server) writes
+// them every sharedPersistEvery at most instead: a hundred databases writing a checked
+// file every second cost the detector more CPU than everything else it does (make
+// bench-fleet), and the price is that a crash counts up to ten seconds of reads again.
+
 const (
-	persistEvery = time.Second
-	maxResumeAge = 5 * time.Minute
+	persistEvery       = time.Second
+	sharedPersistEvery = 10 * time.Second
+	lazyPersistEvery   = time.Minute
+	maxResumeAge       = 5 * time.Minute
 )
 
 // countersHeader opens the persisted counters: a JSON line, then Entries records of
@@ -110,9 +123,17 @@ func (s *Source) resume(now time.Time, statsReset time.Time) {
 // persist writes the tracker's previous snapshot when it changed and persistEvery has
 // passed since the last write. A failure is logged, not fatal: it costs the counters
 // of a restart, not detection.
-func (s *Source) persist(now time.Time, changed bool) {
+func (s *Source) persist(now time.Time, changed, sensitive bool) {
 	s.countersChanged = s.countersChanged || changed
-	if s.cfg.StateDir == "" || !s.countersChanged || now.Sub(s.persistedAt) < persistEvery {
+	s.sensitiveChanged = s.sensitiveChanged || sensitive
+	every := persistEvery
+	if s.cfg.Server != nil {
+		every = sharedPersistEvery
+	}
+	if !s.sensitiveChanged {
+		every = lazyPersistEvery
+	}
+	if s.cfg.StateDir == "" || !s.countersChanged || now.Sub(s.persistedAt) < every {
 		return
 	}
 	header, err := json.Marshal(countersHeader{Database: s.dbName, DatabaseID: s.dbID, StatsReset: s.statsReset,
@@ -139,12 +160,24 @@ func (s *Source) persist(now time.Time, changed bool) {
 		s.log.Warn("save the statements' counters", zap.Error(err))
 		return
 	}
-	s.persistedAt, s.countersChanged = now, false
+	s.persistedAt, s.countersChanged, s.sensitiveChanged = now, false, false
+}
+
+// readsSensitive reports whether events hold a read of sensitive columns, or of rows by
+// a statement that could not be classified: what a restart must not count twice
+// sooner than it has to.
+func readsSensitive(events []model.Event) bool {
+	for i := range events {
+		if len(events[i].SensitiveRead) > 0 || !events[i].Complete {
+			return true
+		}
+	}
+	return false
 }
 
 // Flush writes the counters now if they changed since the last write: the Loop calls it
 // when the source stops, so that a clean restart counts exactly from where it stopped.
 func (s *Source) Flush() {
 	s.persistedAt = time.Time{}
-	s.persist(s.now(), false)
+	s.persist(s.now(), false, false)
 }

@@ -72,29 +72,30 @@ type Source struct {
 	dbName string
 
 	// State below is owned by the polling goroutine.
-	tracker         *tracker
-	texts           map[int64]*string // queryid → normalized text; nil when the server had none
-	shown           map[int64]string  // queryid → its text redacted for events (redact.Statement)
-	textAttempts    map[int64]int     // queryid → fetches that found no text
-	named           *namedStatements  // cursors by role and name
-	results         map[int64]classify.Result
-	roles           map[uint32]string
-	catalog         *catalog.Snapshot
-	catalogAt       time.Time
-	schemaProbe     int64 // last value of catalog.ProbeQuery
-	schemaProbedAt  time.Time
-	sensitive       []string // the snapshot's sensitive tables, sorted
-	entries         []entry  // the last poll's, reused by the next one
-	statsReset      time.Time
-	dealloc         int64
-	infoKnown       bool
-	pollsSincePrune int
-	hidden          int                  // entries whose queryid the server hides from the detector's role
-	sizes           map[string]tableSize // the sensitive tables' sizes, for estimates
-	sizesAt         time.Time
-	resumeTried     bool      // the persisted counters were considered
-	persistedAt     time.Time // when the counters were last written
-	countersChanged bool      // deltas since then
+	tracker          *tracker
+	texts            map[int64]*string // queryid → normalized text; nil when the server had none
+	shown            map[int64]string  // queryid → its text redacted for events (redact.Statement)
+	textAttempts     map[int64]int     // queryid → fetches that found no text
+	named            *namedStatements  // cursors by role and name
+	results          map[int64]classify.Result
+	roles            map[uint32]string
+	catalog          *catalog.Snapshot
+	catalogAt        time.Time
+	schemaProbe      int64 // last value of catalog.ProbeQuery
+	schemaProbedAt   time.Time
+	sensitive        []string // the snapshot's sensitive tables, sorted
+	entries          []entry  // the last poll's, reused by the next one
+	statsReset       time.Time
+	dealloc          int64
+	infoKnown        bool
+	pollsSincePrune  int
+	hidden           int                  // entries whose queryid the server hides from the detector's role
+	sizes            map[string]tableSize // the sensitive tables' sizes, for estimates
+	sizesAt          time.Time
+	resumeTried      bool      // the persisted counters were considered
+	persistedAt      time.Time // when the counters were last written
+	countersChanged  bool      // deltas since then
+	sensitiveChanged bool      // of which reads of sensitive columns (readsSensitive)
 	// fetchesCounted is pg_stat_statements.track_utility = on at Start: the rows read
 	// through a cursor are counted under its FETCHes.
 	fetchesCounted bool
@@ -267,7 +268,7 @@ func (s *Source) handle(ctx context.Context, conn *pgx.Conn, now time.Time, dbID
 		return fmt.Errorf("hand over %d events: %w", len(events), err)
 	}
 	commit()
-	s.persist(now, len(deltas) > 0)
+	s.persist(now, len(deltas) > 0, readsSensitive(events))
 	s.prune()
 	return nil
 }

@@ -98,6 +98,10 @@ type Config struct {
 	// Readers are the sessions the activity sampler saw holding each sensitive table:
 	// the unexplained reads are attributed to them. nil: every event is role-less.
 	Readers *source.Readers
+	// SampleReaders makes the source sample the readers itself (source.ReadersQuery),
+	// in the round trip of its counters, into Readers: on a server watched with many
+	// databases, where the activity sampler does not (source.Env.Server).
+	SampleReaders bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -115,7 +119,8 @@ type Source struct {
 	observed map[string][]amount // table → rows returned by statements, not yet used
 
 	// State below is owned by the polling goroutine.
-	database string // the connection's, set by Start
+	database string          // the connection's, set by Start
+	readers  []source.Reader // the last lock sample (Config.SampleReaders), reused
 	prev     map[string]counters
 	prevAt   time.Time // when prev was read
 	// warmUntil ends the warm-up that follows the first poll (Config.WarmUp).
@@ -218,23 +223,34 @@ GROUP BY t.idx`
 // Poll reads the counters once and hands over the reads left unexplained.
 func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
 	database := s.database
-	rows, err := conn.Query(ctx, countersQuery, s.tables.Args()...)
-	if err != nil {
-		return fmt.Errorf("poll pg_stat_user_tables: %w", err)
-	}
 	cur := make(map[string]counters, len(s.tables.Tables()))
-	var i int32
-	var c counters
-	_, err = pgx.ForEachRow(rows, []any{&i, &c.seqRead, &c.idxFetch, &c.idxScan}, func() error {
-		if t, ok := s.tables.Table(i); ok {
-			cur[t] = c
-		}
-		return nil
+	batch := &pgx.Batch{}
+	batch.Queue(countersQuery, s.tables.Args()...).Query(func(rows pgx.Rows) error {
+		var i int32
+		var c counters
+		_, err := pgx.ForEachRow(rows, []any{&i, &c.seqRead, &c.idxFetch, &c.idxScan}, func() error {
+			if t, ok := s.tables.Table(i); ok {
+				cur[t] = c
+			}
+			return nil
+		})
+		return err
 	})
-	if err != nil {
+	sampleReaders := s.cfg.SampleReaders && s.cfg.Readers != nil && len(s.tables.Tables()) > 0
+	if sampleReaders {
+		batch.Queue(source.ReadersQuery, s.tables.Args()...).Query(func(rows pgx.Rows) error {
+			var err error
+			s.readers, err = source.ScanReaders(rows, s.tables, s.readers)
+			return err
+		})
+	}
+	if err := conn.SendBatch(ctx, batch).Close(); err != nil {
 		return fmt.Errorf("poll pg_stat_user_tables: %w", err)
 	}
 	now := s.cfg.Now()
+	if sampleReaders {
+		s.cfg.Readers.Note(now, s.readers)
+	}
 	next, events := s.account(now, database, cur)
 	if err := s.sink.HandleEvents(ctx, events); err != nil {
 		// Keep the previous state: the next poll counts the same reads again, from the
@@ -451,7 +467,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // default 1s), for the registry.
 var Definition = source.Definition{Name: Name, Settings: func() source.Settings {
 	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, interval time.Duration) (source.Poller, error) {
-		return New(Config{Interval: interval, Sensitive: env.Sensitive, Readers: env.Readers, Now: env.Now},
+		return New(Config{Interval: interval, Sensitive: env.Sensitive, Readers: env.Readers, Now: env.Now,
+			SampleReaders: env.Server != nil},
 			env.Sink, env.Logger, env.Registerer), nil
 	}}
 }}

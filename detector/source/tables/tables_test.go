@@ -58,6 +58,13 @@ func start(t *testing.T, db *pgtest.Database) *started {
 // the activity sampler running too (on its own connection, every second), noting the
 // readers of the sensitive tables in readers, which the tables source reads.
 func startWith(t *testing.T, db *pgtest.Database, sink *sourcetest.Recorder, readers *source.Readers) *started {
+	return startSampling(t, db, sink, readers, false)
+}
+
+// startSampling is startWith, with the tables source sampling the readers itself
+// (Config.SampleReaders, as on a server shared by many databases) when self is true,
+// instead of the activity sampler.
+func startSampling(t *testing.T, db *pgtest.Database, sink *sourcetest.Recorder, readers *source.Readers, self bool) *started {
 	t.Helper()
 	conn, err := pgx.ParseConfig(db.SuperuserDSN())
 	if err != nil {
@@ -67,8 +74,8 @@ func startWith(t *testing.T, db *pgtest.Database, sink *sourcetest.Recorder, rea
 	st := &started{tables: sink, statements: &sourcetest.Recorder{}, reg: prometheus.NewRegistry()}
 	// No warm-up: these tests read only after the source is healthy, and wait for the
 	// counters themselves.
-	tables := New(Config{Interval: time.Second, Sensitive: sensitive, WarmUp: time.Nanosecond, Readers: readers},
-		sink, zap.NewNop(), st.reg)
+	tables := New(Config{Interval: time.Second, Sensitive: sensitive, WarmUp: time.Nanosecond, Readers: readers,
+		SampleReaders: self}, sink, zap.NewNop(), st.reg)
 	stmts := statements.New(statements.Config{CatalogRefresh: time.Minute, SearchPath: []string{"$user", "public"},
 		Sensitive: sensitive}, observedBy{sink: st.statements, obs: tables}, zap.NewNop(), st.reg)
 	ht := sourcetest.Start(t, conn, st.reg, source.Polled{Name: Name, Poller: tables, Interval: time.Second})
@@ -77,7 +84,7 @@ func startWith(t *testing.T, db *pgtest.Database, sink *sourcetest.Recorder, rea
 	hs := sourcetest.Start(t, conn, nil, source.Polled{Name: statements.Name, Poller: stmts, Interval: time.Second})
 	sourcetest.WaitReady(t, ht)
 	sourcetest.WaitReady(t, hs)
-	if readers != nil {
+	if readers != nil && !self {
 		sampler := activity.NewActivity(activity.Config{Sensitive: sensitive, Readers: readers}, &sourcetest.Recorder{},
 			zap.NewNop(), prometheus.NewRegistry())
 		sourcetest.WaitReady(t, sourcetest.Start(t, conn, nil, source.Polled{Name: activity.Name, Poller: sampler, Interval: time.Second}))
@@ -181,12 +188,24 @@ func TestTableToXMLIsUnexplained(t *testing.T) {
 // enough for the activity sampler to see it holding the table (a sample a second; it
 // holds the table 2 s), names its reader; a session of another role reading another
 // table at the same time is not named.
+//
+// On a server watched with many databases the table counters sample the locks
+// themselves, in their own round trip (Config.SampleReaders): the reader is named alike.
 func TestUnexplainedReadsNameTheirReader(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		self bool
+	}{{"sampled by the activity source", false}, {"sampled by the table counters", true}} {
+		t.Run(tc.name, func(t *testing.T) { unexplainedReadsNameTheirReader(t, tc.self) })
+	}
+}
+
+func unexplainedReadsNameTheirReader(t *testing.T, self bool) {
 	db := server(t)
 	db.Exec(t, `CREATE TABLE public.orders (id int, total int); INSERT INTO public.orders SELECT i, i FROM generate_series(1, 1000) i`)
 	db.CreateRole(t, "tables_bystander")
 	db.Exec(t, `GRANT SELECT ON public.orders TO tables_bystander`)
-	st := startWith(t, db, &sourcetest.Recorder{}, source.NewReaders(0))
+	st := startSampling(t, db, &sourcetest.Recorder{}, source.NewReaders(0), self)
 
 	bystander := db.Conn(t, "tables_bystander")
 	if _, err := bystander.Exec(t.Context(), `BEGIN; SELECT count(*) FROM orders`); err != nil {
