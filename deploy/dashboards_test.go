@@ -41,6 +41,14 @@ var mayBeEmpty = map[string]string{
 	"pgtripwire-overview / Detector health alerts firing": "no detector-health alert fires while the detector is healthy",
 }
 
+// mayHaveNoValues names the query variables allowed to list no values in
+// TestDashboardQueries' scenario, with the reason; their selector must still match series.
+// Grafana selects "All" of a variable without values, and its allValue .* also matches
+// series without the label.
+var mayHaveNoValues = map[string]string{
+	"cluster": "the scenario runs the minimal configuration (no targets:), whose series have no cluster label",
+}
+
 // Grafana's built-in variables, as Grafana would set them for the scenario: a 3-minute
 // range, 5-second panel intervals, and a datasource whose scrape interval is 1s (so
 // $__rate_interval is max($__interval + scrape interval, 4 * scrape interval)).
@@ -60,12 +68,7 @@ type dashboard struct {
 	SchemaVersion int     `json:"schemaVersion"`
 	Panels        []panel `json:"panels"`
 	Templating    struct {
-		List []struct {
-			Name       string          `json:"name"`
-			Type       string          `json:"type"`
-			Query      json.RawMessage `json:"query"`
-			Datasource *datasourceRef  `json:"datasource"`
-		} `json:"list"`
+		List []variable `json:"list"`
 	} `json:"templating"`
 	Annotations struct {
 		List []struct {
@@ -74,6 +77,13 @@ type dashboard struct {
 			Datasource *datasourceRef `json:"datasource"`
 		} `json:"list"`
 	} `json:"annotations"`
+}
+
+type variable struct {
+	Name       string          `json:"name"`
+	Type       string          `json:"type"`
+	Query      json.RawMessage `json:"query"`
+	Datasource *datasourceRef  `json:"datasource"`
 }
 
 type datasourceRef struct {
@@ -195,6 +205,13 @@ func loadDashboards(t *testing.T) []*dashboard {
 			}
 		}
 	}
+	for name := range mayHaveNoValues {
+		if !slices.ContainsFunc(dashboards, func(d *dashboard) bool {
+			return slices.ContainsFunc(d.Templating.List, func(v variable) bool { return v.Name == name })
+		}) {
+			t.Errorf("mayHaveNoValues names variable %s, which no dashboard has", name)
+		}
+	}
 	for key := range mayBeEmpty {
 		if !slices.ContainsFunc(dashboards, func(d *dashboard) bool {
 			return slices.ContainsFunc(d.allPanels(), func(p panel) bool { return d.UID+" / "+p.Title == key })
@@ -302,20 +319,24 @@ func TestDashboardQueries(t *testing.T) {
 	})
 
 	end := time.Now()
-	// Grafana's view of the scenario: every role and table ("All", with allValue .*),
-	// and the investigation of the intruder.
+	// The server the scenario reads on, as the server label and the $server variable name it.
+	server := cfg.Watches()[0].Primary.Instance
+	// Grafana's view of the scenario: every cluster, server, database, role and table
+	// ("All", with allValue .*), and the investigation of the intruder on the server the
+	// dumps ran on. The cluster is "All" in both: the minimal configuration names none, and
+	// Grafana selects "All" of a variable without values.
 	selections := []struct {
 		name string
 		vars map[string]string
 	}{
-		{"all", map[string]string{"database": ".*", "table": ".*", "role": ".*"}},
-		{intruder, map[string]string{"database": db.Name, "table": "public.users", "role": intruder}},
+		{"all", map[string]string{"cluster": ".*", "server": ".*", "database": ".*", "table": ".*", "role": ".*"}},
+		{intruder, map[string]string{"cluster": ".*", "server": grafanaRegex(server), "database": grafanaRegex(db.Name),
+			"table": grafanaRegex("public.users"), "role": grafanaRegex(intruder)}},
 	}
 	for _, sel := range selections {
-		// "All" of job and instance without an allValue: Grafana's regex of the values,
-		// escaped for a PromQL string literal.
-		sel.vars["job"] = "(pgtripwire)"
-		sel.vars["instance"] = "(" + strings.ReplaceAll(regexp.QuoteMeta(detectorAddr), `\`, `\\`) + ")"
+		// "All" of job and instance without an allValue: Grafana's regex of the values.
+		sel.vars["job"] = grafanaRegex("pgtripwire")
+		sel.vars["instance"] = grafanaRegex(detectorAddr)
 		expand := func(expr string) string {
 			for _, kv := range [][2]string{
 				{"$__rate_interval", rateInterval}, {"$__interval", intervalVar}, {"$__range", rangeVar},
@@ -334,7 +355,7 @@ func TestDashboardQueries(t *testing.T) {
 					if v.Type != "query" {
 						continue
 					}
-					checkVariable(t, prom, v.Name, expand(variableQuery(t, v.Name, v.Query)), end)
+					checkVariable(t, prom, v.Name, expand(variableQuery(t, v.Name, v.Query)), end, mayHaveNoValues[v.Name] != "")
 				}
 				for _, a := range dash.Annotations.List {
 					if a.Expr == "" {
@@ -382,12 +403,26 @@ func TestDashboardQueries(t *testing.T) {
 				continue
 			}
 			expr := strings.NewReplacer("$__range", rangeVar, "$job", "pgtripwire", "$instance", ".*",
-				"$database", ".*", "$table", "public.users", "$role", intruder).Replace(p.Targets[0].Expr)
+				"$cluster", ".*", "$server", ".*", "$database", ".*", "$table", "public.users", "$role", intruder).Replace(p.Targets[0].Expr)
 			if got := prom.value(t, expr); got < 4*users {
 				t.Errorf("%s / %s: got %v rows for %s, want at least the %d of the four dumps", dash.UID, p.Title, got, intruder, 4*users)
 			}
 		}
 	}
+}
+
+// grafanaRegex is what Grafana's Prometheus datasource puts for $var in a query when the
+// variable (multi-value or with "All") has values selected: each escaped as a regular
+// expression inside a PromQL string literal, several as one alternation.
+func grafanaRegex(values ...string) string {
+	escaped := make([]string, len(values))
+	for i, v := range values {
+		escaped[i] = strings.ReplaceAll(regexp.QuoteMeta(v), `\`, `\\`)
+	}
+	if len(escaped) == 1 {
+		return escaped[0]
+	}
+	return "(" + strings.Join(escaped, "|") + ")"
 }
 
 var labelValuesQuery = regexp.MustCompile(`^label_values\((?:(.+),\s*)?(\w+)\)$`)
@@ -409,8 +444,9 @@ func variableQuery(t *testing.T, name string, raw json.RawMessage) string {
 }
 
 // checkVariable runs label_values(selector, label) as Grafana does (a series lookup over
-// the range) and requires values: a variable without any selects nothing.
-func checkVariable(t *testing.T, prom *promServer, name, query string, end time.Time) {
+// the range) and requires values (a variable without any selects nothing) unless
+// mayHaveNone; then it requires series at least, which a mistyped selector would not match.
+func checkVariable(t *testing.T, prom *promServer, name, query string, end time.Time, mayHaveNone bool) {
 	t.Helper()
 	m := labelValuesQuery.FindStringSubmatch(query)
 	if m == nil || m[1] == "" {
@@ -428,8 +464,12 @@ func checkVariable(t *testing.T, prom *promServer, name, query string, end time.
 		t.Errorf("variable %s: %s: %v", name, query, err)
 		return
 	}
-	if !slices.ContainsFunc(got, func(s map[string]string) bool { return s[label] != "" }) {
+	switch {
+	case slices.ContainsFunc(got, func(s map[string]string) bool { return s[label] != "" }):
+	case !mayHaveNone:
 		t.Errorf("variable %s: %s: no values", name, query)
+	case len(got) == 0:
+		t.Errorf("variable %s: %s: no series", name, query)
 	}
 }
 
