@@ -409,6 +409,38 @@ func TestDashboardQueries(t *testing.T) {
 			}
 		}
 	}
+
+	// A fleet operator looking for a blind database finds each source by its server and
+	// database: the scenario's, each source up.
+	found := false
+	for _, dash := range dashboards {
+		for _, p := range dash.allPanels() {
+			if p.Title != "Sources up by server" {
+				continue
+			}
+			found = true
+			expr := strings.NewReplacer("$job", "pgtripwire", "$instance", ".*", "$cluster", ".*", "$server", ".*").
+				Replace(p.Targets[0].Expr)
+			got, err := prom.query(expr, end)
+			if err != nil {
+				t.Fatalf("%s / %s: %s: %v", dash.UID, p.Title, expr, err)
+			}
+			sources := map[string]string{}
+			for _, s := range got {
+				if s.Metric["server"] != server || s.Metric["database"] != db.Name || len(s.Value) != 2 {
+					t.Errorf("%s / %s: got %v, want only the scenario's server %s and database %s", dash.UID, p.Title, s.Metric, server, db.Name)
+					continue
+				}
+				sources[s.Metric["source"]], _ = s.Value[1].(string)
+			}
+			if sources["statements"] != "1" || sources["catalog"] != "1" {
+				t.Errorf("%s / %s: got sources %v, want statements and catalog up (1) on %s/%s", dash.UID, p.Title, sources, server, db.Name)
+			}
+		}
+	}
+	if !found {
+		t.Error(`no dashboard has the panel "Sources up by server"`)
+	}
 }
 
 // grafanaRegex is what Grafana's Prometheus datasource puts for $var in a query when the
