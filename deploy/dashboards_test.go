@@ -321,17 +321,34 @@ func TestDashboardQueries(t *testing.T) {
 	end := time.Now()
 	// The server the scenario reads on, as the server label and the $server variable name it.
 	server := cfg.Watches()[0].Primary.Instance
+	// The metrics of watched servers, which $cluster and $server must narrow; the others
+	// (alerts, delivery, the process) are the detector's.
+	serverMetrics := map[string]bool{}
+	watched, err := prom.series(`{__name__=~"pgtripwire_.+", server!=""}`, end)
+	if err != nil || len(watched) == 0 {
+		t.Fatalf("no series with a server label (%v): the detector labels its sources' metrics with their server", err)
+	}
+	for _, s := range watched {
+		serverMetrics[s["__name__"]] = true
+	}
 	// Grafana's view of the scenario: every cluster, server, database, role and table
 	// ("All", with allValue .*), and the investigation of the intruder on the server the
 	// dumps ran on. The cluster is "All" in both: the minimal configuration names none, and
-	// Grafana selects "All" of a variable without values.
+	// Grafana selects "All" of a variable without values. Then a server and a cluster the
+	// detector does not watch, as a fleet operator picks one of another detector's.
 	selections := []struct {
 		name string
 		vars map[string]string
+		// unwatched: the selection names a cluster or server the detector does not watch,
+		// so every panel showing only watched servers' metrics must be empty: one that is
+		// not shows servers the operator did not select.
+		unwatched bool
 	}{
-		{"all", map[string]string{"cluster": ".*", "server": ".*", "database": ".*", "table": ".*", "role": ".*"}},
+		{"all", map[string]string{"cluster": ".*", "server": ".*", "database": ".*", "table": ".*", "role": ".*"}, false},
 		{intruder, map[string]string{"cluster": ".*", "server": grafanaRegex(server), "database": grafanaRegex(db.Name),
-			"table": grafanaRegex("public.users"), "role": grafanaRegex(intruder)}},
+			"table": grafanaRegex("public.users"), "role": grafanaRegex(intruder)}, false},
+		{"unwatched-server", map[string]string{"cluster": ".*", "server": "unwatched", "database": ".*", "table": ".*", "role": ".*"}, true},
+		{"unwatched-cluster", map[string]string{"cluster": "unwatched", "server": ".*", "database": ".*", "table": ".*", "role": ".*"}, true},
 	}
 	for _, sel := range selections {
 		// "All" of job and instance without an allValue: Grafana's regex of the values.
@@ -352,13 +369,13 @@ func TestDashboardQueries(t *testing.T) {
 		for _, dash := range dashboards {
 			t.Run(sel.name+"/"+dash.UID, func(t *testing.T) {
 				for _, v := range dash.Templating.List {
-					if v.Type != "query" {
+					if v.Type != "query" || sel.unwatched {
 						continue
 					}
 					checkVariable(t, prom, v.Name, expand(variableQuery(t, v.Name, v.Query)), end, mayHaveNoValues[v.Name] != "")
 				}
 				for _, a := range dash.Annotations.List {
-					if a.Expr == "" {
+					if a.Expr == "" || sel.unwatched {
 						continue
 					}
 					expr := expand(a.Expr)
@@ -384,6 +401,10 @@ func TestDashboardQueries(t *testing.T) {
 						switch {
 						case err != nil:
 							t.Errorf("panel %q, target %s: %s: %v", p.Title, tg.RefID, expr, err)
+						case sel.unwatched:
+							if hasData(got) && showsOnlyServers(expr, serverMetrics) {
+								t.Errorf("panel %q, target %s: shows servers not selected: %s", p.Title, tg.RefID, expr)
+							}
 						case !hasData(got) && mayBeEmpty[key] == "":
 							t.Errorf("panel %q, target %s: no data: %s", p.Title, tg.RefID, expr)
 						case hasData(got) && mayBeEmpty[key] != "":
@@ -457,6 +478,18 @@ func grafanaRegex(values ...string) string {
 	return "(" + strings.Join(escaped, "|") + ")"
 }
 
+var metricName = regexp.MustCompile(`\bpgtripwire_[a-z0-9_]+`)
+
+// showsOnlyServers reports whether expr reads only metrics of watched servers
+// (serverMetrics), so that a selection of servers must narrow all it shows. A query
+// that also selects the detector's own components (server="") shows them whatever the
+// selection, on purpose.
+func showsOnlyServers(expr string, serverMetrics map[string]bool) bool {
+	names := metricName.FindAllString(expr, -1)
+	return len(names) > 0 && !strings.Contains(expr, `server=""`) &&
+		!slices.ContainsFunc(names, func(n string) bool { return !serverMetrics[n] })
+}
+
 var labelValuesQuery = regexp.MustCompile(`^label_values\((?:(.+),\s*)?(\w+)\)$`)
 
 // variableQuery returns a query variable's label_values query.
@@ -486,12 +519,7 @@ func checkVariable(t *testing.T, prom *promServer, name, query string, end time.
 		return
 	}
 	selector, label := m[1], m[2]
-	var got []map[string]string
-	err := prom.get("/api/v1/series", url.Values{
-		"match[]": {selector},
-		"start":   {strconv.FormatInt(end.Add(-queryRange).Unix(), 10)},
-		"end":     {strconv.FormatInt(end.Unix(), 10)},
-	}, &got)
+	got, err := prom.series(selector, end)
 	if err != nil {
 		t.Errorf("variable %s: %s: %v", name, query, err)
 		return
@@ -698,6 +726,17 @@ func (p *promServer) queryRange(expr string, end time.Time) ([]series, error) {
 		return nil, err
 	}
 	return d.series()
+}
+
+// series returns the label sets of the series selector matches in the range ending at end.
+func (p *promServer) series(selector string, end time.Time) ([]map[string]string, error) {
+	var got []map[string]string
+	err := p.get("/api/v1/series", url.Values{
+		"match[]": {selector},
+		"start":   {strconv.FormatInt(end.Add(-queryRange).Unix(), 10)},
+		"end":     {strconv.FormatInt(end.Unix(), 10)},
+	}, &got)
+	return got, err
 }
 
 // value is the single value of an instant query now, or NaN when it has none.
