@@ -339,16 +339,16 @@ func TestDashboardQueries(t *testing.T) {
 	selections := []struct {
 		name string
 		vars map[string]string
-		// unwatched: the selection names a cluster or server the detector does not watch,
-		// so every panel showing only watched servers' metrics must be empty: one that is
-		// not shows servers the operator did not select.
-		unwatched bool
+		// unwatched names the variable set to a cluster or server the detector does not
+		// watch: the variables after it and the panels that list only watched servers'
+		// series must be empty, or they offer or show servers the operator did not select.
+		unwatched string
 	}{
-		{"all", map[string]string{"cluster": ".*", "server": ".*", "database": ".*", "table": ".*", "role": ".*"}, false},
+		{"all", map[string]string{"cluster": ".*", "server": ".*", "database": ".*", "table": ".*", "role": ".*"}, ""},
 		{intruder, map[string]string{"cluster": ".*", "server": grafanaRegex(server), "database": grafanaRegex(db.Name),
-			"table": grafanaRegex("public.users"), "role": grafanaRegex(intruder)}, false},
-		{"unwatched-server", map[string]string{"cluster": ".*", "server": "unwatched", "database": ".*", "table": ".*", "role": ".*"}, true},
-		{"unwatched-cluster", map[string]string{"cluster": "unwatched", "server": ".*", "database": ".*", "table": ".*", "role": ".*"}, true},
+			"table": grafanaRegex("public.users"), "role": grafanaRegex(intruder)}, ""},
+		{"unwatched-server", map[string]string{"cluster": ".*", "server": "unwatched", "database": ".*", "table": ".*", "role": ".*"}, "server"},
+		{"unwatched-cluster", map[string]string{"cluster": "unwatched", "server": ".*", "database": ".*", "table": ".*", "role": ".*"}, "cluster"},
 	}
 	for _, sel := range selections {
 		// "All" of job and instance without an allValue: Grafana's regex of the values.
@@ -368,14 +368,23 @@ func TestDashboardQueries(t *testing.T) {
 		}
 		for _, dash := range dashboards {
 			t.Run(sel.name+"/"+dash.UID, func(t *testing.T) {
+				past := false // past sel.unwatched: the variables chained after it
 				for _, v := range dash.Templating.List {
-					if v.Type != "query" || sel.unwatched {
+					chained := past
+					past = past || v.Name == sel.unwatched
+					if v.Type != "query" {
 						continue
 					}
-					checkVariable(t, prom, v.Name, expand(variableQuery(t, v.Name, v.Query)), end, mayHaveNoValues[v.Name] != "")
+					query := variableQuery(t, v.Name, v.Query)
+					switch {
+					case sel.unwatched == "":
+						checkVariable(t, prom, v.Name, expand(query), end, mayHaveNoValues[v.Name] != "")
+					case chained && showsOnlyServers(query, serverMetrics):
+						checkVariableEmpty(t, prom, v.Name, expand(query), end)
+					}
 				}
 				for _, a := range dash.Annotations.List {
-					if a.Expr == "" || sel.unwatched {
+					if a.Expr == "" || sel.unwatched != "" {
 						continue
 					}
 					expr := expand(a.Expr)
@@ -401,7 +410,7 @@ func TestDashboardQueries(t *testing.T) {
 						switch {
 						case err != nil:
 							t.Errorf("panel %q, target %s: %s: %v", p.Title, tg.RefID, expr, err)
-						case sel.unwatched:
+						case sel.unwatched != "":
 							if hasData(got) && showsOnlyServers(expr, serverMetrics) {
 								t.Errorf("panel %q, target %s: shows servers not selected: %s", p.Title, tg.RefID, expr)
 							}
@@ -530,6 +539,24 @@ func checkVariable(t *testing.T, prom *promServer, name, query string, end time.
 		t.Errorf("variable %s: %s: no values", name, query)
 	case len(got) == 0:
 		t.Errorf("variable %s: %s: no series", name, query)
+	}
+}
+
+// checkVariableEmpty runs label_values(selector, label) as checkVariable does and
+// requires no series: the variable comes after one that selects nothing watched.
+func checkVariableEmpty(t *testing.T, prom *promServer, name, query string, end time.Time) {
+	t.Helper()
+	m := labelValuesQuery.FindStringSubmatch(query)
+	if m == nil || m[1] == "" {
+		t.Errorf("variable %s: %q: want label_values(selector, label)", name, query)
+		return
+	}
+	got, err := prom.series(m[1], end)
+	switch {
+	case err != nil:
+		t.Errorf("variable %s: %s: %v", name, query, err)
+	case len(got) > 0:
+		t.Errorf("variable %s: %s: got values of %d series, want none: it lists servers not selected", name, query, len(got))
 	}
 }
 
