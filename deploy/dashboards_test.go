@@ -41,6 +41,14 @@ var mayBeEmpty = map[string]string{
 	"pgtripwire-overview / Detector health alerts firing": "no detector-health alert fires while the detector is healthy",
 }
 
+// mayHaveNoValues names the query variables allowed to list no values in
+// TestDashboardQueries' scenario, with the reason; their selector must still match series.
+// Grafana selects "All" of a variable without values, and its allValue .* also matches
+// series without the label.
+var mayHaveNoValues = map[string]string{
+	"cluster": "the scenario runs the minimal configuration (no targets:), whose series have no cluster label",
+}
+
 // Grafana's built-in variables, as Grafana would set them for the scenario: a 3-minute
 // range, 5-second panel intervals, and a datasource whose scrape interval is 1s (so
 // $__rate_interval is max($__interval + scrape interval, 4 * scrape interval)).
@@ -60,12 +68,7 @@ type dashboard struct {
 	SchemaVersion int     `json:"schemaVersion"`
 	Panels        []panel `json:"panels"`
 	Templating    struct {
-		List []struct {
-			Name       string          `json:"name"`
-			Type       string          `json:"type"`
-			Query      json.RawMessage `json:"query"`
-			Datasource *datasourceRef  `json:"datasource"`
-		} `json:"list"`
+		List []variable `json:"list"`
 	} `json:"templating"`
 	Annotations struct {
 		List []struct {
@@ -74,6 +77,13 @@ type dashboard struct {
 			Datasource *datasourceRef `json:"datasource"`
 		} `json:"list"`
 	} `json:"annotations"`
+}
+
+type variable struct {
+	Name       string          `json:"name"`
+	Type       string          `json:"type"`
+	Query      json.RawMessage `json:"query"`
+	Datasource *datasourceRef  `json:"datasource"`
 }
 
 type datasourceRef struct {
@@ -195,6 +205,13 @@ func loadDashboards(t *testing.T) []*dashboard {
 			}
 		}
 	}
+	for name := range mayHaveNoValues {
+		if !slices.ContainsFunc(dashboards, func(d *dashboard) bool {
+			return slices.ContainsFunc(d.Templating.List, func(v variable) bool { return v.Name == name })
+		}) {
+			t.Errorf("mayHaveNoValues names variable %s, which no dashboard has", name)
+		}
+	}
 	for key := range mayBeEmpty {
 		if !slices.ContainsFunc(dashboards, func(d *dashboard) bool {
 			return slices.ContainsFunc(d.allPanels(), func(p panel) bool { return d.UID+" / "+p.Title == key })
@@ -302,20 +319,41 @@ func TestDashboardQueries(t *testing.T) {
 	})
 
 	end := time.Now()
-	// Grafana's view of the scenario: every role and table ("All", with allValue .*),
-	// and the investigation of the intruder.
+	// The server the scenario reads on, as the server label and the $server variable name it.
+	server := cfg.Watches()[0].Primary.Instance
+	// The metrics of watched servers, which $cluster and $server must narrow; the others
+	// (alerts, delivery, the process) are the detector's.
+	serverMetrics := map[string]bool{}
+	watched, err := prom.series(`{__name__=~"pgtripwire_.+", server!=""}`, end)
+	if err != nil || len(watched) == 0 {
+		t.Fatalf("no series with a server label (%v): the detector labels its sources' metrics with their server", err)
+	}
+	for _, s := range watched {
+		serverMetrics[s["__name__"]] = true
+	}
+	// Grafana's view of the scenario: every cluster, server, database, role and table
+	// ("All", with allValue .*), and the investigation of the intruder on the server the
+	// dumps ran on. The cluster is "All" in both: the minimal configuration names none, and
+	// Grafana selects "All" of a variable without values. Then a server and a cluster the
+	// detector does not watch, as a fleet operator picks one of another detector's.
 	selections := []struct {
 		name string
 		vars map[string]string
+		// unwatched names the variable set to a cluster or server the detector does not
+		// watch: the variables after it and the panels that list only watched servers'
+		// series must be empty, or they offer or show servers the operator did not select.
+		unwatched string
 	}{
-		{"all", map[string]string{"database": ".*", "table": ".*", "role": ".*"}},
-		{intruder, map[string]string{"database": db.Name, "table": "public.users", "role": intruder}},
+		{"all", map[string]string{"cluster": ".*", "server": ".*", "database": ".*", "table": ".*", "role": ".*"}, ""},
+		{intruder, map[string]string{"cluster": ".*", "server": grafanaRegex(server), "database": grafanaRegex(db.Name),
+			"table": grafanaRegex("public.users"), "role": grafanaRegex(intruder)}, ""},
+		{"unwatched-server", map[string]string{"cluster": ".*", "server": "unwatched", "database": ".*", "table": ".*", "role": ".*"}, "server"},
+		{"unwatched-cluster", map[string]string{"cluster": "unwatched", "server": ".*", "database": ".*", "table": ".*", "role": ".*"}, "cluster"},
 	}
 	for _, sel := range selections {
-		// "All" of job and instance without an allValue: Grafana's regex of the values,
-		// escaped for a PromQL string literal.
-		sel.vars["job"] = "(pgtripwire)"
-		sel.vars["instance"] = "(" + strings.ReplaceAll(regexp.QuoteMeta(detectorAddr), `\`, `\\`) + ")"
+		// "All" of job and instance without an allValue: Grafana's regex of the values.
+		sel.vars["job"] = grafanaRegex("pgtripwire")
+		sel.vars["instance"] = grafanaRegex(detectorAddr)
 		expand := func(expr string) string {
 			for _, kv := range [][2]string{
 				{"$__rate_interval", rateInterval}, {"$__interval", intervalVar}, {"$__range", rangeVar},
@@ -330,14 +368,23 @@ func TestDashboardQueries(t *testing.T) {
 		}
 		for _, dash := range dashboards {
 			t.Run(sel.name+"/"+dash.UID, func(t *testing.T) {
+				past := false // past sel.unwatched: the variables chained after it
 				for _, v := range dash.Templating.List {
+					chained := past
+					past = past || v.Name == sel.unwatched
 					if v.Type != "query" {
 						continue
 					}
-					checkVariable(t, prom, v.Name, expand(variableQuery(t, v.Name, v.Query)), end)
+					query := variableQuery(t, v.Name, v.Query)
+					switch {
+					case sel.unwatched == "":
+						checkVariable(t, prom, v.Name, expand(query), end, mayHaveNoValues[v.Name] != "")
+					case chained && showsOnlyServers(query, serverMetrics):
+						checkVariableEmpty(t, prom, v.Name, expand(query), end)
+					}
 				}
 				for _, a := range dash.Annotations.List {
-					if a.Expr == "" {
+					if a.Expr == "" || sel.unwatched != "" {
 						continue
 					}
 					expr := expand(a.Expr)
@@ -363,6 +410,10 @@ func TestDashboardQueries(t *testing.T) {
 						switch {
 						case err != nil:
 							t.Errorf("panel %q, target %s: %s: %v", p.Title, tg.RefID, expr, err)
+						case sel.unwatched != "":
+							if hasData(got) && showsOnlyServers(expr, serverMetrics) {
+								t.Errorf("panel %q, target %s: shows servers not selected: %s", p.Title, tg.RefID, expr)
+							}
 						case !hasData(got) && mayBeEmpty[key] == "":
 							t.Errorf("panel %q, target %s: no data: %s", p.Title, tg.RefID, expr)
 						case hasData(got) && mayBeEmpty[key] != "":
@@ -382,12 +433,70 @@ func TestDashboardQueries(t *testing.T) {
 				continue
 			}
 			expr := strings.NewReplacer("$__range", rangeVar, "$job", "pgtripwire", "$instance", ".*",
-				"$database", ".*", "$table", "public.users", "$role", intruder).Replace(p.Targets[0].Expr)
+				"$cluster", ".*", "$server", ".*", "$database", ".*", "$table", "public.users", "$role", intruder).Replace(p.Targets[0].Expr)
 			if got := prom.value(t, expr); got < 4*users {
 				t.Errorf("%s / %s: got %v rows for %s, want at least the %d of the four dumps", dash.UID, p.Title, got, intruder, 4*users)
 			}
 		}
 	}
+
+	// A fleet operator looking for a blind database finds each source by its server and
+	// database: the scenario's, each source up.
+	found := false
+	for _, dash := range dashboards {
+		for _, p := range dash.allPanels() {
+			if p.Title != "Sources up by server" {
+				continue
+			}
+			found = true
+			expr := strings.NewReplacer("$job", "pgtripwire", "$instance", ".*", "$cluster", ".*", "$server", ".*").
+				Replace(p.Targets[0].Expr)
+			got, err := prom.query(expr, end)
+			if err != nil {
+				t.Fatalf("%s / %s: %s: %v", dash.UID, p.Title, expr, err)
+			}
+			sources := map[string]string{}
+			for _, s := range got {
+				if s.Metric["server"] != server || s.Metric["database"] != db.Name || len(s.Value) != 2 {
+					t.Errorf("%s / %s: got %v, want only the scenario's server %s and database %s", dash.UID, p.Title, s.Metric, server, db.Name)
+					continue
+				}
+				sources[s.Metric["source"]], _ = s.Value[1].(string)
+			}
+			if sources["statements"] != "1" || sources["catalog"] != "1" {
+				t.Errorf("%s / %s: got sources %v, want statements and catalog up (1) on %s/%s", dash.UID, p.Title, sources, server, db.Name)
+			}
+		}
+	}
+	if !found {
+		t.Error(`no dashboard has the panel "Sources up by server"`)
+	}
+}
+
+// grafanaRegex is what Grafana's Prometheus datasource puts for $var in a query when the
+// variable (multi-value or with "All") has values selected: each escaped as a regular
+// expression inside a PromQL string literal, several as one alternation.
+func grafanaRegex(values ...string) string {
+	escaped := make([]string, len(values))
+	for i, v := range values {
+		escaped[i] = strings.ReplaceAll(regexp.QuoteMeta(v), `\`, `\\`)
+	}
+	if len(escaped) == 1 {
+		return escaped[0]
+	}
+	return "(" + strings.Join(escaped, "|") + ")"
+}
+
+var metricName = regexp.MustCompile(`\bpgtripwire_[a-z0-9_]+`)
+
+// showsOnlyServers reports whether expr reads only metrics of watched servers
+// (serverMetrics), so that a selection of servers must narrow all it shows. A query
+// that also selects the detector's own components (server="") shows them whatever the
+// selection, on purpose.
+func showsOnlyServers(expr string, serverMetrics map[string]bool) bool {
+	names := metricName.FindAllString(expr, -1)
+	return len(names) > 0 && !strings.Contains(expr, `server=""`) &&
+		!slices.ContainsFunc(names, func(n string) bool { return !serverMetrics[n] })
 }
 
 var labelValuesQuery = regexp.MustCompile(`^label_values\((?:(.+),\s*)?(\w+)\)$`)
@@ -409,8 +518,9 @@ func variableQuery(t *testing.T, name string, raw json.RawMessage) string {
 }
 
 // checkVariable runs label_values(selector, label) as Grafana does (a series lookup over
-// the range) and requires values: a variable without any selects nothing.
-func checkVariable(t *testing.T, prom *promServer, name, query string, end time.Time) {
+// the range) and requires values (a variable without any selects nothing) unless
+// mayHaveNone; then it requires series at least, which a mistyped selector would not match.
+func checkVariable(t *testing.T, prom *promServer, name, query string, end time.Time, mayHaveNone bool) {
 	t.Helper()
 	m := labelValuesQuery.FindStringSubmatch(query)
 	if m == nil || m[1] == "" {
@@ -418,18 +528,35 @@ func checkVariable(t *testing.T, prom *promServer, name, query string, end time.
 		return
 	}
 	selector, label := m[1], m[2]
-	var got []map[string]string
-	err := prom.get("/api/v1/series", url.Values{
-		"match[]": {selector},
-		"start":   {strconv.FormatInt(end.Add(-queryRange).Unix(), 10)},
-		"end":     {strconv.FormatInt(end.Unix(), 10)},
-	}, &got)
+	got, err := prom.series(selector, end)
 	if err != nil {
 		t.Errorf("variable %s: %s: %v", name, query, err)
 		return
 	}
-	if !slices.ContainsFunc(got, func(s map[string]string) bool { return s[label] != "" }) {
+	switch {
+	case slices.ContainsFunc(got, func(s map[string]string) bool { return s[label] != "" }):
+	case !mayHaveNone:
 		t.Errorf("variable %s: %s: no values", name, query)
+	case len(got) == 0:
+		t.Errorf("variable %s: %s: no series", name, query)
+	}
+}
+
+// checkVariableEmpty runs label_values(selector, label) as checkVariable does and
+// requires no series: the variable comes after one that selects nothing watched.
+func checkVariableEmpty(t *testing.T, prom *promServer, name, query string, end time.Time) {
+	t.Helper()
+	m := labelValuesQuery.FindStringSubmatch(query)
+	if m == nil || m[1] == "" {
+		t.Errorf("variable %s: %q: want label_values(selector, label)", name, query)
+		return
+	}
+	got, err := prom.series(m[1], end)
+	switch {
+	case err != nil:
+		t.Errorf("variable %s: %s: %v", name, query, err)
+	case len(got) > 0:
+		t.Errorf("variable %s: %s: got values of %d series, want none: it lists servers not selected", name, query, len(got))
 	}
 }
 
@@ -626,6 +753,17 @@ func (p *promServer) queryRange(expr string, end time.Time) ([]series, error) {
 		return nil, err
 	}
 	return d.series()
+}
+
+// series returns the label sets of the series selector matches in the range ending at end.
+func (p *promServer) series(selector string, end time.Time) ([]map[string]string, error) {
+	var got []map[string]string
+	err := p.get("/api/v1/series", url.Values{
+		"match[]": {selector},
+		"start":   {strconv.FormatInt(end.Add(-queryRange).Unix(), 10)},
+		"end":     {strconv.FormatInt(end.Unix(), 10)},
+	}, &got)
+	return got, err
 }
 
 // value is the single value of an instant query now, or NaN when it has none.
