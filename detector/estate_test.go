@@ -1,6 +1,7 @@
 package detector_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -59,6 +60,31 @@ func TestStandbyReadPagesNamingTheStandby(t *testing.T) {
 		if a.State == model.StateFiring && a.Labels[model.LabelInstance] != "replica-1" {
 			t.Errorf("%s fired on %s: the read ran on the standby only (labels %v)", a.Rule, a.Labels[model.LabelInstance], a.Labels)
 		}
+	}
+
+	// A slow read on the standby is seen while it runs, there.
+	slow := onStandby.Conn(t, "mallory")
+	finished := make(chan error, 1)
+	go func() {
+		rows, err := slow.Query(context.Background(), `SELECT email, password_hash, pg_sleep(0.00025) FROM users`)
+		if err == nil {
+			for rows.Next() {
+			}
+			err = rows.Err()
+		}
+		finished <- err
+	}()
+	running := r.WaitAlert(t, 10*time.Second, "SensitiveReadInProgress", map[string]string{"role": "mallory"})
+	select {
+	case err := <-finished:
+		t.Errorf("the slow read on the standby ended (%v) before it was alerted", err)
+	default:
+	}
+	if running.Labels[model.LabelInstance] != "replica-1" || running.Labels["pid"] == "" {
+		t.Errorf("the running read's alert: got %v, want instance replica-1 and the standby backend's pid", running.Labels)
+	}
+	if err := <-finished; err != nil {
+		t.Fatal(err)
 	}
 
 	bulkRead(t, db)

@@ -16,7 +16,9 @@ import (
 )
 
 const doctorHelp = `Check that the server and database are set up so that pgtripwire can see,
-as the role of database.dsn (run it with the detector's own configuration):
+as the role of database.dsn (run it with the detector's own configuration; with
+database.standbys or targets:, every server and database it watches, each under
+a "== cluster/server/database" heading):
 server version, wal_level, pg_stat_statements (preloaded, installed, track,
 track_utility), compute_query_id, track_activity_query_size,
 max_slot_wal_keep_size, the role's rights (pg_read_all_stats, REPLICATION, not
@@ -49,52 +51,122 @@ func newDoctorCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			connConfig, err := oneOffConnConfig(cfg, "pgtripwire doctor")
-			if err != nil {
-				return err
-			}
-			conn, err := pgx.ConnectConfig(cmd.Context(), connConfig)
-			if err != nil {
-				fmt.Fprintf(stdout, "✗ connect: %s\n", cfg.RedactedDSN())
-				return fmt.Errorf("connect to the database: %w", err)
-			}
-			defer conn.Close(context.WithoutCancel(cmd.Context()))
-			w := wal.SettingsOf(cfg.Sources)
-			opts := doctor.Options{
-				Tables:      cfg.Sensitive,
-				WAL:         w.On(),
-				WALAuto:     w.Enabled == wal.Auto,
-				Slot:        w.Slot,
-				Publication: w.Publication,
-			}
-			if l, ok := source.Lookup[*logsource.Settings](cfg.Sources, logsource.Name); ok && l.On() {
-				opts.Log = &doctor.LogOptions{Directory: l.Directory, Format: l.Format, SyslogListen: l.Syslog.Listen}
-			}
-			opts.Automatic = cfg.Response.Automatic == config.ResponseOn
-			if cfg.Response.DSN != "" {
-				rc, err := responderConn(cmd.Context(), cfg, "pgtripwire doctor")
+			if !cfg.Fleet() && len(cfg.Database.Standbys) == 0 {
+				connConfig, err := oneOffConnConfig(cfg, "pgtripwire doctor")
 				if err != nil {
-					opts.ResponderErr = err
-				} else {
-					defer rc.Close(context.WithoutCancel(cmd.Context()))
-					opts.Responder = rc
+					return err
 				}
+				return runDoctor(cmd.Context(), stdout, cfg, connConfig, cfg.RedactedDSN(), doctorOptions(cfg, cfg.Sensitive))
 			}
-			rep, err := doctor.Run(cmd.Context(), conn, opts)
-			if werr := rep.Write(stdout); werr != nil && err == nil {
-				err = werr
-			}
-			if err != nil {
-				return err
-			}
-			if rep.Failed() {
-				return fmt.Errorf("doctor: %d check(s) failed (✗ above)", countFailed(rep))
-			}
-			return nil
+			return runFleetDoctor(cmd.Context(), stdout, cfg)
 		},
 	}
 	cmd.Flags().StringVar(&path, "config", "", "path to the YAML configuration file")
 	return cmd
+}
+
+// doctorOptions are the checks of the sources that are on, for a database with tables.
+func doctorOptions(cfg *config.Config, tables []config.SensitiveTable) doctor.Options {
+	w := wal.SettingsOf(cfg.Sources)
+	opts := doctor.Options{
+		Tables:      tables,
+		WAL:         w.On(),
+		WALAuto:     w.Enabled == wal.Auto,
+		Slot:        w.Slot,
+		Publication: w.Publication,
+	}
+	if l, ok := source.Lookup[*logsource.Settings](cfg.Sources, logsource.Name); ok && l.On() {
+		opts.Log = &doctor.LogOptions{Directory: l.Directory, Format: l.Format, SyslogListen: l.Syslog.Listen}
+	}
+	opts.Automatic = cfg.Response.Automatic == config.ResponseOn
+	return opts
+}
+
+// runDoctor checks one database, connected with connConfig (where names it, never
+// with a password), and writes its report. It fails when the database cannot be
+// reached or a check fails.
+func runDoctor(ctx context.Context, stdout io.Writer, cfg *config.Config, connConfig *pgx.ConnConfig, where string,
+	opts doctor.Options) error {
+	conn, err := pgx.ConnectConfig(ctx, connConfig)
+	if err != nil {
+		fmt.Fprintf(stdout, "✗ connect: %s\n", where)
+		return fmt.Errorf("connect to the database: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if cfg.Response.DSN != "" {
+		rc, err := responderConn(ctx, cfg, "pgtripwire doctor")
+		if err != nil {
+			opts.ResponderErr = err
+		} else {
+			defer rc.Close(context.WithoutCancel(ctx))
+			opts.Responder = rc
+		}
+	}
+	rep, err := doctor.Run(ctx, conn, opts)
+	if werr := rep.Write(stdout); werr != nil && err == nil {
+		err = werr
+	}
+	if err != nil {
+		return err
+	}
+	if rep.Failed() {
+		return fmt.Errorf("doctor: %d check(s) failed (✗ above)", countFailed(rep))
+	}
+	return nil
+}
+
+// runFleetDoctor checks every watched database of every server (targets:, or
+// database.dsn with its standbys), each under a heading, as the detector watches it:
+// standbys without the WAL source, the response and the log (a primary's); servers
+// watched with several databases without the WAL source, their statistics read
+// through the DSN's own database. With databases: all it checks the DSN's database
+// (the detector lists the others when it starts). It goes on after a failure and
+// fails at the end if any check did.
+func runFleetDoctor(ctx context.Context, stdout io.Writer, cfg *config.Config) error {
+	failed := 0
+	for wi, w := range cfg.Watches() {
+		for si, ws := range append([]config.WatchedServer{w.Primary}, w.Standbys...) {
+			base, err := pgx.ParseConfig(ws.DSN)
+			if err != nil {
+				return usageError{fmt.Errorf("the DSN of %s is not a valid connection string", ws.Instance)}
+			}
+			if base.ConnectTimeout == 0 {
+				base.ConnectTimeout = connectTimeout
+			}
+			base.RuntimeParams["application_name"] = "pgtripwire doctor"
+			dbs := w.Databases
+			if w.AllDatabases {
+				dbs = []config.WatchedDatabase{{Name: base.Database, Sensitive: w.Sensitive}}
+			}
+			for _, db := range dbs {
+				c := base.Copy()
+				c.Database = db.Name
+				opts := doctorOptions(cfg, db.Sensitive)
+				if si > 0 || len(dbs) > 1 || w.AllDatabases {
+					opts.WAL, opts.WALAuto = false, false
+				}
+				if si > 0 || wi > 0 {
+					opts.Log = nil
+				}
+				if len(dbs) > 1 || w.AllDatabases {
+					opts.StatisticsIn = base.Database
+				}
+				where := ws.Instance + "/" + db.Name
+				if w.Cluster != "" {
+					where = w.Cluster + "/" + where
+				}
+				fmt.Fprintf(stdout, "== %s\n", where)
+				if err := runDoctor(ctx, stdout, cfg, c, ws.RedactedDSN(), opts); err != nil {
+					fmt.Fprintf(stdout, "   %v\n", err)
+					failed++
+				}
+			}
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("doctor: %d database(s) failed their checks or could not be reached (✗ above)", failed)
+	}
+	return nil
 }
 
 func countFailed(r *doctor.Report) int {

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -38,6 +41,56 @@ func TestDoctorNamesWhatIsMissing(t *testing.T) {
 		}
 	}
 	if !strings.Contains(stderr, "check(s) failed") {
+		t.Errorf("stderr: %s", stderr)
+	}
+}
+
+// With targets:, doctor checks every watched database of every server, each under its
+// heading: a database of a server watched with several needs no pg_stat_statements of
+// its own (the server's own database has it); a database that does not exist fails
+// without hiding the others' reports.
+func TestDoctorChecksEveryDatabaseOfAFleet(t *testing.T) {
+	bin := buildBinary(t)
+	srv := pgtest.NewServer(t, nil)
+	app := pgtest.NewDatabaseIn(t, srv)
+	crm := pgtest.NewDatabaseIn(t, srv)
+	for _, db := range []*pgtest.Database{app, crm} {
+		db.Exec(t, `CREATE TABLE public.users (id int, email text, username text, password_hash text)`)
+	}
+	crm.Exec(t, `DROP EXTENSION pg_stat_statements`)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "pgtripwire.yaml")
+	body := fmt.Sprintf(`sensitive:
+  - {table: public.users, columns: [email, password_hash]}
+http: {listen: %q}
+state_dir: ./state
+targets:
+  - cluster: eu
+    primary: {name: eu-1, dsn: %q}
+    databases: [%s, %s, gone]
+`, freeAddr(t), srv.SuperuserDSN("postgres"), app.Name, crm.Name)
+	if err := os.WriteFile(config, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runBinary(t, bin, "doctor", "--config", config)
+	t.Logf("doctor on a fleet:\n%s", stdout)
+	if code != exitRuntime {
+		t.Fatalf("got exit %d, want 1 (database gone does not exist)\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		"== eu/eu-1/" + app.Name + "\n✓ server version",
+		"== eu/eu-1/" + crm.Name + "\n",
+		"✓ pg_stat_statements extension: read through database postgres",
+		"== eu/eu-1/gone\n✗ connect:",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "✗ pg_stat_statements extension") {
+		t.Errorf("a database of a shared server was asked for the extension:\n%s", stdout)
+	}
+	if !strings.Contains(stderr, "1 database(s) failed") {
 		t.Errorf("stderr: %s", stderr)
 	}
 }

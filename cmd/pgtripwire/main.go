@@ -198,6 +198,14 @@ func newCheckCommand(stdout io.Writer) *cobra.Command {
 			for _, g := range groups {
 				rules += len(g.Rules)
 			}
+			if cfg.Fleet() {
+				servers := 0
+				for _, w := range cfg.Watches() {
+					servers += 1 + len(w.Standbys)
+				}
+				fmt.Fprintf(stdout, "%s: OK (%d cluster(s), %d server(s), %d rule(s))\n", path, len(cfg.Targets), servers, rules)
+				return nil
+			}
 			fmt.Fprintf(stdout, "%s: OK (database %s, %d sensitive table(s), %d rule(s))\n",
 				path, cfg.RedactedDSN(), len(cfg.Sensitive), rules)
 			return nil

@@ -104,6 +104,10 @@ type Options struct {
 	Responder    *pgx.Conn
 	ResponderErr error
 	Automatic    bool
+	// StatisticsIn, when set, is the database through which the detector reads the
+	// server's pg_stat_statements (a server watched with several databases): the
+	// extension is needed there, not in this one.
+	StatisticsIn string
 }
 
 // walMissing is the status of something the WAL source needs and lacks, and what it
@@ -257,10 +261,14 @@ func (d *doctor) pgss(ctx context.Context) error {
 	if err := d.conn.QueryRow(ctx, `SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_stat_statements')`).Scan(&version); err != nil {
 		return fmt.Errorf("read extensions: %w", err)
 	}
-	if version == nil {
+	switch {
+	case version == nil && d.opts.StatisticsIn != "" && d.opts.StatisticsIn != d.database(ctx):
+		d.add(OK, "pg_stat_statements extension", "read through database "+d.opts.StatisticsIn+
+			" (the server's own, on a server watched with several databases)")
+	case version == nil:
 		d.add(Fail, "pg_stat_statements extension", "not installed in database "+d.database(ctx),
 			"as a superuser, in this database: CREATE EXTENSION pg_stat_statements;")
-	} else {
+	default:
 		d.add(OK, "pg_stat_statements extension", "version "+*version+" installed")
 	}
 	return nil
