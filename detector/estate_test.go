@@ -3,10 +3,13 @@ package detector_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/pgtripwire/pgtripwire/detector"
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/evidence"
 	"github.com/pgtripwire/pgtripwire/internal/pgserver"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
@@ -171,6 +174,22 @@ func TestOneDetectorWatchesTwoClustersOfThreeDatabases(t *testing.T) {
 		}
 		if got[c].Value != 5_000 {
 			t.Errorf("%s's alert: value %v, want 5000", c, got[c].Value)
+		}
+	}
+	// Each alert's evidence was captured on its own server and database: the role's
+	// privileges there, the statement's counters there.
+	store := detector.EvidenceStore(cfg)
+	for c, a := range got {
+		var e *evidence.Evidence
+		eventually(t, 10*time.Second, c+"'s evidence", func() bool {
+			var err error
+			e, err = store.Load(a.Fingerprint)
+			return err == nil
+		})
+		if len(e.Problems) > 0 || e.Privileges == nil || !slices.Contains(e.Privileges.Effective, "SELECT") ||
+			e.Statement == nil || e.Statement.Rows < 5_000 {
+			t.Errorf("%s's evidence: problems %q, privileges %+v, statement %+v; want SELECT and the read's counters",
+				c, e.Problems, e.Privileges, e.Statement)
 		}
 	}
 	// A second poll round: nothing else fired (no other database, no double count).
