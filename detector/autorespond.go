@@ -14,6 +14,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/evidence"
 	"github.com/pgtripwire/pgtripwire/detector/response"
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
@@ -29,13 +30,13 @@ import (
 type autoResponder struct {
 	mode  config.ResponseMode
 	guard response.Guard
-	// instance is the server response.dsn connects to, as alerts name it (the first
-	// cluster's primary): a session on another server is not the responder's to end.
-	instance string
-	connect  func(ctx context.Context) (*pgx.Conn, error)
-	record   func(ctx context.Context, alerts []model.Alert)
-	now      func() time.Time
-	log      *zap.Logger
+	// cluster and instance are the server response.dsn connects to, as alerts name
+	// it (responderServer): a session on another server is not the responder's to end.
+	cluster, instance string
+	connect           func(ctx context.Context) (*pgx.Conn, error)
+	record            func(ctx context.Context, alerts []model.Alert)
+	now               func() time.Time
+	log               *zap.Logger
 
 	conn      *pgx.Conn // the responder's connection; nil until needed, or after it broke
 	retryAt   time.Time // after a failed connection, when to try again
@@ -109,9 +110,12 @@ func (r *autoResponder) plan(e *evidence.Evidence, in evidence.Input) (*response
 	}
 	ev := in.Trigger
 	switch {
-	case r.instance != "" && e.Labels[model.LabelInstance] != "" && e.Labels[model.LabelInstance] != r.instance:
+	case r.instance != "" && e.Labels[model.LabelInstance] != "" &&
+		(e.Labels[model.LabelInstance] != r.instance || e.Labels[model.LabelCluster] != r.cluster):
 		return refuse("the triggering session", fmt.Sprintf("the read ran on %s, and response.dsn connects to %s: "+
-			"a pid is one server's; a human decides, with pgtripwire respond and that server's response.dsn", e.Labels[model.LabelInstance], r.instance))
+			"a pid is one server's; a human decides, with pgtripwire respond and that server's response.dsn",
+			source.Target{Cluster: e.Labels[model.LabelCluster], Instance: e.Labels[model.LabelInstance]}.Server(),
+			source.Target{Cluster: r.cluster, Instance: r.instance}.Server()))
 	case ev == nil || ev.PID == 0:
 		return refuse("the triggering session", "the event names no session (it fired on the clock): a human decides, with pgtripwire respond")
 	case !ev.Complete || len(ev.SensitiveRead) == 0:
@@ -185,6 +189,19 @@ func (r *autoResponder) close(ctx context.Context) {
 // responderConfig is the connection of response.dsn. Without one the automatic
 // response can only be shadowed: response.automatic on requires it (the config
 // checks), shadow records without connecting.
+// responderServer is the watched server response.dsn connects to, as alerts name it:
+// the one with its host and port, else the first cluster's primary.
+func responderServer(cfg *config.Config, servers []*server) (cluster, instance string) {
+	if rc, err := pgx.ParseConfig(cfg.Response.DSN); err == nil && cfg.Response.DSN != "" {
+		for _, s := range servers {
+			if s.conn.Host == rc.Host && s.conn.Port == rc.Port {
+				return s.cluster, s.instance
+			}
+		}
+	}
+	return servers[0].cluster, servers[0].instance
+}
+
 func responderConfig(cfg *config.Config) (*pgx.ConnConfig, error) {
 	if cfg.Response.DSN == "" {
 		return pgx.ParseConfig("")

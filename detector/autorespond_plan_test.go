@@ -24,24 +24,32 @@ func TestAutomaticResponsePlansOnlyASureRead(t *testing.T) {
 		}
 		return ev
 	}
-	r := &autoResponder{mode: config.ResponseOn, guard: response.Guard{Force: true}}
+	r := &autoResponder{mode: config.ResponseOn, guard: response.Guard{Force: true}, instance: "db1:5432"}
 	for _, tc := range []struct {
 		name     string
 		trigger  *model.Event
 		sessions []evidence.Session
 		steps    int
 		refusal  string
+		labels   map[string]string
 	}{
-		{"a sure read", trigger(nil), []evidence.Session{reader, {PID: 43, BackendStart: reader.BackendStart, Role: "mallory"}}, 1, ""},
-		{"fired on the clock", nil, []evidence.Session{reader}, 0, "names no session"},
-		{"not classified", trigger(func(ev *model.Event) { ev.Complete = false }), []evidence.Session{reader}, 0, "could not be classified"},
-		{"no sensitive column", trigger(func(ev *model.Event) { ev.SensitiveRead = nil }), []evidence.Session{reader}, 0, "could not be classified"},
-		{"the session is gone", trigger(nil), nil, 0, "the session is gone"},
-		{"the pid is a later session's", trigger(nil), []evidence.Session{{PID: 42, BackendStart: read.Add(time.Minute), Role: "mallory"}}, 0, "the session is gone"},
+		{"on a standby", trigger(nil), []evidence.Session{reader}, 0, "the read ran on replica-1", map[string]string{model.LabelInstance: "replica-1"}},
+		{"in another cluster", trigger(nil), []evidence.Session{reader}, 0, "the read ran on us/db1:5432",
+			map[string]string{model.LabelInstance: "db1:5432", model.LabelCluster: "us"}},
+		{"on the responder's server", trigger(nil), []evidence.Session{reader}, 1, "", map[string]string{model.LabelInstance: "db1:5432"}},
+		{"a sure read", trigger(nil), []evidence.Session{reader, {PID: 43, BackendStart: reader.BackendStart, Role: "mallory"}}, 1, "", nil},
+		{"fired on the clock", nil, []evidence.Session{reader}, 0, "names no session", nil},
+		{"not classified", trigger(func(ev *model.Event) { ev.Complete = false }), []evidence.Session{reader}, 0, "could not be classified", nil},
+		{"no sensitive column", trigger(func(ev *model.Event) { ev.SensitiveRead = nil }), []evidence.Session{reader}, 0, "could not be classified", nil},
+		{"the session is gone", trigger(nil), nil, 0, "the session is gone", nil},
+		{"the pid is a later session's", trigger(nil), []evidence.Session{{PID: 42, BackendStart: read.Add(time.Minute), Role: "mallory"}}, 0, "the session is gone", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := &evidence.Evidence{Fingerprint: "0123456789abcdef", Rule: "CanaryRowRead",
-				Labels: map[string]string{model.LabelRole: "mallory"}, Sessions: tc.sessions}
+			labels := map[string]string{model.LabelRole: "mallory"}
+			for k, v := range tc.labels {
+				labels[k] = v
+			}
+			e := &evidence.Evidence{Fingerprint: "0123456789abcdef", Rule: "CanaryRowRead", Labels: labels, Sessions: tc.sessions}
 			p, err := r.plan(e, evidence.Input{Trigger: tc.trigger})
 			if err != nil {
 				t.Fatal(err)

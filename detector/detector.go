@@ -190,7 +190,7 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	}
 	d.servers = servers
 	if d.responder != nil {
-		d.responder.instance = servers[0].instance
+		d.responder.cluster, d.responder.instance = responderServer(cfg, servers)
 	}
 	var skipped []string
 	d.sources, d.shared, skipped, err = buildEstate(cfg.Sources, source.Env{
@@ -318,10 +318,7 @@ func (d *Detector) Run(ctx context.Context) error {
 func (d *Detector) serverNames() []string {
 	names := make([]string, len(d.servers))
 	for i, s := range d.servers {
-		names[i] = s.instance
-		if s.cluster != "" {
-			names[i] = s.cluster + "/" + s.instance
-		}
+		names[i] = source.Target{Cluster: s.cluster, Instance: s.instance}.Server()
 	}
 	return names
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pgtripwire/pgtripwire/detector/evidence"
 	"github.com/pgtripwire/pgtripwire/detector/notify"
 	"github.com/pgtripwire/pgtripwire/detector/response"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 const respondHelp = `Stop a read an alert reported, from the evidence captured when it fired
@@ -93,8 +94,21 @@ func respond(ctx context.Context, stdout io.Writer, fingerprint string, f *respo
 		return fmt.Errorf("evidence of alert %s: %w", fingerprint, err)
 	}
 	guard := response.Guard{ApplicationRoles: cfg.Roles.Application, Force: f.force}
-	if c, err := pgx.ParseConfig(cfg.Database.DSN); err == nil {
-		guard.DetectorRole = c.User
+	cluster, readOn := ev.Labels[model.LabelCluster], ev.Labels[model.LabelInstance]
+	guard.DetectorRole = detectorRole(cfg, cluster, readOn)
+	if rCluster, rInstance, ok := responderServer(cfg); f.apply && ok && readOn != "" {
+		switch {
+		case rCluster != cluster:
+			// Roles and grants are a cluster's: another cluster's are not these.
+			return usageError{fmt.Errorf("the read ran in cluster %q and response.dsn connects to cluster %q: "+
+				"respond with a response.dsn of the read's cluster (PGTRIPWIRE_RESPONSE_DSN)", cluster, rCluster)}
+		case rInstance != readOn && f.terminate:
+			// A pid is one server's; a role locked or a grant revoked on the primary
+			// holds on its standbys, a session does not end there.
+			return usageError{fmt.Errorf("the read ran on %s and response.dsn connects to %s: terminate its session "+
+				"with a response.dsn of %s (PGTRIPWIRE_RESPONSE_DSN); --lock-role and --revoke on the primary hold on its standbys",
+				readOn, rInstance, readOn)}
+		}
 	}
 	plan, err := response.NewPlan(ev, actions, guard)
 	if err != nil {
@@ -121,6 +135,39 @@ func respond(ctx context.Context, stdout io.Writer, fingerprint string, f *respo
 		return fmt.Errorf("response %s: a step failed or was refused (above)", o)
 	}
 	return nil
+}
+
+// responderServer is the cluster and instance name, as alerts carry them, of the
+// watched server response.dsn connects to (the same host and port); false when it is
+// none of them (a pooler's address: then only the guards of the plan apply).
+func responderServer(cfg *config.Config) (cluster, instance string, ok bool) {
+	rc, err := pgx.ParseConfig(cfg.Response.DSN)
+	if cfg.Response.DSN == "" || err != nil {
+		return "", "", false
+	}
+	for _, w := range cfg.Watches() {
+		for _, s := range append([]config.WatchedServer{w.Primary}, w.Standbys...) {
+			if c, err := pgx.ParseConfig(s.DSN); err == nil && c.Host == rc.Host && c.Port == rc.Port {
+				return w.Cluster, s.Instance, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+// detectorRole is the role the detector connects to the alert's server as (never to
+// be terminated or locked by a response): its DSN's user.
+func detectorRole(cfg *config.Config, cluster, instance string) string {
+	for _, w := range cfg.Watches() {
+		for _, s := range append([]config.WatchedServer{w.Primary}, w.Standbys...) {
+			if w.Cluster == cluster && (s.Instance == instance || instance == "") {
+				if c, err := pgx.ParseConfig(s.DSN); err == nil {
+					return c.User
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // applyPlan connects as the responder and applies the plan; a failed connection fails

@@ -11,7 +11,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgtripwire/pgtripwire/detector"
 	"github.com/pgtripwire/pgtripwire/detector/evidence"
+	"github.com/pgtripwire/pgtripwire/model"
 )
 
 // respondSecret is a value of the sensitive table: never printed, never in a line.
@@ -74,6 +76,69 @@ func TestRespondErrors(t *testing.T) {
 			}
 			if strings.Contains(stdout+stderr, "s3cret") {
 				t.Errorf("a password was printed:\n%s%s", stdout, stderr)
+			}
+		})
+	}
+}
+
+// A read on a standby, or in another cluster, is not response.dsn's to terminate when
+// response.dsn connects to another server: respond --apply refuses before connecting,
+// saying which server the read ran on; a dry run still prints the plan.
+func TestRespondRefusesASessionOnAnotherServer(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "pgtripwire.yaml")
+	body := `sensitive:
+  - {table: public.users, columns: [email, password_hash]}
+state_dir: ./state
+alerts: {file: ./alerts.jsonl}
+response: {dsn: "postgres://responder@db1.example:5432/app"}
+targets:
+  - cluster: eu
+    primary: {name: eu-1, dsn: "postgres://pgtripwire@db1.example:5432/app"}
+    standbys: [{name: eu-1r, dsn: "postgres://pgtripwire@db1r.example:5432/app"}]
+  - cluster: us
+    primary: {name: us-1, dsn: "postgres://pgtripwire@db2.example:5432/app"}
+`
+	if err := os.WriteFile(config, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := detector.EvidenceStore(cfg)
+	save := func(cluster, instance string) string {
+		a := model.Alert{Rule: "SensitiveBulkRead", Severity: model.SeverityCritical, State: model.StateFiring,
+			Labels: map[string]string{model.LabelCluster: cluster, model.LabelInstance: instance, "database": "app",
+				"role": "mallory", "table": "public.users"}}
+		a.Fingerprint = model.Fingerprint(a.Rule, a.Labels)
+		e := evidence.New(evidence.Input{Alert: a}, time.Now())
+		e.Sessions = []evidence.Session{{PID: 4242, Role: "mallory", BackendStart: time.Now().Add(-time.Minute)}}
+		if err := store.Save(e); err != nil {
+			t.Fatal(err)
+		}
+		return a.Fingerprint
+	}
+	for _, tc := range []struct {
+		name, cluster, instance string
+		args                    []string
+		want                    string
+	}{
+		{"a standby's session", "eu", "eu-1r", []string{"--terminate"}, "the read ran on eu-1r and response.dsn connects to eu-1"},
+		{"another cluster", "us", "us-1", []string{"--lock-role"}, `the read ran in cluster "us" and response.dsn connects to cluster "eu"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fp := save(tc.cluster, tc.instance)
+			code, stdout, stderr := runCLI(t, append([]string{"respond", fp, "--config", config, "--apply"}, tc.args...)...)
+			if code != exitUsage || !strings.Contains(stderr, tc.want) {
+				t.Errorf("got exit %d, stderr %q; want %d and %q", code, stderr, exitUsage, tc.want)
+			}
+			if strings.Contains(stdout, "applied") {
+				t.Errorf("something was applied:\n%s", stdout)
+			}
+			if code, stdout, _ = runCLI(t, append([]string{"respond", fp, "--config", config}, tc.args...)...); code != 0 ||
+				!strings.Contains(stdout, "dry run") {
+				t.Errorf("the dry run: exit %d\n%s", code, stdout)
 			}
 		})
 	}

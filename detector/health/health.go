@@ -18,11 +18,14 @@ type Server struct {
 	Cluster, Server, Database string
 }
 
-// String is how /readyz names the place: "cluster/server/database", "" for the zero
-// Server.
+// String is how /readyz names the place: "cluster/server/database" ("server/database"
+// without a cluster), "" for the zero Server.
 func (s Server) String() string {
-	if s == (Server{}) {
+	switch {
+	case s == (Server{}):
 		return ""
+	case s.Cluster == "":
+		return s.Server + "/" + s.Database
 	}
 	return s.Cluster + "/" + s.Server + "/" + s.Database
 }

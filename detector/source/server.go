@@ -25,11 +25,15 @@ type Target struct {
 
 // Describe names the target in messages: "cluster/instance/database", or
 // "instance/database" without a cluster.
-func (t Target) Describe() string {
+func (t Target) Describe() string { return t.Server() + "/" + t.Database }
+
+// Server names the target's server as messages do: "cluster/instance", or the
+// instance alone without a cluster.
+func (t Target) Server() string {
 	if t.Cluster == "" {
-		return t.Instance + "/" + t.Database
+		return t.Instance
 	}
-	return t.Cluster + "/" + t.Instance + "/" + t.Database
+	return t.Cluster + "/" + t.Instance
 }
 
 // Scope says where a source runs when the detector watches several databases or
