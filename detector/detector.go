@@ -127,8 +127,15 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 
+	var legacy map[string]string
+	if !cfg.Fleet() {
+		// A state file of before the server fields is the minimal configuration's:
+		// its groups are its primary's.
+		legacy = map[string]string{model.LabelInstance: cfg.Watches()[0].Primary.Instance}
+	}
 	d.engine, err = engine.New(groups, engine.Options{
 		StatePath:    filepath.Join(cfg.StateDir, ruleStateFile),
+		LegacyServer: legacy,
 		ResolveAfter: cfg.Alerts.ResolveAfter,
 		OnSave:       func(err error) { d.health.Set(ruleStateComponent, err) },
 		// Eval runs under the pipeline's lock, which guards its links.

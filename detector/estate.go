@@ -69,10 +69,19 @@ func estate(ctx context.Context, cfg *config.Config, base *pgx.ConnConfig) ([]*s
 	var out []*server
 	for wi, w := range cfg.Watches() {
 		dbs := w.Databases
+		var primary *pgx.ConnConfig
 		for si, ws := range append([]config.WatchedServer{w.Primary}, w.Standbys...) {
 			conn, err := serverConn(cfg, ws, base)
 			if err != nil {
 				return nil, err
+			}
+			if si == 0 {
+				primary = conn
+			} else if conn.Database != primary.Database {
+				// A standby's own database is its primary's: its DSN's is ignored
+				// (docs/config.md), and need not exist.
+				conn = conn.Copy()
+				conn.Database = primary.Database
 			}
 			if w.AllDatabases && si == 0 {
 				if dbs, err = discoverDatabases(ctx, conn, w.Sensitive); err != nil {
@@ -89,12 +98,20 @@ func estate(ctx context.Context, cfg *config.Config, base *pgx.ConnConfig) ([]*s
 // serverConn parses a server's DSN with the detector's application_name and connect
 // timeout. The minimal configuration's primary is base (database.dsn, parsed once).
 func serverConn(cfg *config.Config, ws config.WatchedServer, base *pgx.ConnConfig) (*pgx.ConnConfig, error) {
-	if ws.DSN == cfg.Database.DSN && base != nil {
-		return base, nil
+	c := base
+	if ws.DSN != cfg.Database.DSN || base == nil {
+		var err error
+		if c, err = pgx.ParseConfig(ws.DSN); err != nil {
+			return nil, &ConfigError{Err: fmt.Errorf("the DSN of %s is not a valid connection string", ws.Instance)}
+		}
 	}
-	c, err := pgx.ParseConfig(ws.DSN)
-	if err != nil {
-		return nil, &ConfigError{Err: fmt.Errorf("the DSN of %s is not a valid connection string", ws.Instance)}
+	if c.Database == "" {
+		// As the server defaults it, and as labels and state directories need it named.
+		c = c.Copy()
+		c.Database = c.User
+	}
+	if c == base {
+		return base, nil
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 10 * time.Second
@@ -111,7 +128,9 @@ func discoverDatabases(ctx context.Context, c *pgx.ConnConfig, sensitive []confi
 		return nil, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	rows, err := conn.Query(ctx, `SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname`)
+	// Those the detector's role may connect to: another would stay unready forever.
+	rows, err := conn.Query(ctx, `SELECT datname::text FROM pg_database
+WHERE datallowconn AND NOT datistemplate AND has_database_privilege(datname, 'CONNECT') ORDER BY datname`)
 	if err != nil {
 		return nil, err
 	}
@@ -134,6 +153,9 @@ type place struct {
 	srv      *server
 	database config.WatchedDatabase
 	shared   *source.Server
+	// serverDatabases: the place's sources judge for every watched database of the
+	// server (the cluster-wide watches of a server watched with several).
+	serverDatabases bool
 }
 
 func (p place) target() source.Target {
@@ -150,6 +172,11 @@ func (p place) env(base source.Env, reg prometheus.Registerer, metrics func(prom
 	e.Conn.Database = p.database.Name
 	e.Target = p.target()
 	e.Server = p.shared
+	if p.serverDatabases {
+		for _, db := range p.srv.databases {
+			e.ServerDatabases = append(e.ServerDatabases, db.Name)
+		}
+	}
 	e.Sensitive = sensitiveMap(p.database.Sensitive)
 	e.StateDir = stateDir
 	e.Sink = sink
@@ -190,6 +217,7 @@ func safeName(s string) string {
 func buildEstate(set source.Set, base source.Env, servers []*server, reg prometheus.Registerer, h *health.Status,
 	minimal bool) (runners []source.Runner, shared []*source.Server, skippedNames []string, err error) {
 	skipped := map[string]bool{}
+	var insisted []string
 	// The sources' shared metrics, one per place: a server's own database may be one
 	// of its watched databases too, whose sources then share them.
 	sharedMetrics := map[source.Target]*source.Metrics{}
@@ -220,6 +248,9 @@ func buildEstate(set source.Set, base source.Env, servers []*server, reg prometh
 				// database, which setup does not make yet (docs/deployment.md).
 				_, replicator := c.Settings.(source.Replicator)
 				if replicator && connection == "database" {
+					if i, ok := c.Settings.(source.Insister); ok && i.Insisted() {
+						insisted = append(insisted, c.Name)
+					}
 					skipped[c.Name] = true
 					return true
 				}
@@ -246,7 +277,7 @@ func buildEstate(set source.Set, base source.Env, servers []*server, reg prometh
 			}
 			continue
 		}
-		if err := build(place{srv: srv, database: srv.ownDatabase()}, perServer, "server"); err != nil {
+		if err := build(place{srv: srv, database: srv.ownDatabase(), serverDatabases: true}, perServer, "server"); err != nil {
 			return nil, nil, nil, err
 		}
 		for _, db := range srv.databases {
@@ -254,6 +285,11 @@ func buildEstate(set source.Set, base source.Env, servers []*server, reg prometh
 				return nil, nil, nil, err
 			}
 		}
+	}
+	if len(insisted) > 0 {
+		return nil, nil, nil, &ConfigError{Err: fmt.Errorf("sources.%s.enabled is true, but a server watched with several "+
+			"databases cannot run it (each database would need a slot of its own): set it to auto, or watch one database per target",
+			insisted[0])}
 	}
 	if len(runners) == 0 {
 		return nil, nil, nil, &ConfigError{Err: errors.New("sources: every source is disabled; the detector would watch nothing")}

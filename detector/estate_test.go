@@ -3,7 +3,10 @@ package detector_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,6 +205,14 @@ func TestOneDetectorWatchesTwoClustersOfThreeDatabases(t *testing.T) {
 			t.Errorf("%s fired with %v: only the two reads should page", a.Rule, a.Labels)
 		}
 	}
+	// A logical slot made in a watched database that is not the DSN's own is seen by
+	// the server's catalog watch (it streams that database's changes).
+	(&pgtest.Database{Name: eu.dbs[2].Name, Server: eu.srv}).Exec(t,
+		`SELECT pg_create_logical_replication_slot('intruder_slot', 'pgoutput')`)
+	slot := r.WaitAlert(t, 10*time.Second, "ForeignReplicationSlot", map[string]string{model.LabelCluster: "eu"})
+	if slot.Labels["object"] != "intruder_slot" || slot.Labels[model.LabelInstance] != "eu-1" {
+		t.Errorf("the slot's alert: got %v, want intruder_slot on eu-1", slot.Labels)
+	}
 	// The connection budget: per server, one per database and two of its own (the
 	// statistics reader, the cluster-wide sources).
 	for name, c := range clusters {
@@ -219,4 +230,54 @@ func TestOneDetectorWatchesTwoClustersOfThreeDatabases(t *testing.T) {
 			t.Errorf("%s: %d connections of the detector, want %d", name, n, want)
 		}
 	}
+}
+
+// The statistics connection of a server watched with several databases failing (here:
+// pg_stat_statements missing in its database) blinds what reads through it, and says
+// so, but not the databases' other sources: a bulk read still pages through the table
+// counters.
+func TestAFailedStatisticsConnectionBlindsOnlyWhatReadsThroughIt(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.NewServer(t, nil)
+	var dbs []config.TargetDatabase
+	var first *pgtest.Database
+	for range 2 {
+		db := pgtest.NewDatabaseIn(t, srv)
+		seedUsers(t, db, 5_000)
+		dbs = append(dbs, config.TargetDatabase{Name: db.Name})
+		if first == nil {
+			first = db
+		}
+	}
+	(&pgtest.Database{Name: "postgres", Server: srv}).Exec(t, `DROP EXTENSION pg_stat_statements`)
+	users, err := config.NewSensitiveTable("public.users", "email", "username", "password_hash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Defaults()
+	detectortest.Local(t, cfg)
+	cfg.Targets = []config.Target{{Cluster: "eu", Primary: config.Server{Name: "eu-1", DSN: srv.SuperuserDSN("postgres")},
+		Databases: config.TargetDatabases{List: dbs}, Sensitive: []config.SensitiveTable{users}}}
+	r := detectortest.Run(t, cfg)
+
+	var body string
+	eventually(t, 30*time.Second, "/readyz to name the statements source's blind spot", func() bool {
+		resp, err := http.Get(r.URL("/readyz"))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, "through database postgres")
+	})
+	t.Logf("/readyz: %s", body)
+	eventually(t, 30*time.Second, "the table counters' baseline", func() bool {
+		return r.Gauge(t, "pgtripwire_tables_baseline_complete", map[string]string{"database": first.Name}) == 1
+	})
+	if up := r.Gauge(t, "pgtripwire_source_up", map[string]string{"source": "tables", "database": first.Name}); up != 1 {
+		t.Errorf("the table counters of %s: up %v, want 1 (they do not read through the statistics connection)", first.Name, up)
+	}
+	bulkRead(t, first)
+	r.WaitAlert(t, 30*time.Second, "UnexplainedSensitiveReads", map[string]string{model.LabelDatabase: first.Name})
 }

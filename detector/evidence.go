@@ -223,6 +223,9 @@ func where(a model.Alert) string {
 func (d *Detector) evidenceConnect(def *pgx.ConnConfig) func(ctx context.Context, at string) (*pgx.Conn, error) {
 	return func(ctx context.Context, at string) (*pgx.Conn, error) {
 		c := def
+		if d.cfg.Fleet() && len(d.servers) > 0 {
+			c = d.servers[0].conn // database.dsn is not the fleet's: its first primary
+		}
 		parts := strings.SplitN(at, "\x00", 3)
 		for _, srv := range d.servers {
 			if len(parts) == 3 && srv.cluster == parts[0] && srv.instance == parts[1] {

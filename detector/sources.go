@@ -28,7 +28,10 @@ func buildSources(set source.Set, env source.Env, h registrar, scopes []source.S
 	skip func(c source.Configured) bool) ([]source.Runner, error) {
 	env.Health = h
 	for _, c := range set.All() {
-		if c.Settings.On() {
+		// Only where the streaming source runs are its slot and publication ours: the
+		// catalog watch of a standby, or of a server whose WAL source is skipped, must
+		// page on a slot of that name like on any other.
+		if c.Settings.On() && slices.Contains(scopes, c.Scope) && !skip(c) {
 			if r, ok := c.Settings.(source.Replicator); ok {
 				if slot, publication, ok := r.Replication(); ok && !skip(c) {
 					env.Replication = source.Replication{Slot: slot, Publication: publication}

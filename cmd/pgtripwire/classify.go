@@ -170,6 +170,11 @@ func runClassify(cmd *cobra.Command, f *classifyFlags, args []string, stdout, st
 // bounded connect timeout and an application_name that tells a DBA who is
 // connected.
 func oneOffConnConfig(cfg *config.Config, application string) (*pgx.ConnConfig, error) {
+	if cfg.Fleet() && cfg.Database.DSN == "" {
+		// Not the PG* defaults: they may be another server than any of the fleet's.
+		return nil, usageError{errors.New("the configuration watches targets:, not one database.dsn: " +
+			"give the database to act on with --dsn (setup --apply, canary), or use a configuration of that one database")}
+	}
 	connConfig, err := pgx.ParseConfig(cfg.Database.DSN)
 	if err != nil {
 		// pgx's message may quote the DSN; the config package has already

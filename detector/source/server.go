@@ -3,7 +3,6 @@ package source
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -63,11 +62,18 @@ const (
 // rows. Without it, a hundred databases would read the same views a hundred times a
 // poll (docs/deployment.md: the fleet). Server is safe for concurrent use; Close
 // closes its connection.
+//
+// A source whose shared read fails reports it as its health (a blind spot) and lets
+// its database's other sources poll on: one statistics connection failing must not
+// stop the table counters and canary checks of every database of the server.
 type Server struct {
 	conn      *pgx.ConnConfig
 	databases []string
 
-	mu    sync.Mutex // held during a read: one query on the connection at a time
+	// turn is held during a read: one query on the connection at a time. A channel,
+	// so that a waiter gives up with its own context (a poll's timeout) instead of
+	// queueing behind a slow read.
+	turn  chan struct{}
 	c     *pgx.Conn
 	reads map[string]sharedRead
 }
@@ -81,8 +87,20 @@ type sharedRead struct {
 // in which pg_stat_statements is installed) when it first reads, for the sources of
 // databases.
 func NewServer(conn *pgx.ConnConfig, databases []string) *Server {
-	return &Server{conn: conn, databases: databases, reads: map[string]sharedRead{}}
+	return &Server{conn: conn, databases: databases, reads: map[string]sharedRead{}, turn: make(chan struct{}, 1)}
 }
+
+// lock takes the connection's turn, or fails with ctx's error.
+func (s *Server) lock(ctx context.Context) error {
+	select {
+	case s.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the server's statistics connection: %w", ctx.Err())
+	}
+}
+
+func (s *Server) unlock() { <-s.turn }
 
 // Databases are the databases whose sources share the server's reads: what a read
 // must cover.
@@ -91,8 +109,10 @@ func (s *Server) Databases() []string { return s.databases }
 // Use runs f on the server's connection, alone, connecting first if needed. An error
 // of f that leaves the connection broken closes it: the next Use reconnects.
 func (s *Server) Use(ctx context.Context, f func(ctx context.Context, conn *pgx.Conn) error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.unlock()
 	return s.useLocked(ctx, f)
 }
 
@@ -113,8 +133,8 @@ func (s *Server) useLocked(ctx context.Context, f func(ctx context.Context, conn
 
 // Close closes the server's connection.
 func (s *Server) Close() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.turn <- struct{}{}
+	defer s.unlock()
 	s.closeLocked()
 }
 
@@ -135,8 +155,11 @@ func (s *Server) closeLocked() {
 // s.Databases()). The value is shared: callers must not modify it.
 func Shared[T any](ctx context.Context, s *Server, name string, maxAge time.Duration,
 	read func(ctx context.Context, conn *pgx.Conn) (T, error)) (T, time.Time, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if err := s.lock(ctx); err != nil {
+		var zero T
+		return zero, time.Time{}, err
+	}
+	defer s.unlock()
 	if r, ok := s.reads[name]; ok && time.Since(r.at) < maxAge {
 		return r.value.(T), r.at, nil
 	}

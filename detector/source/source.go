@@ -138,6 +138,13 @@ type Replicator interface {
 	Replication() (slot, publication string, ok bool)
 }
 
+// Insister is implemented by the Settings of a source the operator may insist on
+// (the WAL source's enabled: true, against auto): a place where the detector cannot
+// run it is then a configuration error rather than a warning.
+type Insister interface {
+	Insisted() bool
+}
+
 // Env is what every source is built from: the database, the shared services of the
 // detector, and the pipeline its events go to.
 type Env struct {
@@ -148,6 +155,10 @@ type Env struct {
 	Conn *pgx.ConnConfig
 	// Target is the server and database Conn connects to.
 	Target Target
+	// ServerDatabases are the databases the detector watches on the server, for the
+	// sources that run once per server (EachServer) and judge what belongs to which
+	// database (logical slots, logical streams); nil means Conn's database alone.
+	ServerDatabases []string
 	// Server, when not nil, reads the cluster-wide statistics views once for every
 	// database the detector watches on Conn's server: the sources that read them
 	// take their database's rows from it (Shared) instead of reading them over Conn.

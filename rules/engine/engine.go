@@ -30,6 +30,12 @@ type Options struct {
 	// StatePath is the file the state is saved to and loaded from, in the
 	// state directory; "" keeps the state in memory only.
 	StatePath string
+	// LegacyServer holds, by field name (model.ServerFields), the server the groups
+	// of a state file written before groups had the server fields belong to: the one
+	// server the detector watched then. Its windows, baselines and firing alerts go
+	// on under it (a firing alert keeps its labels until it resolves). Absent fields
+	// are empty.
+	LegacyServer map[string]string
 	// SaveInterval is how often Tick saves the state when nothing fired or
 	// resolved (a transition makes the next Tick save); default 30s.
 	SaveInterval time.Duration

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -870,14 +871,14 @@ func TestAlertsNameTheirServer(t *testing.T) {
 // A state file written before groups had the server fields restores: its groups are
 // those of the one server the detector watched, with the fields empty.
 func TestStateWithoutServerFieldsRestores(t *testing.T) {
-	got, err := decodeKey(mustGroupFields(t, withServer([]string{"database", "role"})), []string{"app", "analyst"})
+	got, err := decodeKey(mustGroupFields(t, withServer([]string{"database", "role"})), []string{"app", "analyst"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 4 || got[0].s != "app" || got[1].s != "analyst" || got[2].s != "" || got[3].s != "" {
 		t.Errorf("got %+v, want app, analyst and two empty server fields", got)
 	}
-	if _, err := decodeKey(mustGroupFields(t, withServer([]string{"database", "role", "relation"})), []string{"app", "analyst"}); err == nil {
+	if _, err := decodeKey(mustGroupFields(t, withServer([]string{"database", "role", "relation"})), []string{"app", "analyst"}, nil); err == nil {
 		t.Error("a key missing a field that is not a server field decoded; want an error")
 	}
 }
@@ -889,4 +890,62 @@ func mustGroupFields(t *testing.T, names []string) []model.EventField {
 		t.Fatal(err)
 	}
 	return fs
+}
+
+// A detector upgraded from the time groups had no server fields goes on where it was:
+// the window of its one server's reads still counts them (Options.LegacyServer), so a
+// sweep split across the upgrade pages, and a firing alert keeps its labels until it
+// resolves.
+func TestStateFromBeforeServerFieldsGoesOn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rules.json")
+	h := newHarness(t, sweepRule, Options{StatePath: path})
+	h.eval(0, page("a", 6000)) // half a sweep, from a detector without server fields
+	h.eval(time.Second, page("b", 20000))
+	h.tickTo(2*time.Second, 2*time.Second)
+	if err := h.e.Close(t0.Add(3 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// Make it an old state file: keys without the trailing server fields.
+	data, _, _, err := atomicfile.ReadChecked(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sf stateFile
+	if err := json.Unmarshal(data, &sf); err != nil {
+		t.Fatal(err)
+	}
+	for i := range sf.Rules {
+		for j := range sf.Rules[i].Groups {
+			k := sf.Rules[i].Groups[j].Key
+			sf.Rules[i].Groups[j].Key = k[:len(k)-len(model.ServerFields)]
+		}
+	}
+	if data, err = json.Marshal(sf); err != nil {
+		t.Fatal(err)
+	}
+	if err := atomicfile.WriteChecked(path, data); err != nil {
+		t.Fatal(err)
+	}
+
+	h2 := newHarness(t, sweepRule, Options{StatePath: path, LegacyServer: map[string]string{"instance": "db1:5432"}})
+	if err := h2.e.Lost(); err != nil {
+		t.Fatalf("the old state was lost: %v", err)
+	}
+	rest := page("a", 6000)
+	rest.Instance = "db1:5432"
+	got := h2.eval(4*time.Second, rest)
+	if len(got) != 1 || got[0].State != model.StateFiring || got[0].Value != 12000 || got[0].Labels["instance"] != "db1:5432" {
+		t.Fatalf("got %q, want the sweep of a (6,000 rows before the upgrade, 6,000 after) firing on db1:5432", summaries(got))
+	}
+	// b's alert fired before the upgrade: it resolves under its old labels.
+	h2.tickTo(5*time.Second, 11*time.Minute)
+	var resolved []model.Alert
+	for _, a := range h2.got {
+		if a.State == model.StateResolved && a.Labels["role"] == "b" {
+			resolved = append(resolved, a)
+		}
+	}
+	if len(resolved) != 1 || resolved[0].Fingerprint != h.got[0].Fingerprint {
+		t.Errorf("got %q, want b's alert of before the upgrade resolved with its fingerprint %s", summaries(h2.got), h.got[0].Fingerprint)
+	}
 }

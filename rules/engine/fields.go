@@ -199,12 +199,15 @@ func encodeKey(fs []model.EventField, key []keyVal) []string {
 	return out
 }
 
-func decodeKey(fs []model.EventField, enc []string) ([]keyVal, error) {
+// A key written before every group had the server fields (model.ServerFields) lacks
+// them at its end: legacy gives their values, the one server the detector watched.
+func decodeKey(fs []model.EventField, enc []string, legacy map[string]string) ([]keyVal, error) {
 	if missing := len(fs) - len(enc); missing > 0 && missing <= len(model.ServerFields) &&
 		isServerTail(fs[len(enc):]) {
-		// Written before every group had the server fields: the groups of a
-		// detector that watched one server, whose events had none.
-		enc = append(slices.Clip(enc), make([]string, missing)...)
+		enc = slices.Clip(enc)
+		for _, f := range fs[len(enc):] {
+			enc = append(enc, legacy[f.Name])
+		}
 	}
 	if len(enc) != len(fs) {
 		return nil, fmt.Errorf("key has %d values, want %d", len(enc), len(fs))

@@ -325,7 +325,7 @@ func (e *Engine) restore(sf stateFile) error {
 				}
 				continue
 			}
-			key, err := decodeKey(rs.by, gs.Key)
+			key, err := decodeKey(rs.by, gs.Key, e.opts.LegacyServer)
 			if err != nil {
 				return fmt.Errorf("rule %s: group: %w", r.Name, err)
 			}
@@ -350,14 +350,14 @@ func (e *Engine) restore(sf stateFile) error {
 			rs.over = g
 		}
 		for _, s := range r.Seen {
-			key, err := decodeKey(rs.seenBy, s.Key)
+			key, err := decodeKey(rs.seenBy, s.Key, nil)
 			if err != nil {
 				return fmt.Errorf("rule %s: first-seen key: %w", r.Name, err)
 			}
 			rs.seen.add(hashKey(&e.h, rs.seenBy, key), key, s.FirstSeen, s.LastSeen)
 		}
 		for _, s := range r.Scopes {
-			key, err := decodeKey(rs.scopeBy, s.Key)
+			key, err := decodeKey(rs.scopeBy, s.Key, nil)
 			if err != nil {
 				return fmt.Errorf("rule %s: learn_per value: %w", r.Name, err)
 			}

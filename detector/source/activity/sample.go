@@ -111,12 +111,12 @@ func (a *Activity) Poll(ctx context.Context, conn *pgx.Conn) error {
 	}
 	batch := &pgx.Batch{}
 	if a.cfg.Server != nil {
-		sample, err := a.shared(ctx)
-		if err != nil {
-			return err
+		sample, err := a.sharedActivity(ctx)
+		if a.sharedErr = err; err != nil {
+			return nil // the sampler's health (BlindSpot); the database's other sources go on
 		}
 		a.rows = a.rows[:0]
-		for _, b := range sample.activity {
+		for _, b := range sample {
 			if b.database == a.sess.database {
 				a.rows = append(a.rows, b.backend)
 			}
@@ -234,12 +234,12 @@ WHERE p.command = 'COPY TO' AND p.datname = current_database() AND a.query_start
 // snapshot is loaded only while a COPY runs: on most polls there is nothing to classify.
 func (c *Copy) Poll(ctx context.Context, conn *pgx.Conn) error {
 	if c.cfg.Server != nil {
-		sample, err := c.shared(ctx)
-		if err != nil {
-			return err
+		sample, err := c.sharedCopies(ctx)
+		if c.sharedErr = err; err != nil {
+			return nil // the sampler's health (BlindSpot); the database's other sources go on
 		}
 		c.rows, c.relids = c.rows[:0], c.relids[:0]
-		for _, b := range sample.copies {
+		for _, b := range sample {
 			if b.database == c.sess.database {
 				c.rows, c.relids = append(c.rows, b.backend), append(c.relids, b.relid)
 			}

@@ -10,14 +10,8 @@ import (
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
-// serverSample is one sample of pg_stat_activity and pg_stat_progress_copy for every
-// database the detector watches on a server (source.Server), which the samplers of
-// each database share.
-type serverSample struct {
-	activity []serverBackend
-	copies   []serverBackend
-}
-
+// serverBackend is a row of a server's shared sample: a backend of one of the
+// databases the detector watches on the server (source.Server).
 type serverBackend struct {
 	database string
 	backend
@@ -43,43 +37,65 @@ FROM pg_stat_progress_copy p
 JOIN pg_stat_activity a ON a.pid = p.pid
 WHERE p.command = 'COPY TO' AND p.datname = ANY($1) AND a.query_start IS NOT NULL`
 
-// shared returns the server's sample, taken at most half an interval ago: one round
-// trip, for the activity and COPY samplers of every database.
-func (l *live) shared(ctx context.Context) (*serverSample, error) {
+// sharedActivity returns the server's pg_stat_activity sample, taken at most half an
+// interval ago: one round trip for the activity samplers of every database. The
+// samplers' min_running is the configuration's, the same for all; it is in the read's
+// name all the same, so that two settings never share a sample.
+func (l *live) sharedActivity(ctx context.Context) ([]serverBackend, error) {
 	server, minRunning := l.cfg.Server, l.cfg.MinRunning.Seconds()
-	s, _, err := source.Shared(ctx, server, "activity", l.cfg.Interval/2,
-		func(ctx context.Context, conn *pgx.Conn) (*serverSample, error) {
-			s := &serverSample{}
-			batch := &pgx.Batch{}
-			batch.Queue(serverActivityQuery, minRunning, server.Databases()).Query(func(rows pgx.Rows) error {
-				var b serverBackend
-				var running float64
-				_, err := pgx.ForEachRow(rows, []any{&b.database, &b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start,
-					&running, &b.text}, func() error {
-					b.running = secondsToDuration(running)
-					s.activity = append(s.activity, b)
-					return nil
-				})
-				return err
-			})
-			batch.Queue(serverCopyQuery, server.Databases()).Query(func(rows pgx.Rows) error {
-				var b serverBackend
-				var running float64
-				_, err := pgx.ForEachRow(rows, []any{&b.database, &b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start,
-					&running, &b.text, &b.relid, &b.operation, &b.tuples}, func() error {
-					b.running = secondsToDuration(running)
-					s.copies = append(s.copies, b)
-					return nil
-				})
-				return err
-			})
-			if err := conn.SendBatch(ctx, batch).Close(); err != nil {
-				return nil, fmt.Errorf("sample pg_stat_activity and pg_stat_progress_copy of the server: %w", err)
+	rows, _, err := source.Shared(ctx, server, fmt.Sprintf("activity min_running=%g", minRunning), l.cfg.Interval/2,
+		func(ctx context.Context, conn *pgx.Conn) ([]serverBackend, error) {
+			rows, err := conn.Query(ctx, serverActivityQuery, minRunning, server.Databases())
+			if err != nil {
+				return nil, fmt.Errorf("sample pg_stat_activity of the server: %w", err)
 			}
-			return s, nil
+			var out []serverBackend
+			var b serverBackend
+			var running float64
+			_, err = pgx.ForEachRow(rows, []any{&b.database, &b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start,
+				&running, &b.text}, func() error {
+				b.running = secondsToDuration(running)
+				out = append(out, b)
+				return nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("sample pg_stat_activity of the server: %w", err)
+			}
+			return out, nil
 		})
-	return s, err
+	return rows, err
 }
+
+// sharedCopies returns the server's pg_stat_progress_copy sample, taken at most half
+// an interval ago: one round trip for the COPY samplers of every database.
+func (l *live) sharedCopies(ctx context.Context) ([]serverBackend, error) {
+	server := l.cfg.Server
+	rows, _, err := source.Shared(ctx, server, "copy", l.cfg.Interval/2,
+		func(ctx context.Context, conn *pgx.Conn) ([]serverBackend, error) {
+			rows, err := conn.Query(ctx, serverCopyQuery, server.Databases())
+			if err != nil {
+				return nil, fmt.Errorf("sample pg_stat_progress_copy of the server: %w", err)
+			}
+			var out []serverBackend
+			var b serverBackend
+			var running float64
+			_, err = pgx.ForEachRow(rows, []any{&b.database, &b.pid, &b.role, &b.addr, &b.app, &b.queryID, &b.start,
+				&running, &b.text, &b.relid, &b.operation, &b.tuples}, func() error {
+				b.running = secondsToDuration(running)
+				out = append(out, b)
+				return nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("sample pg_stat_progress_copy of the server: %w", err)
+			}
+			return out, nil
+		})
+	return rows, err
+}
+
+// BlindSpot is why the last shared sample of the server failed (a source.Server's):
+// the sampler's health, while its database's other sources poll on.
+func (l *live) BlindSpot() error { return l.sharedErr }
 
 // nameRelations names the relation each COPY of the sample copies, over the
 // database's own connection (the server's sample has only oids): one round trip, only

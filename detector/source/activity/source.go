@@ -101,6 +101,8 @@ type live struct {
 	catalogAt time.Time
 	sensitive []string // the snapshot's sensitive tables, sorted
 	seen      map[backendStatement]bool
+	// sharedErr is why the last shared sample failed (Config.Server), nil otherwise.
+	sharedErr error
 }
 
 func newLive(name string, cfg Config, sink source.Sink, log *zap.Logger) live {

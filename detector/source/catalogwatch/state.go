@@ -65,8 +65,9 @@ const (
   pg_conf_load_time()`
 
 	// slotsQuery reads the physical slots (they stream the whole cluster) and the
-	// logical slots of the monitored database: a logical slot decodes only the database
-	// it was created in, and the detector of another database watches that one.
+	// logical slots of the watched databases ($1, Config.Databases; NULL: the
+	// connection's): a logical slot decodes only the database it was created in, and
+	// the detector of another database watches that one.
 	slotsQuery = `SELECT s.slot_name::text, s.slot_type, coalesce(s.database::text, ''), s.active,
   coalesce(s.active_pid, 0), coalesce(a.backend_type, ''), coalesce(a.usename::text, ''),
   coalesce(host(a.client_addr), ''), coalesce(a.application_name, ''),
@@ -75,7 +76,7 @@ const (
 FROM pg_replication_slots s
 LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
 LEFT JOIN pg_stat_replication_slots st ON st.slot_name = s.slot_name
-WHERE s.slot_type = 'physical' OR s.database = current_database()`
+WHERE s.slot_type = 'physical' OR s.database = ANY(coalesce($1::text[], ARRAY[current_database()::text]))`
 
 	publicationsQuery = `SELECT pubname::text, schemaname::text, tablename::text FROM pg_publication_tables`
 
@@ -162,7 +163,7 @@ func (s *Source) readBatch(ctx context.Context, conn *pgx.Conn, pgssSchema strin
 	b.Queue(databaseQuery).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&st.database, &dbReset, &schema, &st.confLoaded)
 	})
-	b.Queue(slotsQuery).Query(func(rows pgx.Rows) error {
+	b.Queue(slotsQuery, s.cfg.Databases).Query(func(rows pgx.Rows) error {
 		var name string
 		var sl slot
 		_, err := pgx.ForEachRow(rows, []any{&name, &sl.typ, &sl.database, &sl.active, &sl.pid, &sl.backendType,

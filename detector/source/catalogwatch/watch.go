@@ -98,6 +98,10 @@ var DefaultSettings = []string{
 
 // Config says what to watch.
 type Config struct {
+	// Databases are the databases whose logical slots the source watches (every
+	// watched database of the server, source.Env.ServerDatabases); nil means the
+	// connection's alone.
+	Databases []string
 	// OwnUser and OwnApplication identify the WAL source's walsender: the user and
 	// application_name it connects with (the detector's own, as this source's).
 	OwnUser, OwnApplication string
@@ -231,7 +235,8 @@ func (s *Source) isSensitive(schema, name string) (string, bool) {
 var Definition = source.Definition{Name: Name, Scope: source.EachServer, Settings: func() source.Settings {
 	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, _ time.Duration) (source.Poller, error) {
 		cfg := Config{Sensitive: env.Sensitive, Now: env.Now, Allowed: env.Declared.Replication, OwnStreams: env.OwnStreams,
-			OwnUser: env.Conn.User, OwnApplication: env.Conn.RuntimeParams["application_name"]}
+			Databases: env.ServerDatabases,
+			OwnUser:   env.Conn.User, OwnApplication: env.Conn.RuntimeParams["application_name"]}
 		if r := env.Replication; r.Streaming() {
 			cfg.OwnSlots, cfg.OwnPublications = []string{r.Slot}, []string{r.Publication}
 		}

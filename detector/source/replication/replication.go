@@ -61,6 +61,10 @@ type Config struct {
 	OwnUser, OwnApplication string
 	// OwnSlot is the WAL source's slot; "" when the WAL source does not stream.
 	OwnSlot string
+	// Databases are the databases whose logical streams this source judges (every
+	// watched database of the server, source.Env.ServerDatabases); nil means the
+	// connection's alone.
+	Databases []string
 	// Allowed are the expected replication connections (replication.allowed).
 	Allowed []source.ReplicationClient
 	// Now is the clock that stamps events; nil means time.Now.
@@ -100,6 +104,7 @@ func (s *Source) Start(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("read current database: %w", err)
 	}
 	s.judge.database = s.database
+	s.judge.databases = s.cfg.Databases
 	return nil
 }
 
@@ -155,12 +160,14 @@ func blindSpot(privileged bool, senders []walsender) error {
 }
 
 // Definition is the replication source (sources.replication: enabled, default true;
-// interval, default 1s), for the registry. It polls on a connection of its own: a
-// lock wait or failure of another source's queries never blinds it.
+// interval, default 1s), for the registry. It polls on a connection of its own, so
+// that a lock wait or failure of another source's queries never blinds it; on a server
+// watched with several databases it shares one with the catalog watch, as the
+// connection budget of docs/deployment.md says.
 var Definition = source.Definition{Name: Name, Scope: source.EachServer, Settings: func() source.Settings {
 	return &source.PollSettings{Enabled: true, Interval: time.Second, New: func(env source.Env, _ time.Duration) (source.Poller, error) {
 		cfg := Config{OwnUser: env.Conn.User, OwnApplication: env.Conn.RuntimeParams["application_name"],
-			OwnSlot: env.Replication.Slot, Allowed: env.Declared.Replication, Now: env.Now}
+			OwnSlot: env.Replication.Slot, Allowed: env.Declared.Replication, Now: env.Now, Databases: env.ServerDatabases}
 		return New(cfg, env.Sink, env.Logger, env.Registerer), nil
 	}}
 }}

@@ -170,10 +170,21 @@ func (w walsender) logicalDatabase() string {
 // judge decides about walsenders, poll after poll.
 type judge struct {
 	cfg Config
-	// database is the monitored database.
-	database string
+	// database is the monitored database; databases, when set, every database of the
+	// server the detector watches (the connection's need not be one of them).
+	database  string
+	databases []string
 	// seen holds every walsender of the last accepted poll, by pid.
 	seen map[int32]tracked
+}
+
+// watches reports whether the detector watches database (its logical streams are
+// this source's to judge).
+func (j *judge) watches(database string) bool {
+	if j.databases != nil {
+		return slices.Contains(j.databases, database)
+	}
+	return database == j.database
 }
 
 // poll judges the walsenders of one poll: those seen for the first time, those that
@@ -243,7 +254,7 @@ func (j *judge) decide(w walsender, final bool, backups map[[3]string]bool) (ver
 		op = w.mode()
 	}
 	switch {
-	case op == OpLogical && w.logicalDatabase() != j.database:
+	case op == OpLogical && !j.watches(w.logicalDatabase()):
 		return verdictElsewhere, op
 	case op == OpLogical && j.own(w):
 		return verdictOwn, op

@@ -96,6 +96,9 @@ type Source struct {
 	persistedAt      time.Time // when the counters were last written
 	countersChanged  bool      // deltas since then
 	sensitiveChanged bool      // of which reads of sensitive columns (readsSensitive)
+	// sharedErr is why the last shared read of the server's entries failed (nil when
+	// it worked, or without Config.Server): the source's health until one works.
+	sharedErr error
 	// fetchesCounted is pg_stat_statements.track_utility = on at Start: the rows read
 	// through a cursor are counted under its FETCHes.
 	fetchesCounted bool
@@ -165,8 +168,10 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 	}
 	if s.cfg.Server != nil {
 		read, _, err := source.Shared(ctx, s.cfg.Server, Name, s.cfg.Interval/2, readServer(s.cfg.Server))
-		if err != nil {
-			return err
+		// Reported as the source's health (BlindSpot), not as a failed poll: the poll's
+		// session is its database's other sources' too.
+		if s.sharedErr = err; err != nil {
+			return nil
 		}
 		s.entries = s.entries[:0]
 		hidden := 0
@@ -240,6 +245,10 @@ func (s *Source) handle(ctx context.Context, conn *pgx.Conn, now time.Time, dbID
 	s.resume(now, statsReset)
 	deltas, commit := s.tracker.observe(snapshot)
 	if err := s.fetchTexts(ctx, conn, dbID, deltas); err != nil {
+		if s.cfg.Server != nil {
+			s.sharedErr = err // over the server's connection: as a failed shared read
+			return nil
+		}
 		return err
 	}
 	if err := s.resolveRoles(ctx, conn, deltas); err != nil {
@@ -309,7 +318,8 @@ func readServer(server *source.Server) func(context.Context, *pgx.Conn) (*server
 			return err
 		})
 		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
-			return nil, fmt.Errorf("poll pg_stat_statements of the server: %w", explainMissingExtension(err))
+			return nil, fmt.Errorf("poll pg_stat_statements of the server through database %s: %w",
+				conn.Config().Database, explainMissingExtension(err))
 		}
 		return r, nil
 	}
@@ -318,6 +328,9 @@ func readServer(server *source.Server) func(context.Context, *pgx.Conn) (*server
 // BlindSpot reports, as a health problem, statements the detector's role may not see:
 // polling works, but reads by other roles go unnoticed, and on-call must know.
 func (s *Source) BlindSpot() error {
+	if s.sharedErr != nil {
+		return s.sharedErr
+	}
 	if s.hidden == 0 {
 		return nil
 	}

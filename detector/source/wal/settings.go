@@ -49,6 +49,10 @@ type Settings struct {
 // On reports whether the source may run: true and auto (which Run decides).
 func (s *Settings) On() bool { return s.Enabled != Off }
 
+// Insisted reports enabled: true: the operator wants the stream wherever the detector
+// watches a primary, and a place where it cannot run is a configuration error.
+func (s *Settings) Insisted() bool { return s.Enabled == On }
+
 // Replication returns the slot and the publication the source streams from.
 func (s *Settings) Replication() (slot, publication string, ok bool) {
 	return s.Slot, s.Publication, s.On()
