@@ -31,7 +31,7 @@ type autoResponder struct {
 	mode  config.ResponseMode
 	guard response.Guard
 	// cluster and instance are the server response.dsn connects to, as alerts name
-	// it (responderServer): a session on another server is not the responder's to end.
+	// it (config.ServerOf): a session on another server is not the responder's to end.
 	cluster, instance string
 	connect           func(ctx context.Context) (*pgx.Conn, error)
 	record            func(ctx context.Context, alerts []model.Alert)
@@ -189,19 +189,6 @@ func (r *autoResponder) close(ctx context.Context) {
 // responderConfig is the connection of response.dsn. Without one the automatic
 // response can only be shadowed: response.automatic on requires it (the config
 // checks), shadow records without connecting.
-// responderServer is the watched server response.dsn connects to, as alerts name it:
-// the one with its host and port, else the first cluster's primary.
-func responderServer(cfg *config.Config, servers []*server) (cluster, instance string) {
-	if rc, err := pgx.ParseConfig(cfg.Response.DSN); err == nil && cfg.Response.DSN != "" {
-		for _, s := range servers {
-			if s.conn.Host == rc.Host && s.conn.Port == rc.Port {
-				return s.cluster, s.instance
-			}
-		}
-	}
-	return servers[0].cluster, servers[0].instance
-}
-
 func responderConfig(cfg *config.Config) (*pgx.ConnConfig, error) {
 	if cfg.Response.DSN == "" {
 		return pgx.ParseConfig("")

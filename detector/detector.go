@@ -197,7 +197,11 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 	}
 	d.servers = servers
 	if d.responder != nil {
-		d.responder.cluster, d.responder.instance = responderServer(cfg, servers)
+		// response.dsn's server, else the first cluster's primary.
+		var ok bool
+		if d.responder.cluster, d.responder.instance, ok = cfg.ServerOf(cfg.Response.DSN); !ok {
+			d.responder.cluster, d.responder.instance = servers[0].cluster, servers[0].instance
+		}
 	}
 	var skipped []string
 	d.sources, d.shared, skipped, err = buildEstate(cfg.Sources, source.Env{

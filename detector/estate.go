@@ -159,7 +159,7 @@ type place struct {
 }
 
 func (p place) target() source.Target {
-	return source.Target{Cluster: p.srv.cluster, Instance: p.srv.instance, Database: p.database.Name, Standby: p.srv.standby}
+	return source.Target{Cluster: p.srv.cluster, Instance: p.srv.instance, Database: p.database.Name}
 }
 
 // env is base made for the sources watching p: its connection, sensitive tables,
@@ -170,7 +170,6 @@ func (p place) env(base source.Env, reg prometheus.Registerer, metrics func(prom
 	e := base
 	e.Conn = p.srv.conn.Copy()
 	e.Conn.Database = p.database.Name
-	e.Target = p.target()
 	e.Server = p.shared
 	if p.serverDatabases {
 		for _, db := range p.srv.databases {

@@ -68,6 +68,22 @@ func TestStandbyReadPagesNamingTheStandby(t *testing.T) {
 		}
 	}
 
+	// The same rows folded into one value on the standby (its blocks say how many it
+	// read: the standby's own table sizes) page too, as another statement.
+	var folded string
+	if err := analyst.QueryRow(t.Context(), `SELECT string_agg(email || ':' || password_hash, ',') FROM users`).Scan(&folded); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the folded read on the standby to page", func() bool {
+		n := 0
+		for _, a := range r.Lines(t) {
+			if a.State == model.StateFiring && a.Rule == "SensitiveBulkRead" && a.Labels[model.LabelInstance] == "replica-1" {
+				n++
+			}
+		}
+		return n == 2
+	})
+
 	// A slow read on the standby is seen while it runs, there.
 	slow := onStandby.Conn(t, "mallory")
 	finished := make(chan error, 1)

@@ -175,11 +175,17 @@ func oneOffConnConfig(cfg *config.Config, application string) (*pgx.ConnConfig, 
 		return nil, usageError{errors.New("the configuration watches targets:, not one database.dsn: " +
 			"give the database to act on with --dsn (setup --apply, canary), or use a configuration of that one database")}
 	}
-	connConfig, err := pgx.ParseConfig(cfg.Database.DSN)
+	return connConfigOf(cfg.Database.DSN, "database.dsn (or PGTRIPWIRE_DSN / PG* variables)", application)
+}
+
+// connConfigOf parses dsn (what names it in an error) with a bounded connect timeout
+// and application as application_name.
+func connConfigOf(dsn, what, application string) (*pgx.ConnConfig, error) {
+	connConfig, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// pgx's message may quote the DSN; the config package has already
 		// validated it, so this is an environment change (a service file).
-		return nil, usageError{errors.New("database.dsn (or PGTRIPWIRE_DSN / PG* variables) is not a valid connection string")}
+		return nil, usageError{fmt.Errorf("%s is not a valid connection string", what)}
 	}
 	if connConfig.ConnectTimeout == 0 {
 		connConfig.ConnectTimeout = connectTimeout

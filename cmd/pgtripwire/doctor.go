@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
@@ -119,37 +120,46 @@ func runDoctor(ctx context.Context, stdout io.Writer, cfg *config.Config, connCo
 // database.dsn with its standbys), each under a heading, as the detector watches it:
 // standbys without the WAL source, the response and the log (a primary's); servers
 // watched with several databases without the WAL source, their statistics read
-// through the DSN's own database. With databases: all it checks the DSN's database
-// (the detector lists the others when it starts). It goes on after a failure and
+// through the primary DSN's own database, which is checked too (for the extension).
+// With databases: all it checks that database (the detector lists the others when it
+// starts). It goes on after a failure and
 // fails at the end if any check did.
 func runFleetDoctor(ctx context.Context, stdout io.Writer, cfg *config.Config) error {
 	failed := 0
 	for wi, w := range cfg.Watches() {
+		own := "" // the primary's own database: every server's of the cluster (the detector's estate)
 		for si, ws := range append([]config.WatchedServer{w.Primary}, w.Standbys...) {
-			base, err := pgx.ParseConfig(ws.DSN)
+			base, err := connConfigOf(ws.DSN, "the DSN of "+ws.Instance, "pgtripwire doctor")
 			if err != nil {
-				return usageError{fmt.Errorf("the DSN of %s is not a valid connection string", ws.Instance)}
+				return err
 			}
-			if base.ConnectTimeout == 0 {
-				base.ConnectTimeout = connectTimeout
+			if si == 0 {
+				if own = base.Database; own == "" {
+					own = base.User
+				}
 			}
-			base.RuntimeParams["application_name"] = "pgtripwire doctor"
 			dbs := w.Databases
 			if w.AllDatabases {
-				dbs = []config.WatchedDatabase{{Name: base.Database, Sensitive: w.Sensitive}}
+				dbs = []config.WatchedDatabase{{Name: own, Sensitive: w.Sensitive}}
+			}
+			shared := len(dbs) > 1 || w.AllDatabases
+			if shared && !slices.ContainsFunc(dbs, func(d config.WatchedDatabase) bool { return d.Name == own }) {
+				// The statistics database is not a watched one: it needs the extension
+				// all the same, and its checks say so.
+				dbs = append([]config.WatchedDatabase{{Name: own}}, dbs...)
 			}
 			for _, db := range dbs {
 				c := base.Copy()
 				c.Database = db.Name
 				opts := doctorOptions(cfg, db.Sensitive)
-				if si > 0 || len(dbs) > 1 || w.AllDatabases {
+				if si > 0 || shared {
 					opts.WAL, opts.WALAuto = false, false
 				}
 				if si > 0 || wi > 0 {
 					opts.Log = nil
 				}
-				if len(dbs) > 1 || w.AllDatabases {
-					opts.StatisticsIn = base.Database
+				if shared {
+					opts.StatisticsIn = own
 				}
 				where := ws.Instance + "/" + db.Name
 				if w.Cluster != "" {

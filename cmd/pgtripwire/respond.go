@@ -96,7 +96,7 @@ func respond(ctx context.Context, stdout io.Writer, fingerprint string, f *respo
 	guard := response.Guard{ApplicationRoles: cfg.Roles.Application, Force: f.force}
 	cluster, readOn := ev.Labels[model.LabelCluster], ev.Labels[model.LabelInstance]
 	guard.DetectorRole = detectorRole(cfg, cluster, readOn)
-	if rCluster, rInstance, ok := responderServer(cfg); f.apply && ok && readOn != "" {
+	if rCluster, rInstance, ok := cfg.ServerOf(cfg.Response.DSN); f.apply && ok && readOn != "" {
 		switch {
 		case rCluster != cluster:
 			// Roles and grants are a cluster's: another cluster's are not these.
@@ -135,24 +135,6 @@ func respond(ctx context.Context, stdout io.Writer, fingerprint string, f *respo
 		return fmt.Errorf("response %s: a step failed or was refused (above)", o)
 	}
 	return nil
-}
-
-// responderServer is the cluster and instance name, as alerts carry them, of the
-// watched server response.dsn connects to (the same host and port); false when it is
-// none of them (a pooler's address: then only the guards of the plan apply).
-func responderServer(cfg *config.Config) (cluster, instance string, ok bool) {
-	rc, err := pgx.ParseConfig(cfg.Response.DSN)
-	if cfg.Response.DSN == "" || err != nil {
-		return "", "", false
-	}
-	for _, w := range cfg.Watches() {
-		for _, s := range append([]config.WatchedServer{w.Primary}, w.Standbys...) {
-			if c, err := pgx.ParseConfig(s.DSN); err == nil && c.Host == rc.Host && c.Port == rc.Port {
-				return w.Cluster, s.Instance, true
-			}
-		}
-	}
-	return "", "", false
 }
 
 // detectorRole is the role the detector connects to the alert's server as (never to

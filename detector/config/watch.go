@@ -106,3 +106,22 @@ func watchedServer(s Server) WatchedServer {
 	}
 	return WatchedServer{Instance: instanceOf(s.DSN), DSN: s.DSN}
 }
+
+// ServerOf returns the cluster and instance name, as alerts carry them, of the watched
+// server dsn connects to (the same host and port, as pgx resolves them), and false
+// when it is none of them: response.dsn through a pooler's address, a server the
+// configuration does not watch.
+func (c *Config) ServerOf(dsn string) (cluster, instance string, ok bool) {
+	if dsn == "" || instanceOf(dsn) == "local" {
+		return "", "", false
+	}
+	addr := instanceOf(dsn)
+	for _, w := range c.Watches() {
+		for _, s := range append([]WatchedServer{w.Primary}, w.Standbys...) {
+			if instanceOf(s.DSN) == addr {
+				return w.Cluster, s.Instance, true
+			}
+		}
+	}
+	return "", "", false
+}

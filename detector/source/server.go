@@ -8,18 +8,16 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Target is where a source watches: one database of one server of one cluster, as the
-// configuration names them (config.Watch).
+// Target names a place the detector watches, as alerts and messages name it: one
+// database of one server of one cluster (config.Watch). The detector's sink stamps the
+// server on every event of the place's sources; they need not know it.
 type Target struct {
 	// Cluster is targets[].cluster, "" for the minimal configuration.
 	Cluster string
 	// Instance is the server's name, or host:port of its DSN.
 	Instance string
-	// Database is the database the source's connection is to.
+	// Database is the database the place's connections are to.
 	Database string
-	// Standby is true for a hot standby: read-only, so the sources that write (the
-	// canary's WAL flush) or stream from a slot do not run there.
-	Standby bool
 }
 
 // Describe names the target in messages: "cluster/instance/database", or

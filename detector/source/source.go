@@ -153,8 +153,6 @@ type Env struct {
 	// Conn is the parsed connection configuration, with the detector's
 	// application_name and connect timeout set. Copy it before changing it.
 	Conn *pgx.ConnConfig
-	// Target is the server and database Conn connects to.
-	Target Target
 	// ServerDatabases are the databases the detector watches on the server, for the
 	// sources that run once per server (EachServer) and judge what belongs to which
 	// database (logical slots, logical streams); nil means Conn's database alone.
