@@ -55,6 +55,10 @@ const EnvDSN = "PGTRIPWIRE_DSN"
 // replaces response.dsn.
 const EnvResponseDSN = "PGTRIPWIRE_RESPONSE_DSN"
 
+// EnvStateDSN is the environment variable that, when set and non-empty,
+// replaces high_availability.state_dsn.
+const EnvStateDSN = "PGTRIPWIRE_STATE_DSN"
+
 // Defaults and limits, in one place so that Defaults, validation and the
 // documentation cannot drift apart.
 const (
@@ -66,6 +70,9 @@ const (
 	defaultStateDir            = "./state"
 	defaultBulkReadMinRowsCall = 1000
 	defaultEvidenceRetain      = 7 * 24 * time.Hour
+	defaultStateSaveInterval   = 2 * time.Second
+	minStateSaveInterval       = 500 * time.Millisecond
+	maxStateSaveInterval       = 10 * time.Second
 	minEvidenceRetain          = time.Hour
 	defaultEvidenceMaxAlerts   = 1000
 )
@@ -117,6 +124,35 @@ type Config struct {
 	// Response (response) is how pgtripwire stops a read: the responder's
 	// connection, and whether precise rules act on their own.
 	Response Response `yaml:"response"`
+	// HighAvailability (high_availability) lets several detectors share the
+	// same targets, one watching each target at a time (docs/deployment.md,
+	// high availability).
+	HighAvailability HighAvailability `yaml:"high_availability"`
+}
+
+// HighAvailability is the high_availability section.
+type HighAvailability struct {
+	// Enabled (high_availability.enabled) makes the detector watch a target
+	// only while it holds the target's lease: a session-level advisory lock
+	// on the target's primary, on a connection of its own. Detectors given
+	// the same targets take over each other's targets within seconds of one
+	// dying, and the rule state (windows, baselines, first-seen sets, firing
+	// alerts) and the WAL replay guard live in the pgtripwire schema of the
+	// target's primary (or of state_dsn), which `pgtripwire setup` creates;
+	// the state directory is then a cache and the delivery spool. Default
+	// false: one detector, its state on its local disk.
+	Enabled bool `yaml:"enabled"`
+	// StateDSN (high_availability.state_dsn) is where the leases and the
+	// state of every target are kept instead of each target's primary: a
+	// database of its own that outlives the watched clusters' failovers.
+	// PGTRIPWIRE_STATE_DSN, when set and non-empty, replaces it. Default
+	// empty: each target's primary, through its DSN.
+	StateDSN string `yaml:"state_dsn"`
+	// SaveInterval (high_availability.save_interval) is how often the rule
+	// state of a watched target is written to PostgreSQL when it changed;
+	// every alert transition is written at once. Default 2s, from 500ms to
+	// 10s: a successor resumes from what was written last.
+	SaveInterval time.Duration `yaml:"save_interval"`
 }
 
 // Evidence is the evidence section.
@@ -335,11 +371,12 @@ func Defaults() *Config {
 			},
 			Spool: Spool{MaxEntries: defaultSpoolMaxEntries},
 		},
-		StateDir: defaultStateDir,
-		Sources:  mustSources(registry.Sources),
-		Rules:    Rules{DefaultPack: true},
-		Evidence: Evidence{Enabled: true, Retain: defaultEvidenceRetain, MaxAlerts: defaultEvidenceMaxAlerts},
-		Response: Response{Automatic: ResponseOff},
+		StateDir:         defaultStateDir,
+		Sources:          mustSources(registry.Sources),
+		Rules:            Rules{DefaultPack: true},
+		Evidence:         Evidence{Enabled: true, Retain: defaultEvidenceRetain, MaxAlerts: defaultEvidenceMaxAlerts},
+		Response:         Response{Automatic: ResponseOff},
+		HighAvailability: HighAvailability{SaveInterval: defaultStateSaveInterval},
 	}
 }
 

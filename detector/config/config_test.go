@@ -119,10 +119,11 @@ func TestParse_Defaults(t *testing.T) {
 			Alertmanager: Alertmanager{ResendInterval: time.Minute, ResolvedResendFor: 5 * time.Minute, Timeout: 10 * time.Second},
 			Spool:        Spool{MaxEntries: 10000},
 		},
-		StateDir: "/etc/pgtripwire/state",
-		Rules:    Rules{DefaultPack: true},
-		Evidence: Evidence{Enabled: true, Retain: 7 * 24 * time.Hour, MaxAlerts: 1000},
-		Response: Response{Automatic: ResponseOff},
+		StateDir:         "/etc/pgtripwire/state",
+		Rules:            Rules{DefaultPack: true},
+		Evidence:         Evidence{Enabled: true, Retain: 7 * 24 * time.Hour, MaxAlerts: 1000},
+		Response:         Response{Automatic: ResponseOff},
+		HighAvailability: HighAvailability{SaveInterval: 2 * time.Second},
 	}
 	wantSources := sourcesFile{
 		"wal":         {"enabled": wal.Auto, "slot": "pgtripwire", "publication": "pgtripwire", "status_interval": 10 * time.Second},
@@ -220,10 +221,11 @@ func TestParse_FullFile(t *testing.T) {
 			},
 			Spool: Spool{MaxEntries: 50000},
 		},
-		StateDir: "var/state", // ../var/state from testdata/
-		Rules:    Rules{Files: []string{"testdata/rules/*.yml"}, Disable: []string{"SensitiveBulkRead"}},
-		Evidence: Evidence{Enabled: true, Retain: 7 * 24 * time.Hour, MaxAlerts: 1000},
-		Response: Response{Automatic: ResponseOff},
+		StateDir:         "var/state", // ../var/state from testdata/
+		Rules:            Rules{Files: []string{"testdata/rules/*.yml"}, Disable: []string{"SensitiveBulkRead"}},
+		Evidence:         Evidence{Enabled: true, Retain: 7 * 24 * time.Hour, MaxAlerts: 1000},
+		Response:         Response{Automatic: ResponseOff},
+		HighAvailability: HighAvailability{SaveInterval: 2 * time.Second},
 	}
 	checkConfig(t, "Load(full.good.yaml)", got, want, sourcesFile{
 		"wal":         {"enabled": wal.Auto, "slot": "pgtripwire", "publication": "pgtripwire", "status_interval": 10 * time.Second},

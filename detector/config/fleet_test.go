@@ -115,7 +115,8 @@ func TestWatches_Defaults(t *testing.T) {
 		{"IPv6", "postgres://u@[2001:db8::1]:5432/app", "[2001:db8::1]:5432", "app"},
 		{"Unix socket", "host=/var/run/postgresql dbname=app user=u", "/var/run/postgresql:5432", "app"},
 		{"no database: the user's", "postgres://tripwire@db/", "db:5432", "tripwire"},
-		{"first of several hosts", "postgres://u@h1:5432,h2:5433/app", "h1:5432", "app"},
+		{"several hosts: all of them", "postgres://u@h1:5432,h2:5433/app?target_session_attrs=read-write", "h1:5432,h2:5433", "app"},
+		{"several hosts, sslmode=prefer: each once", "host=h1,h2 port=5432,5433 dbname=app sslmode=prefer", "h1:5432,h2:5433", "app"},
 		{"does not parse", "postgres://u@db:port/app", "local", ""},
 	}
 	for _, tt := range tests {

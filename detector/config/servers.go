@@ -147,16 +147,26 @@ func (v *validator) standbys(primaryOK bool) {
 	}
 }
 
-// instanceOf returns host:port of the first server dsn names (a socket
-// directory for a Unix socket: /var/run/postgresql:5432), as pgx resolves it
-// with the PG* variables and libpq's defaults; "local" when pgx cannot parse
-// dsn.
+// instanceOf returns host:port of the server dsn names (a socket directory for
+// a Unix socket: /var/run/postgresql:5432), as pgx resolves it with the PG*
+// variables and libpq's defaults; "local" when pgx cannot parse dsn. A
+// multi-host DSN (host=a,b: the servers a failover moves the primary between)
+// names them all, comma-separated: the server it stands for stays the same
+// across a promotion, and so do its alerts' fingerprints and windows.
 func instanceOf(dsn string) string {
 	c, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return "local"
 	}
-	return net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
+	name := net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
+	for _, f := range c.Fallbacks {
+		next := net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port)))
+		// pgx adds a fallback per TLS mode of a host (sslmode=prefer): one name each.
+		if !strings.Contains(","+name+",", ","+next+",") {
+			name += "," + next
+		}
+	}
+	return name
 }
 
 // databaseOf returns the database dsn connects to: its dbname, else the user

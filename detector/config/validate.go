@@ -47,6 +47,16 @@ func (v *validator) validate() {
 	v.externalURL()
 	v.evidence()
 	v.response()
+	v.highAvailability()
+}
+
+func (v *validator) highAvailability() {
+	h := &v.cfg.HighAvailability
+	v.dsn("high_availability.state_dsn", &h.StateDSN, EnvStateDSN, "remove the key to keep the state in each target's primary")
+	if h.SaveInterval < minStateSaveInterval || h.SaveInterval > maxStateSaveInterval {
+		v.errorf("high_availability.save_interval", "%s is outside %s to %s: a successor resumes from the state written last",
+			h.SaveInterval, minStateSaveInterval, maxStateSaveInterval)
+	}
 }
 
 func (v *validator) externalURL() {
