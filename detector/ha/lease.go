@@ -1,0 +1,359 @@
+package ha
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.uber.org/zap"
+)
+
+// Lease is the lease of one target. Its zero durations take the defaults below.
+type Lease struct {
+	// Target names the target: its cluster ("" for the minimal configuration's one).
+	Target string
+	// Conn reaches where the lock and the state live: the target's primary (through
+	// its DSN, multi-host or not) or the state database.
+	Conn *pgx.ConnConfig
+	// Holder says who holds the lease, in the rows it writes (host name and HTTP
+	// address): never a secret.
+	Holder string
+	// TryEvery is how long a detector waits between two attempts while another
+	// holds the lease; default 1s. Backoff, when set, is added to it: a detector
+	// that already watches targets waits longer, so that the targets spread across
+	// the detectors that are up.
+	TryEvery time.Duration
+	Backoff  func() time.Duration
+	// CheckEvery is how often the holder makes sure its lease connection is alive;
+	// default 1s. A check that does not answer within CheckTimeout (default 3s)
+	// loses the lease: the work stops at once (fencing).
+	CheckEvery, CheckTimeout time.Duration
+	Logger                   *zap.Logger
+	Metrics                  *Metrics
+}
+
+// ErrLost ends the work's context when the lease connection fails.
+var ErrLost = errors.New("lease lost: its connection failed")
+
+// Run acquires the lease whenever it is free and, while it holds it, runs work with
+// a Held whose context ends as soon as the lease is lost (its connection fails or a
+// check times out) or ctx is done; then it tries again. It returns ctx's error, or
+// the first error work returns that its context's end did not cause.
+func (l *Lease) Run(ctx context.Context, work func(ctx context.Context, h *Held) error) error {
+	l.defaults()
+	log := l.Logger.With(zap.String("target", l.Target))
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			closeConn(ctx, conn)
+		}
+	}()
+	for {
+		if conn == nil {
+			c, err := pgx.ConnectConfig(ctx, l.Conn)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				log.Warn("lease: cannot connect; trying again", zap.Error(err))
+				if err := wait(ctx, l.TryEvery+l.Backoff()); err != nil {
+					return err
+				}
+				continue
+			}
+			conn = c
+		}
+		var got bool
+		err := conn.QueryRow(ctx, `SELECT pg_catalog.pg_try_advisory_lock($1, pg_catalog.hashtext($2))`, int32(lockClass), l.Target).Scan(&got)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			log.Warn("lease: cannot ask for the lock; reconnecting", zap.Error(err))
+			closeConn(ctx, conn)
+			conn = nil
+		case got:
+			h := &Held{conn: conn, target: l.Target, holder: l.Holder, m: l.Metrics, timeout: l.CheckTimeout}
+			conn = nil // the Held owns it now, and closes it
+			if err := l.hold(ctx, h, work, log); err != nil {
+				return err
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		if err := wait(ctx, l.TryEvery+l.Backoff()); err != nil {
+			return err
+		}
+	}
+}
+
+func (l *Lease) defaults() {
+	if l.TryEvery <= 0 {
+		l.TryEvery = time.Second
+	}
+	if l.Backoff == nil {
+		l.Backoff = func() time.Duration { return 0 }
+	}
+	if l.CheckEvery <= 0 {
+		l.CheckEvery = time.Second
+	}
+	if l.CheckTimeout <= 0 {
+		l.CheckTimeout = 3 * time.Second
+	}
+	if l.Logger == nil {
+		l.Logger = zap.NewNop()
+	}
+	if l.Metrics == nil {
+		l.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+}
+
+// hold runs work while the lease is held, then lets the lease go by closing its
+// connection (which ends the session, and with it the lock).
+func (l *Lease) hold(ctx context.Context, h *Held, work func(context.Context, *Held) error, log *zap.Logger) error {
+	workCtx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(l.CheckEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-workCtx.Done():
+				return
+			case <-t.C:
+			}
+			if err := h.check(workCtx); err != nil && workCtx.Err() == nil {
+				log.Error("lease lost: its connection failed; the target's sources stop now", zap.Error(err))
+				cancel(ErrLost)
+				return
+			}
+		}
+	}()
+	l.Metrics.held.WithLabelValues(l.Target).Set(1)
+	l.Metrics.acquired.WithLabelValues(l.Target).Inc()
+	log.Info("lease acquired: watching the target")
+	err := work(workCtx, h)
+	lost := errors.Is(context.Cause(workCtx), ErrLost)
+	cancel(nil)
+	wg.Wait()
+	h.close(ctx)
+	l.Metrics.held.WithLabelValues(l.Target).Set(0)
+	if lost {
+		l.Metrics.lost.WithLabelValues(l.Target).Inc()
+	}
+	if err != nil && workCtx.Err() == nil {
+		return fmt.Errorf("target %q: %w", l.Target, err)
+	}
+	if !lost && ctx.Err() == nil {
+		log.Info("lease released")
+	}
+	return nil
+}
+
+// Held is a lease being held: the state of its target is read and written through
+// the lease's own connection, one statement at a time.
+type Held struct {
+	mu      sync.Mutex
+	conn    *pgx.Conn
+	target  string
+	holder  string
+	m       *Metrics
+	timeout time.Duration
+}
+
+// check makes sure the lease connection still answers.
+func (h *Held) check(ctx context.Context) error {
+	return h.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, `SELECT 1`)
+		return err
+	})
+}
+
+// do runs f on the lease connection, within the check timeout.
+func (h *Held) do(ctx context.Context, f func(context.Context, *pgx.Conn) error) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conn == nil {
+		return ErrLost
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	return f(ctx, h.conn)
+}
+
+func (h *Held) close(ctx context.Context) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conn != nil {
+		closeConn(ctx, h.conn)
+		h.conn = nil
+	}
+}
+
+// LoadRuleState returns the rule state saved for the target, and false when none
+// was.
+func (h *Held) LoadRuleState(ctx context.Context) (state []byte, savedBy string, savedAt time.Time, ok bool, err error) {
+	var packed []byte
+	err = h.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT state, saved_by, saved_at FROM `+RuleStateTable+` WHERE target = $1`, h.target).
+			Scan(&packed, &savedBy, &savedAt)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, "", time.Time{}, false, nil
+	}
+	if err != nil {
+		return nil, "", time.Time{}, false, fmt.Errorf("read %s: %w", RuleStateTable, err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(packed))
+	if err == nil {
+		state, err = io.ReadAll(zr)
+	}
+	if err != nil {
+		return nil, savedBy, savedAt, false, fmt.Errorf("read %s: the state saved by %s is damaged: %w", RuleStateTable, savedBy, err)
+	}
+	return state, savedBy, savedAt, true, nil
+}
+
+// SaveRuleState writes the target's rule state, compressed, in one statement.
+func (h *Held) SaveRuleState(ctx context.Context, now time.Time, state []byte) error {
+	var b bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed) // a valid level: no error
+	_, _ = zw.Write(state)                           // writes to a buffer do not fail
+	_ = zw.Close()
+	err := h.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, `INSERT INTO `+RuleStateTable+` AS s (target, saved_at, saved_by, state) VALUES ($1, $2, $3, $4)
+ON CONFLICT (target) DO UPDATE SET saved_at = excluded.saved_at, saved_by = excluded.saved_by, state = excluded.state`,
+			h.target, now, h.holder, b.Bytes())
+		return err
+	})
+	if err != nil {
+		h.m.writes.WithLabelValues(h.target, "rule_state", "error").Inc()
+		return fmt.Errorf("write %s: %w", RuleStateTable, err)
+	}
+	h.m.writes.WithLabelValues(h.target, "rule_state", "ok").Inc()
+	h.m.bytes.WithLabelValues(h.target).Set(float64(b.Len()))
+	return nil
+}
+
+// ReplayGuard is the WAL source's replay guard: the position of the last
+// transaction handed over to the rules, on which WAL history, and its commit time
+// (zero when unknown).
+type ReplayGuard struct {
+	SystemID  string
+	Timeline  int32
+	Handled   pglogrepl.LSN
+	HandledAt time.Time
+}
+
+// LoadReplayGuard returns the replay guard saved for the target's slot, and false
+// when none was.
+func (h *Held) LoadReplayGuard(ctx context.Context, slot string) (ReplayGuard, bool, error) {
+	var (
+		g       ReplayGuard
+		handled string
+		at      *time.Time
+	)
+	err := h.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT system_id, timeline, handled::text, handled_at FROM `+ReplayGuardTable+
+			` WHERE target = $1 AND slot = $2`, h.target, slot).Scan(&g.SystemID, &g.Timeline, &handled, &at)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ReplayGuard{}, false, nil
+	}
+	if err == nil {
+		g.Handled, err = pglogrepl.ParseLSN(handled)
+	}
+	if err != nil {
+		return ReplayGuard{}, false, fmt.Errorf("read %s: %w", ReplayGuardTable, err)
+	}
+	if at != nil {
+		g.HandledAt = *at
+	}
+	return g, true, nil
+}
+
+// SaveReplayGuard writes the replay guard of the target's slot.
+func (h *Held) SaveReplayGuard(ctx context.Context, now time.Time, slot string, g ReplayGuard) error {
+	var at *time.Time
+	if !g.HandledAt.IsZero() {
+		at = &g.HandledAt
+	}
+	err := h.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, `INSERT INTO `+ReplayGuardTable+
+			` (target, slot, system_id, timeline, handled, handled_at, saved_at, saved_by) VALUES ($1, $2, $3, $4, $5::pg_lsn, $6, $7, $8)
+ON CONFLICT (target, slot) DO UPDATE SET system_id = excluded.system_id, timeline = excluded.timeline, handled = excluded.handled,
+	handled_at = excluded.handled_at, saved_at = excluded.saved_at, saved_by = excluded.saved_by`,
+			h.target, slot, g.SystemID, g.Timeline, g.Handled.String(), at, now, h.holder)
+		return err
+	})
+	if err != nil {
+		h.m.writes.WithLabelValues(h.target, "replay_guard", "error").Inc()
+		return fmt.Errorf("write %s: %w", ReplayGuardTable, err)
+	}
+	h.m.writes.WithLabelValues(h.target, "replay_guard", "ok").Inc()
+	return nil
+}
+
+// Metrics are the leases' and the state writes' metrics.
+type Metrics struct {
+	held           *prometheus.GaugeVec
+	acquired, lost *prometheus.CounterVec
+	writes         *prometheus.CounterVec
+	bytes          *prometheus.GaugeVec
+}
+
+// NewMetrics registers the metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	return &Metrics{
+		held: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pgtripwire_lease_held",
+			Help: "1 while this detector holds the target's lease and watches it (high_availability), else 0.",
+		}, []string{"cluster"}),
+		acquired: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgtripwire_lease_acquisitions_total",
+			Help: "Times this detector took the target's lease (at start, or over from another detector).",
+		}, []string{"cluster"}),
+		lost: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgtripwire_lease_losses_total",
+			Help: "Times the target's lease connection failed while held: the target's sources stopped at once.",
+		}, []string{"cluster"}),
+		writes: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgtripwire_state_writes_total",
+			Help: "Writes of a watched target's state to the pgtripwire schema, by table (rule_state, replay_guard) and result.",
+		}, []string{"cluster", "table", "result"}),
+		bytes: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pgtripwire_state_bytes",
+			Help: "Size of the target's rule state as last written to pgtripwire.rule_state (compressed).",
+		}, []string{"cluster"}),
+	}
+}
+
+func wait(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func closeConn(ctx context.Context, conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = conn.Close(ctx)
+}
