@@ -78,6 +78,9 @@ type Detector struct {
 	// response.automatic is off (or evidence.enabled is false, which the
 	// configuration refuses with it on).
 	responder *autoResponder
+	// ha, with high_availability on, runs the sources of each target while its
+	// lease is held (sources is empty then); nil otherwise.
+	ha *haState
 }
 
 // ConfigError marks an error caused by the configuration rather than by the runtime
@@ -127,6 +130,14 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 
+	if err := checkHighAvailability(cfg); err != nil {
+		return nil, err
+	}
+	statePath := filepath.Join(cfg.StateDir, ruleStateFile)
+	if cfg.HighAvailability.Enabled {
+		// The state of each target lives in PostgreSQL, taken with its lease.
+		statePath = ""
+	}
 	var legacy map[string]string
 	if !cfg.Fleet() {
 		// A state file of before the server fields is the minimal configuration's:
@@ -134,7 +145,7 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		legacy = map[string]string{model.LabelInstance: cfg.Watches()[0].Primary.Instance}
 	}
 	d.engine, err = engine.New(groups, engine.Options{
-		StatePath:    filepath.Join(cfg.StateDir, ruleStateFile),
+		StatePath:    statePath,
 		LegacyServer: legacy,
 		ResolveAfter: cfg.Alerts.ResolveAfter,
 		OnSave:       func(err error) { d.health.Set(ruleStateComponent, err) },
@@ -147,8 +158,12 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		return nil, fmt.Errorf("start the rule engine: %w", err)
 	}
 	d.health.Set(ruleStateComponent, nil)
-	if err := reconcileAlertLog(cfg.Alerts.File, d.engine, deps.Now(), deps.Logger.Named("rules")); err != nil {
-		return nil, err
+	if !cfg.HighAvailability.Enabled {
+		// With high availability the state taken with a lease is the truth: this
+		// detector's alert log may hold alerts another detector resolved since.
+		if err := reconcileAlertLog(cfg.Alerts.File, d.engine, deps.Now(), deps.Logger.Named("rules")); err != nil {
+			return nil, err
+		}
 	}
 	var eval Evaluator = d.engine
 	if len(eval.Rules()) == 0 {
@@ -203,8 +218,7 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 			d.responder.cluster, d.responder.instance = servers[0].cluster, servers[0].instance
 		}
 	}
-	var skipped []string
-	d.sources, d.shared, skipped, err = buildEstate(cfg.Sources, source.Env{
+	env := source.Env{
 		SearchPath:     cfg.Database.SearchPath,
 		CatalogRefresh: cfg.Database.CatalogRefresh,
 		StateDir:       cfg.StateDir,
@@ -212,7 +226,13 @@ func New(cfg *config.Config, deps Deps) (*Detector, error) {
 		Logger:         deps.Logger,
 		Declared:       declared,
 		Now:            deps.Now,
-	}, servers, deps.Registry, d.health, servers[0].cluster == "")
+	}
+	var skipped []string
+	if cfg.HighAvailability.Enabled {
+		err = d.newHA(servers, env)
+	} else {
+		d.sources, d.shared, skipped, err = buildEstate(cfg.Sources, env, servers, deps.Registry, d.health, servers[0].cluster == "")
+	}
 	if err != nil {
 		_ = d.listener.Close()
 		_ = d.notifier.Close()
@@ -286,7 +306,12 @@ func (d *Detector) Run(ctx context.Context) error {
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
-	mux := web.Handler(d.registry, d.health.Ready)
+	var gatherer prometheus.Gatherer = d.registry
+	if d.ha != nil {
+		gatherer = d.ha.gatherer
+		d.runHA(ctx, g)
+	}
+	mux := web.Handler(gatherer, d.health.Ready)
 	if d.capturer != nil {
 		mux.Handle("GET "+EvidencePath+"{fingerprint}", evidence.Handler(d.evidence))
 		g.Go(func() error { return d.capturer.Run(ctx) })

@@ -53,6 +53,9 @@ type pipeline struct {
 	// links, when evidence is on, annotate every transition with its evidence_url and
 	// queue the capture of each firing alert's evidence.
 	links *evidenceLinks
+	// onTransitions, when set, is told of every transition handed to the stage (high
+	// availability writes the rule state after each). It must not block.
+	onTransitions func([]model.Alert)
 
 	events     *prometheus.CounterVec
 	rowsRead   *prometheus.CounterVec
@@ -153,6 +156,9 @@ func (p *pipeline) notifyLocked(ctx context.Context, alerts []model.Alert) {
 	}
 	if _, err := p.stage.Exec(ctx, ts...); err != nil {
 		p.logger.Error("alert transitions not taken by the sinks", zap.Int("transitions", len(ts)), zap.Error(err))
+	}
+	if p.onTransitions != nil {
+		p.onTransitions(alerts)
 	}
 }
 

@@ -40,7 +40,7 @@ func writeWALConfig(t *testing.T, dir, dsn, slot, listen string, columns ...stri
 		Alerts: "  stdout: false\n", Sources: sources}.write(t, dir)
 }
 
-// firingLines returns the firing lines of rule in the alert log at path.
+// firingLines returns the firing lines of rule ("": every rule) in the alert log at path.
 func firingLines(t *testing.T, path, rule string) []model.Alert {
 	t.Helper()
 	f, err := os.Open(path)
@@ -58,7 +58,7 @@ func firingLines(t *testing.T, path, rule string) []model.Alert {
 		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
 			t.Fatalf("alert log line %q: %v", sc.Text(), err)
 		}
-		if a.State == model.StateFiring && a.Rule == rule {
+		if a.State == model.StateFiring && (rule == "" || a.Rule == rule) {
 			out = append(out, a)
 		}
 	}

@@ -50,6 +50,10 @@ var ErrLost = errors.New("lease lost: its connection failed")
 // the first error work returns that its context's end did not cause.
 func (l *Lease) Run(ctx context.Context, work func(ctx context.Context, h *Held) error) error {
 	l.defaults()
+	// The target's series exist at zero before the first takeover.
+	l.Metrics.held.WithLabelValues(l.Target).Set(0)
+	l.Metrics.acquired.WithLabelValues(l.Target)
+	l.Metrics.lost.WithLabelValues(l.Target)
 	log := l.Logger.With(zap.String("target", l.Target))
 	var conn *pgx.Conn
 	defer func() {

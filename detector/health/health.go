@@ -75,6 +75,19 @@ func (s *Status) Register(component string) { s.register(key{component: componen
 // pgtripwire_source_up series disappears rather than reading 0 forever.
 func (s *Status) Forget(component string) { s.forget(key{component: component}) }
 
+// ForgetCluster removes every component that watches cluster: another detector
+// watches it now (high availability), and this one's sources for it have stopped.
+func (s *Status) ForgetCluster(cluster string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.state {
+		if k.at != (Server{}) && k.at.Cluster == cluster {
+			delete(s.state, k)
+			s.up.DeleteLabelValues(k.component, k.at.Cluster, k.at.Server, k.at.Database)
+		}
+	}
+}
+
 // Set records the component's latest outcome: nil is healthy.
 func (s *Status) Set(component string, err error) { s.set(key{component: component}, err) }
 

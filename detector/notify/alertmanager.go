@@ -345,6 +345,24 @@ func (g *alertmanagerGroup) adopt(alerts []model.Alert) error {
 	return g.journal.append(g.active, true, added...)
 }
 
+// release drops the alerts of cluster from the active set: they are no longer this
+// detector's to re-send or resolve.
+func (g *alertmanagerGroup) release(cluster string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var dropped []string
+	for fp, act := range g.active {
+		if act.Alert.Labels[model.LabelCluster] == cluster {
+			delete(g.active, fp)
+			dropped = append(dropped, fp)
+		}
+	}
+	if len(dropped) == 0 {
+		return nil
+	}
+	return g.journal.append(g.active, true, dropped...)
+}
+
 // alertmanagerSink is the Sink of one Alertmanager URL.
 type alertmanagerSink struct {
 	group    *alertmanagerGroup

@@ -254,6 +254,16 @@ func (n *Notifier) Firing(alerts []model.Alert) error {
 	return n.am.adopt(alerts)
 }
 
+// Release stops re-sending to Alertmanager the alerts of cluster, without resolving
+// them: another detector watches the cluster now (high availability), holds its
+// firing alerts, and re-sends and resolves them itself.
+func (n *Notifier) Release(cluster string) error {
+	if n.am == nil {
+		return nil
+	}
+	return n.am.release(cluster)
+}
+
 // Lost returns the events that say what delivery state could not be restored at start:
 // the Alertmanager active set damaged beyond its previous generation (Alertmanager then
 // drops what it held after four re-send intervals), spooled transitions unreadable

@@ -1,0 +1,327 @@
+package detector
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/ha"
+	"github.com/pgtripwire/pgtripwire/detector/health"
+	"github.com/pgtripwire/pgtripwire/detector/source"
+	"github.com/pgtripwire/pgtripwire/model"
+)
+
+// With high_availability on, the detector watches a target (a cluster of the
+// configuration) only while it holds the target's lease (package ha). Each time it
+// takes a target, it resumes the rule state the previous holder wrote, starts the
+// target's sources afresh (as a restarted detector would: a new registry for their
+// metrics, their state directory emptied), and writes the target's rule state
+// through the lease every save interval and after every transition. When the lease
+// is lost, the sources stop at once and the target's groups and firing alerts are
+// forgotten here: they are the next holder's.
+
+// haWatch is one target under high availability.
+type haWatch struct {
+	cluster string
+	servers []*server
+	lease   *ha.Lease
+	// kick asks the target's state keeper to write the rule state now (a
+	// transition of one of its alerts).
+	kick chan struct{}
+}
+
+// haState is the detector's high availability: its watches, by cluster, and what
+// their sources are built from.
+type haState struct {
+	watches   []*haWatch
+	byCluster map[string]*haWatch
+	env       source.Env
+	metrics   *ha.Metrics
+	gatherer  *gatherers
+	held      atomic.Int32 // targets held now: spreads the others to other detectors
+}
+
+// spreadDelay is what a detector adds to its wait before trying a target's lease
+// again, per target it already holds: a detector that watches nothing takes a free
+// target first.
+const spreadDelay = 2 * time.Second
+
+// newHA prepares a lease per target of the configuration. The sources are built
+// once here, and thrown away, so that a configuration they refuse is refused at
+// start rather than at the first takeover.
+func (d *Detector) newHA(servers []*server, env source.Env) error {
+	cfg := d.cfg.HighAvailability
+	var stateConn *pgx.ConnConfig
+	if cfg.StateDSN != "" {
+		c, err := pgx.ParseConfig(cfg.StateDSN)
+		if err != nil {
+			return &ConfigError{Err: errors.New("high_availability.state_dsn is not a valid connection string")}
+		}
+		stateConn = c
+	}
+	probe := prometheus.NewRegistry()
+	_, shared, _, err := buildEstate(d.cfg.Sources, env, servers, probe, health.New(probe), false)
+	for _, s := range shared {
+		s.Close()
+	}
+	if err != nil {
+		return err
+	}
+
+	h := &haState{byCluster: map[string]*haWatch{}, env: env, metrics: ha.NewMetrics(d.registry),
+		gatherer: &gatherers{base: d.registry, more: map[string]prometheus.Gatherer{}}}
+	holder := d.holderName()
+	for _, srv := range servers {
+		w := h.byCluster[srv.cluster]
+		if w == nil {
+			w = &haWatch{cluster: srv.cluster, kick: make(chan struct{}, 1)}
+			h.byCluster[srv.cluster] = w
+			h.watches = append(h.watches, w)
+		}
+		w.servers = append(w.servers, srv)
+		if srv.standby {
+			continue
+		}
+		conn := stateConn
+		if conn == nil {
+			conn = srv.conn
+		}
+		conn = conn.Copy()
+		if conn.ConnectTimeout == 0 {
+			conn.ConnectTimeout = 10 * time.Second
+		}
+		conn.RuntimeParams["application_name"] = "pgtripwire lease"
+		w.lease = &ha.Lease{
+			Target:  srv.cluster,
+			Conn:    conn,
+			Holder:  holder,
+			Backoff: func() time.Duration { return time.Duration(h.held.Load()) * spreadDelay },
+			Logger:  d.log.Named("lease"),
+			Metrics: h.metrics,
+		}
+	}
+	d.ha = h
+	// A transition is written at once, so that a successor does not page it again.
+	d.pipeline.onTransitions = func(alerts []model.Alert) {
+		for _, a := range alerts {
+			if w := h.byCluster[a.Labels[model.LabelCluster]]; w != nil {
+				select {
+				case w.kick <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// holderName says who holds a lease, in the state rows: the host and the HTTP
+// address, which tell the detectors apart.
+func (d *Detector) holderName() string {
+	host, _ := os.Hostname()
+	_, port, _ := net.SplitHostPort(d.listener.Addr().String())
+	return fmt.Sprintf("%s:%s (pid %d)", host, port, os.Getpid())
+}
+
+// runHA runs a lease per target in g until ctx is done.
+func (d *Detector) runHA(ctx context.Context, g *errgroup.Group) {
+	for _, w := range d.ha.watches {
+		g.Go(func() error {
+			return w.lease.Run(ctx, func(ctx context.Context, held *ha.Held) error {
+				return d.watchTarget(ctx, w, held)
+			})
+		})
+	}
+}
+
+// watchTarget watches w's target while its lease is held (until ctx ends).
+func (d *Detector) watchTarget(ctx context.Context, w *haWatch, held *ha.Held) error {
+	d.ha.held.Add(1)
+	defer d.ha.held.Add(-1)
+	log := d.log.With(zap.String("cluster", w.cluster))
+	place := d.health.At(health.Server{Cluster: w.cluster, Server: "lease"})
+
+	d.takeState(ctx, w, held, log)
+
+	// The sources start afresh: what their state directory held (counters, a replay
+	// guard) may be older than what the previous holder judged.
+	dir := filepath.Join(d.cfg.StateDir, "servers", safeName(w.cluster))
+	if err := os.RemoveAll(dir); err != nil {
+		log.Warn("the sources' old state directory was not emptied", zap.String("path", dir), zap.Error(err))
+	}
+	reg := prometheus.NewRegistry()
+	runners, shared, _, err := buildEstate(d.cfg.Sources, d.ha.env, w.servers, reg, d.health, false)
+	if err != nil {
+		return err
+	}
+	d.ha.gatherer.add(w.cluster, reg)
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range runners {
+		g.Go(func() error { return r.Run(gctx) })
+	}
+	g.Go(func() error { return d.keepState(gctx, w, held, place, log) })
+	err = g.Wait()
+
+	for _, s := range shared {
+		s.Close()
+	}
+	if !errors.Is(context.Cause(ctx), ha.ErrLost) {
+		// A clean stop: the successor resumes from exactly here.
+		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		if serr := d.saveState(saveCtx, w, held, nil); serr != nil {
+			log.Warn("rule state not written at the stop: the successor resumes from the last write", zap.Error(serr))
+		}
+		cancel()
+	}
+	d.engine.Release(w.cluster)
+	if rerr := d.notifier.Release(w.cluster); rerr != nil {
+		log.Error("the target's alerts stay in the Alertmanager active set", zap.Error(rerr))
+	}
+	d.health.ForgetCluster(w.cluster)
+	d.ha.gatherer.remove(w.cluster)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// takeState resumes the rule state the target's previous holder wrote, and tells
+// Alertmanager about its firing alerts. State that cannot be read is said with a
+// DetectorStateLost alert, and the target starts without it.
+func (d *Detector) takeState(ctx context.Context, w *haWatch, held *ha.Held, log *zap.Logger) {
+	data, by, at, ok, err := held.LoadRuleState(ctx)
+	if err == nil && ok {
+		_, err = d.engine.Take(data)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		log.Error("rule state of the target lost: starting it without baselines, first-seen keys or firing alerts", zap.Error(err))
+		d.engine.Release(w.cluster)
+		_ = d.pipeline.HandleEvents(ctx, []model.Event{{Time: d.now(), Source: model.SourceDetector, Kind: model.KindStateLost,
+			Cluster: w.cluster, Object: ha.RuleStateTable, Operation: "rule state", Rows: 1, Calls: 1, Complete: true}})
+		return
+	}
+	if !ok {
+		log.Info("no rule state saved for the target yet: starting it afresh")
+		return
+	}
+	log.Info("rule state taken over", zap.String("saved_by", by), zap.Time("saved_at", at))
+	var firing []model.Alert
+	for _, a := range d.engine.Firing() {
+		if a.Labels[model.LabelCluster] == w.cluster {
+			firing = append(firing, a)
+		}
+	}
+	if err := d.notifier.Firing(d.pipeline.links.annotate(firing)); err != nil {
+		log.Error("the target's firing alerts were not added to the Alertmanager active set", zap.Error(err))
+	}
+}
+
+// keepState writes the target's rule state every save interval, and at once after a
+// transition, until ctx is done.
+func (d *Detector) keepState(ctx context.Context, w *haWatch, held *ha.Held, place *health.Scoped, log *zap.Logger) error {
+	place.Register(ruleStateComponent)
+	var last [sha256.Size]byte
+	if err := d.saveState(ctx, w, held, &last); err == nil {
+		place.Set(ruleStateComponent, nil)
+	}
+	t := time.NewTicker(d.cfg.HighAvailability.SaveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		case <-w.kick:
+		}
+		err := d.saveState(ctx, w, held, &last)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("rule state not written; retrying", zap.Error(err))
+		}
+		if ctx.Err() == nil {
+			place.Set(ruleStateComponent, err)
+		}
+	}
+}
+
+// saveState writes the target's rule state through the lease, unless it is the same
+// as last written (last nil: always).
+func (d *Detector) saveState(ctx context.Context, w *haWatch, held *ha.Held, last *[sha256.Size]byte) error {
+	data, err := d.engine.Partition(time.Time{}, w.cluster)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(data)
+	if last != nil && sum == *last {
+		return nil
+	}
+	if err := held.SaveRuleState(ctx, d.now(), data); err != nil {
+		return err
+	}
+	if last != nil {
+		*last = sum
+	}
+	return nil
+}
+
+// gatherers is what /metrics serves: the detector's registry and the registries of
+// the targets' sources while they run (each takeover builds them afresh).
+type gatherers struct {
+	base prometheus.Gatherer
+	mu   sync.Mutex
+	more map[string]prometheus.Gatherer
+}
+
+func (g *gatherers) add(key string, r prometheus.Gatherer) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.more[key] = r
+}
+
+func (g *gatherers) remove(key string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.more, key)
+}
+
+// Gather merges every registry's families.
+func (g *gatherers) Gather() ([]*dto.MetricFamily, error) {
+	g.mu.Lock()
+	all := prometheus.Gatherers{g.base}
+	for _, k := range slices.Sorted(maps.Keys(g.more)) {
+		all = append(all, g.more[k])
+	}
+	g.mu.Unlock()
+	return all.Gather()
+}
+
+// checkHighAvailability refuses what high availability cannot do.
+func checkHighAvailability(cfg *config.Config) error {
+	if !cfg.HighAvailability.Enabled {
+		return nil
+	}
+	if s, ok := cfg.Sources.Lookup("log"); ok && s.On() {
+		return &ConfigError{Err: errors.New("high_availability: the log source reads one server's log files, " +
+			"which a detector elsewhere cannot: set sources.log.enabled: false")}
+	}
+	return nil
+}
