@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,12 +53,14 @@ type haState struct {
 	env       source.Env
 	metrics   *ha.Metrics
 	gatherer  *gatherers
-	held      atomic.Int32 // targets held now: spreads the others to other detectors
+	// leases are shared by the watches' leases: the targets held spread the others
+	// to other detectors.
+	leases *ha.Detector
 }
 
-// spreadDelay is what a detector adds to its wait before trying a target's lease
-// again, per target it already holds: a detector that watches nothing takes a free
-// target first.
+// spreadDelay is what a detector adds to its wait before trying a target's lease,
+// per target it already holds (up to four): a detector that watches nothing takes a
+// free target first.
 const spreadDelay = 2 * time.Second
 
 // newHA prepares a lease per target of the configuration. The sources are built
@@ -85,7 +86,7 @@ func (d *Detector) newHA(servers []*server, env source.Env) error {
 	}
 
 	h := &haState{byCluster: map[string]*haWatch{}, env: env, metrics: ha.NewMetrics(d.registry),
-		gatherer: &gatherers{base: d.registry, more: map[string]prometheus.Gatherer{}}}
+		gatherer: &gatherers{base: d.registry, more: map[string]prometheus.Gatherer{}}, leases: &ha.Detector{Spread: spreadDelay}}
 	holder := d.holderName()
 	for _, srv := range servers {
 		w := h.byCluster[srv.cluster]
@@ -108,12 +109,12 @@ func (d *Detector) newHA(servers []*server, env source.Env) error {
 		}
 		conn.RuntimeParams["application_name"] = "pgtripwire lease"
 		w.lease = &ha.Lease{
-			Target:  srv.cluster,
-			Conn:    conn,
-			Holder:  holder,
-			Backoff: func() time.Duration { return time.Duration(h.held.Load()) * spreadDelay },
-			Logger:  d.log.Named("lease"),
-			Metrics: h.metrics,
+			Target:   srv.cluster,
+			Conn:     conn,
+			Holder:   holder,
+			Detector: h.leases,
+			Logger:   d.log.Named("lease"),
+			Metrics:  h.metrics,
 		}
 	}
 	d.ha = h
@@ -152,8 +153,6 @@ func (d *Detector) runHA(ctx context.Context, g *errgroup.Group) {
 
 // watchTarget watches w's target while its lease is held (until ctx ends).
 func (d *Detector) watchTarget(ctx context.Context, w *haWatch, held *ha.Held) error {
-	d.ha.held.Add(1)
-	defer d.ha.held.Add(-1)
 	log := d.log.With(zap.String("cluster", w.cluster))
 	place := d.health.At(health.Server{Cluster: w.cluster, Server: "lease"})
 

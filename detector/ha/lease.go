@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -27,12 +28,14 @@ type Lease struct {
 	// Holder says who holds the lease, in the rows it writes (host name and HTTP
 	// address): never a secret.
 	Holder string
-	// TryEvery is how long a detector waits between two attempts while another
-	// holds the lease; default 1s. Backoff, when set, is added to it: a detector
-	// that already watches targets waits longer, so that the targets spread across
-	// the detectors that are up.
+	// TryEvery is about how long a detector waits between two attempts while
+	// another holds the lease (jittered by up to a half); default 1s.
 	TryEvery time.Duration
-	Backoff  func() time.Duration
+	// Detector, when set, is shared by the leases of one detector: before an
+	// attempt, a detector that already holds n leases waits n × Spread more (at
+	// most 4 × Spread), so that the free targets go to the detectors that watch
+	// fewer. Its attempts are made one at a time.
+	Detector *Detector
 	// CheckEvery is how often the holder makes sure its lease connection is alive;
 	// default 1s. A check that does not answer within CheckTimeout (default 3s)
 	// loses the lease: the work stops at once (fencing).
@@ -61,6 +64,7 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context, h *Held)
 			closeConn(ctx, conn)
 		}
 	}()
+	backedOff := false
 	for {
 		if conn == nil {
 			c, err := pgx.ConnectConfig(ctx, l.Conn)
@@ -69,15 +73,23 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context, h *Held)
 					return ctx.Err()
 				}
 				log.Warn("lease: cannot connect; trying again", zap.Error(err))
-				if err := wait(ctx, l.TryEvery+l.Backoff()); err != nil {
+				if err := wait(ctx, l.jittered()); err != nil {
 					return err
 				}
 				continue
 			}
 			conn = c
 		}
-		var got bool
-		err := conn.QueryRow(ctx, `SELECT pg_catalog.pg_try_advisory_lock($1, pg_catalog.hashtext($2))`, int32(lockClass), l.Target).Scan(&got)
+		if n := l.Detector.holding(); n > 0 && !backedOff {
+			// Leave the target a moment to a detector that watches fewer.
+			backedOff = true
+			if err := wait(ctx, time.Duration(min(n, 4))*l.Detector.Spread); err != nil {
+				return err
+			}
+			continue
+		}
+		backedOff = false
+		got, err := l.try(ctx, conn)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -95,18 +107,56 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context, h *Held)
 				return ctx.Err()
 			}
 		}
-		if err := wait(ctx, l.TryEvery+l.Backoff()); err != nil {
+		if err := wait(ctx, l.jittered()); err != nil {
 			return err
 		}
 	}
+}
+
+// try asks for the lock, one attempt of the detector at a time: a detector's count
+// of leases held is up to date for its next attempt.
+func (l *Lease) try(ctx context.Context, conn *pgx.Conn) (bool, error) {
+	l.Detector.mu.Lock()
+	defer l.Detector.mu.Unlock()
+	var got bool
+	err := conn.QueryRow(ctx, `SELECT pg_catalog.pg_try_advisory_lock($1, pg_catalog.hashtext($2))`, int32(lockClass), l.Target).Scan(&got)
+	if err == nil && got {
+		l.Detector.held++
+	}
+	return got, err
+}
+
+func (l *Lease) jittered() time.Duration {
+	return l.TryEvery/2 + rand.N(l.TryEvery/2+1)
+}
+
+// Detector is what the leases of one detector share.
+type Detector struct {
+	// Spread is what a detector waits more per lease it holds before trying for
+	// another; zero does not spread.
+	Spread time.Duration
+	mu     sync.Mutex
+	held   int
+}
+
+func (d *Detector) holding() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.held
+}
+
+func (d *Detector) released() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.held--
 }
 
 func (l *Lease) defaults() {
 	if l.TryEvery <= 0 {
 		l.TryEvery = time.Second
 	}
-	if l.Backoff == nil {
-		l.Backoff = func() time.Duration { return 0 }
+	if l.Detector == nil {
+		l.Detector = &Detector{}
 	}
 	if l.CheckEvery <= 0 {
 		l.CheckEvery = time.Second
@@ -153,6 +203,7 @@ func (l *Lease) hold(ctx context.Context, h *Held, work func(context.Context, *H
 	cancel(nil)
 	wg.Wait()
 	h.close(ctx)
+	l.Detector.released()
 	l.Metrics.held.WithLabelValues(l.Target).Set(0)
 	if lost {
 		l.Metrics.lost.WithLabelValues(l.Target).Inc()

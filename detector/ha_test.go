@@ -1,0 +1,106 @@
+package detector_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/ha"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
+	"github.com/pgtripwire/pgtripwire/model"
+)
+
+// Two detectors given the same two targets: each watches one (the targets spread
+// across the detectors that are up), a read in either pages exactly once across both
+// alert logs, and a detector whose lease connection fails stops that target's
+// sources at once, while the target is watched again within seconds.
+func TestTargetsSpreadAndALostLeaseStopsItsSources(t *testing.T) {
+	t.Parallel()
+	users, err := config.NewSensitiveTable("public.users", "email", "username", "password_hash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbs := map[string]*pgtest.Database{}
+	var targets []config.Target
+	for _, cluster := range []string{"eu", "us"} {
+		db := pgtest.NewDatabase(t)
+		seedUsers(t, db, 5_000)
+		for _, sql := range ha.SchemaSQL {
+			db.Exec(t, sql)
+		}
+		dbs[cluster] = db
+		targets = append(targets, config.Target{Cluster: cluster, Primary: config.Server{DSN: db.SuperuserDSN()},
+			Databases: config.TargetDatabases{List: []config.TargetDatabase{{Name: db.Name}}}, Sensitive: []config.SensitiveTable{users}})
+	}
+	detectors := map[string]*detectortest.Detector{}
+	for _, name := range []string{"a", "b"} {
+		cfg := config.Defaults()
+		detectortest.Local(t, cfg)
+		detectortest.PollEvery(t, "statements", detectortest.PollSettings(t, cfg, "statements"), 500*time.Millisecond)
+		detectortest.PollSettings(t, cfg, "catalog").Enabled = false
+		cfg.Targets = targets
+		cfg.HighAvailability.Enabled = true
+		cfg.HighAvailability.SaveInterval = time.Second
+		detectors[name] = detectortest.Run(t, cfg)
+	}
+	holder := func(cluster string) []string {
+		var out []string
+		for name, d := range detectors {
+			if d.Gauge(t, "pgtripwire_lease_held", map[string]string{"cluster": cluster}) == 1 {
+				out = append(out, name)
+			}
+		}
+		return out
+	}
+	spread := func() bool {
+		eu, us := holder("eu"), holder("us")
+		return len(eu) == 1 && len(us) == 1 && eu[0] != us[0]
+	}
+	eventually(t, 15*time.Second, "each detector watching one target", spread)
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if !spread() {
+			t.Fatalf("the targets moved while both detectors were up: eu %v, us %v", holder("eu"), holder("us"))
+		}
+	}
+
+	// A bulk read in each target pages once, by the detector that watches it.
+	pagesOf := func(cluster string) (n int, by []string) {
+		for name, d := range detectors {
+			for _, a := range d.Lines(t) {
+				if a.State == model.StateFiring && a.Rule == "SensitiveBulkRead" && a.Labels[model.LabelCluster] == cluster {
+					n++
+					by = append(by, name)
+				}
+			}
+		}
+		return n, by
+	}
+	for cluster, db := range dbs {
+		eventually(t, 10*time.Second, cluster+"'s statements source up", func() bool {
+			return detectors[holder(cluster)[0]].Gauge(t, "pgtripwire_source_up", map[string]string{"cluster": cluster, "source": "statements"}) == 1
+		})
+		bulkRead(t, db)
+		eventually(t, 10*time.Second, "the read in "+cluster+" paged", func() bool { n, _ := pagesOf(cluster); return n >= 1 })
+	}
+
+	// eu's holder loses its lease connection: its sources for eu stop at once.
+	was := holder("eu")[0]
+	dbs["eu"].Exec(t, `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND classid = 1885828215 AND objsubid = 2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)
+	lost := time.Now()
+	eventually(t, 3*time.Second, was+" to stop watching eu", func() bool {
+		return detectors[was].Series(t, "pgtripwire_source_up", map[string]string{"cluster": "eu"}) == nil &&
+			detectors[was].Gauge(t, "pgtripwire_lease_held", map[string]string{"cluster": "eu"}) == 0
+	})
+	t.Logf("%s stopped watching eu %s after its lease connection ended", was, time.Since(lost).Round(time.Millisecond))
+	eventually(t, 10*time.Second, "eu watched again", func() bool { return len(holder("eu")) == 1 })
+	if got := detectors[was].Counter(t, "pgtripwire_lease_losses_total", map[string]string{"cluster": "eu"}); got != 1 {
+		t.Errorf("pgtripwire_lease_losses_total{cluster=eu} of %s = %v, want 1", was, got)
+	}
+	for cluster := range dbs {
+		if n, by := pagesOf(cluster); n != 1 {
+			t.Errorf("the read in %s paged %d times (by %v), want once: two detectors watched it, or its firing alert was fired again", cluster, n, by)
+		}
+	}
+}
