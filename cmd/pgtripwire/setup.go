@@ -78,6 +78,7 @@ func newSetupCommand(stdout io.Writer) *cobra.Command {
 				Slot:                    w.Slot,
 				SkipReplicaIdentityFull: noFull,
 				WAL:                     w.On(),
+				HighAvailability:        cfg.HighAvailability.Enabled,
 			}
 			steps, err := setup.Plan(opts)
 			if err != nil {

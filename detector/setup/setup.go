@@ -32,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/ha"
 	"github.com/pgtripwire/pgtripwire/detector/pgversion"
 	"github.com/pgtripwire/pgtripwire/detector/setup/ownership"
 	"github.com/pgtripwire/pgtripwire/model"
@@ -58,6 +59,9 @@ type Options struct {
 	// messages only the WAL source reads) and the slot (which, with no consumer,
 	// would retain WAL until the disk is full). Omitted says so.
 	WAL bool
+	// HighAvailability adds the pgtripwire schema where detectors sharing the
+	// target keep its rule state and replay guard (high_availability.enabled).
+	HighAvailability bool
 }
 
 // Omitted returns, as comment lines for the printed plan, what these options
@@ -186,6 +190,19 @@ func Plan(opts Options) ([]*Step, error) {
 			SQL:    []string{"CREATE EXTENSION IF NOT EXISTS pg_stat_statements"},
 			ensure: ensureExtension("pg_stat_statements"),
 		},
+	}
+	if opts.HighAvailability {
+		steps = append(steps, &Step{
+			Object: "schema " + ha.Schema + " (high availability state)",
+			Needs:  "CREATE on the database (or superuser)",
+			Why: []string{
+				"Where the detector that watches the target keeps its rule state (windows,",
+				"baselines, first-seen sets, firing alerts) and WAL replay guard, for the detector",
+				"that takes the target over. Owned by you: the detector's role may read and upsert",
+				"rows, not delete them, change the tables or create anything (docs/security.md).",
+			},
+			SQL: append(slices.Clone(ha.SchemaSQL), ha.GrantSQL(opts.Role)...),
+		})
 	}
 	if !opts.WAL {
 		return steps, nil

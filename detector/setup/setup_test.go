@@ -537,3 +537,37 @@ func TestTriggerSchemaCheckedBeforeCommit(t *testing.T) {
 		t.Errorf("after the refusal: schema left %v, %d event triggers; want neither", schema, triggers)
 	}
 }
+
+// With high availability, setup makes the state schema, and the detector's role may
+// keep the target's state there and do nothing else with it; applying again changes
+// nothing.
+func TestApplyHighAvailabilitySchema(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	db.Exec(t, `CREATE TABLE public.users (id int PRIMARY KEY, email text, password_hash text)`)
+	role := "setup_ha_" + db.Name[len(db.Name)-4:]
+	opts := setup.Options{Role: role, Tables: sensitive(t, "public.users"), HighAvailability: true}
+	steps, err := setup.Plan(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := db.Conn(t, "postgres")
+	for range 2 {
+		if _, err := setup.Apply(t.Context(), conn, steps); err != nil {
+			t.Fatalf("apply: %v", err)
+		}
+	}
+	detector := db.Conn(t, role)
+	if _, err := detector.Exec(t.Context(), `INSERT INTO pgtripwire.rule_state VALUES ('eu', now(), 'me', '\x00');
+		UPDATE pgtripwire.rule_state SET saved_by = 'me again' WHERE target = 'eu'`); err != nil {
+		t.Errorf("the detector cannot keep its state: %v", err)
+	}
+	for _, sql := range []string{`DELETE FROM pgtripwire.rule_state`, `CREATE TABLE pgtripwire.mine (a int)`, `ALTER TABLE pgtripwire.replay_guard ADD COLUMN x int`} {
+		if _, err := detector.Exec(t.Context(), sql); err == nil {
+			t.Errorf("the detector's role may %s", sql)
+		}
+	}
+	var owner string
+	if err := conn.QueryRow(t.Context(), `SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'pgtripwire'`).Scan(&owner); err != nil || owner == role {
+		t.Errorf("schema owner %q (%v), want the administrator's", owner, err)
+	}
+}
