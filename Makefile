@@ -17,7 +17,7 @@ FUZZTIME      ?= 5m
 PG            ?=
 COMPAT_VERSIONS ?= 14 15 16 17 18
 
-.PHONY: all build test compat lint bench bench-canary bench-wal bench-log bench-storm bench-fleet chaos fuzz demo deps deps-demo clean
+.PHONY: all build test compat lint bench bench-canary bench-wal bench-log bench-storm bench-fleet bench-ha chaos fuzz demo deps deps-demo clean
 
 all: build
 
@@ -84,6 +84,12 @@ bench-storm:
 # per poll, and the time from a bulk read in database 73 to its page. About 3 minutes.
 bench-fleet:
 	$(GO) test -run '^$$' -bench BenchmarkFleet -benchtime 1x -count 1 -timeout 20m ./detector/ | grep -v 'logger.go'
+
+# What keeping a target's state in the pgtripwire schema costs at steady state (issue #18
+# acceptance 3): rule-state writes per second, the stored state's size, the WAL it makes.
+# About 90 seconds.
+bench-ha:
+	$(GO) test -run '^$$' -bench BenchmarkHAState -benchtime 1x -count 1 -timeout 10m ./detector/ | grep -v 'logger.go'
 
 # kill -9 at random points of a 10-minute mixed workload (about 20 kills): every read and
 # change paged once, every alert resolved once (issue #20; make test runs 45 s of it).
