@@ -213,3 +213,40 @@ func TestJournalDamagedInTheMiddleIsLost(t *testing.T) {
 		t.Errorf("after damage in the middle: lost %v, %d alerts restored; want it said, and the first alert", lost, len(active))
 	}
 }
+
+// Release drops a cluster's alerts from the active set, durably and without resolving
+// them (another detector holds them now); the other clusters' stay.
+func TestReleaseDropsAClustersAlertsWithoutResolvingThem(t *testing.T) {
+	am := amtest.Start(t)
+	dir := t.TempDir()
+	cfg := Config{StateDir: dir, Alertmanager: amConfig(am.URL), ResolveAfter: time.Hour}
+	first := start(t, cfg)
+	in := func(cluster, role string) model.Alert {
+		a := transition("SensitiveBulkRead", role, model.StateFiring, time.Now())
+		a.Labels[model.LabelCluster] = cluster
+		a.Fingerprint = model.Fingerprint(a.Rule, a.Labels)
+		return a
+	}
+	eu, us := in("eu", "mallory"), in("us", "eve")
+	first.write(t, eu)
+	first.write(t, us)
+	if err := first.n.Release("eu"); err != nil {
+		t.Fatal(err)
+	}
+	first.stop()
+	second := start(t, cfg)
+	got := second.n.am.active
+	if _, ok := got[eu.Fingerprint]; ok {
+		t.Error("eu's alert is still in the active set after Release(eu)")
+	}
+	if act, ok := got[us.Fingerprint]; !ok || !act.Resolved.IsZero() {
+		t.Errorf("us's alert: in the active set %v, resolved %v; want it firing there", ok, ok && !act.Resolved.IsZero())
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "alerts.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(data, []byte(`"state":"resolved"`)) {
+		t.Errorf("Release wrote a resolution:\n%s", data)
+	}
+}
