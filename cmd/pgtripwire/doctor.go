@@ -80,6 +80,7 @@ func doctorOptions(cfg *config.Config, tables []config.SensitiveTable) doctor.Op
 		opts.Log = &doctor.LogOptions{Directory: l.Directory, Format: l.Format, SyslogListen: l.Syslog.Listen}
 	}
 	opts.Automatic = cfg.Response.Automatic == config.ResponseOn
+	opts.HighAvailability = cfg.HighAvailability.Enabled && cfg.HighAvailability.StateDSN == ""
 	return opts
 }
 

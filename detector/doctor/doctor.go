@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/ha"
 	"github.com/pgtripwire/pgtripwire/detector/pgversion"
 	"github.com/pgtripwire/pgtripwire/detector/setup"
 	"github.com/pgtripwire/pgtripwire/model"
@@ -108,6 +109,9 @@ type Options struct {
 	// server's pg_stat_statements (a server watched with several databases): the
 	// extension is needed there, not in this one.
 	StatisticsIn string
+	// HighAvailability is high_availability.enabled without a state_dsn: the
+	// target's state is kept in this database's pgtripwire schema.
+	HighAvailability bool
 }
 
 // walMissing is the status of something the WAL source needs and lacks, and what it
@@ -140,7 +144,7 @@ func Run(ctx context.Context, conn *pgx.Conn, opts Options) (*Report, error) {
 	for _, check := range []func(context.Context) error{
 		d.version, d.walLevel, d.pgss, d.computeQueryID, d.pgssTrack, d.trackUtility,
 		d.trackActivityQuerySize, d.maxSlotWALKeepSize, d.role, d.tables, d.slot, d.publication,
-		d.replicaIdentity, d.eventTriggers, d.logChecks, d.responder,
+		d.replicaIdentity, d.eventTriggers, d.logChecks, d.responder, d.stateSchema,
 	} {
 		if err := check(ctx); err != nil {
 			if conn.IsClosed() || ctx.Err() != nil {
@@ -421,6 +425,40 @@ FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&super, &repl, &sta
 		status, why := d.walMissing()
 		d.add(status, name+" replication", "no REPLICATION: "+why, "as a superuser: ALTER ROLE "+r+" REPLICATION;")
 	}
+	return nil
+}
+
+// stateSchema checks, with high availability, that the role may keep the target's
+// state in the pgtripwire schema: read and upsert both tables.
+func (d *doctor) stateSchema(ctx context.Context) error {
+	if !d.opts.HighAvailability {
+		return nil
+	}
+	const name = "high availability state (schema " + ha.Schema + ")"
+	var missing []string
+	for _, table := range []string{"rule_state", "replay_guard"} {
+		// Looked up by name: to_regclass needs the USAGE this may lack.
+		var exists, rights bool
+		err := d.conn.QueryRow(ctx, `SELECT true, pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+	AND pg_catalog.has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE')
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2`, ha.Schema, table).Scan(&exists, &rights)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("read the rights on %s.%s: %w", ha.Schema, table, err)
+		}
+		switch {
+		case !exists:
+			missing = append(missing, ha.Schema+"."+table+" does not exist")
+		case !rights:
+			missing = append(missing, "no SELECT, INSERT and UPDATE on "+ha.Schema+"."+table)
+		}
+	}
+	if len(missing) > 0 {
+		d.add(Fail, name, strings.Join(missing, "; ")+": a detector taking the target over would start without its state",
+			"pgtripwire setup --config FILE --apply --dsn <administrator DSN> (it creates the schema and grants the rights)")
+		return nil
+	}
+	d.add(OK, name, "the role may read and write the target's rule state and replay guard")
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/doctor"
+	"github.com/pgtripwire/pgtripwire/detector/ha"
 	"github.com/pgtripwire/pgtripwire/detector/pgversion"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 )
@@ -302,5 +303,39 @@ func TestResponder(t *testing.T) {
 	}
 	if out := written(t, rep); !strings.Contains(out, "✗ responder: response.automatic is on but response.dsn is not set") {
 		t.Error("report lacks the missing response.dsn")
+	}
+}
+
+// With high availability, doctor says whether the role may keep the target's state:
+// a failure with the fix before setup made the schema, OK after.
+func TestHighAvailabilityStateSchema(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	role := "doc_ha_" + db.Name[len(db.Name)-3:]
+	db.CreateRole(t, role)
+	db.Exec(t, `CREATE TABLE public.users (id int, email text); GRANT pg_monitor TO `+role)
+	check := func() string {
+		t.Helper()
+		rep, err := doctor.Run(t.Context(), db.Conn(t, role), doctor.Options{
+			Tables: []config.SensitiveTable{mustTable(t, "public.users")}, HighAvailability: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return written(t, rep)
+	}
+	if out := check(); !strings.Contains(out, "✗ high availability state (schema pgtripwire): pgtripwire.rule_state does not exist") ||
+		!strings.Contains(out, "fix: pgtripwire setup --config FILE --apply") {
+		t.Errorf("before setup, report lacks the failure and its fix:\n%s", out)
+	}
+	for _, sql := range ha.SchemaSQL {
+		db.Exec(t, sql)
+	}
+	if out := check(); !strings.Contains(out, "no SELECT, INSERT and UPDATE on pgtripwire.rule_state") {
+		t.Errorf("without the grants, report lacks the missing rights:\n%s", out)
+	}
+	for _, sql := range ha.GrantSQL(role) {
+		db.Exec(t, sql)
+	}
+	if out := check(); !strings.Contains(out, "✓ high availability state (schema pgtripwire)") {
+		t.Errorf("after setup, report lacks the OK:\n%s", out)
 	}
 }
