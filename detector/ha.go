@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
@@ -156,7 +157,10 @@ func (d *Detector) watchTarget(ctx context.Context, w *haWatch, held *ha.Held) e
 	log := d.log.With(zap.String("cluster", w.cluster))
 	place := d.health.At(health.Server{Cluster: w.cluster, Server: "lease"})
 
-	d.takeState(ctx, w, held, log)
+	if err := d.takeState(ctx, w, held, log); err != nil {
+		log.Warn("lease given up: the target's state could not be read through it", zap.Error(err))
+		return nil
+	}
 
 	// The sources start afresh: what their state directory held (counters, a replay
 	// guard) may be older than what the previous holder judged.
@@ -202,26 +206,33 @@ func (d *Detector) watchTarget(ctx context.Context, w *haWatch, held *ha.Held) e
 }
 
 // takeState resumes the rule state the target's previous holder wrote, and tells
-// Alertmanager about its firing alerts. State that cannot be read is said with a
-// DetectorStateLost alert, and the target starts without it.
-func (d *Detector) takeState(ctx context.Context, w *haWatch, held *ha.Held, log *zap.Logger) {
+// Alertmanager about its firing alerts. State that cannot be decoded is said with a
+// DetectorStateLost alert, and the target starts without it; state the server
+// refuses (the schema missing: setup not run) is logged and the target starts
+// without it, unready until its state can be written. An error is returned only
+// when the lease connection fails: the lease is then given up.
+func (d *Detector) takeState(ctx context.Context, w *haWatch, held *ha.Held, log *zap.Logger) error {
 	data, by, at, ok, err := held.LoadRuleState(ctx)
-	if err == nil && ok {
+	var pgErr *pgconn.PgError
+	switch {
+	case err != nil && !errors.Is(err, ha.ErrDamaged) && !errors.As(err, &pgErr):
+		return err
+	case err != nil && !errors.Is(err, ha.ErrDamaged):
+		log.Error("rule state of the target not readable: watching it without it (run pgtripwire setup --apply)", zap.Error(err))
+		return nil
+	case err == nil && ok:
 		_, err = d.engine.Take(data)
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return
-		}
-		log.Error("rule state of the target lost: starting it without baselines, first-seen keys or firing alerts", zap.Error(err))
+		log.Error("rule state of the target lost: watching it without baselines, first-seen keys or firing alerts", zap.Error(err))
 		d.engine.Release(w.cluster)
 		_ = d.pipeline.HandleEvents(ctx, []model.Event{{Time: d.now(), Source: model.SourceDetector, Kind: model.KindStateLost,
 			Cluster: w.cluster, Object: ha.RuleStateTable, Operation: "rule state", Rows: 1, Calls: 1, Complete: true}})
-		return
+		return nil
 	}
 	if !ok {
-		log.Info("no rule state saved for the target yet: starting it afresh")
-		return
+		log.Info("no rule state saved for the target yet: watching it afresh")
+		return nil
 	}
 	log.Info("rule state taken over", zap.String("saved_by", by), zap.Time("saved_at", at))
 	var firing []model.Alert
@@ -233,6 +244,7 @@ func (d *Detector) takeState(ctx context.Context, w *haWatch, held *ha.Held, log
 	if err := d.notifier.Firing(d.pipeline.links.annotate(firing)); err != nil {
 		log.Error("the target's firing alerts were not added to the Alertmanager active set", zap.Error(err))
 	}
+	return nil
 }
 
 // keepState writes the target's rule state every save interval, and at once after a
@@ -240,8 +252,9 @@ func (d *Detector) takeState(ctx context.Context, w *haWatch, held *ha.Held, log
 func (d *Detector) keepState(ctx context.Context, w *haWatch, held *ha.Held, place *health.Scoped, log *zap.Logger) error {
 	place.Register(ruleStateComponent)
 	var last [sha256.Size]byte
-	if err := d.saveState(ctx, w, held, &last); err == nil {
-		place.Set(ruleStateComponent, nil)
+	err := d.saveState(ctx, w, held, &last)
+	if ctx.Err() == nil {
+		place.Set(ruleStateComponent, err)
 	}
 	t := time.NewTicker(d.cfg.HighAvailability.SaveInterval)
 	defer t.Stop()

@@ -104,3 +104,55 @@ func TestTargetsSpreadAndALostLeaseStopsItsSources(t *testing.T) {
 		}
 	}
 }
+
+// State that cannot be decoded is said with DetectorStateLost and the target is
+// watched without it; without the schema (setup not run) the target is watched too,
+// and the detector is unready until its state can be written.
+func TestHighAvailabilityWithoutUsableState(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		prepare func(db *pgtest.Database)
+		lost    bool
+	}{
+		{"damaged", func(db *pgtest.Database) {
+			for _, sql := range ha.SchemaSQL {
+				db.Exec(t, sql)
+			}
+			db.Exec(t, `INSERT INTO pgtripwire.rule_state VALUES ('', now(), 'someone', '\x1f8b0000')`)
+		}, true},
+		{"no schema", func(*pgtest.Database) {}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := pgtest.NewDatabase(t)
+			seedUsers(t, db, 5_000)
+			tc.prepare(db)
+			cfg := detectortest.Config(t, db)
+			detectortest.PollEvery(t, "statements", detectortest.PollSettings(t, cfg, "statements"), 500*time.Millisecond)
+			cfg.HighAvailability.Enabled = true
+			r := detectortest.Run(t, cfg)
+			eventually(t, 10*time.Second, "the lease held", func() bool {
+				return r.Gauge(t, "pgtripwire_lease_held", map[string]string{"cluster": ""}) == 1
+			})
+			if tc.lost {
+				r.WaitAlert(t, 10*time.Second, "DetectorStateLost", map[string]string{"object": ha.RuleStateTable})
+			} else {
+				eventually(t, 10*time.Second, "the failed state write said", func() bool {
+					m := r.Series(t, "pgtripwire_source_up", map[string]string{"source": "rule_state", "server": "lease"})
+					return m != nil && m.GetGauge().GetValue() == 0 && !r.Ready(t)
+				})
+			}
+			eventually(t, 10*time.Second, "the statements source up", func() bool {
+				return r.Gauge(t, "pgtripwire_source_up", map[string]string{"source": "statements"}) == 1
+			})
+			bulkRead(t, db)
+			r.WaitAlert(t, 10*time.Second, "SensitiveBulkRead", map[string]string{"role": "mallory"})
+			for _, a := range r.Lines(t) {
+				if a.Rule == "DetectorStateLost" && !tc.lost {
+					t.Errorf("DetectorStateLost without state to lose: %v", a.Labels)
+				}
+			}
+		})
+	}
+}

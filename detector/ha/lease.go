@@ -44,6 +44,9 @@ type Lease struct {
 	Metrics                  *Metrics
 }
 
+// ErrDamaged marks state that was read but cannot be decoded.
+var ErrDamaged = errors.New("damaged")
+
 // ErrLost ends the work's context when the lease connection fails.
 var ErrLost = errors.New("lease lost: its connection failed")
 
@@ -276,7 +279,7 @@ func (h *Held) LoadRuleState(ctx context.Context) (state []byte, savedBy string,
 		state, err = io.ReadAll(zr)
 	}
 	if err != nil {
-		return nil, savedBy, savedAt, false, fmt.Errorf("read %s: the state saved by %s is damaged: %w", RuleStateTable, savedBy, err)
+		return nil, savedBy, savedAt, false, fmt.Errorf("read %s: the state saved by %s is %w: %w", RuleStateTable, savedBy, ErrDamaged, err)
 	}
 	return state, savedBy, savedAt, true, nil
 }
