@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -558,55 +557,9 @@ func renderedConfig(t *testing.T, objs []object) *config.Config {
 	data := configFile(t, objs)
 	cfg, err := config.Parse(configPath, []byte(data), getenv(t, objs))
 	if err != nil {
-		err = withoutPendingKeys(err)
-	}
-	if err != nil {
 		t.Fatalf("pgtripwire's loader refuses the rendered configuration:\n%v\n%s", err, data)
 	}
-	if cfg == nil {
-		// TODO(high_availability): remove once the high_availability section is
-		// merged; until then the loader refuses that key (and only that one, see
-		// withoutPendingKeys), so parse a copy without it for the other checks.
-		t.Log("TODO(high_availability): this loader does not know high_availability yet; checked the rest of the configuration")
-		var raw map[string]any
-		if err := yaml.Unmarshal([]byte(data), &raw); err != nil {
-			t.Fatal(err)
-		}
-		delete(raw, "high_availability")
-		stripped, err := yaml.Marshal(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if cfg, err = config.Parse(configPath, stripped, getenv(t, objs)); err != nil {
-			t.Fatalf("pgtripwire's loader refuses the rendered configuration:\n%v\n%s", err, data)
-		}
-	}
 	return cfg
-}
-
-// pendingKey is what the loader says of the high_availability section before it knows it.
-var pendingKey = regexp.MustCompile(`: config file: unknown key "high_availability" `)
-
-// withoutPendingKeys returns err less the complaints about the high_availability
-// section, which a change being made to the loader adds: nil when those were all.
-//
-// TODO(high_availability): delete with the fallback in renderedConfig once the loader
-// knows high_availability (another engineer's change of detector/config).
-func withoutPendingKeys(err error) error {
-	var errs config.Errors
-	if !errors.As(err, &errs) {
-		return err
-	}
-	var rest config.Errors
-	for _, e := range errs {
-		if !pendingKey.MatchString(e.Error()) {
-			rest = append(rest, e)
-		}
-	}
-	if len(rest) == 0 {
-		return nil
-	}
-	return rest
 }
 
 func configFile(t *testing.T, objs []object) string {
@@ -644,17 +597,14 @@ func checkConfig(t *testing.T, objs []object, want expect) {
 	if len(cfg.Sensitive) == 0 && len(cfg.Targets) == 0 {
 		t.Error("the rendered configuration watches no sensitive table")
 	}
+	if cfg.HighAvailability.Enabled != want.ha {
+		t.Errorf("high_availability.enabled: got %t, want %t", cfg.HighAvailability.Enabled, want.ha)
+	}
 	var raw struct {
 		Database map[string]any `yaml:"database"`
-		HA       struct {
-			Enabled bool `yaml:"enabled"`
-		} `yaml:"high_availability"`
 	}
 	if err := yaml.Unmarshal([]byte(configFile(t, objs)), &raw); err != nil {
 		t.Fatal(err)
-	}
-	if raw.HA.Enabled != want.ha {
-		t.Errorf("high_availability.enabled: got %t, want %t", raw.HA.Enabled, want.ha)
 	}
 	if _, ok := raw.Database["dsn"]; ok {
 		t.Error("database.dsn is in the ConfigMap: the DSN belongs in the Secret")
