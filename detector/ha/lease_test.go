@@ -50,10 +50,12 @@ func (w *holding) work(ctx context.Context, h *ha.Held) error {
 	return nil
 }
 
-func (w *holding) get() (*ha.Held, error, int) {
+// get returns the lease held now (nil when none), how many times it was taken,
+// and why the work last ended.
+func (w *holding) get() (held *ha.Held, starts int, ended error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.held, w.ended, w.starts
+	return w.held, w.starts, w.ended
 }
 
 func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
@@ -108,13 +110,13 @@ func TestLeaseIsHeldByOneAndTakenOverWhenItsSessionEnds(t *testing.T) {
 
 	// a's session ends as a kill -9 would end it.
 	db.Exec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'ha_detector' AND query LIKE '%SELECT 1%'`)
-	waitFor(t, "a's work stops (fencing)", 3*time.Second, func() bool { _, ended, _ := a.get(); return ended != nil })
-	if _, ended, _ := a.get(); !errors.Is(ended, ha.ErrLost) {
+	waitFor(t, "a's work stops (fencing)", 3*time.Second, func() bool { _, _, ended := a.get(); return ended != nil })
+	if _, _, ended := a.get(); !errors.Is(ended, ha.ErrLost) {
 		t.Errorf("a's work ended with %v, want ErrLost", ended)
 	}
 	waitFor(t, "a or b takes the lease over", 5*time.Second, func() bool {
 		hb, _, _ := b.get()
-		ha2, _, startsA := a.get()
+		ha2, startsA, _ := a.get()
 		return hb != nil || (ha2 != nil && startsA == 2)
 	})
 	next, _, _ := b.get()

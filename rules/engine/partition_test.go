@@ -30,7 +30,7 @@ func TestPartitionTakeRelease(t *testing.T) {
 	a := newHarness(t, rules, Options{})
 	a.eval(0, in("eu", model.Event{Source: "activity", Role: "known"}))
 	a.tickTo(time.Second, 2*time.Minute) // NewRole has learned "known"
-	for i := range 12 {                   // 6,000 rows of eu's sweep
+	for i := range 12 {                  // 6,000 rows of eu's sweep
 		a.eval(2*time.Minute+time.Duration(i)*time.Second, in("eu", page("intruder", 500)))
 	}
 	for i := range 20 { // 10,000 rows in us: firing
