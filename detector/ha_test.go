@@ -64,6 +64,18 @@ func TestTargetsSpreadAndALostLeaseStopsItsSources(t *testing.T) {
 		}
 	}
 
+	// A third detector, with nothing to watch, is ready: a rolling update or a
+	// PodDisruptionBudget counts it as up.
+	c := config.Defaults()
+	detectortest.Local(t, c)
+	detectortest.PollEvery(t, "statements", detectortest.PollSettings(t, c, "statements"), 500*time.Millisecond)
+	detectortest.PollSettings(t, c, "catalog").Enabled = false
+	c.Targets, c.HighAvailability.Enabled, c.HighAvailability.SaveInterval = targets, true, time.Second
+	detectors["c"] = detectortest.Start(t, c)
+	if eu, us := holder("eu"), holder("us"); len(eu) != 1 || len(us) != 1 || eu[0] == "c" || us[0] == "c" {
+		t.Fatalf("a third detector took a target held by another: eu %v, us %v", eu, us)
+	}
+
 	// A bulk read in each target pages once, by the detector that watches it.
 	pagesOf := func(cluster string) (n int, by []string) {
 		for name, d := range detectors {
