@@ -71,8 +71,8 @@ type Server struct {
 	// turn is held during a read: one query on the connection at a time. A channel,
 	// so that a waiter gives up with its own context (a poll's timeout) instead of
 	// queueing behind a slow read.
-	turn  chan struct{}
-	c     *pgx.Conn
+	turn chan struct{}
+	c    *pgx.Conn
 	// identity is the server c reached, set when it connected.
 	identity ServerIdentity
 	reads    map[string]sharedRead

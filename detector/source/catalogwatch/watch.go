@@ -198,10 +198,10 @@ func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
 // Rebaseline makes the next poll take the new server's own state as a baseline: the
 // Loop found another server behind the connection (a failover, source.Rebaseliner).
 // Its replication slots, statistics resets and evictions, and settings are its own,
-// not changes: a promoted standby's pg_stat_statements was never reset, it has its own
-// (source.Rebaseliner). What the cluster replicates to every server — roles and their
-// attributes, memberships, publications, per-role and per-database settings — is still
-// compared with what the old server had: a grant made during the switch is reported.
+// not changes: a promoted standby's pg_stat_statements was never reset, it has its own.
+// What the cluster replicates to every server — roles and their attributes,
+// memberships, publications, per-role and per-database settings — is still compared
+// with what the old server had: a grant made during the switch is reported.
 func (s *Source) Rebaseline() { s.rebase = s.prev != nil }
 
 // rebased returns prev with the per-server state of cur, the first poll of another

@@ -214,8 +214,7 @@ func (s *Source) known() *known {
 	if s.origin == nil || s.handled == 0 && s.reached.LSN == 0 {
 		return nil
 	}
-	k := &known{handled: mark{origin: *s.origin, LSN: s.handled, At: s.handledAt}, reached: s.reached}
-	return k
+	return &known{handled: mark{origin: *s.origin, LSN: s.handled, At: s.handledAt}, reached: s.reached}
 }
 
 // last is the furthest position k says was dealt with, at or before limit when limit
