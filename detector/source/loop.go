@@ -61,6 +61,10 @@ type Loop struct {
 	// the process (and the server) less than a hundred wake-ups spread over it, and
 	// the first of them reads the server's shared views for all (source.Server).
 	Aligned bool
+
+	// server is the server the last session reached, zero before the first: owned by
+	// the goroutine running the sessions.
+	server ServerIdentity
 }
 
 // pollTimeout bounds one poll: a poll that hangs (a partitioned network, a server that
@@ -83,6 +87,9 @@ func (l *Loop) Run(ctx context.Context) error {
 	for i, p := range l.Pollers {
 		names[i] = p.Name
 		l.Metrics.Precreate(p.Name, true)
+		if _, ok := p.Poller.(Rebaseliner); ok {
+			l.Metrics.serverChanges.WithLabelValues(p.Name)
+		}
 	}
 	return Supervisor{Names: names, Health: l.Health, Metrics: l.Metrics, Logger: l.Logger,
 		ReconnectInitial: l.ReconnectInitial, ReconnectMax: l.ReconnectMax}.Run(ctx, l.session)
@@ -99,6 +106,9 @@ func (l *Loop) session(ctx context.Context, bo *backoff.Backoff) error {
 		defer cancel()
 		_ = conn.Close(closeCtx)
 	}()
+	if err := l.follow(ctx, conn); err != nil {
+		return err
+	}
 
 	tick := l.Pollers[0].Interval
 	for _, p := range l.Pollers {
@@ -145,6 +155,37 @@ func (l *Loop) session(ctx context.Context, bo *backoff.Backoff) error {
 		case <-ticker.C:
 		}
 	}
+}
+
+// follow identifies the server conn reached and, when it is another than the previous
+// session's (a failover behind a multi-host DSN or a moving address), has every poller
+// that keeps that server's statistics start from a new baseline (Rebaseliner).
+func (l *Loop) follow(ctx context.Context, conn *pgx.Conn) error {
+	idCtx, cancel := context.WithTimeout(ctx, pollTimeout(l.Pollers[0].Interval))
+	id, err := IdentifyServer(idCtx, conn)
+	cancel()
+	if err != nil {
+		return err
+	}
+	prev := l.server
+	l.server = id
+	if prev.SameServer(id) {
+		return nil
+	}
+	var rebased []string
+	for _, p := range l.Pollers {
+		if r, ok := p.Poller.(Rebaseliner); ok {
+			r.Rebaseline()
+			rebased = append(rebased, p.Name)
+			l.Metrics.serverChanges.WithLabelValues(p.Name).Inc()
+		}
+	}
+	l.Logger.Warn("another server behind the connection (failover?): its statistics are counted from a new baseline; "+
+		"reads on it before the first poll, during the switch, may be missed",
+		zap.Strings("sources", rebased), zap.String("from", prev.Addr), zap.String("to", id.Addr),
+		zap.Int32("from_timeline", prev.Timeline), zap.Int32("to_timeline", id.Timeline),
+		zap.Bool("to_standby", id.Standby), zap.Time("to_started", id.Started))
+	return nil
 }
 
 func (l *Loop) poll(ctx context.Context, conn *pgx.Conn, p Polled) error {

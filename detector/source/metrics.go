@@ -11,6 +11,9 @@ type Metrics struct {
 	errors   *prometheus.CounterVec
 	polls    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// serverChanges counts the rebaselines of a polling source that found another
+	// server behind its connection (Loop.follow).
+	serverChanges *prometheus.CounterVec
 }
 
 // NewMetrics registers the sources' shared metrics with reg.
@@ -29,6 +32,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name:    "pgtripwire_source_poll_duration_seconds",
 			Help:    "Time of one successful poll of a polling source, including classification and the evaluation of its events.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"source"}),
+		serverChanges: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgtripwire_source_server_changes_total",
+			Help: "Times a polling source reconnected to another server than before (a failover behind a multi-host DSN or a moving address) and counted its statistics from a new baseline.",
 		}, []string{"source"}),
 	}
 }

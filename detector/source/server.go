@@ -71,9 +71,11 @@ type Server struct {
 	// turn is held during a read: one query on the connection at a time. A channel,
 	// so that a waiter gives up with its own context (a poll's timeout) instead of
 	// queueing behind a slow read.
-	turn  chan struct{}
-	c     *pgx.Conn
-	reads map[string]sharedRead
+	turn chan struct{}
+	c    *pgx.Conn
+	// identity is the server c reached, set when it connected.
+	identity ServerIdentity
+	reads    map[string]sharedRead
 }
 
 type sharedRead struct {
@@ -120,7 +122,14 @@ func (s *Server) useLocked(ctx context.Context, f func(ctx context.Context, conn
 		if err != nil {
 			return fmt.Errorf("connect the server's statistics connection: %w", err)
 		}
-		s.c = c
+		id, err := IdentifyServer(ctx, c)
+		if err != nil {
+			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeBudget)
+			_ = c.Close(closeCtx)
+			cancel()
+			return fmt.Errorf("the server's statistics connection: %w", err)
+		}
+		s.c, s.identity = c, id
 	}
 	err := f(ctx, s.c)
 	if err != nil && (s.c.IsClosed() || ctx.Err() != nil) {
@@ -128,6 +137,12 @@ func (s *Server) useLocked(ctx context.Context, f func(ctx context.Context, conn
 	}
 	return err
 }
+
+// Identity is the server the connection reached. It is valid only inside a function
+// run by Use or a Shared read, which hold the connection: a read that keeps counters
+// records it with them, to tell when a reconnect reached another server (a failover)
+// and its counters are no longer comparable (ServerIdentity).
+func (s *Server) Identity() ServerIdentity { return s.identity }
 
 // Close closes the server's connection.
 func (s *Server) Close() {

@@ -139,6 +139,8 @@ type Source struct {
 	prev *state
 	// sess is what the current session's polls reuse.
 	sess sessionState
+	// rebase says the next poll reads another server than prev's (Rebaseline).
+	rebase bool
 }
 
 // New returns a source that hands its events to sink.
@@ -174,10 +176,15 @@ func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
 		s.sess.remember(cur)
 		return nil
 	}
-	events := s.diff(now, s.prev, cur)
+	prev := s.prev
+	if s.rebase {
+		prev = s.rebased(prev, cur)
+	}
+	events := s.diff(now, prev, cur)
 	if err := s.sink.HandleEvents(ctx, events); err != nil {
 		return fmt.Errorf("hand over %d events: %w", len(events), err)
 	}
+	s.rebase = false
 	for _, ev := range events {
 		s.metrics.changes.WithLabelValues(ev.Kind).Inc()
 		s.log.Info("catalog change", zap.String("kind", ev.Kind), zap.String("object", ev.Object),
@@ -186,6 +193,43 @@ func (s *Source) Poll(ctx context.Context, conn *pgx.Conn) error {
 	s.prev = cur
 	s.sess.remember(cur)
 	return nil
+}
+
+// Rebaseline makes the next poll take the new server's own state as a baseline: the
+// Loop found another server behind the connection (a failover, source.Rebaseliner).
+// Its replication slots, statistics resets and evictions, and settings are its own,
+// not changes: a promoted standby's pg_stat_statements was never reset, it has its own.
+// What the cluster replicates to every server — roles and their attributes,
+// memberships, publications, per-role and per-database settings — is still compared
+// with what the old server had: a grant made during the switch is reported.
+func (s *Source) Rebaseline() { s.rebase = s.prev != nil }
+
+// rebased returns prev with the per-server state of cur, the first poll of another
+// server, and logs what an operator should know of that server, as logBaseline does at
+// the start.
+func (s *Source) rebased(prev, cur *state) *state {
+	st := *prev
+	st.slots, st.dbReset, st.settings = cur.slots, cur.dbReset, cur.settings
+	st.pgssInstalled, st.pgssSchema, st.pgssReset, st.pgssDealloc = cur.pgssInstalled, cur.pgssSchema, cur.pgssReset, cur.pgssDealloc
+	for _, name := range slices.Sorted(maps.Keys(cur.slots)) {
+		if sl := cur.slots[name]; !slices.Contains(s.cfg.OwnSlots, name) {
+			s.log.Info("replication slot not ours present on the new server", zap.String("slot", name),
+				zap.String("type", sl.typ), zap.String("database", sl.database))
+		}
+	}
+	var differ []string
+	for _, name := range slices.Sorted(maps.Keys(cur.settings)) {
+		if was, ok := prev.settings[name]; ok && was != cur.settings[name] {
+			differ = append(differ, name)
+		}
+	}
+	if len(differ) > 0 {
+		s.log.Warn("watched settings differ on the new server from the old one", zap.Strings("settings", differ))
+	}
+	if prev.pgssInstalled && !cur.pgssInstalled {
+		s.log.Warn("pg_stat_statements is not installed or not loaded on the new server; its resets are not watched")
+	}
+	return &st
 }
 
 // logBaseline reports, once, state that existed before the detector started and that an

@@ -429,3 +429,40 @@ func TestStatementEvictions(t *testing.T) {
 		t.Errorf("evictions: got %d, want > 0", ev.Rows)
 	}
 }
+
+// After a failover the detector reads another server: its slots, statistics resets and
+// evictions, and settings are its own, not changes, while what the cluster replicates
+// (roles, memberships, publications, per-role settings) is still compared.
+func TestAnotherServerIsABaselineForItsOwnState(t *testing.T) {
+	s := New(Config{OwnSlots: []string{"pgtripwire"}}, nil, zap.NewNop(), prometheus.NewRegistry())
+	old := &state{
+		slots:         map[string]slot{"pgtripwire": {typ: "logical", active: true, backendType: "walsender", confirmed: "0/3000000"}},
+		published:     map[[2]string]bool{},
+		roles:         map[uint32]role{10: {name: "postgres", super: true}, 20: {name: "app"}},
+		members:       map[[2]uint32]bool{},
+		pgssInstalled: true, pgssReset: time.Unix(100, 0), pgssDealloc: 3, dbReset: time.Unix(50, 0),
+		settings:     map[string]string{"pg_stat_statements.max": "5000"},
+		roleSettings: map[roleSetting]string{},
+	}
+	promoted := &state{
+		slots: map[string]slot{
+			"pgtripwire":  {typ: "logical", confirmed: "0/5000060"},
+			"subscriber1": {typ: "logical", confirmed: "0/4000000"}, // synchronised before the failover
+		},
+		published:     map[[2]string]bool{},
+		roles:         map[uint32]role{10: {name: "postgres", super: true}, 20: {name: "app", super: true}},
+		members:       map[[2]uint32]bool{},
+		pgssInstalled: true, pgssReset: time.Unix(200, 0), pgssDealloc: 9, dbReset: time.Unix(60, 0),
+		settings:     map[string]string{"pg_stat_statements.max": "10000"},
+		roleSettings: map[roleSetting]string{},
+	}
+	s.prev = old
+	s.Rebaseline()
+	got := s.diff(time.Now(), s.rebased(old, promoted), promoted)
+	if len(got) != 1 || got[0].Kind != KindRoleAttribute || got[0].Role != "app" || got[0].Object != "SUPERUSER" {
+		t.Errorf("events: got %+v, want only app's SUPERUSER, granted during the switch", got)
+	}
+	if !s.rebase {
+		t.Error("Rebaseline with a previous state: want the next poll to rebase")
+	}
+}

@@ -11,7 +11,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
+	"os"
 	"slices"
 	"time"
 
@@ -102,6 +104,8 @@ type Source struct {
 	// fetchesCounted is pg_stat_statements.track_utility = on at Start: the rows read
 	// through a cursor are counted under its FETCHes.
 	fetchesCounted bool
+	// sharedServer is the server the last shared read came from (Config.Server).
+	sharedServer source.ServerIdentity
 }
 
 // New returns a source that hands its events to sink.
@@ -173,6 +177,14 @@ func (s *Source) poll(ctx context.Context, conn *pgx.Conn, dbID uint32, dbName s
 		if s.sharedErr = err; err != nil {
 			return nil
 		}
+		if !s.sharedServer.SameServer(read.server) {
+			s.log.Warn("another server behind the statistics connection (failover?): its counters are counted from a new "+
+				"baseline; statements that ran on it before this poll, during the switch, may be missed",
+				zap.String("from", s.sharedServer.Addr), zap.String("to", read.server.Addr),
+				zap.Int32("from_timeline", s.sharedServer.Timeline), zap.Int32("to_timeline", read.server.Timeline))
+			s.rebase()
+		}
+		s.sharedServer = read.server
 		s.entries = s.entries[:0]
 		hidden := 0
 		for _, e := range read.entries {
@@ -288,6 +300,7 @@ type serverRead struct {
 	entries    []serverEntry
 	dealloc    int64
 	statsReset time.Time
+	server     source.ServerIdentity // the server read
 }
 
 type serverEntry struct {
@@ -304,7 +317,7 @@ WHERE dbid IN (SELECT oid FROM pg_database WHERE datname = ANY($1))`
 // databases in one round trip.
 func readServer(server *source.Server) func(context.Context, *pgx.Conn) (*serverRead, error) {
 	return func(ctx context.Context, conn *pgx.Conn) (*serverRead, error) {
-		r := &serverRead{}
+		r := &serverRead{server: server.Identity()}
 		batch := &pgx.Batch{}
 		batch.Queue(infoQuery).QueryRow(func(row pgx.Row) error { return row.Scan(&r.dealloc, &r.statsReset) })
 		batch.Queue(serverQuery, server.Databases()).Query(func(rows pgx.Rows) error {
@@ -322,6 +335,34 @@ func readServer(server *source.Server) func(context.Context, *pgx.Conn) (*server
 				conn.Config().Database, explainMissingExtension(err))
 		}
 		return r, nil
+	}
+}
+
+// Rebaseline forgets the counters read so far: the Loop found another server behind
+// the connection (a failover, source.Rebaseliner), whose counters hold its own history —
+// its reads from when it was a standby, judged there or not watched. The next poll is
+// a baseline, as the first, and the persisted counters, the old server's, are removed.
+// With Config.Server the counters come from the server's connection, whose reads say
+// which server they come from: the switch is seen there instead.
+func (s *Source) Rebaseline() {
+	if s.cfg.Server != nil {
+		return
+	}
+	s.rebase()
+}
+
+// rebase makes the next poll a baseline. Texts and classifications stay: query ids
+// are the same on every server of a cluster.
+func (s *Source) rebase() {
+	s.tracker.rebase()
+	s.infoKnown = false // the new server's stats_reset and evictions are not news
+	s.named = newNamedStatements()
+	s.resumeTried = true
+	s.countersChanged, s.sensitiveChanged, s.persistedAt = false, false, time.Time{}
+	if s.cfg.StateDir != "" && s.dbID != 0 {
+		if err := os.Remove(s.countersPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("remove the previous server's counters", zap.Error(err))
+		}
 	}
 }
 

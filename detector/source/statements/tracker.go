@@ -94,6 +94,14 @@ func (t *tracker) forget() {
 	clear(t.prev)
 }
 
+// rebase drops every previous counter and makes the next snapshot a baseline again, as
+// the first: the counters of another server follow (a failover), whose growth since
+// the previous poll cannot be told from their history.
+func (t *tracker) rebase() {
+	clear(t.prev)
+	t.primed = false
+}
+
 // live reports whether any entry of the previous snapshot has the queryid.
 func (t *tracker) liveQueryIDs() map[int64]bool {
 	live := make(map[int64]bool, len(t.prev))

@@ -201,6 +201,17 @@ func (s *Source) Start(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
+// Rebaseline forgets the counters read so far: the Loop found another server behind
+// the connection (a failover, source.Rebaseliner), whose counters hold its own history —
+// its reads from when it was a standby, judged there or not watched. The next poll is a
+// baseline followed by a warm-up, as the first: reads published on the new server until
+// it ends are history. Reads of the old server still waiting for a statement to
+// explain them stay, and are reported as before.
+func (s *Source) Rebaseline() {
+	s.prev, s.warmUntil = nil, time.Time{}
+	s.metrics.baselineComplete.Set(0)
+}
+
 // countersQuery sums the counters of each configured table with its partitions and
 // inheritance children (source.SensitiveRelationsCTE), as pg_stat_user_tables shows
 // them (seq_tup_read, idx_tup_fetch, idx_scan). It calls the statistics functions

@@ -12,6 +12,7 @@ type metrics struct {
 	reconnects   prometheus.Counter
 	replayed     prometheus.Counter
 	guardLost    prometheus.Counter
+	gaps         prometheus.Counter
 	lag          prometheus.Gauge
 	slotActive   prometheus.Gauge
 }
@@ -42,6 +43,10 @@ func newMetrics(reg prometheus.Registerer, slot string) *metrics {
 		guardLost: f.NewCounter(prometheus.CounterOpts{
 			Name: "pgtripwire_wal_replay_guard_lost_total",
 			Help: "Times the replay guard could not be restored (damaged beyond its previous generation, or ahead of the server): changes not yet confirmed may be evaluated again.",
+		}),
+		gaps: f.NewCounter(prometheus.CounterOpts{
+			Name: "pgtripwire_wal_decoding_gaps_total",
+			Help: "Times the WAL source resumed from a slot past what it had dealt with (a slot created after a failover, or moved by someone else): changes committed in between were never decoded (event kind decoding_gap).",
 		}),
 		lag: f.NewGauge(prometheus.GaugeOpts{
 			Name:        "pgtripwire_replication_lag_bytes",

@@ -64,8 +64,11 @@ type Config struct {
 	// slot's confirmed position only at checkpoints, and a crash can come between a
 	// hand-over and its confirmation) is skipped rather than evaluated twice. ""
 	// keeps that position in memory only: replays after a restart of the detector are
-	// then handed over again.
+	// then handed over again. Guard, when set, keeps it instead.
 	StateDir string
+	// Guard keeps the replay guard; nil keeps it in <StateDir>/wal/<slot>.json (or in
+	// memory only without a StateDir).
+	Guard GuardStore
 	// Messages, when not nil, turns a pgtripwire logical decoding message into an
 	// event (e.g. source=ddl or canary); when it returns false, or is nil, the message
 	// is a source=wal MESSAGE event carrying its prefix only.
@@ -73,7 +76,11 @@ type Config struct {
 	// Auto makes the source use the slot and publication only when both exist (it never
 	// creates them), and stop at the first session that finds either missing or cannot
 	// use them: sources.wal.enabled "auto", for a detector that runs the WAL source
-	// whenever `pgtripwire setup` prepared it.
+	// whenever `pgtripwire setup` prepared it. One exception: after a failover (the
+	// server is on a later timeline of the cluster the source streamed from, in this
+	// process or as its replay guard says), a missing slot is created: the publication
+	// came over with the catalog, the slot did not (before PostgreSQL 17's failover
+	// slots, or on a standby that does not synchronise them).
 	Auto bool
 	// Metrics, when set, count the source's failed sessions with every other source's.
 	Metrics *source.Metrics
@@ -124,13 +131,26 @@ type Source struct {
 	metrics *metrics
 
 	// The replay guard: handled is the key (see handoff) of the last transaction or
-	// message handed over, persisted what the state file holds, origin the cluster
-	// they belong to (nil until the first session read the state file). Sessions run
-	// one at a time, and within one only the deliverer changes them.
+	// message handed over and handledAt its commit time, persisted what the store
+	// holds, origin the history they belong to (nil until the first session loaded the
+	// guard). Sessions run one at a time, and within one only the deliverer changes
+	// them.
+	guards             GuardStore // nil: in memory only
 	handled, persisted pglogrepl.LSN
+	handledAt          time.Time
 	origin             *origin
-	// guardLost is the event that says the replay guard was lost, until handed over.
-	guardLost *model.Event
+	// reached is the furthest position this process confirmed to the server on origin
+	// (zero: none yet), with the server's time of it; set when a session ends.
+	reached mark
+	// prior is what the source dealt with on an earlier timeline of the cluster, until
+	// a session on the later one resolves it (follow, judgeGap).
+	prior *known
+	// streamedOn is the history the source last streamed on, in this process or as
+	// its restored guard says; nil when it never did.
+	streamedOn *origin
+	// guardLost is the event that says the replay guard was lost, and gap the one that
+	// says changes were not decoded (decodingGap), until handed over.
+	guardLost, gap *model.Event
 }
 
 // New returns a source that reports to sink and health.
@@ -156,13 +176,18 @@ func New(cfg Config, sink source.Sink, health source.Health, log *zap.Logger, re
 	if cfg.QueueLength <= 0 {
 		cfg.QueueLength = 64
 	}
-	return &Source{
+	s := &Source{
 		cfg:     cfg,
 		sink:    sink,
 		health:  health,
 		log:     log.Named(Name),
 		metrics: newMetrics(reg, cfg.Slot),
+		guards:  cfg.Guard,
 	}
+	if s.guards == nil && cfg.StateDir != "" {
+		s.guards = fileGuards{dir: cfg.StateDir, log: s.log}
+	}
+	return s
 }
 
 // Run streams until ctx is done, reconnecting with capped, jittered exponential backoff
@@ -223,12 +248,8 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 	if err != nil {
 		return fmt.Errorf("identify system: %w", err)
 	}
-	if s.cfg.Auto {
-		if err := s.present(ctx, conn); err != nil {
-			return err
-		}
-	}
-	if lost := s.restoreHandled(origin{SystemID: ident.SystemID, Timeline: ident.Timeline}, ident.XLogPos); lost != nil {
+	o := origin{SystemID: ident.SystemID, Timeline: ident.Timeline}
+	if lost := s.restore(ctx, o, ident.XLogPos); lost != nil {
 		s.guardLost = lost
 	}
 	if s.guardLost != nil { // reported until the pipeline takes it, a failed session or not
@@ -237,13 +258,26 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 		}
 		s.guardLost = nil
 	}
+	if s.cfg.Auto {
+		if err := s.present(ctx, conn, o); err != nil {
+			return err
+		}
+	}
 	if err := s.ensurePublication(ctx, conn); err != nil {
 		return err
 	}
-	start, err := s.ensureSlot(ctx, conn, version)
+	fork, err := s.follow(ctx, conn, o)
 	if err != nil {
 		return err
 	}
+	sl, err := s.ensureSlot(ctx, conn, version)
+	if err != nil {
+		return err
+	}
+	if err := s.judgeGap(ctx, o, sl, fork); err != nil {
+		return err
+	}
+	start := sl.confirmed
 	args := []string{
 		"proto_version '1'",
 		// The replication grammar knows only plain '' strings; pgoutput splits the
@@ -268,7 +302,8 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 		return fmt.Errorf("start replication from slot %s at %s: %w", s.cfg.Slot, start, err)
 	}
 	defer s.cfg.OwnStreams.Hold(s.cfg.Slot, s.cfg.Now)()
-	s.log.Info("streaming", zap.String("slot", s.cfg.Slot), zap.Stringer("from", start))
+	s.streamedOn = &o
+	s.log.Info("streaming", zap.String("slot", s.cfg.Slot), zap.Stringer("from", start), zap.Int32("timeline", o.Timeline))
 	s.metrics.slotActive.Set(1)
 	s.health.Set(Name, nil)
 	bo.Reset()
@@ -276,8 +311,10 @@ func (s *Source) session(ctx context.Context, bo *backoff.Backoff) error {
 }
 
 // present checks, in Auto mode, that the slot and the publication exist; when either is
-// missing the source is off (source.ErrOff), with the fix in the error.
-func (s *Source) present(ctx context.Context, conn *pgconn.PgConn) error {
+// missing the source is off (source.ErrOff), with the fix in the error. A slot missing
+// on a later timeline of the cluster the source streamed from (a promoted standby) is
+// not: the session creates it (Config.Auto).
+func (s *Source) present(ctx context.Context, conn *pgconn.PgConn, o origin) error {
 	// A slot of the same name for another database is someone else's: as missing.
 	rows, err := query(ctx, conn, `SELECT (SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = `+
 		quoteLiteral(s.cfg.Slot)+` AND database = current_database()), (SELECT count(*) FROM pg_catalog.pg_publication WHERE pubname = `+
@@ -287,6 +324,12 @@ func (s *Source) present(ctx context.Context, conn *pgconn.PgConn) error {
 	}
 	var missing []string
 	if rows[0][0] == "0" {
+		if p := s.streamedOn; p != nil && p.SystemID == o.SystemID && p.Timeline < o.Timeline && rows[0][1] != "0" {
+			s.log.Warn("the slot is missing on a later timeline of the cluster (failover?): creating it, although "+
+				"sources.wal.enabled is auto, since the source streamed from it before",
+				zap.String("slot", s.cfg.Slot), zap.Int32("streamed_on_timeline", p.Timeline), zap.Int32("timeline", o.Timeline))
+			return nil
+		}
 		missing = append(missing, "slot "+s.cfg.Slot)
 	}
 	if rows[0][1] == "0" {
@@ -369,35 +412,55 @@ func (s *Source) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 	return nil
 }
 
+// slotState is what a session found of its slot.
+type slotState struct {
+	// confirmed is the slot's confirmed position: where the stream starts.
+	confirmed pglogrepl.LSN
+	// created says the session created the slot (its consistent point is confirmed).
+	created bool
+	// at is the server's clock when the session read the slot, after creating it.
+	at time.Time
+}
+
 // ensureSlot creates the logical slot when it is missing (pgoutput, permanent: a
 // temporary slot would lose every change made while the detector is down; a failover
 // slot where the server has them, as setup makes it) and returns its confirmed position.
-func (s *Source) ensureSlot(ctx context.Context, conn *pgconn.PgConn, version int) (pglogrepl.LSN, error) {
+func (s *Source) ensureSlot(ctx context.Context, conn *pgconn.PgConn, version int) (slotState, error) {
+	var st slotState
 	for attempt := 0; ; attempt++ {
-		rows, err := query(ctx, conn, `SELECT coalesce(confirmed_flush_lsn::text, ''), coalesce(plugin, ''), coalesce(database, ''), slot_type
-FROM pg_catalog.pg_replication_slots WHERE slot_name = `+quoteLiteral(s.cfg.Slot))
+		rows, err := query(ctx, conn, `SELECT coalesce(confirmed_flush_lsn::text, ''), coalesce(plugin, ''), coalesce(database, ''), slot_type,
+  (extract(epoch FROM now()) * 1000000)::bigint
+FROM pg_catalog.pg_replication_slots WHERE slot_name = `+quoteLiteral(s.cfg.Slot)+`
+UNION ALL SELECT NULL, NULL, NULL, NULL, (extract(epoch FROM now()) * 1000000)::bigint`)
 		if err != nil {
-			return 0, fmt.Errorf("read slot %s: %w", s.cfg.Slot, err)
+			return st, fmt.Errorf("read slot %s: %w", s.cfg.Slot, err)
 		}
-		if len(rows) == 1 {
+		// The last row is the server's clock alone.
+		us, err := strconv.ParseInt(rows[len(rows)-1][4], 10, 64)
+		if err != nil {
+			return st, fmt.Errorf("read the server's clock: %w", err)
+		}
+		st.at = time.UnixMicro(us)
+		if rows = rows[:len(rows)-1]; len(rows) == 1 {
 			r := rows[0]
 			if r[3] != "logical" || r[1] != "pgoutput" || r[2] != s.cfg.Conn.Database {
-				return 0, fmt.Errorf("slot %s exists as a %s slot for plugin %q in database %q, want a pgoutput slot in %q",
+				return st, fmt.Errorf("slot %s exists as a %s slot for plugin %q in database %q, want a pgoutput slot in %q",
 					s.cfg.Slot, r[3], r[1], r[2], s.cfg.Conn.Database)
 			}
-			lsn, err := pglogrepl.ParseLSN(r[0])
+			st.confirmed, err = pglogrepl.ParseLSN(r[0])
 			if err != nil {
-				return 0, fmt.Errorf("slot %s confirmed position %q: %w", s.cfg.Slot, r[0], err)
+				return st, fmt.Errorf("slot %s confirmed position %q: %w", s.cfg.Slot, r[0], err)
 			}
-			return lsn, nil
+			return st, nil
 		}
 		if attempt > 0 {
-			return 0, fmt.Errorf("slot %s not found after creating it", s.cfg.Slot)
+			return st, fmt.Errorf("slot %s not found after creating it", s.cfg.Slot)
 		}
 		res, err := createSlot(ctx, conn, s.cfg.Slot, version)
 		if err != nil {
-			return 0, fmt.Errorf("create slot %s: %w", s.cfg.Slot, err)
+			return st, fmt.Errorf("create slot %s: %w", s.cfg.Slot, err)
 		}
+		st.created = true
 		s.log.Info("created replication slot", zap.String("slot", s.cfg.Slot), zap.String("consistent_point", res.ConsistentPoint))
 	}
 }
@@ -426,7 +489,9 @@ type handoff struct {
 	key pglogrepl.LSN
 	// end is what may be confirmed once this is dealt with: the transaction's end, or
 	// 0 for a message (the next keepalive or transaction moves the slot past it).
-	end    pglogrepl.LSN
+	end pglogrepl.LSN
+	// at is the transaction's commit time, or the message's time: the time of key.
+	at     time.Time
 	events []model.Event
 	// finish holds, at the index of an event, what is left to do before it is handed
 	// over (Finish); nil when nothing is.
@@ -439,6 +504,9 @@ type handoff struct {
 type progress struct {
 	seq atomic.Uint64 // the last handoff dealt with (handed over or skipped)
 	end atomic.Uint64 // the greatest confirmable end among those dealt with
+	// endAt is the commit time of end's transaction (UnixNano), stored after end and
+	// loaded before it: a reader may pair an end with an older time, never a newer one.
+	endAt atomic.Int64
 }
 
 // errSessionOver ends a session's deliverer when the receive loop returns.
@@ -466,6 +534,9 @@ func (s *Source) stream(ctx context.Context, conn *pgconn.PgConn, start pglogrep
 	defer func() {
 		cancel(errSessionOver)
 		wg.Wait()
+		if r.sent > s.reached.LSN {
+			s.reached = mark{origin: *s.origin, LSN: r.sent, At: r.sentAt}
+		}
 	}()
 	return r.run(ctx)
 }
@@ -478,17 +549,22 @@ type receiver struct {
 	done  progress
 
 	confirmed, serverEnd pglogrepl.LSN
-	nextStatus           time.Time // zero: send one at once
+	// confirmedAt is the server's time of confirmed: the commit time of the
+	// transaction ending there, or the keepalive's that reported it (zero: unknown).
+	confirmedAt time.Time
+	nextStatus  time.Time // zero: send one at once
 	// asked says the last status update asked the server for a keepalive (a busy
 	// walsender sends none otherwise); answer that one made confirmable moves
 	// confirmed, and is sent without waiting for the interval.
 	asked, answer bool
 	sent          pglogrepl.LSN // the position last sent
+	sentAt        time.Time     // its confirmedAt
 	seq           uint64        // the last handoff queued
 	// idleEnd is a keepalive's WAL end received with nothing in flight: it may be
 	// confirmed once handoff idleSeq (the last one queued before it) is dealt with.
 	idleEnd pglogrepl.LSN
 	idleSeq uint64
+	idleAt  time.Time // the keepalive's server time
 	// unchecked counts the messages received since the loop last called statusIfDue,
 	// which reads the clock.
 	unchecked int
@@ -568,7 +644,7 @@ func (r *receiver) run(ctx context.Context) error {
 			// position has been received: once those are dealt with, an idle database
 			// (or one writing only to other tables) still moves the slot.
 			if !dec.inFlight() && ka.ServerWALEnd > r.idleEnd {
-				r.idleEnd, r.idleSeq = ka.ServerWALEnd, r.seq
+				r.idleEnd, r.idleSeq, r.idleAt = ka.ServerWALEnd, r.seq, ka.ServerTime
 			}
 			if ka.ReplyRequested {
 				r.nextStatus = time.Time{}
@@ -590,8 +666,8 @@ func (r *receiver) run(ctx context.Context) error {
 				return fmt.Errorf("at %s: %w", xld.WALStart, err)
 			}
 			if nonTx != nil {
-				h := handoff{key: nonTx.lsn + 1,
-					events: []model.Event{stamp(nonTx.msg.ev, r.s.cfg.Conn.Database, r.s.cfg.Now(), uint64(nonTx.lsn))}}
+				ev := stamp(nonTx.msg.ev, r.s.cfg.Conn.Database, r.s.cfg.Now(), uint64(nonTx.lsn))
+				h := handoff{key: nonTx.lsn + 1, at: ev.Time, events: []model.Event{ev}}
 				if nonTx.msg.finish != nil {
 					h.finish = []Finish{nonTx.msg.finish}
 				}
@@ -601,7 +677,7 @@ func (r *receiver) run(ctx context.Context) error {
 			}
 			if done != nil {
 				evs, finish := events(done.agg, r.s.cfg.Conn.Database, done.commitTime, uint64(done.end))
-				if err := r.enqueue(ctx, handoff{key: done.end, end: done.end, events: evs, finish: finish, agg: done.agg}); err != nil {
+				if err := r.enqueue(ctx, handoff{key: done.end, end: done.end, at: done.commitTime, events: evs, finish: finish, agg: done.agg}); err != nil {
 					return err
 				}
 			}
@@ -611,9 +687,12 @@ func (r *receiver) run(ctx context.Context) error {
 
 // advance moves confirmed to what the deliverer has dealt with.
 func (r *receiver) advance() {
-	r.confirmed = max(r.confirmed, pglogrepl.LSN(r.done.end.Load()))
+	at := r.done.endAt.Load()
+	if end := pglogrepl.LSN(r.done.end.Load()); end > r.confirmed {
+		r.confirmed, r.confirmedAt = end, timeOfUnixNano(at)
+	}
 	if r.idleEnd > r.confirmed && r.done.seq.Load() >= r.idleSeq {
-		r.confirmed = r.idleEnd
+		r.confirmed, r.confirmedAt = r.idleEnd, r.idleAt
 	}
 }
 
@@ -644,7 +723,7 @@ func (r *receiver) statusIfDue(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("send standby status: %w", err)
 	}
-	r.sent, r.answer = r.confirmed, false
+	r.sent, r.sentAt, r.answer = r.confirmed, r.confirmedAt, false
 	if due {
 		r.asked = true
 		r.nextStatus = time.Now().Add(r.s.cfg.StatusInterval)
@@ -713,6 +792,7 @@ func (s *Source) deliver(ctx context.Context, queue <-chan handoff, done *progre
 
 func (s *Source) deliverBatch(ctx context.Context, batch []handoff, done *progress) error {
 	var end pglogrepl.LSN
+	var endAt time.Time
 	var sinkErr error
 	for _, h := range batch {
 		if h.key <= s.handled {
@@ -728,11 +808,13 @@ func (s *Source) deliverBatch(ctx context.Context, batch []handoff, done *progre
 					sinkErr = fmt.Errorf("hand over %d events up to %s: %w", len(h.events), h.key, err)
 					break
 				}
-				s.handled = h.key
+				s.handled, s.handledAt = h.key, h.at
 			}
 			s.count(h)
 		}
-		end = max(end, h.end)
+		if h.end > end {
+			end, endAt = h.end, h.at
+		}
 	}
 	// Persist what the sink accepted, also when it then refused something: those
 	// events must not be handed over again. But first their alerts must be written:
@@ -743,16 +825,20 @@ func (s *Source) deliverBatch(ctx context.Context, batch []handoff, done *progre
 		}
 	}
 	if s.handled > s.persisted {
-		if err := s.persist(s.handled); err != nil {
+		if err := s.persist(ctx); err != nil {
 			return errors.Join(sinkErr, err)
 		}
-		s.persisted = s.handled
 	}
 	if sinkErr != nil {
 		return sinkErr
 	}
 	if end > pglogrepl.LSN(done.end.Load()) {
 		done.end.Store(uint64(end))
+		var at int64 // unknown
+		if !endAt.IsZero() {
+			at = endAt.UnixNano()
+		}
+		done.endAt.Store(at)
 	}
 	done.seq.Store(batch[len(batch)-1].seq)
 	return nil
