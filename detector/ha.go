@@ -169,7 +169,9 @@ func (d *Detector) watchTarget(ctx context.Context, w *haWatch, held *ha.Held) e
 		log.Warn("the sources' old state directory was not emptied", zap.String("path", dir), zap.Error(err))
 	}
 	reg := prometheus.NewRegistry()
-	runners, shared, _, err := buildEstate(d.cfg.Sources, d.ha.env, w.servers, reg, d.health, false)
+	env := d.ha.env
+	env.ReplayGuards = heldGuards{held: held, now: d.now}
+	runners, shared, _, err := buildEstate(d.cfg.Sources, env, w.servers, reg, d.health, false)
 	if err != nil {
 		return err
 	}
@@ -293,6 +295,22 @@ func (d *Detector) saveState(ctx context.Context, w *haWatch, held *ha.Held, las
 		*last = sum
 	}
 	return nil
+}
+
+// heldGuards keeps the WAL source's replay guards in the pgtripwire schema, through
+// the lease: the next holder of the target resumes from them.
+type heldGuards struct {
+	held *ha.Held
+	now  func() time.Time
+}
+
+func (g heldGuards) LoadGuard(ctx context.Context, slot string) (source.ReplayGuard, bool, error) {
+	r, ok, err := g.held.LoadReplayGuard(ctx, slot)
+	return source.ReplayGuard(r), ok, err
+}
+
+func (g heldGuards) SaveGuard(ctx context.Context, slot string, r source.ReplayGuard) error {
+	return g.held.SaveReplayGuard(ctx, g.now(), slot, ha.ReplayGuard(r))
 }
 
 // gatherers is what /metrics serves: the detector's registry and the registries of

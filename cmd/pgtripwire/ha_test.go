@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"io"
 	"net/http"
@@ -44,7 +45,8 @@ const haRules = `groups:
 // the middle of a paginated sweep → the other takes over within 10 s and pages the
 // sweep without its window starting from zero; a first-seen key learned before the
 // kill is still known; a firing alert is not fired again; no firing line is written
-// twice across the two alert logs.
+// twice across the two alert logs; a transaction the killed one handed over and did not
+// confirm is skipped by the other as a replay (the replay guard, in PostgreSQL).
 func TestHighAvailabilityTakeoverAfterKillNine(t *testing.T) {
 	bin := buildBinary(t)
 	db := pgtest.NewDatabase(t)
@@ -67,8 +69,11 @@ func TestHighAvailabilityTakeoverAfterKillNine(t *testing.T) {
 			t.Fatal(err)
 		}
 		listen := freeAddr(t)
+		// A status update every 30 s: the slot is not confirmed past the mass change
+		// before the kill, and the successor receives it again.
 		config := configFile{DSN: db.SuperuserDSN(), Listen: listen, StateDir: filepath.Join(dir, "state"),
-			Sources: "  statements:\n    interval: 500ms\n  wal:\n    enabled: false\n"}.write(t, dir)
+			Sources: fmt.Sprintf("  statements:\n    interval: 500ms\n  wal:\n    enabled: true\n    slot: %s\n    publication: %s\n    status_interval: 30s\n",
+				db.Name, db.Name)}.write(t, dir)
 		f, err := os.OpenFile(config, os.O_APPEND|os.O_WRONLY, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -100,16 +105,26 @@ func TestHighAvailabilityTakeoverAfterKillNine(t *testing.T) {
 	for i := range 12 {
 		page(i)
 	}
-	waitFor(t, 10*time.Second, "a judging the 6,000 rows and firing EveRead", a, func() bool {
-		return rowsRead(t, listenA, "mallory") >= 6000 && len(firingLines(t, logA, "EveRead")) == 1
-	})
-	// What a judged is written through its lease within save_interval (1 s).
-	judged := time.Now()
 	conn, err := pgx.Connect(context.Background(), db.SuperuserDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
+	waitFor(t, 10*time.Second, "a streaming from its slot", a, func() bool { return sourceUp(t, listenA, "wal") })
+	reset := walCommitEnd(t, conn, `UPDATE users SET password_hash = md5(password_hash) WHERE id <= 5000`)
+	waitFor(t, 10*time.Second, "a judging the 6,000 rows, firing EveRead and paging the mass change", a, func() bool {
+		return rowsRead(t, listenA, "mallory") >= 6000 && len(firingLines(t, logA, "EveRead")) == 1 &&
+			len(firingLines(t, logA, "MassCredentialChange")) == 1
+	})
+	waitFor(t, 10*time.Second, "a's replay guard written past the mass change", a, func() bool {
+		var handled string
+		err := conn.QueryRow(context.Background(), `SELECT handled::text FROM pgtripwire.replay_guard WHERE target = '' AND slot = $1`, db.Name).Scan(&handled)
+		lsn, perr := pglogrepl.ParseLSN(handled)
+		return err == nil && perr == nil && lsn >= reset
+	})
+	confirmed := walLSN(t, conn, `SELECT coalesce(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1`, db.Name)
+	// What a judged is written through its lease within save_interval (1 s).
+	judged := time.Now()
 	waitFor(t, 10*time.Second, "a writing its rule state", a, func() bool {
 		var at time.Time
 		err := conn.QueryRow(context.Background(), `SELECT saved_at FROM pgtripwire.rule_state WHERE target = ''`).Scan(&at)
@@ -121,6 +136,13 @@ func TestHighAvailabilityTakeoverAfterKillNine(t *testing.T) {
 	waitFor(t, 10*time.Second, "b taking the lease over", b, func() bool { return metricValue(t, listenB, "pgtripwire_lease_held") == 1 })
 	t.Logf("b took the target over %s after the kill", time.Since(killed).Round(time.Millisecond))
 	waitFor(t, 10*time.Second, "b's statements source up", b, func() bool { return sourceUp(t, listenB, "statements") })
+	if confirmed < reset {
+		waitFor(t, 10*time.Second, "b skipping the mass change as a replay", b, func() bool {
+			return metricWith(t, listenB, "pgtripwire_wal_replayed_total", "cluster") >= 1
+		})
+	} else {
+		t.Logf("a confirmed the mass change (%s ≥ %s) before the kill: no replay to skip", confirmed, reset)
+	}
 
 	// The sweep goes on: 8 pages (4,000 rows) page only on top of a's 6,000.
 	for i := 12; i < 20; i++ {

@@ -69,8 +69,8 @@ var (
 		InUse: "setup and the WAL source create the slot with failover => true: standbys with " +
 			"sync_replication_slots = on keep a copy, and after a promotion the detector resumes where it " +
 			"stopped",
-		Fallback: "logical slots are not kept on standbys: after a failover, run pgtripwire setup --apply " +
-			"on the new primary; changes between the failover and then go unseen",
+		Fallback: "logical slots are not kept on standbys: after a failover the WAL source creates its slot " +
+			"on the new primary (a multi-host DSN follows it) and WALDecodingGap names the changes it could not decode",
 	}
 )
 

@@ -22,6 +22,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -178,6 +179,10 @@ type Env struct {
 	Declared Declarations
 	// OwnStreams records when the detector's own replication sessions held its slots.
 	OwnStreams *OwnStreams
+	// ReplayGuards, when set, keeps the WAL source's replay guard instead of the state
+	// directory: in PostgreSQL, for a detector that takes the target over (high
+	// availability).
+	ReplayGuards ReplayGuards
 
 	Sink        Sink
 	Health      Health
@@ -330,4 +335,33 @@ func Lookup[T Settings](set Set, name string) (T, bool) {
 	s, _ := set.Lookup(name)
 	t, ok := s.(T)
 	return t, ok
+}
+
+// ReplayGuard is the WAL source's replay guard: the position of the last transaction
+// handed over, on which WAL history.
+type ReplayGuard struct {
+	// SystemID and Timeline are the WAL history Handled belongs to (IDENTIFY_SYSTEM).
+	SystemID string
+	Timeline int32
+	// Handled is the position of the last transaction (its end) or non-transactional
+	// message (its LSN + 1) handed over: anything received again at or before it is
+	// skipped.
+	Handled pglogrepl.LSN
+	// HandledAt is the commit time of that transaction (the time of the message);
+	// zero when unknown (a guard written before it was kept).
+	HandledAt time.Time
+}
+
+// ReplayGuards keeps replay guards by slot. A store that keeps them elsewhere than
+// the state directory (a table of a database that outlives the detector's host, for
+// a successor to resume from) implements both methods; the source calls them from
+// one goroutine at a time.
+type ReplayGuards interface {
+	// LoadGuard returns the slot's guard, or ok false when there is none. An error says
+	// the guard is lost: the source says so (a state_lost event) and starts without it.
+	LoadGuard(ctx context.Context, slot string) (g ReplayGuard, ok bool, err error)
+	// SaveGuard replaces the slot's guard durably: once it returns nil, a LoadGuard
+	// after a crash returns g (or a later guard). An error ends the replication
+	// session; nothing is confirmed that was not saved.
+	SaveGuard(ctx context.Context, slot string, g ReplayGuard) error
 }

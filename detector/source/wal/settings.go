@@ -101,6 +101,7 @@ func (s *Settings) Build(env source.Env) (source.Part, error) {
 		Auto:           s.Enabled == Auto,
 		Metrics:        env.Metrics,
 		OwnStreams:     env.OwnStreams,
+		Guard:          env.ReplayGuards,
 	}, env.Sink, env.Health, env.Logger, env.Registerer)}}, nil
 }
 

@@ -12,38 +12,18 @@ import (
 	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 
+	"github.com/pgtripwire/pgtripwire/detector/source"
 	"github.com/pgtripwire/pgtripwire/internal/atomicfile"
 	"github.com/pgtripwire/pgtripwire/model"
 )
 
-// Guard is the replay guard: the position of the last transaction handed over, on which
-// WAL history.
-type Guard struct {
-	// SystemID and Timeline are the WAL history Handled belongs to (IDENTIFY_SYSTEM).
-	SystemID string
-	Timeline int32
-	// Handled is the position of the last transaction (its end) or non-transactional
-	// message (its LSN + 1) handed over: anything received again at or before it is
-	// skipped.
-	Handled pglogrepl.LSN
-	// HandledAt is the commit time of that transaction (the time of the message);
-	// zero when unknown (a guard written before it was kept).
-	HandledAt time.Time
-}
+// Guard is the replay guard: the position of the last transaction handed over, on
+// which WAL history (source.ReplayGuard, shared with the stores that keep it).
+type Guard = source.ReplayGuard
 
 // GuardStore keeps the replay guard; Config.Guard nil keeps it in
-// <StateDir>/wal/<slot>.json. A store that keeps it elsewhere (a table of a database
-// that outlives the detector's host, for a successor to resume from) implements both
-// methods; the source calls them from one goroutine at a time.
-type GuardStore interface {
-	// LoadGuard returns the slot's guard, or ok false when there is none. An error says
-	// the guard is lost: the source says so (a state_lost event) and starts without it.
-	LoadGuard(ctx context.Context, slot string) (g Guard, ok bool, err error)
-	// SaveGuard replaces the slot's guard durably: once it returns nil, a LoadGuard
-	// after a crash returns g (or a later guard). An error ends the replication
-	// session; nothing is confirmed that was not saved.
-	SaveGuard(ctx context.Context, slot string, g Guard) error
-}
+// <StateDir>/wal/<slot>.json (source.ReplayGuards).
+type GuardStore = source.ReplayGuards
 
 // origin identifies the WAL history a position belongs to. A position of another
 // cluster, or of the same cluster after a failover or a point-in-time restore (a new
