@@ -276,6 +276,16 @@ func (d *Detector) startEvidence(groups []rulefmt.Group, connConfig *pgx.ConnCon
 	return nil
 }
 
+// Gatherer is what /metrics serves: Deps.Registry, and with high_availability the
+// registries of the sources of the targets the detector watches now (each takeover
+// builds them afresh).
+func (d *Detector) Gatherer() prometheus.Gatherer {
+	if d.ha != nil {
+		return d.ha.gatherer
+	}
+	return d.registry
+}
+
 // Addr is the address the HTTP endpoints listen on (useful with port 0).
 func (d *Detector) Addr() net.Addr { return d.listener.Addr() }
 
@@ -306,12 +316,10 @@ func (d *Detector) Run(ctx context.Context) error {
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
-	var gatherer prometheus.Gatherer = d.registry
 	if d.ha != nil {
-		gatherer = d.ha.gatherer
 		d.runHA(ctx, g)
 	}
-	mux := web.Handler(gatherer, d.health.Ready)
+	mux := web.Handler(d.Gatherer(), d.health.Ready)
 	if d.capturer != nil {
 		mux.Handle("GET "+EvidencePath+"{fingerprint}", evidence.Handler(d.evidence))
 		g.Go(func() error { return d.capturer.Run(ctx) })

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
+	"github.com/pgtripwire/pgtripwire/detector/ha"
 	"github.com/pgtripwire/pgtripwire/detector/source/catalogwatch"
 	"github.com/pgtripwire/pgtripwire/detector/source/wal"
 	"github.com/pgtripwire/pgtripwire/internal/pgserver"
@@ -33,9 +34,27 @@ var gapRE = regexp.MustCompile(`^(\S+) \(timeline (\d+), (\S+)\) to (\S+) \(time
 // its time as a standby (a dump, a count, a few lookups there) pages nothing.
 func TestFailoverOfTheWatchedCluster(t *testing.T) {
 	t.Parallel()
+	failover(t, false)
+}
+
+// The same with high_availability: the lease lives on the primary, through the same
+// multi-host DSN; the old primary's end ends it, and the detector takes it again on
+// the new primary, whose pgtripwire schema holds the rule state and replay guard as
+// replicated before the promotion.
+func TestFailoverOfTheWatchedClusterWithHighAvailability(t *testing.T) {
+	t.Parallel()
+	failover(t, true)
+}
+
+func failover(t *testing.T, highAvailability bool) {
 	primary := pgtest.NewServer(t, nil)
 	db := pgtest.NewDatabaseIn(t, primary)
 	seedUsers(t, db, 5_000)
+	if highAvailability {
+		for _, sql := range ha.SchemaSQL {
+			db.Exec(t, sql)
+		}
+	}
 	// What pgtripwire setup prepares for the WAL source (a failover slot on 17+).
 	db.Exec(t, `ALTER TABLE public.users REPLICA IDENTITY FULL`)
 	db.Exec(t, `CREATE PUBLICATION pgtripwire FOR TABLE public.users`)
@@ -67,15 +86,16 @@ func TestFailoverOfTheWatchedCluster(t *testing.T) {
 	// The clusters are the test's own: the catalog watch sees only what the test does.
 	detectortest.PollSettings(t, cfg, catalogwatch.Name).Enabled = true
 	cfg.Replication.Allowed = []config.AllowedReplication{{Role: "postgres", Application: "walreceiver", ClientCIDR: "127.0.0.1/32"}}
+	cfg.HighAvailability.Enabled = highAvailability
 	began := time.Now()
 	r := detectortest.Start(t, cfg)
 	t.Logf("detector started in %s", time.Since(began).Round(10*time.Millisecond))
 	eventually(t, 10*time.Second, "the WAL source streaming", func() bool {
 		return r.Gauge(t, "pgtripwire_wal_slot_active", map[string]string{"slot": "pgtripwire"}) == 1
 	})
-	if up := r.Gauge(t, "pgtripwire_source_up", map[string]string{"source": "statements", "server": instance}); up != 1 {
-		t.Fatalf("pgtripwire_source_up{source=statements, server=%s}: got %v, want 1", instance, up)
-	}
+	eventually(t, 10*time.Second, "the statements source up", func() bool {
+		return r.Gauge(t, "pgtripwire_source_up", map[string]string{"source": "statements", "server": instance}) == 1
+	})
 
 	// Before: a mass change of emails on the primary pages, naming the server by all
 	// its hosts; it is the last transaction the WAL source decodes there.
@@ -129,9 +149,17 @@ func TestFailoverOfTheWatchedCluster(t *testing.T) {
 		err := newPrimary.QueryRow(t.Context(), `SELECT active FROM pg_replication_slots WHERE slot_name = 'pgtripwire'`).Scan(&active)
 		return err == nil && active && r.Gauge(t, "pgtripwire_wal_slot_active", map[string]string{"slot": "pgtripwire"}) == 1
 	})
+	// Without high availability the sources see the server change under them; with it,
+	// the lease ends with the old primary and the sources start afresh on the new one.
+	moved := func(source string) bool {
+		if highAvailability {
+			return r.Counter(t, "pgtripwire_lease_acquisitions_total", map[string]string{"cluster": ""}) == 2 &&
+				r.Gauge(t, "pgtripwire_lease_held", map[string]string{"cluster": ""}) == 1
+		}
+		return r.Counter(t, "pgtripwire_source_server_changes_total", map[string]string{"source": source}) == 1
+	}
 	eventually(t, 30*time.Second-time.Since(stopped), "the statements source polling the new primary", func() bool {
-		return r.Counter(t, "pgtripwire_source_server_changes_total", map[string]string{"source": "statements"}) == 1 &&
-			r.Gauge(t, "pgtripwire_source_up", map[string]string{"source": "statements", "server": instance}) == 1
+		return moved("statements") && r.Gauge(t, "pgtripwire_source_up", map[string]string{"source": "statements", "server": instance}) == 1
 	})
 	t.Logf("watching the new primary %s after the old one stopped", time.Since(stopped).Round(10*time.Millisecond))
 
@@ -156,8 +184,7 @@ func TestFailoverOfTheWatchedCluster(t *testing.T) {
 	tables, catalog := r.Counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "tables"}),
 		r.Counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "catalog"})
 	eventually(t, 10*time.Second, "the table counters and the catalog watch polling the new primary", func() bool {
-		return r.Counter(t, "pgtripwire_source_server_changes_total", map[string]string{"source": "tables"}) == 1 &&
-			r.Counter(t, "pgtripwire_source_server_changes_total", map[string]string{"source": "catalog"}) == 1 &&
+		return moved("tables") && moved("catalog") &&
 			r.Counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "tables"}) >= tables+3 &&
 			r.Counter(t, "pgtripwire_source_polls_total", map[string]string{"source": "catalog"}) >= catalog+3
 	})

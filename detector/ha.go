@@ -171,6 +171,7 @@ func (d *Detector) watchTarget(ctx context.Context, w *haWatch, held *ha.Held) e
 	reg := prometheus.NewRegistry()
 	env := d.ha.env
 	env.ReplayGuards = heldGuards{held: held, now: d.now}
+	env.Sink = fencedSink{ctx: ctx, next: env.Sink}
 	runners, shared, _, err := buildEstate(d.cfg.Sources, env, w.servers, reg, d.health, false)
 	if err != nil {
 		return err
@@ -297,6 +298,29 @@ func (d *Detector) saveState(ctx context.Context, w *haWatch, held *ha.Held, las
 	return nil
 }
 
+// fencedSink refuses the events of a target's sources once its lease is lost: a
+// source still finishing a poll, or one that reconnected to another server before the
+// loss was noticed, hands nothing over that the next holder would hand over too. The
+// WAL source does not confirm what was refused: the next holder receives it.
+type fencedSink struct {
+	ctx  context.Context
+	next source.Sink
+}
+
+func (f fencedSink) HandleEvents(ctx context.Context, events []model.Event) error {
+	if err := context.Cause(f.ctx); err != nil {
+		return fmt.Errorf("events not handed over: %w", err)
+	}
+	return f.next.HandleEvents(ctx, events)
+}
+
+func (f fencedSink) WaitWritten(ctx context.Context) error {
+	if w, ok := f.next.(source.WrittenWaiter); ok {
+		return w.WaitWritten(ctx)
+	}
+	return nil
+}
+
 // heldGuards keeps the WAL source's replay guards in the pgtripwire schema, through
 // the lease: the next holder of the target resumes from them.
 type heldGuards struct {
@@ -306,6 +330,12 @@ type heldGuards struct {
 
 func (g heldGuards) LoadGuard(ctx context.Context, slot string) (source.ReplayGuard, bool, error) {
 	r, ok, err := g.held.LoadReplayGuard(ctx, slot)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
+		// No table (setup not run): there is no guard to lose. Saving it fails, and
+		// says so, until setup makes it.
+		return source.ReplayGuard{}, false, nil
+	}
 	return source.ReplayGuard(r), ok, err
 }
 

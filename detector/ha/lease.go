@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
@@ -181,19 +182,36 @@ func (l *Lease) hold(ctx context.Context, h *Held, work func(context.Context, *H
 	workCtx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
+	h.lost = func(err error) {
+		if workCtx.Err() == nil {
+			log.Error("lease lost: its connection failed; the target's sources stop now", zap.Error(err))
+			cancel(ErrLost)
+		}
+	}
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(l.CheckEvery)
+		// Every closedEvery, a look at the socket without a round trip: a server that
+		// ends the session (it stops, the backend is terminated) is noticed at once,
+		// before the target's sources, reconnecting, act on another server. Every
+		// CheckEvery, a round trip: a path that died silently is noticed within
+		// CheckTimeout.
+		t := time.NewTicker(closedEvery)
 		defer t.Stop()
+		last := time.Now()
 		for {
 			select {
 			case <-workCtx.Done():
 				return
 			case <-t.C:
 			}
-			if err := h.check(workCtx); err != nil && workCtx.Err() == nil {
-				log.Error("lease lost: its connection failed; the target's sources stop now", zap.Error(err))
-				cancel(ErrLost)
+			var err error
+			if time.Since(last) >= l.CheckEvery {
+				err, last = h.check(workCtx), time.Now()
+			} else {
+				err = h.checkClosed()
+			}
+			if err != nil {
+				h.lost(err)
 				return
 			}
 		}
@@ -229,6 +247,23 @@ type Held struct {
 	holder  string
 	m       *Metrics
 	timeout time.Duration
+	// lost fences the work at once; a statement through the lease that fails for any
+	// reason but the server's refusal of it (a connection error) calls it.
+	lost func(error)
+}
+
+// closedEvery is how often the holder looks at its lease connection's socket.
+const closedEvery = 100 * time.Millisecond
+
+// checkClosed reports whether the server closed the lease connection, without a
+// round trip.
+func (h *Held) checkClosed() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conn == nil {
+		return ErrLost
+	}
+	return h.conn.PgConn().CheckConn()
 }
 
 // check makes sure the lease connection still answers.
@@ -248,7 +283,12 @@ func (h *Held) do(ctx context.Context, f func(context.Context, *pgx.Conn) error)
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
-	return f(ctx, h.conn)
+	err := f(ctx, h.conn)
+	var pgErr *pgconn.PgError
+	if err != nil && !errors.As(err, &pgErr) && !errors.Is(err, pgx.ErrNoRows) && h.lost != nil {
+		h.lost(err)
+	}
+	return err
 }
 
 func (h *Held) close(ctx context.Context) {

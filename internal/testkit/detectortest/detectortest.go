@@ -282,7 +282,7 @@ func (d *Detector) Gauge(t testing.TB, name string, labels map[string]string) fl
 // Series finds the first series of name whose labels include labels; nil if none.
 func (d *Detector) Series(t testing.TB, name string, labels map[string]string) *dto.Metric {
 	t.Helper()
-	families, err := d.Registry.Gather()
+	families, err := d.d.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
