@@ -86,6 +86,14 @@ func (d *Detector) newHA(servers []*server, env source.Env) error {
 		return err
 	}
 
+	keys := map[int32]string{}
+	for _, srv := range servers {
+		k := ha.LockKey(srv.cluster)
+		if other, ok := keys[k]; ok && other != srv.cluster {
+			return &ConfigError{Err: fmt.Errorf("high_availability: targets %q and %q would share one lease (their names hash alike): rename one", other, srv.cluster)}
+		}
+		keys[k] = srv.cluster
+	}
 	h := &haState{byCluster: map[string]*haWatch{}, env: env, metrics: ha.NewMetrics(d.registry),
 		gatherer: &gatherers{base: d.registry, more: map[string]prometheus.Gatherer{}}, leases: &ha.Detector{Spread: spreadDelay}}
 	holder := d.holderName()
@@ -119,6 +127,14 @@ func (d *Detector) newHA(servers []*server, env source.Env) error {
 		}
 	}
 	d.ha = h
+	// What this detector's delivery state holds of the targets from an earlier run
+	// (a restart) is not its own until it takes the lease again: another detector may
+	// hold those alerts, and re-sending or resolving them here would page twice.
+	for _, w := range h.watches {
+		if err := d.notifier.Release(w.cluster); err != nil {
+			return fmt.Errorf("forget the Alertmanager alerts of target %q until its lease is held: %w", w.cluster, err)
+		}
+	}
 	// A transition is written at once, so that a successor does not page it again.
 	d.pipeline.onTransitions = func(alerts []model.Alert) {
 		for _, a := range alerts {
@@ -161,6 +177,25 @@ func (d *Detector) watchTarget(ctx context.Context, w *haWatch, held *ha.Held) e
 		log.Warn("lease given up: the target's state could not be read through it", zap.Error(err))
 		return nil
 	}
+	// Whatever ends the watch, the target's groups and alerts are the next holder's;
+	// when the lease is lost, at once: a Tick must not resolve (nor an event fire) what
+	// the successor holds while the sources are still stopping.
+	release := sync.OnceFunc(func() {
+		d.engine.Release(w.cluster)
+		if err := d.notifier.Release(w.cluster); err != nil {
+			log.Error("the target's alerts stay in the Alertmanager active set", zap.Error(err))
+		}
+	})
+	stopFencing := context.AfterFunc(ctx, func() {
+		if errors.Is(context.Cause(ctx), ha.ErrLost) {
+			release()
+		}
+	})
+	defer func() {
+		stopFencing()
+		release()
+		d.health.ForgetCluster(w.cluster)
+	}()
 
 	// The sources start afresh: what their state directory held (counters, a replay
 	// guard) may be older than what the previous holder judged.
@@ -177,6 +212,7 @@ func (d *Detector) watchTarget(ctx context.Context, w *haWatch, held *ha.Held) e
 		return err
 	}
 	d.ha.gatherer.add(w.cluster, reg)
+	defer d.ha.gatherer.remove(w.cluster)
 
 	g, gctx := errgroup.WithContext(ctx)
 	for _, r := range runners {
@@ -190,18 +226,10 @@ func (d *Detector) watchTarget(ctx context.Context, w *haWatch, held *ha.Held) e
 	}
 	if !errors.Is(context.Cause(ctx), ha.ErrLost) {
 		// A clean stop: the successor resumes from exactly here.
-		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
-		if serr := d.saveState(saveCtx, w, held, nil); serr != nil {
+		if serr := d.saveState(ctx, w, held, nil); serr != nil {
 			log.Warn("rule state not written at the stop: the successor resumes from the last write", zap.Error(serr))
 		}
-		cancel()
 	}
-	d.engine.Release(w.cluster)
-	if rerr := d.notifier.Release(w.cluster); rerr != nil {
-		log.Error("the target's alerts stay in the Alertmanager active set", zap.Error(rerr))
-	}
-	d.health.ForgetCluster(w.cluster)
-	d.ha.gatherer.remove(w.cluster)
 	if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -218,7 +246,9 @@ func (d *Detector) takeState(ctx context.Context, w *haWatch, held *ha.Held, log
 	data, by, at, ok, err := held.LoadRuleState(ctx)
 	var pgErr *pgconn.PgError
 	switch {
-	case err != nil && !errors.Is(err, ha.ErrDamaged) && !errors.As(err, &pgErr):
+	case err != nil && !errors.Is(err, ha.ErrDamaged) && (!errors.As(err, &pgErr) || !refused(pgErr)):
+		// A failed connection, a timeout, a server in trouble: the state may be
+		// there, and a first write without it would overwrite it.
 		return err
 	case err != nil && !errors.Is(err, ha.ErrDamaged):
 		log.Error("rule state of the target not readable: watching it without it (run pgtripwire setup --apply)", zap.Error(err))
@@ -248,6 +278,16 @@ func (d *Detector) takeState(ctx context.Context, w *haWatch, held *ha.Held, log
 		log.Error("the target's firing alerts were not added to the Alertmanager active set", zap.Error(err))
 	}
 	return nil
+}
+
+// refused reports whether the server refused the state's table for want of setup:
+// it does not exist, or the role may not use it.
+func refused(err *pgconn.PgError) bool {
+	switch err.Code {
+	case "42P01", "3F000", "42501": // undefined_table, invalid_schema_name, insufficient_privilege
+		return true
+	}
+	return false
 }
 
 // keepState writes the target's rule state every save interval, and at once after a
@@ -331,7 +371,7 @@ type heldGuards struct {
 func (g heldGuards) LoadGuard(ctx context.Context, slot string) (source.ReplayGuard, bool, error) {
 	r, ok, err := g.held.LoadReplayGuard(ctx, slot)
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
+	if errors.As(err, &pgErr) && refused(pgErr) {
 		// No table (setup not run): there is no guard to lose. Saving it fails, and
 		// says so, until setup makes it.
 		return source.ReplayGuard{}, false, nil

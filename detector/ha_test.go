@@ -72,8 +72,14 @@ func TestTargetsSpreadAndALostLeaseStopsItsSources(t *testing.T) {
 	detectortest.PollSettings(t, c, "catalog").Enabled = false
 	c.Targets, c.HighAvailability.Enabled, c.HighAvailability.SaveInterval = targets, true, time.Second
 	detectors["c"] = detectortest.Start(t, c)
-	if eu, us := holder("eu"), holder("us"); len(eu) != 1 || len(us) != 1 || eu[0] == "c" || us[0] == "c" {
-		t.Fatalf("a third detector took a target held by another: eu %v, us %v", eu, us)
+	eventually(t, 10*time.Second, "c asking for both leases", func() bool {
+		return detectors["c"].Series(t, "pgtripwire_lease_held", map[string]string{"cluster": "eu"}) != nil &&
+			detectors["c"].Series(t, "pgtripwire_lease_held", map[string]string{"cluster": "us"}) != nil
+	})
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if eu, us := holder("eu"), holder("us"); len(eu) != 1 || len(us) != 1 || eu[0] == "c" || us[0] == "c" {
+			t.Fatalf("a third detector took a target held by another: eu %v, us %v", eu, us)
+		}
 	}
 
 	// A bulk read in each target pages once, by the detector that watches it.

@@ -192,8 +192,8 @@ func rowsRead(t *testing.T, listen, role string) float64 {
 	return metricWith(t, listen, "pgtripwire_sensitive_rows_read_total", `role="`+role+`"`)
 }
 
-// metricWith scrapes the first sample of name whose labels contain label; -1 when
-// there is none.
+// metricWith scrapes the first sample of name whose labels contain label ("": any
+// sample of name); -1 when there is none.
 func metricWith(t *testing.T, listen, name, label string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + listen + "/metrics")
@@ -206,13 +206,15 @@ func metricWith(t *testing.T, listen, name, label string) float64 {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, name+"{") && strings.Contains(line, label) {
-			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			if err != nil {
-				t.Fatalf("metric line %q: %v", line, err)
-			}
-			return v
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || rest[0] != ' ' && rest[0] != '{' || !strings.Contains(rest, label) {
+			continue
 		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		return v
 	}
 	return -1
 }

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -100,29 +98,11 @@ func walCommitEnd(t *testing.T, conn *pgx.Conn, sql string) pglogrepl.LSN {
 	return pgtest.CommitEnd(t, conn, sql)
 }
 
-// metricValue scrapes the detector's /metrics for an unlabelled (or const-labelled)
-// sample of name; -1 when it is absent.
+// metricValue scrapes the detector's /metrics for the first sample of name; -1 when
+// it is absent.
 func metricValue(t *testing.T, listen, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + listen + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if rest, ok := strings.CutPrefix(line, name); ok && (rest[0] == ' ' || rest[0] == '{') {
-			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			if err != nil {
-				t.Fatalf("metric line %q: %v", line, err)
-			}
-			return v
-		}
-	}
-	return -1
+	return metricWith(t, listen, name, "")
 }
 
 // caughtUp waits until the slot is confirmed past a write made now: the running

@@ -439,8 +439,10 @@ func (d *doctor) stateSchema(ctx context.Context) error {
 	for _, table := range []string{"rule_state", "replay_guard"} {
 		// Looked up by name: to_regclass needs the USAGE this may lack.
 		var exists, rights bool
+		// One privilege per call: a list is true when any one of them is held.
 		err := d.conn.QueryRow(ctx, `SELECT true, pg_catalog.has_schema_privilege(n.oid, 'USAGE')
-	AND pg_catalog.has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE')
+	AND pg_catalog.has_table_privilege(c.oid, 'SELECT') AND pg_catalog.has_table_privilege(c.oid, 'INSERT')
+	AND pg_catalog.has_table_privilege(c.oid, 'UPDATE')
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2`, ha.Schema, table).Scan(&exists, &rights)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {

@@ -332,6 +332,10 @@ func TestHighAvailabilityStateSchema(t *testing.T) {
 	if out := check(); !strings.Contains(out, "no SELECT, INSERT and UPDATE on pgtripwire.rule_state") {
 		t.Errorf("without the grants, report lacks the missing rights:\n%s", out)
 	}
+	db.Exec(t, `GRANT USAGE ON SCHEMA pgtripwire TO `+role+`; GRANT SELECT ON pgtripwire.rule_state, pgtripwire.replay_guard TO `+role)
+	if out := check(); !strings.Contains(out, "no SELECT, INSERT and UPDATE on pgtripwire.rule_state") {
+		t.Errorf("with SELECT only, report lacks the missing rights:\n%s", out)
+	}
 	for _, sql := range ha.GrantSQL(role) {
 		db.Exec(t, sql)
 	}

@@ -64,7 +64,7 @@ func GrantSQL(role string) []string {
 }
 
 // lockClass is the first key of every lease's advisory lock ("pgtw"), so that the
-// leases do not collide with an application's one-key locks; the second is the hash
-// of the target's name. Two targets whose names hash alike share a lock: one
-// detector then watches both, never two detectors one.
+// leases do not collide with an application's locks of one bigint key (another lock
+// space) nor, short of the same first key, of two; the second is LockKey of the
+// target's name.
 const lockClass = 0x70677477

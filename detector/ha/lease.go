@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"sync"
@@ -69,6 +70,15 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context, h *Held)
 		}
 	}()
 	backedOff := false
+	failing := false // said once per run of failures, not at every attempt
+	warn := func(msg string, err error) {
+		if !failing {
+			log.Warn(msg, zap.Error(err))
+		} else {
+			log.Debug(msg, zap.Error(err))
+		}
+		failing = true
+	}
 	for {
 		if conn == nil {
 			c, err := pgx.ConnectConfig(ctx, l.Conn)
@@ -76,7 +86,7 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context, h *Held)
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				log.Warn("lease: cannot connect; trying again", zap.Error(err))
+				warn("lease: cannot connect; trying again", err)
 				if err := wait(ctx, l.jittered()); err != nil {
 					return err
 				}
@@ -84,24 +94,27 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context, h *Held)
 			}
 			conn = c
 		}
-		if n := l.Detector.holding(); n > 0 && !backedOff {
-			// Leave the target a moment to a detector that watches fewer.
-			backedOff = true
-			if err := wait(ctx, time.Duration(min(n, 4))*l.Detector.Spread); err != nil {
-				return err
-			}
-			continue
-		}
-		backedOff = false
-		got, err := l.try(ctx, conn)
+		got, backoff, err := l.try(ctx, conn, backedOff)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
+		case backoff > 0:
+			// Leave the target a moment to a detector that watches fewer.
+			backedOff = true
+			if err := wait(ctx, backoff); err != nil {
+				return err
+			}
+			continue
+		case errors.Is(err, errStandby):
+			warn("lease: the server is a standby; set target_session_attrs=read-write in the DSN", err)
+			closeConn(ctx, conn)
+			conn = nil
 		case err != nil:
-			log.Warn("lease: cannot ask for the lock; reconnecting", zap.Error(err))
+			warn("lease: cannot ask for the lock; reconnecting", err)
 			closeConn(ctx, conn)
 			conn = nil
 		case got:
+			failing = false
 			h := &Held{conn: conn, target: l.Target, holder: l.Holder, m: l.Metrics, timeout: l.CheckTimeout}
 			conn = nil // the Held owns it now, and closes it
 			if err := l.hold(ctx, h, work, log); err != nil {
@@ -110,24 +123,52 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context, h *Held)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+		default:
+			failing = false
 		}
+		backedOff = false
 		if err := wait(ctx, l.jittered()); err != nil {
 			return err
 		}
 	}
 }
 
-// try asks for the lock, one attempt of the detector at a time: a detector's count
-// of leases held is up to date for its next attempt.
-func (l *Lease) try(ctx context.Context, conn *pgx.Conn) (bool, error) {
+// errStandby is a lease asked for on a standby: a lock there says nothing about the
+// primary, where another detector may hold it.
+var errStandby = errors.New("the lease's server is in recovery (a standby)")
+
+// try asks for the lock, one attempt of the detector at a time, within the check
+// timeout: the detector's count of leases held is up to date for its next attempt.
+// When the detector already holds some and has not backed off yet, it asks nothing
+// and returns how long to wait first.
+func (l *Lease) try(ctx context.Context, conn *pgx.Conn, backedOff bool) (got bool, backoff time.Duration, err error) {
 	l.Detector.mu.Lock()
 	defer l.Detector.mu.Unlock()
-	var got bool
-	err := conn.QueryRow(ctx, `SELECT pg_catalog.pg_try_advisory_lock($1, pg_catalog.hashtext($2))`, int32(lockClass), l.Target).Scan(&got)
-	if err == nil && got {
+	if n := l.Detector.held; n > 0 && !backedOff && l.Detector.Spread > 0 {
+		return false, time.Duration(min(n, 4)) * l.Detector.Spread, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.CheckTimeout)
+	defer cancel()
+	var locked *bool
+	err = conn.QueryRow(ctx, `SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL
+	ELSE pg_catalog.pg_try_advisory_lock($1, $2) END`, int32(lockClass), LockKey(l.Target)).Scan(&locked)
+	switch {
+	case err != nil:
+		return false, 0, err
+	case locked == nil:
+		return false, 0, errStandby
+	case *locked:
 		l.Detector.held++
 	}
-	return got, err
+	return *locked, 0, nil
+}
+
+// LockKey is the second key of the target's advisory lock: the FNV-1a hash of its
+// name. The detector refuses targets whose keys collide.
+func LockKey(target string) int32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(target)) // a hash does not fail
+	return int32(h.Sum32())
 }
 
 func (l *Lease) jittered() time.Duration {
@@ -141,12 +182,6 @@ type Detector struct {
 	Spread time.Duration
 	mu     sync.Mutex
 	held   int
-}
-
-func (d *Detector) holding() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.held
 }
 
 func (d *Detector) released() {
@@ -220,6 +255,7 @@ func (l *Lease) hold(ctx context.Context, h *Held, work func(context.Context, *H
 	l.Metrics.acquired.WithLabelValues(l.Target).Inc()
 	log.Info("lease acquired: watching the target")
 	err := work(workCtx, h)
+	ended := workCtx.Err() // before this function ends it
 	lost := errors.Is(context.Cause(workCtx), ErrLost)
 	cancel(nil)
 	wg.Wait()
@@ -229,7 +265,7 @@ func (l *Lease) hold(ctx context.Context, h *Held, work func(context.Context, *H
 	if lost {
 		l.Metrics.lost.WithLabelValues(l.Target).Inc()
 	}
-	if err != nil && workCtx.Err() == nil {
+	if err != nil && ended == nil {
 		return fmt.Errorf("target %q: %w", l.Target, err)
 	}
 	if !lost && ctx.Err() == nil {
@@ -252,6 +288,10 @@ type Held struct {
 	lost func(error)
 }
 
+// writeTimeout bounds a read or write of the state through the lease: longer than a
+// check's, so that a large state on a loaded server is not taken for a lost lease.
+const writeTimeout = 15 * time.Second
+
 // closedEvery is how often the holder looks at its lease connection's socket.
 const closedEvery = 100 * time.Millisecond
 
@@ -263,29 +303,41 @@ func (h *Held) checkClosed() error {
 	if h.conn == nil {
 		return ErrLost
 	}
-	return h.conn.PgConn().CheckConn()
+	// Deprecated for Ping, which cannot do this: look without a round trip, ten times
+	// a second. A silently broken path is check's (a round trip every CheckEvery).
+	return h.conn.PgConn().CheckConn() //nolint:staticcheck // SA1019: see above
+
 }
 
 // check makes sure the lease connection still answers.
 func (h *Held) check(ctx context.Context) error {
-	return h.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		_, err := conn.Exec(ctx, `SELECT 1`)
-		return err
+	return h.do(ctx, h.timeout, func(ctx context.Context, conn *pgx.Conn) error {
+		var standby bool
+		if err := conn.QueryRow(ctx, `SELECT pg_catalog.pg_is_in_recovery()`).Scan(&standby); err != nil {
+			return err
+		}
+		if standby {
+			return errStandby
+		}
+		return nil
 	})
 }
 
-// do runs f on the lease connection, within the check timeout.
-func (h *Held) do(ctx context.Context, f func(context.Context, *pgx.Conn) error) error {
+// do runs f on the lease connection within timeout. The statement is not cancelled
+// with ctx (pgx closes a connection whose statement is cancelled, which would end the
+// lease under a clean stop's last write): it ends within timeout. A failure of the
+// connection itself fences the work at once.
+func (h *Held) do(ctx context.Context, timeout time.Duration, f func(context.Context, *pgx.Conn) error) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.conn == nil {
 		return ErrLost
 	}
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	err := f(ctx, h.conn)
 	var pgErr *pgconn.PgError
-	if err != nil && !errors.As(err, &pgErr) && !errors.Is(err, pgx.ErrNoRows) && h.lost != nil {
+	if err != nil && (h.conn.IsClosed() || !errors.As(err, &pgErr) && !errors.Is(err, pgx.ErrNoRows)) && h.lost != nil {
 		h.lost(err)
 	}
 	return err
@@ -304,7 +356,7 @@ func (h *Held) close(ctx context.Context) {
 // was.
 func (h *Held) LoadRuleState(ctx context.Context) (state []byte, savedBy string, savedAt time.Time, ok bool, err error) {
 	var packed []byte
-	err = h.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	err = h.do(ctx, writeTimeout, func(ctx context.Context, conn *pgx.Conn) error {
 		return conn.QueryRow(ctx, `SELECT state, saved_by, saved_at FROM `+RuleStateTable+` WHERE target = $1`, h.target).
 			Scan(&packed, &savedBy, &savedAt)
 	})
@@ -330,7 +382,7 @@ func (h *Held) SaveRuleState(ctx context.Context, now time.Time, state []byte) e
 	zw, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed) // a valid level: no error
 	_, _ = zw.Write(state)                           // writes to a buffer do not fail
 	_ = zw.Close()
-	err := h.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	err := h.do(ctx, writeTimeout, func(ctx context.Context, conn *pgx.Conn) error {
 		_, err := conn.Exec(ctx, `INSERT INTO `+RuleStateTable+` AS s (target, saved_at, saved_by, state) VALUES ($1, $2, $3, $4)
 ON CONFLICT (target) DO UPDATE SET saved_at = excluded.saved_at, saved_by = excluded.saved_by, state = excluded.state`,
 			h.target, now, h.holder, b.Bytes())
@@ -363,7 +415,7 @@ func (h *Held) LoadReplayGuard(ctx context.Context, slot string) (ReplayGuard, b
 		handled string
 		at      *time.Time
 	)
-	err := h.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	err := h.do(ctx, writeTimeout, func(ctx context.Context, conn *pgx.Conn) error {
 		return conn.QueryRow(ctx, `SELECT system_id, timeline, handled::text, handled_at FROM `+ReplayGuardTable+
 			` WHERE target = $1 AND slot = $2`, h.target, slot).Scan(&g.SystemID, &g.Timeline, &handled, &at)
 	})
@@ -388,7 +440,7 @@ func (h *Held) SaveReplayGuard(ctx context.Context, now time.Time, slot string, 
 	if !g.HandledAt.IsZero() {
 		at = &g.HandledAt
 	}
-	err := h.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	err := h.do(ctx, writeTimeout, func(ctx context.Context, conn *pgx.Conn) error {
 		_, err := conn.Exec(ctx, `INSERT INTO `+ReplayGuardTable+
 			` (target, slot, system_id, timeline, handled, handled_at, saved_at, saved_by) VALUES ($1, $2, $3, $4, $5::pg_lsn, $6, $7, $8)
 ON CONFLICT (target, slot) DO UPDATE SET system_id = excluded.system_id, timeline = excluded.timeline, handled = excluded.handled,

@@ -109,7 +109,9 @@ func TestLeaseIsHeldByOneAndTakenOverWhenItsSessionEnds(t *testing.T) {
 	}
 
 	// a's session ends as a kill -9 would end it.
-	db.Exec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'ha_detector' AND query LIKE '%SELECT 1%'`)
+	db.Exec(t, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND classid = 1885828215 AND objid = $1::oid AND objsubid = 2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+		int64(uint32(ha.LockKey("eu"))))
 	waitFor(t, "a's work stops (fencing)", 3*time.Second, func() bool { _, _, ended := a.get(); return ended != nil })
 	if _, _, ended := a.get(); !errors.Is(ended, ha.ErrLost) {
 		t.Errorf("a's work ended with %v, want ErrLost", ended)
@@ -155,5 +157,26 @@ func TestStateRightsAreLeastPrivilege(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "permission denied") && !strings.Contains(err.Error(), "must be owner") {
 			t.Errorf("%s as the detector: %v, want permission denied", sql, err)
 		}
+	}
+}
+
+// A lock on a standby says nothing about the primary, where another detector may hold
+// the lease: a lease asked for on a standby is never taken.
+func TestLeaseIsNeverTakenOnAStandby(t *testing.T) {
+	primary := pgtest.NewServer(t, nil)
+	standby := pgtest.NewStandby(t, primary)
+	cfg, err := pgx.ParseConfig(standby.SuperuserDSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var w holding
+	l := &ha.Lease{Target: "eu", Conn: cfg, TryEvery: 100 * time.Millisecond}
+	if err := l.Run(ctx, w.work); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Run = %v, want the context's end", err)
+	}
+	if _, starts, _ := w.get(); starts != 0 {
+		t.Errorf("the lease was taken %d times on a standby", starts)
 	}
 }

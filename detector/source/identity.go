@@ -38,13 +38,22 @@ type ServerIdentity struct {
 func (id ServerIdentity) IsZero() bool { return id == ServerIdentity{} }
 
 // SameServer reports whether a and b are the same server, as far as the counters it
-// keeps go: the same address, listening on the same address, in the same role, on the
-// same timeline. A zero identity is the same as any (nothing to compare).
+// keeps go: listening on the same address, in the same role, on the same timeline.
+// The address the connection reached counts only over Unix sockets, where there is no
+// listen address: over TCP one server is reached at several (a name that resolves to
+// ::1 and 127.0.0.1, round-robin DNS, poolers behind one service), and re-baselining
+// at an ordinary reconnect would miss the reads in between. A zero identity is the
+// same as any (nothing to compare).
 func (id ServerIdentity) SameServer(b ServerIdentity) bool {
 	if id.IsZero() || b.IsZero() {
 		return true
 	}
-	return id.Addr == b.Addr && id.Listen == b.Listen && id.Standby == b.Standby && id.Timeline == b.Timeline
+	if id.Listen == "" || b.Listen == "" {
+		if id.Addr != b.Addr {
+			return false
+		}
+	}
+	return id.Listen == b.Listen && id.Standby == b.Standby && id.Timeline == b.Timeline
 }
 
 // identityQuery reads what ServerIdentity needs; nothing it calls needs a privilege.

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -33,6 +34,16 @@ type partitionFile struct {
 // Partition returns the encoded state of cluster's groups (see partitionFile),
 // as it is at now, for Take. The minimal configuration's one cluster is "".
 func (e *Engine) Partition(now time.Time, cluster string) ([]byte, error) {
+	// Encoded outside the lock: evaluation waits only for the copy.
+	pf := e.partition(now, cluster)
+	data, err := json.Marshal(pf)
+	if err != nil {
+		return nil, fmt.Errorf("encode the rule state of cluster %q: %w", cluster, err)
+	}
+	return data, nil
+}
+
+func (e *Engine) partition(now time.Time, cluster string) partitionFile {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	pf := partitionFile{Version: stateVersion, SavedAt: now, Cluster: cluster}
@@ -41,7 +52,9 @@ func (e *Engine) Partition(now time.Time, cluster string) ([]byte, error) {
 		at := clusterField(rs)
 		rs.eachGroup(func(g *group) {
 			if at >= 0 && g.key != nil && g.key[at].s == cluster {
-				r.Groups = append(r.Groups, rs.snapshotGroup(g))
+				gs := rs.snapshotGroup(g)
+				gs.Distinct = maps.Clone(gs.Distinct) // the live map: encoded after the lock
+				r.Groups = append(r.Groups, gs)
 			}
 		})
 		rs.seen.each(func(k *seenKey) {
@@ -57,11 +70,7 @@ func (e *Engine) Partition(now time.Time, cluster string) ([]byte, error) {
 			pf.Adopted = append(pf.Adopted, adoptedState{Alert: ad.alert, Until: ad.until})
 		}
 	}
-	data, err := json.Marshal(pf)
-	if err != nil {
-		return nil, fmt.Errorf("encode the rule state of cluster %q: %w", cluster, err)
-	}
-	return data, nil
+	return pf
 }
 
 // Take restores a partition written by Partition, of this engine or another
