@@ -6,6 +6,7 @@ import (
 
 	"github.com/pgtripwire/pgtripwire/detector/config"
 	"github.com/pgtripwire/pgtripwire/detector/ha"
+	"github.com/pgtripwire/pgtripwire/internal/testkit/amtest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/detectortest"
 	"github.com/pgtripwire/pgtripwire/internal/testkit/pgtest"
 	"github.com/pgtripwire/pgtripwire/model"
@@ -172,5 +173,83 @@ func TestHighAvailabilityWithoutUsableState(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A detector stopped cleanly (a rolling update) hands its target over with its
+// firing alert: the successor keeps Alertmanager's alert firing (same start), writes
+// no second firing line, and the first detector, started again while the other holds
+// the target, writes nothing of it. (After kill -9 rather than a clean stop, the
+// restarted detector's restored Alertmanager set would hold the alert: New forgets
+// it until the lease is held; no test here kills an in-process detector.)
+func TestCleanHandoverKeepsAlertmanagerFiring(t *testing.T) {
+	t.Parallel()
+	am := amtest.Start(t)
+	db := pgtest.NewDatabase(t)
+	seedUsers(t, db, 5_000)
+	for _, sql := range ha.SchemaSQL {
+		db.Exec(t, sql)
+	}
+	configFor := func() *config.Config {
+		cfg := detectortest.Config(t, db)
+		detectortest.PollEvery(t, "statements", detectortest.PollSettings(t, cfg, "statements"), 500*time.Millisecond)
+		cfg.HighAvailability.Enabled, cfg.HighAvailability.SaveInterval = true, time.Second
+		cfg.Alerts.Alertmanager.URLs = []string{am.URL}
+		// Alertmanager drops an alert nobody re-sends after four intervals: 4 s.
+		cfg.Alerts.Alertmanager.ResendInterval = time.Second
+		// Short, so that anything resolving the alert would within the test.
+		cfg.Alerts.ResolveAfter = 2 * time.Second
+		return cfg
+	}
+	cfgA := configFor()
+	a := detectortest.Start(t, cfgA)
+	eventually(t, 10*time.Second, "a watching", func() bool {
+		return a.Gauge(t, "pgtripwire_lease_held", map[string]string{"cluster": ""}) == 1 &&
+			a.Gauge(t, "pgtripwire_source_up", map[string]string{"source": "statements"}) == 1
+	})
+	b := detectortest.Start(t, configFor())
+	bulkRead(t, db)
+	fired := a.WaitAlert(t, 10*time.Second, "SensitiveBulkRead", map[string]string{"role": "mallory"})
+	want := map[string]string{"alertname": "SensitiveBulkRead", "role": "mallory"}
+	eventually(t, 10*time.Second, "the alert in Alertmanager", func() bool { _, ok := am.Find(t, want); return ok })
+
+	a.Stop()
+	eventually(t, 10*time.Second, "b taking over", func() bool {
+		return b.Gauge(t, "pgtripwire_lease_held", map[string]string{"cluster": ""}) == 1
+	})
+	firingFor := func(what string, d time.Duration) {
+		t.Helper()
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+			got, ok := am.Find(t, want)
+			if !ok {
+				t.Fatalf("%s: the alert left Alertmanager (resolved, or nobody re-sent it)", what)
+			}
+			if !got.StartsAt.Equal(fired.Time.Truncate(time.Millisecond)) && got.StartsAt.Sub(fired.Time).Abs() >= time.Millisecond {
+				t.Fatalf("%s: startsAt %v, want the firing time %v", what, got.StartsAt, fired.Time)
+			}
+		}
+	}
+	firingFor("after the handover", 6*time.Second)
+
+	// a again, with its state directory and alert log, while b holds the target.
+	again := detectortest.Start(t, cfgA)
+	firingFor("with a back", 6*time.Second)
+	if again.Gauge(t, "pgtripwire_lease_held", map[string]string{"cluster": ""}) != 0 {
+		t.Error("a, started again, holds the target b holds")
+	}
+	for _, l := range b.Lines(t) {
+		if l.Fingerprint == fired.Fingerprint {
+			t.Errorf("b wrote a %s line of the alert a fired", l.State)
+		}
+	}
+	// again writes to a's alert log: its one firing line, nothing since.
+	var lines []string
+	for _, l := range again.Lines(t) {
+		if l.Fingerprint == fired.Fingerprint {
+			lines = append(lines, string(l.State))
+		}
+	}
+	if len(lines) != 1 || lines[0] != string(model.StateFiring) {
+		t.Errorf("a's alert log holds %v for the alert, want its one firing line", lines)
 	}
 }
