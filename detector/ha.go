@@ -295,25 +295,23 @@ func refused(err *pgconn.PgError) bool {
 func (d *Detector) keepState(ctx context.Context, w *haWatch, held *ha.Held, place *health.Scoped, log *zap.Logger) error {
 	place.Register(ruleStateComponent)
 	var last [sha256.Size]byte
-	err := d.saveState(ctx, w, held, &last)
-	if ctx.Err() == nil {
-		place.Set(ruleStateComponent, err)
-	}
 	t := time.NewTicker(d.cfg.HighAvailability.SaveInterval)
 	defer t.Stop()
 	for {
+		// At once, then every interval and after each transition.
+		err := d.saveState(ctx, w, held, &last)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			log.Warn("rule state not written; retrying", zap.Error(err))
+		}
+		place.Set(ruleStateComponent, err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
 		case <-w.kick:
-		}
-		err := d.saveState(ctx, w, held, &last)
-		if err != nil && ctx.Err() == nil {
-			log.Warn("rule state not written; retrying", zap.Error(err))
-		}
-		if ctx.Err() == nil {
-			place.Set(ruleStateComponent, err)
 		}
 	}
 }
@@ -321,7 +319,7 @@ func (d *Detector) keepState(ctx context.Context, w *haWatch, held *ha.Held, pla
 // saveState writes the target's rule state through the lease, unless it is the same
 // as last written (last nil: always).
 func (d *Detector) saveState(ctx context.Context, w *haWatch, held *ha.Held, last *[sha256.Size]byte) error {
-	data, err := d.engine.Partition(time.Time{}, w.cluster)
+	data, err := d.engine.Partition(w.cluster)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
+
+	"github.com/pgtripwire/pgtripwire/detector/backoff"
 )
 
 // Lease is the lease of one target. Its zero durations take the defaults below.
@@ -87,21 +89,21 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context, h *Held)
 					return ctx.Err()
 				}
 				warn("lease: cannot connect; trying again", err)
-				if err := wait(ctx, l.jittered()); err != nil {
+				if err := backoff.Sleep(ctx, l.jittered()); err != nil {
 					return err
 				}
 				continue
 			}
 			conn = c
 		}
-		got, backoff, err := l.try(ctx, conn, backedOff)
+		got, spread, err := l.try(ctx, conn, backedOff)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case backoff > 0:
+		case spread > 0:
 			// Leave the target a moment to a detector that watches fewer.
 			backedOff = true
-			if err := wait(ctx, backoff); err != nil {
+			if err := backoff.Sleep(ctx, spread); err != nil {
 				return err
 			}
 			continue
@@ -127,7 +129,7 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context, h *Held)
 			failing = false
 		}
 		backedOff = false
-		if err := wait(ctx, l.jittered()); err != nil {
+		if err := backoff.Sleep(ctx, l.jittered()); err != nil {
 			return err
 		}
 	}
@@ -141,7 +143,7 @@ var errStandby = errors.New("the lease's server is in recovery (a standby)")
 // timeout: the detector's count of leases held is up to date for its next attempt.
 // When the detector already holds some and has not backed off yet, it asks nothing
 // and returns how long to wait first.
-func (l *Lease) try(ctx context.Context, conn *pgx.Conn, backedOff bool) (got bool, backoff time.Duration, err error) {
+func (l *Lease) try(ctx context.Context, conn *pgx.Conn, backedOff bool) (got bool, spread time.Duration, err error) {
 	l.Detector.mu.Lock()
 	defer l.Detector.mu.Unlock()
 	if n := l.Detector.held; n > 0 && !backedOff && l.Detector.Spread > 0 {
@@ -488,17 +490,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pgtripwire_state_bytes",
 			Help: "Size of the target's rule state as last written to pgtripwire.rule_state (compressed).",
 		}, []string{"cluster"}),
-	}
-}
-
-func wait(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"time"
 
 	"github.com/pgtripwire/pgtripwire/model"
 )
@@ -25,17 +24,17 @@ import (
 // count events of every cluster.
 type partitionFile struct {
 	Version int            `json:"version"`
-	SavedAt time.Time      `json:"saved_at"`
 	Cluster string         `json:"cluster"`
 	Rules   []ruleSnapshot `json:"rules"`
 	Adopted []adoptedState `json:"adopted,omitempty"`
 }
 
-// Partition returns the encoded state of cluster's groups (see partitionFile),
-// as it is at now, for Take. The minimal configuration's one cluster is "".
-func (e *Engine) Partition(now time.Time, cluster string) ([]byte, error) {
+// Partition returns the encoded state of cluster's groups (see partitionFile), for
+// Take. The minimal configuration's one cluster is "". It holds no time of its own
+// (whoever stores it says when); groups and keys come in map order.
+func (e *Engine) Partition(cluster string) ([]byte, error) {
 	// Encoded outside the lock: evaluation waits only for the copy.
-	pf := e.partition(now, cluster)
+	pf := e.partition(cluster)
 	data, err := json.Marshal(pf)
 	if err != nil {
 		return nil, fmt.Errorf("encode the rule state of cluster %q: %w", cluster, err)
@@ -43,10 +42,10 @@ func (e *Engine) Partition(now time.Time, cluster string) ([]byte, error) {
 	return data, nil
 }
 
-func (e *Engine) partition(now time.Time, cluster string) partitionFile {
+func (e *Engine) partition(cluster string) partitionFile {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	pf := partitionFile{Version: stateVersion, SavedAt: now, Cluster: cluster}
+	pf := partitionFile{Version: stateVersion, Cluster: cluster}
 	for _, rs := range e.rules {
 		r := ruleSnapshot{Name: rs.rule.Name, Definition: rs.def, StartedAt: rs.startedAt}
 		at := clusterField(rs)
@@ -57,12 +56,7 @@ func (e *Engine) partition(now time.Time, cluster string) partitionFile {
 				r.Groups = append(r.Groups, gs)
 			}
 		})
-		rs.seen.each(func(k *seenKey) {
-			r.Seen = append(r.Seen, seenSnapshot{Key: encodeKey(rs.seenBy, k.key), LastSeen: k.lastSeen})
-		})
-		rs.scopes.each(func(k *seenKey) {
-			r.Scopes = append(r.Scopes, seenSnapshot{Key: encodeKey(rs.scopeBy, k.key), FirstSeen: k.firstSeen, LastSeen: k.lastSeen})
-		})
+		rs.snapshotSeen(&r)
 		pf.Rules = append(pf.Rules, r)
 	}
 	for _, ad := range e.adopted {

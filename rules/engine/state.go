@@ -218,12 +218,7 @@ func (e *Engine) snapshotLocked(now time.Time) stateFile {
 			s := rs.snapshotGroup(rs.over)
 			r.Overflow = &s
 		}
-		rs.seen.each(func(k *seenKey) {
-			r.Seen = append(r.Seen, seenSnapshot{Key: encodeKey(rs.seenBy, k.key), LastSeen: k.lastSeen})
-		})
-		rs.scopes.each(func(k *seenKey) {
-			r.Scopes = append(r.Scopes, seenSnapshot{Key: encodeKey(rs.scopeBy, k.key), FirstSeen: k.firstSeen, LastSeen: k.lastSeen})
-		})
+		rs.snapshotSeen(&r)
 		sf.Rules = append(sf.Rules, r)
 	}
 	for rule, o := range e.overflow {
@@ -233,6 +228,16 @@ func (e *Engine) snapshotLocked(now time.Time) stateFile {
 		sf.Adopted = append(sf.Adopted, adoptedState{Alert: ad.alert, Until: ad.until})
 	}
 	return sf
+}
+
+// snapshotSeen adds the rule's first-seen keys and learn_per scopes to r.
+func (rs *ruleState) snapshotSeen(r *ruleSnapshot) {
+	rs.seen.each(func(k *seenKey) {
+		r.Seen = append(r.Seen, seenSnapshot{Key: encodeKey(rs.seenBy, k.key), LastSeen: k.lastSeen})
+	})
+	rs.scopes.each(func(k *seenKey) {
+		r.Scopes = append(r.Scopes, seenSnapshot{Key: encodeKey(rs.scopeBy, k.key), FirstSeen: k.firstSeen, LastSeen: k.lastSeen})
+	})
 }
 
 func (rs *ruleState) snapshotGroup(g *group) groupSnapshot {
